@@ -17,13 +17,11 @@ import torch
 
 from tests.golden_cases import handlers, manifests
 
-GOLDEN_DIR = Path(
-    os.environ.get("SAGANET_GOLDEN_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "golden")
-).resolve()
+DEFAULT_GOLDEN_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden"
+GOLDEN_DIR = Path(os.environ.get("SAGANET_GOLDEN_DIR", DEFAULT_GOLDEN_DIR)).resolve()
 
 CASE_FILES = sorted(GOLDEN_DIR.glob("*.pt"))
 MANIFEST_FILES = sorted((GOLDEN_DIR / "manifests").glob("*.json"))
-_ran: list[str] = []
 
 
 def test_golden_dir_has_cases() -> None:
@@ -38,7 +36,6 @@ def test_case(path: Path) -> None:
         pytest.fail(f"{path.name}: no handler for module {case['module']!r}")
     torch.manual_seed(0)
     handler(case)
-    _ran.append(case["case"])
 
 
 @pytest.mark.parametrize("path", MANIFEST_FILES, ids=[p.stem for p in MANIFEST_FILES])
@@ -63,7 +60,3 @@ def test_manifest(path: Path) -> None:
     assert not wrong, f"{manifest['name']}: mis-shaped keys (ours, official): {wrong}"
     # Same registration order as the published files, so saved checkpoints diff cleanly.
     assert list(ours) == expected_keys, f"{manifest['name']}: state-dict key order differs"
-
-
-def teardown_module() -> None:
-    print(f"\ngolden: {len(_ran)} of {len(CASE_FILES)} cases ran in {GOLDEN_DIR}")

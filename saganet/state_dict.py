@@ -1,0 +1,92 @@
+"""Strict state-dict loading with one readable error for every kind of mismatch.
+
+PyTorch's own strict loading stops at the first shape mismatch and reports missing and
+unexpected keys in one long line. Checkpoint problems are the most common support question for
+a model that ships several variants, so we collect everything first and raise one error that
+lists missing, unexpected and mis-shaped keys separately. The only tolerated differences are
+named by the caller (for example LoRA factors absent from an MMAudio base checkpoint).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A state dict does not fit the module it is loaded into."""
+
+
+def _matches(key: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def check_state_dict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    allow_missing: Iterable[str] = (),
+    allow_unexpected: Iterable[str] = (),
+    what: str = "checkpoint",
+) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` fits ``module`` exactly.
+
+    Args:
+        module: the module the weights are meant for.
+        state_dict: the weights.
+        allow_missing: glob patterns of module keys that may be absent from ``state_dict``.
+        allow_unexpected: glob patterns of extra keys that may be present and are ignored.
+        what: a name for the weights (usually the file) used in the error message.
+    """
+    own = module.state_dict()
+    allow_missing, allow_unexpected = tuple(allow_missing), tuple(allow_unexpected)
+    missing = [k for k in own if k not in state_dict and not _matches(k, allow_missing)]
+    unexpected = [k for k in state_dict if k not in own and not _matches(k, allow_unexpected)]
+    misshaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or misshaped:
+        lines = [f"{what} does not match {type(module).__name__}:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("mis-shaped", misshaped)):
+            if items:
+                lines.append(f"  {len(items)} {title} key(s): " + ", ".join(items[:12])
+                             + (", ..." if len(items) > 12 else ""))
+        raise CheckpointMismatchError("\n".join(lines))
+
+
+def load_state_dict_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    allow_missing: Iterable[str] = (),
+    allow_unexpected: Iterable[str] = (),
+    what: str = "checkpoint",
+) -> None:
+    """Check with :func:`check_state_dict`, then copy the weights into ``module``.
+
+    Keys matched by ``allow_unexpected`` are dropped; keys matched by ``allow_missing`` keep
+    the module's current values.
+    """
+    check_state_dict(module, state_dict, allow_missing=allow_missing,
+                     allow_unexpected=allow_unexpected, what=what)
+    own = module.state_dict()
+    filtered = {k: v for k, v in state_dict.items() if k in own}
+    complete = {**{k: v for k, v in own.items() if k not in filtered}, **filtered}
+    module.load_state_dict(complete, strict=True)
+
+
+def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load`` with ``weights_only=True`` and an error that names the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several unrelated types for corrupt/unsafe files
+        raise CheckpointMismatchError(f"{path}: cannot be read as a weights-only checkpoint "
+                                      f"({type(err).__name__}: {err})") from err
