@@ -1,0 +1,212 @@
+"""Moving bytes safely: streamed download, md5 verification and verification stamps.
+
+A download streams into a hidden temporary file in the destination folder, hashing as it goes,
+and is renamed onto the destination only once the byte count and the md5 check out, so the
+destination is either absent or complete. A file lock next to the destination makes concurrent
+processes (several ranks on one machine, or several jobs sharing a cache) download once: the
+others wait and then find the finished file.
+
+Hashing a multi-gigabyte checkpoint on every run would cost seconds, so a successful check
+leaves a ``<file>.md5ok`` stamp holding the digest, size and modification time; the file is
+re-hashed only when one of them changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+
+import filelock
+from tqdm import tqdm
+
+from saganet import __version__
+from saganet.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20  # 1 MiB: small enough for a smooth progress bar, large enough to be cheap
+_TIMEOUT_S = 60.0  # per socket operation; a stalled server fails instead of hanging forever
+STAMP_SUFFIX = ".md5ok"
+
+
+class DownloadError(UserInputError):
+    """A transfer failed or delivered the wrong bytes; nothing was left at the destination.
+
+    It is a :class:`UserInputError` so that entry points print it as one line: the remedy
+    (retry, fix the network, or place the file by hand and use offline mode) is the user's.
+    """
+
+
+def md5_of(path: str | os.PathLike[str]) -> str:
+    """Hex md5 of a file, read in chunks so that large checkpoints need little memory.
+
+    Args:
+        path: the file.
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * _CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _temporary_sibling(path: Path, suffix: str) -> Path:
+    """A unique hidden name next to ``path``.
+
+    Not ``tempfile.mkstemp``: its files are private to the user (mode 0600), and a cache is
+    often shared; opening a fresh name with mode "x" honours the umask instead.
+    """
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + STAMP_SUFFIX)
+
+
+def _stamp_text(md5: str, stat: os.stat_result) -> str:
+    return f"{md5} {stat.st_size} {stat.st_mtime_ns}\n"
+
+
+def has_valid_stamp(path: str | os.PathLike[str], md5: str) -> bool:
+    """Whether ``path`` was verified against ``md5`` and has not changed since.
+
+    Args:
+        path: the file.
+        md5: the expected digest.
+    """
+    path = Path(path)
+    try:
+        stamp = _stamp_path(path).read_text()
+        stat = path.stat()
+    except OSError:
+        return False
+    return stamp == _stamp_text(md5.lower(), stat)
+
+
+def write_stamp(path: Path, md5: str) -> None:
+    """Record that ``path`` has digest ``md5``; best effort (the cache may be read-only)."""
+    stamp = _stamp_path(path)
+    try:
+        text = _stamp_text(md5.lower(), path.stat())
+        # Written via a temporary file and a rename so that a concurrent reader never sees a
+        # half-written stamp.
+        tmp = _temporary_sibling(stamp, ".tmp")
+        with open(tmp, "x") as f:
+            f.write(text)
+        os.replace(tmp, stamp)
+    except OSError as err:
+        logger.debug("could not write verification stamp %s: %s", stamp, err)
+
+
+def verify_file(path: str | os.PathLike[str], md5: str, size: int | None = None) -> bool:
+    """Whether the file at ``path`` has digest ``md5`` (and ``size`` bytes, when given).
+
+    A valid stamp answers without hashing; a successful hash writes one.
+
+    Args:
+        path: the file; must exist.
+        md5: expected hex digest.
+        size: expected size in bytes, or None; a wrong size fails without hashing.
+    """
+    path = Path(path)
+    if size is not None and path.stat().st_size != size:
+        return False
+    if has_valid_stamp(path, md5):
+        return True
+    logger.info("verifying md5 of %s", path)
+    if md5_of(path) != md5.lower():
+        return False
+    write_stamp(path, md5)
+    return True
+
+
+def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) -> str:
+    """Stream ``url`` into ``tmp``; return the md5 of what arrived."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"saganet/{__version__}"})
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response, \
+                open(tmp, "xb") as out:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length is not None else None
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, disable=not progress, leave=False) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as err:
+        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}",
+                            dest) from err
+    except (urllib.error.URLError, HTTPException, OSError) as err:
+        # Covers refused connections, DNS failures, timeouts and connections reset mid-body.
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"download from {url} failed after {received} bytes ({reason}); "
+                            "nothing was kept, try again (or place the file by hand and use "
+                            "offline mode)", dest) from err
+    # http.client returns a short body without complaint when the server closes early, so the
+    # byte count is the only sign of a truncated transfer when no checksum is published.
+    if expected is not None and received != expected:
+        raise DownloadError(f"download from {url} was interrupted: received {received} of "
+                            f"{expected} bytes; nothing was kept, try again", dest)
+    actual = digest.hexdigest()
+    if md5 is not None and actual != md5.lower():
+        raise DownloadError(f"md5 mismatch for {dest.name} downloaded from {url}: expected "
+                            f"{md5.lower()}, got {actual}; nothing was kept", dest)
+    return actual
+
+
+def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
+             progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically, verified, once across concurrent processes.
+
+    If another process holds the lock for ``dest``, this waits; when that process leaves a
+    file that passes the check, it is kept and nothing is downloaded again.
+
+    Args:
+        url: source URL (http, https or file).
+        dest: destination file; its folder is created.
+        md5: expected hex digest; None skips the check (with a warning).
+        progress: show a tqdm progress bar.
+
+    Raises:
+        DownloadError: HTTP error, network failure, truncated body or md5 mismatch. Neither a
+            temporary file nor ``dest`` is left behind by the failed attempt.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(dest.parent / f".{dest.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        logger.info("waiting for another process to finish downloading %s", dest)
+        lock.acquire()
+        if dest.exists() and (md5 is None or verify_file(dest, md5)):
+            lock.release()
+            return dest
+    try:
+        logger.info("downloading %s to %s", url, dest)
+        tmp = _temporary_sibling(dest, ".part")
+        try:
+            actual = _transfer(url, tmp, dest, md5, progress)
+            os.replace(tmp, dest)
+        except BaseException:
+            # Also on KeyboardInterrupt: a half-written .part must never survive.
+            tmp.unlink(missing_ok=True)
+            raise
+        if md5 is None:
+            logger.warning("%s has no published checksum; downloaded as is (md5 %s)",
+                           dest.name, actual)
+        else:
+            write_stamp(dest, actual)
+    finally:
+        lock.release()
+    return dest

@@ -1,0 +1,359 @@
+"""Weights registry, cache and downloader, against a loopback HTTP server (no internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from saganet.errors import UserInputError
+from saganet.weights import (
+    GROUPS,
+    REGISTRY,
+    DownloadError,
+    HubRepo,
+    WeightFile,
+    cache_dir,
+    download,
+    entry_status,
+    fetch_group,
+    hf_cache_dir,
+    hub_snapshot,
+    resolve,
+    transfer,
+)
+from saganet.weights.__main__ import main
+
+SHARED_EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "examples"
+OFFLINE_VARS = ("SAGANET_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        server = self.server
+        with server.lock:
+            server.hits[self.path] += 1
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        time.sleep(server.delay)
+        self.send_response(200)
+        # A truncated transfer: announce more bytes than are sent, then close the connection.
+        missing = 1000 if self.path in server.truncated else 0
+        self.send_header("Content-Length", str(len(body) + missing))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files: dict[str, bytes] = {}
+        self.truncated: set[str] = set()
+        self.hits: Counter[str] = Counter()
+        self.delay = 0.0
+        self.lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+    def serve(self, path: str, body: bytes) -> str:
+        self.files[path] = body
+        return self.url(path)
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start online whatever the caller's environment says."""
+    for var in (*OFFLINE_VARS, "SAGANET_CACHE", "HF_HOME", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Files a failed download might leave behind (temporary parts, destinations)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+def _registry(server: _Server, **bodies: bytes) -> dict[str, WeightFile]:
+    return {name: WeightFile(name, server.serve(f"/{name}", body), _md5(body), "weights")
+            for name, body in bodies.items()}
+
+
+# ---- download() -----------------------------------------------------------------------------
+
+def test_download_places_verified_file(server: _Server, tmp_path: Path) -> None:
+    body = os.urandom(3 * (1 << 20) + 17)  # several chunks
+    dest = tmp_path / "sub" / "a.pth"
+    assert download(server.serve("/a", body), dest, _md5(body), progress=False) == dest
+    assert dest.read_bytes() == body
+    assert _leftovers(dest.parent) == ["a.pth", "a.pth.md5ok"]
+    umask = os.umask(0)
+    os.umask(umask)
+    # A shared cache needs files readable by others, as the umask allows.
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask
+
+
+def test_download_wrong_md5_names_file_and_both_digests(server: _Server, tmp_path: Path) -> None:
+    body, wrong = b"payload", "0" * 32
+    with pytest.raises(DownloadError) as info:
+        download(server.serve("/a", body), tmp_path / "a.pth", wrong, progress=False)
+    message = str(info.value)
+    assert "a.pth" in message and wrong in message and _md5(body) in message
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_transfer_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    url = server.serve("/a", b"x" * 5000)
+    server.truncated.add("/a")
+    with pytest.raises(DownloadError, match="interrupted: received 5000 of 6000 bytes"):
+        download(url, tmp_path / "a.pth", progress=False)
+    assert _leftovers(tmp_path) == []
+
+
+def test_http_error_is_reported(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(server.url("/absent"), tmp_path / "a.pth", progress=False)
+    assert _leftovers(tmp_path) == []
+
+
+# ---- resolve() / fetch_group() --------------------------------------------------------------
+
+def test_concurrent_resolves_download_once(server: _Server, tmp_path: Path) -> None:
+    registry = _registry(server, **{"a.pth": os.urandom(4096)})
+    server.delay = 0.5  # long enough for the second caller to find the lock taken
+    start = threading.Barrier(2)
+    results: list[Path] = []
+
+    def worker() -> None:
+        start.wait()
+        results.append(resolve("a.pth", tmp_path, registry=registry, progress=False))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert server.hits["/a.pth"] == 1
+    assert results == [tmp_path / "weights" / "a.pth"] * 2
+
+
+def test_verified_file_is_not_downloaded_or_hashed_again(
+        server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = _registry(server, **{"a.pth": b"weights"})
+    first = resolve("a.pth", tmp_path, registry=registry, progress=False)
+
+    def no_hashing(path: object) -> str:
+        raise AssertionError("the stamp should have spared this hash")
+
+    monkeypatch.setattr(transfer, "md5_of", no_hashing)
+    assert resolve("a.pth", tmp_path, registry=registry, progress=False) == first
+    assert server.hits["/a.pth"] == 1
+
+
+def test_file_placed_by_hand_in_flat_folder_is_used(server: _Server, tmp_path: Path) -> None:
+    registry = _registry(server, **{"a.pth": b"weights"})
+    (tmp_path / "a.pth").write_bytes(b"weights")
+    assert resolve("a.pth", tmp_path, offline=True, registry=registry) == tmp_path / "a.pth"
+    assert server.hits["/a.pth"] == 0
+    assert (tmp_path / "a.pth.md5ok").is_file()
+
+
+def test_corrupted_file_is_downloaded_again(server: _Server, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    registry = _registry(server, **{"a.pth": b"weights"})
+    path = resolve("a.pth", tmp_path, registry=registry, progress=False)
+    path.write_bytes(b"weightz")  # same size, new content and mtime: the stamp no longer fits
+    with caplog.at_level(logging.WARNING):
+        assert resolve("a.pth", tmp_path, registry=registry, progress=False) == path
+    assert path.read_bytes() == b"weights"
+    assert server.hits["/a.pth"] == 2
+    assert "fails its md5 check" in caplog.text
+
+
+def test_corrupted_file_offline_is_an_error(server: _Server, tmp_path: Path) -> None:
+    registry = _registry(server, **{"a.pth": b"weights"})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "a.pth").write_bytes(b"garbage")
+    with pytest.raises(UserInputError, match="fails its md5 check"):
+        resolve("a.pth", tmp_path, offline=True, registry=registry)
+    assert server.hits["/a.pth"] == 0
+
+
+def test_file_without_checksum_is_used_with_warning(server: _Server, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    registry = {"e.pth": WeightFile("e.pth", server.serve("/e.pth", b"abc"), None, "ext")}
+    with caplog.at_level(logging.WARNING):
+        path = resolve("e.pth", tmp_path, registry=registry, progress=False)
+    assert path.read_bytes() == b"abc"
+    assert "no published checksum" in caplog.text
+    assert entry_status(registry["e.pth"], tmp_path) == ("no checksum", path)
+
+
+@pytest.mark.parametrize("how", ["argument", *OFFLINE_VARS])
+def test_offline_error_lists_every_missing_file_and_where(
+        server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    registry: dict[str, WeightFile | HubRepo] = {
+        **_registry(server, **{"a.pth": b"a", "b.pth": b"b"}),
+        "org/repo": HubRepo("org/repo", ("config.json", "model.pt")),
+    }
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "b.pth").write_bytes(b"b")  # present: must not be listed
+    groups = {"g": ("a.pth", "b.pth", "org/repo")}
+    if how != "argument":
+        monkeypatch.setenv(how, "1")
+    with pytest.raises(UserInputError) as info:
+        fetch_group("g", tmp_path, offline=True if how == "argument" else None,
+                    registry=registry, groups=groups)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "2 weight file(s) are missing" in message
+    assert f"download {registry['a.pth'].url} to {tmp_path / 'weights' / 'a.pth'}" in message
+    assert "b.pth" not in message
+    hub_dir = tmp_path / "hub" / "org" / "repo"
+    assert f"hf download org/repo config.json model.pt --local-dir {hub_dir}" in message
+    assert sum(server.hits.values()) == 0
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"unknown weight file 'nope.pth'.*saganet\.pth"):
+        resolve("nope.pth", tmp_path)
+    with pytest.raises(UserInputError, match=r"unknown weights group 'nope'.*saganet_small"):
+        fetch_group("nope", tmp_path)
+
+
+def test_debug_group_needs_nothing(tmp_path: Path) -> None:
+    assert fetch_group("debug", tmp_path, offline=True) == {}
+
+
+# ---- hub repositories -----------------------------------------------------------------------
+
+def test_hub_files_placed_by_hand_are_found_offline(tmp_path: Path) -> None:
+    folder = tmp_path / "hub" / "org" / "repo"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(UserInputError, match=r"model\.pt"):
+        hub_snapshot("org/repo", ["config.json", "model.pt"], tmp_path, offline=True)
+    (folder / "model.pt").write_bytes(b"w")
+    assert hub_snapshot("org/repo", ["config.json", "model.pt"], tmp_path, offline=True) == folder
+
+
+def test_hub_cache_snapshot_is_found_offline(tmp_path: Path) -> None:
+    # The layout huggingface_hub writes: refs/main names the commit whose snapshot holds files.
+    repo_cache = hf_cache_dir(tmp_path) / "models--org--repo"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(commit)
+    snapshot = repo_cache / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert hub_snapshot("org/repo", ["config.json"], tmp_path, offline=True) == snapshot
+    with pytest.raises(UserInputError, match=r"model\.pt"):
+        hub_snapshot("org/repo", ["config.json", "model.pt"], tmp_path, offline=True)
+
+
+# ---- cache location -------------------------------------------------------------------------
+
+def test_cache_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "saganet"
+    assert hf_cache_dir() == tmp_path / "xdg" / "saganet" / "hf"
+    monkeypatch.setenv("SAGANET_CACHE", str(tmp_path / "env"))
+    assert cache_dir() == tmp_path / "env"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hfhome"))
+    assert hf_cache_dir() == tmp_path / "hfhome" / "hub"
+    assert cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert hf_cache_dir(tmp_path / "arg") == tmp_path / "arg" / "hf"
+
+
+# ---- the published registry -----------------------------------------------------------------
+
+def test_groups_name_registered_entries() -> None:
+    for group, names in GROUPS.items():
+        assert all(name in REGISTRY for name in names), group
+    for entry in REGISTRY.values():
+        if isinstance(entry, WeightFile):
+            assert entry.url.startswith("https://") and entry.url.endswith("/" + entry.name)
+            assert entry.md5 is None or (len(entry.md5) == 32 and int(entry.md5, 16) >= 0)
+    assert {"saganet.pth", "v1-44.pth"} <= set(GROUPS["saganet_small"])
+    assert REGISTRY["empty_string.pth"].md5 is None
+
+
+@pytest.mark.skipif(not SHARED_EXAMPLES.is_dir(), reason="shared example videos not present")
+def test_registered_examples_match_the_shared_copies(tmp_path: Path) -> None:
+    for name in GROUPS["example"]:
+        (tmp_path / name).symlink_to(SHARED_EXAMPLES / name)
+    paths = fetch_group("example", tmp_path, offline=True)
+    assert list(paths) == list(GROUPS["example"])
+    assert all(path.parent == tmp_path for path in paths.values())
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+def test_cli_fetch_and_list(server: _Server, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    registry = _registry(server, **{"a.pth": b"a", "b.pth": b"b"})
+    groups = {"g": ("a.pth", "b.pth")}
+    assert main(["fetch", "g", "--weights_dir", str(tmp_path)], registry=registry,
+                groups=groups) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"a.pth\t{tmp_path / 'weights' / 'a.pth'}",
+                   f"b.pth\t{tmp_path / 'weights' / 'b.pth'}"]
+    assert main(["list", "--weights_dir", str(tmp_path)], registry=registry, groups=groups) == 0
+    listing = capsys.readouterr().out
+    assert listing.count(" ok ") == 2 and "group g: a.pth, b.pth" in listing
+
+
+def test_cli_offline_missing_file_exits_2_with_one_line(
+        server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = _registry(server, **{"a.pth": b"a"})
+    code = main(["fetch", "g", "--weights_dir", str(tmp_path), "--offline"],
+                registry=registry, groups={"g": ("a.pth",)})
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: offline mode is on")
+    assert str(tmp_path / "weights" / "a.pth") in err
+
+
+def test_cli_entry_point_user_error_has_no_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "SAGANET_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "nope"],
+                         capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: unknown weights group") and "Traceback" not in run.stderr
+    ok = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "debug"],
+                        capture_output=True, text=True, env=env, check=False)
+    assert ok.returncode == 0, ok.stderr
