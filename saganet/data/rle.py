@@ -1,0 +1,99 @@
+"""Segmentation masks stored as COCO compressed RLE: decoding, and writing them as mask videos.
+
+The published SMS masks are COCO compressed-RLE strings, one per frame. COCO RLE runs over the
+pixels in column-major (Fortran) order, which pycocotools (the maintained COCO API) handles;
+this module only wraps it into ``(n, H, W)`` arrays. :func:`masks_to_video` turns such masks
+into the gray ``*_mask.mp4`` videos that the datasets read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from pycocotools import mask as coco_mask
+
+log = logging.getLogger(__name__)
+
+
+def decode_rle(counts: Sequence[str | bytes], height: int, width: int) -> np.ndarray:
+    """Decode COCO compressed-RLE strings (one per frame) into boolean masks.
+
+    Args:
+        counts: the compressed ``counts`` string of each frame (str or bytes).
+        height: mask height in pixels.
+        width: mask width in pixels.
+
+    Returns:
+        ``(n, height, width)`` bool array, ``n = len(counts)``.
+    """
+    if not counts:
+        return np.zeros((0, height, width), dtype=bool)
+    rles = [
+        {"size": [height, width], "counts": c.encode("ascii") if isinstance(c, str) else c}
+        for c in counts
+    ]
+    with warnings.catch_warnings():
+        # pycocotools' Cython layer trips NumPy 2's __array__(copy=...) deprecation; harmless
+        # here and not ours to fix.
+        warnings.filterwarnings(
+            "ignore", message="__array__ implementation", category=DeprecationWarning
+        )
+        masks = coco_mask.decode(rles)  # (H, W, n) uint8, column-major decoded
+    return np.ascontiguousarray(masks.transpose(2, 0, 1)).astype(bool)
+
+
+def masks_to_video(
+    masks: np.ndarray, path: str | Path, fps: float | Fraction = 25
+) -> Path:
+    """Write masks as a gray H.264 video (foreground 255, background 0).
+
+    The video is encoded by libx264 (default settings) from the single-channel ``gray`` pixel
+    format, i.e. monochrome 4:0:0 H.264 with the full 0-255 range, as the reference pipeline's
+    mask videos; FFmpeg's decoder hands it out as yuv420p with neutral chroma. The codec is
+    lossy, so decoded values are near (not always exactly) 0 and 255 at mask edges. Written
+    under a temporary name and renamed.
+
+    Args:
+        masks: ``(n, H, W)`` array (bool, or any numeric type where nonzero is foreground) or a
+            tensor convertible with ``np.asarray``. Odd sizes are fine: a gray (4:0:0) stream
+            has no subsampled chroma planes.
+        path: the output ``.mp4``; parent folders are created.
+        fps: frame rate of the video.
+
+    Returns:
+        ``path``.
+    """
+    frames = np.asarray(masks)
+    if frames.ndim != 3 or frames.shape[0] == 0:
+        raise ValueError(f"masks must be a non-empty (n, H, W) array, got shape {frames.shape}")
+    n, height, width = frames.shape
+    gray = np.where(frames != 0, 255, 0).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    rate = Fraction(fps).limit_denominator(1001)
+    try:
+        with av.open(str(partial), "w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=rate)
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "gray"
+            for k in range(n):
+                frame = av.VideoFrame.from_ndarray(gray[k], format="gray")
+                frame.pts = k
+                frame.time_base = 1 / rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.debug("wrote %d mask frames to %s", n, path)
+    return path

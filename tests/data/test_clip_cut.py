@@ -1,0 +1,213 @@
+"""Cutting, copying and tallying dataset clips (saganet.data.clip_cut) on tiny generated videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from saganet.data.clip_cut import (
+    ClipCutError,
+    ClipJob,
+    ClipResult,
+    copy_clip,
+    cut_clip,
+    execute_job,
+    run_jobs,
+    summary_table,
+    tally,
+    write_missing,
+)
+
+FPS = 25
+SAMPLE_RATE = 44100
+
+
+def frame_value(index: int) -> int:
+    """Brightness of generated frame ``index``: tells which source frame an output shows."""
+    return (index * 8) % 200 + 20
+
+
+def write_test_video(
+    path: Path, seconds: float = 2.0, fps: int = FPS, audio: bool = True, size=(64, 48)
+) -> Path:
+    """A small H.264 + AAC (440 Hz sine, stereo) video whose frame k has brightness
+    ``frame_value(k)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        # Short GOP, so that seeking lands on a keyframe well before the cut.
+        video.codec_context.gop_size = 10
+        if audio:
+            sound = out.add_stream("aac", rate=SAMPLE_RATE)
+            sound.layout = "stereo"
+        for k in range(round(seconds * fps)):
+            image = np.full((height, width, 3), frame_value(k), np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if audio:
+            t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(
+                np.stack([wave, wave]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+            for packet in sound.encode(frame):
+                out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Stream facts and decoded content of a written clip."""
+    with av.open(str(path)) as container:
+        facts = {"n_video": len(container.streams.video), "n_audio": len(container.streams.audio)}
+        v = container.streams.video[0]
+        facts["fps"] = float(v.average_rate)
+        facts["codec"] = v.codec_context.name
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    facts["frames"] = len(frames)
+    facts["first_value"] = float(frames[0].mean())
+    facts["last_value"] = float(frames[-1].mean())
+    if facts["n_audio"]:
+        with av.open(str(path)) as container:
+            a = container.streams.audio[0]
+            facts["sample_rate"] = a.codec_context.sample_rate
+            facts["layout"] = a.codec_context.layout.name
+            samples = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+        facts["audio_seconds"] = samples.shape[1] / facts["sample_rate"]
+        facts["audio_rms"] = float(np.sqrt(np.mean(samples**2)))
+    return facts
+
+
+@pytest.fixture(scope="module")
+def raw_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_video(tmp_path_factory.mktemp("raw") / "raw.mp4", seconds=3.0)
+
+
+def test_cut_is_exact_and_keeps_both_streams(raw_video: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "clip.mp4"
+    written = cut_clip(raw_video, dest, 1000, 2600)
+    assert written == pytest.approx(1.6)
+    facts = probe(dest)
+    assert facts["n_video"] == 1 and facts["n_audio"] == 1
+    assert facts["codec"] == "h264"
+    assert facts["fps"] == FPS
+    assert facts["frames"] == 40
+    # The clip starts at source frame 25 (1.0 s) and ends at frame 64, not at a keyframe.
+    assert facts["first_value"] == pytest.approx(frame_value(25), abs=3)
+    assert facts["last_value"] == pytest.approx(frame_value(64), abs=3)
+    assert facts["sample_rate"] == SAMPLE_RATE and facts["layout"] == "stereo"
+    # AAC adds at most a couple of 1024-sample frames of padding.
+    assert facts["audio_seconds"] == pytest.approx(1.6, abs=0.05)
+    assert facts["audio_rms"] == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["clip.mp4"]
+
+
+def test_cut_past_the_end_is_reported_short(raw_video: Path, tmp_path: Path) -> None:
+    job = ClipJob("solos", "train", "x", "cut", dest=tmp_path / "x.mp4", src=raw_video,
+                  start_ms=2000, end_ms=5000)
+    result = execute_job(job)
+    assert result.status == "cut"
+    assert "ends early" in result.reason
+    assert probe(tmp_path / "x.mp4")["frames"] == 25
+
+
+def test_cut_without_audio_fails_cleanly(tmp_path: Path) -> None:
+    silent = write_test_video(tmp_path / "silent.mp4", seconds=1.0, audio=False)
+    with pytest.raises(ClipCutError, match="no audio"):
+        cut_clip(silent, tmp_path / "out" / "c.mp4", 0, 500)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_undecodable_source_becomes_failed_result(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 10)
+    job = ClipJob("solos", "val", "b", "cut", dest=tmp_path / "out" / "b.mp4", src=broken,
+                  start_ms=0, end_ms=1000)
+    result = execute_job(job)
+    assert result.status == "failed"
+    assert str(broken) in result.reason
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_range_after_the_end_fails(raw_video: Path, tmp_path: Path) -> None:
+    with pytest.raises(ClipCutError, match="no video frames"):
+        cut_clip(raw_video, tmp_path / "out" / "c.mp4", 4000, 5000)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_empty_range_is_rejected(raw_video: Path, tmp_path: Path) -> None:
+    with pytest.raises(ClipCutError, match="empty time range"):
+        cut_clip(raw_video, tmp_path / "c.mp4", 1000, 1000)
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_copy_and_move(tmp_path: Path, move: bool) -> None:
+    src = tmp_path / "src.mp4"
+    src.write_bytes(b"clip bytes")
+    dest = tmp_path / "a" / "b" / "dest.mp4"
+    copy_clip(src, dest, move=move)
+    assert dest.read_bytes() == b"clip bytes"
+    assert src.exists() is not move
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["dest.mp4"]
+
+
+def test_run_jobs_in_worker_processes(raw_video: Path, tmp_path: Path) -> None:
+    already = tmp_path / "already.mp4"
+    already.write_bytes(b"x")
+    jobs = [
+        ClipJob("solos", "train", "c1", "cut", dest=tmp_path / "c1.mp4", src=raw_video,
+                start_ms=0, end_ms=1000),
+        ClipJob("urmp", "test", "m", "missing", reason="nothing there"),
+        ClipJob("solos", "train", "c2", "cut", dest=tmp_path / "c2.mp4", src=raw_video,
+                start_ms=1000, end_ms=2000),
+        ClipJob("solos", "train", "e", "existing", dest=already),
+        ClipJob("music21", "val", "cp", "copy", dest=tmp_path / "cp.mp4", src=already),
+    ]
+    results = run_jobs(jobs, workers=2, progress=False)
+    assert [r.job for r in results] == jobs
+    assert [r.status for r in results] == ["cut", "missing", "cut", "existing", "copied"]
+    assert probe(tmp_path / "c2.mp4")["first_value"] == pytest.approx(frame_value(25), abs=3)
+    assert already.exists()
+
+
+def test_tally_table_and_missing_file(tmp_path: Path) -> None:
+    def result(source: str, split: str, status: str, reason: str = "") -> ClipResult:
+        return ClipResult(ClipJob(source, split, f"{source}-{status}", "missing"), status, reason)
+
+    results = [
+        result("solos", "train", "cut"),
+        result("solos", "train", "failed", "ClipCutError: no audio stream"),
+        result("solos", "val", "missing", "no raw root given for solos"),
+        result("urmp", "test", "copied"),
+        result("urmp", "test", "existing"),
+    ]
+    counts = tally(results)
+    assert counts[("solos", "train")]["found"] == 2
+    assert counts[("solos", "train")]["failed"] == 1
+    assert counts[("solos", "val")]["missing"] == 1
+    assert counts[("urmp", "test")]["rows"] == 2
+    table = summary_table(results).splitlines()
+    assert table[0].split() == ["source", "split", "rows", "found", "cut", "copied", "existing",
+                                "missing", "failed"]
+    assert table[2].split() == ["solos", "train", "2", "2", "1", "0", "0", "0", "1"]
+    assert table[-1].split() == ["total", "5", "4", "1", "1", "1", "1", "1"]
+
+    path = tmp_path / "missing.tsv"
+    assert write_missing(results, path) == 2
+    lines = path.read_text().splitlines()
+    assert lines[0] == "source\tsplit\tid\tstatus\treason"
+    assert lines[1:] == [
+        "solos\ttrain\tsolos-failed\tfailed\tClipCutError: no audio stream",
+        "solos\tval\tsolos-missing\tmissing\tno raw root given for solos",
+    ]
