@@ -1,4 +1,4 @@
-"""Command line for the weight cache: ``python -m saganet.weights {fetch,list} ...``.
+"""Command line for the weight cache: ``python -m saganet.weights {fetch,list,debug} ...``.
 
 Sub-commands are rows of ``SUBCOMMANDS``: a help line, a function adding its arguments and a
 function running it. User errors print one line on stderr and exit with status 2.
@@ -72,11 +72,27 @@ def _list(args: argparse.Namespace, tables: Tables) -> int:
     return 0
 
 
+def _debug_arguments(parser: argparse.ArgumentParser, tables: Tables) -> None:
+    parser.add_argument("directory", help="folder to write (use it as --weights_dir)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+
+def _debug(args: argparse.Namespace, tables: Tables) -> int:
+    # Imported here: building models pulls in torch and open_clip, which fetch/list never need.
+    from saganet.pipeline import write_debug_weights
+
+    for role, path in write_debug_weights(args.directory, seed=args.seed).items():
+        print(f"{role}\t{path}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "fetch": Subcommand("download (or, offline, check) everything a group needs",
                         _fetch_arguments, _fetch),
     "list": Subcommand("show the registry, what is present and the groups",
                        _list_arguments, _list),
+    "debug": Subcommand("write random-weight checkpoints of the tiny debug variant (tests, CI)",
+                        _debug_arguments, _debug),
 }
 
 

@@ -1,0 +1,102 @@
+"""Process-group helpers: rank, world size, init and teardown.
+
+Everything runs with world size 1 without ``torchrun``; under ``torchrun`` the environment it
+sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``) is read when :func:`init` is called, never at
+import. NCCL is used on CUDA and gloo on CPU, so tests can cover the distributed paths with two
+CPU processes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when the torchrun/torch.distributed launcher environment is present."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -> DistInfo:
+    """Join the process group if launched by torchrun; otherwise describe a single process.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"``, ``"mps"`` or None for automatic choice. Under torchrun
+            with CUDA, each process takes the GPU of its local rank.
+        timeout_minutes: collective timeout (long, because rank 0 may download weights while
+            the others wait).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if not launched_by_torchrun():
+        return DistInfo(0, 0, 1, device)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        log.info("rank %d/%d joined the %s process group", rank, world, backend)
+    return DistInfo(rank, local_rank, world, device)
+
+
+def default_device() -> torch.device:
+    """CUDA if available, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of ``value`` over all ranks (identity in a single process)."""
+    if not torch_dist.is_initialized():
+        return value
+    value = value.clone()
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.SUM)
+    return value / torch_dist.get_world_size()
+
+
+def cleanup() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -1,0 +1,180 @@
+"""``generate()``: the one path from video, mask and prompt to audio.
+
+``demo.py``, ``batch_eval.py``, ``python -m saganet.batch`` and the trainer's validation all
+call :func:`generate`, so a fix or a speed-up here reaches every user. Steps for a batch of
+clips: CLIP image and text features, focal crop and segmentation-aware Synchformer features,
+flow sampling with classifier-free guidance (negative prompts optional), un-normalised
+latents, VAE decoder, vocoder.
+
+The only random draw is the initial noise, taken from the caller's generator, so a seed fixes
+the result on a given device and dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from saganet.features import encode_sync, focal_crop
+from saganet.model import Conditions, FlowMatching
+from saganet.pipeline import SAGANetModels
+
+if TYPE_CHECKING:
+    from saganet.features.clip import ClipEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample.
+
+    Args:
+        cfg_strength: classifier-free guidance strength (below 1: conditional flow only).
+        num_steps: Euler steps (ignored by the adaptive solver).
+        method: ``"euler"`` or ``"adaptive"`` (dopri5).
+        batch_cfg: run the conditional and unconditional passes as one batch (faster; equal
+            up to float rounding).
+        clip_chunk_size: CLIP images per forward pass (None: all at once).
+        sync_chunk_size: Synchformer windows per forward pass (None: all at once).
+    """
+
+    cfg_strength: float = 4.5
+    num_steps: int = 25
+    method: str = "euler"
+    batch_cfg: bool = True
+    clip_chunk_size: int | None = None
+    sync_chunk_size: int | None = None
+
+
+@dataclass
+class GenerationBatch:
+    """Inputs for ``B`` clips of the same duration.
+
+    Args:
+        sync_frames: ``(B, Ts, 3, 224, 224)`` 25 fps frames in [-1, 1].
+        masks: ``(B, Ts, 1, 224, 224)`` 25 fps masks in [0, 1].
+        clip_frames: ``(B, Tc, 3, S, S)`` 8 fps frames in [0, 1] at the CLIP size, or None for
+            no CLIP condition (``--mask_away_clip``).
+        texts: one prompt per clip (None: the network's stored empty prompt).
+        negative_texts: one negative prompt per clip, used by the unconditional branch
+            (None: the stored empty prompt).
+        detail_frames: focal-crop frames like ``sync_frames`` (computed from the masks if None).
+        detail_masks: focal-crop masks like ``masks``.
+        clip_features: precomputed ``(B, Tc, clip_dim)`` CLIP features (replace clip_frames).
+        text_features: precomputed ``(B, 77, text_dim)`` text features (replace texts).
+    """
+
+    sync_frames: torch.Tensor
+    masks: torch.Tensor
+    clip_frames: torch.Tensor | None = None
+    texts: Sequence[str] | None = None
+    negative_texts: Sequence[str] | None = None
+    detail_frames: torch.Tensor | None = None
+    detail_masks: torch.Tensor | None = None
+    clip_features: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.sync_frames.shape[0]
+
+
+@dataclass
+class GenerationResult:
+    """Audio ``(B, 1, L)`` float32 in [-1, 1] at ``sampling_rate`` and latents ``(B, N, C)``."""
+
+    audio: torch.Tensor
+    latents: torch.Tensor
+    sampling_rate: int
+
+
+def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
+                      options: SamplingOptions) -> tuple[Conditions, Conditions]:
+    """Features of a batch turned into the conditional and unconditional branch inputs."""
+    net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
+    if batch.clip_features is not None:
+        clip_f = batch.clip_features.to(device, dtype)
+    elif batch.clip_frames is not None:
+        clip_f = _clip_encoder(models).encode_images(batch.clip_frames.to(device, dtype),
+                                                     chunk_size=options.clip_chunk_size)
+    else:
+        clip_f = net.get_empty_clip_sequence(b)
+    detail_frames, detail_masks = batch.detail_frames, batch.detail_masks
+    if detail_frames is None or detail_masks is None:
+        # The crop box comes from CPU float masks: any non-zero pixel counts, as in training.
+        detail_frames, detail_masks = focal_crop(batch.sync_frames.float(), batch.masks.float())
+    sync_f = encode_sync(models.synchformer,
+                         *(x.to(device, dtype) for x in (batch.sync_frames, batch.masks,
+                                                         detail_frames, detail_masks)),
+                         chunk_size=options.sync_chunk_size)
+    if batch.text_features is not None:
+        text_f = batch.text_features.to(device, dtype)
+    elif batch.texts is not None:
+        text_f = _clip_encoder(models).encode_text(list(batch.texts))
+    else:
+        text_f = net.get_empty_string_sequence(b)
+    negative = None
+    if batch.negative_texts is not None:
+        negative = _clip_encoder(models).encode_text(list(batch.negative_texts))
+    conditions = net.preprocess_conditions(clip_f, sync_f, text_f)
+    return conditions, net.get_empty_conditions(b, negative_text_features=negative)
+
+
+def _clip_encoder(models: SAGANetModels) -> ClipEncoder:
+    if models.clip is None:
+        raise ValueError("these models were loaded without CLIP; pass precomputed features")
+    return models.clip
+
+
+@torch.inference_mode()
+def generate(
+    models: SAGANetModels,
+    batch: GenerationBatch,
+    *,
+    generator: torch.Generator,
+    options: SamplingOptions | None = None,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Generate audio for a batch of clips.
+
+    Args:
+        models: loaded models (see :func:`saganet.pipeline.load_models`), already set to the
+            batch's duration with ``models.set_duration``.
+        batch: the clips.
+        generator: source of the initial noise (on the models' device).
+        options: sampler settings.
+        progress: show a progress bar over the network evaluations.
+        on_step: called with the number of network evaluations done so far.
+    """
+    options = options or SamplingOptions()
+    conditions, empty = encode_conditions(models, batch, options)
+    net = models.network
+    shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
+    x0 = torch.randn(shape, generator=generator, device=models.device, dtype=models.dtype)
+    bar = tqdm(total=options.num_steps if options.method == "euler" else None,
+               desc="sampling", unit="step", disable=not progress, leave=False)
+    calls = 0
+
+    def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        v = net.ode_wrapper(t, x, conditions, empty, options.cfg_strength,
+                            batched=options.batch_cfg)
+        calls += 1
+        bar.update(1)
+        if on_step is not None:
+            on_step(calls)
+        return v
+
+    try:
+        flow = FlowMatching(method=options.method, num_steps=options.num_steps)
+        latents = net.unnormalize(flow.to_data(velocity, x0))  # (B, N, C)
+    finally:
+        bar.close()
+    audio = models.codec.decode(latents).float().clamp(-1, 1)  # (B, 1, L)
+    return GenerationResult(audio.cpu(), latents.float().cpu(), models.codec.sampling_rate)
