@@ -1,12 +1,22 @@
-"""Shared pytest hooks: report how many golden cases ran (also under pytest-xdist)."""
+"""Shared pytest hooks: thread count per worker, and how many golden cases ran."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+EXAMPLES = SHARED / "examples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist every worker gets a core; more torch threads than cores per worker
+    # oversubscribes the CPU and makes the suite several times slower.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
