@@ -1,0 +1,93 @@
+"""CPU time to decode audio from latents with the official-size codec (random weights).
+
+Splits the decode into the VAE (latents -> log-mel) and the vocoder (log-mel -> waveform),
+with each part's share and real-time factor. In the same run, on a shorter clip, the folded
+vocoder is compared with the baseline of the same vocoder still carrying its weight-norm
+parametrisation (what running it straight after loading would cost).
+
+    python benchmarks/codec.py                 # 5 s of audio (minutes on 2 busy cores)
+    python benchmarks/codec.py --seconds 2     # shorter
+    python benchmarks/codec.py --quick         # 1 s, 0.25 s for the baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from saganet.codec import VOCODER_CONFIGS, AudioCodec, AudioCodecConfig, BigVGAN
+
+
+def _time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one untimed call.
+
+    The warm-up uses the same shapes: oneDNN sets up its convolution kernels per shape, and
+    that first-call cost is as large as the call itself for the vocoder.
+    """
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _latents(codec: AudioCodec, seconds: float) -> torch.Tensor:
+    num_latents = max(1, round(seconds * codec.sampling_rate / codec.samples_per_latent))
+    return torch.randn(1, num_latents, codec.latent_dim)  # (B, N, C)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="audio duration to decode")
+    parser.add_argument("--baseline-seconds", type=float, default=1.0,
+                        help="duration for the folded-vs-parametrised vocoder comparison")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls (best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.baseline_seconds = 1.0, 0.25
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    codec = AudioCodec.from_config(AudioCodecConfig.for_mode("44k"), need_encoder=False)
+    # Baseline: a vocoder still carrying its weight-norm parametrisation (g * v / ||v|| is
+    # recomputed at every call), as it is right after loading bigvgan_generator.pt.
+    parametrised = BigVGAN(VOCODER_CONFIGS["bigvgan_v2_44khz_128band_512x"]).eval()
+    parametrised.requires_grad_(False)
+
+    latents = _latents(codec, args.seconds)
+    audio_seconds = latents.shape[1] * codec.samples_per_latent / codec.sampling_rate
+    with torch.no_grad():
+        mel = codec.decode_mel(latents)  # (B, 128, 2N)
+        short_mel = codec.decode_mel(_latents(codec, args.baseline_seconds))
+        short_seconds = short_mel.shape[-1] * codec.hop_length / codec.sampling_rate
+
+    print(f"decode {latents.shape[1]} latents -> {audio_seconds:.3f} s of audio at "
+          f"{codec.sampling_rate} Hz, {torch.get_num_threads()} threads, best of {args.repeats}")
+    vae_s = _time(lambda: codec.decode_mel(latents), args.repeats)
+    vocoder_s = _time(lambda: codec.vocode(mel), args.repeats)
+    total_s = vae_s + vocoder_s
+    for name, seconds in (("VAE decode (latents -> log-mel)", vae_s),
+                          ("vocoder (log-mel -> waveform)", vocoder_s),
+                          ("total decode", total_s)):
+        print(f"  {name:40s} {seconds:8.3f} s   x{audio_seconds / seconds:6.3f} real time   "
+              f"{seconds / total_s:6.1%} of decode")
+
+    folded_s = _time(lambda: codec.vocode(short_mel), args.repeats)
+    with torch.no_grad():
+        baseline_s = _time(lambda: parametrised(short_mel), args.repeats)
+    print(f"vocoder on {short_seconds:.3f} s of audio:")
+    print(f"  {'baseline: weight-norm parametrised':40s} {baseline_s:8.3f} s")
+    print(f"  {'folded weights (what AudioCodec runs)':40s} {folded_s:8.3f} s   "
+          f"x{baseline_s / folded_s:.3f} speed-up")
+
+
+if __name__ == "__main__":
+    main()
