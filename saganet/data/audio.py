@@ -1,0 +1,108 @@
+"""Reading a clip's soundtrack as the fixed-length mono waveform the audio VAE encodes.
+
+This follows the training data's preparation (the reference decoded with FFmpeg): the first
+audio stream is resampled to the target rate by FFmpeg's own resampler (libswresample, through
+PyAV; every channel kept), mixed to mono by the mean over channels, then zero-padded or
+truncated to a fixed number of samples. No peak normalisation. Reading stops as soon as enough
+samples are decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import torch
+
+from saganet.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+
+
+@dataclass(frozen=True)
+class MonoAudio:
+    """A fixed-length mono waveform and how much of it came from the file.
+
+    Args:
+        waveform: ``(num_samples,)`` float32, zero-padded past ``decoded``.
+        decoded: samples read from the file at the target rate, before padding or truncation
+            (reading stops once there are ``num_samples``, so a longer file reads as a little
+            more than ``num_samples``).
+        sample_rate: rate of ``waveform`` in Hz.
+    """
+
+    waveform: torch.Tensor
+    decoded: int
+    sample_rate: int
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def load_mono_audio(path: str | os.PathLike[str], num_samples: int,
+                    sample_rate: int = SAMPLE_RATE, min_samples: int = 0) -> MonoAudio:
+    """The first ``num_samples`` of a file's first audio stream, mono, at ``sample_rate``.
+
+    Args:
+        path: any FFmpeg-readable file with an audio stream (e.g. a clip's ``.mp4``).
+        num_samples: output length; shorter audio is zero-padded, longer audio truncated.
+        sample_rate: output rate in Hz.
+        min_samples: fewer decoded samples than this is an error (0: accept any length).
+
+    Raises:
+        UserInputError: unreadable file, no audio stream, no decodable sample, or fewer than
+            ``min_samples`` samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError("file not found", path)
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise UserInputError(f"cannot read the file: {_reason(err)}", path) from None
+    chunks: list[np.ndarray] = []
+    decoded = 0
+    with container:
+        if not container.streams.audio:
+            raise UserInputError("no audio stream", path)
+        stream = container.streams.audio[0]
+        # Planar float output at the target rate; the layout stays the source's, so the channel
+        # mean below happens after resampling, as in the FFmpeg pipeline of the reference.
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())  # (channels, n)
+                    decoded += out.samples
+                if decoded >= num_samples:
+                    break
+            else:
+                for out in resampler.resample(None):  # the resampler's buffered tail
+                    chunks.append(out.to_ndarray())
+                    decoded += out.samples
+        except av.error.FFmpegError as err:
+            if not decoded:
+                raise UserInputError(f"cannot decode the audio: {_reason(err)}", path) from None
+            log.warning("%s: audio decoding stopped after %d samples (%s); using them", path,
+                        decoded, _reason(err))
+    if decoded == 0:
+        raise UserInputError("the audio stream has no decodable sample", path)
+    if decoded < min_samples:
+        raise UserInputError(
+            f"audio too short: {decoded / sample_rate:.3f} s ({decoded} samples at "
+            f"{sample_rate} Hz), need {min_samples} samples", path)
+    mono = np.concatenate(chunks, axis=1).mean(axis=0)  # (L,) float32
+    waveform = torch.zeros(num_samples, dtype=torch.float32)
+    kept = min(num_samples, mono.shape[0])
+    waveform[:kept] = torch.from_numpy(mono[:kept])
+    return MonoAudio(waveform=waveform, decoded=decoded, sample_rate=sample_rate)

@@ -1,0 +1,216 @@
+"""Training-feature extraction (training/extract_video_training_latents.py) on the mini-SMS.
+
+Runs with the tiny random ``debug`` encoders (latent width 8, CLIP and text width 64) and checks
+that the output loads in :class:`saganet.data.sms_dataset.SMSDataset`, rows sorted by id, and
+that a two-process ``torchrun`` gives the same memmap as one process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from saganet.data.audio import load_mono_audio
+from saganet.data.focal_prompts import SplitClip
+from saganet.data.latents import FEATURE_KEYS, ClipSource, FeatureExtractor, SplitOutputs
+from saganet.data.sms_dataset import SampleShapes, SMSDataset, read_memmap_ids
+from saganet.data.video import read_frames
+from saganet.errors import UserInputError
+from saganet.model.sequence import CONFIG_44K_SA
+from saganet.pipeline import write_debug_weights
+from tests.data.test_focal_prompts import (
+    GOOD_IDS,
+    MINI_CLIPS,
+    SOURCE_RATE,
+    MiniSMS,
+    make_mini_sms,
+    write_clip,
+)
+from training.extract_video_training_latents import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG_SHAPES = SampleShapes(latent_len=216, latent_dim=8, clip_len=40, clip_dim=64, text_len=77,
+                            text_dim=64, sync_frames=125)
+LABELS = {c.id: c.label for c in MINI_CLIPS}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[MiniSMS, Path]:
+    base = tmp_path_factory.mktemp("latents")
+    weights = base / "weights"
+    write_debug_weights(weights)
+    return make_mini_sms(base), weights
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    # torchrun gives each process one thread; CPU kernels may round differently with more.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(mini: MiniSMS, weights: Path, out: Path, *extra: str) -> list[str]:
+    return ["--root", str(mini.root), "--metadata", str(mini.metadata), "--split", "train",
+            "--output_dir", str(out), "--variant", "debug", "--weights_dir", str(weights),
+            "--batch_size", "2", "--num_workers", "0", "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def extracted(setup: tuple[MiniSMS, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    mini, weights = setup
+    out = tmp_path_factory.mktemp("memmaps")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as under torchrun, so the two-process run can be compared
+    try:
+        assert main(_args(mini, weights, out)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_output_loads_in_the_training_dataset(setup: tuple[MiniSMS, Path],
+                                              extracted: Path) -> None:
+    mini, _ = setup
+    outputs = SplitOutputs.for_split(extracted, "sms", "train")
+    assert read_memmap_ids(outputs.memmap_dir) == GOOD_IDS  # sorted, not in metadata order
+    lines = outputs.tsv.read_text().splitlines()
+    assert lines == ["id\tlabel", *(f"{i}\t{LABELS[i]}" for i in GOOD_IDS)]
+    assert not outputs.shard_dir.exists()
+
+    dataset = SMSDataset(mini.root, outputs.tsv, outputs.memmap_dir, DEBUG_SHAPES)
+    assert [s[0] for s in dataset.samples] == GOOD_IDS
+    features = TensorDict.load_memmap(outputs.memmap_dir)
+    assert features["mean"].shape == (3, 216, 8) and features["std"].shape == (3, 216, 8)
+    assert features["clip_features"].shape == (3, 40, 64)
+    assert features["text_features"].shape == (3, 77, 64)
+    assert (features["std"] > 0).all()
+    item = dataset[GOOD_IDS.index("flute/vidC_500_5700")]
+    assert item is not None and item["caption"] == "flute"
+    row = GOOD_IDS.index(item["id"])
+    assert torch.equal(item["a_mean"], features["mean"][row])
+    assert item["sync_video"].shape == (125, 3, 224, 224)
+    # Different clips, different features (rows are not copies of one sample).
+    assert not torch.equal(features["mean"][0], features["mean"][1])
+
+    problems = [line.split("\t") for line in outputs.failed_list.read_text().splitlines()]
+    assert problems[0] == ["id", "status", "reason"]
+    assert [(p[0], p[1]) for p in problems[1:]] == [("violin/vidD_0_1000", "failed"),
+                                                    ("vidE_0_5200", "missing")]
+    assert "too short" in problems[1][2]
+
+
+def test_rows_hold_each_clips_own_features(setup: tuple[MiniSMS, Path], extracted: Path,
+                                           one_thread: None) -> None:
+    mini, weights = setup
+    features = TensorDict.load_memmap(extracted / "sms-train")
+    extractor = FeatureExtractor.from_variant("debug", weights)
+    sequence = CONFIG_44K_SA
+    for row, clip_id in enumerate(GOOD_IDS):
+        path = mini.root / f"{clip_id}.mp4"
+        audio = load_mono_audio(path, sequence.num_audio_samples).waveform
+        posterior = extractor.codec.encode(audio[None])
+        torch.testing.assert_close(features["mean"][row], posterior.mean[0], rtol=0, atol=0)
+        torch.testing.assert_close(features["std"][row], posterior.std[0], rtol=0, atol=0)
+        frames = read_frames(path, 8, 384, end=5.0)[:40].float() / 255
+        clip = extractor.clip.encode_images(frames[None])[0]
+        torch.testing.assert_close(features["clip_features"][row], clip, rtol=1e-5, atol=1e-6)
+        text = extractor.clip.encode_text([LABELS[clip_id]])[0]
+        torch.testing.assert_close(features["text_features"][row], text, rtol=0, atol=0)
+
+
+def test_existing_output_needs_overwrite(setup: tuple[MiniSMS, Path], extracted: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    mini, weights = setup
+    assert main(_args(mini, weights, extracted)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("extract_video_training_latents: ") and "--overwrite" in err
+
+
+def test_mono_audio_is_resampled_mixed_and_padded(setup: tuple[MiniSMS, Path]) -> None:
+    mini, _ = setup
+    clip = MINI_CLIPS[0]
+    audio = load_mono_audio(mini.root / f"{clip.id}.mp4", 221184)
+    assert audio.waveform.shape == (221184,) and audio.waveform.dtype == torch.float32
+    assert audio.decoded >= 221184  # reading stopped once there was enough
+    spectrum = np.abs(np.fft.rfft(audio.waveform.numpy()))
+    peak_hz = np.argmax(spectrum) * 44100 / audio.waveform.shape[0]
+    assert abs(peak_hz - clip.tone_hz) < 2
+    # Mono is the channel mean: same loudness as the mean of the decoded channels at 48 kHz.
+    with av.open(str(mini.root / f"{clip.id}.mp4")) as container:
+        channels = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert channels.shape[0] == 2
+    source_rms = np.sqrt(np.mean(channels[:, SOURCE_RATE : 4 * SOURCE_RATE].mean(0) ** 2))
+    mono_rms = np.sqrt(np.mean(audio.waveform[44100 : 4 * 44100].numpy() ** 2))
+    assert mono_rms == pytest.approx(source_rms, rel=0.01)
+
+    padded = load_mono_audio(mini.root / f"{clip.id}.mp4", 441000)  # 10 s: zero-padded
+    # All 5.2 s of the file at 44.1 kHz (AAC may add or drop a frame's worth).
+    assert abs(padded.decoded - 5.2 * 44100) < 2048
+    torch.testing.assert_close(padded.waveform[:221184], audio.waveform, rtol=0, atol=0)
+    assert not padded.waveform[padded.decoded :].any()
+    with pytest.raises(UserInputError, match="audio too short"):
+        load_mono_audio(mini.root / f"{clip.id}.mp4", 441000, min_samples=441000)
+
+
+def test_unusable_clips_are_reported_not_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_clip(root / "violin" / "mute.mp4", 5.2, seed=1, tone_hz=None)
+    write_clip(root / "violin" / "short_audio.mp4", 5.2, seed=2, tone_hz=440.0,
+               audio_seconds=2.0)
+    clips = [SplitClip("violin/mute", "violin"), SplitClip("violin/short_audio", "violin"),
+             SplitClip("violin/gone", "violin")]
+    source = ClipSource(root, clips, CONFIG_44K_SA)
+    errors = [source[i].get("error", "") for i in range(3)]
+    assert "no audio stream" in errors[0]
+    assert "audio too short: 2.0" in errors[1]
+    assert "not found" in errors[2]
+
+
+def test_script_explains_every_option() -> None:
+    for action in build_parser()._actions:
+        assert action.help, f"{action.dest} has no help"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "training" / "extract_video_training_latents.py"), "--help"],
+        capture_output=True, text=True, check=False, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--root", "--metadata", "--split", "--output_dir", "--variant",
+                   "--weights_dir", "--batch_size", "--num_workers", "--duration", "--device",
+                   "--overwrite"):
+        assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_memmap(setup: tuple[MiniSMS, Path], extracted: Path,
+                                            tmp_path: Path) -> None:
+    mini, weights = setup
+    out = tmp_path / "memmaps"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--standalone", str(REPO / "training" / "extract_video_training_latents.py"),
+         *_args(mini, weights, out), "--num_workers", "1"],
+        capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = SplitOutputs.for_split(extracted, "sms", "train")
+    double = SplitOutputs.for_split(out, "sms", "train")
+    assert read_memmap_ids(double.memmap_dir) == read_memmap_ids(single.memmap_dir)
+    assert double.tsv.read_text() == single.tsv.read_text()
+    assert double.failed_list.read_text() == single.failed_list.read_text()
+    a, b = TensorDict.load_memmap(single.memmap_dir), TensorDict.load_memmap(double.memmap_dir)
+    assert set(a.keys()) == set(b.keys()) == set(FEATURE_KEYS)
+    for key in FEATURE_KEYS:
+        assert torch.equal(a[key], b[key]), key
