@@ -131,12 +131,24 @@ def _clip_encoder(models: SAGANetModels) -> ClipEncoder:
     return models.clip
 
 
+def initial_noise(shape: tuple[int, int, int],
+                  generator: torch.Generator | Sequence[torch.Generator],
+                  device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal ``(B, N, C)`` noise from one generator, or from one generator per clip."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} clips")
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
+                      for g in generator])
+
+
 @torch.inference_mode()
 def generate(
     models: SAGANetModels,
     batch: GenerationBatch,
     *,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     options: SamplingOptions | None = None,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
@@ -147,7 +159,8 @@ def generate(
         models: loaded models (see :func:`saganet.pipeline.load_models`), already set to the
             batch's duration with ``models.set_duration``.
         batch: the clips.
-        generator: source of the initial noise (on the models' device).
+        generator: source of the initial noise (on the models' device), or one generator per
+            clip so that a clip's noise does not depend on the rest of the batch.
         options: sampler settings.
         progress: show a progress bar over the network evaluations.
         on_step: called with the number of network evaluations done so far.
@@ -156,7 +169,7 @@ def generate(
     conditions, empty = encode_conditions(models, batch, options)
     net = models.network
     shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
-    x0 = torch.randn(shape, generator=generator, device=models.device, dtype=models.dtype)
+    x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
     bar = tqdm(total=options.num_steps if options.method == "euler" else None,
                desc="sampling", unit="step", disable=not progress, leave=False)
     calls = 0

@@ -1,0 +1,717 @@
+"""Reading videos and mask videos into the frame tensors SAGANet consumes (PyAV only).
+
+This follows the preprocessing the released checkpoints were trained on (the dataset path),
+not the reference demo:
+
+* frame-rate conversion with the semantics of FFmpeg's ``fps`` filter (default rounding
+  "near"): every source frame gets the output slot ``round(pts * fps)`` (half away from
+  zero), and output slot ``n`` shows the last source frame whose slot is ``<= n``; slot 0 is
+  the slot of the first frame, and at the end of the stream slots run up to
+  ``round(end * fps)`` where ``end`` is the last frame's pts plus its duration;
+* FFmpeg's own pixel conversion of the decoded frame to ``rgb24`` or ``gray`` (real 8-bit gray,
+  full range);
+* a squash resize to the target size (torchvision bicubic with antialiasing, uint8 in and out);
+* frames shown upright: the display matrix's rotation is applied.
+
+Each source frame is decoded once for all requested rates; only frames that land in an output
+slot are converted and resized, and decoding stops as soon as every requested slot is known.
+
+The reference demo's own loader differs on purpose: its centre crop of the Synchformer frames,
+its float-accumulator frame choice and its gray ``x 255`` overflow (spec quirks 17-19) are not
+reproduced, because the checkpoints never saw them in training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import torch
+from av.video.reformatter import ColorRange, VideoReformatter
+from torchvision.transforms.v2 import functional as TF
+
+from saganet.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+CLIP_FPS = 8
+CLIP_SIZE = 384
+SYNC_FPS = 25
+SYNC_SIZE = 224
+# One Synchformer window: the shortest clip the model can condition on.
+SYNC_WINDOW_FRAMES = 16
+# Relative aspect-ratio difference tolerated between a video and its mask (rounding of sizes).
+MASK_ASPECT_TOLERANCE = 0.01
+# Gray frames are resized in groups of four packed as the channels of one image: channels are
+# resized independently (so the result is identical), and torch's vectorised uint8 kernel,
+# made for 3-4 channel images, is several times faster than its one-channel path.
+_GRAY_PACK = 4
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds, as far as SAGANet cares.
+
+    Args:
+        path: the file.
+        duration: seconds of video according to the container (None when it does not say).
+        fps: frame rate as FFmpeg guesses it (nominal rate; variable-rate streams may differ).
+        width: width of the upright (displayed) frames.
+        height: height of the upright (displayed) frames.
+        rotation: counter-clockwise rotation in degrees applied to show frames upright.
+        codec: video codec name.
+        pix_fmt: decoded pixel format.
+        num_frames: frame count from the container (None when unknown).
+        has_audio: the file also has an audio stream.
+    """
+
+    path: Path
+    duration: float | None
+    fps: float
+    width: int
+    height: int
+    rotation: int
+    codec: str
+    pix_fmt: str | None
+    num_frames: int | None
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """Model-ready frames of one video (no mask).
+
+    Args:
+        clip_frames: ``(Tc, 3, 384, 384)`` float32 in [0, 1], 8 fps, ``Tc = int(8 * duration)``.
+        sync_frames: ``(Ts, 3, 224, 224)`` float32 in [-1, 1], 25 fps,
+            ``Ts = int(25 * duration)``.
+        duration: seconds actually used (the requested duration or less).
+        video_info: the video's metadata.
+    """
+
+    clip_frames: torch.Tensor
+    sync_frames: torch.Tensor
+    duration: float
+    video_info: VideoInfo
+
+
+@dataclass(frozen=True)
+class ClipInputs:
+    """Model-ready frames and masks of one video and its mask video.
+
+    Args:
+        clip_frames: ``(Tc, 3, 384, 384)`` float32 in [0, 1], 8 fps, ``Tc = int(8 * duration)``.
+        sync_frames: ``(Ts, 3, 224, 224)`` float32 in [-1, 1], 25 fps,
+            ``Ts = int(25 * duration)``.
+        masks: ``(Ts, 1, 224, 224)`` float32 in [0, 1], 25 fps.
+        duration: seconds actually used (the requested duration or less).
+        video_info: the video's metadata.
+        mask_info: the mask video's metadata.
+    """
+
+    clip_frames: torch.Tensor
+    sync_frames: torch.Tensor
+    masks: torch.Tensor
+    duration: float
+    video_info: VideoInfo
+    mask_info: VideoInfo
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening files
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise UserInputError("file not found", path)
+    if not path.is_file():
+        raise UserInputError("not a file", path)
+    if path.stat().st_size == 0:
+        raise UserInputError("file is empty", path)
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    # FFmpeg errors repeat the file name in str(err); the user already sees it in front.
+    return getattr(err, "strerror", None) or str(err)
+
+
+@contextmanager
+def open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """Open ``path`` with PyAV and pick its first real video stream.
+
+    Args:
+        path: the video file.
+
+    Raises:
+        UserInputError: missing, empty or unreadable file, or no video stream.
+    """
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError) as err:
+        raise UserInputError(f"cannot read as a video (not a video, truncated or corrupt?): "
+                             f"{_ffmpeg_reason(err)}", path) from None
+    try:
+        # Cover art in audio files shows up as a one-picture "video" stream: not a video.
+        streams = [s for s in container.streams.video
+                   if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            raise UserInputError("no video stream", path)
+        yield container, streams[0]
+    finally:
+        container.close()
+
+
+def _frame_rate(stream: av.VideoStream) -> Fraction | None:
+    # FFmpeg's own guess first: raw streams report a default average rate of 25.
+    for rate in (stream.guessed_rate, stream.average_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+class _VideoSource:
+    """An open video: its metadata (read when opened) and its decoded frames, in order.
+
+    Opening decodes the first frame (the rotation lives in frame side data), which
+    :meth:`frames` then yields first, so nothing is decoded twice.
+
+    Args:
+        path: the video file.
+
+    Raises:
+        UserInputError: missing, empty or unreadable file, no video stream, or no decodable
+            frame.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._exit = ExitStack()
+        self.container, self.stream = self._exit.enter_context(open_video(path))
+        try:
+            self.stream.thread_type = "AUTO"  # frame + slice threads in the decoder
+            self._decoder = self.container.decode(self.stream)
+            self._first = self._next_frame()
+            if self._first is None:
+                raise UserInputError("the video stream has no decodable frame", path)
+            self.info = self._describe(self._first)
+        except BaseException:
+            self._exit.close()
+            raise
+
+    def __enter__(self) -> _VideoSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._exit.close()
+
+    def _next_frame(self) -> av.VideoFrame | None:
+        try:
+            return next(self._decoder, None)
+        except av.error.FFmpegError as err:
+            raise UserInputError(f"cannot decode the video: {_ffmpeg_reason(err)}",
+                                 self.path) from None
+
+    def _describe(self, frame: av.VideoFrame) -> VideoInfo:
+        stream, container = self.stream, self.container
+        duration = None
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        rate = _frame_rate(stream)
+        rotation = quarter_turns(frame.rotation) * 90
+        width, height = frame.width, frame.height
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(
+            path=self.path, duration=duration, fps=float(rate) if rate else 0.0, width=width,
+            height=height, rotation=rotation, codec=stream.codec_context.name,
+            pix_fmt=frame.format.name, num_frames=stream.frames or None,
+            has_audio=any(True for _ in container.streams.audio),
+        )
+
+    def frames(self) -> Iterator[av.VideoFrame]:
+        """Every decoded frame; a damaged stream ends early (with a warning)."""
+        yield self._first
+        count = 1
+        while True:
+            try:
+                frame = next(self._decoder, None)
+            except av.error.FFmpegError as err:
+                logger.warning("%s: decoding stopped after %d frames (%s); using what was "
+                               "decoded", self.path, count, _ffmpeg_reason(err))
+                return
+            if frame is None:
+                return
+            count += 1
+            yield frame
+
+
+def probe_video(path: PathLike) -> VideoInfo:
+    """Read a video's metadata (decodes only its first frame, for the rotation).
+
+    Args:
+        path: the video file.
+
+    Raises:
+        UserInputError: missing, empty or unreadable file, or no video stream.
+    """
+    with _VideoSource(Path(path)) as source:
+        return source.info
+
+
+def quarter_turns(rotation: float | None) -> int:
+    """Counter-clockwise quarter turns that show a frame upright.
+
+    Args:
+        rotation: a frame's display-matrix rotation in degrees (``VideoFrame.rotation``).
+    """
+    if not rotation or math.isnan(rotation):
+        return 0
+    return round(rotation / 90) % 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame choice: FFmpeg's fps filter
+
+
+def _round_near(x: Fraction) -> int:
+    """Round half away from zero (FFmpeg's AV_ROUND_NEAR_INF)."""
+    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
+
+
+class _RateSlots:
+    """Which source frame fills each output slot at one frame rate (FFmpeg ``fps`` filter).
+
+    Slots are counted from the slot of the first source frame. Only slots in ``[first, stop)``
+    are recorded (``stop=None``: until the end of the stream).
+
+    Args:
+        fps: output frame rate.
+        time_base: time base of the source pts.
+        first: first output slot to record.
+        stop: one past the last output slot to record, or None.
+    """
+
+    def __init__(self, fps: Fraction, time_base: Fraction, first: int, stop: int | None) -> None:
+        self.scale = fps * time_base  # source pts units -> output slots
+        self.first = first
+        self.stop = stop
+        self.origin: int | None = None  # absolute slot of the first source frame
+        self.next_slot = 0  # first slot not yet filled, relative to origin
+        self.sources: list[int] = []  # source frame index of slot first + i
+
+    @property
+    def done(self) -> bool:
+        return self.stop is not None and self.next_slot >= self.stop
+
+    def push(self, pts: int, pending: int | None) -> bool:
+        """Account for a new source frame at ``pts``; ``pending`` is the previous frame's index.
+
+        Returns True when the previous frame filled at least one recorded slot.
+        """
+        slot = _round_near(pts * self.scale)
+        if self.origin is None:
+            self.origin = slot
+            return False
+        return self._fill(slot - self.origin, pending)
+
+    def finish(self, end_pts: int, pending: int | None) -> bool:
+        """End of stream at ``end_pts``: the last frame holds until then."""
+        if self.origin is None:
+            return False
+        return self._fill(_round_near(end_pts * self.scale) - self.origin, pending)
+
+    def _fill(self, until: int, pending: int | None) -> bool:
+        """The pending frame fills slots ``next_slot .. until - 1`` (none if it is overtaken)."""
+        if self.stop is not None:
+            until = min(until, self.stop)
+        used = False
+        while self.next_slot < until:
+            if self.next_slot >= self.first and pending is not None:
+                self.sources.append(pending)
+                used = True
+            self.next_slot += 1
+        return used
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion and resize of chosen frames
+
+
+class _FrameConverter:
+    """FFmpeg's conversion of decoded frames to rgb24 / gray, memoised for the current frame."""
+
+    def __init__(self) -> None:
+        # One reformatter per output format keeps swscale contexts alive across frames.
+        self._reformatters = {"rgb24": VideoReformatter(), "gray": VideoReformatter()}
+        self._index: int | None = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    def convert(self, frame: av.VideoFrame, index: int, fmt: str) -> np.ndarray:
+        """``(H, W, 3)`` rgb24 or ``(H, W)`` gray uint8 of the coded frame."""
+        if index != self._index:
+            self._index, self._cache = index, {}
+        if fmt not in self._cache:
+            # The frame's own colour range decides how YUV is expanded; gray output is full
+            # range (0-255), as FFmpeg's "gray" format is.
+            converted = self._reformatters[fmt].reformat(
+                frame, format=fmt, src_color_range=frame.color_range,
+                dst_color_range=ColorRange.JPEG if fmt == "gray" else None)
+            self._cache[fmt] = converted.to_ndarray()
+        return self._cache[fmt]
+
+
+class _Resizer:
+    """Squash-resizes the chosen source frames of one request and assembles the output.
+
+    Args:
+        size: output ``(height, width)`` of upright frames.
+        gray: one gray channel instead of RGB.
+        turns: counter-clockwise quarter turns that make frames upright.
+    """
+
+    def __init__(self, size: tuple[int, int], gray: bool, turns: int) -> None:
+        self.gray = gray
+        self.turns = turns
+        # Frames are resized in coded orientation and rotated afterwards (cheaper, same result).
+        self.coded_size = [size[1], size[0]] if turns % 2 else [size[0], size[1]]
+        self.done: dict[int, np.ndarray] = {}  # source index -> (C, h, w) upright uint8
+        self._waiting: list[tuple[int, np.ndarray]] = []
+
+    def add(self, index: int, image: np.ndarray) -> None:
+        """Queue source frame ``index`` (full-size ``(H, W, 3)`` or ``(H, W)`` uint8)."""
+        if index in self.done or any(i == index for i, _ in self._waiting):
+            return
+        self._waiting.append((index, image))
+        if not self.gray or len(self._waiting) >= _GRAY_PACK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._waiting:
+            return
+        if self.gray:
+            packed = torch.from_numpy(np.stack([img for _, img in self._waiting]))  # (k, H, W)
+        else:
+            packed = torch.from_numpy(self._waiting[0][1]).permute(2, 0, 1)  # (3, H, W)
+        resized = TF.resize(packed, self.coded_size, interpolation=TF.InterpolationMode.BICUBIC,
+                            antialias=True).numpy()
+        # Rotation, splitting and stacking stay in NumPy: each small torch op would be a
+        # parallel region, and those stall badly when the CPU cores are oversubscribed.
+        if self.turns:
+            resized = np.rot90(resized, self.turns, axes=(-2, -1))
+        if self.gray:
+            for k, (index, _) in enumerate(self._waiting):
+                self.done[index] = resized[k : k + 1]  # (1, h, w)
+        else:
+            self.done[self._waiting[0][0]] = resized  # (3, h, w)
+        self._waiting = []
+
+    def assemble(self, sources: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+        """``(T, C, h, w)`` uint8: the resized frame of every slot's source frame."""
+        self.flush()
+        channels = 1 if self.gray else 3
+        if not sources:
+            return torch.empty((0, channels, *size), dtype=torch.uint8)
+        return torch.from_numpy(np.stack([self.done[i] for i in sources]))  # (T, C, h, w)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Frames wanted from one video: a rate, an output size and a slot range."""
+
+    fps: Fraction
+    size: tuple[int, int]
+    gray: bool
+    first: int
+    stop: int | None
+
+
+def _decode_requests(source: _VideoSource, requests: Sequence[_Request]) -> list[torch.Tensor]:
+    """Decode ``source`` once; ``(T, C, h, w)`` uint8 frames per request (module docstring)."""
+    stream = source.stream
+    time_base = stream.time_base or Fraction(1, 90000)
+    rate = _frame_rate(stream)
+    slots = [_RateSlots(r.fps, time_base, r.first, r.stop) for r in requests]
+    turns = source.info.rotation // 90
+    resizers = [_Resizer(r.size, r.gray, turns) for r in requests]
+    converter = _FrameConverter()
+    pending: av.VideoFrame | None = None
+    pending_index: int | None = None
+    last_pts: int | None = None
+
+    def hand_over(used: list[bool]) -> None:
+        """Convert the pending frame for every request that put it in a slot."""
+        for resizer, request, is_used in zip(resizers, requests, used, strict=True):
+            if is_used:
+                fmt = "gray" if request.gray else "rgb24"
+                resizer.add(pending_index, converter.convert(pending, pending_index, fmt))
+
+    for index, frame in enumerate(source.frames()):
+        pts = _frame_pts(frame, pending, last_pts, time_base, rate)
+        hand_over([s.push(pts, pending_index) for s in slots])
+        pending, pending_index, last_pts = frame, index, pts
+        if all(s.done for s in slots):
+            break
+    else:
+        # The stream ended: its last frame holds until the end of its duration.
+        end_pts = last_pts + _frame_duration(pending, time_base, rate)
+        hand_over([s.finish(end_pts, pending_index) for s in slots])
+    return [resizer.assemble(slot.sources, request.size)
+            for slot, resizer, request in zip(slots, resizers, requests, strict=True)]
+
+
+def _frame_pts(frame: av.VideoFrame, previous: av.VideoFrame | None, last_pts: int | None,
+               time_base: Fraction, rate: Fraction | None) -> int:
+    """The frame's pts; frames without one (raw streams) follow the previous frame's end."""
+    if frame.pts is not None:
+        return frame.pts
+    if previous is None or last_pts is None:
+        return 0
+    return last_pts + _frame_duration(previous, time_base, rate)
+
+
+def _nominal_duration(time_base: Fraction, rate: Fraction | None) -> int:
+    if not rate:
+        return 1
+    return max(1, round(1 / (rate * time_base)))
+
+
+def _frame_duration(frame: av.VideoFrame, time_base: Fraction, rate: Fraction | None) -> int:
+    if frame.duration:
+        return frame.duration
+    return _nominal_duration(time_base, rate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public readers
+
+
+def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _slot_bound(seconds: float, fps: Fraction) -> int:
+    """Index of the first slot at or after ``seconds`` (tolerant of float error in seconds)."""
+    return max(0, math.ceil(Fraction(seconds) * fps - Fraction(1, 10**6)))
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """One set of frames to read from a video (see :func:`read_frame_sets`).
+
+    Args:
+        fps: output frame rate.
+        size: output ``(height, width)`` of the upright frames, or one int for a square.
+        gray: FFmpeg's 8-bit gray (full range, ``C = 1``) instead of RGB (``C = 3``).
+        start: seconds to skip (the frames before are still decoded, not converted).
+        end: seconds to stop at (None: the end of the video).
+    """
+
+    fps: float
+    size: int | tuple[int, int]
+    gray: bool = False
+    start: float = 0.0
+    end: float | None = None
+
+    def slots(self) -> _Request:
+        """The request as a range of output slots."""
+        rate = Fraction(self.fps)
+        size = _as_size(self.size)
+        if rate <= 0 or min(size) <= 0:
+            raise ValueError(f"fps and size must be positive, got {self.fps} and {self.size}")
+        first = _slot_bound(self.start, rate)
+        stop = None if self.end is None else max(first, _slot_bound(self.end, rate))
+        return _Request(rate, size, self.gray, first, stop)
+
+
+def read_frame_sets(path: PathLike, requests: Sequence[FrameRequest]) -> list[torch.Tensor]:
+    """Several rates/sizes of one video from a single decoding pass.
+
+    Output frame ``k`` of a request is the frame FFmpeg's ``fps`` filter would show at time
+    ``k / fps`` after the first frame; the frames returned are those with
+    ``start <= k / fps < end``, as uint8 ``(T, C, H, W)``, squash-resized (bicubic,
+    antialiased) and upright.
+
+    Args:
+        path: the video file.
+        requests: what to read.
+
+    Raises:
+        UserInputError: the file cannot be read as a video.
+    """
+    with _VideoSource(Path(path)) as source:
+        return _decode_requests(source, [r.slots() for r in requests])
+
+
+def read_frames(path: PathLike, fps: float, size: int | Sequence[int], gray: bool = False,
+                start: float = 0.0, end: float | None = None) -> torch.Tensor:
+    """Frames of a video at ``fps``, squash-resized, as uint8 ``(T, C, H, W)``.
+
+    One :class:`FrameRequest` through :func:`read_frame_sets` (see there for which frames).
+
+    Args:
+        path: the video file.
+        fps: output frame rate.
+        size: output ``(height, width)`` of the upright frames, or one int for a square.
+        gray: FFmpeg's 8-bit gray (full range, ``C = 1``) instead of RGB (``C = 3``).
+        start: seconds to skip (the frames before are still decoded, not converted).
+        end: seconds to stop at (None: the end of the video).
+
+    Raises:
+        UserInputError: the file cannot be read as a video.
+    """
+    request = FrameRequest(fps, _as_size(size), gray, start, end)
+    return read_frame_sets(path, [request])[0]
+
+
+def _used_duration(duration: float, available: Sequence[tuple[int, int]], what: str,
+                   path: Path) -> float:
+    """The requested duration, cut to what every stream holds; errors below one window.
+
+    Args:
+        duration: requested seconds.
+        available: ``(frames, fps)`` per stream read.
+        what: which input is short, for the warning.
+        path: file named in errors.
+    """
+    used = min([duration] + [count / fps for count, fps in available])
+    if used < duration:
+        logger.warning("%s holds only %.3f s: using that instead of %.3f s", what, used,
+                       duration)
+    # Plain float products, exactly as the sequence-length code computes them downstream.
+    if int(SYNC_FPS * used) < SYNC_WINDOW_FRAMES:
+        raise UserInputError(
+            f"{what} is too short: {used:.3f} s, need at least "
+            f"{SYNC_WINDOW_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)", path)
+    return used
+
+
+def _video_requests(duration: float) -> list[_Request]:
+    # Every slot before `duration`: a stream that fills them all holds at least `duration`.
+    return [FrameRequest(CLIP_FPS, CLIP_SIZE, end=duration).slots(),
+            FrameRequest(SYNC_FPS, SYNC_SIZE, end=duration).slots()]
+
+
+def _check_duration_arg(duration: float) -> None:
+    if not duration > 0 or not math.isfinite(duration):
+        raise UserInputError(f"duration must be a positive number of seconds, got {duration}")
+
+
+def clip_input(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 CLIP frames -> float32 in [0, 1] (``x / 255``)."""
+    return frames.float().div_(255)
+
+
+def sync_input(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 Synchformer frames -> float32 in [-1, 1] (``(x / 255 - 0.5) / 0.5``)."""
+    # In place, operation by operation, so values equal ToDtype + Normalize(0.5, 0.5).
+    return frames.float().div_(255).sub_(0.5).div_(0.5)
+
+
+def mask_input(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 gray masks -> float32 in [0, 1] (``x / 255``)."""
+    return masks.float().div_(255)
+
+
+def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
+    """CLIP (8 fps, 384²) and Synchformer (25 fps, 224²) frames of a video's first seconds.
+
+    Args:
+        path: the video file.
+        duration: seconds wanted; a shorter video shortens it (with a warning).
+
+    Raises:
+        UserInputError: unreadable file, or less than one Synchformer window (0.64 s).
+    """
+    _check_duration_arg(duration)
+    path = Path(path)
+    with _VideoSource(path) as source:
+        clip, sync = _decode_requests(source, _video_requests(duration))
+    used = _used_duration(duration, [(len(clip), CLIP_FPS), (len(sync), SYNC_FPS)],
+                          f"video {path}", path)
+    return VideoFrames(clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
+                       sync_frames=sync_input(sync[: int(SYNC_FPS * used)]), duration=used,
+                       video_info=source.info)
+
+
+def _check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
+    """The mask may be scaled, not reshaped: its aspect ratio must match within rounding."""
+    # Allow one pixel of rounding on small masks, a relative tolerance on large ones.
+    expected_width = mask.height * video.width / video.height
+    expected_height = mask.width * video.height / video.width
+    if (abs(mask.width - expected_width) <= max(1.0, MASK_ASPECT_TOLERANCE * expected_width)
+            or abs(mask.height - expected_height)
+            <= max(1.0, MASK_ASPECT_TOLERANCE * expected_height)):
+        return
+    raise UserInputError(
+        f"mask is {mask.width}x{mask.height} but the video {video.path.name} is "
+        f"{video.width}x{video.height}: the aspect ratios differ", mask.path)
+
+
+def _spare_cores() -> bool:
+    """More than two usable cores: on fewer, the decoder threads already fill them and a second
+    decoding thread only adds contention."""
+    return len(os.sched_getaffinity(0)) > 2 if hasattr(os, "sched_getaffinity") else (
+        (os.cpu_count() or 1) > 2)
+
+
+def load_clip(video_path: PathLike, mask_path: PathLike, duration: float = 5.0) -> ClipInputs:
+    """Model inputs for a video and the mask video of the object to sonify.
+
+    The clip is the first ``duration`` seconds of the overlap of the two files (both start at
+    their first frame). The mask may have another size or frame rate than the video, but the
+    same aspect ratio.
+
+    Args:
+        video_path: the video file.
+        mask_path: the mask video (any pixel format; non-zero pixels are the object).
+        duration: seconds wanted; shorter inputs shorten it (with a warning).
+
+    Raises:
+        UserInputError: unreadable file, mask of another aspect ratio, or an overlap shorter
+            than one Synchformer window (0.64 s).
+    """
+    _check_duration_arg(duration)
+    video_path, mask_path = Path(video_path), Path(mask_path)
+    video_requests = _video_requests(duration)
+    mask_requests = [FrameRequest(SYNC_FPS, SYNC_SIZE, gray=True, end=duration).slots()]
+    # Both files are opened (and checked) before either is decoded, so errors come fast.
+    with _VideoSource(video_path) as video, _VideoSource(mask_path) as mask:
+        _check_mask_aspect(video.info, mask.info)
+        if _spare_cores():
+            # The files decode in parallel: PyAV and torch release the GIL while they work.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                video_job = pool.submit(_decode_requests, video, video_requests)
+                mask_job = pool.submit(_decode_requests, mask, mask_requests)
+                clip, sync = video_job.result()
+                (masks,) = mask_job.result()
+        else:
+            clip, sync = _decode_requests(video, video_requests)
+            (masks,) = _decode_requests(mask, mask_requests)
+    used = _used_duration(
+        duration, [(len(clip), CLIP_FPS), (len(sync), SYNC_FPS), (len(masks), SYNC_FPS)],
+        f"the overlap of {video_path.name} and {mask_path.name}", video_path)
+    masks = masks[: int(SYNC_FPS * used)]
+    if not masks.any():
+        logger.warning("%s: the mask is empty (all zero) in the first %.3f s", mask_path, used)
+    return ClipInputs(
+        clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
+        sync_frames=sync_input(sync[: int(SYNC_FPS * used)]),
+        masks=mask_input(masks), duration=used, video_info=video.info, mask_info=mask.info)

@@ -1,0 +1,176 @@
+"""Writing FLAC and MP4 outputs: round trips, stream copy, overlay, no overwrite, no leftovers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from saganet.data import media_out
+from saganet.data.media_out import write_flac, write_video_with_audio
+from saganet.errors import UserInputError
+from tests.data.test_video_io import DUET, box_frames, level_frames, write_video
+
+SR = 44100
+AUDIO = 0.5 * torch.sin(torch.arange(221184) / 20.0)[None]  # (1, L), 5.0155 s
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int, str]:
+    """Mono samples, sampling rate and codec of a file's audio stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.channels == 1
+        samples = np.concatenate([f.to_ndarray()[0] for f in container.decode(stream)])
+        return samples, stream.sample_rate, stream.codec_context.name
+
+
+def video_packets(path: Path) -> list[bytes]:
+    """The coded video packets of a file, in order."""
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def stream_facts(path: Path) -> dict[str, dict]:
+    """Per stream type: codec, size, decoded frames and duration (s), packets, rotation."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = list(container.decode(video))
+        times = [f.time for f in frames]
+        step = times[1] - times[0] if len(times) > 1 else 0
+        facts = {"video": {"codec": video.codec_context.name, "width": video.width,
+                           "height": video.height, "pix_fmt": video.codec_context.pix_fmt,
+                           "packets": video_packets(path), "frames": frames,
+                           "seconds": times[-1] - times[0] + step,
+                           "rotation": frames[0].rotation}}
+    samples, rate, codec = read_audio(path)
+    facts["audio"] = {"codec": codec, "rate": rate, "seconds": len(samples) / rate}
+    return facts
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("shape", [(1, -1), (-1,)])
+def test_flac_round_trip_is_24_bit_mono(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    audio = AUDIO.reshape(shape)
+    path = write_flac(tmp_path / "out.flac", audio, SR)
+    samples, rate, codec = read_audio(path)
+    assert (rate, codec, samples.shape) == (SR, "flac", (AUDIO.shape[1],))
+    # 24 bits: errors below one 24-bit step (16 bits would be 256 times coarser).
+    error = np.abs(samples / 2**31 - AUDIO[0].numpy()).max()
+    assert error <= 1 / 2**23
+    assert leftovers(tmp_path) == []
+
+
+def test_flac_clips_out_of_range_samples(tmp_path: Path) -> None:
+    path = write_flac(tmp_path / "loud.flac", torch.tensor([2.0, -3.0, 0.25]), SR)
+    samples, _, _ = read_audio(path)
+    np.testing.assert_allclose(samples / 2**31, [1, -1, 0.25], atol=2 / 2**23)
+
+
+def test_no_overwrite_without_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "out.flac"
+    path.write_bytes(b"precious")
+    with pytest.raises(UserInputError, match="overwrite") as err:
+        write_flac(path, AUDIO, SR)
+    assert err.value.path == str(path) and path.read_bytes() == b"precious"
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(b"precious")
+    with pytest.raises(UserInputError, match="overwrite"):
+        write_video_with_audio(DUET, AUDIO, SR, mp4, 5.0)
+    assert mp4.read_bytes() == b"precious"
+    write_flac(path, AUDIO, SR, overwrite=True)
+    assert read_audio(path)[0].shape == (AUDIO.shape[1],)
+
+
+def test_failure_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          ) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(media_out, "_mux_audio", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_video_with_audio(DUET, AUDIO, SR, tmp_path / "out.mp4", 5.0)
+    monkeypatch.setattr(av.AudioFrame, "from_ndarray", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_flac(tmp_path / "out.flac", AUDIO, SR)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mp4_copies_the_video_stream(tmp_path: Path) -> None:
+    path = write_video_with_audio(DUET, AUDIO, SR, tmp_path / "duet.mp4", 5.0)
+    out = stream_facts(path)
+    video = out["video"]
+    assert (video["codec"], video["width"], video["height"]) == ("h264", 1920, 1080)
+    # No re-encoding: the coded packets are the source's, byte for byte.
+    assert video["packets"] == video_packets(DUET)
+    assert video["seconds"] == pytest.approx(5.0, abs=0.05)
+    assert out["audio"]["codec"] == "aac" and out["audio"]["rate"] == SR
+    assert out["audio"]["seconds"] == pytest.approx(AUDIO.shape[1] / SR, abs=0.03)
+    assert leftovers(tmp_path) == []
+
+
+def test_mp4_copy_cuts_at_the_duration(tmp_path: Path) -> None:
+    path = write_video_with_audio(DUET, AUDIO[:, : 2 * SR], SR, tmp_path / "cut.mp4", 2.0)
+    facts = stream_facts(path)
+    # Cut on packets: every kept frame decodes, and the video lasts about 2 s.
+    assert facts["video"]["seconds"] == pytest.approx(2.0, abs=0.15)
+    assert len(facts["video"]["frames"]) == len(facts["video"]["packets"])
+    assert facts["audio"]["seconds"] == pytest.approx(2.0, abs=0.03)
+
+
+def test_mp4_copy_keeps_the_rotation(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "rotated.mp4", level_frames(25, 32, 64), rotation=90)
+    path = write_video_with_audio(src, AUDIO[:, :SR], SR, tmp_path / "out.mp4", 1.0)
+    facts = stream_facts(path)
+    assert facts["video"]["packets"] == video_packets(src)
+    assert facts["video"]["rotation"] == 90
+
+
+def test_overlay_reencodes_and_tints_the_object(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "src.mp4", level_frames(25, 36, 64))
+    masks = torch.zeros(25, 1, 224, 224)
+    masks[:, :, :, 112:] = 1  # the right half of the picture
+    path = write_video_with_audio(src, AUDIO[:, :SR], SR, tmp_path / "overlay.mp4", 1.0,
+                                  overlay_masks=masks, overlay_color=(255, 0, 0),
+                                  overlay_alpha=0.5)
+    facts = stream_facts(path)
+    video = facts["video"]
+    assert (video["codec"], video["pix_fmt"], video["width"], video["height"]) == (
+        "h264", "yuv420p", 64, 36)
+    assert len(video["frames"]) == 25
+    rgb = video["frames"][10].to_ndarray(format="rgb24").astype(float)
+    level = 8 + 4 * 10
+    left, right = rgb[:, :28].mean(axis=(0, 1)), rgb[:, 36:].mean(axis=(0, 1))
+    np.testing.assert_allclose(left, [level] * 3, atol=4)
+    np.testing.assert_allclose(right, [(level + 255) / 2, level / 2, level / 2], atol=6)
+    assert facts["audio"]["codec"] == "aac"
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt", "container"), [
+    ("huffyuv.avi", "huffyuv", "yuv422p", "avi"),  # a codec MP4 cannot hold
+    ("raw.h264", "libx264", "yuv420p", "h264"),  # packets without timestamps
+])
+def test_stream_that_cannot_be_copied_is_reencoded(tmp_path: Path, name: str, codec: str,
+                                                   pix_fmt: str, container: str) -> None:
+    src = write_video(tmp_path / name, box_frames(20, 32, 48, (0, 0, 0.5, 0.5)), codec=codec,
+                      pix_fmt=pix_fmt, container=container)
+    path = write_video_with_audio(src, AUDIO[:, :SR], SR, tmp_path / "out.mp4", 0.5)
+    video = stream_facts(path)["video"]
+    assert (video["codec"], video["width"], video["height"]) == ("h264", 48, 32)
+    assert len(video["frames"]) == 13  # frames shown before 0.5 s at 25 fps: 0 .. 0.48 s
+    corner = video["frames"][0].to_ndarray(format="rgb24")[:16, :24].mean()
+    assert corner > 240
+
+
+def test_bad_source_video_is_a_user_error(tmp_path: Path) -> None:
+    text = tmp_path / "text.mp4"
+    text.write_text("not a video")
+    with pytest.raises(UserInputError) as err:
+        write_video_with_audio(text, AUDIO, SR, tmp_path / "out.mp4", 5.0)
+    assert err.value.path == str(text)
+    assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []

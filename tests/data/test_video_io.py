@@ -1,0 +1,366 @@
+"""Video and mask reading: frame choice against FFmpeg's own fps filter, sizes, orientation,
+pixel formats, durations and every kind of bad input.
+
+Test clips are written here with PyAV. Most frames are uniform grey whose level encodes the
+frame index (``LEVEL0 + STEP * i``, losslessly encoded), so the source frame behind every
+output frame can be read back from its mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import saganet.data.video as video_module
+from saganet.data.video import (
+    FrameRequest,
+    load_clip,
+    load_video_frames,
+    probe_video,
+    read_frame_sets,
+    read_frames,
+)
+from saganet.errors import UserInputError
+
+EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+DUET = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
+VIOLIN = EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"
+
+LEVEL0, STEP = 8, 4
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25, *,
+                pts_ms: Sequence[int] | None = None, rotation: float | None = None,
+                codec: str = "libx264", pix_fmt: str = "yuv420p", container: str = "mp4",
+                options: dict[str, str] | None = None, faststart: bool = False) -> Path:
+    """Encode RGB ``(H, W, 3)`` uint8 frames; ``pts_ms`` gives a variable frame rate."""
+    if options is None:
+        options = {"qp": "0"} if codec == "libx264" else {}
+    height, width = frames[0].shape[:2]
+    muxer_options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", format=container, options=muxer_options) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001),
+                                options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if pts_ms is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def level_frames(count: int, height: int, width: int) -> list[np.ndarray]:
+    return [np.full((height, width, 3), LEVEL0 + STEP * i, np.uint8) for i in range(count)]
+
+
+def frame_indices(frames: torch.Tensor) -> list[int]:
+    """Source frame index of each output frame of a ``level_frames`` clip."""
+    return [round((m - LEVEL0) / STEP) for m in frames.float().mean(dim=(1, 2, 3)).tolist()]
+
+
+def ffmpeg_fps_filter(path: Path, fps: float) -> list[int]:
+    """What FFmpeg's own ``fps`` filter (default options) outputs, as source frame indices."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        source, rate, sink = (graph.add_buffer(template=stream), graph.add("fps", str(fps)),
+                              graph.add("buffersink"))
+        source.link_to(rate)
+        rate.link_to(sink)
+        graph.configure()
+        means: list[float] = []
+
+        def drain() -> None:
+            while True:
+                try:
+                    means.append(graph.vpull().to_ndarray(format="rgb24").mean())
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    return
+
+        for frame in container.decode(stream):
+            graph.vpush(frame)
+            drain()
+        graph.vpush(None)
+        drain()
+    return [round((m - LEVEL0) / STEP) for m in means]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("clips")
+    # Variable frame rate, starting at 0.1 s, with uneven gaps.
+    vfr_ms = [100 + 40 * i + (13 if i % 3 == 0 else 0) - (9 if i % 7 == 0 else 0)
+              for i in range(30)]
+    return {
+        "portrait30": write_video(tmp / "portrait30.mp4", level_frames(60, 320, 180), fps=30),
+        "vfr": write_video(tmp / "vfr.mp4", level_frames(30, 32, 48), pts_ms=vfr_ms),
+        "tiny": write_video(tmp / "tiny.mp4", level_frames(25, 32, 32), fps=25),
+        "ntsc": write_video(tmp / "ntsc.mp4", level_frames(40, 36, 64), fps=30000 / 1001),
+    }
+
+
+@pytest.mark.parametrize("name", ["portrait30", "vfr", "tiny", "ntsc"])
+@pytest.mark.parametrize("fps", [8, 25])
+def test_frame_choice_matches_ffmpeg_fps_filter(clips: dict[str, Path], name: str,
+                                                fps: int) -> None:
+    frames = read_frames(clips[name], fps, 32)
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == (3, 32, 32)
+    assert frame_indices(frames) == ffmpeg_fps_filter(clips[name], fps)
+
+
+def test_stream_without_timestamps_follows_frame_durations(tmp_path: Path) -> None:
+    frames = level_frames(30, 32, 32)
+    raw = write_video(tmp_path / "raw.h264", frames, fps=30, container="h264")
+    muxed = write_video(tmp_path / "muxed.mp4", frames, fps=30)
+    assert probe_video(raw).fps == 30
+    assert frame_indices(read_frames(raw, 8, 32)) == ffmpeg_fps_filter(muxed, 8)
+
+
+def test_start_and_end_select_a_window_of_the_same_timeline(clips: dict[str, Path]) -> None:
+    whole = read_frames(clips["portrait30"], 25, (64, 36))
+    part = read_frames(clips["portrait30"], 25, (64, 36), start=0.4, end=1.2)
+    assert part.shape[0] == 20  # slots 10 .. 29
+    assert torch.equal(part, whole[10:30])
+
+
+def test_one_decode_serves_several_requests(clips: dict[str, Path]) -> None:
+    clip, gray = read_frame_sets(clips["portrait30"], [FrameRequest(8, 64),
+                                                       FrameRequest(25, (40, 20), gray=True)])
+    assert torch.equal(clip, read_frames(clips["portrait30"], 8, 64))
+    assert gray.shape == (50, 1, 40, 20)
+
+
+def test_portrait_30fps_2s_clip(clips: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    info = probe_video(clips["portrait30"])
+    assert (info.width, info.height, info.rotation) == (180, 320, 0)
+    assert abs(info.fps - 30) < 1e-6 and not info.has_audio
+    with caplog.at_level(logging.WARNING):
+        frames = load_video_frames(clips["portrait30"], duration=5.0)
+    assert frames.duration == pytest.approx(2.0)
+    assert any("2.000 s" in r.getMessage() for r in caplog.records)
+    assert frames.clip_frames.shape == (16, 3, 384, 384)
+    assert frames.sync_frames.shape == (50, 3, 224, 224)
+    assert frames.clip_frames.dtype == frames.sync_frames.dtype == torch.float32
+    # Uniform frames: the float conversions are exact images of the uint8 levels.
+    clip_levels = frames.clip_frames.mean(dim=(1, 2, 3)) * 255
+    sync_levels = (frames.sync_frames.mean(dim=(1, 2, 3)) + 1) / 2 * 255
+    assert frame_indices(clip_levels[:, None, None, None]) == ffmpeg_fps_filter(
+        clips["portrait30"], 8)
+    assert frame_indices(sync_levels[:, None, None, None]) == ffmpeg_fps_filter(
+        clips["portrait30"], 25)
+    assert frames.sync_frames.min() >= -1 and frames.sync_frames.max() <= 1
+
+
+@pytest.mark.parametrize(("rotation", "band_side"),
+                         [(90, "bottom"), (-90, "top"), (180, "right"), (0, "left")])
+def test_frames_are_upright(tmp_path: Path, rotation: int, band_side: str) -> None:
+    # Coded landscape 64x32 with a white band on its left edge; the display matrix turns it
+    # counter-clockwise by `rotation` degrees (FFmpeg's convention).
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, :12] = 255
+    path = write_video(tmp_path / "rotated.mp4", [image] * 3, rotation=rotation)
+    info = probe_video(path)
+    portrait = rotation % 180 != 0
+    assert (info.width, info.height) == ((32, 64) if portrait else (64, 32))
+    frames = read_frames(path, 25, (info.height, info.width))
+    assert frames.shape[2:] == (info.height, info.width)
+    gray = frames[0].float().mean(dim=0)  # (H, W)
+    sides = {"top": gray[:6].mean(), "bottom": gray[-6:].mean(), "left": gray[:, :6].mean(),
+             "right": gray[:, -6:].mean()}
+    assert sides[band_side] > 200
+    assert all(v < 60 for k, v in sides.items() if k != band_side)
+
+
+@pytest.mark.parametrize(("codec", "pix_fmt", "container"), [
+    ("libx264", "yuv444p", "matroska"),
+    ("mjpeg", "yuvj420p", "avi"),
+    ("mpeg4", "yuv420p", "avi"),
+    ("ffv1", "bgr0", "matroska"),
+])
+def test_pixel_formats_and_containers(tmp_path: Path, codec: str, pix_fmt: str,
+                                      container: str) -> None:
+    color = np.array([200, 60, 120], np.uint8)
+    image = np.broadcast_to(color, (48, 64, 3))
+    options = {"qscale": "2"} if codec in ("mjpeg", "mpeg4") else None
+    path = write_video(tmp_path / f"clip.{container[:3]}", [image] * 10, codec=codec,
+                       pix_fmt=pix_fmt, container=container, options=options)
+    frames = read_frames(path, 25, 16)
+    assert frames.shape == (10, 3, 16, 16)
+    got = frames.float().mean(dim=(0, 2, 3))
+    assert torch.allclose(got, torch.from_numpy(color).float(), atol=4), got
+    gray = read_frames(path, 25, 16, gray=True)
+    expected_gray = 0.299 * 200 + 0.587 * 60 + 0.114 * 120  # BT.601 luma, full range
+    assert abs(gray.float().mean().item() - expected_gray) < 4
+
+
+# -------------------------------------------------------------------------------------------
+# Video + mask
+
+
+def box_frames(count: int, height: int, width: int, box: tuple[float, float, float, float],
+               ) -> list[np.ndarray]:
+    """White box (top, left, bottom, right as fractions) on black."""
+    image = np.zeros((height, width, 3), np.uint8)
+    top, left, bottom, right = box
+    image[int(top * height) : int(bottom * height), int(left * width) : int(right * width)] = 255
+    return [image] * count
+
+
+def test_mask_with_other_size_and_rate(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "video.mp4", level_frames(50, 36, 64), fps=25)
+    mask = write_video(tmp_path / "mask.mp4", box_frames(60, 54, 96, (0.25, 0.5, 0.75, 1.0)),
+                       fps=30)
+    clip = load_clip(video, mask, duration=1.5)
+    assert clip.duration == pytest.approx(1.5)
+    assert clip.clip_frames.shape == (12, 3, 384, 384)
+    assert clip.sync_frames.shape == (37, 3, 224, 224)
+    assert clip.masks.shape == (37, 1, 224, 224) and clip.masks.dtype == torch.float32
+    assert clip.masks.min() >= 0 and clip.masks.max() <= 1
+    # Squash resize keeps the box where it was, in relative coordinates.
+    assert clip.masks[0, 0, 112, 168] == 1 and clip.masks[0, 0, 112, 56] == 0
+    assert clip.masks[0, 0, 20, 168] == 0
+    assert torch.equal((clip.clip_frames * 255).round().to(torch.uint8),
+                       read_frames(video, 8, 384)[:12])
+    assert torch.equal(((clip.sync_frames + 1) / 2 * 255).round().to(torch.uint8),
+                       read_frames(video, 25, 224)[:37])
+
+
+def test_mask_with_other_aspect_ratio_is_refused(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "video.mp4", level_frames(25, 36, 64))
+    mask = write_video(tmp_path / "square_mask.mp4", box_frames(25, 48, 48, (0, 0, 1, 1)))
+    with pytest.raises(UserInputError, match="aspect") as err:
+        load_clip(video, mask)
+    assert err.value.path == str(mask)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_short_overlap_shortens_the_clip(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch, parallel: bool) -> None:
+    # Both decoding schedules: one thread on small machines, video and mask in parallel else.
+    monkeypatch.setattr(video_module, "_spare_cores", lambda: parallel)
+    video = write_video(tmp_path / "video.mp4", box_frames(75, 32, 32, (0, 0, 1, 1)))  # 3 s
+    mask = write_video(tmp_path / "mask.mp4", box_frames(60, 32, 32, (0, 0, 0.5, 0.5)),
+                       fps=30)  # 2 s
+    with caplog.at_level(logging.WARNING):
+        clip = load_clip(video, mask, duration=5.0)
+    assert clip.duration == pytest.approx(2.0)
+    assert (len(clip.clip_frames), len(clip.sync_frames), len(clip.masks)) == (16, 50, 50)
+    assert any("2.000 s" in r.getMessage() for r in caplog.records)
+
+
+def test_counts_follow_the_used_duration(tmp_path: Path) -> None:
+    # 58 frames at 25 fps: the video holds 2.32 s, and 25 * 2.32 is 57.99... in floats. Counts
+    # are int(fps * duration) with plain floats, exactly as the sequence-length code computes.
+    video = write_video(tmp_path / "video.mp4", level_frames(58, 32, 32), fps=25)
+    frames = load_video_frames(video)
+    assert frames.duration == pytest.approx(2.32)
+    assert len(frames.clip_frames) == int(8 * frames.duration) == 18
+    assert len(frames.sync_frames) == int(25 * frames.duration) == 57
+
+
+def test_less_than_one_synchformer_window_is_an_error(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "short.mp4", level_frames(15, 32, 32), fps=25)  # 0.6 s
+    with pytest.raises(UserInputError, match="too short"):
+        load_video_frames(video)
+    mask = write_video(tmp_path / "mask.mp4", box_frames(15, 32, 32, (0, 0, 1, 1)), fps=25)
+    long_video = write_video(tmp_path / "long.mp4", level_frames(50, 32, 32), fps=25)
+    with pytest.raises(UserInputError, match="too short"):
+        load_clip(long_video, mask)
+
+
+def test_empty_mask_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    video = write_video(tmp_path / "video.mp4", level_frames(25, 32, 32))
+    mask = write_video(tmp_path / "mask.mp4", [np.zeros((32, 32, 3), np.uint8)] * 25)
+    with caplog.at_level(logging.WARNING):
+        clip = load_clip(video, mask, duration=1.0)
+    assert not clip.masks.any()
+    assert any("empty" in r.getMessage() for r in caplog.records)
+
+
+# -------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=44100, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate = 44100
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("bad")
+    empty = tmp / "empty.mp4"
+    empty.touch()
+    text = tmp / "text.mp4"
+    text.write_text("this is not a video\n" * 50)
+    # PyAV writes the index (moov) at the end: a cut file has no index.
+    whole = write_video(tmp / "whole.mp4", level_frames(25, 32, 32))
+    truncated = tmp / "truncated.mp4"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return {"missing": tmp / "missing.mp4", "empty": empty, "text": text,
+            "audio_only": _audio_only(tmp / "audio_only.m4a"), "truncated": truncated,
+            "folder": tmp}
+
+
+@pytest.mark.parametrize("name", ["missing", "empty", "text", "audio_only", "truncated",
+                                  "folder"])
+def test_bad_inputs_are_user_errors(bad_inputs: dict[str, Path], clips: dict[str, Path],
+                                    name: str) -> None:
+    bad = bad_inputs[name]
+    for call in (lambda: probe_video(bad), lambda: read_frames(bad, 25, 32),
+                 lambda: load_video_frames(bad), lambda: load_clip(bad, clips["tiny"]),
+                 lambda: load_clip(clips["tiny"], bad)):
+        with pytest.raises(UserInputError) as err:
+            call()
+        assert err.value.path == str(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
+    # With the index at the front, a cut file still opens and decodes up to the cut.
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(50)]
+    whole = write_video(tmp_path / "whole.mp4", noise, options={}, faststart=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    frames = read_frames(cut, 25, 32)
+    assert 16 <= len(frames) < 50
+    assert torch.equal(frames, read_frames(whole, 25, 32)[: len(frames)])
+
+
+# -------------------------------------------------------------------------------------------
+# The shared duet example (1080p)
+
+
+@pytest.mark.slow
+def test_duet_example() -> None:
+    clip = load_clip(DUET, VIOLIN)
+    assert clip.duration == 5.0
+    assert clip.video_info.width == 1920 and clip.video_info.height == 1080
+    assert clip.clip_frames.shape == (40, 3, 384, 384)
+    assert clip.sync_frames.shape == (125, 3, 224, 224)
+    assert clip.masks.shape == (125, 1, 224, 224)
+    assert clip.clip_frames.min() >= 0 and clip.clip_frames.max() <= 1
+    assert clip.sync_frames.min() >= -1 and clip.sync_frames.max() <= 1
+    # The violinist sits on the right half of the frame.
+    area = clip.masks[:, 0] > 0.5
+    assert area.any(dim=0)[:, 112:].sum() > 10 * area.any(dim=0)[:, :112].sum()
