@@ -591,7 +591,11 @@ def _used_duration(duration: float, available: Sequence[tuple[int, int]], what: 
         what: which input is short, for the warning.
         path: file named in errors.
     """
-    used = min([duration] + [count / fps for count, fps in available])
+    # A stream is short only if it lacks frames the requested duration needs: a read of
+    # exactly `duration` seconds holds int(fps * duration) frames, which is less than
+    # fps * duration when the duration is not a whole number of frame periods.
+    used = min([duration] + [count / fps for count, fps in available
+                             if count < int(fps * duration)])
     if used < duration:
         logger.warning("%s holds only %.3f s: using that instead of %.3f s", what, used,
                        duration)

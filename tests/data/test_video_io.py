@@ -164,6 +164,16 @@ def test_portrait_30fps_2s_clip(clips: dict[str, Path], caplog: pytest.LogCaptur
     assert frames.sync_frames.min() >= -1 and frames.sync_frames.max() <= 1
 
 
+def test_duration_between_frame_periods_is_kept(clips: dict[str, Path],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    # 1.2 s is not a whole number of 8 fps periods: int(8 * 1.2) = 9 CLIP frames cover it.
+    with caplog.at_level(logging.WARNING):
+        frames = load_video_frames(clips["portrait30"], duration=1.2)
+    assert frames.duration == pytest.approx(1.2)
+    assert not caplog.records
+    assert frames.clip_frames.shape[0] == 9 and frames.sync_frames.shape[0] == 30
+
+
 @pytest.mark.parametrize(("rotation", "band_side"),
                          [(90, "bottom"), (-90, "top"), (180, "right"), (0, "left")])
 def test_frames_are_upright(tmp_path: Path, rotation: int, band_side: str) -> None:
