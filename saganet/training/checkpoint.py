@@ -1,0 +1,235 @@
+"""What a training run writes to disk and reads back: weights files and full training states.
+
+Two kinds of files live in a run directory:
+
+* **Weights files** (``<run_dir>/<exp_name>_last.pth``, and ``<exp_name>_ema_final.pth`` from
+  the EMA synthesis; ``demo.py --checkpoint <file>`` runs them) in the published layout::
+
+      {"network": merged network state dict, "synchformer": vfeat_extractor.* state dict,
+       "lora": lora_A/lora_B only (LoRA runs), "config": {"network": ..., "synchformer": ...,
+       "variant": ...}}
+
+  The network entry holds ``qkv.weight`` with the LoRA delta merged in, exactly like the
+  released ``saganet.pth``; the ``config`` entry lets the file rebuild its own model.
+* **Full training states** (``<run_dir>/checkpoints/state_<step>.pth``): every module's full
+  state dict as it is during training (LoRA *not* merged, so resuming does not round the base
+  weights), the names of the trainable tensors, optimiser, scheduler, step, the data sampler's
+  epoch and position, every rank's random-number-generator states and the EMA state. The last
+  ``keep_last`` states are kept.
+
+Every file is written to a temporary name in the same folder and moved into place with
+``os.replace``, so a run killed mid-write never leaves a truncated file under the real name.
+All loads are ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saganet.state_dict import load_checkpoint_file
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "checkpoints"
+_STATE_NAME = re.compile(r"^state_(\d+)\.pth$")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then rename it into place.
+
+    Args:
+        obj: anything ``torch.save`` accepts (tensors, containers of tensors and plain data).
+        path: destination; its folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def cpu_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies, so a saved state no longer aliases live parameters."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# random number generators
+
+
+@dataclass
+class RNGState:
+    """Every random source one rank uses, captured so a resumed run draws the same numbers.
+
+    Args:
+        torch_cpu: the global CPU generator.
+        torch_cuda: the global CUDA generators (empty without CUDA).
+        numpy: ``np.random.get_state()`` as plain data.
+        python: ``random.getstate()`` as plain data.
+        generators: named ``torch.Generator`` states owned by the training loop.
+    """
+
+    torch_cpu: torch.Tensor
+    torch_cuda: list[torch.Tensor]
+    numpy: dict[str, Any]
+    python: list[Any]
+    generators: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def capture(cls, generators: dict[str, torch.Generator]) -> RNGState:
+        """Snapshot the global generators and the loop's own ones.
+
+        Args:
+            generators: the loop's named generators.
+        """
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        return cls(
+            torch_cpu=torch.get_rng_state(),
+            torch_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            numpy={"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            python=[version, list(internal), gauss_next],
+            generators={name: g.get_state() for name, g in generators.items()},
+        )
+
+    def restore(self, generators: dict[str, torch.Generator]) -> None:
+        """Put every captured state back.
+
+        Args:
+            generators: the loop's named generators; each must have a saved state.
+        """
+        torch.set_rng_state(self.torch_cpu)
+        if self.torch_cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.torch_cuda)
+        n = self.numpy
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["gauss"]))
+        version, internal, gauss_next = self.python
+        random.setstate((version, tuple(internal), gauss_next))
+        missing = sorted(set(generators) - set(self.generators))
+        if missing:
+            raise KeyError(f"training state has no RNG state for generator(s) {missing}")
+        for name, gen in generators.items():
+            gen.set_state(self.generators[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"torch_cpu": self.torch_cpu, "torch_cuda": list(self.torch_cuda),
+                "numpy": dict(self.numpy), "python": list(self.python),
+                "generators": dict(self.generators)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RNGState:
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------
+# full training states
+
+
+@dataclass
+class TrainingState:
+    """A resumable snapshot of a run after ``step`` optimiser steps.
+
+    Args:
+        step: optimiser steps done.
+        modules: module name -> full state dict (as during training).
+        trainable: module name -> names of its trainable parameters.
+        optimizer: ``optimizer.state_dict()``.
+        scheduler: ``scheduler.state_dict()``.
+        epoch: the data sampler's epoch.
+        batches_in_epoch: batches of that epoch already consumed.
+        rng: one :class:`RNGState` dict per global rank (index = rank).
+        ema: the EMA's state dict (empty when EMA is off).
+        failed_samples: samples that failed to load so far (all ranks).
+        config: the run's configuration as plain data (for the record).
+    """
+
+    step: int
+    modules: dict[str, dict[str, torch.Tensor]]
+    trainable: dict[str, list[str]]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch: int
+    batches_in_epoch: int
+    rng: list[dict[str, Any]]
+    ema: dict[str, Any] = field(default_factory=dict)
+    failed_samples: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "saganet-training-state-v1", **self.__dict__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingState:
+        data = dict(data)
+        fmt = data.pop("format", None)
+        if fmt != "saganet-training-state-v1":
+            raise ValueError(f"not a saganet training state (format {fmt!r})")
+        return cls(**data)
+
+
+def state_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Folder of the full training states of a run."""
+    return Path(run_dir) / STATE_DIR
+
+
+def list_states(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every full training state of a run, oldest first."""
+    folder = state_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _STATE_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest full training state of a run, or None."""
+    states = list_states(run_dir)
+    return states[-1][1] if states else None
+
+
+def save_state(state: TrainingState, run_dir: str | os.PathLike[str], keep_last: int) -> Path:
+    """Write a full training state atomically and delete all but the newest ``keep_last``.
+
+    Args:
+        state: the snapshot.
+        run_dir: the run directory.
+        keep_last: how many states to keep (at least 1).
+    """
+    path = atomic_save(state.to_dict(), state_dir(run_dir) / f"state_{state.step:09d}.pth")
+    for _, old in list_states(run_dir)[: -max(1, keep_last)]:
+        old.unlink(missing_ok=True)
+        log.info("deleted old training state %s", old)
+    return path
+
+
+def load_state(path: str | os.PathLike[str]) -> TrainingState:
+    """Read a full training state (weights only).
+
+    Args:
+        path: a file written by :func:`save_state`.
+    """
+    return TrainingState.from_dict(load_checkpoint_file(str(path)))

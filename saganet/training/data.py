@@ -1,0 +1,136 @@
+"""Data loading for training: datasets from config, resumable sharded sampling, counting collate.
+
+* :func:`build_datasets` turns the data config into train/validation datasets.
+* :class:`ResumableDistributedSampler` shards by GLOBAL rank (every rank sees a disjoint part of
+  each epoch) and can start an epoch part-way through, so a resumed run continues with exactly
+  the batches it would have seen.
+* :class:`CountingCollate` drops samples that failed to load (datasets return None) and reports
+  how many it dropped in the batch (``batch["failed"]``), so the loop can log and sum them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+
+from saganet.data.sms_dataset import SampleShapes, SMSDataset
+from saganet.data.synthetic import SyntheticClips
+from saganet.errors import UserInputError
+from saganet.training.config import DataSetup
+
+log = logging.getLogger(__name__)
+
+# Offset of the synthetic validation split's indices: keeps its samples apart from training.
+SYNTHETIC_VAL_OFFSET = 1_000_000
+
+
+def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float,
+                   seed: int) -> tuple[Dataset, Dataset]:
+    """Training and validation datasets.
+
+    Args:
+        cfg: which data and where it lives.
+        shapes: the sample shapes the model needs.
+        duration: clip length in seconds.
+        seed: seed of the synthetic data (ignored by real datasets).
+    """
+    if cfg.kind == "synthetic":
+        return (SyntheticClips(cfg.synthetic_train_size, shapes, seed=seed),
+                SyntheticClips(cfg.synthetic_val_size, shapes, seed=seed,
+                               offset=SYNTHETIC_VAL_OFFSET))
+    if cfg.kind in ("sms", "urmp"):
+        return tuple(SMSDataset(split.root, split.tsv, split.memmap_dir, shapes,
+                                layout=cfg.kind, duration=duration)
+                     for split in (cfg.train, cfg.val))  # type: ignore[return-value]
+    raise UserInputError(f"unknown data kind {cfg.kind!r}; choose sms, urmp or synthetic")
+
+
+class CountingCollate:
+    """``default_collate`` over the samples that loaded; the batch says how many did not.
+
+    The batch dict gains ``failed`` (int, samples dropped) and ``size`` (int, samples kept);
+    when every sample failed it holds only those two entries.
+    """
+
+    def __call__(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        kept = [s for s in samples if s is not None]
+        failed = len(samples) - len(kept)
+        batch: dict[str, Any] = default_collate(kept) if kept else {}
+        batch["failed"] = failed
+        batch["size"] = len(kept)
+        return batch
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` that can skip the first batches of an epoch.
+
+    Args:
+        dataset: the dataset.
+        num_replicas: world size.
+        rank: GLOBAL rank of this process.
+        shuffle: shuffle per epoch (seeded by ``seed + epoch``, identical on every rank).
+        seed: shuffle seed.
+        drop_last: drop the tail that does not divide evenly over ranks.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=drop_last)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """Start ``epoch`` at its ``start``-th index (applies to the next iteration only).
+
+        Args:
+            epoch: the epoch (selects the shuffle).
+            start: indices of this rank's shard already consumed.
+        """
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())[self.start:]
+        self.start = 0
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def _seed_worker(worker_id: int) -> None:
+    # numpy/random in workers follow the per-worker torch seed (which DataLoader derives from
+    # its own generator), so any augmentation randomness is reproducible.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(dataset: Dataset, *, batch_size: int, rank: int, world_size: int,
+                 shuffle: bool, drop_last: bool, seed: int, num_workers: int,
+                 pin_memory: bool) -> DataLoader:
+    """A DataLoader over this rank's shard with the counting collate.
+
+    Args:
+        dataset: the dataset.
+        batch_size: samples per batch on this rank.
+        rank: GLOBAL rank.
+        world_size: number of ranks.
+        shuffle: shuffle every epoch.
+        drop_last: drop incomplete shards/batches (training) or keep them (validation).
+        seed: shuffle seed, plus the seed of the loader's worker seeds (rank added).
+        num_workers: worker processes.
+        pin_memory: pinned host memory.
+    """
+    sampler = ResumableDistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed,
+                                          drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=drop_last, collate_fn=CountingCollate(),
+                      worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed + rank))

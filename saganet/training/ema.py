@@ -1,0 +1,169 @@
+"""Post-hoc EMA (Karras et al. 2024, "Analyzing and improving the training dynamics of diffusion
+models") of the trainable parameters, through ``ema-pytorch``'s ``PostHocEMA``.
+
+During training (rank 0, when enabled) two power-function EMAs with different relative widths
+``sigma_rels`` track the trainable tensors, and a snapshot of each is written every
+``snapshot_every`` steps to ``<run_dir>/ema_snapshots/<k>.<step>.pt``. Afterwards the snapshots
+are combined by least squares (the paper's Algorithm 3, done by the library) into an EMA of any
+width, which replaces the trainable tensors of the last weights file::
+
+    python -m saganet.training.ema synthesize <run_dir> --sigma_rel 0.05
+
+writes ``<run_dir>/<exp_name>_ema_final.pth`` in the published weights layout.
+
+Only trainable tensors are tracked (frozen ones are constant, so their EMA is themselves);
+this keeps snapshots small (the LoRA factors and the Synchformer's context layers). For LoRA
+the EMA is taken over the factors, and the merged ``qkv.weight`` of the output is rebuilt from
+the averaged factors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from ema_pytorch import PostHocEMA
+from torch import nn
+
+from saganet.errors import UserInputError
+from saganet.training.checkpoint import atomic_save
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_DIR = "ema_snapshots"
+EMA_INFO_FILE = "ema.json"
+_SEP = "/"  # module paths never contain "/", and parameter names may not contain "."
+
+
+class TrainableView(nn.Module):
+    """A module whose parameters ARE the given (trainable) parameters, under stable names.
+
+    ``PostHocEMA`` averages every parameter of the module it is given; handing it this view
+    restricts it to the trainable tensors without copying the frozen ones.
+
+    Args:
+        modules: name -> module; the view takes each module's ``requires_grad`` parameters,
+            named ``<module name>/<parameter path with / for .>``.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
+        for prefix, module in modules.items():
+            for name, param in module.named_parameters():
+                if param.requires_grad:
+                    self.register_parameter(encode_name(prefix, name), param)
+
+
+def encode_name(prefix: str, name: str) -> str:
+    """View name of parameter ``name`` of module ``prefix``."""
+    return _SEP.join([prefix, *name.split(".")])
+
+
+def decode_name(view_name: str) -> tuple[str, str]:
+    """``(module name, parameter name)`` of a view name."""
+    prefix, *parts = view_name.split(_SEP)
+    return prefix, ".".join(parts)
+
+
+def build_post_hoc_ema(view: TrainableView, run_dir: str | os.PathLike[str],
+                       sigma_rels: Sequence[float], snapshot_every: int | str,
+                       exp_name: str | None = None) -> PostHocEMA:
+    """A ``PostHocEMA`` over ``view`` writing snapshots under ``<run_dir>/ema_snapshots``.
+
+    Args:
+        view: the trainable tensors.
+        run_dir: the run directory.
+        sigma_rels: relative widths of the tracked EMAs (at least two, distinct).
+        snapshot_every: steps between snapshots (or ``"manual"``).
+        exp_name: recorded next to the snapshots for the synthesis (None: not recorded).
+    """
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    if exp_name is not None:
+        info = {"sigma_rels": list(sigma_rels), "exp_name": exp_name}
+        (folder / EMA_INFO_FILE).write_text(json.dumps(info, indent=1))
+    # update_every=1: every optimiser step updates the EMAs (the reference's setting);
+    # fp32 snapshots: the synthesis is a least-squares combination that fp16 would perturb.
+    return PostHocEMA(view, sigma_rels=tuple(sigma_rels), update_every=1,
+                      checkpoint_every_num_steps=snapshot_every,
+                      checkpoint_folder=str(folder), checkpoint_dtype=torch.float32)
+
+
+def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
+               output: str | os.PathLike[str] | None = None,
+               step: int | None = None) -> Path:
+    """Combine a run's EMA snapshots into one EMA and write it as a weights file.
+
+    Args:
+        run_dir: the run directory (with ``ema_snapshots/`` and ``<exp_name>_last.pth``).
+        sigma_rel: relative width of the EMA to synthesise.
+        output: destination; default ``<run_dir>/<exp_name>_ema_final.pth``.
+        step: synthesise the EMA as of this step (default: the last snapshot).
+    """
+    from saganet.training.models import build_from_weights_file
+
+    run_dir = Path(run_dir)
+    folder = run_dir / SNAPSHOT_DIR
+    info_path = folder / EMA_INFO_FILE
+    if not info_path.is_file():
+        raise UserInputError("no EMA snapshots (was the run trained with ema.enabled=true?)",
+                             info_path)
+    info = json.loads(info_path.read_text())
+    snapshots = sorted(folder.glob("*.pt"))
+    if not snapshots:
+        raise UserInputError("no EMA snapshot files", folder)
+    weights_file = run_dir / f"{info['exp_name']}_last.pth"
+    models = build_from_weights_file(weights_file)
+    modules = {"network": models.network, "synchformer": models.synchformer}
+
+    # The snapshot keys name the tracked tensors: make exactly those trainable in the view.
+    tracked = {k.removeprefix("ema_model.") for k in
+               torch.load(snapshots[0], map_location="cpu", weights_only=True)
+               if k.startswith("ema_model.")}
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            param.requires_grad_(encode_name(prefix, name) in tracked)
+    view = TrainableView(modules)
+    missing = tracked - {n for n, _ in view.named_parameters()}
+    if missing:
+        raise UserInputError(f"snapshots track tensors the model lacks: {sorted(missing)[:5]}",
+                             folder)
+    ema = build_post_hoc_ema(view, run_dir, info["sigma_rels"], "manual")
+    synthesized = ema.synthesize_ema_model(sigma_rel=sigma_rel, step=step)
+    synthesized.copy_params_from_ema_to_model()  # writes into the live network/synchformer
+    output = Path(output) if output else run_dir / f"{info['exp_name']}_ema_final.pth"
+    atomic_save(models.weights_file(), output)
+    log.info("synthesised EMA sigma_rel=%g from %d snapshots -> %s", sigma_rel,
+             len(snapshots), output)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m saganet.training.ema synthesize <run_dir> --sigma_rel 0.05``."""
+    parser = argparse.ArgumentParser(prog="python -m saganet.training.ema",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    syn = sub.add_parser("synthesize", help="combine EMA snapshots into a weights file")
+    syn.add_argument("run_dir", help="training run directory")
+    syn.add_argument("--sigma_rel", type=float, default=0.05, help="EMA width to synthesise")
+    syn.add_argument("--step", type=int, default=None, help="as of this step (default: last)")
+    syn.add_argument("--output", default=None, help="output file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = synthesize(args.run_dir, args.sigma_rel, args.output, args.step)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

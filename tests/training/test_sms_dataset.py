@@ -1,0 +1,183 @@
+"""SMS/URMP datasets over precomputed features: join by id, on-the-fly focal crops, failures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from saganet.data.sms_dataset import (
+    MEMMAP_IDS_FILE,
+    ClipPaths,
+    SampleShapes,
+    SMSDataset,
+    read_memmap_ids,
+    sms_paths,
+    urmp_paths,
+    write_memmap_ids,
+)
+from saganet.errors import UserInputError
+from saganet.features.focal_crop import focal_crop
+from saganet.training.data import CountingCollate
+
+SHAPES = SampleShapes(latent_len=4, latent_dim=2, clip_len=3, clip_dim=5, text_len=6, text_dim=5,
+                      sync_frames=25, frame_size=224)
+IDS = {"a": "solos/violin/a_0_1000", "b": "solos/cello/b_0_1000", "c": "music21/tuba/c_0_1000",
+       "d": "solos/flute/d_0_1000", "e": "solos/horn/e_0_1000"}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> None:
+    """Encode uint8 RGB frames ``(T, H, W, 3)`` as an H.264 mp4."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0"}
+        for image in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+def clip_frames(seed: int, t: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (t, 6, 8, 3), dtype=np.uint8)
+    return coarse.repeat(8, axis=1).repeat(8, axis=2)  # (T, 48, 64, 3)
+
+
+def mask_frames(t: int = 30) -> np.ndarray:
+    mask = np.zeros((t, 48, 64, 3), dtype=np.uint8)
+    mask[:, 10:30, 20:44] = 255
+    return mask
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sms")
+    data, memmap = root / "data", root / "memmap"
+    # Features: memmap rows in an order that differs from the metadata; every row's values
+    # say which sample it belongs to.
+    rows = [IDS["c"], IDS["b"], IDS["e"], IDS["a"]]
+    n = len(rows)
+    code = torch.tensor([float(list(IDS.values()).index(i)) for i in rows])
+    TensorDict({
+        "mean": code.view(n, 1, 1).expand(n, 4, 2).clone(),
+        "std": torch.ones(n, 4, 2),
+        "clip_features": code.view(n, 1, 1).expand(n, 3, 5).clone(),
+        "text_features": torch.zeros(n, 6, 5),
+    }, batch_size=[n]).memmap_(str(memmap))
+    write_memmap_ids(memmap, rows)
+    # Metadata order a, b, c, d: b has no video, d has no features; e is not listed.
+    tsv = root / "sms-train.tsv"
+    tsv.write_text("id\tlabel\n" + "".join(f"{IDS[k]}\t{k}-label\n" for k in "abcd"))
+    for key, seed in (("a", 1), ("c", 2)):
+        paths = sms_paths(data, IDS[key])
+        write_video(paths.video, clip_frames(seed))
+        write_video(paths.mask, mask_frames())
+    # Sample a ships precomputed focal crops (solid colours, unlike an on-the-fly crop).
+    paths_a = sms_paths(data, IDS["a"])
+    write_video(paths_a.detail, np.full((30, 48, 64, 3), 200, dtype=np.uint8))
+    write_video(paths_a.mask_detail, np.full((30, 48, 64, 3), 255, dtype=np.uint8))
+    # Sample d's video exists (it is skipped for lack of features, not of video).
+    write_video(sms_paths(data, IDS["d"]).video, clip_frames(4))
+    return {"root": data, "tsv": tsv, "memmap": memmap}
+
+
+def dataset(split: dict[str, Path], **kwargs) -> SMSDataset:
+    return SMSDataset(split["root"], split["tsv"], split["memmap"], SHAPES, duration=1.0,
+                      **kwargs)
+
+
+def test_rows_are_joined_by_id_not_position(split):
+    ds = dataset(split)
+    assert [s[0] for s in ds.samples] == [IDS["a"], IDS["c"]]
+    assert ds.skipped == {"no_video": 1, "no_features": 1}
+    for index, key in enumerate("ac"):
+        sample = ds[index]
+        code = float(list(IDS).index(key))
+        assert sample["id"] == IDS[key] and sample["caption"] == f"{key}-label"
+        assert torch.all(sample["a_mean"] == code)
+        assert torch.all(sample["clip_features"] == code)
+
+
+def test_videos_and_focal_crops(split):
+    ds = dataset(split)
+    with_files, on_the_fly = ds[0], ds[1]
+    for sample in (with_files, on_the_fly):
+        assert sample["sync_video"].shape == (25, 3, 224, 224)
+        assert sample["mask_video"].shape == (25, 1, 224, 224)
+        assert sample["sync_detail_video"].shape == (25, 3, 224, 224)
+        assert sample["mask_detail_video"].shape == (25, 1, 224, 224)
+        assert sample["sync_video"].dtype == torch.uint8
+    # Precomputed crop files are read as they are (solid grey 200) ...
+    assert (with_files["sync_detail_video"].float().mean() - 200).abs() < 2
+    # ... otherwise the crop is computed from the decoded frames and masks.
+    detail, mask_detail = focal_crop(on_the_fly["sync_video"][None],
+                                     on_the_fly["mask_video"][None])
+    assert torch.equal(on_the_fly["sync_detail_video"], detail[0])
+    assert torch.equal(on_the_fly["mask_detail_video"], mask_detail[0])
+
+
+def test_failed_sample_is_counted_not_dropped_silently(split, tmp_path, caplog):
+    ds = dataset(split)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+
+    def paths_with_broken_c(root: Path, sample_id: str) -> ClipPaths:
+        if sample_id == IDS["c"]:
+            return ClipPaths(broken, broken, broken, broken)
+        return sms_paths(root, sample_id)
+
+    ds.paths_of = paths_with_broken_c
+    with caplog.at_level(logging.WARNING):
+        samples = [ds[0], ds[1]]
+    assert samples[1] is None
+    assert IDS["c"] in caplog.text
+    batch = CountingCollate()(samples)
+    assert batch["failed"] == 1 and batch["size"] == 1
+    assert batch["id"] == [IDS["a"]]
+    empty = CountingCollate()([None, None])
+    assert empty == {"failed": 2, "size": 0}
+
+
+def test_too_short_video_fails(split):
+    ds = SMSDataset(split["root"], split["tsv"], split["memmap"],
+                    SampleShapes(**{**SHAPES.__dict__, "sync_frames": 40}), duration=2.0)
+    assert ds[0] is None
+
+
+def test_latent_stats_over_used_samples(split):
+    mean, std = dataset(split).latent_stats()
+    codes = torch.tensor([0.0, 2.0]).repeat_interleave(4)  # a and c, 4 latents each
+    assert torch.allclose(mean, codes.mean().expand(2))
+    assert torch.allclose(std, codes.std().expand(2))
+
+
+def test_memmap_problems_are_user_errors(split, tmp_path):
+    with pytest.raises(UserInputError, match="clip_features"):
+        SMSDataset(split["root"], split["tsv"], split["memmap"],
+                   SampleShapes(**{**SHAPES.__dict__, "clip_len": 7}), duration=1.0)
+    empty = tmp_path / "memmap"
+    empty.mkdir()
+    with pytest.raises(UserInputError, match=MEMMAP_IDS_FILE):
+        read_memmap_ids(empty)
+    with pytest.raises(ValueError, match="unique"):
+        write_memmap_ids(empty, ["x", "x"])
+    with pytest.raises(UserInputError, match="not found"):
+        SMSDataset(split["root"], tmp_path / "none.tsv", split["memmap"], SHAPES, duration=1.0)
+
+
+def test_urmp_paths():
+    paths = urmp_paths(Path("/u"), "09_Jesus_tpt_vn/AuSep_2_vn_09_Jesus_159092_164092")
+    folder = Path("/u/09_Jesus_tpt_vn")
+    assert paths.video == folder / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
+    assert paths.mask == folder / "Masks_2_vn_09_Jesus_159092_164092.mp4"
+    assert paths.detail == folder / "Vid_09_Jesus_2_vn_159092_164092_detail.mp4"
+    assert paths.mask_detail == folder / "Masks_2_vn_09_Jesus_159092_164092_detail.mp4"
+    with pytest.raises(UserInputError):
+        urmp_paths(Path("/u"), "piece/short_name")

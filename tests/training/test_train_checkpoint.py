@@ -1,0 +1,77 @@
+"""Atomic files, training states (round trip, retention) and RNG capture."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from saganet.training.checkpoint import (
+    RNGState,
+    TrainingState,
+    atomic_save,
+    latest_state,
+    list_states,
+    load_state,
+    save_state,
+)
+
+
+def _state(step: int) -> TrainingState:
+    return TrainingState(step=step, modules={"network": {"w": torch.full((2,), float(step))}},
+                         trainable={"network": ["w"]}, optimizer={"state": {}},
+                         scheduler={"last_epoch": step}, epoch=1, batches_in_epoch=3,
+                         rng=[RNGState.capture({}).to_dict()], config={"betas": (0.9, 0.95)})
+
+
+def test_atomic_save_replaces_without_leftovers(tmp_path):
+    path = tmp_path / "sub" / "file.pth"
+    atomic_save({"a": torch.ones(1)}, path)
+    atomic_save({"a": torch.zeros(1)}, path)
+    assert torch.load(path, weights_only=True)["a"].item() == 0.0
+    assert [p.name for p in path.parent.iterdir()] == ["file.pth"]
+
+
+def test_atomic_save_failure_keeps_old_file(tmp_path):
+    path = tmp_path / "file.pth"
+    atomic_save({"a": torch.ones(1)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_save({"a": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["a"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["file.pth"]
+
+
+def test_state_round_trip_and_retention(tmp_path):
+    for step in (4, 8, 12):
+        save_state(_state(step), tmp_path, keep_last=2)
+    assert [s for s, _ in list_states(tmp_path)] == [8, 12]
+    loaded = load_state(latest_state(tmp_path))
+    assert loaded.step == 12 and loaded.epoch == 1 and loaded.batches_in_epoch == 3
+    assert torch.equal(loaded.modules["network"]["w"], torch.full((2,), 12.0))
+    assert loaded.config == {"betas": (0.9, 0.95)}
+
+
+def test_latest_state_of_empty_run(tmp_path):
+    assert latest_state(tmp_path) is None
+
+
+def test_rng_state_restores_every_source(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    saved = RNGState.capture({"noise": gen})
+    first = (torch.rand(3), np.random.rand(2), random.random(), torch.rand(2, generator=gen))
+    path = atomic_save(saved.to_dict(), tmp_path / "rng.pth")
+    RNGState.from_dict(torch.load(path, weights_only=True)).restore({"noise": gen})
+    second = (torch.rand(3), np.random.rand(2), random.random(), torch.rand(2, generator=gen))
+    assert torch.equal(first[0], second[0])
+    assert np.array_equal(first[1], second[1])
+    assert first[2] == second[2]
+    assert torch.equal(first[3], second[3])
+    with pytest.raises(KeyError, match="other"):
+        saved.restore({"other": torch.Generator()})

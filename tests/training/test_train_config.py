@@ -1,0 +1,76 @@
+"""Hydra configuration: every experiment composes and validates; experiments hold deltas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from omegaconf.errors import ConfigKeyError
+
+from saganet.training.config import TrainConfig, from_hydra
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def load(*overrides: str) -> TrainConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        run_dir = cfg.hydra.run.dir
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return from_hydra(cfg, run_dir=run_dir)
+
+
+def test_default_is_the_released_recipe():
+    cfg = load()
+    assert cfg.exp_name == "saganet_small"
+    assert cfg.run_dir == "./output/saganet_small"
+    assert cfg.model.variant == "small_44k_sa"
+    assert cfg.model.network_init == "mmaudio_small_44k.pth"
+    assert cfg.model.synchformer_init == "synchformer_state_dict.pth"
+    assert cfg.data.kind == "sms"
+    assert (cfg.num_iterations, cfg.batch_size, cfg.seed) == (70_000, 4, 14_159_265)
+    assert cfg.optim.lr == 1e-5 and tuple(cfg.optim.betas) == (0.9, 0.95)
+    assert cfg.optim.weight_decay == 1e-6 and cfg.optim.grad_clip == 1.0
+    assert cfg.schedule.warmup_steps == 2500 and tuple(cfg.schedule.milestones) == (62500, 67500)
+    assert (cfg.loss.null_video_prob, cfg.loss.null_text_prob) == (0.1, 0.5)
+    assert not cfg.ema.enabled and tuple(cfg.ema.sigma_rels) == (0.05, 0.1)
+    assert load("experiment=saganet_small") == cfg
+
+
+@pytest.mark.parametrize(("experiment", "variant", "init"), [
+    ("saganet_small_no_lora", "small_44k_sa_no_lora", "mmaudio_small_44k.pth"),
+    ("saganet_medium", "medium_44k_sa", "mmaudio_medium_44k.pth"),
+    ("saganet_medium_no_lora", "medium_44k_sa_no_lora", "mmaudio_medium_44k.pth"),
+])
+def test_experiments_change_only_the_model(experiment, variant, init):
+    cfg = load(f"experiment={experiment}")
+    assert cfg.model.variant == variant and cfg.model.network_init == init
+    assert cfg.run_dir == f"./output/{experiment}"
+    base = load()
+    assert (cfg.optim, cfg.schedule, cfg.loss, cfg.data) == (base.optim, base.schedule,
+                                                             base.loss, base.data)
+
+
+def test_debug_experiment_is_tiny_synthetic_cpu():
+    cfg = load("experiment=debug")
+    assert cfg.device == "cpu" and cfg.data.kind == "synthetic"
+    assert cfg.model.variant == "debug" and cfg.model.codec == "debug"
+    assert cfg.num_iterations <= 100
+
+
+def test_groups_and_overrides_compose():
+    cfg = load("experiment=debug", "lora=off", "data=urmp", "paths.data_dir=/data",
+               "hydra.run.dir=/tmp/x")
+    assert cfg.model.variant == "debug_no_lora"
+    assert cfg.data.kind == "urmp" and cfg.data.train.root == "/data/urmp/data"
+    assert cfg.run_dir == "/tmp/x"
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ConfigKeyError):
+        load("+optim.learning_rate=1")
