@@ -1,0 +1,350 @@
+"""Batch evaluation: URMP/SMS evaluation datasets, sharding, per-clip noise, resume, manifest,
+and ``batch_eval.py`` under ``torch.distributed.run`` with two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from saganet.data.video import read_frames
+from saganet.errors import UserInputError
+from saganet.evaluation.audio import read_audio
+from saganet.evaluation.batch_eval import (
+    BatchEvalConfig,
+    check_manifest,
+    clip_seed,
+    generation_batch,
+    output_paths,
+    resolve_variant,
+    run_batch_eval,
+    shard,
+)
+from saganet.evaluation.datasets import (
+    EvalSample,
+    LoadFailure,
+    build_eval_dataset,
+    read_sms_clips,
+    read_urmp_clips,
+)
+from saganet.features import focal_crop
+from tests.evaluation.audio_files import tone, write_audio
+
+REPO = Path(__file__).resolve().parents[2]
+FPS = 25
+SIZE = (48, 64)  # (height, width)
+DURATION = 1.2
+URMP_HEADER = ["video_id", "audio_id", "mask_id", "instrument", "label", "s_ts", "e_ts"]
+
+
+def write_video(path: Path, seconds: float, seed: int, mask: bool = False) -> Path:
+    """A small H.264 video: a box moving over a coloured background (a white box for masks)."""
+    rng = np.random.default_rng(seed)
+    height, width = SIZE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    background = rng.integers(0, 255, 3) if not mask else np.zeros(3)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(round(seconds * FPS)):
+            image = np.empty((height, width, 3), np.uint8)
+            image[:] = background
+            x = (seed * 7 + t) % (width - 16)
+            image[10:30, x : x + 16] = 255 if mask else rng.integers(0, 255, 3)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def make_urmp(root: Path, clips: int = 3, seconds: float = 1.4) -> Path:
+    """A tiny URMP-format set (videos, masks, wav ground truth) and its metadata TSV."""
+    rows = ["\t".join(URMP_HEADER)]
+    for i in range(clips):
+        piece, start, end = f"0{i + 1}_Piece{i}_vn_vc", 1000 * i, 1000 * i + 5000
+        video = f"{piece}/Vid_{piece}_{start}_{end}"
+        audio = f"{piece}/AuSep_1_vn_0{i + 1}_Piece{i}_{start}_{end}"
+        mask = f"{piece}/Masks_1_vn_0{i + 1}_Piece{i}_{start}_{end}"
+        write_video(root / f"{video}.mp4", seconds, seed=i)
+        write_video(root / f"{mask}.mp4", seconds, seed=i, mask=True)
+        write_audio(root / f"{audio}.wav", tone(220.0 * (i + 1), seconds, 16000), 16000)
+        rows.append("\t".join([video, audio, mask, "vn", "violin", str(start), str(end)]))
+    table = root / "metadata.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+@pytest.fixture(scope="module")
+def debug_weights(tmp_path_factory) -> Path:
+    from saganet.pipeline import write_debug_weights
+
+    folder = tmp_path_factory.mktemp("debug_weights")
+    write_debug_weights(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def urmp(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("urmp")
+    return root, make_urmp(root)
+
+
+def config(root: Path, table: Path, run_dir: Path, weights: Path, **overrides) -> BatchEvalConfig:
+    values = dict(dataset="urmp", root=str(root), metadata=str(table), variant="debug",
+                  weights_dir=str(weights), run_dir=str(run_dir), duration_s=DURATION,
+                  batch_size=2, num_workers=0, num_steps=2, amp=False, device="cpu")
+    return BatchEvalConfig(**{**values, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets
+
+
+def test_urmp_reads_columns_by_name_in_any_order(tmp_path):
+    table = tmp_path / "meta.tsv"
+    (tmp_path / "p").mkdir()
+    for name in ("v.mp4", "m.mp4", "a.wav"):
+        (tmp_path / "p" / name).write_bytes(b"x")
+    table.write_text("label\tmask_id\tvideo_id\taudio_id\ts_ts\te_ts\n"
+                     "cello\tp/m\tp/v\tp/a\t0\t5000\n")
+    clips, missing = read_urmp_clips(tmp_path, table)
+    assert not missing
+    (clip,) = clips
+    assert (clip.id, clip.caption) == ("a", "cello")
+    assert (clip.video, clip.mask, clip.ground_truth) == (
+        tmp_path / "p/v.mp4", tmp_path / "p/m.mp4", tmp_path / "p/a.wav")
+
+
+def test_urmp_positional_fallback_and_missing_files_are_reported(tmp_path):
+    table = tmp_path / "meta.tsv"
+    piece = tmp_path / "01_Song_vn_vc"
+    piece.mkdir()
+    for name in ("v.mp4", "m.mp4"):
+        (piece / name).write_bytes(b"x")
+    table.write_text(
+        "a\tb\tc\td\te\tf\tg\n"
+        "01_Song_vn_vc/v\t01_Song_vn_vc/AuSep_2_vc_01_Song_0_5000\t01_Song_vn_vc/m\tvc\tcello"
+        "\t0\t5000\n"
+        "01_Song_vn_vc/gone\t01_Song_vn_vc/AuSep_1_vn_01_Song_0_5000\t01_Song_vn_vc/m\tvn\t"
+        "violin\t0\t5000\n")
+    clips, missing = read_urmp_clips(tmp_path, table)
+    assert [c.id for c in clips] == ["AuSep_2_vc_01_Song_0_5000"]
+    assert clips[0].caption == "cello"
+    assert clips[0].ground_truth is None  # no wav: generated, but reported as unscorable
+    assert clips[0].detail == piece / "Vid_01_Song_2_vc_0_5000_detail.mp4"
+    assert clips[0].mask_detail == piece / "m_detail.mp4"
+    assert [m.id for m in missing] == ["AuSep_1_vn_01_Song_0_5000"]
+    assert "gone.mp4" in missing[0].reason
+
+
+def test_sms_layout_and_duplicate_ids(tmp_path):
+    for clip_id in ("solos/violin/abc_0_5000", "music21/cello/abc_0_5000"):
+        stem = Path(clip_id).name
+        (tmp_path / f"{clip_id}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{clip_id}.mp4").write_bytes(b"x")
+        (tmp_path / clip_id).mkdir(parents=True)
+        (tmp_path / clip_id / f"{stem}_mask.mp4").write_bytes(b"x")
+    table = tmp_path / "test.csv"
+    table.write_text("id,label\nsolos/violin/abc_0_5000,violin\n")
+    clips, missing = read_sms_clips(tmp_path, table)
+    assert not missing and clips[0].ground_truth == tmp_path / "solos/violin/abc_0_5000.mp4"
+    table.write_text("id,label\nsolos/violin/abc_0_5000,violin\nmusic21/cello/abc_0_5000,c\n")
+    with pytest.raises(UserInputError, match="unique"):
+        build_eval_dataset("sms", tmp_path, table, DURATION)
+
+
+def test_items_read_full_video_clip_frames_and_report_short_clips(urmp, tmp_path):
+    root, table = urmp
+    dataset = build_eval_dataset("urmp", root, table, DURATION)
+    item = dataset[0]
+    assert isinstance(item, EvalSample)
+    assert item.clip_frames.shape == (int(8 * DURATION), 3, 384, 384)
+    assert item.sync_frames.shape == (int(25 * DURATION), 3, 224, 224)
+    assert item.masks.shape == (int(25 * DURATION), 1, 224, 224)
+    # CLIP frames come from the full video at 8 fps (not from a focal crop).
+    full = read_frames(dataset.clips[0].video, 8, 384)
+    assert torch.equal(item.clip_frames, full[: int(8 * DURATION)])
+    assert item.detail_frames is None
+    too_long = build_eval_dataset("urmp", root, table, duration=3.0)[0]
+    assert isinstance(too_long, LoadFailure) and "too short" in too_long.error
+
+
+def test_precomputed_focal_crops_are_used_when_present(tmp_path):
+    root = tmp_path / "urmp"
+    table = make_urmp(root, clips=2)
+    clip = build_eval_dataset("urmp", root, table, DURATION).clips[0]
+    write_video(clip.detail, 1.4, seed=5)
+    write_video(clip.mask_detail, 1.4, seed=5, mask=True)
+    samples = [*build_eval_dataset("urmp", root, table, DURATION, detail_files=True)]
+    assert samples[0].detail_frames is not None and samples[1].detail_frames is None
+    assert build_eval_dataset("urmp", root, table, DURATION)[0].detail_frames is None
+    batch = generation_batch(samples)
+    assert batch.detail_frames.shape == (2, int(25 * DURATION), 3, 224, 224)
+    assert torch.equal(batch.detail_masks[0], samples[0].detail_masks.float() / 255)
+    # The clip without files gets the crop generate() would have computed.
+    crop, crop_masks = focal_crop(batch.sync_frames[1:], batch.masks[1:])
+    assert torch.equal(batch.detail_frames[1], crop[0])
+    assert torch.equal(batch.detail_masks[1], crop_masks[0])
+    assert batch.texts == ["violin", "violin"] and batch.negative_texts is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Library pieces
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_shards_cover_every_clip_exactly_once(world):
+    items = list(range(7))
+    shards = [shard(items, rank, world) for rank in range(world)]
+    assert sorted(i for s in shards for i in s) == items
+
+
+def test_clip_seed_is_stable_and_distinct():
+    assert clip_seed(1, "a") == clip_seed(1, "a")
+    assert len({clip_seed(1, "a"), clip_seed(2, "a"), clip_seed(1, "b")}) == 3
+    assert 0 <= clip_seed(14159265, "x") < 2**63
+
+
+def test_variant_aliases_and_output_paths(tmp_path):
+    assert resolve_variant("small_44k_sa") == "saganet_small"
+    assert resolve_variant("small_44k_sa_no_lora") == "saganet_small_no_lora"
+    assert resolve_variant("debug") == "debug"
+    with pytest.raises(UserInputError, match="saganet_small"):
+        resolve_variant("large")
+    assert output_paths(tmp_path, "piece/clip.a", video=True) == [
+        tmp_path / "piece" / "clip.a.flac", tmp_path / "piece" / "clip.a.mp4"]
+
+
+def test_output_folder_name_and_settings_check(tmp_path):
+    cfg = BatchEvalConfig(dataset="urmp", root="r", metadata="m", run_dir=str(tmp_path),
+                          output_name="lora")
+    assert cfg.output_dir == tmp_path / "urmp-lora"
+    manifest = tmp_path / "manifest.json"
+    settings = cfg.result_settings(torch.device("cpu"))
+    assert settings["amp"] is False  # autocast is CUDA-only: the CPU result is fp32
+    manifest.write_text(json.dumps({"settings": settings, "weights": "debug"}))
+    check_manifest(manifest, settings, "debug")
+    with pytest.raises(UserInputError, match="cfg_strength"):
+        check_manifest(manifest, {**settings, "cfg_strength": 7.0}, "debug")
+    with pytest.raises(UserInputError, match="weights"):
+        check_manifest(manifest, settings, {"checkpoint": {"md5": "0"}})
+    with pytest.raises(UserInputError, match="unknown"):
+        BatchEvalConfig.from_dict({"dataset": "urmp", "root": "r", "metadata": "m", "cfg": 1})
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list[int]:
+    """Replace generate() by a stand-in whose "audio" is the first draws of each clip's
+    generator, so tests see exactly the noise every clip would start from; records batch
+    sizes."""
+    from saganet.evaluation import batch_eval
+    from saganet.inference import GenerationResult
+
+    sizes = []
+
+    def fake_generate(models, batch, *, generator, options):
+        sizes.append(len(batch))
+        noise = torch.stack([torch.randn(1, 256, generator=g) for g in generator]) * 0.1
+        return GenerationResult(noise, torch.zeros(len(batch), 1, 1), 16000)
+
+    monkeypatch.setattr(batch_eval, "generate", fake_generate)
+    return sizes
+
+
+def test_noise_does_not_depend_on_batch_composition(urmp, debug_weights, tmp_path, batches):
+    root, table = urmp
+    runs = {size: run_batch_eval(config(root, table, tmp_path / str(size), debug_weights,
+                                        batch_size=size, seed=7, ground_truth=False),
+                                 _single_process())
+            for size in (1, 3)}
+    assert batches == [1, 1, 1, 3]
+    assert runs[1].written == runs[3].written and len(runs[1].written) == 3
+    audio = {size: [read_audio(run.output_dir / f"{i}.flac")[0] for i in run.written]
+             for size, run in runs.items()}
+    for a, b in zip(audio[1], audio[3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = torch.randn(1, 256, generator=torch.Generator().manual_seed(
+        clip_seed(7, runs[1].written[0]))) * 0.1
+    np.testing.assert_allclose(audio[1][0], expected.numpy(), atol=1e-6)
+    assert np.abs(audio[1][0] - audio[1][1]).max() > 0.01
+
+
+def test_sms_clips_without_audio_are_generated_and_their_ground_truth_reported(
+        debug_weights, tmp_path, batches):
+    root = tmp_path / "sms"
+    ids = ["solos/violin/a_0_5000", "solos/cello/b_0_5000"]
+    for i, clip_id in enumerate(ids):
+        write_video(root / f"{clip_id}.mp4", 1.4, seed=i)  # no audio track
+        write_video(root / clip_id / f"{Path(clip_id).name}_mask.mp4", 1.4, seed=i, mask=True)
+    table = root / "sms-test.tsv"
+    table.write_text("id\tlabel\n" + "".join(f"{i}\t{i.split('/')[1]}\n" for i in ids))
+    report = run_batch_eval(config(root, table, tmp_path / "out", debug_weights, dataset="sms",
+                                   batch_size=2), _single_process())
+    assert report.written == ["a_0_5000", "b_0_5000"] and batches == [2]
+    assert [f["id"] for f in report.ground_truth_failed] == report.written
+    assert "no audio stream" in report.ground_truth_failed[0]["error"]
+    manifest = json.loads(report.manifest.read_text())
+    assert manifest["clips"] == report.written and manifest["complete"]
+    assert len(manifest["ground_truth_failed"]) == 2
+
+
+def _single_process():
+    from saganet.dist import DistInfo
+
+    return DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------------------------
+# batch_eval.py end to end
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(REPO / "batch_eval.py"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_writes_each_clip_once_and_resumes(tmp_path, debug_weights):
+    root = tmp_path / "urmp"
+    table = make_urmp(root, clips=3)
+    (root / "metadata.tsv").write_text(table.read_text() + "\t".join(
+        ["09_Gone_vn/Vid_x", "09_Gone_vn/AuSep_1_vn_09_Gone_0_5000", "09_Gone_vn/Masks_x",
+         "vn", "violin", "0", "5000"]) + "\n")
+    run_dir = tmp_path / "out"
+    args = ["dataset=urmp", f"dataset.root={root}", f"dataset.metadata={table}", "model=debug",
+            f"weights_dir={debug_weights}", f"run_dir={run_dir}", f"duration_s={DURATION}",
+            "num_steps=2", "batch_size=1", "num_workers=0", "device=cpu", "amp=false",
+            "output_name=test"]
+    first = _torchrun(args, tmp_path)
+    # One metadata row has no files: everything else is written, and the status says so.
+    assert first.returncode == 1, first.stderr[-3000:]
+    out = run_dir / "urmp-test"
+    flacs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.flac"))
+    expected = [f"AuSep_1_vn_0{i + 1}_Piece{i}_{1000 * i}_{1000 * i + 5000}.flac"
+                for i in range(3)]
+    assert flacs == expected
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clips"] == [name[: -len(".flac")] for name in expected]
+    assert manifest["run"]["world_size"] == 2 and manifest["weights"] == "debug"
+    assert manifest["settings"]["variant"] == "debug" and manifest["saganet_version"]
+    assert [m["id"] for m in manifest["missing"]] == ["AuSep_1_vn_09_Gone_0_5000"]
+    gt = sorted(p.name for p in (run_dir / "urmp-ground_truth").glob("*.flac"))
+    assert gt == expected
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
+
+    second = _torchrun(args, tmp_path)
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")} == mtimes
+    log = (run_dir / "batch_eval_rank0.log").read_text()
+    assert "3 clips done already, skipped; 0 to generate" in log
