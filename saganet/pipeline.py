@@ -41,7 +41,7 @@ from saganet.model import (
     build_network,
     lora_state_dict,
 )
-from saganet.state_dict import CheckpointMismatchError, load_checkpoint_file
+from saganet.state_dict import CheckpointMismatchError, atomic_save, load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +143,6 @@ def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
     return content
 
 
-def save_weights_file(path: str | os.PathLike[str], content: Mapping) -> Path:
-    """Write a weights dict atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(dict(content), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def read_weights_file(path: str | os.PathLike[str]) -> dict:
     """Load a SAGANet weights file and check its top-level layout."""
     content = load_checkpoint_file(os.fspath(path))
@@ -167,16 +154,26 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict:
     return content
 
 
-def build_from_weights(content: Mapping, variant: PipelineVariant,
-                       what: str) -> tuple[FlowNetwork, SynchformerWithContext]:
-    """Build the network and Synchformer a weights file describes and load it strictly."""
+def build_from_weights(content: Mapping, what: str, default_network: str | None = None,
+                       ) -> tuple[FlowNetwork, SynchformerWithContext]:
+    """Build the network and Synchformer a weights file describes and load it strictly.
+
+    Args:
+        content: a loaded weights file (:func:`read_weights_file`).
+        what: the file's name for error messages.
+        default_network: network variant for files without a ``config`` entry (the published
+            ones, whose Synchformer is the official size); such files are refused without it.
+    """
     config = content.get("config")
     if config is not None:
         network = FlowNetwork(NetworkConfig.from_dict(config["network"]))
         synchformer = SynchformerWithContext(SynchformerConfig.from_dict(config["synchformer"]))
-    else:
-        network = build_network(variant.network)
+    elif default_network is not None:
+        network = build_network(default_network)
         synchformer = SynchformerWithContext(SynchformerConfig())
+    else:
+        raise CheckpointMismatchError(f"{what}: no 'config' entry, so the model sizes are "
+                                      "unknown; name the variant it belongs to")
     network.load_weights(content["network"], what=f"{what}['network']")
     if "lora" in content:
         network.load_lora_weights(content["lora"], what=f"{what}['lora']")
@@ -225,7 +222,7 @@ def load_models(
                        if need_clip else None)
     if not ckpt.is_file():
         raise UserInputError("weights file not found", ckpt)
-    network, synchformer = build_from_weights(read_weights_file(ckpt), spec, str(ckpt))
+    network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)
     codec_mode = "debug" if spec.debug else "44k"
     vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
     vocoder = load_vocoder(vocoder_source, local_files_only=True)
@@ -307,18 +304,16 @@ def write_debug_weights(directory: str | os.PathLike[str], seed: int = 0) -> dic
         # The published VAE and vocoder files hold weights before normalisation is folded in,
         # so write freshly built (unfolded) modules rather than the folded ones above.
         vae, vocoder = VAE(codec_config.vae), BigVGAN(codec_config.vocoder)
-    save_weights_file(paths["checkpoint"],
-                      weights_file_dict(models.network, models.synchformer, "debug"))
-    save_weights_file(paths["vae"], vae.state_dict())
-    paths["vocoder"].mkdir(parents=True, exist_ok=True)
-    save_weights_file(paths["vocoder"] / "bigvgan_generator.pt",
-                      {"generator": vocoder.state_dict()})
+    atomic_save(weights_file_dict(models.network, models.synchformer, "debug"),
+                paths["checkpoint"])
+    atomic_save(vae.state_dict(), paths["vae"])
+    atomic_save({"generator": vocoder.state_dict()}, paths["vocoder"] / "bigvgan_generator.pt")
     (paths["vocoder"] / "config.json").write_text(json.dumps(codec_config.vocoder.to_dict(),
                                                              indent=2))
     clip = models.clip
-    save_weights_file(paths["clip"], {
+    atomic_save({
         "config": {"embed_dim": clip.embed_dim, "text_width": clip.text_width,
                    "seed": DEBUG_CLIP_SEED},
         "state_dict": clip.model.state_dict(),
-    })
+    }, paths["clip"])
     return paths

@@ -1,4 +1,4 @@
-"""Strict state-dict loading with one readable error for every kind of mismatch.
+"""Checkpoint files: strict state-dict loading with one readable error, atomic saving.
 
 PyTorch's own strict loading stops at the first shape mismatch and reports missing and
 unexpected keys in one long line. Checkpoint problems are the most common support question for
@@ -10,7 +10,11 @@ named by the caller (for example LoRA factors absent from an MMAudio base checkp
 from __future__ import annotations
 
 import fnmatch
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,3 +94,27 @@ def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu")
     except Exception as err:  # torch raises several unrelated types for corrupt/unsafe files
         raise CheckpointMismatchError(f"{path}: cannot be read as a weights-only checkpoint "
                                       f"({type(err).__name__}: {err})") from err
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then rename it into place.
+
+    A crash or a full disk never leaves a half-written checkpoint under the final name.
+
+    Args:
+        obj: anything ``torch.save`` accepts (tensors, containers of tensors and plain data).
+        path: destination; its folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -8,6 +8,8 @@ random CLIP/Synchformer/VAE models of the test pipeline.
 
 from __future__ import annotations
 
+import dataclasses
+
 from saganet.errors import UserInputError
 from saganet.model.config import NetworkConfig
 from saganet.model.network import FlowNetwork
@@ -43,6 +45,8 @@ VARIANTS: dict[str, NetworkConfig] = {
                            depth=2, fused_depth=1, num_heads=1,
                            use_lora=True).with_sequence(CONFIG_44K_SA),
 }
+# The debug size without LoRA, for the no-LoRA training recipe on CPU.
+VARIANTS["debug_no_lora"] = dataclasses.replace(VARIANTS["debug"], use_lora=False)
 
 
 def build_network(variant: str, sequence: SequenceConfig | None = None) -> FlowNetwork:

@@ -28,7 +28,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,34 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from saganet.state_dict import load_checkpoint_file
+from saganet.state_dict import atomic_save, load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "checkpoints"
 _STATE_NAME = re.compile(r"^state_(\d+)\.pth$")
-
-
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename it into place.
-
-    Args:
-        obj: anything ``torch.save`` accepts (tensors, containers of tensors and plain data).
-        path: destination; its folder is created if needed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def cpu_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

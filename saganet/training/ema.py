@@ -32,7 +32,7 @@ from ema_pytorch import PostHocEMA
 from torch import nn
 
 from saganet.errors import UserInputError
-from saganet.training.checkpoint import atomic_save
+from saganet.state_dict import atomic_save
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,10 @@ from saganet.data.sms_dataset import SampleShapes
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
 from saganet.model import CONFIG_44K_SA, FlowMatching
-from saganet.state_dict import load_state_dict_strict
+from saganet.state_dict import atomic_save, load_state_dict_strict
 from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
-    atomic_save,
     latest_state,
     load_state,
     save_state,

@@ -4,7 +4,6 @@ file we wrote, and turning them back into the published weights layout.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -16,11 +15,16 @@ import torch
 
 from saganet import weights
 from saganet.errors import UserInputError
-from saganet.features.checkpoint import load_mmaudio_synchformer, load_saganet_synchformer
-from saganet.features.config import SYNCHFORMER_SIZES, SynchformerConfig
+from saganet.features.checkpoint import load_mmaudio_synchformer
+from saganet.features.config import SYNCHFORMER_SIZES
 from saganet.features.synchformer import CONTEXT_PARAMETER_PREFIXES, SynchformerWithContext
-from saganet.model import VARIANTS, FlowNetwork, NetworkConfig, SequenceConfig, build_network
-from saganet.pipeline import build_debug_models, weights_file_dict
+from saganet.model import FlowNetwork, SequenceConfig, build_network
+from saganet.pipeline import (
+    build_debug_models,
+    build_from_weights,
+    read_weights_file,
+    weights_file_dict,
+)
 from saganet.state_dict import load_checkpoint_file
 from saganet.training.checkpoint import cpu_state_dict
 from saganet.training.config import ModelSetup
@@ -76,15 +80,6 @@ def _debug_base_weights() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tens
     return network, synchformer
 
 
-def _build_network(setup: ModelSetup, sequence: SequenceConfig) -> FlowNetwork:
-    """The variant's network; a size registered only with LoRA (``debug``) is built without it
-    by switching LoRA off in its config."""
-    if setup.variant in VARIANTS or setup.network not in VARIANTS:
-        return build_network(setup.variant, sequence)
-    config = dataclasses.replace(VARIANTS[setup.network], use_lora=setup.use_lora)
-    return FlowNetwork(config.with_sequence(sequence))
-
-
 def _resolve(name_or_path: str, weights_dir: str | None) -> Path:
     """A registry name (``mmaudio_small_44k.pth``) through the weights cache, else a path."""
     if name_or_path in weights.REGISTRY:
@@ -103,7 +98,7 @@ def build_models(setup: ModelSetup, sequence: SequenceConfig) -> TrainModels:
         raise UserInputError(f"unknown Synchformer size {setup.synchformer!r}; choose one of "
                              + ", ".join(SYNCHFORMER_SIZES))
     synchformer = SynchformerWithContext(SYNCHFORMER_SIZES[setup.synchformer]())
-    return TrainModels(_build_network(setup, sequence), synchformer, setup.variant)
+    return TrainModels(build_network(setup.variant, sequence), synchformer, setup.variant)
 
 
 def load_base_weights(models: TrainModels, setup: ModelSetup,
@@ -142,16 +137,9 @@ def build_from_weights_file(path: str | os.PathLike[str]) -> TrainModels:
     Args:
         path: a file written by the trainer (``<exp_name>_last.pth`` and the like).
     """
-    payload = load_checkpoint_file(str(path))
-    if "config" not in payload:
-        raise ValueError(f"{path}: no 'config' entry; only files written by the trainer "
-                         "rebuild their own model")
-    config = payload["config"]
-    network = FlowNetwork(NetworkConfig.from_dict(config["network"]))
-    synchformer = SynchformerWithContext(SynchformerConfig.from_dict(config["synchformer"]))
-    network.load_weights(payload["network"], what=f"{path}['network']")
-    load_saganet_synchformer(synchformer, payload)
-    return TrainModels(network, synchformer, config["variant"])
+    content = read_weights_file(path)
+    network, synchformer = build_from_weights(content, str(path))
+    return TrainModels(network, synchformer, content["config"]["variant"])
 
 
 def has_latent_stats(network: FlowNetwork) -> bool:

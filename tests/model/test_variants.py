@@ -43,7 +43,7 @@ def test_parameter_counts(variant: str) -> None:
 
 
 def test_every_variant_is_listed_and_builds() -> None:
-    assert set(VARIANTS) == {*EXPECTED, "debug"}
+    assert set(VARIANTS) == {*EXPECTED, "debug", "debug_no_lora"}
     for variant in VARIANTS:
         assert _meta(variant).config == VARIANTS[variant]
 
@@ -56,6 +56,7 @@ def test_debug_variant() -> None:
                                                                                       64)
     net = build_network("debug")
     assert len([k for k in net.state_dict() if k.endswith("lora_A")]) == 2
+    assert VARIANTS["debug_no_lora"] == dataclasses.replace(config, use_lora=False)
 
 
 def test_sequence_never_changes_parameter_shapes() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from saganet.state_dict import atomic_save
 from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
-    atomic_save,
     latest_state,
     list_states,
     load_state,

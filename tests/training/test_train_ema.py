@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from saganet.model.sequence import CONFIG_44K_SA
-from saganet.training.checkpoint import atomic_save
+from saganet.state_dict import atomic_save
 from saganet.training.config import ModelSetup
 from saganet.training.ema import (
     TrainableView,
