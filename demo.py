@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from saganet import dist
+from saganet.cli import add_model_arguments, add_sampling_arguments, device_and_dtype
 from saganet.errors import UserInputError
 
 log = logging.getLogger("saganet.demo")
@@ -30,87 +29,51 @@ EXAMPLE_PROMPT = "violin"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="saganet_small",
-                        help="saganet_small (LoRA, default), saganet_small_no_lora or debug")
     parser.add_argument("--video", type=Path, help="input video (default: the duet example)")
     parser.add_argument("--mask_video", type=Path,
                         help="binary mask video of the sounding object (required with --video)")
     parser.add_argument("--prompt", default=None, help="text prompt, e.g. an instrument name")
     parser.add_argument("--negative_prompt", default="", help="what the audio should not be")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds to generate (shorter inputs shorten it)")
-    parser.add_argument("--cfg_strength", type=float, default=7.0,
-                        help="classifier-free guidance strength")
-    parser.add_argument("--num_steps", type=int, default=25, help="Euler steps")
     parser.add_argument("--mask_away_clip", action="store_true",
                         help="drop the CLIP frame features (condition on sync features only)")
     parser.add_argument("--output", type=Path, default=Path("output"), help="output folder")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the initial noise")
-    parser.add_argument("--skip_video_composite", action="store_true",
-                        help="write only the .flac, not the .mp4")
-    parser.add_argument("--full_precision", action="store_true",
-                        help="fp32 on CUDA (default there: bf16); CPU and MPS always use fp32")
-    parser.add_argument("--weights_dir", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a weights file to use instead of the variant's published one")
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps, cpu")
     parser.add_argument("--mask_overlay", action="store_true",
                         help="tint the masked object in the output video (re-encodes it)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--offline", action="store_true", default=None,
-                        help="never download; report missing files and where they go")
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
     return parser
-
-
-@contextmanager
-def stage(name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    log.info("%-10s %6.2f s", name, time.perf_counter() - start)
 
 
 def run(args: argparse.Namespace) -> list[Path]:
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
-    from saganet.data.media_out import write_flac, write_video_with_audio
     from saganet.data.video import load_clip
-    from saganet.inference import GenerationBatch, SamplingOptions, generate
+    from saganet.inference import SamplingOptions
     from saganet.pipeline import load_models, pipeline_variant
+    from saganet.soundtrack import SoundtrackRequest, timed, write_soundtrack
 
     pipeline_variant(args.variant)  # fail on an unknown name before any work
     video, mask, prompt = _inputs(args, weights)
-    outputs = _output_paths(args, video)
-    device = dist.default_device() if args.device == "auto" else torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" and not args.full_precision else torch.float32
-    with stage("read"):
+    flac, mp4 = _output_paths(args, video)
+    device, dtype = device_and_dtype(args)
+    # Inputs are read before the models load, so bad input fails fast and downloads nothing.
+    with timed("read"):
         clip = load_clip(video, mask, duration=args.duration)
-    with stage("load"):
+    with timed("load"):
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline)
-        models.set_duration(clip.duration)
         if prompt is not None:
             _check_prompt_length(models, prompt)
-    batch = GenerationBatch(
-        sync_frames=clip.sync_frames[None], masks=clip.masks[None],
-        clip_frames=None if args.mask_away_clip else clip.clip_frames[None],
-        texts=None if prompt is None else [prompt], negative_texts=[args.negative_prompt])
-    options = SamplingOptions(cfg_strength=args.cfg_strength, num_steps=args.num_steps)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    with stage("generate"):
-        result = generate(models, batch, generator=generator, options=options, progress=True)
-    audio = result.audio[0]  # (1, L)
-    with stage("write"):
-        write_flac(outputs[0], audio, result.sampling_rate, overwrite=args.overwrite)
-        if len(outputs) > 1:
-            write_video_with_audio(video, audio, result.sampling_rate, outputs[1],
-                                   duration=clip.duration,
-                                   overlay_masks=clip.masks if args.mask_overlay else None,
-                                   overwrite=args.overwrite)
+    request = SoundtrackRequest(video, flac, mp4, prompt, args.negative_prompt,
+                                args.mask_away_clip, args.mask_overlay)
+    write_soundtrack(models, clip, request, seed=args.seed, overwrite=args.overwrite,
+                     options=SamplingOptions(cfg_strength=args.cfg_strength,
+                                             num_steps=args.num_steps), progress=True)
     if device.type == "cuda":
         log.info("peak GPU memory %.2f GiB", torch.cuda.max_memory_allocated(device) / 2**30)
-    return outputs
+    return [flac] if mp4 is None else [flac, mp4]
 
 
 def _inputs(args: argparse.Namespace, weights) -> tuple[Path, Path, str | None]:
@@ -138,7 +101,7 @@ def _check_prompt_length(models, prompt: str) -> None:
                     models.clip.context_length)
 
 
-def _output_paths(args: argparse.Namespace, video: Path) -> list[Path]:
+def _output_paths(args: argparse.Namespace, video: Path) -> tuple[Path, Path | None]:
     folder = args.output
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -150,13 +113,12 @@ def _output_paths(args: argparse.Namespace, video: Path) -> list[Path]:
         probe.unlink()
     except OSError as err:
         raise UserInputError(f"output folder is not writable ({err.strerror})", folder) from err
-    outputs = [folder / f"{video.stem}.flac"]
-    if not args.skip_video_composite:
-        outputs.append(folder / f"{video.stem}.mp4")
-    for path in outputs:
-        if path.exists() and not args.overwrite:
+    flac = folder / f"{video.stem}.flac"
+    mp4 = None if args.skip_video_composite else folder / f"{video.stem}.mp4"
+    for path in (flac, mp4):
+        if path is not None and path.exists() and not args.overwrite:
             raise UserInputError("output exists; pass --overwrite to replace it", path)
-    return outputs
+    return flac, mp4
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import av
-import torch
 
+from saganet.cli import add_model_arguments, add_sampling_arguments, device_and_dtype
 from saganet.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -180,52 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="negative prompt of jobs that give none")
     parser.add_argument("--output_dir", type=Path, default=Path("output"),
                         help="folder for outputs (default ./output)")
-    parser.add_argument("--variant", default="saganet_small",
-                        help="saganet_small (default), saganet_small_no_lora or debug")
-    parser.add_argument("--weights_dir", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a weights file to use instead of the variant's published one")
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps, cpu")
-    parser.add_argument("--full_precision", action="store_true",
-                        help="fp32 on CUDA (default there: bf16); CPU and MPS always use fp32")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds to generate (shorter inputs shorten it)")
-    parser.add_argument("--cfg_strength", type=float, default=7.0,
-                        help="classifier-free guidance strength (default 7, as the demo)")
-    parser.add_argument("--num_steps", type=int, default=25, help="Euler steps")
-    parser.add_argument("--seed", type=int, default=42, help="seed of every job's noise")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs (default: skip those jobs)")
-    parser.add_argument("--skip_video_composite", action="store_true",
-                        help="write only the .flac, not the .mp4")
-    parser.add_argument("--offline", action="store_true", default=None,
-                        help="never download weights")
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
     return parser
 
 
-def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,
-             device: torch.device) -> None:
-    from saganet.data.media_out import write_flac, write_video_with_audio
+def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> None:
     from saganet.data.video import load_clip
-    from saganet.inference import GenerationBatch, SamplingOptions, generate
+    from saganet.inference import SamplingOptions
+    from saganet.soundtrack import SoundtrackRequest, write_soundtrack
 
     clip = load_clip(job.video, job.mask, duration=args.duration)
-    models.set_duration(clip.duration)
-    batch = GenerationBatch(
-        sync_frames=clip.sync_frames[None], masks=clip.masks[None],
-        clip_frames=clip.clip_frames[None],
-        texts=None if job.prompt is None else [job.prompt],
-        negative_texts=[job.negative_prompt])
-    result = generate(models, batch, generator=torch.Generator(device=device).manual_seed(
-        args.seed), options=SamplingOptions(cfg_strength=args.cfg_strength,
-                                            num_steps=args.num_steps))
-    audio = result.audio[0]  # (1, L)
     flac, video = job.outputs
-    if not args.skip_video_composite:
-        write_video_with_audio(job.video, audio, result.sampling_rate, video,
-                               duration=clip.duration, overwrite=args.overwrite)
-    write_flac(flac, audio, result.sampling_rate, overwrite=args.overwrite)
+    request = SoundtrackRequest(job.video, flac, None if args.skip_video_composite else video,
+                                job.prompt, job.negative_prompt)
+    write_soundtrack(models, clip, request, seed=args.seed, overwrite=args.overwrite,
+                     options=SamplingOptions(cfg_strength=args.cfg_strength,
+                                             num_steps=args.num_steps))
 
 
 def _reason(err: Exception, job: Job) -> str:
@@ -251,7 +224,6 @@ def run(args: argparse.Namespace) -> int:
     """
     from tqdm.auto import tqdm
 
-    from saganet import dist
     from saganet.pipeline import load_models, pipeline_variant
 
     if args.num_steps < 1 or not args.duration > 0:
@@ -271,15 +243,13 @@ def run(args: argparse.Namespace) -> int:
         log.info("%d job(s) skipped: outputs exist (pass --overwrite to redo them)", skipped)
     ok = 0
     if todo:
-        device = dist.default_device() if args.device == "auto" else torch.device(args.device)
-        dtype = (torch.bfloat16 if device.type == "cuda" and not args.full_precision
-                 else torch.float32)
+        device, dtype = device_and_dtype(args)
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline)
         for job in tqdm(todo, desc="jobs", unit="job"):
             try:
-                _run_job(job, models, args, device)
+                _run_job(job, models, args)
             except JOB_ERRORS as err:
                 failures.append((job.video, _reason(err, job)))
                 # tqdm.write keeps the line apart from the progress bar.

@@ -176,3 +176,21 @@ def test_cli_user_error_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("demo.py: error: ")
+
+
+def test_mask_overlay_tints_the_object(weights_dir: Path, tmp_path: Path) -> None:
+    args = ["--video", str(VIDEO), "--mask_video", str(VIOLIN), "--duration", "1"]
+    assert run_demo(weights_dir, tmp_path / "plain", *args) == 0
+    assert run_demo(weights_dir, tmp_path / "tint", *args, "--mask_overlay") == 0
+
+    def first_frame(path: Path) -> np.ndarray:
+        with av.open(str(path)) as container:
+            return next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+
+    plain = first_frame(tmp_path / "plain" / f"{VIDEO.stem}.mp4")
+    tint = first_frame(tmp_path / "tint" / f"{VIDEO.stem}.mp4")
+    assert plain.shape == tint.shape
+    # The tint is red: the red channel rises where the mask is, nowhere near everywhere.
+    redder = (tint[..., 0] - plain[..., 0]) > 20
+    assert 0.001 < redder.mean() < 0.5
+    assert abs(stream_seconds(tmp_path / "tint" / f"{VIDEO.stem}.mp4")["video"] - 1.0) < 0.2
