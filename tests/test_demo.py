@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -13,6 +14,7 @@ import pytest
 import demo
 from saganet.pipeline import write_debug_weights
 from tests.conftest import EXAMPLES
+from tests.media import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
@@ -55,9 +57,7 @@ def stream_seconds(path: Path) -> dict[str, float]:
 def make_video(path: Path, seconds: float, fps: int, width: int, height: int,
                gray_box: bool = False) -> Path:
     """A moving gradient (or a white box on black, as a mask) encoded with H.264."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    def frames() -> Iterator[np.ndarray]:
         for i in range(round(seconds * fps)):
             image = np.zeros((height, width, 3), np.uint8)
             if gray_box:
@@ -65,11 +65,9 @@ def make_video(path: Path, seconds: float, fps: int, width: int, height: int,
             else:
                 image[..., 0] = (np.arange(width) * 255 // width)[None]
                 image[..., 1] = (i * 7) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield image
+
+    return write_video(path, frames(), fps)
 
 
 def test_two_masks_give_two_soundtracks(weights_dir: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from saganet.data.clip_cut import (
     tally,
     write_missing,
 )
+from tests.media import sine, write_video
 
 FPS = 25
 SAMPLE_RATE = 44100
@@ -35,36 +36,13 @@ def write_test_video(
 ) -> Path:
     """A small H.264 + AAC (440 Hz sine, stereo) video whose frame k has brightness
     ``frame_value(k)``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        # Short GOP, so that seeking lands on a keyframe well before the cut.
-        video.codec_context.gop_size = 10
-        if audio:
-            sound = out.add_stream("aac", rate=SAMPLE_RATE)
-            sound.layout = "stereo"
-        for k in range(round(seconds * fps)):
-            image = np.full((height, width, 3), frame_value(k), np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = k
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
-        if audio:
-            t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(
-                np.stack([wave, wave]), format="fltp", layout="stereo"
-            )
-            frame.sample_rate, frame.pts = SAMPLE_RATE, 0
-            for packet in sound.encode(frame):
-                out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
-    return path
+    frames = (np.full((height, width, 3), frame_value(k), np.uint8)
+              for k in range(round(seconds * fps)))
+    wave = sine(440, seconds, SAMPLE_RATE)
+    # Short GOP, so that seeking lands on a keyframe well before the cut.
+    return write_video(path, frames, fps, gop_size=10,
+                       audio=np.stack([wave, wave]) if audio else None, audio_rate=SAMPLE_RATE)
 
 
 def probe(path: Path) -> dict:

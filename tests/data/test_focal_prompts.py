@@ -11,6 +11,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +31,7 @@ from saganet.data.sms_dataset import sms_paths
 from saganet.data.video import read_frames
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
+from tests.media import sine, write_video
 from training.extract_focal_prompts import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,49 +86,29 @@ def write_clip(path: Path, seconds: float, seed: int, tone_hz: float | None,
                audio_seconds: float | None = None) -> None:
     """Moving-texture H.264 video with a stereo AAC sine (``tone_hz`` None: no audio) of
     ``audio_seconds`` (default: as long as the video)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     width, height = SIZE
     rng = np.random.default_rng(seed)
     texture = rng.integers(0, 256, (height, 2 * width, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        sound = None
-        if tone_hz is not None:
-            sound = out.add_stream("aac", rate=SOURCE_RATE)
-            sound.layout = "stereo"
-        for k in range(round(seconds * FPS)):
-            shift = k % width
-            frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(texture[:, shift : shift + width]), format="rgb24")
-            frame.pts = k
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if sound is not None:
-            t = np.arange(round((audio_seconds or seconds) * SOURCE_RATE)) / SOURCE_RATE
-            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([wave, 0.5 * wave]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate, frame.pts = SOURCE_RATE, 0
-            out.mux(sound.encode(frame))
-            out.mux(sound.encode(None))
+    frames = (texture[:, k % width : k % width + width] for k in range(round(seconds * FPS)))
+    audio = None
+    if tone_hz is not None:
+        wave = sine(tone_hz, audio_seconds or seconds, SOURCE_RATE)
+        audio = np.stack([wave, 0.5 * wave])
+    write_video(path, frames, FPS, audio=audio, audio_rate=SOURCE_RATE)
 
 
 def write_mask(path: Path, seconds: float) -> None:
     """A white box drifting right on black, as an ordinary yuv420p H.264 video."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     width, height = SIZE
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+
+    def frames() -> Iterator[np.ndarray]:
         for k in range(round(seconds * FPS)):
             image = np.zeros((height, width, 3), np.uint8)
             x0 = 10 + k // 20
             image[12:30, x0 : x0 + 16] = 255
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = k
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+            yield image
+
+    write_video(path, frames(), FPS)
 
 
 def make_mini_sms(base: Path) -> MiniSMS:

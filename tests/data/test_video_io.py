@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -28,6 +28,7 @@ from saganet.data.video import (
     read_frames,
 )
 from saganet.errors import UserInputError
+from tests.media import write_video as encode_video
 
 EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
 DUET = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
@@ -37,29 +38,13 @@ LEVEL0, STEP = 8, 4
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25, *,
-                pts_ms: Sequence[int] | None = None, rotation: float | None = None,
-                codec: str = "libx264", pix_fmt: str = "yuv420p", container: str = "mp4",
-                options: dict[str, str] | None = None, faststart: bool = False) -> Path:
-    """Encode RGB ``(H, W, 3)`` uint8 frames; ``pts_ms`` gives a variable frame rate."""
+                codec: str = "libx264", options: dict[str, str] | None = None,
+                **kwargs: Any) -> Path:
+    """``tests.media.write_video``, lossless by default for H.264 (``qp`` 0), so that frame
+    levels read back exactly; ``options`` given (even ``{}``) replaces that default."""
     if options is None:
         options = {"qp": "0"} if codec == "libx264" else {}
-    height, width = frames[0].shape[:2]
-    muxer_options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", format=container, options=muxer_options) as out:
-        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001),
-                                options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if pts_ms is not None:
-            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            if pts_ms is not None:
-                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return encode_video(path, frames, fps, codec=codec, options=options, **kwargs)
 
 
 def level_frames(count: int, height: int, width: int) -> list[np.ndarray]:

@@ -7,10 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -37,6 +36,7 @@ from saganet.evaluation.datasets import (
 )
 from saganet.features import focal_crop
 from tests.evaluation.audio_files import tone, write_audio
+from tests.media import write_video as encode_video
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 25
@@ -49,20 +49,17 @@ def write_video(path: Path, seconds: float, seed: int, mask: bool = False) -> Pa
     """A small H.264 video: a box moving over a coloured background (a white box for masks)."""
     rng = np.random.default_rng(seed)
     height, width = SIZE
-    path.parent.mkdir(parents=True, exist_ok=True)
     background = rng.integers(0, 255, 3) if not mask else np.zeros(3)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(FPS))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def frames() -> Iterator[np.ndarray]:
         for t in range(round(seconds * FPS)):
             image = np.empty((height, width, 3), np.uint8)
             image[:] = background
             x = (seed * 7 + t) % (width - 16)
             image[10:30, x : x + 16] = 255 if mask else rng.integers(0, 255, 3)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+            yield image
+
+    return encode_video(path, frames(), FPS)
 
 
 def make_urmp(root: Path, clips: int = 3, seconds: float = 1.4) -> Path:

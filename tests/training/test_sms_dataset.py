@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -24,6 +23,7 @@ from saganet.data.sms_dataset import (
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
 from saganet.training.data import CountingCollate
+from tests.media import write_video as encode_video
 
 SHAPES = SampleShapes(latent_len=4, latent_dim=2, clip_len=3, clip_dim=5, text_len=6, text_dim=5,
                       sync_frames=25, frame_size=224)
@@ -32,16 +32,8 @@ IDS = {"a": "solos/violin/a_0_1000", "b": "solos/cello/b_0_1000", "c": "music21/
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> None:
-    """Encode uint8 RGB frames ``(T, H, W, 3)`` as an H.264 mp4."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "0"}
-        for image in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode(None))
+    """Encode uint8 RGB frames ``(T, H, W, 3)`` as a lossless H.264 mp4."""
+    encode_video(path, frames, fps, options={"crf": "0"})
 
 
 def clip_frames(seed: int, t: int = 30) -> np.ndarray:
