@@ -17,7 +17,12 @@ from pathlib import Path
 import torch
 
 from saganet import dist
-from saganet.cli import add_model_arguments, add_sampling_arguments, device_and_dtype
+from saganet.cli import (
+    add_model_arguments,
+    add_sampling_arguments,
+    device_and_dtype,
+    report_user_error,
+)
 from saganet.errors import UserInputError
 
 log = logging.getLogger("saganet.demo")
@@ -134,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path)
         return 0
     except UserInputError as err:
-        print(f"demo.py: error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error("demo.py", err)
     finally:
         dist.cleanup()
 

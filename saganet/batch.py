@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING
 
 import av
 
-from saganet.cli import add_model_arguments, add_sampling_arguments, device_and_dtype
+from saganet.cli import (
+    add_model_arguments,
+    add_sampling_arguments,
+    device_and_dtype,
+    report_user_error,
+)
 from saganet.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -273,8 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except UserInputError as err:
-        print(f"python -m saganet.batch: error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error("python -m saganet.batch", err)
 
 
 if __name__ == "__main__":

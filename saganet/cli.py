@@ -1,17 +1,34 @@
-"""Command-line pieces shared by ``demo.py`` and ``python -m saganet.batch``.
+"""Command-line pieces shared by the entry points.
 
-Both commands take the same model and sampling options with the same meaning and defaults
-(those of the reference demo), so they are declared once here.
+``demo.py`` and ``python -m saganet.batch`` take the same model and sampling options with the
+same meaning and defaults (those of the reference demo), so they are declared once here; every
+command reports a user's mistake the same way (:func:`report_user_error`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from saganet.errors import UserInputError
 
-from saganet import dist
+if TYPE_CHECKING:
+    import torch
+
+USER_ERROR_STATUS = 2
+
+
+def report_user_error(prog: str, err: UserInputError) -> int:
+    """Print ``<prog>: error: <message>`` on stderr (no traceback); return exit status 2.
+
+    The message is one line; an error may add an indented line with the command that fixes it
+    (e.g. how to install an optional package).
+    """
+    first, *rest = str(err).splitlines() or [""]
+    print(f"{prog}: error: {first}", *rest, sep="\n", file=sys.stderr)
+    return USER_ERROR_STATUS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +61,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     """The device of ``--device`` and the parameter dtype: bf16 on CUDA unless
     ``--full_precision``, fp32 elsewhere (bf16 matmuls are slow on CPUs)."""
+    # Imported here: commands such as `python -m saganet.weights` never need torch.
+    import torch
+
+    from saganet import dist
+
     device = dist.default_device() if args.device == "auto" else torch.device(args.device)
     half = device.type == "cuda" and not args.full_precision
     return device, torch.bfloat16 if half else torch.float32

@@ -344,7 +344,8 @@ def test_cli_offline_missing_file_exits_2_with_one_line(
                 registry=registry, groups={"g": ("a.pth",)})
     err = capsys.readouterr().err
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: offline mode is on")
+    assert err.count("\n") == 1
+    assert err.startswith("python -m saganet.weights: error: offline mode is on")
     assert str(tmp_path / "weights" / "a.pth") in err
 
 
@@ -353,7 +354,8 @@ def test_cli_entry_point_user_error_has_no_traceback(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "nope"],
                          capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 2
-    assert run.stderr.startswith("error: unknown weights group") and "Traceback" not in run.stderr
+    assert run.stderr.startswith("python -m saganet.weights: error: unknown weights group")
+    assert "Traceback" not in run.stderr
     ok = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "debug"],
                         capture_output=True, text=True, env=env, check=False)
     assert ok.returncode == 0, ok.stderr

@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from saganet.cli import report_user_error
 from saganet.errors import UserInputError
 
 log = logging.getLogger("extract_focal_prompts")
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                      duration=args.duration, workers=args.workers,
                                      overwrite=args.overwrite)
     except UserInputError as err:
-        print(f"extract_focal_prompts: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_user_error("extract_focal_prompts", err)
     print(focal_prompt_report(results, listing.missing))
     if args.failed_list is not None:
         failed = [(r.clip_id, r.reason) for r in results if r.status == "failed"]

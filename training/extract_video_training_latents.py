@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from saganet import dist
+from saganet.cli import report_user_error
 from saganet.errors import UserInputError
 
 log = logging.getLogger("extract_video_training_latents")
@@ -145,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except UserInputError as err:
-        print(f"extract_video_training_latents: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_user_error("extract_video_training_latents", err)
 
 
 if __name__ == "__main__":

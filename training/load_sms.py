@@ -26,6 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
+from saganet.cli import report_user_error
 from saganet.data.clip_cut import ClipResult, run_jobs, summary_table, write_missing
 from saganet.data.sms_metadata import (
     PUBLIC_BASE_URL,
@@ -154,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = assemble(args)
     except UserInputError as err:
-        print(f"load_sms: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_user_error("load_sms", err)
     print(summary_table(results))
     missing_tsv = args.output_dir / "missing.tsv"
     n_missing = write_missing(results, missing_tsv)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from saganet.cli import report_user_error
 from saganet.errors import UserInputError
 from saganet.evaluation.embedders import embedder_names
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
@@ -86,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error("python -m saganet.evaluation", err)
     except OSError as err:
         print(f"error: cannot write {out}: {err}", file=sys.stderr)
         return 2

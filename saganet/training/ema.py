@@ -31,6 +31,7 @@ import torch
 from ema_pytorch import PostHocEMA
 from torch import nn
 
+from saganet.cli import report_user_error
 from saganet.errors import UserInputError
 from saganet.state_dict import atomic_save
 
@@ -159,8 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = synthesize(args.run_dir, args.sigma_rel, args.output, args.step)
     except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error("python -m saganet.training.ema", err)
     print(path)
     return 0
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from saganet.cli import report_user_error
 from saganet.errors import UserInputError
 from saganet.weights.cache import entry_status, fetch_group
 from saganet.weights.registry import GROUPS, REGISTRY, Entry, HubRepo
@@ -117,8 +118,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Entry] | N
     try:
         return SUBCOMMANDS[args.command].run(args, tables)
     except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error("python -m saganet.weights", err)
 
 
 if __name__ == "__main__":
