@@ -1,0 +1,57 @@
+"""Pipeline variants: name lookup, weights-file layout checks, offline resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from saganet.errors import UserInputError
+from saganet.pipeline import (
+    PIPELINES,
+    build_debug_models,
+    build_from_weights,
+    load_models,
+    pipeline_variant,
+    read_weights_file,
+    weights_file_dict,
+)
+from saganet.state_dict import CheckpointMismatchError, atomic_save
+
+
+def test_unknown_variant_lists_the_choices() -> None:
+    with pytest.raises(UserInputError) as info:
+        pipeline_variant("huge")
+    assert all(name in str(info.value) for name in PIPELINES)
+
+
+def test_published_variant_offline_names_every_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError) as info:
+        load_models("saganet_small", weights_dir=tmp_path, offline=True)
+    message = str(info.value)
+    assert str(tmp_path / "weights" / "saganet.pth") in message
+    assert "\n" not in message
+
+
+def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
+    models = build_debug_models()
+    content = weights_file_dict(models.network, models.synchformer, "debug")
+    assert set(content) == {"network", "synchformer", "lora", "config"}
+    atomic_save({**content, "optimizer": {}}, tmp_path / "extra.pth")
+    with pytest.raises(CheckpointMismatchError, match="optimizer"):
+        read_weights_file(tmp_path / "extra.pth")
+    no_config = {k: v for k, v in content.items() if k != "config"}
+    with pytest.raises(CheckpointMismatchError, match="config"):
+        build_from_weights(no_config, "no_config.pth")
+
+
+def test_weights_file_rebuilds_the_same_models(tmp_path: Path) -> None:
+    models = build_debug_models()
+    path = atomic_save(weights_file_dict(models.network, models.synchformer, "debug"),
+                       tmp_path / "debug.pth")
+    network, synchformer = build_from_weights(read_weights_file(path), str(path))
+    for ours, theirs in ((network, models.network), (synchformer, models.synchformer)):
+        expected = theirs.state_dict()
+        assert list(ours.state_dict()) == list(expected)
+        assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
