@@ -9,8 +9,9 @@ uncentred STFT after reflect padding of ``(n_fft - hop) / 2`` samples, so a wave
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import librosa
 import torch
@@ -65,12 +66,26 @@ MEL_CONFIGS: dict[str, MelConfig] = {
 }
 
 
+T = TypeVar("T")
+
+
+def named_mode(table: Mapping[str, T], mode: str, what: str) -> T:
+    """Look up a codec size by mode; SAGANet's "44k_sa" is MMAudio's "44k".
+
+    Args:
+        table: settings by mode name.
+        mode: the requested mode.
+        what: what is looked up, for the error message.
+    """
+    key = "44k" if mode == "44k_sa" else mode
+    if key not in table:
+        raise ValueError(f"unknown {what} mode {mode!r}; choose from {sorted(table)}")
+    return table[key]
+
+
 def mel_config(mode: str) -> MelConfig:
     """The named mel settings: "44k" (also "44k_sa") or "16k"."""
-    key = "44k" if mode == "44k_sa" else mode
-    if key not in MEL_CONFIGS:
-        raise ValueError(f"unknown mel mode {mode!r}; choose from {sorted(MEL_CONFIGS)}")
-    return MEL_CONFIGS[key]
+    return named_mode(MEL_CONFIGS, mode, "mel")
 
 
 class MelConverter(nn.Module):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from saganet.codec.distributions import DiagonalGaussianDistribution
+from saganet.codec.mel import named_mode
 from saganet.codec.mp_layers import MPConv1D, mp_silu
 from saganet.codec.vae_blocks import AttnBlock1D, Downsample1D, ResnetBlock1D, Upsample1D
 
@@ -75,10 +76,7 @@ VAE_CONFIGS: dict[str, VAEConfig] = {
 
 def vae_config(mode: str) -> VAEConfig:
     """The named VAE size: "44k" (also "44k_sa"), "16k" or "debug"."""
-    key = "44k" if mode == "44k_sa" else mode
-    if key not in VAE_CONFIGS:
-        raise ValueError(f"unknown VAE mode {mode!r}; choose from {sorted(VAE_CONFIGS)}")
-    return VAE_CONFIGS[key]
+    return named_mode(VAE_CONFIGS, mode, "VAE")
 
 
 class Encoder1D(nn.Module):

@@ -11,6 +11,7 @@ source produced it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -226,19 +227,8 @@ def evaluate_directories(
     for source in feature_sources:
         if source == AV_BENCH:
             options = av_bench or AvBenchOptions()
-            results = run_av_bench(
-                pred_dir,
-                gt_dir,
-                gt_cache=options.gt_cache,
-                pred_cache=options.pred_cache,
-                audio_length=audio_length,
-                device=options.device,
-                batch_size=options.batch_size,
-                gt_batch_size=options.gt_batch_size,
-                num_workers=options.num_workers,
-                recompute=options.recompute,
-                video_metrics=options.video_metrics,
-            )
+            results = run_av_bench(pred_dir, gt_dir, audio_length=audio_length,
+                                   **dataclasses.asdict(options))
         else:
             try:
                 embedder = build_embedder(source)
