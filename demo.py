@@ -21,9 +21,8 @@ from saganet.cli import (
     add_model_arguments,
     add_sampling_arguments,
     device_and_dtype,
-    report_user_error,
 )
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("saganet.demo")
 
@@ -53,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[Path]:
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
-    from saganet.data.video import load_clip
     from saganet.inference import SamplingOptions
+    from saganet.media.video import load_video_inputs
     from saganet.pipeline import load_models, pipeline_variant
     from saganet.soundtrack import SoundtrackRequest, timed, write_soundtrack
 
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     device, dtype = device_and_dtype(args)
     # Inputs are read before the models load, so bad input fails fast and downloads nothing.
     with timed("read"):
-        clip = load_clip(video, mask, duration=args.duration)
+        inputs = load_video_inputs(video, mask, duration=args.duration)
     with timed("load"):
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             _check_prompt_length(models, prompt)
     request = SoundtrackRequest(video, flac, mp4, prompt, args.negative_prompt,
                                 args.mask_away_clip, args.mask_overlay)
-    write_soundtrack(models, clip, request, seed=args.seed, overwrite=args.overwrite,
+    write_soundtrack(models, inputs, request, seed=args.seed, overwrite=args.overwrite,
                      options=SamplingOptions(cfg_strength=args.cfg_strength,
                                              num_steps=args.num_steps), progress=True)
     if device.type == "cuda":
@@ -100,10 +99,10 @@ def _clean_prompt(prompt: str | None) -> str | None:
 
 
 def _check_prompt_length(models, prompt: str) -> None:
-    tokens = models.clip.count_tokens(prompt)[0]
-    if tokens > models.clip.context_length:
+    tokens = models.clip_encoder.count_tokens(prompt)[0]
+    if tokens > models.clip_encoder.context_length:
         log.warning("the prompt has %d tokens; CLIP reads only the first %d", tokens,
-                    models.clip.context_length)
+                    models.clip_encoder.context_length)
 
 
 def _output_paths(args: argparse.Namespace, video: Path) -> tuple[Path, Path | None]:

@@ -1,11 +1,12 @@
-"""Reading a video and its mask for SAGANet: ``load_clip`` against a naive PyAV reader.
+"""Reading a video and its mask for SAGANet: ``load_video_inputs`` against a naive PyAV reader.
 
 The naive baseline decodes every frame to full-size RGB (and every mask frame to full-size
 gray), stacks them, picks the 8 and 25 fps frames with the same FFmpeg-``fps`` rule and
-resizes them in torch. ``load_clip`` decodes each file once with decoder threads, converts and
-resizes only the chosen frames, reads the video and the mask in parallel and stops after the
-needed seconds. Both produce the same tensors (checked). Prints the best of ``--repeats``
-wall-clock and process CPU times (all threads; steadier on a shared machine) and the ratios.
+resizes them in torch. ``load_video_inputs`` decodes each file once with decoder threads,
+converts and resizes only the chosen frames, reads the video and the mask in parallel and
+stops after the needed seconds. Both produce the same tensors (checked). Prints the best of
+``--repeats`` wall-clock and process CPU times (all threads; steadier on a shared machine)
+and the ratios.
 
     python benchmarks/video_io.py [--video V] [--mask M] [--duration 5] [--repeats 3] [--quick]
 """
@@ -24,13 +25,13 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from saganet.data.video import (
+from saganet.media.video import (
     CLIP_FPS,
     CLIP_SIZE,
     SYNC_FPS,
     SYNC_SIZE,
     clip_input,
-    load_clip,
+    load_video_inputs,
     mask_input,
     sync_input,
 )
@@ -74,8 +75,8 @@ def naive_load(video: Path, mask: Path, duration: float) -> tuple[torch.Tensor, 
 
 
 def ours(video: Path, mask: Path, duration: float) -> tuple[torch.Tensor, ...]:
-    clip = load_clip(video, mask, duration)
-    return clip.clip_frames, clip.sync_frames, clip.masks
+    inputs = load_video_inputs(video, mask, duration)
+    return inputs.clip_frames, inputs.sync_frames, inputs.masks
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"  {name}: shape {tuple(a.shape)}, max |ours - naive| {diff:.3g}")
     print(f"naive (full-size decode, resize in torch): {wall_naive:.3f} s wall, "
           f"{cpu_naive:.3f} s CPU")
-    print(f"load_clip:                                 {wall_ours:.3f} s wall, "
+    print(f"load_video_inputs:                                 {wall_ours:.3f} s wall, "
           f"{cpu_ours:.3f} s CPU")
     print(f"speed-up: {wall_naive / wall_ours:.2f}x wall, {cpu_naive / cpu_ours:.2f}x CPU time")
 

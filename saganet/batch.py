@@ -3,7 +3,7 @@
 Jobs come from a CSV file (``--csv``, columns by name: ``video``, ``mask``, optional
 ``prompt``, ``negative_prompt``, ``output``) or from a folder (``--input_dir``) of
 ``<stem>.mp4`` + ``<stem>_mask.mp4`` pairs. Each job goes through the same path as
-``demo.py`` (:func:`saganet.data.video.load_clip`, then :func:`saganet.inference.generate`
+``demo.py`` (:func:`saganet.media.video.load_video_inputs`, then :func:`saganet.inference.generate`
 with the seed of ``--seed``), so a job's result equals ``demo.py`` with the same arguments.
 A job that fails (missing or broken file, too short, ...) is reported on one line and the
 others still run. Exit status: 0 when every job succeeded, 1 when some failed, 2 for a usage
@@ -27,12 +27,11 @@ from saganet.cli import (
     add_model_arguments,
     add_sampling_arguments,
     device_and_dtype,
-    report_user_error,
 )
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 
 if TYPE_CHECKING:
-    from saganet.pipeline import SAGANetModels
+    from saganet.models import SAGANetModels
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> None:
-    from saganet.data.video import load_clip
     from saganet.inference import SamplingOptions
+    from saganet.media.video import load_video_inputs
     from saganet.soundtrack import SoundtrackRequest, write_soundtrack
 
-    clip = load_clip(job.video, job.mask, duration=args.duration)
+    inputs = load_video_inputs(job.video, job.mask, duration=args.duration)
     flac, video = job.outputs
     request = SoundtrackRequest(job.video, flac, None if args.skip_video_composite else video,
                                 job.prompt, job.negative_prompt)
-    write_soundtrack(models, clip, request, seed=args.seed, overwrite=args.overwrite,
+    write_soundtrack(models, inputs, request, seed=args.seed, overwrite=args.overwrite,
                      options=SamplingOptions(cfg_strength=args.cfg_strength,
                                              num_steps=args.num_steps))
 

@@ -8,28 +8,11 @@ command reports a user's mistake the same way (:func:`report_user_error`).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from saganet.errors import UserInputError
-
 if TYPE_CHECKING:
     import torch
-
-USER_ERROR_STATUS = 2
-
-
-def report_user_error(prog: str, err: UserInputError) -> int:
-    """Print ``<prog>: error: <message>`` on stderr (no traceback); return exit status 2.
-
-    The message is one line; an error may add an indented line with the command that fixes it
-    (e.g. how to install an optional package).
-    """
-    first, *rest = str(err).splitlines() or [""]
-    print(f"{prog}: error: {first}", *rest, sep="\n", file=sys.stderr)
-    return USER_ERROR_STATUS
-
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--variant --weights_dir --checkpoint --device --full_precision --offline``."""

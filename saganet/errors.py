@@ -7,6 +7,7 @@ unreadable file, a video that is too short, a mask of the wrong shape, an unknow
 
 from __future__ import annotations
 
+import sys
 from os import PathLike
 
 
@@ -17,3 +18,17 @@ class UserInputError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+USER_ERROR_STATUS = 2
+
+
+def report_user_error(prog: str, err: UserInputError) -> int:
+    """Print ``<prog>: error: <message>`` on stderr (no traceback); return exit status 2.
+
+    The message is one line; an error may add an indented line with the command that fixes it
+    (e.g. how to install an optional package).
+    """
+    first, *rest = str(err).splitlines() or [""]
+    print(f"{prog}: error: {first}", *rest, sep="\n", file=sys.stderr)
+    return USER_ERROR_STATUS

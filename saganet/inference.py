@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from saganet.features import encode_sync, focal_crop
 from saganet.model import Conditions, FlowMatching
-from saganet.pipeline import SAGANetModels
+from saganet.models import SAGANetModels
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder
@@ -126,9 +126,9 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
 
 
 def _clip_encoder(models: SAGANetModels) -> ClipEncoder:
-    if models.clip is None:
+    if models.clip_encoder is None:
         raise ValueError("these models were loaded without CLIP; pass precomputed features")
-    return models.clip
+    return models.clip_encoder
 
 
 def initial_noise(shape: tuple[int, int, int],

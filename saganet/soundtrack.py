@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from saganet.data.media_out import write_flac, write_video_with_audio
-from saganet.data.video import ClipInputs
 from saganet.inference import GenerationBatch, GenerationResult, SamplingOptions, generate
-from saganet.pipeline import SAGANetModels
+from saganet.media.output import write_flac, write_video_with_audio
+from saganet.media.video import VideoInputs
+from saganet.models import SAGANetModels
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,24 @@ def timed(stage: str) -> Iterator[None]:
     log.info("%-10s %6.2f s", stage, time.perf_counter() - start)
 
 
-def write_soundtrack(models: SAGANetModels, clip: ClipInputs, request: SoundtrackRequest, *,
+def write_soundtrack(models: SAGANetModels, inputs: VideoInputs, request: SoundtrackRequest, *,
                      options: SamplingOptions, seed: int, overwrite: bool = False,
                      progress: bool = False) -> GenerationResult:
     """Generate the clip's audio and write the requested files.
 
     Args:
         models: loaded models (any duration; set to the clip's here).
-        clip: the video and mask read by :func:`saganet.data.video.load_clip`.
+        inputs: the video and mask read by :func:`saganet.media.video.load_video_inputs`.
         request: prompts and outputs.
         options: sampler settings.
         seed: seed of the initial noise (a generator on the models' device).
         overwrite: replace existing outputs.
         progress: show a progress bar over the sampling steps.
     """
-    models.set_duration(clip.duration)
+    models.set_duration(inputs.duration)
     batch = GenerationBatch(
-        sync_frames=clip.sync_frames[None], masks=clip.masks[None],
-        clip_frames=None if request.mask_away_clip else clip.clip_frames[None],
+        sync_frames=inputs.sync_frames[None], masks=inputs.masks[None],
+        clip_frames=None if request.mask_away_clip else inputs.clip_frames[None],
         texts=None if request.prompt is None else [request.prompt],
         negative_texts=[request.negative_prompt])
     generator = torch.Generator(device=models.device).manual_seed(seed)
@@ -84,8 +84,8 @@ def write_soundtrack(models: SAGANetModels, clip: ClipInputs, request: Soundtrac
     with timed("write"):
         if request.mp4 is not None:
             write_video_with_audio(request.video, audio, result.sampling_rate, request.mp4,
-                                   duration=clip.duration,
-                                   overlay_masks=clip.masks if request.mask_overlay else None,
+                                   duration=inputs.duration,
+                                   overlay_masks=inputs.masks if request.mask_overlay else None,
                                    overwrite=overwrite)
         # The .flac comes last: its presence marks a finished job (the batch command resumes).
         write_flac(request.flac, audio, result.sampling_rate, overwrite=overwrite)

@@ -51,7 +51,7 @@ def test_unreadable_csv_is_a_usage_error(tmp_path, capsys):
 
 
 def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
-    from saganet.pipeline import write_debug_weights
+    from saganet.debug_weights import write_debug_weights
 
     weights = tmp_path / "weights"
     write_debug_weights(weights)

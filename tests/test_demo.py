@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import demo
-from saganet.pipeline import write_debug_weights
+from saganet.debug_weights import write_debug_weights
 from tests.conftest import EXAMPLES
-from tests.media import write_video
+from tests.videos import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"

@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from saganet.checkpoint import build_from_weights, read_weights_file, weights_file_dict
+from saganet.debug_weights import build_debug_models
 from saganet.errors import UserInputError
-from saganet.pipeline import (
-    PIPELINES,
-    build_debug_models,
-    build_from_weights,
-    load_models,
-    pipeline_variant,
-    read_weights_file,
-    weights_file_dict,
-)
+from saganet.pipeline import PIPELINES, load_models, pipeline_variant
 from saganet.state_dict import CheckpointMismatchError, atomic_save
 
 

@@ -20,8 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from saganet.cli import report_user_error
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("extract_focal_prompts")
 
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Imported here so that --help and argument errors are instant.
-    from saganet.data.focal_prompts import (
+    from saganet.prep.focal_prompts import (
         focal_prompt_report,
         list_split_clips,
         make_focal_prompts,

@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 
 from saganet import dist
-from saganet.cli import report_user_error
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("extract_video_training_latents")
 
@@ -99,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
         args: arguments from :func:`build_parser`.
     """
     # Heavy imports here so that --help and argument errors are instant.
-    from saganet.data.focal_prompts import list_split_clips
-    from saganet.data.latents import FeatureExtractor, SplitOutputs, extract_split_features
     from saganet.model.sequence import CONFIG_44K_SA
+    from saganet.prep.focal_prompts import list_split_clips
+    from saganet.prep.latents import FeatureExtractor, SplitOutputs, extract_split_features
 
     _check_args(args)
     info = dist.init(None if args.device == "auto" else args.device)

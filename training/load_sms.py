@@ -26,9 +26,9 @@ import logging
 import sys
 from pathlib import Path
 
-from saganet.cli import report_user_error
-from saganet.data.clip_cut import ClipResult, run_jobs, summary_table, write_missing
-from saganet.data.sms_metadata import (
+from saganet.errors import UserInputError, report_user_error
+from saganet.prep.clip_cut import ClipResult, run_jobs, summary_table, write_missing
+from saganet.prep.sms_metadata import (
     PUBLIC_BASE_URL,
     SMS_METADATA,
     URMP_METADATA,
@@ -39,7 +39,6 @@ from saganet.data.sms_metadata import (
     read_sms_metadata,
     read_urmp_metadata,
 )
-from saganet.errors import UserInputError
 
 log = logging.getLogger("load_sms")
 

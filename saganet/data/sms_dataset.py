@@ -40,9 +40,9 @@ import torch
 from tensordict import TensorDict
 from torch.utils.data import Dataset
 
-from saganet.data.video import read_frames
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
+from saganet.media.video import read_frames
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from saganet.cli import report_user_error
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 from saganet.evaluation.embedders import embedder_names
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
 

@@ -47,8 +47,6 @@ from tqdm.auto import tqdm
 
 import saganet
 from saganet import dist
-from saganet.data.media_out import write_flac, write_video_with_audio
-from saganet.data.video import clip_input, mask_input, sync_input
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
 from saganet.evaluation.datasets import (
@@ -61,7 +59,10 @@ from saganet.evaluation.datasets import (
 )
 from saganet.features import focal_crop
 from saganet.inference import GenerationBatch, SamplingOptions, generate
-from saganet.pipeline import PIPELINES, SAGANetModels, load_models
+from saganet.media.output import write_flac, write_video_with_audio
+from saganet.media.video import clip_input, mask_input, sync_input
+from saganet.models import SAGANetModels
+from saganet.pipeline import PIPELINES, load_models
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ dropped silently) and decodes one clip per ``__getitem__``:
 * Synchformer frames: the video at 25 fps, squash-resized to 224x224;
 * masks: the mask video at 25 fps in FFmpeg's 8-bit gray, squash-resized to 224x224;
 
-all through :func:`saganet.data.video.read_frames` (FFmpeg ``fps``-filter frame choice), as
+all through :func:`saganet.media.video.read_frames` (FFmpeg ``fps``-filter frame choice), as
 uint8, truncated to ``int(fps * duration)`` frames. The focal crop is left to
 :func:`saganet.inference.generate` unless ``detail_files`` asks for the precomputed
 ``*_detail.mp4`` / ``*_mask_detail.mp4`` files (used when both exist).
@@ -37,8 +37,8 @@ import torch
 from torch.utils.data import Dataset
 
 from saganet.data.sms_dataset import sms_paths
-from saganet.data.video import CLIP_FPS, CLIP_SIZE, SYNC_FPS, SYNC_SIZE, read_frames
 from saganet.errors import UserInputError
+from saganet.media.video import CLIP_FPS, CLIP_SIZE, SYNC_FPS, SYNC_SIZE, read_frames
 
 log = logging.getLogger(__name__)
 

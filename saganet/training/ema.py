@@ -31,8 +31,7 @@ import torch
 from ema_pytorch import PostHocEMA
 from torch import nn
 
-from saganet.cli import report_user_error
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 from saganet.state_dict import atomic_save
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ import torch
 
 from saganet import weights
 from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
-from saganet.data.media_out import write_flac
 from saganet.data.sms_dataset import mask_to_unit, video_to_unit
 from saganet.features.synchformer import SynchformerWithContext
 from saganet.inference import GenerationBatch, SamplingOptions, generate
+from saganet.media.output import write_flac
 from saganet.model import FlowNetwork, SequenceConfig
-from saganet.pipeline import SAGANetModels
+from saganet.models import SAGANetModels
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,13 @@ from typing import Any
 import torch
 
 from saganet import weights
+from saganet.checkpoint import build_from_weights, read_weights_file, weights_file_dict
+from saganet.debug_weights import build_debug_models
 from saganet.errors import UserInputError
 from saganet.features.checkpoint import load_mmaudio_synchformer
 from saganet.features.config import SYNCHFORMER_SIZES
 from saganet.features.synchformer import CONTEXT_PARAMETER_PREFIXES, SynchformerWithContext
 from saganet.model import FlowNetwork, SequenceConfig, build_network
-from saganet.pipeline import (
-    build_debug_models,
-    build_from_weights,
-    read_weights_file,
-    weights_file_dict,
-)
 from saganet.state_dict import load_checkpoint_file
 from saganet.training.checkpoint import cpu_state_dict
 from saganet.training.config import ModelSetup
@@ -50,7 +46,7 @@ class TrainModels:
     variant: str
 
     def weights_file(self) -> dict[str, Any]:
-        """The published weights layout (:func:`saganet.pipeline.weights_file_dict`) on CPU.
+        """The published weights layout (:func:`saganet.checkpoint.weights_file_dict`) on CPU.
 
         The network's ``state_dict()`` holds ``qkv.weight`` with the LoRA update merged in
         (the published semantics) without changing the live weights.
@@ -66,7 +62,7 @@ class TrainModels:
 def _debug_base_weights() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Stand-ins for pre-trained base weights of the ``debug`` sizes.
 
-    The debug pipeline's random models (:func:`saganet.pipeline.build_debug_models`) have no
+    The debug pipeline's random models (:func:`saganet.debug_weights.build_debug_models`) have no
     zero-initialised output layers, unlike a fresh network, whose zero final layer would give
     the LoRA factors no gradient at all. Returned as (network without LoRA factors, Synchformer
     backbone without context layers), i.e. shaped like MMAudio's two files. Cached (building

@@ -1,4 +1,4 @@
-"""Command line for the weight cache: ``python -m saganet.weights {fetch,list,debug} ...``.
+"""Command line for the weight cache: ``python -m saganet.weights {fetch,list} ...``.
 
 Sub-commands are rows of ``SUBCOMMANDS``: a help line, a function adding its arguments and a
 function running it. User errors print one line on stderr and exit with status 2.
@@ -12,8 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from saganet.cli import report_user_error
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, report_user_error
 from saganet.weights.cache import entry_status, fetch_group
 from saganet.weights.registry import GROUPS, REGISTRY, Entry, HubRepo
 
@@ -50,6 +49,10 @@ def _fetch_arguments(parser: argparse.ArgumentParser, tables: Tables) -> None:
 def _fetch(args: argparse.Namespace, tables: Tables) -> int:
     paths = fetch_group(args.group, args.weights_dir, args.offline,
                         registry=tables.registry, groups=tables.groups)
+    if not paths:
+        # The debug variant: its random weights are generated, not downloaded.
+        print(f"group {args.group}: nothing to download (its weights are generated on first "
+              f"use; `python -m saganet.debug_weights` writes them now)")
     for name, path in paths.items():
         print(f"{name}\t{path}")
     return 0
@@ -73,27 +76,11 @@ def _list(args: argparse.Namespace, tables: Tables) -> int:
     return 0
 
 
-def _debug_arguments(parser: argparse.ArgumentParser, tables: Tables) -> None:
-    parser.add_argument("directory", help="folder to write (use it as --weights_dir)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-
-
-def _debug(args: argparse.Namespace, tables: Tables) -> int:
-    # Imported here: building models pulls in torch and open_clip, which fetch/list never need.
-    from saganet.pipeline import write_debug_weights
-
-    for role, path in write_debug_weights(args.directory, seed=args.seed).items():
-        print(f"{role}\t{path}")
-    return 0
-
-
 SUBCOMMANDS: dict[str, Subcommand] = {
     "fetch": Subcommand("download (or, offline, check) everything a group needs",
                         _fetch_arguments, _fetch),
     "list": Subcommand("show the registry, what is present and the groups",
                        _list_arguments, _list),
-    "debug": Subcommand("write random-weight checkpoints of the tiny debug variant (tests, CI)",
-                        _debug_arguments, _debug),
 }
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from saganet.data.video import read_frames
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
 from saganet.evaluation.batch_eval import (
@@ -35,8 +34,9 @@ from saganet.evaluation.datasets import (
     read_urmp_clips,
 )
 from saganet.features import focal_crop
+from saganet.media.video import read_frames
 from tests.evaluation.audio_files import tone, write_audio
-from tests.media import write_video as encode_video
+from tests.videos import write_video as encode_video
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 25
@@ -81,7 +81,7 @@ def make_urmp(root: Path, clips: int = 3, seconds: float = 1.4) -> Path:
 
 @pytest.fixture(scope="module")
 def debug_weights(tmp_path_factory) -> Path:
-    from saganet.pipeline import write_debug_weights
+    from saganet.debug_weights import write_debug_weights
 
     folder = tmp_path_factory.mktemp("debug_weights")
     write_debug_weights(folder)

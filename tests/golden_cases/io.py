@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from saganet.data.video import FrameRequest, probe_video, read_frame_sets
+from saganet.media.video import FrameRequest, probe_video, read_frame_sets
 
 EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
 

@@ -107,11 +107,15 @@ def test_cfg_one_and_below_give_the_conditional_flow(make_network, inputs) -> No
 @torch.no_grad()
 def test_batched_cfg_equals_two_passes(make_network, inputs) -> None:
     net, cond, empty, empty_negative = _guidance_setup(make_network, inputs)
+    strength = 4.5
+    # A batch of two runs other matmul blockings than two batches of one: last-bit differences
+    # per pass, which guidance scales by up to 2 * strength + 1.
+    tolerance = 1e-5 * (2 * strength + 1)
     for uncond in (empty, empty_negative):
-        two_pass = net.ode_wrapper(torch.tensor(0.6), inputs["latent"], cond, uncond, 4.5)
-        batched = net.ode_wrapper(torch.tensor(0.6), inputs["latent"], cond, uncond, 4.5,
+        two_pass = net.ode_wrapper(torch.tensor(0.6), inputs["latent"], cond, uncond, strength)
+        batched = net.ode_wrapper(torch.tensor(0.6), inputs["latent"], cond, uncond, strength,
                                   batched=True)
-        torch.testing.assert_close(batched, two_pass, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched, two_pass, atol=tolerance, rtol=tolerance)
 
 
 @torch.no_grad()

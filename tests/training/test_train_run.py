@@ -15,7 +15,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from saganet.pipeline import load_models, write_debug_weights
+from saganet.debug_weights import write_debug_weights
+from saganet.pipeline import load_models
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO.parent / "shared" / "examples"

@@ -354,7 +354,7 @@ def run_jobs(
     worker turns its unfinished jobs into "failed" results.
 
     Args:
-        jobs: the jobs, e.g. from :func:`saganet.data.sms_metadata.plan_sms_jobs`.
+        jobs: the jobs, e.g. from :func:`saganet.prep.sms_metadata.plan_sms_jobs`.
         workers: number of cutting processes (1: everything in this process).
         move: move already-cut clips instead of copying them.
         progress: show a tqdm bar.

@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from saganet.data.focal_prompts import (
+from saganet.data.sms_dataset import sms_paths
+from saganet.errors import UserInputError
+from saganet.features.focal_crop import focal_crop
+from saganet.media.video import read_frames
+from saganet.prep.focal_prompts import (
     list_split_clips,
     make_focal_prompt,
     make_focal_prompts,
     write_h264,
 )
-from saganet.data.sms_dataset import sms_paths
-from saganet.data.video import read_frames
-from saganet.errors import UserInputError
-from saganet.features.focal_crop import focal_crop
-from tests.media import sine, write_video
+from tests.videos import sine, write_video
 from training.extract_focal_prompts import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ Owns the planning side of dataset assembly (``training/load_sms.py``):
 * :class:`VideoIndex` finds raw videos by file stem anywhere under a dataset root (built once
   per root);
 * :func:`plan_sms_jobs` / :func:`plan_urmp_jobs` turn rows into
-  :class:`~saganet.data.clip_cut.ClipJob` s: cut a range out of a raw video, copy an already-cut
+  :class:`~saganet.prep.clip_cut.ClipJob` s: cut a range out of a raw video, copy an already-cut
   clip, skip a finished output, or report the row as missing with a reason.
 
 Output layout (relative to the ``--output_dir``): ``sms/data/<redefined_label>/<clip>.mp4``
@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
-from saganet.data.clip_cut import ClipJob
 from saganet.errors import UserInputError
+from saganet.prep.clip_cut import ClipJob
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from saganet.data.video import SYNC_FPS, PathLike, open_video, probe_video
 from saganet.errors import UserInputError
+from saganet.media.video import SYNC_FPS, PathLike, open_video, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def write_video_with_audio(
         out_path: output ``.mp4`` file.
         duration: seconds of video to keep.
         overlay_masks: optional ``(T, 1, h, w)`` or ``(T, h, w)`` masks in [0, 1] at 25 fps
-            (upright, any size, e.g. ``ClipInputs.masks``); the masked object is tinted.
+            (upright, any size, e.g. ``VideoInputs.masks``); the masked object is tinted.
         overlay_color: RGB tint colour (0-255).
         overlay_alpha: tint strength where the mask is 1.
         overwrite: replace an existing file.

@@ -1,4 +1,4 @@
-"""Cutting, copying and tallying dataset clips (saganet.data.clip_cut) on tiny generated videos."""
+"""Cutting, copying and tallying dataset clips (saganet.prep.clip_cut) on tiny generated videos."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from saganet.data.clip_cut import (
+from saganet.prep.clip_cut import (
     ClipCutError,
     ClipJob,
     ClipResult,
@@ -20,7 +20,7 @@ from saganet.data.clip_cut import (
     tally,
     write_missing,
 )
-from tests.media import sine, write_video
+from tests.videos import sine, write_video
 
 FPS = 25
 SAMPLE_RATE = 44100

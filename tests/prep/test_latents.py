@@ -19,15 +19,15 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from saganet.data.audio import load_mono_audio
-from saganet.data.focal_prompts import SplitClip
-from saganet.data.latents import FEATURE_KEYS, ClipSource, FeatureExtractor, SplitOutputs
 from saganet.data.sms_dataset import SampleShapes, SMSDataset, read_memmap_ids
-from saganet.data.video import read_frames
+from saganet.debug_weights import write_debug_weights
 from saganet.errors import UserInputError
+from saganet.media.audio import load_mono_audio
+from saganet.media.video import read_frames
 from saganet.model.sequence import CONFIG_44K_SA
-from saganet.pipeline import write_debug_weights
-from tests.data.test_focal_prompts import (
+from saganet.prep.focal_prompts import SplitClip
+from saganet.prep.latents import FEATURE_KEYS, ClipSource, FeatureExtractor, SplitOutputs
+from tests.prep.test_focal_prompts import (
     GOOD_IDS,
     MINI_CLIPS,
     SOURCE_RATE,
@@ -123,9 +123,9 @@ def test_rows_hold_each_clips_own_features(setup: tuple[MiniSMS, Path], extracte
         torch.testing.assert_close(features["mean"][row], posterior.mean[0], rtol=0, atol=0)
         torch.testing.assert_close(features["std"][row], posterior.std[0], rtol=0, atol=0)
         frames = read_frames(path, 8, 384, end=5.0)[:40].float() / 255
-        clip = extractor.clip.encode_images(frames[None])[0]
+        clip = extractor.clip_encoder.encode_images(frames[None])[0]
         torch.testing.assert_close(features["clip_features"][row], clip, rtol=1e-5, atol=1e-6)
-        text = extractor.clip.encode_text([LABELS[clip_id]])[0]
+        text = extractor.clip_encoder.encode_text([LABELS[clip_id]])[0]
         torch.testing.assert_close(features["text_features"][row], text, rtol=0, atol=0)
 
 

@@ -108,7 +108,7 @@ class VideoFrames:
 
 
 @dataclass(frozen=True)
-class ClipInputs:
+class VideoInputs:
     """Model-ready frames and masks of one video and its mask video.
 
     Args:
@@ -676,7 +676,8 @@ def _spare_cores() -> bool:
         (os.cpu_count() or 1) > 2)
 
 
-def load_clip(video_path: PathLike, mask_path: PathLike, duration: float = 5.0) -> ClipInputs:
+def load_video_inputs(video_path: PathLike, mask_path: PathLike,
+                      duration: float = 5.0) -> VideoInputs:
     """Model inputs for a video and the mask video of the object to sonify.
 
     The clip is the first ``duration`` seconds of the overlap of the two files (both start at
@@ -715,7 +716,7 @@ def load_clip(video_path: PathLike, mask_path: PathLike, duration: float = 5.0) 
     masks = masks[: int(SYNC_FPS * used)]
     if not masks.any():
         logger.warning("%s: the mask is empty (all zero) in the first %.3f s", mask_path, used)
-    return ClipInputs(
+    return VideoInputs(
         clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
         sync_frames=sync_input(sync[: int(SYNC_FPS * used)]),
         masks=mask_input(masks), duration=used, video_info=video.info, mask_info=mask.info)

@@ -23,7 +23,7 @@ from saganet.data.sms_dataset import (
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
 from saganet.training.data import CountingCollate
-from tests.media import write_video as encode_video
+from tests.videos import write_video as encode_video
 
 SHAPES = SampleShapes(latent_len=4, latent_dim=2, clip_len=3, clip_dim=5, text_len=6, text_dim=5,
                       sync_frames=25, frame_size=224)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from saganet.data import media_out
-from saganet.data.media_out import write_flac, write_video_with_audio
 from saganet.errors import UserInputError
-from tests.data.test_video_io import DUET, box_frames, level_frames, write_video
+from saganet.media import output as media_out
+from saganet.media.output import write_flac, write_video_with_audio
+from tests.media.test_video_io import DUET, box_frames, level_frames, write_video
 
 SR = 44100
 AUDIO = 0.5 * torch.sin(torch.arange(221184) / 20.0)[None]  # (1, L), 5.0155 s

@@ -1,4 +1,4 @@
-"""COCO RLE mask decoding and mask videos (saganet.data.rle)."""
+"""COCO RLE mask decoding and mask videos (saganet.prep.rle)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from saganet.data.rle import decode_rle, masks_to_video
+from saganet.prep.rle import decode_rle, masks_to_video
 
 
 def coco_encode(masks: np.ndarray) -> list[str]:

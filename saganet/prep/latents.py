@@ -41,12 +41,12 @@ from tqdm import tqdm
 
 from saganet import dist
 from saganet.codec import AudioCodec
-from saganet.data.audio import load_mono_audio
-from saganet.data.focal_prompts import SplitClip, write_problem_list
 from saganet.data.sms_dataset import LOAD_ERRORS, ClipPaths, sms_paths, write_memmap_ids
-from saganet.data.video import CLIP_FPS, CLIP_SIZE, clip_input, read_frames
 from saganet.errors import UserInputError
+from saganet.media.audio import load_mono_audio
+from saganet.media.video import CLIP_FPS, CLIP_SIZE, clip_input, read_frames
 from saganet.model.sequence import SequenceConfig
+from saganet.prep.focal_prompts import SplitClip, write_problem_list
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder
@@ -198,7 +198,7 @@ class FeatureExtractor:
             raise ValueError("the codec has no VAE encoder (load it with need_vae_encoder)")
         self.device = torch.device(device)
         self.codec = codec.to(self.device, torch.float32).eval()
-        self.clip = clip.to(self.device, torch.float32).eval()
+        self.clip_encoder = clip.to(self.device, torch.float32).eval()
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -219,7 +219,7 @@ class FeatureExtractor:
         # Loaded on the CPU; only the encoders move to the device, the rest is dropped.
         models = load_models(variant, weights_dir=weights_dir, offline=offline,
                              need_clip=True, need_vae_encoder=True)
-        return cls(models.codec, models.clip, device)
+        return cls(models.codec, models.clip_encoder, device)
 
     @property
     def samples_per_latent(self) -> int:
@@ -230,7 +230,7 @@ class FeatureExtractor:
         """``(B, 77, text_width)`` CPU float32, each label encoded alone once and cached."""
         for label in labels:
             if label not in self._text_cache:
-                self._text_cache[label] = self.clip.encode_text([label])[0].float().cpu()
+                self._text_cache[label] = self.clip_encoder.encode_text([label])[0].float().cpu()
         return torch.stack([self._text_cache[label] for label in labels])
 
     @torch.inference_mode()
@@ -246,7 +246,7 @@ class FeatureExtractor:
         # One waveform per VAE pass and one clip per CLIP pass: see the module docstring.
         posteriors = [self.codec.encode(audio[None].to(self.device)) for audio in batch.audio]
         frames = clip_input(batch.clip_frames.to(self.device))  # (B, Tc, 3, S, S) in [0, 1]
-        clip_features = self.clip.encode_images(frames, chunk_size=frames.shape[1])
+        clip_features = self.clip_encoder.encode_images(frames, chunk_size=frames.shape[1])
         return {"mean": torch.cat([p.mean for p in posteriors]).float().cpu(),  # (B, N', C)
                 "std": torch.cat([p.std for p in posteriors]).float().cpu(),
                 "clip_features": clip_features.float().cpu(),

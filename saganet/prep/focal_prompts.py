@@ -7,7 +7,7 @@ Owns the library side of ``training/extract_focal_prompts.py`` (and the split li
   (``<redefined_label>/<clip stem>``, the path of the clip below the SMS data folder without
   ``.mp4``) with their labels, resolved exactly as ``training/load_sms.py`` named the files;
 * :func:`make_focal_prompt`: for one clip, frames and mask at 25 fps squash-resized to 224x224
-  (uint8, the training data path of :mod:`saganet.data.video`), the focal crop of
+  (uint8, the training data path of :mod:`saganet.media.video`), the focal crop of
   :func:`saganet.features.focal_crop` on uint8, and the two H.264 files where
   :func:`saganet.data.sms_dataset.sms_paths` looks for them: ``<stem>_detail.mp4`` (RGB,
   yuv420p) and ``<stem>_mask_detail.mp4`` (one gray plane);
@@ -41,10 +41,10 @@ from av.video.reformatter import ColorRange
 from tqdm import tqdm
 
 from saganet.data.sms_dataset import FRAME_SIZE, LOAD_ERRORS, SYNC_FPS, sms_paths
-from saganet.data.sms_metadata import SMS_SUBSETS, plan_sms_jobs, read_sms_metadata
-from saganet.data.video import read_frames
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
+from saganet.media.video import read_frames
+from saganet.prep.sms_metadata import SMS_SUBSETS, plan_sms_jobs, read_sms_metadata
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from saganet.data.sms_metadata import (
+from saganet.errors import UserInputError
+from saganet.prep.sms_metadata import (
     SmsRow,
     UrmpRow,
     VideoIndex,
@@ -27,8 +28,7 @@ from saganet.data.sms_metadata import (
     read_sms_metadata,
     read_urmp_metadata,
 )
-from saganet.errors import UserInputError
-from tests.data.test_clip_cut import frame_value, probe, write_test_video
+from tests.prep.test_clip_cut import frame_value, probe, write_test_video
 from training.load_sms import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]

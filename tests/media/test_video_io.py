@@ -18,17 +18,17 @@ import numpy as np
 import pytest
 import torch
 
-import saganet.data.video as video_module
-from saganet.data.video import (
+import saganet.media.video as video_module
+from saganet.errors import UserInputError
+from saganet.media.video import (
     FrameRequest,
-    load_clip,
     load_video_frames,
+    load_video_inputs,
     probe_video,
     read_frame_sets,
     read_frames,
 )
-from saganet.errors import UserInputError
-from tests.media import write_video as encode_video
+from tests.videos import write_video as encode_video
 
 EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
 DUET = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
@@ -40,7 +40,7 @@ LEVEL0, STEP = 8, 4
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25, *,
                 codec: str = "libx264", options: dict[str, str] | None = None,
                 **kwargs: Any) -> Path:
-    """``tests.media.write_video``, lossless by default for H.264 (``qp`` 0), so that frame
+    """``tests.videos.write_video``, lossless by default for H.264 (``qp`` 0), so that frame
     levels read back exactly; ``options`` given (even ``{}``) replaces that default."""
     if options is None:
         options = {"qp": "0"} if codec == "libx264" else {}
@@ -218,18 +218,18 @@ def test_mask_with_other_size_and_rate(tmp_path: Path) -> None:
     video = write_video(tmp_path / "video.mp4", level_frames(50, 36, 64), fps=25)
     mask = write_video(tmp_path / "mask.mp4", box_frames(60, 54, 96, (0.25, 0.5, 0.75, 1.0)),
                        fps=30)
-    clip = load_clip(video, mask, duration=1.5)
-    assert clip.duration == pytest.approx(1.5)
-    assert clip.clip_frames.shape == (12, 3, 384, 384)
-    assert clip.sync_frames.shape == (37, 3, 224, 224)
-    assert clip.masks.shape == (37, 1, 224, 224) and clip.masks.dtype == torch.float32
-    assert clip.masks.min() >= 0 and clip.masks.max() <= 1
+    inputs = load_video_inputs(video, mask, duration=1.5)
+    assert inputs.duration == pytest.approx(1.5)
+    assert inputs.clip_frames.shape == (12, 3, 384, 384)
+    assert inputs.sync_frames.shape == (37, 3, 224, 224)
+    assert inputs.masks.shape == (37, 1, 224, 224) and inputs.masks.dtype == torch.float32
+    assert inputs.masks.min() >= 0 and inputs.masks.max() <= 1
     # Squash resize keeps the box where it was, in relative coordinates.
-    assert clip.masks[0, 0, 112, 168] == 1 and clip.masks[0, 0, 112, 56] == 0
-    assert clip.masks[0, 0, 20, 168] == 0
-    assert torch.equal((clip.clip_frames * 255).round().to(torch.uint8),
+    assert inputs.masks[0, 0, 112, 168] == 1 and inputs.masks[0, 0, 112, 56] == 0
+    assert inputs.masks[0, 0, 20, 168] == 0
+    assert torch.equal((inputs.clip_frames * 255).round().to(torch.uint8),
                        read_frames(video, 8, 384)[:12])
-    assert torch.equal(((clip.sync_frames + 1) / 2 * 255).round().to(torch.uint8),
+    assert torch.equal(((inputs.sync_frames + 1) / 2 * 255).round().to(torch.uint8),
                        read_frames(video, 25, 224)[:37])
 
 
@@ -237,7 +237,7 @@ def test_mask_with_other_aspect_ratio_is_refused(tmp_path: Path) -> None:
     video = write_video(tmp_path / "video.mp4", level_frames(25, 36, 64))
     mask = write_video(tmp_path / "square_mask.mp4", box_frames(25, 48, 48, (0, 0, 1, 1)))
     with pytest.raises(UserInputError, match="aspect") as err:
-        load_clip(video, mask)
+        load_video_inputs(video, mask)
     assert err.value.path == str(mask)
 
 
@@ -250,9 +250,9 @@ def test_short_overlap_shortens_the_clip(tmp_path: Path, caplog: pytest.LogCaptu
     mask = write_video(tmp_path / "mask.mp4", box_frames(60, 32, 32, (0, 0, 0.5, 0.5)),
                        fps=30)  # 2 s
     with caplog.at_level(logging.WARNING):
-        clip = load_clip(video, mask, duration=5.0)
-    assert clip.duration == pytest.approx(2.0)
-    assert (len(clip.clip_frames), len(clip.sync_frames), len(clip.masks)) == (16, 50, 50)
+        inputs = load_video_inputs(video, mask, duration=5.0)
+    assert inputs.duration == pytest.approx(2.0)
+    assert (len(inputs.clip_frames), len(inputs.sync_frames), len(inputs.masks)) == (16, 50, 50)
     assert any("2.000 s" in r.getMessage() for r in caplog.records)
 
 
@@ -273,15 +273,15 @@ def test_less_than_one_synchformer_window_is_an_error(tmp_path: Path) -> None:
     mask = write_video(tmp_path / "mask.mp4", box_frames(15, 32, 32, (0, 0, 1, 1)), fps=25)
     long_video = write_video(tmp_path / "long.mp4", level_frames(50, 32, 32), fps=25)
     with pytest.raises(UserInputError, match="too short"):
-        load_clip(long_video, mask)
+        load_video_inputs(long_video, mask)
 
 
 def test_empty_mask_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     video = write_video(tmp_path / "video.mp4", level_frames(25, 32, 32))
     mask = write_video(tmp_path / "mask.mp4", [np.zeros((32, 32, 3), np.uint8)] * 25)
     with caplog.at_level(logging.WARNING):
-        clip = load_clip(video, mask, duration=1.0)
-    assert not clip.masks.any()
+        inputs = load_video_inputs(video, mask, duration=1.0)
+    assert not inputs.masks.any()
     assert any("empty" in r.getMessage() for r in caplog.records)
 
 
@@ -322,8 +322,8 @@ def test_bad_inputs_are_user_errors(bad_inputs: dict[str, Path], clips: dict[str
                                     name: str) -> None:
     bad = bad_inputs[name]
     for call in (lambda: probe_video(bad), lambda: read_frames(bad, 25, 32),
-                 lambda: load_video_frames(bad), lambda: load_clip(bad, clips["tiny"]),
-                 lambda: load_clip(clips["tiny"], bad)):
+                 lambda: load_video_frames(bad), lambda: load_video_inputs(bad, clips["tiny"]),
+                 lambda: load_video_inputs(clips["tiny"], bad)):
         with pytest.raises(UserInputError) as err:
             call()
         assert err.value.path == str(bad)
@@ -348,14 +348,14 @@ def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_duet_example() -> None:
-    clip = load_clip(DUET, VIOLIN)
-    assert clip.duration == 5.0
-    assert clip.video_info.width == 1920 and clip.video_info.height == 1080
-    assert clip.clip_frames.shape == (40, 3, 384, 384)
-    assert clip.sync_frames.shape == (125, 3, 224, 224)
-    assert clip.masks.shape == (125, 1, 224, 224)
-    assert clip.clip_frames.min() >= 0 and clip.clip_frames.max() <= 1
-    assert clip.sync_frames.min() >= -1 and clip.sync_frames.max() <= 1
+    inputs = load_video_inputs(DUET, VIOLIN)
+    assert inputs.duration == 5.0
+    assert inputs.video_info.width == 1920 and inputs.video_info.height == 1080
+    assert inputs.clip_frames.shape == (40, 3, 384, 384)
+    assert inputs.sync_frames.shape == (125, 3, 224, 224)
+    assert inputs.masks.shape == (125, 1, 224, 224)
+    assert inputs.clip_frames.min() >= 0 and inputs.clip_frames.max() <= 1
+    assert inputs.sync_frames.min() >= -1 and inputs.sync_frames.max() <= 1
     # The violinist sits on the right half of the frame.
-    area = clip.masks[:, 0] > 0.5
+    area = inputs.masks[:, 0] > 0.5
     assert area.any(dim=0)[:, 112:].sum() > 10 * area.any(dim=0)[:, :112].sum()

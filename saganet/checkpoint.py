@@ -1,0 +1,72 @@
+"""SAGANet weights files: the published layout, plus the ``config`` entry of files we write.
+
+A published file (``saganet.pth``) is ``{"network": ..., "synchformer": ..., "lora": ...}``;
+``network`` holds every key with the LoRA updates merged into ``qkv.weight``. Files we write
+(debug weights, ``train.py``) add ``config``: the architecture of the network and the
+Synchformer, so a file trained at another size rebuilds its own models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from saganet.features import SynchformerConfig, SynchformerWithContext, load_saganet_synchformer
+from saganet.model import FlowNetwork, NetworkConfig, build_network, lora_state_dict
+from saganet.state_dict import CheckpointMismatchError, load_checkpoint_file
+
+WEIGHTS_FILE_ENTRIES = ("network", "synchformer", "lora", "config")
+
+
+def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
+                      variant: str) -> dict:
+    """A weights file in the published layout plus our ``config`` entry.
+
+    ``network`` holds every key with LoRA updates merged into ``qkv.weight`` (as published),
+    ``lora`` only the LoRA factors, ``synchformer`` all ``vfeat_extractor.*`` keys.
+    """
+    content = {"network": network.state_dict(), "synchformer": synchformer.state_dict()}
+    if network.config.use_lora:
+        content["lora"] = lora_state_dict(network)
+    content["config"] = {"variant": variant, "network": dataclasses.asdict(network.config),
+                         "synchformer": synchformer.config.to_dict()}
+    return content
+
+
+def read_weights_file(path: str | os.PathLike[str]) -> dict:
+    """Load a SAGANet weights file and check its top-level layout."""
+    content = load_checkpoint_file(os.fspath(path))
+    unknown = sorted(set(content) - set(WEIGHTS_FILE_ENTRIES))
+    if unknown or "network" not in content or "synchformer" not in content:
+        raise CheckpointMismatchError(
+            f"{path}: not a SAGANet weights file: expected entries network, synchformer "
+            f"[, lora, config], found {sorted(content)}")
+    return content
+
+
+def build_from_weights(content: Mapping, what: str, default_network: str | None = None,
+                       ) -> tuple[FlowNetwork, SynchformerWithContext]:
+    """Build the network and Synchformer a weights file describes and load it strictly.
+
+    Args:
+        content: a loaded weights file (:func:`read_weights_file`).
+        what: the file's name for error messages.
+        default_network: network variant for files without a ``config`` entry (the published
+            ones, whose Synchformer is the official size); such files are refused without it.
+    """
+    config = content.get("config")
+    if config is not None:
+        network = FlowNetwork(NetworkConfig.from_dict(config["network"]))
+        synchformer = SynchformerWithContext(SynchformerConfig.from_dict(config["synchformer"]))
+    elif default_network is not None:
+        network = build_network(default_network)
+        synchformer = SynchformerWithContext(SynchformerConfig())
+    else:
+        raise CheckpointMismatchError(f"{what}: no 'config' entry, so the model sizes are "
+                                      "unknown; name the variant it belongs to")
+    network.load_weights(content["network"], what=f"{what}['network']")
+    if "lora" in content:
+        network.load_lora_weights(content["lora"], what=f"{what}['lora']")
+    load_saganet_synchformer(synchformer, content["synchformer"])
+    return network.eval(), synchformer.eval().requires_grad_(False)

@@ -1,0 +1,155 @@
+"""The ``debug`` variant: tiny random weights in the published layout, made on this machine.
+
+Nothing of the ``debug`` variant is downloaded: its files are generated from a seed, the first
+time they are needed, into ``<cache>/debug`` (or a folder of the user's choice), so the whole
+pipeline runs on a fresh clone without network access. Zero-initialised layers get small
+random values, so that different inputs give different audio.
+
+    python -m saganet.debug_weights [DIR] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import filelock
+import torch
+
+from saganet.checkpoint import weights_file_dict
+from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
+from saganet.features import ClipEncoder, SynchformerConfig, SynchformerWithContext, tiny_clip
+from saganet.model import CONFIG_44K_SA, build_network
+from saganet.models import SAGANetModels
+from saganet.state_dict import atomic_save, load_checkpoint_file
+from saganet.weights import cache_dir
+
+log = logging.getLogger(__name__)
+
+# Layout of a debug weights folder, mirroring the published one (weights/ and ext_weights/).
+DEBUG_FILES = {
+    "checkpoint": Path("weights") / "saganet_debug.pth",
+    "vae": Path("ext_weights") / "vae_debug.pth",
+    "vocoder": Path("ext_weights") / "bigvgan_debug",
+    "clip": Path("ext_weights") / "clip_debug.pth",
+}
+DEBUG_CLIP_SEED = 0
+
+
+def debug_paths(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """Where the debug files of a weights folder are, by role."""
+    root = Path(root).expanduser()
+    return {name: root / rel for name, rel in DEBUG_FILES.items()}
+
+
+def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+    """The debug files under ``root``, written first if any is missing.
+
+    Concurrent processes (test workers, ranks) write them once: the others wait for the lock
+    and then find them complete.
+
+    Args:
+        root: the weights folder (``--weights_dir``, or the user cache).
+        seed: seed of the random weights, for files that do not exist yet.
+    """
+    paths = debug_paths(root)
+    if all(p.exists() for p in paths.values()):
+        return paths
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root / ".debug_weights.lock")):
+        if not all(p.exists() for p in paths.values()):
+            log.info("writing the debug variant's random weights to %s", root)
+            write_debug_weights(root, seed=seed)
+    return paths
+
+
+def load_debug_clip(path: Path) -> ClipEncoder:
+    """The tiny CLIP stand-in written by :func:`write_debug_weights`."""
+    content = load_checkpoint_file(os.fspath(path))
+    clip = tiny_clip(**content["config"])
+    clip.model.load_state_dict(content["state_dict"], strict=True)
+    return clip
+
+
+def build_debug_models(seed: int = 0) -> SAGANetModels:
+    """Random tiny models of the ``debug`` variant (no files involved).
+
+    Zero-initialised layers that would make the pipeline ignore its inputs (gates, LoRA,
+    adaLN, final layer) get small random values, so different inputs give different audio.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network("debug")
+        synchformer = SynchformerWithContext(SynchformerConfig.debug())
+        codec = AudioCodec.from_config(AudioCodecConfig.debug())
+        stats = torch.randn(2, 1, 1, network.config.latent_dim)
+        with torch.no_grad():
+            network.latent_mean.copy_(stats[0] * 0.1)
+            network.latent_std.copy_(stats[1].abs() * 0.1 + 0.5)
+            network.empty_string_feat.normal_(std=0.1)
+            for model in (network, synchformer):
+                for param in model.parameters():
+                    if not param.abs().any():
+                        param.normal_(std=0.05)
+    clip = tiny_clip(embed_dim=network.config.clip_dim, text_width=network.config.text_dim,
+                     seed=DEBUG_CLIP_SEED)
+    return SAGANetModels(network.eval(), synchformer.eval(), clip, codec.eval(), CONFIG_44K_SA)
+
+
+def write_debug_weights(directory: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+    """Write random tiny ``debug`` weights in the published layout.
+
+    Args:
+        directory: output folder; gets ``weights/saganet_debug.pth`` (network, synchformer,
+            lora, config), ``ext_weights/vae_debug.pth``, ``ext_weights/bigvgan_debug/``
+            (``config.json`` + ``bigvgan_generator.pt``) and ``ext_weights/clip_debug.pth``.
+        seed: seed of the random weights.
+
+    Returns:
+        The written paths by role.
+    """
+    paths = debug_paths(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        models = build_debug_models(seed)
+        codec_config = AudioCodecConfig.debug()
+        # The published VAE and vocoder files hold weights before normalisation is folded in,
+        # so write freshly built (unfolded) modules rather than the folded ones above.
+        vae, vocoder = VAE(codec_config.vae), BigVGAN(codec_config.vocoder)
+    atomic_save(weights_file_dict(models.network, models.synchformer, "debug"),
+                paths["checkpoint"])
+    atomic_save(vae.state_dict(), paths["vae"])
+    atomic_save({"generator": vocoder.state_dict()}, paths["vocoder"] / "bigvgan_generator.pt")
+    (paths["vocoder"] / "config.json").write_text(json.dumps(codec_config.vocoder.to_dict(),
+                                                             indent=2))
+    clip = models.clip_encoder
+    atomic_save({
+        "config": {"embed_dim": clip.embed_dim, "text_width": clip.text_width,
+                   "seed": DEBUG_CLIP_SEED},
+        "state_dict": clip.model.state_dict(),
+    }, paths["clip"])
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m saganet.debug_weights [DIR] [--seed N]``: write the debug weights."""
+    parser = argparse.ArgumentParser(prog="python -m saganet.debug_weights",
+                                     description="Write random tiny weights of the debug "
+                                                 "variant (nothing is downloaded).")
+    parser.add_argument("directory", nargs="?", type=Path, default=None,
+                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    for role, path in write_debug_weights(cache_dir(args.directory), seed=args.seed).items():
+        print(f"{role}\t{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
