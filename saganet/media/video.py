@@ -720,3 +720,28 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
         clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
         sync_frames=sync_input(sync[: int(SYNC_FPS * used)]),
         masks=mask_input(masks), duration=used, video_info=video.info, mask_info=mask.info)
+
+
+def resize_masks(masks: np.ndarray | torch.Tensor,
+                 size: int | Sequence[int] = SYNC_SIZE) -> torch.Tensor:
+    """Full-size masks -> squash-resized uint8 ``(T, 1, h, w)``, as a mask video is read.
+
+    Binary masks made in memory (by tracking) go through exactly the resize that reading them
+    back from a lossless mask video would apply, so both routes give equal model inputs.
+
+    Args:
+        masks: ``(T, H, W)`` upright masks, bool (True: the object) or uint8 gray (0-255).
+        size: output ``(height, width)``, or one int for a square.
+    """
+    array = torch.as_tensor(masks).numpy() if isinstance(masks, torch.Tensor) else masks
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"masks must be (T, H, W), got {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        raise ValueError(f"masks must be bool or uint8, got {array.dtype}")
+    resizer = _Resizer(_as_size(size), gray=True, turns=0)
+    for index, frame in enumerate(array):
+        resizer.add(index, frame)
+    return resizer.assemble(range(len(array)), _as_size(size))
