@@ -9,7 +9,7 @@
 
 Every other difference (a missing backbone key, an unknown group, a wrong shape) raises
 :class:`~saganet.state_dict.CheckpointMismatchError` naming the keys: the reference silently
-ignores them (spec quirk 26), we never do.
+ignores them; we never do.
 """
 
 from __future__ import annotations

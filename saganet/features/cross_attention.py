@@ -5,7 +5,7 @@ published weights were trained, which is not textbook cross-attention: the query
 the focal tokens and the key/value projection of the context tokens are concatenated and split
 per head with an interleaved ``(head, dim, role)`` channel layout, so the first third of the
 heads attend within the focal stream and the rest within the context stream; the two meet
-position by position in the output projection (spec quirk 5).
+position by position in the output projection.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One crop window per clip is the union-like box of the per-frame mask boxes, at least
 ``min_size`` pixels on each side and shifted to stay inside the frame; every frame and mask is
 cut to it and resized back to the frame size (bilinear, antialiased). This reproduces the
-reference's offline/demo crop bit for bit (spec quirk 20), including its oddities: the width is
+reference's offline/demo crop bit for bit, including its oddities: the width is
 ``x_max - x_min`` (no +1), and a frame whose mask is empty contributes the box ``(0, 0, 0, 0)``,
 which pulls the window to the top-left corner.
 

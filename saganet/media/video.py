@@ -17,7 +17,7 @@ Each source frame is decoded once for all requested rates; only frames that land
 slot are converted and resized, and decoding stops as soon as every requested slot is known.
 
 The reference demo's own loader differs on purpose: its centre crop of the Synchformer frames,
-its float-accumulator frame choice and its gray ``x 255`` overflow (spec quirks 17-19) are not
+its float-accumulator frame choice and its gray ``x 255`` overflow are not
 reproduced, because the checkpoints never saw them in training.
 """
 

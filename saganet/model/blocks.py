@@ -54,7 +54,7 @@ class SelfAttention(nn.Module):
             rotations: RoPE table ``(1, L, d/2, 2, 2)`` or None (text tokens).
         """
         qkv = self.qkv(x)  # (B, L, 3D)
-        # Channels are ordered (head, dim, q/k/v) with q/k/v innermost (spec quirk 2).
+        # Channels are ordered (head, dim, q/k/v) with q/k/v innermost, as in the published weights.
         qkv = qkv.unflatten(-1, (self.num_heads, -1, 3)).permute(4, 0, 2, 1, 3)  # (3,B,H,L,d)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)

@@ -137,7 +137,8 @@ def adaptive(fn: VelocityFn, x: torch.Tensor, t0: float, t1: float, *, rtol: flo
              atol: float = 1e-9) -> torch.Tensor:
     """Dormand-Prince (dopri5) from ``t0`` to ``t1``; returns only the final state.
 
-    (The reference returns torchdiffeq's stacked ``(2, ...)`` trajectory, spec quirk 24.)
+    (The reference returns torchdiffeq's stacked ``(2, ...)`` trajectory of the start and end
+    states; only the end state is of use.)
 
     Args:
         fn: velocity function ``f(t, x)``.

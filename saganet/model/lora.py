@@ -1,12 +1,12 @@
 """LoRA on the qkv projection of the latent stream, with SAGANet's checkpoint semantics.
 
-What is adapted (spec quirk 3): the ``3D`` output rows of a qkv weight are split into three
+What is adapted: the ``3D`` output rows of a qkv weight are split into three
 contiguous blocks of ``D`` rows and blocks 0 and 2 get a rank-r update each. Because the qkv
 channels are interleaved per head (``(head, dim, q/k/v)``), these blocks are "q, k and v of the
 first and last third of the heads", not "q and v". The update is ``scaling * [B0 A0; 0; B1 A1]``
 with ``lora_A`` ``(2r, D)`` and ``lora_B`` ``(2D, r)``.
 
-How it is stored (spec quirk 4): a published or our-saved ``qkv.weight`` ALREADY contains the
+How it is stored: a published or our-saved ``qkv.weight`` ALREADY contains the
 update (``W_base + scaling * dW``). A :class:`LoRALinear` keeps the frozen base weight and
 adds the update on the fly, and converts at the state-dict boundary: ``state_dict()`` writes the
 merged weight, and loading subtracts the update of the loaded factors, so a published weight is

@@ -1,7 +1,7 @@
 """Offline training features of one split: VAE posterior of the audio, CLIP frames, CLIP text.
 
-Owns the library side of ``training/extract_video_training_latents.py``. Per clip (the
-dataset path of the reference, io_and_data.md §6):
+Owns the library side of ``training/extract_video_training_latents.py``. Per clip (as the
+reference prepared its training data):
 
 * audio: the first stream of the clip at 44.1 kHz, mono, zero-padded or truncated to the
   network's sample count (5 s: 221184) -> mel -> VAE encoder -> posterior ``mean`` and ``std``

@@ -1,6 +1,6 @@
 """The flow-matching loss of one batch: the single function behind training AND validation.
 
-Random draws happen in the reference's order (sampling.md §1.2), all from the caller's
+Random draws happen in the reference's order, all from the caller's
 generator: the VAE posterior sample, the time steps (logit-normal), the noise, the video-dropout
 and then the text-dropout coins. Validation calls the same function under ``torch.no_grad``
 with its own generator reset to a fixed state, so validation losses are comparable over a run.

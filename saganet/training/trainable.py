@@ -6,7 +6,7 @@ and the predicted velocity. That single call is what DDP wraps: it synchronises 
 both modules in one reduction, and the Synchformer may be run in several window chunks inside
 it (DDP forbids several forward calls of one wrapped module per backward).
 
-Trainable sets (training_eval.md §1):
+Trainable sets (those of the reference's training):
 
 * LoRA runs: the network's ``lora_A``, ``lora_B`` and the biases of its 12 LoRA qkv layers,
   plus the Synchformer's mask embedding and cross-attention layers;

@@ -1,4 +1,4 @@
-"""Focal crop windows (spec §4, quirk 20) and the all-empty-mask behaviour."""
+"""Focal crop windows (the reference's box arithmetic) and the all-empty-mask behaviour."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_initialisation_and_trainable_parameters() -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     prefixes = ("vfeat_extractor.patch_embed_3d_mask.", "vfeat_extractor.cross_attn_layers.")
     assert trainable and all(n.startswith(prefixes) for n in trainable)
-    assert len(trainable) == 2 + 18 * TINY.depth  # 218 keys at official size (spec §3.9)
+    assert len(trainable) == 2 + 18 * TINY.depth  # 218 keys at official size
     model.set_context_trainable(False)
     assert not any(p.requires_grad for p in model.parameters())
 

@@ -118,7 +118,7 @@ def test_plain_module_round_trip_and_deepcopy(make_network, inputs) -> None:
 
 
 def test_published_weight_is_used_as_stored(make_network, inputs) -> None:
-    # Quirk 4: a stored qkv.weight already holds the update; it must not be added again.
+    # Published semantics: a stored qkv.weight already holds the update; it must not be added again.
     net = make_network(seed=7)
     state_dict = net.state_dict()
     unmerged_reading = make_network(seed=8)
