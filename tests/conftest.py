@@ -1,22 +1,21 @@
-"""Shared pytest hooks: thread count per worker, and how many golden cases ran."""
+"""Shared pytest hooks: the thread policy, and how many golden cases ran."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from saganet.threads import configure_threads
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLES = SHARED / "examples"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Under pytest-xdist every worker gets a core; more torch threads than cores per worker
-    # oversubscribes the CPU and makes the suite several times slower.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    # The tests run tiny models: one thread per process (see saganet/threads.py), so that
+    # `pytest -n 2` workers never wait on each other's cores.
+    configure_threads("debug")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -63,6 +63,7 @@ from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, load_models
+from saganet.threads import loader_workers
 
 log = logging.getLogger(__name__)
 
@@ -531,7 +532,7 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
     written: list[str] = []
     failed: list[dict[str, str]] = []
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=config.batch_size,
-                        num_workers=config.num_workers, collate_fn=collate)
+                        num_workers=loader_workers(config.num_workers), collate_fn=collate)
     options = SamplingOptions(cfg_strength=config.cfg_strength, num_steps=config.num_steps)
     device = models.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)

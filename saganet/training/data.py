@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from saganet.data.sms_dataset import SampleShapes, SMSDataset
 from saganet.data.synthetic import SyntheticClips
 from saganet.errors import UserInputError
+from saganet.threads import loader_workers
 from saganet.training.config import DataSetup
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def build_loader(dataset: Dataset, *, batch_size: int, rank: int, world_size: in
     """
     sampler = ResumableDistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed,
                                           drop_last=drop_last)
+    num_workers = loader_workers(num_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=drop_last, collate_fn=CountingCollate(),
                       worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,

@@ -1,0 +1,166 @@
+"""CPU thread policy: intra-op threads, the inter-op pool and data-loader workers.
+
+Every entry point (``demo.py``, ``train.py``, ``batch_eval.py``, ``python -m saganet.batch``)
+and the test configuration call :func:`configure_threads` once, near the start, with the model
+they are about to run; the data loaders ask :func:`loader_workers`. The rules, measured in
+``docs/performance.md``:
+
+* **Tiny models run on one thread.** A ``debug``-size layer (64 channels) is far too little
+  work to split: the split saves microseconds, and every split op ends in a barrier that waits
+  for the slowest thread. When another process holds a core, that wait is a scheduler time
+  slice, thousands of times per second: on 2 shared cores the debug demo's sampling ran 20x
+  slower on two threads than on one, and the debug training run 2-5x slower.
+* **Full-size models use every core this process may run on**: the CPU affinity mask
+  (``taskset``, container cpusets) and the cgroup CPU quota (``docker --cpus``), whichever is
+  smaller, shared evenly between the processes of one machine (``torchrun``'s
+  ``LOCAL_WORLD_SIZE``, pytest-xdist workers). Their matrix products are large enough to
+  scale.
+* **An explicit request wins**: ``OMP_NUM_THREADS`` (read when the function is called, never
+  at import) or the ``threads`` argument.
+* The inter-op pool gets one thread: nothing in saganet forks inter-op work
+  (``torch.jit.fork``), so more threads would only sit idle.
+* Data-loader workers are capped at this process's share of the cores: decoding is CPU-bound,
+  so workers beyond the cores add memory and context switches, not throughput.
+
+The thread count never depends on the momentary load of the machine, so a seed gives the same
+result on every run (reductions may round differently with another thread count).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Networks narrower than this count as tiny (the debug variants are 64 wide; the smallest
+# published one is 448).
+TINY_HIDDEN_DIM = 128
+# cgroup v2 file holding "<quota> <period>" (or "max <period>") for this process's group.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """What :func:`configure_threads` chose.
+
+    Args:
+        intra_op: threads of one torch op (``torch.set_num_threads``).
+        inter_op: threads of the inter-op pool.
+        cores: cores available to this process (its share of the machine).
+        reason: why ``intra_op`` has this value (logged).
+    """
+
+    intra_op: int
+    inter_op: int
+    cores: int
+    reason: str
+
+
+def available_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may use: its affinity mask, capped by the cgroup CPU quota.
+
+    Args:
+        cgroup_cpu_max: the cgroup v2 ``cpu.max`` file (absent or ``max``: no quota).
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows: no affinity API
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, cores)
+    if quota != "max" and int(period) > 0:
+        # A quota of 1.5 CPUs still lets two threads run part of the time: round up.
+        cores = min(cores, -(-int(quota) // int(period)))
+    return max(1, cores)
+
+
+def processes_per_machine() -> int:
+    """Processes of this job that share the machine (torchrun ranks or pytest-xdist workers)."""
+    for name in ("LOCAL_WORLD_SIZE", "PYTEST_XDIST_WORKER_COUNT"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def is_tiny_model(model: str | None) -> bool:
+    """Whether a pipeline variant or network variant name is a tiny (debug-size) network.
+
+    Args:
+        model: a ``--variant`` name (``saganet_small``, ``debug``), a network variant name
+            (``small_44k_sa``, ``debug_no_lora``), or None (unknown: not tiny).
+    """
+    # Imported here: the registries pull in the model code, which --help never needs.
+    from saganet.model import VARIANTS
+    from saganet.pipeline import PIPELINES
+
+    if model in PIPELINES:
+        model = PIPELINES[model].network
+    config = VARIANTS.get(model) if model is not None else None
+    return config is not None and config.hidden_dim < TINY_HIDDEN_DIM
+
+
+def choose_policy(cores: int, *, tiny: bool, processes: int = 1,
+                  requested: int | None = None) -> ThreadPolicy:
+    """The thread counts for a process (pure function of its arguments).
+
+    Args:
+        cores: cores available to the process (:func:`available_cores`).
+        tiny: the model is debug-size (:func:`is_tiny_model`).
+        processes: processes sharing those cores (:func:`processes_per_machine`).
+        requested: an explicit thread count (``OMP_NUM_THREADS`` or a caller's choice).
+    """
+    share = max(1, cores // max(1, processes))
+    if requested is not None and requested > 0:
+        return ThreadPolicy(requested, 1, share, "requested")
+    if tiny:
+        return ThreadPolicy(1, 1, share, "tiny model: one thread")
+    return ThreadPolicy(share, 1, share, f"{cores} core(s) over {processes} process(es)")
+
+
+def configure_threads(model: str | None = None, *, threads: int | None = None) -> ThreadPolicy:
+    """Apply the thread policy to this process; call once, early, from an entry point.
+
+    Args:
+        model: the variant about to run (tiny models get one thread); None for full size.
+        threads: an explicit intra-op thread count (overrides ``OMP_NUM_THREADS``).
+
+    Returns:
+        The policy applied.
+    """
+    # Imported here, like the registries: entry points import this module before parsing
+    # their arguments, and --help must stay instant.
+    import torch
+
+    if threads is None:
+        value = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(value) if value.isdigit() else None
+    policy = choose_policy(available_cores(), tiny=is_tiny_model(model),
+                           processes=processes_per_machine(), requested=threads)
+    torch.set_num_threads(policy.intra_op)
+    try:
+        torch.set_num_interop_threads(policy.inter_op)
+    except RuntimeError:
+        # The pool size can be set once per process, before any inter-op work: a second call
+        # (tests running several entry points in one process) keeps the first size.
+        log.debug("inter-op pool already started; keeping %d thread(s)",
+                  torch.get_num_interop_threads())
+    log.info("CPU threads: %d intra-op, %d inter-op (%s)", policy.intra_op,
+             torch.get_num_interop_threads(), policy.reason)
+    return policy
+
+
+def loader_workers(requested: int) -> int:
+    """Data-loader worker processes: ``requested``, capped at this process's share of cores.
+
+    Args:
+        requested: the configured number (0 keeps loading in the main process).
+    """
+    if requested <= 0:
+        return 0
+    return min(requested, max(1, available_cores() // processes_per_machine()))
