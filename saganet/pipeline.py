@@ -21,7 +21,7 @@ from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
 from saganet.debug_weights import ensure_debug_weights, load_debug_clip
 from saganet.errors import UserInputError
 from saganet.features import ClipEncoder
-from saganet.model import CONFIG_44K_SA
+from saganet.model import CONFIG_44K_SA, merge_lora
 from saganet.models import SAGANetModels
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ def load_models(
     if not ckpt.is_file():
         raise UserInputError("weights file not found", ckpt)
     network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)
+    # Inference only: fold the LoRA updates in once instead of adding them at every call (the
+    # same arithmetic, so the same values).
+    merge_lora(network)
     codec_mode = "debug" if spec.debug else "44k"
     vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
     vocoder = load_vocoder(vocoder_source, local_files_only=True)

@@ -110,11 +110,21 @@ class MMDitSingleBlock(nn.Module):
         chunks = 2 if pre_only else 6
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, chunks * dim))
 
-    def pre_attention(self, x: torch.Tensor, c: torch.Tensor,
-                      rotations: torch.Tensor | None) -> tuple[QKV, Modulation]:
-        """Modulate ``x`` ``(B, L, D)`` by ``c`` ``(B, 1 or L, D)`` and project to heads."""
-        modulation = Modulation(*self.adaLN_modulation(c).chunk(2 if self.pre_only else 6,
-                                                                 dim=-1))
+    def pre_attention(self, x: torch.Tensor, c: torch.Tensor, rotations: torch.Tensor | None,
+                      c_index: torch.Tensor | None = None) -> tuple[QKV, Modulation]:
+        """Modulate ``x`` ``(B, L, D)`` by ``c`` and project to heads.
+
+        Args:
+            x: tokens.
+            c: conditioning ``(B, 1 or L, D)``, or ``(B, U, D)`` distinct rows with ``c_index``.
+            rotations: RoPE table or None.
+            c_index: ``(L,)`` row of ``c`` for each token: the modulation is computed once per
+                distinct row and then gathered (same values as on the repeated rows).
+        """
+        shifts = self.adaLN_modulation(c)  # (B, 1 or L or U, chunks * D)
+        if c_index is not None:
+            shifts = shifts.index_select(1, c_index)  # (B, L, chunks * D)
+        modulation = Modulation(*shifts.chunk(2 if self.pre_only else 6, dim=-1))
         x = modulate(self.norm1(x), modulation.shift_msa, modulation.scale_msa)
         return self.attn.pre_attention(x, rotations), modulation
 
@@ -127,10 +137,11 @@ class MMDitSingleBlock(nn.Module):
         hidden = modulate(self.norm2(x), modulation.shift_mlp, modulation.scale_mlp)
         return x + self.ffn(hidden) * modulation.gate_mlp
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor,
-                rotations: torch.Tensor | None) -> torch.Tensor:
-        """Stand-alone use (fused blocks): attention over this stream only."""
-        qkv, modulation = self.pre_attention(x, c, rotations)
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rotations: torch.Tensor | None,
+                c_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Stand-alone use (fused blocks): attention over this stream only (see
+        :meth:`pre_attention` for the arguments)."""
+        qkv, modulation = self.pre_attention(x, c, rotations, c_index)
         return self.post_attention(x, attention(*qkv), modulation)
 
 
@@ -159,7 +170,8 @@ class JointBlock(nn.Module):
 
     def forward(self, latent: torch.Tensor, clip_f: torch.Tensor, text_f: torch.Tensor,
                 global_c: torch.Tensor, extended_c: torch.Tensor, latent_rot: torch.Tensor,
-                clip_rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                clip_rot: torch.Tensor, extended_index: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Update the three streams.
 
         Args:
@@ -167,11 +179,14 @@ class JointBlock(nn.Module):
             clip_f: ``(B, Nc, D)`` CLIP tokens, conditioned by ``global_c``.
             text_f: ``(B, Nt, D)`` text tokens, conditioned by ``global_c``; no RoPE.
             global_c: ``(B, 1, D)`` global conditioning.
-            extended_c: ``(B, N, D)`` global conditioning plus aligned Synchformer features.
+            extended_c: ``(B, N, D)`` global conditioning plus aligned Synchformer features
+                (or its distinct rows, with ``extended_index``).
             latent_rot: RoPE table of the latent tokens.
             clip_rot: RoPE table of the CLIP tokens (positions scaled to the latent timeline).
+            extended_index: ``(N,)`` row of ``extended_c`` for each latent token, or None.
         """
-        latent_qkv, latent_mod = self.latent_block.pre_attention(latent, extended_c, latent_rot)
+        latent_qkv, latent_mod = self.latent_block.pre_attention(latent, extended_c, latent_rot,
+                                                                 extended_index)
         clip_qkv, clip_mod = self.clip_block.pre_attention(clip_f, global_c, clip_rot)
         text_qkv, text_mod = self.text_block.pre_attention(text_f, global_c, None)
 

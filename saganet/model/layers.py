@@ -13,10 +13,28 @@ from torch import nn
 class ChannelLastConv1d(nn.Conv1d):
     """A 1-D convolution over the token axis of a ``(B, L, C)`` tensor.
 
-    Same arguments and parameters as :class:`torch.nn.Conv1d`; only the layout differs.
+    Same arguments and parameters as :class:`torch.nn.Conv1d`; only the layout differs. On
+    the CPU a plain convolution (stride 1, no dilation or groups, zero padding) runs as one
+    matrix product over the ``k`` shifted copies of the input (im2col): the channel-last input
+    needs no transpose, and MKL's GEMM beats oneDNN's convolution on these short sequences
+    (``benchmarks/pipeline.py``). The result equals the convolution up to float rounding (the
+    ``k * C`` products are summed in another order); set :attr:`as_matmul` to False for the
+    convolution kernel itself.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.as_matmul = True
+        self._matmul_shape_ok = (self.stride == (1,) and self.dilation == (1,)
+                                 and self.groups == 1 and self.padding_mode == "zeros"
+                                 and isinstance(self.padding, tuple))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.as_matmul and self._matmul_shape_ok and x.device.type == "cpu":
+            pad = self.padding[0]
+            cols = F.pad(x, (0, 0, pad, pad)).unfold(1, self.kernel_size[0], 1)  # (B,L,C,k)
+            # The (C_out, C, k) weight flattens to the (C, k) order of the columns.
+            return F.linear(cols.flatten(2), self.weight.flatten(1), self.bias)  # (B, L, C_out)
         # (B, L, C) -> (B, C, L) -> conv -> (B, L, C_out)
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 

@@ -45,6 +45,9 @@ class Conditions:
         text_f: ``(B, Nt, D)`` projected text tokens.
         clip_f_c: ``(B, D)`` pooled CLIP condition.
         text_f_c: ``(B, D)`` pooled text condition.
+        sync_upsampled: ``sync_f`` is the nearest-neighbour upsampling of the network's
+            ``sync_seq_len`` tokens (as :meth:`FlowNetwork.preprocess_conditions` makes it), so
+            its rows repeat in a known pattern that sampling can exploit.
     """
 
     clip_f: torch.Tensor
@@ -52,13 +55,33 @@ class Conditions:
     text_f: torch.Tensor
     clip_f_c: torch.Tensor
     text_f_c: torch.Tensor
+    sync_upsampled: bool = False
 
     @staticmethod
     def cat(first: Conditions, second: Conditions) -> Conditions:
         """Stack two condition batches along the batch axis."""
-        return Conditions(**{field.name: torch.cat([getattr(first, field.name),
-                                                    getattr(second, field.name)])
-                             for field in dataclasses.fields(Conditions)})
+        tensors = {field.name: torch.cat([getattr(first, field.name),
+                                          getattr(second, field.name)])
+                   for field in dataclasses.fields(Conditions) if field.name != "sync_upsampled"}
+        return Conditions(**tensors,
+                          sync_upsampled=first.sync_upsampled and second.sync_upsampled)
+
+
+def _upsampled_rows(sync_len: int, latent_len: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the sync rows repeat after upsampling ``sync_len`` tokens to ``latent_len``.
+
+    Returns:
+        ``(U,)`` the first latent position of each distinct row, and ``(latent_len,)`` the
+        distinct row each latent position holds.
+    """
+    # The same interpolation as preprocess_conditions, applied to the source positions (on the
+    # CPU, which also serves networks built on the meta device).
+    positions = torch.arange(sync_len, dtype=torch.float32, device="cpu")[None, None]
+    source = F.interpolate(positions, size=latent_len, mode="nearest-exact")[0, 0]
+    starts = torch.ones(latent_len, dtype=torch.bool, device="cpu")
+    starts[1:] = source[1:] != source[:-1]
+    return starts.nonzero().squeeze(1).to(device), (starts.long().cumsum(0) - 1).to(device)
 
 
 def _check_tokens(name: str, x: torch.Tensor, length: int) -> None:
@@ -129,6 +152,8 @@ class FlowNetwork(nn.Module):
 
         self.register_buffer("latent_rot", torch.empty(0), persistent=False)
         self.register_buffer("clip_rot", torch.empty(0), persistent=False)
+        # Sampling shortcuts that keep the output up to float rounding (set_fast_inference).
+        self.fast_inference = True
         self.update_seq_lengths(c.latent_seq_len, c.clip_seq_len, c.sync_seq_len)
         self.initialize_weights()
 
@@ -200,6 +225,26 @@ class FlowNetwork(nn.Module):
         self.clip_rot = compute_rope_rotations(
             self.clip_seq_len, head_dim, freq_scaling=self.latent_seq_len / self.clip_seq_len,
             device=device)
+        self._sync_rows = _upsampled_rows(self.sync_seq_len, self.latent_seq_len, device)
+
+    def set_fast_inference(self, enabled: bool = True) -> FlowNetwork:
+        """Switch the sampling shortcuts on (default) or off; outputs agree up to float rounding.
+
+        On: the latent stream's per-token adaLN modulation is computed once per distinct
+        Synchformer row (about half of the 216 tokens repeat their neighbour after the
+        nearest-neighbour upsampling) and gathered; the latent input projection is computed
+        once per guided step instead of once per branch; token convolutions run as matrix
+        products on the CPU. Off: the reference's operations, one for one (the baseline of
+        ``benchmarks/pipeline.py`` and of the equivalence tests).
+
+        Args:
+            enabled: use the shortcuts.
+        """
+        self.fast_inference = enabled
+        for module in self.modules():
+            if isinstance(module, ChannelLastConv1d):
+                module.as_matmul = enabled
+        return self
 
     def _apply(self, fn: Callable, recurse: bool = True) -> FlowNetwork:
         # .to()/.cuda()/.half()/to_empty() would cast or blank the derived buffers: recompute
@@ -238,7 +283,7 @@ class FlowNetwork(nn.Module):
         # Pooling includes the text padding tokens, as trained.
         clip_f_c = self.clip_cond_proj(clip_f.mean(dim=1))  # (B, D)
         text_f_c = self.text_cond_proj(text_f.mean(dim=1))  # (B', D)
-        return Conditions(clip_f, sync_f, text_f, clip_f_c, text_f_c)
+        return Conditions(clip_f, sync_f, text_f, clip_f_c, text_f_c, sync_upsampled=True)
 
     def predict_flow(self, latent: torch.Tensor, t: torch.Tensor,
                      conditions: Conditions) -> torch.Tensor:
@@ -253,18 +298,27 @@ class FlowNetwork(nn.Module):
             ``(B, N, latent_dim)``.
         """
         _check_tokens("latent", latent, self.latent_seq_len)
+        return self._flow_from_tokens(self.audio_input_proj(latent), t, conditions)
+
+    def _flow_from_tokens(self, x: torch.Tensor, t: torch.Tensor,
+                          conditions: Conditions) -> torch.Tensor:
+        """:meth:`predict_flow` after the latent input projection ``x`` ``(B, N, D)``."""
         c = conditions
-        x = self.audio_input_proj(latent)  # (B, N, D)
         global_c = self.global_cond_mlp(c.clip_f_c + c.text_f_c)  # (B, D)
         global_c = (self.t_embed(t) + global_c).unsqueeze(1)  # (B, 1, D)
-        extended_c = global_c + c.sync_f  # (B, N, D)
+        extended_index = None
+        if self.fast_inference and c.sync_upsampled:
+            first, extended_index = self._sync_rows
+            extended_c = global_c + c.sync_f[:, first]  # (B, U, D), distinct rows only
+        else:
+            extended_c = global_c + c.sync_f  # (B, N, D)
 
         clip_f, text_f = c.clip_f, c.text_f
         for block in self.joint_blocks:
             x, clip_f, text_f = block(x, clip_f, text_f, global_c, extended_c,
-                                      self.latent_rot, self.clip_rot)
+                                      self.latent_rot, self.clip_rot, extended_index)
         for block in self.fused_blocks:
-            x = block(x, extended_c, self.latent_rot)
+            x = block(x, extended_c, self.latent_rot, extended_index)
         # global_c, not extended_c: an upstream slip the checkpoints were trained with.
         return self.final_layer(x, global_c)
 
@@ -317,7 +371,7 @@ class FlowNetwork(nn.Module):
         if negative_text_features is None:
             text_f, text_f_c = expand(text_f), expand(text_f_c)
         return Conditions(expand(empty.clip_f), expand(empty.sync_f), text_f,
-                          expand(empty.clip_f_c), text_f_c)
+                          expand(empty.clip_f_c), text_f_c, sync_upsampled=True)
 
     def ode_wrapper(self, t: torch.Tensor, x: torch.Tensor, conditions: Conditions,
                     empty_conditions: Conditions, cfg_strength: float, *,
@@ -339,13 +393,25 @@ class FlowNetwork(nn.Module):
         t = t * torch.ones(len(x), device=x.device, dtype=x.dtype)  # (B,)
         if cfg_strength < 1.0:
             return self.predict_flow(x, t, conditions)
-        if batched:
-            both = self.predict_flow(torch.cat([x, x]), torch.cat([t, t]),
-                                     Conditions.cat(conditions, empty_conditions))
-            v_cond, v_uncond = both.chunk(2)
+        if not self.fast_inference:
+            tokens = None
         else:
+            # Both branches see the same latents: project them once.
+            _check_tokens("latent", x, self.latent_seq_len)
+            tokens = self.audio_input_proj(x)  # (B, N, D)
+        if batched:
+            both = Conditions.cat(conditions, empty_conditions)
+            if tokens is None:
+                out = self.predict_flow(torch.cat([x, x]), torch.cat([t, t]), both)
+            else:
+                out = self._flow_from_tokens(torch.cat([tokens, tokens]), torch.cat([t, t]), both)
+            v_cond, v_uncond = out.chunk(2)
+        elif tokens is None:
             v_cond = self.predict_flow(x, t, conditions)
             v_uncond = self.predict_flow(x, t, empty_conditions)
+        else:
+            v_cond = self._flow_from_tokens(tokens, t, conditions)
+            v_uncond = self._flow_from_tokens(tokens, t, empty_conditions)
         return cfg_strength * v_cond + (1 - cfg_strength) * v_uncond
 
     # ------------------------------------------------------------------ latent statistics
