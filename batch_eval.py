@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from saganet import dist
 from saganet.errors import UserInputError
 from saganet.evaluation.batch_eval import BatchEvalConfig, run_batch_eval
-from saganet.threads import configure_threads
+from saganet.runtime import configure_runtime
 
 log = logging.getLogger("batch_eval")
 
@@ -44,7 +44,7 @@ def _quiet_console() -> None:
 
 @hydra.main(version_base="1.3", config_path="config/eval", config_name="batch_eval")
 def main(cfg: DictConfig) -> None:
-    configure_threads(cfg.model)
+    configure_runtime(cfg.model)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     try:

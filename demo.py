@@ -23,7 +23,7 @@ from saganet.cli import (
     device_and_dtype,
 )
 from saganet.errors import UserInputError, report_user_error
-from saganet.threads import configure_threads
+from saganet.runtime import configure_runtime
 
 log = logging.getLogger("saganet.demo")
 
@@ -129,7 +129,7 @@ def _output_paths(args: argparse.Namespace, video: Path) -> tuple[Path, Path | N
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_threads(args.variant)
+    configure_runtime(args.variant)
     info = dist.init(None if args.device == "auto" else args.device)
     try:
         if not info.is_main:

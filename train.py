@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from saganet.errors import UserInputError
-from saganet.threads import configure_threads
+from saganet.runtime import configure_runtime
 from saganet.training.config import from_hydra
 from saganet.training.loop import fit
 
@@ -27,7 +27,7 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="config", config_name="train")
 def main(cfg: DictConfig) -> None:
-    configure_threads(cfg.model.network)
+    configure_runtime(cfg.model.network)
     config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
     try:
         fit(config)

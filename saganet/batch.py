@@ -29,7 +29,7 @@ from saganet.cli import (
     device_and_dtype,
 )
 from saganet.errors import UserInputError, report_user_error
-from saganet.threads import configure_threads
+from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_threads(args.variant)
+    configure_runtime(args.variant)
     try:
         return run(args)
     except UserInputError as err:

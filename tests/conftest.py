@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from saganet.threads import configure_threads
+from saganet.runtime import configure_runtime
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLES = SHARED / "examples"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The tests run tiny models: one thread per process (see saganet/threads.py), so that
+    # The tests run tiny models: one thread per process (see saganet/runtime.py), so that
     # `pytest -n 2` workers never wait on each other's cores.
-    configure_threads("debug")
+    configure_runtime("debug")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

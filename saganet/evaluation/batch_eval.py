@@ -63,7 +63,7 @@ from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, load_models
-from saganet.threads import loader_workers
+from saganet.runtime import loader_workers
 
 log = logging.getLogger(__name__)
 

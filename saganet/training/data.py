@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from saganet.data.sms_dataset import SampleShapes, SMSDataset
 from saganet.data.synthetic import SyntheticClips
 from saganet.errors import UserInputError
-from saganet.threads import loader_workers
+from saganet.runtime import loader_workers
 from saganet.training.config import DataSetup
 
 log = logging.getLogger(__name__)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
+import resource
 from pathlib import Path
 
 import pytest
 import torch
 
-from saganet import threads
+from saganet import runtime
 from saganet.model import VARIANTS
 from saganet.pipeline import PIPELINES
 
@@ -23,20 +25,20 @@ def restore_threads():
 @pytest.mark.parametrize("name", [*VARIANTS, *PIPELINES])
 def test_tiny_models_are_the_narrow_ones(name: str) -> None:
     network = PIPELINES[name].network if name in PIPELINES else name
-    narrow = VARIANTS[network].hidden_dim < threads.TINY_HIDDEN_DIM
-    assert threads.is_tiny_model(name) == narrow
+    narrow = VARIANTS[network].hidden_dim < runtime.TINY_HIDDEN_DIM
+    assert runtime.is_tiny_model(name) == narrow
 
 
 def test_unknown_or_missing_model_is_full_size() -> None:
-    assert not threads.is_tiny_model(None)
-    assert not threads.is_tiny_model("no such variant")
+    assert not runtime.is_tiny_model(None)
+    assert not runtime.is_tiny_model("no such variant")
 
 
 @pytest.mark.parametrize("cores", [1, 2, 16])
 @pytest.mark.parametrize("processes", [1, 2, 8])
 def test_policy_splits_cores_between_processes(cores: int, processes: int) -> None:
-    full = threads.choose_policy(cores, tiny=False, processes=processes)
-    tiny = threads.choose_policy(cores, tiny=True, processes=processes)
+    full = runtime.choose_policy(cores, tiny=False, processes=processes)
+    tiny = runtime.choose_policy(cores, tiny=True, processes=processes)
     assert full.intra_op == max(1, cores // processes) == full.cores
     assert tiny.intra_op == 1
     assert full.inter_op == tiny.inter_op == 1
@@ -46,20 +48,20 @@ def test_policy_splits_cores_between_processes(cores: int, processes: int) -> No
 
 @pytest.mark.parametrize("tiny", [True, False])
 def test_explicit_request_wins(tiny: bool) -> None:
-    assert threads.choose_policy(2, tiny=tiny, requested=5).intra_op == 5
-    assert threads.choose_policy(2, tiny=tiny, requested=0).intra_op == (1 if tiny else 2)
+    assert runtime.choose_policy(2, tiny=tiny, requested=5).intra_op == 5
+    assert runtime.choose_policy(2, tiny=tiny, requested=0).intra_op == (1 if tiny else 2)
 
 
 def test_cgroup_quota_caps_the_affinity_mask(tmp_path: Path) -> None:
     affinity = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("max 100000\n")
-    assert threads.available_cores(cpu_max) == affinity
+    assert runtime.available_cores(cpu_max) == affinity
     cpu_max.write_text("50000 100000\n")  # half a CPU still runs one thread
-    assert threads.available_cores(cpu_max) == 1
+    assert runtime.available_cores(cpu_max) == 1
     cpu_max.write_text(f"{100000 * affinity + 1} 100000\n")  # above the mask: the mask wins
-    assert threads.available_cores(cpu_max) == affinity
-    assert threads.available_cores(tmp_path / "absent") == affinity
+    assert runtime.available_cores(cpu_max) == affinity
+    assert runtime.available_cores(tmp_path / "absent") == affinity
 
 
 def test_configure_applies_the_policy(monkeypatch: pytest.MonkeyPatch,
@@ -67,21 +69,36 @@ def test_configure_applies_the_policy(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    policy = threads.configure_threads("debug")
+    policy = runtime.configure_runtime("debug")
     assert policy.intra_op == torch.get_num_threads() == 1
-    policy = threads.configure_threads("saganet_small")
-    assert policy.intra_op == torch.get_num_threads() == threads.available_cores()
+    policy = runtime.configure_runtime("saganet_small")
+    assert policy.intra_op == torch.get_num_threads() == runtime.available_cores()
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert threads.configure_threads("debug").intra_op == torch.get_num_threads() == 3
-    assert threads.configure_threads("debug", threads=2).intra_op == 2
+    assert runtime.configure_runtime("debug").intra_op == torch.get_num_threads() == 3
+    assert runtime.configure_runtime("debug", threads=2).intra_op == 2
 
 
 def test_loader_workers_capped_at_the_process_share(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    cores = threads.available_cores()
+    cores = runtime.available_cores()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert threads.loader_workers(0) == 0
-    assert threads.loader_workers(1) == 1
-    assert threads.loader_workers(cores + 7) == cores
+    assert runtime.loader_workers(0) == 0
+    assert runtime.loader_workers(1) == 1
+    assert runtime.loader_workers(cores + 7) == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))  # more ranks than cores
-    assert threads.loader_workers(8) == 1
+    assert runtime.loader_workers(8) == 1
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc settings are glibc's")
+def test_large_blocks_are_reused_without_page_faults() -> None:
+    assert runtime.keep_freed_memory()
+    size = 64 * 2**20 // 4  # above glibc's largest mapping threshold
+    faults = []
+    for _ in range(10):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(size).mul(2)  # two large blocks, touched and freed
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    pages = size * 4 // resource.getpagesize()
+    # Fresh mappings would fault on every page of both blocks in every round (10 * pages
+    # over the last five); reused heap memory faults only when the heap has to grow.
+    assert sum(faults[-5:]) <= 2 * pages, f"page faults per round: {faults} ({pages} pages)"
