@@ -5,6 +5,13 @@ CUDA kernel). The 12-tap Kaiser-windowed sinc low-pass filters are persistent bu
 load from the vocoder checkpoint; the values computed here only matter for random-weight models.
 A fused implementation can replace :class:`AntiAliasedActivation` as long as it keeps the
 submodule names ``act``, ``upsample``, ``downsample.lowpass`` (the checkpoint keys).
+
+At inference (no gradient) the activation runs by default (``fused``) a cheaper but
+equivalent sequence: the up-sampling
+as a polyphase filter (each output phase is a short filter over the input, instead of a
+transposed convolution over a zero-stuffed signal), the Snake written straight into the
+replicate-padded buffer of the down-sampling filter, in place where it can be. The values are
+those of the reference sequence up to float rounding.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from saganet.codec.snake import Snake, SnakeBeta
 
 # Resampling ratio and filter length used everywhere in BigVGAN.
 RATIO = 2
@@ -63,9 +72,49 @@ class UpSample1d(nn.Module):
         self.trim_left = self.pad * ratio + (kernel_size - ratio) // 2
         self.trim_right = self.pad * ratio + (kernel_size - ratio + 1) // 2
         self.register_buffer("filter", kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size))
+        self._phase_taps, self._phase_pads = self._polyphase_layout(kernel_size)
+        self.polyphase = True
+
+    def _polyphase_layout(self, kernel_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Which filter tap each output phase applies to which input offset.
+
+        Output ``ratio * a + s`` of the trimmed transposed convolution is the sum over input
+        offsets ``o`` of ``x[a + o - pad] * filter[s + trim_left - ratio * o]`` (taps in range).
+
+        Returns:
+            ``(ratio, W)`` tap index per phase and window position (``kernel_size``: no tap,
+            a zero), and the (left, right) replicate padding that makes the windows fit.
+        """
+        r, lead = self.ratio, self.trim_left
+        offsets = {s: [o for o in range(-kernel_size, 2 * kernel_size)
+                       if 0 <= s + lead - r * o < kernel_size] for s in range(r)}
+        low = min(min(o) for o in offsets.values())
+        high = max(max(o) for o in offsets.values())
+        taps = torch.full((r, high - low + 1), kernel_size, dtype=torch.long)
+        for s, phase_offsets in offsets.items():
+            for o in phase_offsets:
+                taps[s, o - low] = s + lead - r * o
+        return taps, (self.pad - low, high - self.pad)
+
+    def phases(self, x: torch.Tensor) -> torch.Tensor:
+        """The up-sampled signal as a strided ``(B, C, T, ratio)`` view (polyphase filter).
+
+        Flattening the last two axes gives :meth:`forward`'s ``(B, C, ratio * T)``.
+        """
+        batch, channels, length = x.shape
+        # The transposed convolution's gain `ratio` is folded into the taps (exact for 2).
+        taps = torch.cat([self.filter.view(-1), self.filter.new_zeros(1)])
+        taps = self.ratio * taps[self._phase_taps.to(x.device)]  # (ratio, W)
+        weight = taps.repeat(channels, 1).unsqueeze(1)  # (C * ratio, 1, W)
+        left, right = self._phase_pads
+        x = F.pad(x, (left, right), mode="replicate")
+        phases = F.conv1d(x, weight, groups=channels)  # (B, C * ratio, T)
+        return phases.view(batch, channels, self.ratio, length).transpose(2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, ratio * T)``."""
+        if self.polyphase:
+            return self.phases(x).flatten(2)
         channels = x.shape[1]
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
         x = self.ratio * F.conv_transpose1d(x, self.filter.expand(channels, -1, -1),
@@ -127,7 +176,24 @@ class AntiAliasedActivation(nn.Module):
         self.act = activation
         self.upsample = UpSample1d()
         self.downsample = DownSample1d()
+        self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, T)``."""
-        return self.downsample(self.act(self.upsample(x)))
+        # The fused sequence writes in place, so it serves inference only (the codec is frozen).
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.act.parameters()))
+        if needs_grad or not (self.fused and isinstance(self.act, (Snake, SnakeBeta))):
+            return self.downsample(self.act(self.upsample(x)))
+        up = self.upsample.phases(x)  # (B, C, T, ratio) view
+        lowpass = self.downsample.lowpass
+        batch, channels, length, ratio = up.shape
+        left, size = lowpass.pad_left, ratio * length
+        padded = x.new_empty(batch, channels, left + size + lowpass.pad_right)
+        core = padded[..., left:left + size]
+        self.act.forward_into(up, core.view(batch, channels, length, ratio))
+        # Replicate padding, filled in place around the activation's output.
+        padded[..., :left] = core[..., :1]
+        padded[..., left + size:] = core[..., -1:]
+        return F.conv1d(padded, lowpass.filter.expand(channels, -1, -1), stride=lowpass.stride,
+                        groups=channels)

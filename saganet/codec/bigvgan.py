@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from saganet.codec.alias_free import AntiAliasedActivation
+from saganet.codec.alias_free import AntiAliasedActivation, UpSample1d
 from saganet.codec.snake import Snake, SnakeBeta
 from saganet.state_dict import load_state_dict_strict
 
@@ -275,6 +275,21 @@ class BigVGAN(nn.Module):
     def weight_norm_parametrized(self) -> bool:
         """Whether the convolutions still carry the weight-norm parametrisation."""
         return parametrize.is_parametrized(self.conv_pre, "weight")
+
+    def set_fast_inference(self, enabled: bool = True) -> BigVGAN:
+        """Run the anti-aliased activations fused and polyphase (default) or one op at a time
+        as the reference does (the baseline of ``benchmarks/pipeline.py``); the outputs agree
+        up to float rounding.
+
+        Args:
+            enabled: use the fused activations.
+        """
+        for module in self.modules():
+            if isinstance(module, AntiAliasedActivation):
+                module.fused = enabled
+            elif isinstance(module, UpSample1d):
+                module.polyphase = enabled
+        return self
 
     def remove_weight_norm(self) -> BigVGAN:
         """Fold ``g * v / ||v||`` into plain ``weight`` parameters; later calls do nothing."""

@@ -42,6 +42,13 @@ class SnakeBeta(nn.Module):
             alpha, beta = alpha.exp(), beta.exp()
         return x + (1.0 / (beta + _NO_DIV_BY_ZERO)) * torch.sin(x * alpha).pow(2)
 
+    def forward_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of ``x`` ``(B, C, ...)`` written into ``out``, one temporary only."""
+        alpha, beta = _per_channel(self.alpha, x), _per_channel(self.beta, x)
+        if self.logscale:
+            alpha, beta = alpha.exp(), beta.exp()
+        return _snake_into(x, alpha, 1.0 / (beta + _NO_DIV_BY_ZERO), out)
+
 
 class Snake(nn.Module):
     """``x + sin²(x·α) / (α + 1e-9)`` per channel.
@@ -67,3 +74,24 @@ class Snake(nn.Module):
         if self.logscale:
             alpha = alpha.exp()
         return x + (1.0 / (alpha + _NO_DIV_BY_ZERO)) * torch.sin(x * alpha).pow(2)
+
+    def forward_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of ``x`` ``(B, C, ...)`` written into ``out``, one temporary only."""
+        alpha = _per_channel(self.alpha, x)
+        if self.logscale:
+            alpha = alpha.exp()
+        return _snake_into(x, alpha, 1.0 / (alpha + _NO_DIV_BY_ZERO), out)
+
+
+def _per_channel(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A ``(C,)`` parameter shaped to broadcast over axis 1 of ``x``."""
+    return param.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _snake_into(x: torch.Tensor, alpha: torch.Tensor, scale: torch.Tensor,
+                out: torch.Tensor) -> torch.Tensor:
+    """``out = x + scale * sin(alpha * x)^2`` with one temporary, squared in place."""
+    wave = torch.mul(x, alpha)
+    wave.sin_()
+    wave.mul_(wave)
+    return torch.addcmul(x, wave, scale, out=out)
