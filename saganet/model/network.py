@@ -232,10 +232,10 @@ class FlowNetwork(nn.Module):
 
         On: the latent stream's per-token adaLN modulation is computed once per distinct
         Synchformer row (about half of the 216 tokens repeat their neighbour after the
-        nearest-neighbour upsampling) and gathered; the latent input projection is computed
-        once per guided step instead of once per branch; token convolutions run as matrix
-        products on the CPU. Off: the reference's operations, one for one (the baseline of
-        ``benchmarks/pipeline.py`` and of the equivalence tests).
+        nearest-neighbour upsampling) and gathered; batched guidance projects the latents
+        once for both branches; token convolutions run as matrix products on the CPU. Off:
+        the reference's operations, one for one (the baseline of ``benchmarks/pipeline.py``
+        and of the equivalence tests).
 
         Args:
             enabled: use the shortcuts.
@@ -285,24 +285,24 @@ class FlowNetwork(nn.Module):
         text_f_c = self.text_cond_proj(text_f.mean(dim=1))  # (B', D)
         return Conditions(clip_f, sync_f, text_f, clip_f_c, text_f_c, sync_upsampled=True)
 
-    def predict_flow(self, latent: torch.Tensor, t: torch.Tensor,
-                     conditions: Conditions) -> torch.Tensor:
+    def predict_flow(self, latent: torch.Tensor, t: torch.Tensor, conditions: Conditions, *,
+                     latent_repeats: int = 1) -> torch.Tensor:
         """Velocity of ``latent`` at flow time ``t``.
 
         Args:
             latent: ``(B, N, latent_dim)`` normalised latents.
-            t: ``(B,)`` flow times in [0, 1].
-            conditions: from :meth:`preprocess_conditions`.
+            t: ``(R * B,)`` flow times in [0, 1].
+            conditions: from :meth:`preprocess_conditions`, batch ``R * B``.
+            latent_repeats: ``R``: the same latents go with ``R`` consecutive condition
+                batches (guidance branches); they are projected once and repeated.
 
         Returns:
-            ``(B, N, latent_dim)``.
+            ``(R * B, N, latent_dim)``.
         """
         _check_tokens("latent", latent, self.latent_seq_len)
-        return self._flow_from_tokens(self.audio_input_proj(latent), t, conditions)
-
-    def _flow_from_tokens(self, x: torch.Tensor, t: torch.Tensor,
-                          conditions: Conditions) -> torch.Tensor:
-        """:meth:`predict_flow` after the latent input projection ``x`` ``(B, N, D)``."""
+        x = self.audio_input_proj(latent)  # (B, N, D)
+        if latent_repeats > 1:
+            x = x.repeat(latent_repeats, 1, 1)  # (R * B, N, D)
         c = conditions
         global_c = self.global_cond_mlp(c.clip_f_c + c.text_f_c)  # (B, D)
         global_c = (self.t_embed(t) + global_c).unsqueeze(1)  # (B, 1, D)
@@ -393,25 +393,16 @@ class FlowNetwork(nn.Module):
         t = t * torch.ones(len(x), device=x.device, dtype=x.dtype)  # (B,)
         if cfg_strength < 1.0:
             return self.predict_flow(x, t, conditions)
-        if not self.fast_inference:
-            tokens = None
-        else:
-            # Both branches see the same latents: project them once.
-            _check_tokens("latent", x, self.latent_seq_len)
-            tokens = self.audio_input_proj(x)  # (B, N, D)
         if batched:
             both = Conditions.cat(conditions, empty_conditions)
-            if tokens is None:
-                out = self.predict_flow(torch.cat([x, x]), torch.cat([t, t]), both)
+            if self.fast_inference:  # both branches see the same latents: project them once
+                out = self.predict_flow(x, torch.cat([t, t]), both, latent_repeats=2)
             else:
-                out = self._flow_from_tokens(torch.cat([tokens, tokens]), torch.cat([t, t]), both)
+                out = self.predict_flow(torch.cat([x, x]), torch.cat([t, t]), both)
             v_cond, v_uncond = out.chunk(2)
-        elif tokens is None:
+        else:
             v_cond = self.predict_flow(x, t, conditions)
             v_uncond = self.predict_flow(x, t, empty_conditions)
-        else:
-            v_cond = self._flow_from_tokens(tokens, t, conditions)
-            v_uncond = self._flow_from_tokens(tokens, t, empty_conditions)
         return cfg_strength * v_cond + (1 - cfg_strength) * v_uncond
 
     # ------------------------------------------------------------------ latent statistics

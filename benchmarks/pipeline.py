@@ -1,0 +1,540 @@
+"""The whole demo path at official sizes with random weights: time and peak memory per stage.
+
+Every module is built at its published size with random weights, so nothing is downloaded:
+the ``small_44k_sa`` flow network, the segmentation-aware Synchformer, the 44.1 kHz VAE decoder
+and BigVGAN-v2, and CLIP ViT-H/14 at 384 px (open_clip's ``ViT-H-14-378-quickgelu`` config at
+384 px, the architecture of DFN5B-CLIP-ViT-H-14-384). Parameters that start at zero (gates,
+adaLN, output layers) get small random values so that every path computes something.
+
+Two paths run the same stages (read, clip_images, clip_text, focal_crop, synchformer,
+sampling, vae, vocoder, write) in separate processes, alternating when repeated:
+
+* ``baseline``: the straightforward path: fp32 always, every CLIP frame and every Synchformer window
+  in one call, the reference's operations one for one (``set_fast_inference(False)``),
+  two-pass guidance, glibc's default malloc, CLIP kept in memory;
+* ``default``: what ``generate()`` does by default, in ``--dtype`` (bf16 on CUDA, fp32 on the
+  CPU unless asked): CLIP and Synchformer in chunks
+  (``SamplingOptions``), the fast kernels, batched guidance, ``saganet.runtime``'s
+  malloc settings, and CLIP released after use (``release_clip``, as a one-shot demo can).
+
+Both use the same thread count. Each stage reports wall and CPU seconds and its peak memory:
+resident set (VmHWM, reset before the stage) on the CPU, ``max_memory_allocated`` on CUDA.
+The table shows the best of ``--repeats`` runs and the baseline/default ratios; the generated
+audio of the two paths is compared at the end (they differ only by float rounding, amplified
+by 25 guided steps). ``--max-extra-gb`` checks the default path's peak: at most the resident
+size after building the models (the weights) plus the inputs plus this budget.
+
+Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on 2 cores a
+5 s clip takes about ten minutes per path. Measure parts:
+
+    python benchmarks/pipeline.py --quick                            # 1 s clip, both paths
+    python benchmarks/pipeline.py --duration 5 --stages sampling,vae,vocoder
+    python benchmarks/pipeline.py --duration 5 30 --repeats 2        # the full measurement
+    python benchmarks/pipeline.py --device cuda --dtype bfloat16 --compile --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from synthetic_media import write_clip
+
+STAGES = ("read", "clip_images", "clip_text", "focal_crop", "synchformer", "sampling", "vae",
+          "vocoder", "write")
+PATHS = ("baseline", "default")
+PROMPT, NEGATIVE_PROMPT = "violin", ""
+CLIP_CONFIG = "ViT-H-14-378-quickgelu"
+CLIP_IMAGE_SIZE = 384
+CFG_STRENGTH, NUM_STEPS, SEED = 7.0, 25, 42
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+# ---------------------------------------------------------------------------------- memory
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_gib() -> float:
+    """Current resident set size in GiB (0 where /proc is missing)."""
+    return (_status_kib("VmRSS") or 0) / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux); False if it cannot be reset."""
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_gib() -> float:
+    """Resident-set high-water mark in GiB since the last reset (VmHWM)."""
+    return (_status_kib("VmHWM") or 0) / 2**20
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+@dataclasses.dataclass
+class Models:
+    """The official-size modules of one process."""
+
+    network: torch.nn.Module
+    synchformer: torch.nn.Module
+    clip: torch.nn.Module | None
+    codec: torch.nn.Module
+
+
+@torch.no_grad()
+def _wake_up(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Small random values for the parameters that start at zero (gates, adaLN, outputs)."""
+    for param in module.parameters():
+        if param.is_floating_point() and not param.any():
+            param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+
+
+def build_clip(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """CLIP ViT-H/14 at 384 px with random weights (seeded)."""
+    import open_clip
+
+    from saganet.features.clip import ClipEncoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = open_clip.create_model(CLIP_CONFIG, pretrained=None,
+                                       force_image_size=CLIP_IMAGE_SIZE)
+    clip = ClipEncoder.from_model(model, open_clip.get_tokenizer(CLIP_CONFIG),
+                                  image_size=CLIP_IMAGE_SIZE)
+    return clip.to(device=device, dtype=dtype)
+
+
+def build_models(device: torch.device, dtype: torch.dtype, need_clip: bool) -> Models:
+    """Every module at its published size, random weights (seeded: both paths get the same)."""
+    from saganet.codec import AudioCodec, AudioCodecConfig
+    from saganet.features import SynchformerWithContext
+    from saganet.model import build_network
+
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    network = build_network("small_44k_sa").eval()
+    with torch.no_grad():
+        network.latent_mean.zero_()
+        network.latent_std.fill_(1.0)
+    synchformer = SynchformerWithContext().eval()
+    codec = AudioCodec.from_config(AudioCodecConfig.for_mode("44k"), need_encoder=False)
+    for module in (network, synchformer):
+        _wake_up(module, generator)
+        module.requires_grad_(False)
+    clip = build_clip(device, dtype) if need_clip else None
+    network.to(device=device, dtype=dtype)
+    synchformer.to(device=device, dtype=dtype)
+    codec.to(device=device, dtype=dtype)
+    return Models(network, synchformer, clip, codec)
+
+
+def _weights_gib(models: Models) -> float:
+    modules = [m for m in (models.network, models.synchformer, models.clip, models.codec) if m]
+    return sum(t.numel() * t.element_size() for m in modules
+               for t in [*m.parameters(), *m.buffers()]) / 2**30
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+@dataclasses.dataclass
+class StageResult:
+    wall_s: float
+    cpu_s: float
+    peak_gib: float
+    rss_after_gib: float
+
+
+class StageTimer:
+    """Runs stages and records time and peak memory of each."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.results: dict[str, StageResult] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        gc.collect()
+        self._sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_rss()
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self._sync()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peak = (torch.cuda.max_memory_allocated(self.device) / 2**30
+                if self.device.type == "cuda" else peak_rss_gib())
+        self.results[name] = StageResult(wall, cpu, peak, rss_gib())
+        print(f"    {name:12s} {wall:8.2f} s wall {cpu:8.2f} s CPU  peak {peak:6.2f} GiB",
+              file=sys.stderr, flush=True)
+
+
+def path_dtype(path: str, args: argparse.Namespace) -> torch.dtype:
+    """fp32 for the baseline; ``--dtype`` (auto: bf16 on CUDA, else fp32) for the default."""
+    if path == "baseline" or args.dtype == "float32":
+        return torch.float32
+    if args.dtype == "auto":
+        return torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    return torch.bfloat16
+
+
+def run_path(path: str, args: argparse.Namespace, duration: float, video: Path | None,
+             mask: Path | None, models: Models, timer: StageTimer,
+             out_dir: Path) -> dict[str, float]:
+    """One duration through every stage of ``path``; returns facts about the run."""
+    from saganet.features import encode_sync, focal_crop
+    from saganet.inference import SamplingOptions, initial_noise
+    from saganet.media.output import write_flac, write_video_with_audio
+    from saganet.media.video import CLIP_FPS, SYNC_FPS, load_video_inputs
+    from saganet.model import CONFIG_44K_SA, FlowMatching
+
+    device, dtype = torch.device(args.device), path_dtype(path, args)
+    baseline = path == "baseline"
+    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS,
+                              batch_cfg=not baseline, release_clip=not baseline)
+    clip_chunk = None if baseline else options.clip_chunk_size
+    sync_chunk = None if baseline else options.sync_chunk_size
+    stages = set(args.stages)
+    generator = torch.Generator().manual_seed(1)
+
+    def random(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=generator)
+
+    if "read" in stages and video is not None:
+        with timer.stage("read"):
+            inputs = load_video_inputs(video, mask, duration=duration)
+        clip_frames, sync_frames, masks = inputs.clip_frames, inputs.sync_frames, inputs.masks
+        duration = inputs.duration
+    else:
+        clip_frames = random(int(CLIP_FPS * duration), 3, CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE)
+        sync_frames = random(int(SYNC_FPS * duration), 3, 224, 224, low=-1.0)
+        masks = torch.zeros(int(SYNC_FPS * duration), 1, 224, 224)
+        masks[..., 60:150, 80:140] = 1.0
+    inputs_gib = sum(t.numel() * t.element_size()
+                     for t in (clip_frames, sync_frames, masks)) / 2**30
+
+    net, codec = models.network, models.codec
+    sequence = CONFIG_44K_SA.with_duration(duration)
+    net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
+                           sequence.sync_seq_len)
+    for module in (net, codec.vocoder):
+        module.set_fast_inference(not baseline)
+    config = net.config
+
+    with torch.inference_mode():
+        if "clip_images" in stages and models.clip is not None:
+            with timer.stage("clip_images"):
+                clip_f = models.clip.encode_images(clip_frames[None].to(device, dtype),
+                                                   chunk_size=clip_chunk)
+        else:
+            clip_f = random(1, config.clip_seq_len, config.clip_dim).to(device, dtype)
+        if "clip_text" in stages and models.clip is not None:
+            with timer.stage("clip_text"):
+                text_f = models.clip.encode_text([PROMPT])
+                negative_f = models.clip.encode_text([NEGATIVE_PROMPT])
+        else:
+            text_f = random(1, config.text_seq_len, config.text_dim).to(device, dtype)
+            negative_f = random(1, config.text_seq_len, config.text_dim).to(device, dtype)
+        if options.release_clip:
+            models.clip = None  # the path's only reference: its memory is free for what follows
+            gc.collect()
+        if "focal_crop" in stages:
+            with timer.stage("focal_crop"):
+                detail_frames, detail_masks = focal_crop(sync_frames[None], masks[None])
+        else:
+            detail_frames, detail_masks = sync_frames[None], masks[None]
+        if "synchformer" in stages:
+            with timer.stage("synchformer"):
+                sync_f = encode_sync(models.synchformer,
+                                     *(x.to(device, dtype) for x in (
+                                         sync_frames[None], masks[None], detail_frames,
+                                         detail_masks)),
+                                     chunk_size=sync_chunk)
+        else:
+            sync_f = random(1, config.sync_seq_len, config.sync_dim).to(device, dtype)
+        del detail_frames, detail_masks
+        shape = (1, config.latent_seq_len, config.latent_dim)
+        x0 = initial_noise(shape, torch.Generator(device).manual_seed(SEED), device, dtype)
+        if "sampling" in stages:
+            with timer.stage("sampling"):
+                cond = net.preprocess_conditions(clip_f, sync_f, text_f)
+                empty = net.get_empty_conditions(1, negative_text_features=negative_f)
+                flow = FlowMatching(num_steps=options.num_steps)
+                latents = net.unnormalize(flow.to_data(
+                    lambda t, x: net.ode_wrapper(t, x, cond, empty, options.cfg_strength,
+                                                 batched=options.batch_cfg), x0))
+        else:
+            latents = x0
+        if "vae" in stages:
+            with timer.stage("vae"):
+                mel = codec.decode_mel(latents)
+        else:
+            mel = random(1, codec.config.mel.num_mels, 2 * latents.shape[1], low=-5.0)
+            mel = mel.to(device, dtype)
+        if "vocoder" in stages:
+            with timer.stage("vocoder"):
+                audio = codec.vocode(mel).float().clamp(-1, 1).cpu()
+        else:
+            audio = torch.zeros(1, 1, mel.shape[-1] * codec.hop_length)
+    torch.save({"audio": audio, "latents": latents.float().cpu()},
+               out_dir / f"{path}-{duration:g}s.pt")
+    if "write" in stages and video is not None:
+        with timer.stage("write"):
+            write_video_with_audio(video, audio[0], codec.sampling_rate,
+                                   out_dir / f"{path}-{duration:g}s.mp4", duration=duration,
+                                   overwrite=True)
+            write_flac(out_dir / f"{path}-{duration:g}s.flac", audio[0], codec.sampling_rate,
+                       overwrite=True)
+    return {"duration": duration, "inputs_gib": inputs_gib}
+
+
+def child(args: argparse.Namespace) -> None:
+    """One path in this process; writes its measurements as JSON to ``args.result``."""
+    from saganet.runtime import available_cores, choose_policy, keep_freed_memory
+
+    device, dtype = torch.device(args.device), path_dtype(args.path, args)
+    threads = args.threads or choose_policy(available_cores(), tiny=False).intra_op
+    torch.set_num_threads(threads)
+    if args.path == "default":
+        keep_freed_memory()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out_dir = Path(args.work_dir)
+    base_gib = rss_gib()
+    start = time.perf_counter()
+    need_clip = bool({"clip_images", "clip_text"} & set(args.stages))
+    models = build_models(device, dtype, need_clip)
+    build_s = time.perf_counter() - start
+    weights_gib = _weights_gib(models)
+    compile_s = 0.0
+    if args.compile:
+        start = time.perf_counter()
+        models.network = torch.compile(models.network)  # type: ignore[assignment]
+        models.codec.vocoder = torch.compile(models.codec.vocoder)  # type: ignore[assignment]
+        compile_s = time.perf_counter() - start
+    print(f"  [{args.path}] {threads} threads, models built in {build_s:.1f} s "
+          f"({weights_gib:.2f} GiB of weights, RSS {rss_gib():.2f} GiB)", file=sys.stderr)
+    runs = []
+    for duration in args.duration:
+        video = mask = None
+        if args.video_dir:
+            video = Path(args.video_dir) / f"{duration:g}" / "video.mp4"
+            mask = video.with_name("mask_0.mp4")
+        print(f"  [{args.path}] {duration:g} s", file=sys.stderr, flush=True)
+        if need_clip and models.clip is None:  # released by the previous duration's run
+            models.clip = build_clip(device, dtype)
+        timer = StageTimer(device)
+        facts = run_path(args.path, args, duration, video, mask, models, timer, out_dir)
+        runs.append({**facts, "stages": {k: dataclasses.asdict(v)
+                                         for k, v in timer.results.items()}})
+        gc.collect()
+    result = {"path": args.path, "threads": threads, "base_gib": base_gib,
+              "weights_gib": weights_gib, "build_s": build_s, "compile_s": compile_s,
+              "runs": runs}
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------- parent
+
+
+def _run_child(path: str, args: argparse.Namespace, work: Path, video_dir: Path | None,
+               repeat: int) -> dict:
+    result = work / f"{path}-{repeat}.json"
+    command = [sys.executable, __file__, "--child", path, "--result", str(result),
+               "--work-dir", str(work), "--device", args.device, "--dtype", args.dtype,
+               "--stages", ",".join(args.stages), "--duration", *map(str, args.duration)]
+    if video_dir is not None:
+        command += ["--video-dir", str(video_dir)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.compile:
+        command.append("--compile")
+    subprocess.run(command, check=True)
+    return json.loads(result.read_text())
+
+
+def _best(results: list[dict], duration_index: int, stage: str) -> dict[str, float] | None:
+    values = [r["runs"][duration_index]["stages"].get(stage) for r in results]
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"wall_s": min(v["wall_s"] for v in values), "cpu_s": min(v["cpu_s"] for v in values),
+            "peak_gib": max(v["peak_gib"] for v in values)}
+
+
+def _audio_difference(work: Path, duration: float) -> str:
+    files = [work / f"{path}-{duration:g}s.pt" for path in PATHS]
+    if not all(f.exists() for f in files):
+        return "n/a"
+    base, default = (torch.load(f, weights_only=True)["audio"] for f in files)
+    rms = base.pow(2).mean().sqrt().item()
+    diff = (default - base).pow(2).mean().sqrt().item()
+    return (f"audio RMS {rms:.3g}, RMS of the difference {diff:.3g} "
+            f"({diff / rms if rms else float('nan'):.2e} relative), max "
+            f"{(default - base).abs().max().item():.3g}")
+
+
+def _row(name: str, base: dict | None, fast: dict | None) -> str:
+    def cell(value: dict | None, key: str, width: int, unit: str = "") -> str:
+        return f"{value[key]:{width - len(unit)}.2f}{unit}" if value and key in value else (
+            " " * (width - 1) + "-")
+
+    ratio = (f"{base['wall_s'] / fast['wall_s']:6.2f}" if base and fast and fast["wall_s"] > 0
+             else "     -")
+    return (f"{name:12s} {cell(base, 'wall_s', 11)} {cell(fast, 'wall_s', 10)} {ratio} "
+            f"{cell(base, 'cpu_s', 11)} {cell(fast, 'cpu_s', 10)} "
+            f"{cell(base, 'peak_gib', 10, 'G')} {cell(fast, 'peak_gib', 9, 'G')}")
+
+
+def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path) -> dict:
+    """Print the table of stages and ratios; returns the summary (also written as JSON)."""
+    first = next(iter(results.values()))[0]
+    summary: dict = {"device": args.device, "dtype": args.dtype, "compile": args.compile,
+                     "threads": first["threads"], "durations": []}
+    for path in PATHS:
+        if results.get(path):
+            summary[path] = {k: results[path][0][k]
+                             for k in ("weights_gib", "base_gib", "build_s", "compile_s")}
+    for index in range(len(args.duration)):
+        runs = {path: results[path][0]["runs"][index] for path in PATHS if results.get(path)}
+        used = next(iter(runs.values()))["duration"]
+        dtypes = ", ".join(f"{p} {str(path_dtype(p, args))[6:]}" for p in runs)
+        print(f"\n{used:g} s of video, {args.device} ({dtypes}), "
+              f"{summary['threads']} threads, best of {args.repeats} (peak: highest)")
+        print(f"{'stage':12s} {'baseline s':>11s} {'default s':>10s} {'ratio':>6s} "
+              f"{'base CPU s':>11s} {'def CPU s':>10s} {'base peak':>10s} {'def peak':>9s}")
+        rows, totals = {}, {path: {"wall_s": 0.0, "cpu_s": 0.0} for path in PATHS}
+        for stage in args.stages:
+            best = {path: _best(results[path], index, stage) for path in runs}
+            if not all(best.values()):
+                continue
+            rows[stage] = best
+            for path, value in best.items():
+                totals[path]["wall_s"] += value["wall_s"]
+                totals[path]["cpu_s"] += value["cpu_s"]
+            print(_row(stage, best.get("baseline"), best.get("default")))
+        if rows:
+            print(_row("total", *(totals[p] if p in runs else None for p in PATHS)))
+        peaks = {path: max(v[path]["peak_gib"] for v in rows.values()) for path in runs}
+        line = {"duration": used, "stages": rows, "peak_gib": peaks,
+                "audio": _audio_difference(work, used)}
+        print("peak memory: " + ", ".join(f"{p} {v:.2f} GiB" for p, v in peaks.items()))
+        print("output: " + line["audio"])
+        if "default" in runs and args.device == "cpu" and args.max_extra_gb is not None:
+            default = results["default"][0]
+            budget = (default["base_gib"] + default["weights_gib"]
+                      + runs["default"]["inputs_gib"] + args.max_extra_gb)
+            line["rss_budget_gib"] = budget
+            line["rss_ok"] = peaks["default"] <= budget
+            print(f"peak RSS check: {peaks['default']:.2f} GiB <= {budget:.2f} GiB "
+                  f"(interpreter {default['base_gib']:.2f} + weights "
+                  f"{default['weights_gib']:.2f} + inputs {runs['default']['inputs_gib']:.2f}"
+                  f" + {args.max_extra_gb:.2f} activations): "
+                  f"{'ok' if line['rss_ok'] else 'EXCEEDED'}")
+        summary["durations"].append(line)
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, nargs="+", default=[5.0, 30.0],
+                        help="seconds of video (default: 5 and 30)")
+    parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}; skipped stages "
+                             "feed random tensors of the right shape to the next ones")
+    parser.add_argument("--paths", type=lambda s: s.split(","), default=list(PATHS),
+                        help="baseline,default or one of them")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per path, alternating; the best is kept")
+    parser.add_argument("--quick", action="store_true",
+                        help="one 1 s clip (8 CLIP frames, 2 Synchformer windows)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="of the default path (auto: bf16 on CUDA, else fp32); the "
+                             "baseline is always fp32")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the flow network and the vocoder (both paths)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: saganet.runtime's policy)")
+    parser.add_argument("--video", type=Path, default=None,
+                        help="read this video instead of a synthetic one (needs --mask)")
+    parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")
+    parser.add_argument("--max-extra-gb", type=float, default=1.5,
+                        help="activation budget of the default path's peak RSS check")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--child", choices=PATHS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--video-dir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    unknown = sorted(set(args.stages) - set(STAGES)) + sorted(set(args.paths) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown stages or paths: {', '.join(unknown)}")
+    if args.child:
+        args.path = args.child
+        child(args)
+        return 0
+    if args.quick:
+        args.duration = [1.0]
+    if (args.video is None) != (args.mask is None):
+        parser.error("--video and --mask go together")
+    with tempfile.TemporaryDirectory(prefix="saganet-bench-") as tmp:
+        work = Path(tmp)
+        video_dir = None
+        if "read" in args.stages or "write" in args.stages:
+            video_dir = work / "inputs"
+            for duration in args.duration:
+                folder = video_dir / f"{duration:g}"
+                folder.mkdir(parents=True)
+                if args.video is not None:
+                    os.symlink(args.video.resolve(), folder / "video.mp4")
+                    os.symlink(args.mask.resolve(), folder / "mask_0.mp4")
+                else:
+                    write_clip(folder, duration)
+        results: dict[str, list[dict]] = {path: [] for path in args.paths}
+        for repeat in range(args.repeats):
+            for path in args.paths:
+                print(f"run {repeat + 1}/{args.repeats}: {path}", file=sys.stderr, flush=True)
+                results[path].append(_run_child(path, args, work, video_dir, repeat))
+        results = {path: value for path, value in results.items() if value}
+        summary = report(results, args, work)
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2))
+    budget_ok = all(line.get("rss_ok", True) for line in summary["durations"])
+    return 0 if budget_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
