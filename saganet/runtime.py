@@ -136,6 +136,24 @@ def choose_policy(cores: int, *, tiny: bool, processes: int = 1,
     return ThreadPolicy(share, 1, share, f"{cores} core(s) over {processes} process(es)")
 
 
+def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX-BF16 flags).
+
+    Without them PyTorch converts bf16 to fp32 inside every product: measured 6.8x slower
+    than fp32 on an AVX2 CPU (AMD EPYC Zen 3). Unknown (no ``/proc/cpuinfo``): False.
+
+    Args:
+        cpuinfo: the kernel's CPU description.
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve every block from its heap and keep freed memory for reuse.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from saganet import runtime
+from saganet.cli import add_model_arguments, device_and_dtype
+from saganet.errors import UserInputError
 from saganet.model import VARIANTS
 from saganet.pipeline import PIPELINES
 
@@ -102,3 +105,34 @@ def test_large_blocks_are_reused_without_page_faults() -> None:
     # Fresh mappings would fault on every page of both blocks in every round (10 * pages
     # over the last five); reused heap memory faults only when the heap has to grow.
     assert sum(faults[-5:]) <= 2 * pages, f"page faults per round: {faults} ({pages} pages)"
+
+
+@pytest.mark.parametrize(("flags", "fast"), [("fpu avx2 fma", False),
+                                             ("fpu avx512f avx512_bf16", True),
+                                             ("fpu amx_bf16 amx_tile", True)])
+def test_bf16_support_is_read_from_the_cpu_flags(tmp_path: Path, flags: str,
+                                                 fast: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert runtime.cpu_has_fast_bf16(cpuinfo) is fast
+    assert runtime.cpu_has_fast_bf16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize(("device", "options", "expected"), [
+    ("cpu", [], torch.float32),
+    ("cpu", ["--cpu_bf16"], torch.bfloat16),
+    ("cpu", ["--full_precision"], torch.float32),
+])
+def test_cpu_bf16_is_opt_in(device: str, options: list[str], expected: torch.dtype) -> None:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(["--device", device, *options])
+    assert device_and_dtype(args) == (torch.device(device), expected)
+
+
+def test_cpu_bf16_contradicts_full_precision() -> None:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(["--device", "cpu", "--cpu_bf16", "--full_precision"])
+    with pytest.raises(UserInputError, match="contradict"):
+        device_and_dtype(args)

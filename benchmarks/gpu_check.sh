@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# One-GPU check of saganet, about 8 minutes at most on a machine with one NVIDIA GPU:
+#
+#   1. the official-size demo path with random weights (benchmarks/pipeline.py): per-stage
+#      times and peak GPU memory, bf16 default path against the fp32 baseline, 5 s and 30 s;
+#      then the 5 s default path with torch.compile (compile time reported apart);
+#   2. a 30 s two-object long-form run of demo.py (debug variant, synthetic video, two mask
+#      videos, one --object group each);
+#   3. python train.py experiment=debug device=cuda;
+#   4. python batch_eval.py model=debug compile=true on a synthetic URMP-format set.
+#
+# Every step runs under its own time limit and within an overall deadline; a failed or timed-out
+# step is recorded and the next one runs. One results file (JSON) holds each step's status,
+# exit code, seconds, the tail of its log and the benchmark tables.
+#
+#   bash benchmarks/gpu_check.sh [results.json]     # default: gpu_check_results.json
+#
+# Environment: PYTHON (default python), GPU_CHECK_DEADLINE_S (default 480), GPU_CHECK_DEVICE
+# (default cuda; cpu runs the same steps as a dry run of the script itself).
+set -u
+
+cd "$(dirname "$0")/.." || exit 2
+RESULTS=$(realpath -m "${1:-gpu_check_results.json}")
+PYTHON=${PYTHON:-python}
+DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/saganet-gpu-check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export SAGANET_OFFLINE=1 HF_HUB_OFFLINE=1   # nothing is downloaded: random or debug weights
+STEPS="$WORK/steps.tsv"
+: > "$STEPS"
+START=$(date +%s)
+
+# run_step NAME LIMIT_S COMMAND...: run with a time limit (cut to the time left before the
+# deadline), log to $WORK/NAME.log, record "name status rc milliseconds limit" in $STEPS.
+run_step() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$(( DEADLINE_S - ($(date +%s) - START) ))
+    if (( left < 20 )); then
+        printf '%s\tskipped (deadline)\t-\t0\t0\n' "$name" >> "$STEPS"
+        echo "== $name: skipped, the ${DEADLINE_S} s deadline is near"
+        return
+    fi
+    (( limit > left )) && limit=$left
+    echo "== $name (at most ${limit} s)"
+    local t0 rc status
+    t0=$(date +%s%N)
+    timeout --kill-after=10 "$limit" "$@" > "$WORK/$name.log" 2>&1
+    rc=$?
+    case $rc in
+        0) status=ok ;;
+        124|137) status=timeout ;;
+        *) status=failed ;;
+    esac
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" \
+        "$(( ($(date +%s%N) - t0) / 1000000 ))" "$limit" >> "$STEPS"
+    echo "   $status (exit $rc); log tail:"
+    tail -n 5 "$WORK/$name.log" | sed 's/^/   | /'
+}
+
+run_step nvidia_smi 20 nvidia-smi
+run_step environment 30 "$PYTHON" -c "import sys, torch
+print(sys.version)
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
+if torch.cuda.is_available():
+    print(torch.cuda.get_device_name(0), 'free/total bytes', torch.cuda.mem_get_info())"
+
+# Inputs: a 30 s video with two moving objects and their masks; a 4-clip URMP-format set.
+run_step inputs_duet 60 "$PYTHON" benchmarks/synthetic_media.py clip "$WORK/duet" \
+    --seconds 30 --objects 2
+run_step inputs_urmp 60 "$PYTHON" benchmarks/synthetic_media.py urmp "$WORK/urmp" --clips 4
+
+run_step pipeline_5s 100 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
+    --json "$WORK/pipeline_5s.json"
+run_step demo_30s_two_objects 75 "$PYTHON" demo.py --variant debug --device "$DEVICE" \
+    --weights_dir "$WORK/weights" --video "$WORK/duet/video.mp4" --duration 30 \
+    --object trumpet --mask_video "$WORK/duet/mask_0.mp4" --prompt trumpet \
+    --object violin --mask_video "$WORK/duet/mask_1.mp4" --prompt violin \
+    --output "$WORK/demo"
+run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" \
+    "hydra.run.dir=$WORK/train"
+run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug compile=true "device=$DEVICE" \
+    dataset=urmp "dataset.root=$WORK/urmp" "dataset.metadata=$WORK/urmp/metadata.tsv" \
+    "weights_dir=$WORK/weights" "run_dir=$WORK/eval" num_workers=2
+run_step pipeline_30s 110 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 30 \
+    --json "$WORK/pipeline_30s.json"
+run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
+    --paths default --compile --json "$WORK/pipeline_5s_compile.json"
+
+# One results file: steps, log tails, benchmark tables and the files the runs wrote.
+"$PYTHON" - "$WORK" "$RESULTS" "$(( $(date +%s) - START ))" "$DEVICE" <<'EOF'
+import json, sys
+from pathlib import Path
+
+work, results, elapsed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+steps = []
+for line in (work / "steps.tsv").read_text().splitlines():
+    name, status, rc, milliseconds, limit = line.split("\t")
+    log = work / f"{name}.log"
+    steps.append({"name": name, "status": status, "exit_code": rc,
+                  "seconds": int(milliseconds) / 1000, "limit_s": int(limit),
+                  "log_tail": log.read_text(errors="replace")[-4000:] if log.exists() else ""})
+benchmarks = {p.stem: json.loads(p.read_text()) for p in sorted(work.glob("pipeline_*.json"))}
+outputs = {folder: sorted(str(p.relative_to(work)) for p in (work / folder).rglob("*")
+                          if p.suffix in {".flac", ".mp4", ".pth", ".json"})
+           for folder in ("demo", "train", "eval") if (work / folder).exists()}
+summary = {"device": sys.argv[4], "elapsed_s": elapsed, "all_ok": all(s["status"] == "ok" for s in steps),
+           "steps": steps, "benchmarks": benchmarks, "outputs": outputs}
+results.write_text(json.dumps(summary, indent=2))
+print(f"{sum(s['status'] == 'ok' for s in steps)}/{len(steps)} steps ok in {elapsed} s; "
+      f"results in {results}")
+EOF
