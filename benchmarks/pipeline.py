@@ -250,7 +250,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     sequence = CONFIG_44K_SA.with_duration(duration)
     net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
                            sequence.sync_seq_len)
-    for module in (net, codec.vocoder):
+    for module in (net, models.synchformer, codec.vocoder):
         module.set_fast_inference(not baseline)
     config = net.config
 

@@ -38,6 +38,11 @@ class PatchEmbed2d(nn.Module):
 class PatchEmbed3d(nn.Module):
     """Tubelet embedding: non-overlapping ``(pt, p, p)`` patches -> time-major token sequence.
 
+    On the CPU the strided convolution runs as what it is, one matrix product of the
+    flattened patches with the flattened kernel (oneDNN's 3-D convolution is several times
+    slower on these shapes); the result equals the convolution up to float rounding. Set
+    :attr:`as_matmul` to False for the convolution kernel itself.
+
     Args:
         in_chans: input channels (3 for frames, 1 for masks).
         embed_dim: output width.
@@ -50,10 +55,20 @@ class PatchEmbed3d(nn.Module):
         super().__init__()
         kernel = (patch_size_temp, patch_size, patch_size)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        self.as_matmul = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(BS, C, T, H, W)`` -> ``(BS, t*h*w, D)``, token index ``ti*h*w + row*w + col``."""
-        return self.proj(x).flatten(2).transpose(1, 2)
+        if not (self.as_matmul and x.device.type == "cpu"):
+            return self.proj(x).flatten(2).transpose(1, 2)
+        bs, channels, frames, height, width = x.shape
+        kt, kh, kw = self.proj.kernel_size
+        t, h, w = frames // kt, height // kh, width // kw
+        # A stride-k convolution ignores the remainder of each axis.
+        x = x[:, :, :t * kt, :h * kh, :w * kw]
+        patches = x.reshape(bs, channels, t, kt, h, kh, w, kw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        patches = patches.reshape(bs, t * h * w, channels * kt * kh * kw)  # (BS, N, C*kt*kh*kw)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (BS, N, D)
 
 
 class Mlp(nn.Module):

@@ -142,6 +142,19 @@ class SynchformerWithContext(nn.Module):
         """See :meth:`MotionFormerWithContext.set_context_trainable`."""
         self.vfeat_extractor.set_context_trainable(trainable)
 
+    def set_fast_inference(self, enabled: bool = True) -> SynchformerWithContext:
+        """Patch embeddings as matrix products on the CPU (default) or as the reference's
+        3-D convolutions (the baseline of ``benchmarks/pipeline.py``); the outputs agree up
+        to float rounding.
+
+        Args:
+            enabled: use the matrix products.
+        """
+        for module in self.modules():
+            if isinstance(module, PatchEmbed3d):
+                module.as_matmul = enabled
+        return self
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor, detail_x: torch.Tensor,
                 detail_mask: torch.Tensor) -> torch.Tensor:
         """Encode windows of full frames, masks and their focal crops.

@@ -1,0 +1,133 @@
+"""How far bf16 output is from fp32, stage by stage, at official sizes with random weights.
+
+Builds the modules of ``benchmarks/pipeline.py`` (official sizes, random weights, nothing
+downloaded), runs each stage in fp32 and again with the modules cast to bf16, on the same
+fp32 inputs, so each stage's own error shows; then the whole chain from conditions to audio
+in bf16 against fp32. Reports the relative RMS difference ``rms(bf16 - fp32) / rms(fp32)``
+and, for features, the cosine similarity. Also prints the bf16/fp32 time ratio of each stage:
+on CPUs without AVX512-BF16 or AMX, bf16 is far slower (``--cpu_bf16`` is opt-in for that
+reason).
+
+    python benchmarks/precision.py                   # CPU: about 10 minutes on 2 cores
+    python benchmarks/precision.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pipeline import CFG_STRENGTH, NUM_STEPS, build_models
+
+from saganet.features import encode_sync, focal_crop
+from saganet.model import CONFIG_44K_SA, FlowMatching
+
+
+def _compare(reference: torch.Tensor, value: torch.Tensor) -> dict[str, float]:
+    reference, value = reference.float().cpu(), value.float().cpu()
+    rms = reference.pow(2).mean().sqrt().item()
+    error = (value - reference).pow(2).mean().sqrt().item()
+    cosine = F.cosine_similarity(value.flatten(), reference.flatten(), dim=0).item()
+    return {"relative_rms": error / rms if rms else float("nan"), "cosine": cosine}
+
+
+def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=1.0, help="clip length (>= 0.64)")
+    parser.add_argument("--clip-frames", type=int, default=1,
+                        help="CLIP frames compared (each costs ~1 TFLOP)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":  # a true fp32 reference
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    full = build_models(device, torch.float32, need_clip=True)
+    sequence = CONFIG_44K_SA.with_duration(args.seconds)
+    full.network.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
+                                    sequence.sync_seq_len)
+    half = copy.deepcopy(full)
+    for module in (half.network, half.synchformer, half.clip, half.codec):
+        module.to(torch.bfloat16)
+    half.network.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
+                                    sequence.sync_seq_len)
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(1, args.clip_frames, 3, 384, 384, generator=g).to(device)
+    sync_frames = (torch.rand(1, 16, 3, 224, 224, generator=g) * 2 - 1).to(device)
+    masks = torch.zeros(1, 16, 1, 224, 224, device=device)
+    masks[..., 60:150, 80:140] = 1.0
+    detail, detail_mask = focal_crop(sync_frames.cpu(), masks.cpu())
+    detail, detail_mask = detail.to(device), detail_mask.to(device)
+    config = full.network.config
+    conditions = {
+        "clip_f": torch.randn(1, config.clip_seq_len, config.clip_dim, generator=g),
+        "sync_f": torch.randn(1, config.sync_seq_len, config.sync_dim, generator=g),
+        "text_f": torch.randn(1, config.text_seq_len, config.text_dim, generator=g),
+    }
+    conditions = {k: F.normalize(v, dim=-1).to(device) for k, v in conditions.items()}
+    x0 = torch.randn(1, config.latent_seq_len, config.latent_dim, generator=g).to(device)
+
+    def sample(models, dtype):
+        net = models.network
+        cond = net.preprocess_conditions(*(conditions[k].to(dtype)
+                                           for k in ("clip_f", "sync_f", "text_f")))
+        empty = net.get_empty_conditions(1)
+        flow = FlowMatching(num_steps=NUM_STEPS)
+        return net.unnormalize(flow.to_data(
+            lambda t, x: net.ode_wrapper(t, x, cond, empty, CFG_STRENGTH, batched=True),
+            x0.to(dtype)))
+
+    rows = []
+    with torch.inference_mode():
+        stages = {
+            "clip_images": lambda m, d: m.clip.encode_images(frames.to(d)),
+            "clip_text": lambda m, d: m.clip.encode_text(["violin", "a dog barking"]),
+            "synchformer": lambda m, d: encode_sync(
+                m.synchformer, *(x.to(d) for x in (sync_frames, masks, detail, detail_mask))),
+            "sampling": sample,
+        }
+        outputs = {}
+        for name, stage in stages.items():
+            reference, t_full = _timed(lambda s=stage: s(full, torch.float32), device)
+            value, t_half = _timed(lambda s=stage: s(half, torch.bfloat16), device)
+            outputs[name] = reference
+            rows.append((name, _compare(reference, value), t_half / t_full))
+        latents = outputs["sampling"]
+        mel, t_full = _timed(lambda: full.codec.decode_mel(latents), device)
+        mel_half, t_half = _timed(lambda: half.codec.decode_mel(latents), device)
+        rows.append(("vae", _compare(mel, mel_half), t_half / t_full))
+        audio, t_full = _timed(lambda: full.codec.vocode(mel), device)
+        audio_half, t_half = _timed(lambda: half.codec.vocode(mel), device)
+        rows.append(("vocoder", _compare(audio, audio_half), t_half / t_full))
+        chain = half.codec.vocode(half.codec.decode_mel(sample(half, torch.bfloat16)))
+        rows.append(("conditions->audio", _compare(audio, chain), float("nan")))
+
+    print(f"bf16 against fp32 on {device}, {args.seconds:g} s clip, random official-size "
+          f"weights ({torch.get_num_threads()} CPU threads)")
+    print(f"{'stage':18s} {'relative RMS':>13s} {'cosine':>9s} {'bf16/fp32 time':>15s}")
+    for name, metrics, ratio in rows:
+        print(f"{name:18s} {metrics['relative_rms']:13.2e} {metrics['cosine']:9.5f} "
+              f"{ratio:15.2f}")
+
+
+if __name__ == "__main__":
+    main()
