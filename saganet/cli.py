@@ -1,18 +1,139 @@
 """Command-line pieces shared by the entry points.
 
 ``demo.py`` and ``python -m saganet.batch`` take the same model and sampling options with the
-same meaning and defaults (those of the reference demo), so they are declared once here; every
-command reports a user's mistake the same way (:func:`report_user_error`).
+same meaning and defaults (those of the reference demo), so they are declared once here, as
+are the object groups of ``demo.py`` (``--object NAME`` followed by that object's options).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+
+@dataclass
+class ObjectArgs:
+    """One object as given on the command line.
+
+    Args:
+        name: ``--object NAME`` (None: named after its prompt).
+        mask_video: ``--mask_video``.
+        prompt: ``--prompt``.
+        negative_prompt: ``--negative_prompt``.
+    """
+
+    name: str | None = None
+    mask_video: Path | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+class _ObjectOption(argparse.Action):
+    """An option of the current object group: ``--object`` opens a group, the others fill the
+    last one (the first group opens by itself)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        objects = list(getattr(namespace, "objects", None) or [])
+        if self.dest == "name" or not objects:
+            objects.append(ObjectArgs())
+        current = objects[-1]
+        if getattr(current, self.dest) is not None:
+            where = f"object {current.name!r}" if current.name else "one object"
+            parser.error(f"{option_string} given twice for {where}; start another object "
+                         "with --object NAME")
+        setattr(current, self.dest, self.type(values) if callable(self.type) else values)
+        namespace.objects = objects
+
+
+def add_object_arguments(parser: argparse.ArgumentParser) -> None:
+    """``[--object NAME] --mask_video PATH [--prompt TEXT] [--negative_prompt TEXT]``, once
+    per object (results in ``args.objects``, a list of :class:`ObjectArgs`)."""
+    group = parser.add_argument_group(
+        "objects", "Each object: its masks and prompts. For several objects, start each with "
+        "--object NAME; the options after it belong to that object.")
+    parser.set_defaults(objects=[])
+    group.add_argument("--object", dest="name", action=_ObjectOption, metavar="NAME",
+                       help="start a new object (used in file names and track titles)")
+    group.add_argument("--mask_video", dest="mask_video", action=_ObjectOption, type=Path,
+                       metavar="PATH", help="binary mask video of the object")
+    group.add_argument("--prompt", dest="prompt", action=_ObjectOption, metavar="TEXT",
+                       help="text prompt, e.g. an instrument name (default: none)")
+    group.add_argument("--negative_prompt", dest="negative_prompt", action=_ObjectOption,
+                       metavar="TEXT", help="what the object's audio should not be")
+
+
+def object_name(args: ObjectArgs, index: int) -> str:
+    """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``."""
+    if args.name:
+        return args.name
+    if args.prompt:
+        safe = re.sub(r"[^\w.+-]+", "_", args.prompt.strip()).strip("_")
+        if safe:
+            return safe[:40]
+    return f"object{index + 1}"
+
+
+def parse_duration(text: str) -> float:
+    """``--duration``: seconds, or ``full`` (to the end of the video: ``math.inf``)."""
+    if text.strip().lower() == "full":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'full', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--start --end --join --overlap --keep_hidden --negatives_from_others``."""
+    parser.add_argument("--start", type=float, default=0.0,
+                        help="seconds of the video to skip (default 0)")
+    parser.add_argument("--end", type=float, default=None,
+                        help="second of the video to stop at (instead of --duration)")
+    parser.add_argument("--join", choices=("joint", "crossfade"), default="joint",
+                        help="how windows of a video longer than 5 s are joined: joint "
+                             "sampling with shared overlaps (default) or independent windows "
+                             "with an equal-power crossfade")
+    parser.add_argument("--overlap", type=float, default=1.0,
+                        help="least overlap of neighbouring windows in seconds (default 1)")
+    parser.add_argument("--keep_hidden", action="store_true",
+                        help="generate an object also where its mask is empty for a whole "
+                             "window (default: silent there)")
+    parser.add_argument("--negatives_from_others", action="store_true",
+                        help="an object without --negative_prompt takes the other objects' "
+                             "prompts as negative prompt")
+
+
+def segment_duration(args: argparse.Namespace) -> float | None:
+    """Seconds to generate from ``--start``: ``--end - --start``, ``--duration``, or None for
+    ``--duration full``."""
+    if args.end is not None:
+        if not args.end > args.start:
+            raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
+        return args.end - args.start
+    return None if math.isinf(args.duration) else args.duration
+
+
+def _replace(args: ObjectArgs, **changes: Any) -> ObjectArgs:
+    return dataclasses.replace(args, **changes)
+
+
+def with_defaults(objects: Sequence[ObjectArgs], **defaults: Any) -> list[ObjectArgs]:
+    """Objects whose unset fields take ``defaults`` (e.g. the example's mask and prompt)."""
+    return [_replace(o, **{k: v for k, v in defaults.items() if getattr(o, k) is None})
+            for o in objects]
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--variant --weights_dir --checkpoint --device --full_precision --offline``."""
@@ -31,8 +152,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--duration --cfg_strength --num_steps --seed --skip_video_composite``."""
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds to generate (shorter inputs shorten it)")
+    parser.add_argument("--duration", type=parse_duration, default=5.0,
+                        help="seconds to generate, or 'full' for the whole video (default 5; "
+                             "longer videos are covered by overlapping 5 s windows)")
     parser.add_argument("--cfg_strength", type=float, default=7.0,
                         help="classifier-free guidance strength")
     parser.add_argument("--num_steps", type=int, default=25, help="Euler steps")
@@ -49,6 +171,6 @@ def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtyp
 
     from saganet import dist
 
-    device = dist.default_device() if args.device == "auto" else torch.device(args.device)
+    device = dist.resolve_device(args.device)
     half = device.type == "cuda" and not args.full_precision
     return device, torch.bfloat16 if half else torch.float32
