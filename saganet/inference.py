@@ -106,6 +106,7 @@ class GenerationResult:
     sampling_rate: int
 
 
+@torch.inference_mode()
 def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
                       options: SamplingOptions) -> tuple[Conditions, Conditions]:
     """Features of a batch turned into the conditional and unconditional branch inputs."""

@@ -210,6 +210,7 @@ class _Generator:
                                      dtype=self.models.dtype))
         return noise
 
+    @torch.inference_mode()
     def _text(self, obj: SoundObject) -> tuple[torch.Tensor, torch.Tensor]:
         """The object's prompt and negative prompt features, ``(1, 77, text_dim)`` each; no
         prompt is the network's stored empty prompt (no text condition)."""
@@ -285,16 +286,21 @@ def _select(conditions: Conditions, index: int) -> Conditions:
 
 def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
                     ) -> list[tuple[float, float]]:
-    """Seconds of the video where no visible window covers the object (merged)."""
-    visible = [w for w in plan.windows if w.index not in hidden]
-    spans = []
+    """Seconds of the video where the stem is silent: covered by hidden windows only (on the
+    audio's grid, where each window's sound is placed), merged."""
+    sr = plan.sampling_rate
+
+    def seconds(window: Window) -> tuple[float, float]:
+        span = plan.sample_span(window)
+        return span.start / sr, min(span.stop / sr, plan.duration)
+
+    visible = [seconds(w) for w in plan.windows if w.index not in hidden]
+    spans: list[tuple[float, float]] = []
     for window in plan.windows:
         if window.index not in hidden:
             continue
-        low = window.offset
-        high = min(window.offset + plan.window_duration, plan.duration)
-        for other in visible:
-            other_low, other_high = other.offset, other.offset + plan.window_duration
+        low, high = seconds(window)
+        for other_low, other_high in visible:
             if other_low <= low < other_high:
                 low = other_high
             if other_low < high <= other_high:
@@ -307,6 +313,7 @@ def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
     return [(start + a, start + b) for a, b in spans]
 
 
+@torch.inference_mode()
 def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                      options: SamplingOptions, seed: int, overwrite: bool = False,
                      progress: ProgressFn | None = None) -> SoundtrackResult:

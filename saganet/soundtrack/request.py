@@ -116,6 +116,12 @@ class SoundtrackRequest:
             if obj.prompt is not None and not obj.prompt.strip():
                 raise UserInputError(f"object {obj.name!r}: the prompt is empty; leave it out "
                                      "for no text condition")
+        if self.negatives_from_others and len(self.objects) > 1:
+            lacking = [o.name for o in self.objects if o.prompt is None]
+            if lacking:
+                raise UserInputError(f"object {lacking[0]!r} has no prompt: the other objects "
+                                     "take it as their negative prompt "
+                                     "(--negatives_from_others)")
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")
