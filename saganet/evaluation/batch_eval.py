@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -58,6 +58,7 @@ from saganet.evaluation.datasets import (
     build_eval_dataset,
 )
 from saganet.features import focal_crop
+from saganet.hydra_config import PathsConfig, register_schema, to_typed
 from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
@@ -72,8 +73,9 @@ GROUND_TRUTH_SUFFIX = "ground_truth"
 VARIANT_ALIASES = {spec.network: name for name, spec in PIPELINES.items()
                    if spec.network != name}
 # Settings that change the generated audio: a folder holds clips of one combination only.
-RESULT_SETTINGS = ("dataset", "variant", "duration_s", "cfg_strength", "num_steps", "seed",
+RESULT_SETTINGS = ("dataset", "variant", "duration", "cfg_strength", "num_steps", "seed",
                    "amp", "detail_files")
+SCHEMA_NAME = "batch_eval_schema"
 
 
 def resolve_variant(name: str) -> str:
@@ -91,20 +93,36 @@ def resolve_variant(name: str) -> str:
                          f"{', '.join([*PIPELINES, *VARIANT_ALIASES])}")
 
 
-@dataclass(frozen=True)
-class BatchEvalConfig:
-    """Everything one batch-evaluation run needs.
+@dataclass(kw_only=True)
+class EvalDatasetConfig:
+    """The evaluation dataset (the ``dataset`` group: ``config/dataset/<name>.yaml``).
 
     Args:
-        dataset: ``urmp`` or ``sms``.
+        name: ``urmp`` or ``sms`` (a key of :data:`saganet.evaluation.datasets.EVAL_DATASETS`).
         root: folder with the dataset's clips.
         metadata: the dataset's metadata table.
-        variant: pipeline variant or network name (see :func:`resolve_variant`).
-        weights_dir: weights folder (default: the user cache).
+    """
+
+    name: str
+    root: str
+    metadata: str
+
+
+@dataclass(kw_only=True)
+class BatchEvalConfig:
+    """Everything one batch-evaluation run needs: the schema of ``config/batch_eval.yaml``
+    and the one place of its defaults (see :mod:`saganet.hydra_config`).
+
+    Args:
+        dataset: the evaluation dataset (a group: no default).
+        paths: data, output and weights folders (the ``paths`` group; ``paths.weights_dir`` is
+            the weights cache).
+        run_dir: parent of the output folders (the YAML wires it to
+            ``<paths.output_dir>/eval``).
+        model: pipeline variant or network name (see :func:`resolve_variant`).
         checkpoint: a weights file to use instead of the variant's published one.
-        run_dir: parent of the output folders.
         output_name: suffix of the output folder (``<dataset>-<output_name>``).
-        duration_s: seconds generated per clip; shorter clips fail.
+        duration: seconds generated per clip; shorter clips fail.
         batch_size: clips per batch on each process.
         num_workers: data-loader processes per rank (0: decode in the main process).
         compile: ``torch.compile`` the network's ``predict_flow``.
@@ -119,15 +137,13 @@ class BatchEvalConfig:
         offline: never download weights (None: from the environment).
     """
 
-    dataset: str
-    root: str
-    metadata: str
-    variant: str = "saganet_small"
-    weights_dir: str | None = None
+    dataset: EvalDatasetConfig
+    paths: PathsConfig
+    run_dir: str
+    model: str = "saganet_small"
     checkpoint: str | None = None
-    run_dir: str = "output/eval"
     output_name: str | None = None
-    duration_s: float = 5.0
+    duration: float = 5.0
     batch_size: int = 4
     num_workers: int = 8
     compile: bool = False
@@ -144,35 +160,26 @@ class BatchEvalConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.num_steps < 1 or self.num_workers < 0:
             raise UserInputError("batch_size and num_steps must be >= 1, num_workers >= 0")
-        if not self.duration_s > 0:
-            raise UserInputError(f"duration_s must be positive, got {self.duration_s}")
+        if not self.duration > 0:
+            raise UserInputError(f"duration must be positive, got {self.duration}")
         if self.output_name is not None and (not self.output_name
                                              or self.output_name == GROUND_TRUTH_SUFFIX
                                              or "/" in self.output_name):
             raise UserInputError(f"output_name {self.output_name!r} is empty, contains '/' or "
                                  f"is reserved for the ground truth")
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> BatchEvalConfig:
-        """Build from a flat mapping (e.g. the resolved Hydra config); unknown keys fail.
-
-        Args:
-            values: field name -> value.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise UserInputError(f"unknown batch_eval setting(s): {', '.join(unknown)}")
-        return cls(**values)
+    @property
+    def weights_dir(self) -> str | None:
+        return self.paths.weights_dir
 
     @property
     def output_dir(self) -> Path:
         suffix = f"-{self.output_name}" if self.output_name else ""
-        return Path(self.run_dir) / f"{self.dataset}{suffix}"
+        return Path(self.run_dir) / f"{self.dataset.name}{suffix}"
 
     @property
     def ground_truth_dir(self) -> Path:
-        return Path(self.run_dir) / f"{self.dataset}-{GROUND_TRUTH_SUFFIX}"
+        return Path(self.run_dir) / f"{self.dataset.name}-{GROUND_TRUTH_SUFFIX}"
 
     def result_settings(self, device: torch.device) -> dict[str, Any]:
         """The settings that change the audio (checked when resuming into a folder).
@@ -180,10 +187,29 @@ class BatchEvalConfig:
         Args:
             device: where the run generates (autocast applies on CUDA only).
         """
-        values = {name: getattr(self, name) for name in RESULT_SETTINGS}
-        values["variant"] = resolve_variant(self.variant)
+        values = {name: getattr(self, name) for name in RESULT_SETTINGS
+                  if name not in ("dataset", "variant")}
+        values["dataset"] = self.dataset.name
+        values["variant"] = resolve_variant(self.model)
         values["amp"] = self.amp and device.type == "cuda"
         return values
+
+
+def register_batch_eval_schema() -> None:
+    """Register :class:`BatchEvalConfig` as :data:`SCHEMA_NAME` (``batch_eval.yaml`` uses it)."""
+    register_schema(SCHEMA_NAME, BatchEvalConfig)
+
+
+def batch_eval_config(cfg: DictConfig | Mapping[str, Any]) -> BatchEvalConfig:
+    """Validate a composed config (``hydra`` node excluded) and convert it.
+
+    Args:
+        cfg: the composed ``batch_eval`` config, or a plain mapping of the same shape.
+
+    Raises:
+        UserInputError: a value is missing, unknown, or has the wrong type.
+    """
+    return to_typed(cfg, BatchEvalConfig)
 
 
 @dataclass
@@ -268,7 +294,7 @@ def is_done(config: BatchEvalConfig, clip: EvalClip) -> bool:
 
 def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
     """md5 of the weights files the run uses, or ``"debug"`` for the debug variant."""
-    variant = resolve_variant(config.variant)
+    variant = resolve_variant(config.model)
     if PIPELINES[variant].debug:
         return "debug"
     from saganet import weights
@@ -317,24 +343,6 @@ def check_manifest(path: Path, settings: Mapping[str, Any], identity: Any) -> No
         raise UserInputError(
             f"this folder holds clips generated with other settings ({details}); choose "
             f"another output_name or run_dir, or delete the folder", path.parent)
-
-
-def _broadcast(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (identity in a single process)."""
-    if not torch_dist.is_initialized():
-        return value
-    box = [value]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(value: Any) -> list[Any]:
-    """``value`` of every rank, in rank order (``[value]`` in a single process)."""
-    if not torch_dist.is_initialized():
-        return [value]
-    gathered: list[Any] = [None] * torch_dist.get_world_size()
-    torch_dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def collate(items: list[EvalSample | LoadFailure]) -> tuple[list[EvalSample],
@@ -422,14 +430,14 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         "complete": complete,
         "settings": config.result_settings(info.device),
         "weights": identity,
-        "network": PIPELINES[resolve_variant(config.variant)].network,
+        "network": PIPELINES[resolve_variant(config.model)].network,
         "checkpoint": config.checkpoint,
         "run": {"world_size": info.world_size, "batch_size": config.batch_size,
                 "compile": config.compile, "device": str(info.device)},
         "noise": "per clip: torch.Generator seeded with clip_seed(seed, id) = first 8 bytes "
                  "(little endian, 63 bits) of sha256(f'{seed}/{id}')",
-        "dataset_root": str(config.root),
-        "metadata": str(config.metadata),
+        "dataset_root": str(config.dataset.root),
+        "metadata": str(config.dataset.metadata),
         "ground_truth_dir": str(config.ground_truth_dir) if config.ground_truth else None,
         "clips": sorted(clips),
         "failed": list(failed),
@@ -439,10 +447,10 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
 
 
 def _prepare_models(config: BatchEvalConfig, device: torch.device) -> SAGANetModels:
-    models = load_models(resolve_variant(config.variant), weights_dir=config.weights_dir,
+    models = load_models(resolve_variant(config.model), weights_dir=config.weights_dir,
                          checkpoint=config.checkpoint, device=device, dtype=torch.float32,
                          offline=config.offline)
-    models.set_duration(config.duration_s)
+    models.set_duration(config.duration)
     if config.compile:
         network = models.network
         # An instance attribute shadows the method, so ode_wrapper calls the compiled graph.
@@ -463,8 +471,9 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
         UserInputError: bad settings, unreadable metadata, missing weights, or an output
             folder generated with other settings.
     """
-    dataset = build_eval_dataset(config.dataset, config.root, config.metadata,
-                                 config.duration_s, config.detail_files)
+    spec = config.dataset
+    dataset = build_eval_dataset(spec.name, spec.root, spec.metadata, config.duration,
+                                 config.detail_files)
     # Rank 0 alone reads the folder and the weights' md5s; the others get its verdict.
     plan: _Plan | str = ""
     identity: dict[str, Any] | str = ""
@@ -475,7 +484,7 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
             plan = _plan(config, dataset, identity, info)
         except UserInputError as err:
             plan = str(err)
-    plan = _broadcast(plan)
+    plan = dist.broadcast_object(plan)
     if isinstance(plan, str):
         raise UserInputError(plan)
     if info.is_main:
@@ -490,7 +499,7 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
         models = _prepare_models(config, info.device)
         written, failed = _generate_share(config, dataset, models, mine, info)
     dist.barrier()
-    gathered = _gather((written, failed, gt_failed))
+    gathered = dist.all_gather_objects((written, failed, gt_failed))
     report = BatchEvalReport(
         output_dir=config.output_dir, manifest=config.output_dir / MANIFEST_NAME,
         written=sorted(i for w, _, _ in gathered for i in w), skipped=sorted(plan.done),
@@ -537,7 +546,7 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if config.amp and device.type == "cuda" else nullcontext())
     bar = tqdm(total=len(indices), unit="clip", disable=not info.is_main,
-               desc=f"{config.dataset} (rank 0 of {info.world_size})")
+               desc=f"{config.dataset.name} (rank 0 of {info.world_size})")
     try:
         for samples, failures in loader:
             for failure in failures:
@@ -562,6 +571,6 @@ def _write_outputs(config: BatchEvalConfig, clip: EvalClip, audio: torch.Tensor,
                    rate: int) -> None:
     paths = output_paths(config.output_dir, clip.id, not config.skip_video_composite)
     if len(paths) > 1:
-        write_video_with_audio(clip.video, audio, rate, paths[1], duration=config.duration_s,
+        write_video_with_audio(clip.video, audio, rate, paths[1], duration=config.duration,
                                overwrite=True)
     write_flac(paths[0], audio, rate, overwrite=True)
