@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=8 batch_eval.py dataset=urmp paths.data_dir=/data
 
 Hydra composes ``config/batch_eval.yaml`` over the schema
-:class:`saganet.evaluation.batch_eval.BatchEvalConfig`; the clips go to
+:class:`saganet.evaluation.batch_config.BatchEvalConfig`; the clips go to
 ``<run_dir>/<dataset>[-<output_name>]/<id>.flac`` with a ``manifest.json``. Running the same
 command again generates only the clips that are missing. The reference's spellings
 ``duration_s=...`` and ``model=small_44k_sa`` are accepted. Exit status: 0 when every metadata
@@ -19,15 +19,9 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from saganet import dist
-from saganet.evaluation.batch_eval import (
-    batch_eval_config,
-    register_batch_eval_schema,
-    run_batch_eval,
-)
+from saganet.evaluation.batch_config import batch_eval_config, register_batch_eval_schema
 from saganet.hydra_config import preflight, rename_overrides, user_errors
 
 PROG = "batch_eval.py"
@@ -46,10 +40,16 @@ def _quiet_console() -> None:
 
 @hydra.main(version_base="1.3", config_path="config", config_name="batch_eval")
 def main(cfg: DictConfig) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     with user_errors(PROG, LOG_FILES):
         config = batch_eval_config(cfg)
+        # Imported once the configuration is valid: torch and the models take seconds.
+        import torch
+
+        from saganet import dist
+        from saganet.evaluation.batch_eval import run_batch_eval
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         try:
             info = dist.init(config.device)
             if not info.is_main:

@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 
 from saganet.hydra_config import preflight, user_errors
 from saganet.training.config import from_hydra, register_train_schema
-from saganet.training.loop import INTERRUPTED_STATUS, TrainingInterruptedError, fit
 
 PROG = "train.py"
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -33,6 +32,9 @@ LOG_FILES = ("train_rank*.log",)
 def main(cfg: DictConfig) -> None:
     with user_errors(PROG, LOG_FILES):
         config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+        # Imported once the configuration is valid: torch and the models take seconds.
+        from saganet.training.loop import INTERRUPTED_STATUS, TrainingInterruptedError, fit
+
         try:
             fit(config)
         except TrainingInterruptedError as stop:

@@ -79,10 +79,14 @@ def to_typed(cfg: DictConfig, cls: type[T], **values: Any) -> T:
         values: fields set here (e.g. the run directory Hydra chose), merged before converting.
 
     Raises:
-        UserInputError: a required value is missing or a value has the wrong type.
+        UserInputError: a required value is missing, a key is unknown, or a value has the
+            wrong type.
     """
+    # Merged as plain data into a fresh schema: a key that Hydra let in with "+key=..." is
+    # then an error instead of being dropped silently by the conversion.
+    data = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), cfg, values)
+        merged = OmegaConf.merge(OmegaConf.structured(cls), data, values)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise UserInputError(f"invalid configuration: {_one_line(err)}") from err

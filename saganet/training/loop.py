@@ -141,6 +141,7 @@ class Trainer:
             frame_size=synchformer.config.img_size)
         # Data first: a wrong data path fails in seconds, before any base-weight download.
         self.train_set, self.val_set = build_datasets(cfg.data, shapes, cfg.duration, cfg.seed)
+        self.evaluator = self._build_evaluator(shapes)
         state_path = self._state_path()
         if state_path is None:  # a training state holds all weights: no base weights needed
             load_base_weights(self.models, cfg.model, cfg.paths.weights_dir)
@@ -183,7 +184,6 @@ class Trainer:
             view = TrainableView({"network": network, "synchformer": synchformer})
             self.ema = build_post_hoc_ema(view, self.run_dir, cfg.ema.sigma_rels,
                                           cfg.ema.snapshot_every, exp_name=cfg.exp_name)
-        self.evaluator = self._build_evaluator(shapes)
         self.last_state: tuple[int, Path] | None = None  # (step, file) of the latest state
         self._interrupted = False
         if state_path is not None:

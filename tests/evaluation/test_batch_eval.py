@@ -16,15 +16,17 @@ import torch
 
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
-from saganet.evaluation.batch_eval import (
+from saganet.evaluation.batch_config import (
     BatchEvalConfig,
     EvalDatasetConfig,
     batch_eval_config,
+    resolve_variant,
+)
+from saganet.evaluation.batch_eval import (
     check_manifest,
     clip_seed,
     generation_batch,
     output_paths,
-    resolve_variant,
     run_batch_eval,
     shard,
 )
@@ -132,7 +134,7 @@ def test_urmp_reads_columns_by_name_in_any_order(tmp_path):
 def test_urmp_header_must_name_the_columns(tmp_path):
     table = tmp_path / "meta.tsv"
     table.write_text("a\tb\tc\td\te\tf\tg\np/v\tp/a\tp/m\tvn\tviolin\t0\t5000\n")
-    with pytest.raises(UserInputError, match="lacks column.*video_id, audio_id, mask_id, label"):
+    with pytest.raises(UserInputError, match=r"lacks column.*video_id, audio_id, mask_id, label"):
         read_urmp_clips(tmp_path, table)
 
 
