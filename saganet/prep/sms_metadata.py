@@ -3,7 +3,7 @@
 Owns the planning side of dataset assembly (``training/load_sms.py``):
 
 * :func:`fetch_public_files` downloads the published metadata and masks (everything the
-  public bucket lists except checkpoints);
+  public bucket lists except checkpoints); :func:`check_public_files` is its offline mode;
 * :func:`read_sms_metadata` / :func:`read_urmp_metadata` read ``sms/metadata.csv`` and
   ``urmp/metadata.tsv`` by column NAME with :func:`saganet.tables.read_table` (the column
   order of the published files is not documented);
@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
+from saganet.errors import UserInputError
 from saganet.prep.clip_cut import ClipJob
 from saganet.tables import read_table
 
@@ -104,6 +105,35 @@ def fetch_public_files(
     for name in tqdm(todo, desc="downloading", unit="file", disable=not progress):
         download(f"{base}/{quote(name)}", output_dir / name, progress=False)
     return [output_dir / name for name in names]
+
+
+def check_public_files(base_url: str, output_dir: str | Path, shown: int = 10) -> None:
+    """Offline mode: check that the published files are in ``output_dir``, download nothing.
+
+    The files are those of the local listing ``<output_dir>/files.txt`` when it exists (as
+    :func:`fetch_public_files` keeps it), else the two metadata tables.
+
+    Args:
+        base_url: the public bucket (named in the error, with each missing file's URL).
+        output_dir: where the files must be.
+        shown: how many missing files the error names (it counts all of them).
+
+    Raises:
+        UserInputError: files are missing; one line names each (up to ``shown``) with its URL
+            and the path it goes to.
+    """
+    base, output_dir = base_url.rstrip("/"), Path(output_dir)
+    listing = output_dir / LISTING_NAME
+    names = (_listed_names(listing.read_text(encoding="utf-8")) if listing.is_file()
+             else [SMS_METADATA.as_posix(), URMP_METADATA.as_posix()])
+    missing = [name for name in names if not (output_dir / name).is_file()]
+    if not missing:
+        return
+    parts = [f"download {base}/{quote(name)} to {output_dir / name}" for name in missing[:shown]]
+    if len(missing) > shown:
+        parts.append(f"and {len(missing) - shown} more listed in {listing}")
+    raise UserInputError(f"offline mode is on and {len(missing)} published file(s) are "
+                         "missing: " + "; ".join(parts))
 
 
 @dataclass(frozen=True)
