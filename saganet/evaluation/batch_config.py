@@ -60,11 +60,15 @@ class EvalDatasetConfig:
         name: ``urmp`` or ``sms`` (a key of :data:`saganet.evaluation.datasets.EVAL_DATASETS`).
         root: folder with the dataset's clips.
         metadata: the dataset's metadata table.
+        gt_cache: av-benchmark features of the dataset's ground truth, extracted beforehand
+            (the reference's test cache); used when training evaluates this dataset. None:
+            the features are extracted from the ground-truth audio the evaluation writes.
     """
 
     name: str
     root: str
     metadata: str
+    gt_cache: str | None = None
 
 
 @dataclass(kw_only=True)

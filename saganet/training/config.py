@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from saganet.evaluation.batch_config import EvalDatasetConfig
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
 SCHEMA_NAME = "train_schema"
@@ -84,7 +85,8 @@ class DataSetup:
     Args:
         kind: ``sms`` or ``urmp`` (precomputed features + videos) or ``synthetic``.
         train, val, test: the splits of the precomputed kinds (None for ``synthetic``; ``test``
-            may be None when no test evaluation is wanted).
+            is optional: the test set after training is usually an evaluation dataset, see
+            :class:`EvalConfig`).
         synthetic_train_size, synthetic_val_size, synthetic_test_size: sample counts of the
             splits of the synthetic kind.
         num_workers: DataLoader workers per rank.
@@ -198,17 +200,22 @@ class EvalConfig:
 
     Every ``log.eval_interval`` steps and at the last step the ``during`` splits are generated
     with the current weights (the EMA when ``ema.enabled``), sharded over the ranks; after the
-    last step the ``after`` splits too. Metrics: FD (PaSST, PANNs, VGGish), KL, IS, IB-Score
+    last step the ``after`` sets too. Metrics: FD (PaSST, PANNs, VGGish), KL, IS, IB-Score
     and DeSync through av-benchmark, or the built-in weight-free embedder when av-benchmark is
     not available. Results: ``<run_dir>/eval/<step>/metrics.json`` and TensorBoard
-    ``eval/<split>/<metric>``; a step whose metrics exist is not evaluated again.
+    ``eval/<set>/<metric>``; a set whose metrics exist at a step is not evaluated again.
 
     Args:
         enabled: evaluate at all.
-        during: splits (``val``, ``test``, ``train``) evaluated every ``log.eval_interval``
-            steps and at the end.
-        after: splits evaluated once, after the last step.
-        num_clips: clips of each split evaluated (the first ones; 0 = all).
+        during: data splits (``val``, ``test``, ``train``: precomputed features, like
+            training) evaluated every ``log.eval_interval`` steps and at the end.
+        after: sets evaluated once after the last step: data splits, or names of
+            ``datasets`` (raw videos, through the batch evaluation with the final weights
+            file).
+        datasets: evaluation datasets by name (``config/dataset/<name>.yaml``); the URMP test
+            set by default.
+        num_clips: clips of each data split evaluated (the first ones; 0 = all); datasets are
+            evaluated whole.
         batch_size: clips per generation call, per rank.
         cfg_strength: classifier-free guidance strength of the generations.
         num_steps: Euler steps of the generations.
@@ -219,7 +226,8 @@ class EvalConfig:
 
     enabled: bool = True
     during: tuple[str, ...] = ("val",)
-    after: tuple[str, ...] = ("test",)
+    after: tuple[str, ...] = ("urmp",)
+    datasets: dict[str, EvalDatasetConfig] = field(default_factory=dict)
     num_clips: int = 0
     batch_size: int = 6
     cfg_strength: float = 4.5

@@ -24,6 +24,15 @@ Every ``log.eval_interval`` steps (and at the last step) the trainer evaluates t
 4. **Record.** ``<run_dir>/eval/<step>/metrics.json`` gains the split's entry (written under
    a temporary name and renamed), TensorBoard gets ``eval/<split>/<metric>``. A split whose
    entry exists is not evaluated again, so resuming a run never redoes an evaluation.
+
+After the last step, ``eval.after`` may also name an **evaluation dataset** (raw videos, masks
+and true audio, e.g. the URMP test set, ``config/dataset/urmp.yaml``). It goes through the batch
+evaluation (:func:`saganet.evaluation.batch_eval.run_batch_eval`: sharded, per-clip seeds,
+resumable, with its manifest) with the run's final weights file, into
+``<run_dir>/eval/<step>/<name>/`` and the ground truth into ``<name>-ground_truth/`` beside it;
+it is scored and recorded like a split (av-benchmark uses the dataset's ``gt_cache`` when it
+holds the features). Its CLIP and text features are computed from the videos and labels, so the
+pipeline's CLIP encoder is loaded for it.
 """
 
 from __future__ import annotations
@@ -48,11 +57,20 @@ from saganet.data.sms_dataset import mask_to_unit, video_to_unit
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import list_audio_files
 from saganet.evaluation.av_bench import AUDIO_CACHE_FILES, AvBenchUnavailableError, load_av_bench
-from saganet.evaluation.batch_eval import clip_seed, export_ground_truth, shard, write_json_atomic
+from saganet.evaluation.batch_config import BatchEvalConfig, EvalDatasetConfig
+from saganet.evaluation.batch_eval import (
+    clip_seed,
+    export_ground_truth,
+    run_batch_eval,
+    shard,
+    write_json_atomic,
+)
+from saganet.evaluation.datasets import build_eval_dataset
 from saganet.evaluation.embedders import build_embedder, embedder_names
 from saganet.evaluation.results import MetricResults
 from saganet.evaluation.runner import AV_BENCH, evaluate_with_embedder
 from saganet.features.synchformer import SynchformerWithContext
+from saganet.hydra_config import PathsConfig
 from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac
 from saganet.model import FlowNetwork, SequenceConfig
@@ -258,7 +276,10 @@ class TrainingEvaluator:
 
     Args:
         cfg: the evaluation settings.
-        splits: the splits by name.
+        splits: the data splits by name.
+        datasets: the evaluation datasets by name (evaluated with a weights file).
+        pipeline: the pipeline variant whose encoders and codec evaluate the datasets.
+        paths: the run's paths (weights cache).
         codec: the decoder of the generations (moved to the device here).
         sequence: duration and rates of the run.
         seed: base seed of the per-clip noise.
@@ -269,12 +290,17 @@ class TrainingEvaluator:
         num_workers: data-loader processes decoding clips.
     """
 
-    def __init__(self, cfg: EvalConfig, splits: Mapping[str, EvalSplit], codec: AudioCodec,
-                 sequence: SequenceConfig, seed: int, run_dir: str | os.PathLike[str],
-                 info: dist.DistInfo, autocast_dtype: torch.dtype | None,
-                 source: FeatureSource | None, num_workers: int = 0) -> None:
+    def __init__(self, cfg: EvalConfig, splits: Mapping[str, EvalSplit],
+                 datasets: Mapping[str, EvalDatasetConfig], pipeline: str, paths: PathsConfig,
+                 codec: AudioCodec, sequence: SequenceConfig, seed: int,
+                 run_dir: str | os.PathLike[str], info: dist.DistInfo,
+                 autocast_dtype: torch.dtype | None, source: FeatureSource | None,
+                 num_workers: int = 0) -> None:
         self.cfg = cfg
         self.splits = dict(splits)
+        self.datasets = dict(datasets)
+        self.pipeline = pipeline
+        self.paths = paths
         self.codec = codec.to(info.device)
         self.sequence = sequence
         self.seed = seed
@@ -328,24 +354,27 @@ class TrainingEvaluator:
     def evaluate(self, step: int, names: Sequence[str], network: FlowNetwork,
                  synchformer: SynchformerWithContext,
                  weights: Mapping[str, torch.Tensor] | None = None,
-                 weights_name: str = "current") -> dict[str, dict[str, float]]:
-        """Evaluate the splits ``names`` at ``step`` (those not evaluated yet); every rank.
+                 weights_name: str = "current",
+                 weights_file: Path | None = None) -> dict[str, dict[str, float]]:
+        """Evaluate the sets ``names`` at ``step`` (those not evaluated yet); every rank.
 
         Args:
             step: the training step (names the folder).
-            names: split names.
+            names: data split or evaluation dataset names.
             network: the live flow network.
             synchformer: the live Synchformer.
             weights: parameters to use instead of the live ones (EMA), as view names.
             weights_name: what ``weights`` are, for the record.
+            weights_file: the weights file of this step, for the evaluation datasets.
 
         Returns:
-            Split name -> metric values (rank 0; empty on the other ranks).
+            Set name -> metric values (rank 0; empty on the other ranks).
         """
         out: dict[str, dict[str, float]] = {}
         todo = self.pending(step, names)
         if not todo:
             return out
+        splits = [name for name in todo if name in self.splits]
         modules = {"network": network, "synchformer": synchformer}
         modes = {name: module.training for name, module in modules.items()}
         try:
@@ -353,21 +382,43 @@ class TrainingEvaluator:
                 module.eval()
             with substituted_parameters(modules, weights):
                 generated = {name: self._generate(self.splits[name], step, network, synchformer)
-                             for name in todo}
+                             for name in splits}
         finally:
             for name, module in modules.items():
                 module.train(modes[name])
-        for name in todo:
+        for name in splits:
             self._ensure_ground_truth(self.splits[name])
+        for name in (n for n in todo if n in self.datasets):
+            if weights_file is None:
+                raise ValueError(f"evaluation dataset {name!r} needs a weights file")
+            generated[name] = self._generate_dataset(name, step, weights_file)
         dist.barrier()
         if self.info.is_main:
             for name in todo:
                 written, failed = generated[name]
-                entry = self._score(self.splits[name], step, written, failed, weights_name)
+                entry = self._score(name, step, written, failed,
+                                    weights_file.name if name in self.datasets and weights_file
+                                    else weights_name)
                 self._record(step, name, entry)
                 out[name] = entry["metrics"]
         dist.barrier()
         return out
+
+    def _batch_config(self, name: str, step: int, weights_file: Path) -> BatchEvalConfig:
+        return BatchEvalConfig(
+            dataset=self.datasets[name], paths=self.paths, run_dir=str(self.step_dir(step)),
+            model=self.pipeline, checkpoint=str(weights_file), duration=self.sequence.duration,
+            batch_size=self.cfg.batch_size, num_workers=self.num_workers,
+            cfg_strength=self.options.cfg_strength, num_steps=self.options.num_steps,
+            seed=self.seed, amp=self.autocast_dtype is not None, ground_truth=True,
+            skip_video_composite=True)
+
+    def _generate_dataset(self, name: str, step: int,
+                          weights_file: Path) -> tuple[list[str], list[str]]:
+        """Generate an evaluation dataset with the batch evaluation; (written, failed) stems."""
+        report = run_batch_eval(self._batch_config(name, step, weights_file), self.info)
+        failed = [f["id"] for f in report.failed] + [m["id"] for m in report.missing]
+        return report.clips, sorted(failed)
 
     def _generate(self, split: EvalSplit, step: int, network: FlowNetwork,
                   synchformer: SynchformerWithContext) -> tuple[list[str], list[str]]:
@@ -446,51 +497,79 @@ class TrainingEvaluator:
         destination.parent.mkdir(parents=True, exist_ok=True)
         write_flac(destination, audio[0], self.codec.sampling_rate, overwrite=True)
 
-    def _score(self, split: EvalSplit, step: int, written: list[str], failed: list[str],
+    def _score(self, name: str, step: int, written: list[str], failed: list[str],
                weights_name: str) -> dict[str, Any]:
-        """Rank 0: the metrics of one generated split, as the ``metrics.json`` entry."""
+        """Rank 0: the metrics of one generated set, as the ``metrics.json`` entry."""
         assert self.source is not None
-        folder = self.step_dir(step) / split.name
+        folder, gt_audio, gt_cache = self._locations(name, step)
         entry: dict[str, Any] = {
             "clips": len(written), "failed": failed, "weights": weights_name,
             "features": self.source.description, "audio_dir": str(folder),
-            "ground_truth": str(split.gt_cache), "audio_length": self.audio_length,
+            "ground_truth": str(gt_cache or gt_audio), "audio_length": self.audio_length,
             "cfg_strength": self.options.cfg_strength, "num_steps": self.options.num_steps,
             "metrics": {}, "sources": {}, "skipped": {}, "notes": [], "error": None}
         try:
-            results = self._metrics(split, folder, written)
+            results = self._metrics(folder, gt_audio, gt_cache, written)
         except UserInputError as err:
             # A failed evaluation must not end a long run: it is recorded and training goes on.
-            log.error("step %d: %s could not be scored: %s", step, split.name, err)
+            log.error("step %d: %s could not be scored: %s", step, name, err)
             entry["error"] = str(err)
             return entry
         entry.update(metrics=results.values, sources=results.sources, skipped=results.skipped,
                      notes=results.notes)
-        names = ", ".join(f"{k} {v:.4g}" for k, v in results.values.items())
-        log.info("step %d: %s (%d clips, %s): %s", step, split.name, len(written),
-                 self.source.name, names)
+        values = ", ".join(f"{k} {v:.4g}" for k, v in results.values.items())
+        log.info("step %d: %s (%d clips, %s): %s", step, name, len(written), self.source.name,
+                 values)
         return entry
 
-    def _metrics(self, split: EvalSplit, folder: Path, written: list[str]) -> MetricResults:
+    def _locations(self, name: str, step: int) -> tuple[Path, Path, Path | None]:
+        """(generated audio, ground-truth audio, av-benchmark ground-truth cache or None)."""
+        if name in self.splits:
+            split = self.splits[name]
+            return self.step_dir(step) / name, split.gt_audio_dir, split.gt_cache
+        config = self._batch_config(name, step, Path())
+        cache = config.dataset.gt_cache
+        return config.output_dir, config.ground_truth_dir, Path(cache) if cache else None
+
+    def _metrics(self, folder: Path, gt_audio: Path, gt_cache: Path | None,
+                 written: list[str]) -> MetricResults:
         assert self.source is not None
         if not written:
             raise UserInputError("no clip was generated", folder)
         if self.source.name == AV_BENCH:
             from saganet.evaluation.av_bench import run_av_bench
 
-            gt_dir = split.gt_audio_dir if self._needs_ground_truth_audio(split) else None
-            return run_av_bench(folder, gt_dir, gt_cache=split.gt_cache,
+            cached = gt_cache is not None and all((gt_cache / f).is_file()
+                                                  for f in AUDIO_CACHE_FILES)
+            return run_av_bench(folder, None if cached else gt_audio, gt_cache=gt_cache,
                                 pred_cache=folder / CACHE_DIR, audio_length=self.audio_length,
                                 device=str(self.info.device), num_workers=self.num_workers)
-        generated = list_audio_files(folder)
-        truth = {stem: split.gt_audio_dir / f"{stem}.flac" for stem in written}
-        absent = [stem for stem, path in truth.items() if not path.is_file()]
-        if absent:
-            raise UserInputError(f"no ground truth for {len(absent)} clip(s) (e.g. "
-                                 f"{', '.join(absent[:3])})", split.gt_audio_dir)
-        results = evaluate_with_embedder(build_embedder(self.source.name), generated, truth,
+        truth = {stem: gt_audio / f"{stem}.flac" for stem in written}
+        absent = sorted(stem for stem, path in truth.items() if not path.is_file())
+        if len(absent) == len(truth):
+            raise UserInputError("no ground truth for any generated clip", gt_audio)
+        generated = {stem: path for stem, path in list_audio_files(folder).items()
+                     if stem in truth and stem not in absent}
+        results = evaluate_with_embedder(build_embedder(self.source.name), generated,
+                                         {stem: truth[stem] for stem in generated},
                                          audio_length=self.audio_length)
+        if absent:
+            results.notes.append(f"{len(absent)} clip(s) without ground truth are not scored "
+                                 f"(e.g. {', '.join(absent[:3])})")
         reason = self.source.fallback_reason or f"eval.features={self.source.name}"
         for name in PAPER_METRICS:
             results.skip(name, f"needs av-benchmark ({reason})")
         return results
+
+
+def check_dataset(spec: EvalDatasetConfig, duration: float) -> None:
+    """Fail now, not after training, if an evaluation dataset's files are not there.
+
+    Args:
+        spec: the dataset.
+        duration: the run's clip length.
+
+    Raises:
+        UserInputError: no such dataset, root folder or metadata table, or no clip in it.
+    """
+    build_eval_dataset(spec.name, spec.root, spec.metadata, duration)

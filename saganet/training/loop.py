@@ -38,7 +38,7 @@ from saganet.training.checkpoint import (
     load_state,
     save_state,
 )
-from saganet.training.config import TrainConfig
+from saganet.training.config import SPLITS, TrainConfig
 from saganet.training.data import build_datasets, build_loader, build_split
 from saganet.training.ema import (
     TrainableView,
@@ -55,6 +55,7 @@ from saganet.training.evaluation import (
     TrainingEvaluator,
     broadcast_parameters,
     build_codec,
+    check_dataset,
     choose_feature_source,
 )
 from saganet.training.logger import LossStats, RunLogger
@@ -214,17 +215,26 @@ class Trainer:
         if cfg.num_clips < 0 or cfg.batch_size < 1 or cfg.num_steps < 1:
             raise UserInputError("eval.num_clips must be >= 0, eval.batch_size and "
                                  "eval.num_steps >= 1")
+        hint = ("(evaluate other sets with eval.during=[...] / eval.after=[...], or none with "
+                "eval.enabled=false)")
         built = {"train": self.train_set, "val": self.val_set}
-        splits = {}
+        splits, datasets = {}, {}
         for name in names:
+            if name in cfg.datasets and name not in SPLITS:
+                if name in cfg.during:
+                    raise UserInputError(f"eval.during names the evaluation dataset {name!r}, "
+                                         "which is evaluated after training only (eval.after)")
+                try:
+                    check_dataset(cfg.datasets[name], self.cfg.duration)
+                except UserInputError as err:
+                    raise UserInputError(f"evaluation dataset {name!r}: {err} {hint}") from err
+                datasets[name] = cfg.datasets[name]
+                continue
             try:
                 dataset = built.get(name) or build_split(self.cfg.data, name, shapes,
                                                          self.cfg.duration, self.cfg.seed)
             except UserInputError as err:
-                raise UserInputError(
-                    f"evaluation split {name!r}: {err} (evaluate other splits with "
-                    "eval.during=[...] / eval.after=[...], or none with eval.enabled=false)"
-                    ) from err
+                raise UserInputError(f"evaluation split {name!r}: {err} {hint}") from err
             count = min(cfg.num_clips, len(dataset)) if cfg.num_clips else len(dataset)
             split_cfg = getattr(self.cfg.data, name)
             gt_cache = (Path(split_cfg.gt_cache) if split_cfg is not None and split_cfg.gt_cache
@@ -246,8 +256,12 @@ class Trainer:
             else:
                 log.info("evaluation metrics: %s", source.description)
         codec = build_codec(self.cfg.model.codec, self.cfg.paths.weights_dir)
-        return TrainingEvaluator(cfg, splits, codec, self.sequence, self.cfg.seed, self.run_dir,
-                                 self.info, self.autocast_dtype, source,
+        # The evaluation datasets run through a pipeline variant: its CLIP encoder and codec
+        # (the network and Synchformer come from the run's weights file).
+        pipeline = "debug" if self.cfg.model.codec == "debug" else "saganet_small"
+        return TrainingEvaluator(cfg, splits, datasets, pipeline, self.cfg.paths, codec,
+                                 self.sequence, self.cfg.seed, self.run_dir, self.info,
+                                 self.autocast_dtype, source,
                                  num_workers=self.cfg.data.num_workers)
 
     def _state_path(self) -> Path | None:
@@ -506,8 +520,13 @@ class Trainer:
         weights, label = None, "current"
         if self.cfg.ema.enabled and self.evaluator.pending(self.step, names):
             weights, label = self._ema_weights(final)
+        weights_file = None
+        if final:  # written by finish() before the evaluation
+            weights_file = self.run_dir / (f"{self.cfg.exp_name}_ema_final.pth"
+                                           if self.cfg.ema.enabled
+                                           else f"{self.cfg.exp_name}_last.pth")
         results = self.evaluator.evaluate(self.step, names, self.core.network,
-                                          self.core.synchformer, weights, label)
+                                          self.core.synchformer, weights, label, weights_file)
         for name, values in results.items():
             logger.scalars(f"eval/{name}", values, self.step)
 

@@ -44,10 +44,12 @@ def test_default_is_the_released_recipe():
     # Evaluated as the reference does: the SMS validation split every 15k steps against its
     # validation cache, the URMP test set after training, cfg 4.5 with 25 Euler steps.
     assert cfg.log.eval_interval == 15_000 and cfg.eval.enabled
-    assert list(cfg.eval.during) == ["val"] and list(cfg.eval.after) == ["test"]
+    assert list(cfg.eval.during) == ["val"] and list(cfg.eval.after) == ["urmp"]
     assert (cfg.eval.cfg_strength, cfg.eval.num_steps) == (4.5, 25)
     assert cfg.data.val.gt_cache == "./data/sms/val_cache"
-    assert cfg.data.test.layout == "urmp" and cfg.data.test.gt_cache == "./data/urmp/eval_cache"
+    urmp = cfg.eval.datasets["urmp"]  # the batch evaluation's dataset group, composed in
+    assert (urmp.name, urmp.root, urmp.metadata, urmp.gt_cache) == (
+        "urmp", "./data/urmp/data", "./data/urmp/metadata.tsv", "./data/urmp/eval_cache")
     assert load("experiment=saganet_small") == cfg
 
 

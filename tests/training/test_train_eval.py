@@ -24,6 +24,7 @@ from saganet.training.evaluation import (
     substituted_parameters,
 )
 from saganet.training.loop import Trainer
+from tests.evaluation.test_batch_eval import make_urmp
 from tests.training.test_train_config import load
 from tests.training.test_train_run import run
 
@@ -114,7 +115,34 @@ def test_evaluation_writes_clips_metrics_and_is_not_repeated(trainer):
         assert torch.equal(p, live[n]), n
 
 
+def test_the_test_set_goes_through_the_batch_evaluation_with_the_weights_file(tmp_path):
+    root = tmp_path / "urmp"
+    table = make_urmp(root, clips=3)
+    cfg = load("experiment=debug", "eval.after=[urmp]", "eval.during=[]", "eval.num_steps=2",
+               f"eval.datasets.urmp.root={root}", f"eval.datasets.urmp.metadata={table}",
+               f"paths.weights_dir={tmp_path / 'weights'}", f"hydra.run.dir={tmp_path / 'run'}")
+    trainer = Trainer(cfg, dist.init("cpu"))
+    assert trainer.evaluator is not None and list(trainer.evaluator.datasets) == ["urmp"]
+    trainer.step = 5
+    trainer.save_weights()
+    scalars = _Scalars()
+    trainer.evaluate(scalars, ["urmp"], final=True)
+    folder = trainer.evaluator.step_dir(5)
+    entry = json.loads((folder / METRICS_FILE).read_text())["splits"]["urmp"]
+    stems = sorted(p.stem for p in (folder / "urmp").glob("*.flac"))
+    assert len(stems) == 3 and entry["clips"] == 3 and entry["error"] is None
+    assert entry["weights"] == "debug_last.pth"
+    assert sorted(p.stem for p in (folder / "urmp-ground_truth").glob("*.flac")) == stems
+    manifest = json.loads((folder / "urmp" / "manifest.json").read_text())
+    assert manifest["checkpoint"] == str(tmp_path / "run" / "debug_last.pth")
+    assert set(scalars.logged["eval/urmp@5"]) == set(entry["metrics"]) and entry["metrics"]
+
+
 def test_unconfigured_or_broken_splits_fail_before_training(tmp_path):
+    cfg = load("experiment=debug", "eval.after=[urmp]", "paths.data_dir=nowhere",
+               f"hydra.run.dir={tmp_path}")
+    with pytest.raises(UserInputError, match=r"evaluation dataset 'urmp': nowhere/urmp/data"):
+        Trainer(cfg, dist.init("cpu"))
     cfg = load("experiment=debug", "eval.after=[holdout]", f"hydra.run.dir={tmp_path}")
     with pytest.raises(UserInputError, match=r"evaluation split 'holdout'.*eval\.enabled=false"):
         Trainer(cfg, dist.init("cpu"))
