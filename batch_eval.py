@@ -3,7 +3,7 @@
     python batch_eval.py dataset=urmp model=saganet_small
     torchrun --nproc_per_node=8 batch_eval.py dataset=urmp paths.data_dir=/data
 
-Hydra composes ``config/batch_eval.yaml`` over the schema
+Hydra composes ``config/eval/batch_eval.yaml`` over the schema
 :class:`saganet.evaluation.batch_config.BatchEvalConfig`; the clips go to
 ``<run_dir>/<dataset>[-<output_name>]/<id>.flac`` with a ``manifest.json``. Running the same
 command again generates only the clips that are missing. The reference's spellings
@@ -25,7 +25,7 @@ from saganet.evaluation.batch_config import batch_eval_config, register_batch_ev
 from saganet.hydra_config import preflight, rename_overrides, user_errors
 
 PROG = "batch_eval.py"
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parent / "config" / "eval"
 LOG_FILES = ("batch_eval_rank*.log",)
 # The reference's name of an option -> ours.
 REFERENCE_NAMES = {"duration_s": "duration"}
@@ -38,7 +38,7 @@ def _quiet_console() -> None:
             handler.setLevel(logging.WARNING)
 
 
-@hydra.main(version_base="1.3", config_path="config", config_name="batch_eval")
+@hydra.main(version_base="1.3", config_path="config/eval", config_name="batch_eval")
 def main(cfg: DictConfig) -> None:
     with user_errors(PROG, LOG_FILES):
         config = batch_eval_config(cfg)

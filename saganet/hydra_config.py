@@ -2,16 +2,17 @@
 group, and one-line errors for configuration mistakes.
 
 **Where defaults live.** Every default is written once, in the schema dataclasses
-(:class:`saganet.training.config.TrainConfig`, :class:`saganet.evaluation.batch_eval.
-BatchEvalConfig`). They are registered in Hydra's ConfigStore and are the first entry of the
-entry point's defaults list, so the YAML files under ``config/`` hold only what the schema
-cannot know: the alternatives of a group (``model/small.yaml``, ``data/sms.yaml``...), the
-deltas of an experiment, interpolations that wire groups together (``${paths.data_dir}``) and
-Hydra's own settings. Fields whose value a group chooses have no default in the dataclass, so
-a value is never written both in Python and in YAML. Dataclasses rather than YAML are the
-source because they carry the types and the documentation of each value, work from Python
-without Hydra, and every ``key=value`` override is then type-checked by Hydra before anything
-runs. ``tests/test_hydra_config.py`` checks that no YAML file repeats a schema default.
+(:class:`saganet.training.config.TrainConfig`, :class:`saganet.evaluation.batch_config.
+BatchEvalConfig`, :class:`PathsConfig`). They are registered in Hydra's ConfigStore and are
+the first entry of the entry point's defaults list, so the YAML files under ``config/`` hold
+only what the schema cannot know: the alternatives of a group (``model/small.yaml``,
+``data/sms.yaml``...), the deltas of an experiment, interpolations that wire groups together
+(``${paths.data_dir}``) and Hydra's own settings. Fields whose value a group chooses have no
+default in the dataclass, so a value is never written both in Python and in YAML. Dataclasses
+rather than YAML are the source because they carry the types and the documentation of each
+value, work from Python without Hydra, and every ``key=value`` override is then type-checked
+by Hydra before anything runs. ``tests/test_hydra_config.py`` checks that no YAML file repeats
+a schema default.
 
 **Errors.** Hydra reports a bad override or an unknown experiment in its own multi-line format
 with exit status 1. :func:`preflight` composes the configuration before Hydra starts (and
@@ -46,7 +47,9 @@ HYDRA_OUTPUT_SUBDIR = ".hydra"
 
 @dataclass(kw_only=True)
 class PathsConfig:
-    """Where things live on this machine (the ``paths`` group, ``config/paths/default.yaml``).
+    """Where things live on this machine: the ``paths`` group of ``train.py`` and
+    ``batch_eval.py`` (registered by :func:`register_schema` as its ``default`` option, so both
+    config folders see it). Override on the command line, e.g. ``paths.data_dir=/scratch``.
 
     Args:
         data_dir: root of the prepared datasets (``<data_dir>/sms/...``, ``<data_dir>/urmp/...``).
@@ -55,19 +58,25 @@ class PathsConfig:
             (``$XDG_CACHE_HOME/saganet`` or ``~/.cache/saganet``).
     """
 
-    data_dir: str
-    output_dir: str
-    weights_dir: str | None
+    data_dir: str = "./data"
+    output_dir: str = "./output"
+    weights_dir: str | None = None
+
+
+PATHS_GROUP = "paths"
 
 
 def register_schema(name: str, node: type) -> None:
-    """Put a schema dataclass into Hydra's ConfigStore under ``name`` (idempotent).
+    """Put a schema dataclass into Hydra's ConfigStore under ``name``, and the ``paths``
+    group's ``default`` option beside it (idempotent).
 
     Args:
         name: the name a defaults list refers to.
         node: the dataclass.
     """
-    ConfigStore.instance().store(name=name, node=node)
+    store = ConfigStore.instance()
+    store.store(name=name, node=node)
+    store.store(group=PATHS_GROUP, name="default", node=PathsConfig)
 
 
 def to_typed(cfg: DictConfig, cls: type[T], **values: Any) -> T:

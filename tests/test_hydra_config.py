@@ -20,20 +20,21 @@ from saganet.training.config import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 ABSENT = object()
 CONFIG = REPO / "config"
-# Primary config -> (its schema, the groups it composes).
-SCHEMAS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "train.yaml": (TrainConfig, ("model", "lora", "data", "paths", "experiment")),
-    "batch_eval.yaml": (BatchEvalConfig, ("dataset", "paths")),
+# Primary config -> (its schema, the groups it composes: folder -> package).
+SCHEMAS: dict[str, tuple[type, dict[str, str]]] = {
+    "train.yaml": (TrainConfig, {"model": "model", "lora": "model", "data": "data",
+                                 "experiment": "", "eval/dataset": "eval.datasets.urmp"}),
+    "eval/batch_eval.yaml": (BatchEvalConfig, {"eval/dataset": "dataset"}),
 }
 
 
-def _package(path: Path, group: str | None) -> str:
-    """The package a config file writes to (its ``# @package`` header, else its group)."""
+def _package(path: Path, default: str) -> str:
+    """The package a config file writes to (its ``# @package`` header, else ``default``)."""
     for line in path.read_text().splitlines():
         if line.startswith("# @package"):
             package = line.split()[-1]
             return "" if package == "_global_" else package
-    return group or ""
+    return default
 
 
 def _leaves(node: Any, prefix: str) -> dict[str, Any]:
@@ -74,8 +75,9 @@ def _repeated_defaults(schema: type, files: list[tuple[Path, str]], root: Path =
 def test_no_yaml_file_repeats_a_schema_default(primary):
     schema, groups = SCHEMAS[primary]
     files = [(CONFIG / primary, "")]
-    for group in groups:
-        files += [(path, _package(path, group)) for path in sorted((CONFIG / group).glob("*.yaml"))]
+    for group, package in groups.items():
+        files += [(path, _package(path, package))
+                  for path in sorted((CONFIG / group).glob("*.yaml"))]
     assert len(files) > len(groups)
     assert _repeated_defaults(schema, files) == []
 
@@ -96,7 +98,7 @@ def test_batch_eval_composes_with_the_paths_group():
     from saganet.evaluation.batch_config import register_batch_eval_schema
 
     register_batch_eval_schema()
-    with initialize_config_dir(config_dir=str(CONFIG), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG / "eval"), version_base="1.3"):
         cfg = compose(config_name="batch_eval", overrides=["dataset=sms", "paths.data_dir=/d",
                                                            "paths.output_dir=/o"],
                       return_hydra_config=True)
@@ -108,6 +110,20 @@ def test_batch_eval_composes_with_the_paths_group():
     assert config.dataset.metadata == "/d/sms/memmaps/sms-test.tsv"
     assert config.run_dir == "/o/eval" and config.output_dir == Path("/o/eval/sms")
     assert (config.duration, config.cfg_strength, config.num_steps) == (5.0, 4.5, 25)
+
+
+def test_batch_eval_model_is_a_key_not_the_training_model_group():
+    # The reference's command line: batch_eval.py duration_s=5 dataset=urmp model=small_44k_sa
+    from hydra import compose, initialize_config_dir
+
+    from saganet.evaluation.batch_config import register_batch_eval_schema
+
+    register_batch_eval_schema()
+    with initialize_config_dir(config_dir=str(CONFIG / "eval"), version_base="1.3"):
+        cfg = compose(config_name="batch_eval", overrides=rename_overrides(
+            ["duration_s=5", "dataset=urmp", "model=small_44k_sa", "num_workers=8"],
+            {"duration_s": "duration"}))
+    assert (cfg.model, cfg.duration, cfg.num_workers) == ("small_44k_sa", 5.0, 8)
 
 
 def test_reference_override_names_are_renamed():

@@ -1,5 +1,5 @@
 """The batch evaluation's configuration: :class:`BatchEvalConfig`, the schema of
-``config/batch_eval.yaml`` and the one place of its defaults (see :mod:`saganet.hydra_config`).
+``config/eval/batch_eval.yaml`` and the one place of its defaults (see :mod:`saganet.hydra_config`).
 
 Kept apart from :mod:`saganet.evaluation.batch_eval` (which runs the models) so that the entry
 point validates its command line without importing torch and the model code.
@@ -54,7 +54,7 @@ def resolve_variant(name: str) -> str:
 
 @dataclass(kw_only=True)
 class EvalDatasetConfig:
-    """The evaluation dataset (the ``dataset`` group: ``config/dataset/<name>.yaml``).
+    """The evaluation dataset (the ``dataset`` group: ``config/eval/dataset/<name>.yaml``).
 
     Args:
         name: ``urmp`` or ``sms`` (a key of :data:`saganet.evaluation.datasets.EVAL_DATASETS`).
@@ -73,7 +73,7 @@ class EvalDatasetConfig:
 
 @dataclass(kw_only=True)
 class BatchEvalConfig:
-    """Everything one batch-evaluation run needs: the schema of ``config/batch_eval.yaml``
+    """Everything one batch-evaluation run needs: the schema of ``config/eval/batch_eval.yaml``
     and the one place of its defaults (see :mod:`saganet.hydra_config`).
 
     Args:

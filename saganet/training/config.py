@@ -212,7 +212,7 @@ class EvalConfig:
         after: sets evaluated once after the last step: data splits, or names of
             ``datasets`` (raw videos, through the batch evaluation with the final weights
             file).
-        datasets: evaluation datasets by name (``config/dataset/<name>.yaml``); the URMP test
+        datasets: evaluation datasets by name (``config/eval/dataset/<name>.yaml``); the URMP test
             set by default.
         num_clips: clips of each data split evaluated (the first ones; 0 = all); datasets are
             evaluated whole.

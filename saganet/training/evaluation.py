@@ -26,8 +26,8 @@ Every ``log.eval_interval`` steps (and at the last step) the trainer evaluates t
    entry exists is not evaluated again, so resuming a run never redoes an evaluation.
 
 After the last step, ``eval.after`` may also name an **evaluation dataset** (raw videos, masks
-and true audio, e.g. the URMP test set, ``config/dataset/urmp.yaml``). It goes through the batch
-evaluation (:func:`saganet.evaluation.batch_eval.run_batch_eval`: sharded, per-clip seeds,
+and true audio, e.g. the URMP test set, ``config/eval/dataset/urmp.yaml``). It goes through the
+batch evaluation (:func:`saganet.evaluation.batch_eval.run_batch_eval`: sharded, per-clip seeds,
 resumable, with its manifest) with the run's final weights file, into
 ``<run_dir>/eval/<step>/<name>/`` and the ground truth into ``<name>-ground_truth/`` beside it;
 it is scored and recorded like a split (av-benchmark uses the dataset's ``gt_cache`` when it
