@@ -331,10 +331,12 @@ class TrainingEvaluator:
             return {}
 
     def pending(self, step: int, names: Sequence[str]) -> list[str]:
-        """The splits of ``names`` without a recorded result at ``step`` (rank 0 decides)."""
+        """The sets of ``names`` without a recorded result at ``step`` (rank 0 decides)."""
         todo: list[str] = []
         if self.info.is_main:
-            done = self.recorded(step).get("splits", {})
+            # An entry recorded with an error (e.g. missing ground truth) is tried again.
+            done = {name for name, entry in self.recorded(step).get("splits", {}).items()
+                    if entry.get("error") is None}
             todo = [name for name in dict.fromkeys(names) if name not in done]
             for name in dict.fromkeys(names):
                 if name in done:
