@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -128,6 +129,33 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     torch_dist.all_reduce(value, op=torch_dist.ReduceOp.SUM)
     return value / torch_dist.get_world_size()
+
+
+def broadcast_object(value: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``value`` on every rank (``value`` itself in a single process).
+
+    Args:
+        value: a picklable object (ignored on ranks other than ``src``).
+        src: the rank whose value is sent.
+    """
+    if not torch_dist.is_initialized():
+        return value
+    box = [value]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (``[value]`` in a single process).
+
+    Args:
+        value: a picklable object.
+    """
+    if not torch_dist.is_initialized():
+        return [value]
+    gathered: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def cleanup() -> None:
