@@ -17,10 +17,10 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from saganet.debug_weights import write_debug_weights
+from saganet.example import synthetic_example
 from saganet.pipeline import load_models
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO.parent / "shared" / "examples"
 STEPS, STOP = 24, 12
 GATE = "vfeat_extractor.cross_attn_layers.0.attn_factor"
 RUN_ARGS = ["experiment=debug", f"num_iterations={STEPS}", "log.interval=1",
@@ -122,12 +122,11 @@ def test_single_process_weights_load_in_the_demo(tmp_path):
         assert torch.equal(models.synchformer.state_dict()[key], value), key
 
     out = tmp_path / "demo"
+    clip = synthetic_example(tmp_path / "clip")
     run([sys.executable, str(REPO / "demo.py"), "--variant", "debug", "--weights_dir",
-         str(debug_dir), "--checkpoint", str(weights_file),
-         "--video", str(EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"),
-         "--mask_video", str(EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"),
-         "--duration", "1.0", "--num_steps", "2", "--skip_video_composite", "--output",
-         str(out), "--device", "cpu"])
+         str(debug_dir), "--checkpoint", str(weights_file), "--video", str(clip.video),
+         "--mask_video", str(next(iter(clip.masks.values()))), "--duration", "1.0",
+         "--num_steps", "2", "--skip_video_composite", "--output", str(out), "--device", "cpu"])
     assert list(out.glob("*.flac"))
 
     # With EMA on, the run ends with a synthesised EMA weights file of the same layout.
