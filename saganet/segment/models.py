@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from saganet.weights.registry import SAM2_REPOS, SAM3_REPO
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "tiny"
+# Tiny random weights generated on first use (no download): runs the whole path, means nothing.
+DEBUG_MODEL = "debug"
 # Accepted spellings of the SAM 2.1 sizes (the hub writes base-plus, Python names base_plus).
 _ALIASES = {"base_plus": "base-plus", "baseplus": "base-plus", "b+": "base-plus"}
 
@@ -83,8 +86,8 @@ def sam2_folder(model: str | os.PathLike[str] = DEFAULT_MODEL,
     """Local folder holding a SAM 2.1 video model, downloading a published size if needed.
 
     Args:
-        model: ``tiny``, ``small``, ``base-plus`` or ``large``, or a folder written by
-            ``Sam2VideoModel.save_pretrained``.
+        model: ``tiny``, ``small``, ``base-plus`` or ``large``, ``debug`` (tiny random weights
+            made locally), or a folder written by ``Sam2VideoModel.save_pretrained``.
         weights_dir: cache folder (see :func:`saganet.weights.cache_dir`).
         offline: forbid downloads; None reads ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``.
 
@@ -94,11 +97,27 @@ def sam2_folder(model: str | os.PathLike[str] = DEFAULT_MODEL,
     folder = _local_folder(model)
     if folder is not None:
         return folder
+    if str(model) == DEBUG_MODEL:
+        return _debug_folder(weights_dir)
     size = _ALIASES.get(str(model), str(model))
     if size not in SAM2_REPOS:
         raise UserInputError(f"unknown segmentation model {model!r}: use one of "
-                             f"{', '.join(SAM2_REPOS)} or a local model folder")
+                             f"{', '.join(SAM2_REPOS)}, {DEBUG_MODEL} or a local model folder")
     return weights.resolve(SAM2_REPOS[size], weights_dir, offline)
+
+
+def _debug_folder(weights_dir: str | os.PathLike[str] | None) -> Path:
+    """``<cache>/debug/sam2_video``: tiny random SAM 2 weights, written on first use."""
+    folder = weights.cache_dir(weights_dir) / "debug" / "sam2_video"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    from saganet.segment.debug_models import write_tiny_sam2
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        # Written beside and renamed, so a half-written folder is never found.
+        os.replace(write_tiny_sam2(Path(tmp) / "model"), folder)
+    return folder
 
 
 def sam3_folder(model: str | os.PathLike[str] | None = None,

@@ -141,8 +141,8 @@ def slot_prompts(objects: Sequence[ObjectPrompt], index: GridIndex, first: int,
             _check_inside(index, what, (point.x,), (point.y,))
             slot = _slot(index, point.time, what, first, stop)
             old = by_slot.setdefault(slot, {}).get(obj_id, SlotPrompt())
-            by_slot[slot][obj_id] = SlotPrompt(old.points + ((point.x, point.y),),
-                                               old.labels + (int(point.positive),), old.box)
+            by_slot[slot][obj_id] = SlotPrompt((*old.points, (point.x, point.y)),
+                                               (*old.labels, int(point.positive)), old.box)
     return by_slot
 
 
