@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", type=float, default=0.0, help="seconds to skip")
     parser.add_argument("--end", type=float, default=None, help="seconds to stop at")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(prompt_items=None)
     return parser
 
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Track and write; returns the files written (all of them, or none on an error)."""
     from saganet.segment.tracking import track_objects
 
-    objects = objects_from_args(getattr(args, "prompt_items", None) or [])
+    objects = objects_from_args(args.prompt_items or [])
     if args.output.exists() and not args.output.is_dir():
         raise UserInputError("output is not a folder", args.output)
     masks, preview = _outputs(args, [obj.name for obj in objects])

@@ -132,14 +132,14 @@ def _parse_time(text: str, what: str) -> PromptTime:
 
 
 def _parse_numbers(text: str, count: int, what: str, form: str) -> tuple[list[float], PromptTime]:
-    coords, _, when = text.strip().partition("@")
+    coords, at, when = text.strip().partition("@")
     parts = [p.strip() for p in coords.split(",")]
     if len(parts) != count or not all(re.fullmatch(_NUMBER, p) for p in parts):
         raise UserInputError(f"{what} {text!r} must look like {form}")
     values = [float(p) for p in parts]
     if not all(math.isfinite(v) for v in values):
         raise UserInputError(f"{what} {text!r}: coordinates must be finite numbers")
-    time = _parse_time(when.strip(), f"{what} {text!r}") if when else PromptTime()
+    time = _parse_time(when.strip(), f"{what} {text!r}") if at else PromptTime()
     return values, time
 
 
