@@ -13,30 +13,34 @@ Hugging Face ``transformers``, imported only when a model loads), ``grid`` strea
 the 25 fps model grid, ``session`` drives SAM 2 with bounded memory, ``text`` drives SAM 3,
 ``store`` keeps the masks compact, ``writers`` writes mask videos and previews, and
 ``tracking`` ties them together in :func:`track_objects`.
+
+Names are imported on first use, so that ``python -m saganet.segment --help`` and prompt
+parsing stay instant.
 """
 
-from saganet.segment.prompts import (
-    BoxPrompt,
-    ObjectPrompt,
-    PointPrompt,
-    PromptTime,
-    object_prompt,
-    parse_box,
-    parse_point,
-)
-from saganet.segment.store import Span, TrackedMasks
-from saganet.segment.tracking import Tracking, track_objects
+from __future__ import annotations
 
-__all__ = [
-    "BoxPrompt",
-    "ObjectPrompt",
-    "PointPrompt",
-    "PromptTime",
-    "Span",
-    "TrackedMasks",
-    "Tracking",
-    "object_prompt",
-    "parse_box",
-    "parse_point",
-    "track_objects",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BoxPrompt": "prompts",
+    "ObjectPrompt": "prompts",
+    "PointPrompt": "prompts",
+    "PromptTime": "prompts",
+    "object_prompt": "prompts",
+    "parse_box": "prompts",
+    "parse_point": "prompts",
+    "Span": "store",
+    "TrackedMasks": "store",
+    "Tracking": "tracking",
+    "track_objects": "tracking",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -233,7 +233,7 @@ def test_bad_prompts_fail_before_any_model_loads(tmp_path, prompt, kwargs, match
 def test_missing_weights_offline_and_unknown_models(tmp_path):
     video = _video(tmp_path, count=6)
     objects = [object_prompt("a", clicks=["5,5"])]
-    with pytest.raises(UserInputError, match="offline mode is on.*sam2.1-hiera-small"):
+    with pytest.raises(UserInputError, match=r"offline mode is on.*sam2\.1-hiera-small"):
         track_objects(video, objects, model="small", weights_dir=tmp_path / "w", offline=True)
     with pytest.raises(UserInputError, match="unknown segmentation model"):
         track_objects(video, objects, model="huge", weights_dir=tmp_path / "w", offline=True)
