@@ -11,7 +11,7 @@ float32 at the model's resolution (12 MiB a frame at 1024²) and every frame's o
   travel (memory features) and of the ``max_object_pointers_in_encoder - 1`` frames before it
   (object pointers).
 
-So frames go into the session one at a time (:class:`_OneFrame` stands in for the frame dict
+So frames go into the session one at a time (:class:`OneFrame` stands in for the frame dict
 and still reports the video's length, which the model reads), and after each frame the outputs
 beyond that window are dropped, as are the full-resolution masks that only the memory encoder
 of their own frame uses. Memory then depends on the number of objects and prompts, not on the
@@ -55,7 +55,7 @@ class SlotPrompt:
     box: tuple[float, float, float, float] | None = None
 
 
-class _OneFrame(dict):
+class OneFrame(dict):
     """The session's frame store holding only the current frame, with the video's length.
 
     The model asks the store for the current frame and for ``len()`` (the number of frames,
@@ -105,7 +105,7 @@ def memory_window(config) -> int:
     return max(config.num_maskmem - 1, config.max_object_pointers_in_encoder - 1, 1)
 
 
-def _prune(session, frame_idx: int, reverse: bool, window: int, keep: range) -> None:
+def prune_outputs(session, frame_idx: int, reverse: bool, window: int, keep: range) -> None:
     """Drop per-frame state the model will not read again (module docstring)."""
     for obj_idx, outputs in session.output_dict_per_obj.items():
         stale = [f for f in outputs["non_cond_frame_outputs"]
@@ -144,7 +144,7 @@ class Sam2Tracker:
             video_height=info.height, video_width=info.width, inference_device=device,
             inference_state_device=device, video_storage_device=device, dtype=torch.float32,
             max_vision_features_cache_size=1)
-        self.session.processed_frames = _OneFrame(stop - first)
+        self.session.processed_frames = OneFrame(stop - first)
         self.window = memory_window(segmenter.model.config)
 
     def _frame_idx(self, slot: int) -> int:
@@ -203,6 +203,6 @@ class Sam2Tracker:
         for frames, reverse in passes:
             for slot, resized in frames:
                 sink(slot, self._run(slot, resized, reverse))
-                _prune(self.session, self._frame_idx(slot), reverse, self.window, keep)
+                prune_outputs(self.session, self._frame_idx(slot), reverse, self.window, keep)
                 if progress is not None:
                     progress(1)
