@@ -118,8 +118,8 @@ def tiny_sam3_config(image_size: int = 112):
                     mask_decoder_config=dict(hidden_size=width, num_upsampling_stages=3,
                                              num_attention_heads=2))
     tracker = dict(
-        vision_config=vision, image_size=side, prompt_encoder_config=dict(hidden_size=width, image_size=side,
-                                                    patch_size=14),
+        vision_config=vision, image_size=side,
+        prompt_encoder_config=dict(hidden_size=width, image_size=side, patch_size=14),
         mask_decoder_config=dict(hidden_size=width, mlp_dim=256, num_attention_heads=2,
                                  iou_head_hidden_dim=64),
         memory_attention_hidden_size=width, memory_attention_num_layers=1,
