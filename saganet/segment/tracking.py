@@ -39,6 +39,7 @@ class Tracking:
         objects: object name -> its masks on the 25 fps grid (a ``MaskSource``).
         first: first slot tracked (earlier slots hold empty masks).
         stop: one past the last slot tracked.
+        grid: the video's scanned grid (reused by :meth:`write_preview`).
     """
 
     video: Path
@@ -46,6 +47,7 @@ class Tracking:
     objects: dict[str, TrackedMasks]
     first: int
     stop: int
+    grid: VideoGrid | None = None
 
     def spans(self, name: str) -> list[Span]:
         """Where object ``name`` is visible, in seconds."""
@@ -77,8 +79,9 @@ class Tracking:
         :func:`saganet.segment.writers.write_preview`)."""
         from saganet.segment.writers import write_preview
 
-        return write_preview(VideoGrid(self.video), list(self.objects.values()), path,
-                             self.first, self.stop, overwrite=overwrite)
+        grid = self.grid if self.grid is not None else VideoGrid(self.video)
+        return write_preview(grid, list(self.objects.values()), path, self.first, self.stop,
+                             overwrite=overwrite)
 
 
 def _slot(index: GridIndex, time: PromptTime, what: str, first: int, stop: int) -> int:
@@ -225,7 +228,8 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
     if missing:
         raise UserInputError(f"object(s) {', '.join(missing)} not found in any frame: try "
                              "another click, a box or a larger model", video)
-    tracking = Tracking(Path(video), info, {store.name: store for store in stores}, first, stop)
+    tracking = Tracking(Path(video), info, {store.name: store for store in stores}, first, stop,
+                        grid)
     for line in tracking.summary():
         logger.info("%s", line)
     return tracking
