@@ -32,9 +32,9 @@ def test_cli_on_the_duet_video(tmp_path, sam2_folder, capsys):
     info = probe_video(video)
     out = tmp_path / "masks"
     end = 1.0
+    click = f"{info.width * 0.7:g},{info.height / 2:g}@{end / 2}"
     status = main([str(video), "--output", str(out), "--model", str(sam2_folder), "--offline",
-                   "--end", str(end), "--preview",
-                   "--object", "violin", "--click", f"{info.width * 0.7:g},{info.height / 2:g}@1",
+                   "--end", str(end), "--preview", "--object", "violin", "--click", click,
                    "--object", "trumpet", "--box", "200,300,700,800@f10",
                    "--negative_click", "50,50@f10"])
     assert status == 0
