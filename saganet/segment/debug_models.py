@@ -13,6 +13,7 @@ and SAM 3's detector widths equal its FPN width.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -78,7 +79,8 @@ def write_tiny_sam2(folder: str | os.PathLike[str], object_present: bool | None 
 
 
 def _tiny_tokenizer(folder: Path):
-    """A CLIP tokenizer over single letters: enough to turn any phrase into tokens offline."""
+    """A CLIP tokenizer over single letters (vocabulary files written into ``folder``): enough
+    to turn any phrase into tokens offline."""
     import json
 
     from transformers import CLIPTokenizer
@@ -168,11 +170,12 @@ def write_tiny_sam3(folder: str | os.PathLike[str], object_present: bool | None 
                 scoring.text_proj.bias.fill_(-1.0)
     folder = Path(folder)
     size = {"height": image_size, "width": image_size}
-    processor = Sam3VideoProcessor(
-        image_processor=Sam3ImageProcessor(size=size),
-        video_processor=Sam2VideoVideoProcessor(size=size, image_mean=[0.5] * 3,
-                                                image_std=[0.5] * 3),
-        tokenizer=_tiny_tokenizer(folder / "tokenizer_source"), target_size=image_size)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with tempfile.TemporaryDirectory() as vocab:
+        processor = Sam3VideoProcessor(
+            image_processor=Sam3ImageProcessor(size=size),
+            video_processor=Sam2VideoVideoProcessor(size=size, image_mean=[0.5] * 3,
+                                                    image_std=[0.5] * 3),
+            tokenizer=_tiny_tokenizer(Path(vocab)), target_size=image_size)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return folder

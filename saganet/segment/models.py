@@ -55,11 +55,6 @@ class Segmenter:
     source: str
     device: torch.device
 
-    @property
-    def input_size(self) -> int:
-        """Side of the square frames the model takes."""
-        return int(self.processor.video_processor.size["height"])
-
 
 def _local_folder(name: str | os.PathLike[str]) -> Path | None:
     path = Path(name).expanduser()
