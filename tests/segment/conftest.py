@@ -38,6 +38,7 @@ def sam2_absent_folder(tmp_path_factory) -> Path:
     return write_tiny_sam2(tmp_path_factory.mktemp("sam2") / "absent", object_present=False)
 
 
+@pytest.fixture
 def duet_video() -> Path:
     """The shared duet example; skips when ../shared is absent (never under CI=true)."""
     if not DUET_VIDEO.is_file():

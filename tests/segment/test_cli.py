@@ -15,7 +15,6 @@ import pytest
 from saganet.media.masks import MaskVideo
 from saganet.media.video import SYNC_FPS, probe_video
 from saganet.segment.__main__ import main
-from tests.segment.conftest import duet_video
 from tests.videos import write_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +26,8 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=300, check=False)
 
 
-def test_cli_on_the_duet_video(tmp_path, sam2_folder, capsys):
-    video = duet_video()
+def test_cli_on_the_duet_video(tmp_path, sam2_folder, duet_video, capsys):
+    video = duet_video
     info = probe_video(video)
     out = tmp_path / "masks"
     end = 1.0
