@@ -121,7 +121,7 @@ def synthetic_example(folder: str | os.PathLike[str],
     scene = scene or SyntheticScene()
     folder = Path(folder)
     video = folder / f"{SYNTHETIC_STEM}.mp4"
-    masks = {name: folder / f"{SYNTHETIC_STEM}_{name}_mask.mkv" for name in PROMPTS}
+    masks = {name: folder / f"{SYNTHETIC_STEM}_{name}_mask.mp4" for name in PROMPTS}
     clip = ExampleClip(video, masks, dict(PROMPTS), tuple(PROMPTS))
     if video.exists() and all(p.exists() for p in masks.values()):
         return clip

@@ -29,7 +29,7 @@ import av
 import av.error
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from saganet.errors import UserInputError
 from saganet.fileio import atomic_output
@@ -491,15 +491,23 @@ def write_video_with_audio(
     return out_path
 
 
+def _lossless_codec() -> tuple[str, dict[str, str]]:
+    if "libx264" in av.codecs_available:
+        return "libx264", {"qp": "0", "preset": "veryfast"}
+    return "ffv1", {}
+
+
 def write_mask_video(path: PathLike, masks: Iterable[np.ndarray], fps: float = SYNC_FPS,
                      overwrite: bool = False) -> Path:
-    """Write binary masks losslessly: FFV1, 8-bit gray (0 or 255), in Matroska.
+    """Write binary masks losslessly: 8-bit gray (0 or 255), full range, in MP4.
 
-    Reading the file back (:func:`saganet.media.video.read_frames` with ``gray=True``) gives
-    exactly the masks written, at any size.
+    H.264 lossless (``qp=0``, the High 4:4:4 Predictive profile) where FFmpeg has libx264,
+    else FFV1. FFmpeg-based readers decode it bit-exactly: reading the file back
+    (:func:`saganet.media.video.read_frames` with ``gray=True``) gives exactly the masks
+    written, at any size. (Browsers do not play this profile: it is data, not a preview.)
 
     Args:
-        path: output file (``.mkv``).
+        path: output file (``.mp4``).
         masks: ``(H, W)`` masks per frame, bool or uint8 (non-zero: the object), all one size.
         fps: frame rate; frame ``k`` is shown at ``k / fps``.
         overwrite: replace an existing file.
@@ -509,14 +517,20 @@ def write_mask_video(path: PathLike, masks: Iterable[np.ndarray], fps: float = S
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
-    with atomic_output(path, overwrite, suffix=".mkv") as tmp, \
-            av.open(str(tmp), "w", format="matroska") as out:
-        stream = out.add_stream("ffv1", rate=rate)
+    codec, options = _lossless_codec()
+    with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
+            av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=rate, options=options)
         stream.pix_fmt = "gray"
+        stream.codec_context.color_range = ColorRange.JPEG
+        stream.codec_context.time_base = 1 / rate
         for index, mask in enumerate(masks):
-            frame = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
+            image = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
             if index == 0:
-                stream.height, stream.width = frame.shape
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")))
+                stream.height, stream.width = image.shape
+            frame = av.VideoFrame.from_ndarray(image, format="gray")
+            frame.pts, frame.time_base = index, 1 / rate
+            frame.color_range = ColorRange.JPEG
+            out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path

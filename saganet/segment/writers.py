@@ -7,7 +7,8 @@ seconds of a 1080p mask); where FFmpeg lacks libx264, FFV1 in MP4 (also lossless
 read by fewer players). Reading it back with :class:`saganet.media.masks.MaskVideo` gives
 exactly the masks :class:`~saganet.segment.store.TrackedMasks` serves from memory.
 
-The preview is the tracked range of the video on the 25 fps grid with each object tinted in its
+The mask video is written by :func:`saganet.media.output.write_mask_video`. The preview is
+the tracked range of the video on the 25 fps grid with each object tinted in its
 own colour (H.264, yuv420p, for viewing). Both are written under a temporary name and renamed
 when complete.
 """
@@ -20,23 +21,17 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange
 
-from saganet.media.output import H264_OPTIONS, _atomic_output
+from saganet.fileio import atomic_output
+from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS
+from saganet.media.output import write_mask_video as write_masks
 from saganet.media.video import PathLike
 from saganet.segment.grid import GRID_FPS, VideoGrid
 from saganet.segment.store import TrackedMasks
 
-# One colour per object, in order (RGB); repeats after the last.
-PALETTE = ((255, 48, 48), (48, 160, 255), (64, 220, 64), (255, 200, 0), (200, 64, 255),
-           (0, 220, 220), (255, 128, 0), (255, 96, 200))
+# One colour per object, in order (RGB), as everywhere else; repeats after the last.
+PALETTE = OVERLAY_COLORS
 PREVIEW_ALPHA = 0.5
-
-
-def _lossless_codec() -> tuple[str, dict[str, str]]:
-    if "libx264" in av.codecs_available:
-        return "libx264", {"qp": "0", "preset": "veryfast"}
-    return "ffv1", {}
 
 
 def write_mask_video(masks: TrackedMasks, path: PathLike, overwrite: bool = False) -> Path:
@@ -50,20 +45,7 @@ def write_mask_video(masks: TrackedMasks, path: PathLike, overwrite: bool = Fals
     Raises:
         UserInputError: ``path`` exists and ``overwrite`` is False, or is a folder.
     """
-    path = Path(path)
-    codec, options = _lossless_codec()
-    with _atomic_output(path, overwrite) as tmp, av.open(str(tmp), "w", format="mp4") as out:
-        stream = out.add_stream(codec, rate=GRID_FPS, options=options)
-        stream.width, stream.height, stream.pix_fmt = masks.width, masks.height, "gray"
-        stream.codec_context.color_range = ColorRange.JPEG
-        stream.codec_context.time_base = Fraction(1, GRID_FPS)
-        for slot, mask in enumerate(masks.iter_masks()):
-            frame = av.VideoFrame.from_ndarray(mask.astype(np.uint8) * 255, format="gray")
-            frame.pts, frame.time_base = slot, Fraction(1, GRID_FPS)
-            frame.color_range = ColorRange.JPEG
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return write_masks(path, masks.iter_masks(), fps=GRID_FPS, overwrite=overwrite)
 
 
 def _h264_codec() -> str:
@@ -92,7 +74,8 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
     width, height = info.width - info.width % 2, info.height - info.height % 2
     codec = _h264_codec()
     colors = [np.asarray(PALETTE[i % len(PALETTE)], np.float32) for i in range(len(objects))]
-    with _atomic_output(path, overwrite) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+    with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
+            av.open(str(tmp), "w", format="mp4") as out:
         stream = out.add_stream(codec, rate=GRID_FPS,
                                 options=H264_OPTIONS if codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

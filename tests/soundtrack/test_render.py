@@ -46,7 +46,7 @@ def write_clip(folder: Path, scene: SyntheticScene, hide: dict[str, float] | Non
     for name in frames[0][1]:
         hidden_until = hide.get(name, 0.0)
         masks[name] = write_mask_video(
-            folder / f"clip_{name}_mask.mkv",
+            folder / f"clip_{name}_mask.mp4",
             (shapes[name] & (k / scene.fps >= hidden_until) for k, (_, shapes)
              in enumerate(frames)), fps=scene.fps)
     return video, masks
@@ -189,7 +189,7 @@ def test_one_window_equals_generate(models, tmp_path: Path) -> None:
 def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
     scene = SyntheticScene(width=96, height=54, duration=2.0)
     video, masks = write_clip(tmp_path, scene)
-    short = write_mask_video(tmp_path / "short.mkv",
+    short = write_mask_video(tmp_path / "short.mp4",
                              (np.ones((54, 96), bool) for _ in range(scene.fps)), fps=scene.fps)
     (name, path), (other, other_path) = list(masks.items())
     cases = {
