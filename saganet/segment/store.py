@@ -62,6 +62,11 @@ class TrackedMasks:
     def name(self) -> str:
         return self._name
 
+    @property
+    def duration(self) -> float:
+        """Seconds the stored slots cover from time 0."""
+        return len(self._codes) / SYNC_FPS
+
     def __len__(self) -> int:
         return len(self._codes)
 

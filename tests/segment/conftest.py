@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import EXAMPLES
-
-DUET_VIDEO = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
+from tests.shared import DUET, need
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +38,5 @@ def sam2_absent_folder(tmp_path_factory) -> Path:
 @pytest.fixture
 def duet_video() -> Path:
     """The shared duet example; skips when ../shared is absent (never under CI=true)."""
-    if not DUET_VIDEO.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{DUET_VIDEO} is missing under CI")
-        pytest.skip(f"{DUET_VIDEO} not found (../shared is absent)")
-    return DUET_VIDEO
+    need(DUET)
+    return DUET
