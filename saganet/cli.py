@@ -12,7 +12,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,19 +22,33 @@ if TYPE_CHECKING:
 
 @dataclass
 class ObjectArgs:
-    """One object as given on the command line.
+    """One object as given on the command line: its masks come from a mask video, or from
+    tracking what the user points at (clicks, boxes or a phrase).
 
     Args:
         name: ``--object NAME`` (None: named after its prompt).
         mask_video: ``--mask_video``.
         prompt: ``--prompt``.
         negative_prompt: ``--negative_prompt``.
+        clicks: ``--click X,Y[@T]`` (repeatable).
+        negative_clicks: ``--negative_click X,Y[@T]`` (repeatable).
+        boxes: ``--box X0,Y0,X1,Y1[@T]`` (repeatable).
+        segment_text: ``--segment_text PHRASE``.
     """
 
     name: str | None = None
     mask_video: Path | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
+    clicks: list[str] = field(default_factory=list)
+    negative_clicks: list[str] = field(default_factory=list)
+    boxes: list[str] = field(default_factory=list)
+    segment_text: str | None = None
+
+    @property
+    def tracked(self) -> bool:
+        """The object's masks come from tracking (a click, a box or a phrase)."""
+        return bool(self.clicks or self.negative_clicks or self.boxes or self.segment_text)
 
 
 class _ObjectOption(argparse.Action):
@@ -47,29 +61,51 @@ class _ObjectOption(argparse.Action):
         if self.dest == "name" or not objects:
             objects.append(ObjectArgs())
         current = objects[-1]
-        if getattr(current, self.dest) is not None:
+        value = getattr(current, self.dest)
+        if isinstance(value, list):
+            value.append(values)
+        elif value is not None:
             where = f"object {current.name!r}" if current.name else "one object"
             parser.error(f"{option_string} given twice for {where}; start another object "
                          "with --object NAME")
-        setattr(current, self.dest, self.type(values) if callable(self.type) else values)
+        else:
+            setattr(current, self.dest, values)
         namespace.objects = objects
 
 
 def add_object_arguments(parser: argparse.ArgumentParser) -> None:
-    """``[--object NAME] --mask_video PATH [--prompt TEXT] [--negative_prompt TEXT]``, once
-    per object (results in ``args.objects``, a list of :class:`ObjectArgs`)."""
+    """``[--object NAME] (--mask_video PATH | --click X,Y[@T] ... | --box ... |
+    --segment_text PHRASE) [--prompt TEXT] [--negative_prompt TEXT]``, once per object
+    (results in ``args.objects``, a list of :class:`ObjectArgs`), and the tracking models."""
     group = parser.add_argument_group(
-        "objects", "Each object: its masks and prompts. For several objects, start each with "
-        "--object NAME; the options after it belong to that object.")
+        "objects", "Each object: its masks (a mask video, or what you point at: clicks, boxes "
+        "or a phrase, tracked through the video) and its prompts. For several objects, start "
+        "each with --object NAME; the options after it belong to that object.")
     parser.set_defaults(objects=[])
     group.add_argument("--object", dest="name", action=_ObjectOption, metavar="NAME",
                        help="start a new object (used in file names and track titles)")
     group.add_argument("--mask_video", dest="mask_video", action=_ObjectOption, type=Path,
                        metavar="PATH", help="binary mask video of the object")
+    group.add_argument("--click", dest="clicks", action=_ObjectOption, metavar="X,Y[@T]",
+                       help="a point on the object, in pixels of the (upright) video frame, "
+                            "at T seconds (1.5) or frame index (f37); default 0; repeatable")
+    group.add_argument("--negative_click", dest="negative_clicks", action=_ObjectOption,
+                       metavar="X,Y[@T]", help="a point that is not the object; repeatable")
+    group.add_argument("--box", dest="boxes", action=_ObjectOption, metavar="X0,Y0,X1,Y1[@T]",
+                       help="a box around the object; repeatable")
+    group.add_argument("--segment_text", dest="segment_text", action=_ObjectOption,
+                       metavar="PHRASE", help="a phrase naming the object (SAM 3, gated: see "
+                                              "docs/segmentation.md)")
     group.add_argument("--prompt", dest="prompt", action=_ObjectOption, metavar="TEXT",
                        help="text prompt, e.g. an instrument name (default: none)")
     group.add_argument("--negative_prompt", dest="negative_prompt", action=_ObjectOption,
                        metavar="TEXT", help="what the object's audio should not be")
+    tracking = parser.add_argument_group("tracking (for --click, --box, --segment_text)")
+    tracking.add_argument("--segment_model", default=None,
+                          help="SAM 2.1 size for clicks and boxes: tiny (default; debug for "
+                               "--variant debug), small, base-plus, large, or a local folder")
+    tracking.add_argument("--segment_text_model", default=None,
+                          help="local SAM 3 folder for --segment_text (default: the cache's)")
 
 
 def object_name(args: ObjectArgs, index: int) -> str:

@@ -299,3 +299,66 @@ def test_mask_overlay_tints_the_objects(weights_dir: Path, tmp_path: Path, clip)
     assert changed[inside].mean() > 0.5 and changed[~inside].mean() < 0.05
     assert abs(stream_seconds(tmp_path / "tint" / f"{clip.video.stem}.mp4")["video"] - 1.0) \
         < 0.2
+
+
+def test_clicked_object_is_tracked_and_its_mask_saved(weights_dir: Path, tmp_path: Path,
+                                                      clip) -> None:
+    """`--click` instead of a mask video: the tracked masks go to the model in memory, and
+    the saved mask video gives exactly the same audio when used as --mask_video."""
+    scene = SyntheticScene(duration=3.0)
+    _, shapes = next(scene.frames())
+    rows, cols = np.nonzero(shapes["square"])
+    click = f"{int(cols.mean())},{int(rows.mean())}"
+    common = ["--video", str(clip.video), "--prompt", "violin", "--duration", "2",
+              "--skip_video_composite"]
+    tracked = tmp_path / "tracked"
+    assert run_demo(weights_dir, tracked, *common, "--click", click) == 0
+    stem = clip.video.stem
+    mask = tracked / f"{stem}_mask.mp4"
+    assert mask.is_file()
+    with av.open(str(mask)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == 2 * 25
+    again = tmp_path / "again"
+    assert run_demo(weights_dir, again, *common, "--mask_video", str(mask)) == 0
+    first, second = read_audio(tracked / f"{stem}.flac")[0], read_audio(again / f"{stem}.flac")[0]
+    assert np.array_equal(first, second)
+
+
+def test_bad_tracking_inputs_fail_with_one_line(weights_dir: Path, tmp_path: Path, clip,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    scene = SyntheticScene(duration=3.0)
+    width, height = scene.width, scene.height
+    video = ["--video", str(clip.video)]
+    cases = {
+        "outside": ([*video, "--click", f"{width + 5},{height // 2}"], "outside"),
+        "past the end": ([*video, "--click", f"{width // 2},{height // 2}@9.5"], "end"),
+        "zero area": ([*video, "--box", f"10,10,10,{height // 2}"], "zero area"),
+        "malformed": ([*video, "--click", "12;13"], "click"),
+        "text without SAM 3": ([*video, "--segment_text", "violin"], "sam 3"),
+        "mask and click": ([*video, "--mask_video", str(clip.masks["square"]), "--click",
+                            "10,10"], "one of the two"),
+    }
+    out = tmp_path / "out"
+    for name, (args, problem) in cases.items():
+        status = run_demo(weights_dir, out, *args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2, name
+        assert err[-1].startswith("demo.py: error: ") and problem in err[-1].lower(), (name, err)
+        assert "Traceback" not in "\n".join(err), name
+        assert not out.exists(), name
+
+
+def test_help_and_mask_video_runs_do_not_import_transformers(tmp_path: Path, clip) -> None:
+    """transformers (seconds to import) is only for tracking."""
+    script = ("import sys\nfrom saganet.commands.demo import main\ntry:\n"
+              "    status = main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+              "    status = stop.code\nprint('transformers' in sys.modules, status)\n")
+    for args in (["--help"],
+                 ["--variant", "debug", "--num_steps", "1", "--duration", "1", "--device",
+                  "cpu", "--video", str(clip.video), "--mask_video", str(clip.masks["square"]),
+                  "--skip_video_composite", "--output", str(tmp_path / "out")]):
+        result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO,
+                                capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "SAGANET_CACHE": str(tmp_path / "cache")})
+        assert result.stdout.split()[-2:] == ["False", "0"], (args[:1], result.stderr[-2000:])

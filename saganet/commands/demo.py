@@ -1,5 +1,6 @@
 """Generate the sound of the objects of a video: one ``.flac`` per object, their mix, an ``.mp4``.
 
+    python demo.py --video clip.mp4 --click 812,430 --prompt violin
     python demo.py --video clip.mp4 --mask_video mask.mp4 --prompt violin
     python demo.py --video duet.mp4 --duration full \\
         --object violin --mask_video violin_mask.mp4 --prompt violin \\
@@ -14,6 +15,7 @@ or, for ``--variant debug``, a synthetic clip made on the spot (nothing is downl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -69,17 +71,41 @@ def run(args: argparse.Namespace) -> list[Path]:
     device, dtype = device_and_dtype(args)
     if args.checkpoint is not None:
         check_weights_file(args.checkpoint)
-    offline = weights.is_offline(args.offline)
-    if offline:
+    segment_model = args.segment_model or ("debug" if spec.debug else "tiny")
+    tracked = [o for o in args.objects if o.tracked]
+    if weights.is_offline(args.offline):
         # Everything missing is listed at once, before any video is opened.
         names = required_files(args.variant, checkpoint=args.checkpoint)
         if args.video is None and not spec.debug:
             names += list(weights.group_members("example"))
+        if tracked:
+            from saganet.segment.models import required_files as segment_files
+
+            names += segment_files(segment_model)
         weights.resolve_all(names, args.weights_dir, offline=True)
-    request = _request(args, spec.debug)
+    request, prompts = _request(args, spec.debug)
+    mask_files = _mask_files(request, prompts)
     check_outputs(request.outputs(), args.overwrite)
+    for path in mask_files.values():
+        if path.exists() and not args.overwrite:
+            raise UserInputError("output exists; pass --overwrite to replace it", path)
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
+    tracking = None
+    if prompts:
+        from saganet.segment import track_objects
+
+        with timed("track"):
+            tracking = track_objects(
+                request.video, list(prompts.values()), model=segment_model,
+                text_model=args.segment_text_model, weights_dir=args.weights_dir,
+                offline=args.offline, device=str(device), start=segment.start,
+                end=segment.start + segment.duration, progress=True)
+        for line in tracking.summary():
+            log.info("%s", line)
+        request = dataclasses.replace(request, objects=tuple(
+            dataclasses.replace(o, masks=tracking.objects[o.name]) if o.name in prompts else o
+            for o in request.objects))
     with timed("load"):
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
@@ -93,6 +119,11 @@ def run(args: argparse.Namespace) -> list[Path]:
                               options=SamplingOptions(cfg_strength=args.cfg_strength,
                                                       num_steps=args.num_steps),
                               progress=_progress_bars())
+    written = result.outputs.all()
+    if tracking is not None:
+        # The tracked masks beside the outputs, to reuse (--mask_video) or fix.
+        written += [tracking.write_mask_video(name, path, overwrite=args.overwrite)
+                    for name, path in mask_files.items()]
     for name, spans in result.silenced.items():
         where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
         log.info("%s: mask empty, silent at %s", name, where)
@@ -103,13 +134,26 @@ def run(args: argparse.Namespace) -> list[Path]:
         import torch
 
         log.info("peak GPU memory %.2f GiB", torch.cuda.max_memory_allocated(device) / 2**30)
-    return result.outputs.all()
+    return written
+
+
+class _TrackedLater:
+    """The masks of an object that is tracked once every input has been checked."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.duration = None
+
+    def read(self, start: float = 0.0, end: float | None = None):
+        raise RuntimeError(f"{self.name}: masks read before tracking")
 
 
 def _request(args: argparse.Namespace, debug: bool):
-    """The soundtrack request of the arguments (an example when there is no --video)."""
+    """The soundtrack request of the arguments (an example when there is no --video), and the
+    tracking prompts of the objects whose masks come from what the user points at."""
     from saganet.example import example_inputs
     from saganet.media.masks import MaskVideo
+    from saganet.segment import object_prompt
     from saganet.soundtrack import SoundObject, SoundtrackRequest
 
     objects: list[ObjectArgs] = list(args.objects)
@@ -119,22 +163,41 @@ def _request(args: argparse.Namespace, debug: bool):
             raise UserInputError("--mask_video needs --video")
         example = example_inputs(debug, args.weights_dir, args.offline)
         video = example.video
-        objects = [_example_object(example, o) for o in
+        objects = [o if o.tracked else _example_object(example, o) for o in
                    objects or [ObjectArgs(name) for name in example.default_objects]]
-    elif not objects or any(o.mask_video is None for o in objects):
-        raise UserInputError("every object needs --mask_video (one per object)", video)
+    if not objects:
+        raise UserInputError("no object: give --mask_video, or point at the object with "
+                             "--click, --box or --segment_text", video)
+    for k, obj in enumerate(objects):
+        if obj.tracked == (obj.mask_video is not None):
+            raise UserInputError(f"object {object_name(obj, k)!r} needs either --mask_video or "
+                                 "--click/--box/--segment_text (one of the two)", video)
     try:
         duration = segment_duration(args)
     except ValueError as err:
         raise UserInputError(str(err)) from None
-    return SoundtrackRequest(
+    names = [object_name(o, k) for k, o in enumerate(objects)]
+    prompts = {name: object_prompt(name, o.clicks, o.negative_clicks, o.boxes, o.segment_text)
+               for name, o in zip(names, objects, strict=True) if o.tracked}
+    request = SoundtrackRequest(
         video=video,
-        objects=tuple(SoundObject(object_name(o, k), MaskVideo(o.mask_video), o.prompt,
-                                  o.negative_prompt) for k, o in enumerate(objects)),
+        objects=tuple(SoundObject(name, _TrackedLater(name) if o.tracked
+                                  else MaskVideo(o.mask_video), o.prompt, o.negative_prompt)
+                      for name, o in zip(names, objects, strict=True)),
         output_dir=args.output, start=args.start, duration=duration, join=args.join,
         overlap=args.overlap, silence_hidden=not args.keep_hidden,
         negatives_from_others=args.negatives_from_others, mask_away_clip=args.mask_away_clip,
         mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite)
+    return request, prompts
+
+
+def _mask_files(request, prompts: dict) -> dict[str, Path]:
+    """Where the tracked masks are saved: ``<stem>_mask.mp4`` for one object, else
+    ``<stem>_<object>_mask.mp4``."""
+    folder = Path(request.output_dir)
+    if len(request.objects) == 1:
+        return {name: folder / f"{request.name}_mask.mp4" for name in prompts}
+    return {name: folder / f"{request.name}_{name}_mask.mp4" for name in prompts}
 
 
 def _example_object(example, obj: ObjectArgs) -> ObjectArgs:

@@ -23,6 +23,7 @@ import torch
 
 from saganet import weights
 from saganet.errors import UserInputError
+from saganet.fileio import exclusive
 from saganet.weights.registry import SAM2_REPOS, SAM3_REPO
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,15 @@ def sam2_folder(model: str | os.PathLike[str] = DEFAULT_MODEL,
     return weights.resolve(SAM2_REPOS[size], weights_dir, offline)
 
 
+def required_files(model: str | os.PathLike[str] = DEFAULT_MODEL) -> list[str]:
+    """Registry names of the published files tracking with ``model`` needs (none for a local
+    folder or ``debug``), e.g. to list what offline mode lacks before anything runs."""
+    if _local_folder(model) is not None or str(model) == DEBUG_MODEL:
+        return []
+    size = _ALIASES.get(str(model), str(model))
+    return [SAM2_REPOS[size]] if size in SAM2_REPOS else []
+
+
 def _debug_folder(weights_dir: str | os.PathLike[str] | None) -> Path:
     """``<cache>/debug/sam2_video``: tiny random SAM 2 weights, written on first use."""
     folder = weights.cache_dir(weights_dir) / "debug" / "sam2_video"
@@ -109,9 +119,11 @@ def _debug_folder(weights_dir: str | os.PathLike[str] | None) -> Path:
     from saganet.segment.debug_models import write_tiny_sam2
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        # Written beside and renamed, so a half-written folder is never found.
-        os.replace(write_tiny_sam2(Path(tmp) / "model"), folder)
+    with exclusive(folder.parent / ".sam2_video.lock"):
+        if not (folder / "model.safetensors").is_file():
+            with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+                # Written beside and renamed, so a half-written folder is never found.
+                os.replace(write_tiny_sam2(Path(tmp) / "model"), folder)
     return folder
 
 
