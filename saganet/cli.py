@@ -8,10 +8,8 @@ are the object groups of ``demo.py`` (``--object NAME`` followed by that object'
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,15 +159,6 @@ def segment_duration(args: argparse.Namespace) -> float | None:
         return args.end - args.start
     return None if math.isinf(args.duration) else args.duration
 
-
-def _replace(args: ObjectArgs, **changes: Any) -> ObjectArgs:
-    return dataclasses.replace(args, **changes)
-
-
-def with_defaults(objects: Sequence[ObjectArgs], **defaults: Any) -> list[ObjectArgs]:
-    """Objects whose unset fields take ``defaults`` (e.g. the example's mask and prompt)."""
-    return [_replace(o, **{k: v for k, v in defaults.items() if getattr(o, k) is None})
-            for o in objects]
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--variant --weights_dir --checkpoint --device --full_precision --offline``."""

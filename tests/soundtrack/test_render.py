@@ -22,7 +22,7 @@ from saganet.media.video import load_video_inputs, probe_video
 from saganet.soundtrack import SoundObject, SoundtrackRequest, write_soundtrack
 from saganet.soundtrack import render as render_module
 from saganet.soundtrack.mix import MIX_PEAK, level_mix
-from tests.videos import write_video
+from tests.videos import read_audio, stream_ends, write_video
 
 OPTIONS = SamplingOptions(cfg_strength=4.5, num_steps=2)
 # One 24-bit step of a FLAC sample, in full-scale units.
@@ -53,26 +53,7 @@ def write_clip(folder: Path, scene: SyntheticScene, hide: dict[str, float] | Non
 
 
 def read_flac(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray()[0] for f in container.decode(audio=0)]
-    return np.concatenate(frames) / 2.0**31
-
-
-def stream_seconds(path: Path) -> dict[str, list[float]]:
-    """Per stream type, each stream's duration from its last packet's end."""
-    ends: dict[int, float] = {}
-    kinds: dict[int, str] = {}
-    with av.open(str(path)) as container:
-        for packet in container.demux():
-            if packet.pts is None or packet.duration is None:
-                continue
-            end = float((packet.pts + packet.duration) * packet.time_base)
-            ends[packet.stream.index] = max(ends.get(packet.stream.index, 0.0), end)
-            kinds[packet.stream.index] = packet.stream.type
-    result: dict[str, list[float]] = {}
-    for index, end in sorted(ends.items()):
-        result.setdefault(kinds[index], []).append(end)
-    return result
+    return read_audio(path)[0][0]
 
 
 def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
@@ -106,7 +87,7 @@ def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
     mix = read_flac(outputs.mix)
     assert set(stems) == set(masks)
     assert all(len(a) == expected for a in [*stems.values(), mix])
-    seconds = stream_seconds(outputs.video)
+    seconds = stream_ends(outputs.video)
     frame_period = float(1 / fps)
     assert all(abs(s - duration) <= frame_period for s in seconds["video"])
     assert len(seconds["audio"]) == 1 + len(masks)
