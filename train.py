@@ -3,38 +3,48 @@
     python train.py experiment=debug                                  # tiny, CPU, seconds
     torchrun --nproc_per_node=8 train.py experiment=saganet_small     # the released recipe
 
-Hydra composes ``config/train.yaml`` with the chosen experiment and any ``key=value``
-overrides; the run directory is ``output/<experiment>`` (``hydra.run.dir=...`` to change it).
-Running the same command again resumes from the run's latest training state.
+Hydra composes ``config/train.yaml`` over the schema :class:`saganet.training.config.
+TrainConfig`, with the chosen experiment and any ``key=value`` overrides; the run directory is
+``output/<experiment>`` (``hydra.run.dir=...`` to change it). Running the same command again
+resumes from the run's latest training state. User errors print one line ``train.py: error:
+...`` and exit with status 2, leaving nothing behind; Ctrl-C stops at the end of the current
+step, saves a training state and says where (exit status 130).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from saganet.errors import UserInputError
-from saganet.runtime import configure_runtime
-from saganet.training.config import from_hydra
-from saganet.training.loop import fit
+from saganet.hydra_config import preflight, user_errors
+from saganet.training.config import from_hydra, register_train_schema
 
-log = logging.getLogger("train")
+PROG = "train.py"
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+LOG_FILES = ("train_rank*.log",)
 
 
 @hydra.main(version_base="1.3", config_path="config", config_name="train")
 def main(cfg: DictConfig) -> None:
-    configure_runtime(cfg.model.network)
-    config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
-    try:
-        fit(config)
-    except UserInputError as err:
-        log.error("%s", err)
-        sys.exit(2)
+    with user_errors(PROG, LOG_FILES):
+        config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+        # Imported once the configuration is valid: torch and the models take seconds.
+        from saganet.runtime import configure_runtime
+        from saganet.training.loop import INTERRUPTED_STATUS, TrainingInterruptedError, fit
+
+        configure_runtime(config.model.network)
+        try:
+            fit(config)
+        except TrainingInterruptedError as stop:
+            if stop.is_main:
+                print(f"{PROG}: {stop}", file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
 
 
 if __name__ == "__main__":
+    preflight(PROG, CONFIG_DIR, "train", register_train_schema)
     main()

@@ -1,13 +1,15 @@
 """``python -m saganet.batch``: run many video + mask jobs with one model load.
 
-Jobs come from a CSV file (``--csv``, columns by name: ``video``, ``mask``, optional
-``prompt``, ``negative_prompt``, ``output``) or from a folder (``--input_dir``) of
-``<stem>.mp4`` + ``<stem>_mask.mp4`` pairs. Each job goes through the same path as
-``demo.py`` (:func:`saganet.media.video.load_video_inputs`, then :func:`saganet.inference.generate`
-with the seed of ``--seed``), so a job's result equals ``demo.py`` with the same arguments.
-A job that fails (missing or broken file, too short, ...) is reported on one line and the
-others still run. Exit status: 0 when every job succeeded, 1 when some failed, 2 for a usage
-error (unreadable CSV, no jobs, bad arguments, weights that cannot be loaded).
+Jobs come from a CSV file (``--csv``, columns by name: ``video``, ``mask``, optional ``name``,
+``prompt``, ``negative_prompt``, ``output``; a row with several objects lists their masks,
+names and prompts separated by ``;``) or from a folder (``--input_dir``) of ``<stem>.mp4``
+with ``<stem>_mask.mp4`` (one object) or ``<stem>_mask_<name>.mp4`` files (one per object).
+Each job goes through the same path as ``demo.py``
+(:func:`saganet.soundtrack.write_soundtrack` with the seed of ``--seed``), so a job's result
+equals ``demo.py`` with the same arguments. A job that fails (missing or broken file, too
+short, ...) is reported on one line and the others still run. Exit status: 0 when every job
+succeeded, 1 when some failed, 2 for a usage error (unreadable CSV, no jobs, bad arguments,
+weights that cannot be loaded).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from typing import TYPE_CHECKING
 import av
 
 from saganet.cli import (
+    ObjectArgs,
+    add_long_form_arguments,
     add_model_arguments,
     add_sampling_arguments,
     device_and_dtype,
+    object_name,
+    segment_duration,
 )
 from saganet.errors import UserInputError, report_user_error
 from saganet.runtime import configure_runtime
@@ -37,34 +43,45 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CSV_REQUIRED = ("video", "mask")
-CSV_OPTIONAL = ("prompt", "negative_prompt", "output")
+CSV_OPTIONAL = ("name", "prompt", "negative_prompt", "output")
+# Several objects in one CSV cell are separated by this.
+LIST_SEPARATOR = ";"
 MASK_SUFFIX = "_mask"
 # Errors that end one job (bad input or output file), not the whole batch.
 JOB_ERRORS = (UserInputError, OSError, av.error.FFmpegError)
 
 
 @dataclass(frozen=True)
-class Job:
-    """One generation job.
+class JobObject:
+    """One object of a job.
 
     Args:
-        video: the input video.
-        mask: the mask video of the object to sonify.
-        output: the ``.flac`` to write (the ``.mp4`` composite goes beside it).
+        name: its name (file names and track titles).
+        mask: its mask video.
         prompt: text prompt (None: no text condition).
-        negative_prompt: what the audio should not be (``""`` as in the demo).
+        negative_prompt: what its audio should not be.
     """
 
-    video: Path
+    name: str
     mask: Path
-    output: Path
     prompt: str | None = None
     negative_prompt: str = ""
 
-    @property
-    def outputs(self) -> tuple[Path, Path]:
-        """The ``.flac`` and the ``.mp4`` paths."""
-        return self.output, self.output.with_suffix(".mp4")
+
+@dataclass(frozen=True)
+class Job:
+    """One generation job: a video and its objects.
+
+    Args:
+        video: the input video.
+        objects: the objects to sonify.
+        output: the ``.flac`` to write (the mix for several objects); the stems and the
+            ``.mp4`` go beside it under the same stem.
+    """
+
+    video: Path
+    objects: tuple[JobObject, ...]
+    output: Path
 
 
 def _flac_path(output_dir: Path, name: str) -> Path:
@@ -73,13 +90,48 @@ def _flac_path(output_dir: Path, name: str) -> Path:
     return path if path.suffix.lower() == ".flac" else path.with_name(f"{path.name}.flac")
 
 
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(LIST_SEPARATOR)]
+
+
+def _row_objects(values: dict[str, str], base: Path, default_negative: str, line: int,
+                 path: Path) -> tuple[JobObject, ...]:
+    """The objects of one CSV row (several when its cells list several, ``;``-separated)."""
+    masks = _split(values["mask"])
+    count = len(masks)
+
+    def column(name: str) -> list[str]:
+        cells = _split(values.get(name) or "")
+        if cells == [""]:
+            return [""] * count
+        if len(cells) == 1 and count > 1 and name != "name":
+            return cells * count
+        if len(cells) != count:
+            raise UserInputError(f"line {line}: {count} mask(s) but {len(cells)} {name}(s)",
+                                 path)
+        return cells
+
+    names, prompts, negatives = column("name"), column("prompt"), column("negative_prompt")
+    if any(not m for m in masks):
+        raise UserInputError(f"line {line}: an empty mask path", path)
+    objects = []
+    for k, (mask, name, prompt, negative) in enumerate(zip(masks, names, prompts, negatives,
+                                                           strict=True)):
+        name = name or object_name(ObjectArgs(prompt=prompt or None), k)
+        objects.append(JobObject(name, base / mask, prompt or None,
+                                 negative or default_negative))
+    return tuple(objects)
+
+
 def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> list[Job]:
     """Read jobs from a CSV file with a header naming its columns.
 
     Relative ``video``/``mask`` paths are relative to the CSV file's folder; ``output`` (a
     ``.flac`` path or a name without suffix) is relative to ``output_dir`` and defaults to
     ``<video stem>.flac``. Empty ``prompt`` means no text condition; empty
-    ``negative_prompt`` means ``default_negative``.
+    ``negative_prompt`` means ``default_negative``. Several objects: ``mask`` lists their mask
+    videos separated by ``;``, and ``name``, ``prompt``, ``negative_prompt`` as many values
+    (or one prompt for all).
 
     Args:
         path: the CSV file.
@@ -87,7 +139,8 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         default_negative: negative prompt of jobs that give none.
 
     Raises:
-        UserInputError: unreadable file, missing columns, no rows, or two jobs with one output.
+        UserInputError: unreadable file, missing columns, no rows, counts that do not match,
+            or two jobs with one output.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -102,7 +155,7 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
     if missing:
         raise UserInputError(f"the header lacks column(s) {', '.join(missing)} (has: "
                              f"{', '.join(header) or 'nothing'}); columns: video, mask "
-                             f"[, prompt, negative_prompt, output]", path)
+                             f"[, name, prompt, negative_prompt, output]", path)
     base = path.parent
     jobs = []
     for line, row in enumerate(rows, start=2):
@@ -112,18 +165,16 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         if not values["video"] or not values["mask"]:
             raise UserInputError(f"line {line}: video and mask are required", path)
         video = base / values["video"]
-        jobs.append(Job(
-            video=video, mask=base / values["mask"],
-            output=_flac_path(output_dir, values.get("output") or video.stem),
-            prompt=values.get("prompt") or None,
-            negative_prompt=values.get("negative_prompt") or default_negative,
-        ))
+        jobs.append(Job(video=video,
+                        objects=_row_objects(values, base, default_negative, line, path),
+                        output=_flac_path(output_dir, values.get("output") or video.stem)))
     return _checked(jobs, path)
 
 
 def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
                   negative_prompt: str = "") -> tuple[list[Job], list[Path]]:
-    """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` in a folder (not recursive).
+    """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` or ``<stem>_mask_<name>.mp4`` files in a
+    folder (not recursive).
 
     Args:
         folder: the input folder.
@@ -139,18 +190,23 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
     """
     if not folder.is_dir():
         raise UserInputError("not a folder", folder)
-    videos = sorted(p for p in folder.glob("*.mp4") if not p.stem.endswith(MASK_SUFFIX))
-    jobs, unpaired = [], []
+    masks = {p for p in folder.glob("*.mp4") if MASK_SUFFIX in p.stem}
+    videos = sorted(p for p in folder.glob("*.mp4") if p not in masks)
+    jobs, unpaired, used = [], [], set()
     for video in videos:
-        mask = video.with_name(f"{video.stem}{MASK_SUFFIX}.mp4")
-        if mask.is_file():
-            jobs.append(Job(video, mask, output_dir / f"{video.stem}.flac", prompt,
-                            negative_prompt))
+        single = video.with_name(f"{video.stem}{MASK_SUFFIX}.mp4")
+        named = sorted(folder.glob(f"{video.stem}{MASK_SUFFIX}_*.mp4"))
+        found = [(prompt or "object", single)] if single.is_file() else []
+        found += [(m.stem[len(video.stem) + len(MASK_SUFFIX) + 1:], m) for m in named]
+        if found:
+            objects = tuple(JobObject(name, mask, prompt, negative_prompt)
+                            for name, mask in found)
+            jobs.append(Job(video, objects, output_dir / f"{video.stem}.flac"))
+            used.update(mask for _, mask in found)
         else:
             unpaired.append(video)
-    for mask in sorted(folder.glob(f"*{MASK_SUFFIX}.mp4")):
-        if not mask.with_name(f"{mask.stem[: -len(MASK_SUFFIX)]}.mp4").is_file():
-            log.warning("%s: mask without a video, ignored", mask)
+    for mask in sorted(masks - used):
+        log.warning("%s: mask without a video, ignored", mask)
     if not jobs and not unpaired:
         raise UserInputError("no <stem>.mp4 with a <stem>_mask.mp4 found", folder)
     return _checked(jobs, folder), unpaired
@@ -175,10 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate audio for many video + mask pairs with one model load.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path,
-                        help="jobs file: columns video, mask [, prompt, negative_prompt, "
-                             "output]; paths relative to the file's folder")
+                        help="jobs file: columns video, mask [, name, prompt, "
+                             "negative_prompt, output]; paths relative to the file's folder; "
+                             "several objects: ';'-separated masks, names, prompts")
     source.add_argument("--input_dir", type=Path,
-                        help="folder of <stem>.mp4 + <stem>_mask.mp4 pairs")
+                        help="folder of <stem>.mp4 with <stem>_mask.mp4 or "
+                             "<stem>_mask_<name>.mp4 (one per object)")
     parser.add_argument("--prompt", default=None,
                         help="prompt for --input_dir jobs (default: no text condition)")
     parser.add_argument("--negative_prompt", default="",
@@ -189,19 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace existing outputs (default: skip those jobs)")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
+    add_long_form_arguments(parser)
     return parser
+
+
+def _request(job: Job, args: argparse.Namespace):
+    """The job as a soundtrack request (the same one ``demo.py`` builds)."""
+    from saganet.media.masks import MaskVideo
+    from saganet.soundtrack import SoundObject, SoundtrackRequest
+
+    try:
+        duration = segment_duration(args)
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+    return SoundtrackRequest(
+        video=job.video,
+        objects=tuple(SoundObject(o.name, MaskVideo(o.mask), o.prompt, o.negative_prompt)
+                      for o in job.objects),
+        output_dir=job.output.parent, stem=job.output.stem, start=args.start,
+        duration=duration, join=args.join, overlap=args.overlap,
+        silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,
+        write_video=not args.skip_video_composite)
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> None:
     from saganet.inference import SamplingOptions
-    from saganet.media.video import load_video_inputs
-    from saganet.soundtrack import SoundtrackRequest, write_soundtrack
+    from saganet.soundtrack import write_soundtrack
 
-    inputs = load_video_inputs(job.video, job.mask, duration=args.duration)
-    flac, video = job.outputs
-    request = SoundtrackRequest(job.video, flac, None if args.skip_video_composite else video,
-                                job.prompt, job.negative_prompt)
-    write_soundtrack(models, inputs, request, seed=args.seed, overwrite=args.overwrite,
+    write_soundtrack(models, _request(job, args), seed=args.seed, overwrite=args.overwrite,
                      options=SamplingOptions(cfg_strength=args.cfg_strength,
                                              num_steps=args.num_steps))
 
@@ -214,8 +287,7 @@ def _reason(err: Exception, job: Job) -> str:
 
 
 def _is_done(job: Job, args: argparse.Namespace) -> bool:
-    flac, video = job.outputs
-    return flac.is_file() and (args.skip_video_composite or video.is_file())
+    return all(path.is_file() for path in _request(job, args).outputs().all())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,15 +303,16 @@ def run(args: argparse.Namespace) -> int:
 
     from saganet.pipeline import load_models, pipeline_variant
 
-    if args.num_steps < 1 or not args.duration > 0:
-        raise UserInputError("--num_steps must be >= 1 and --duration positive")
+    if args.num_steps < 1:
+        raise UserInputError("--num_steps must be >= 1")
     pipeline_variant(args.variant)
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []
     else:
         jobs, unpaired = jobs_from_dir(args.input_dir, args.output_dir, args.prompt,
                                        args.negative_prompt)
-    failures = [(video, "no matching <stem>_mask.mp4") for video in unpaired]
+    failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
+                for video in unpaired]
     for video, reason in failures:
         print(f"FAILED {video}: {reason}", file=sys.stderr)
     todo = [job for job in jobs if args.overwrite or not _is_done(job, args)]

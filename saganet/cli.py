@@ -1,21 +1,167 @@
 """Command-line pieces shared by the entry points.
 
 ``demo.py`` and ``python -m saganet.batch`` take the same model and sampling options with the
-same meaning and defaults (those of the reference demo), so they are declared once here; every
-command reports a user's mistake the same way (:func:`report_user_error`).
+same meaning and defaults (those of the reference demo), so they are declared once here, as
+are the object groups of ``demo.py`` (``--object NAME`` followed by that object's options).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ObjectArgs:
+    """One object as given on the command line: its masks come from a mask video, or from
+    tracking what the user points at (clicks, boxes or a phrase).
+
+    Args:
+        name: ``--object NAME`` (None: named after its prompt).
+        mask_video: ``--mask_video``.
+        prompt: ``--prompt``.
+        negative_prompt: ``--negative_prompt``.
+        clicks: ``--click X,Y[@T]`` (repeatable).
+        negative_clicks: ``--negative_click X,Y[@T]`` (repeatable).
+        boxes: ``--box X0,Y0,X1,Y1[@T]`` (repeatable).
+        segment_text: ``--segment_text PHRASE``.
+    """
+
+    name: str | None = None
+    mask_video: Path | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    clicks: list[str] = field(default_factory=list)
+    negative_clicks: list[str] = field(default_factory=list)
+    boxes: list[str] = field(default_factory=list)
+    segment_text: str | None = None
+
+    @property
+    def tracked(self) -> bool:
+        """The object's masks come from tracking (a click, a box or a phrase)."""
+        return bool(self.clicks or self.negative_clicks or self.boxes or self.segment_text)
+
+
+class _ObjectOption(argparse.Action):
+    """An option of the current object group: ``--object`` opens a group, the others fill the
+    last one (the first group opens by itself)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        objects = list(getattr(namespace, "objects", None) or [])
+        if self.dest == "name" or not objects:
+            objects.append(ObjectArgs())
+        current = objects[-1]
+        value = getattr(current, self.dest)
+        if isinstance(value, list):
+            value.append(values)
+        elif value is not None:
+            where = f"object {current.name!r}" if current.name else "one object"
+            parser.error(f"{option_string} given twice for {where}; start another object "
+                         "with --object NAME")
+        else:
+            setattr(current, self.dest, values)
+        namespace.objects = objects
+
+
+def add_object_arguments(parser: argparse.ArgumentParser) -> None:
+    """``[--object NAME] (--mask_video PATH | --click X,Y[@T] ... | --box ... |
+    --segment_text PHRASE) [--prompt TEXT] [--negative_prompt TEXT]``, once per object
+    (results in ``args.objects``, a list of :class:`ObjectArgs`), and the tracking models."""
+    group = parser.add_argument_group(
+        "objects", "Each object: its masks (a mask video, or what you point at: clicks, boxes "
+        "or a phrase, tracked through the video) and its prompts. For several objects, start "
+        "each with --object NAME; the options after it belong to that object.")
+    parser.set_defaults(objects=[])
+    group.add_argument("--object", dest="name", action=_ObjectOption, metavar="NAME",
+                       help="start a new object (used in file names and track titles)")
+    group.add_argument("--mask_video", dest="mask_video", action=_ObjectOption, type=Path,
+                       metavar="PATH", help="binary mask video of the object")
+    group.add_argument("--click", dest="clicks", action=_ObjectOption, metavar="X,Y[@T]",
+                       help="a point on the object, in pixels of the (upright) video frame, "
+                            "at T seconds (1.5) or frame index (f37); default 0; repeatable")
+    group.add_argument("--negative_click", dest="negative_clicks", action=_ObjectOption,
+                       metavar="X,Y[@T]", help="a point that is not the object; repeatable")
+    group.add_argument("--box", dest="boxes", action=_ObjectOption, metavar="X0,Y0,X1,Y1[@T]",
+                       help="a box around the object; repeatable")
+    group.add_argument("--segment_text", dest="segment_text", action=_ObjectOption,
+                       metavar="PHRASE", help="a phrase naming the object (SAM 3, gated: see "
+                                              "docs/segmentation.md)")
+    group.add_argument("--prompt", dest="prompt", action=_ObjectOption, metavar="TEXT",
+                       help="text prompt, e.g. an instrument name (default: none)")
+    group.add_argument("--negative_prompt", dest="negative_prompt", action=_ObjectOption,
+                       metavar="TEXT", help="what the object's audio should not be")
+    tracking = parser.add_argument_group("tracking (for --click, --box, --segment_text)")
+    tracking.add_argument("--segment_model", default=None,
+                          help="SAM 2.1 size for clicks and boxes: tiny (default; debug for "
+                               "--variant debug), small, base-plus, large, or a local folder")
+    tracking.add_argument("--segment_text_model", default=None,
+                          help="local SAM 3 folder for --segment_text (default: the cache's)")
+
+
+def object_name(args: ObjectArgs, index: int) -> str:
+    """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``."""
+    if args.name:
+        return args.name
+    if args.prompt:
+        safe = re.sub(r"[^\w.+-]+", "_", args.prompt.strip()).strip("_")
+        if safe:
+            return safe[:40]
+    return f"object{index + 1}"
+
+
+def parse_duration(text: str) -> float:
+    """``--duration``: seconds, or ``full`` (to the end of the video: ``math.inf``)."""
+    if text.strip().lower() == "full":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'full', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--start --end --join --overlap --keep_hidden --negatives_from_others``."""
+    parser.add_argument("--start", type=float, default=0.0,
+                        help="seconds of the video to skip (default 0)")
+    parser.add_argument("--end", type=float, default=None,
+                        help="second of the video to stop at (instead of --duration)")
+    parser.add_argument("--join", choices=("joint", "crossfade"), default="joint",
+                        help="how windows of a video longer than 5 s are joined: joint "
+                             "sampling with shared overlaps (default) or independent windows "
+                             "with an equal-power crossfade")
+    parser.add_argument("--overlap", type=float, default=1.0,
+                        help="least overlap of neighbouring windows in seconds (default 1)")
+    parser.add_argument("--keep_hidden", action="store_true",
+                        help="generate an object also where its mask is empty for a whole "
+                             "window (default: silent there)")
+    parser.add_argument("--negatives_from_others", action="store_true",
+                        help="an object without --negative_prompt takes the other objects' "
+                             "prompts as negative prompt")
+
+
+def segment_duration(args: argparse.Namespace) -> float | None:
+    """Seconds to generate from ``--start``: ``--end - --start``, ``--duration``, or None for
+    ``--duration full``."""
+    if args.end is not None:
+        if not args.end > args.start:
+            raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
+        return args.end - args.start
+    return None if math.isinf(args.duration) else args.duration
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--variant --weights_dir --checkpoint --device --full_precision --cpu_bf16
@@ -39,8 +185,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--duration --cfg_strength --num_steps --seed --skip_video_composite``."""
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds to generate (shorter inputs shorten it)")
+    parser.add_argument("--duration", type=parse_duration, default=5.0,
+                        help="seconds to generate, or 'full' for the whole video (default 5; "
+                             "longer videos are covered by overlapping 5 s windows)")
     parser.add_argument("--cfg_strength", type=float, default=7.0,
                         help="classifier-free guidance strength")
     parser.add_argument("--num_steps", type=int, default=25, help="Euler steps")
@@ -60,7 +207,7 @@ def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtyp
     from saganet.errors import UserInputError
     from saganet.runtime import cpu_has_fast_bf16
 
-    device = dist.default_device() if args.device == "auto" else torch.device(args.device)
+    device = dist.resolve_device(args.device)
     if getattr(args, "cpu_bf16", False):
         if args.full_precision:
             raise UserInputError("--cpu_bf16 and --full_precision contradict each other")

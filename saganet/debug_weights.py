@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import filelock
 import torch
+from torch import nn
 
 from saganet.checkpoint import weights_file_dict
 from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
+from saganet.codec.bigvgan import BigVGANConfig
 from saganet.features import ClipEncoder, SynchformerConfig, SynchformerWithContext, tiny_clip
+from saganet.fileio import exclusive
 from saganet.model import CONFIG_44K_SA, build_network
 from saganet.models import SAGANetModels
 from saganet.state_dict import atomic_save, load_checkpoint_file
@@ -62,7 +65,7 @@ def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[st
         return paths
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(root / ".debug_weights.lock")):
+    with exclusive(root / ".debug_weights.lock"):
         if not all(p.exists() for p in paths.values()):
             log.info("writing the debug variant's random weights to %s", root)
             write_debug_weights(root, seed=seed)
@@ -77,17 +80,55 @@ def load_debug_clip(path: Path) -> ClipEncoder:
     return clip
 
 
+# Random tiny weights leave the mask's path to the audio far weaker than the other inputs'
+# (the Synchformer tokens reach the network ~50x smaller than the time embedding) and the
+# vocoder's HiFi-GAN initialisation (std 0.01) near silent: these gains make the debug variant's
+# audio vary with its inputs, so end-to-end tests can tell whether the mask reaches the audio.
+SYNC_TOKEN_GAIN = 100.0
+ADALN_GAIN = 2.0
+# Vocoder convolutions get variance-preserving weights (std gain / sqrt(fan_in)); the output
+# convolution a smaller one, for audio at roughly -20 dBFS instead of clipping.
+VOCODER_GAIN = 0.8
+VOCODER_OUTPUT_GAIN = 0.1
+
+
+def _debug_vocoder(config: BigVGANConfig) -> BigVGAN:
+    """A BigVGAN with audible random weights, still weight-normalised (as published)."""
+    vocoder = BigVGAN(config)
+    with torch.no_grad():
+        for layer in vocoder.weight_norm_layers():
+            direction = layer.parametrizations.weight.original1
+            if isinstance(layer, nn.ConvTranspose1d):
+                fan_in = direction.shape[0] * direction.shape[2] / layer.stride[0]
+            else:
+                fan_in = direction.shape[1] * direction.shape[2]
+            gain = VOCODER_OUTPUT_GAIN if layer is vocoder.conv_post else VOCODER_GAIN
+            # The magnitude of each (dim 0) slice: its element count times the target variance.
+            norm = gain * math.sqrt(direction[0].numel() / fan_in)
+            layer.parametrizations.weight.original0.fill_(norm)
+    return vocoder
+
+
+def _debug_codec_modules(seed: int) -> tuple[VAE, BigVGAN]:
+    """The debug VAE and vocoder as published files hold them (weight norm not folded)."""
+    config = AudioCodecConfig.debug()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VAE(config.vae), _debug_vocoder(config.vocoder)
+
+
 def build_debug_models(seed: int = 0) -> SAGANetModels:
-    """Random tiny models of the ``debug`` variant (no files involved).
+    """Random tiny models of the ``debug`` variant (no files involved); equal to what
+    :func:`write_debug_weights` writes for the same seed.
 
     Zero-initialised layers that would make the pipeline ignore its inputs (gates, LoRA,
-    adaLN, final layer) get small random values, so different inputs give different audio.
+    adaLN, final layer) get small random values, and the gains above make the audio follow
+    the inputs.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = build_network("debug")
         synchformer = SynchformerWithContext(SynchformerConfig.debug())
-        codec = AudioCodec.from_config(AudioCodecConfig.debug())
         stats = torch.randn(2, 1, 1, network.config.latent_dim)
         with torch.no_grad():
             network.latent_mean.copy_(stats[0] * 0.1)
@@ -97,6 +138,12 @@ def build_debug_models(seed: int = 0) -> SAGANetModels:
                 for param in model.parameters():
                     if not param.abs().any():
                         param.normal_(std=0.05)
+            network.sync_input_proj[-1].w2.weight.mul_(SYNC_TOKEN_GAIN)
+            for name, param in network.named_parameters():
+                if "adaLN_modulation" in name:
+                    param.mul_(ADALN_GAIN)
+    vae, vocoder = _debug_codec_modules(seed)
+    codec = AudioCodec(vae, vocoder, AudioCodecConfig.debug().mel)
     clip = tiny_clip(embed_dim=network.config.clip_dim, text_width=network.config.text_dim,
                      seed=DEBUG_CLIP_SEED)
     return SAGANetModels(network.eval(), synchformer.eval(), clip, codec.eval(), CONFIG_44K_SA)
@@ -115,18 +162,15 @@ def write_debug_weights(directory: str | os.PathLike[str], seed: int = 0) -> dic
         The written paths by role.
     """
     paths = debug_paths(directory)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        models = build_debug_models(seed)
-        codec_config = AudioCodecConfig.debug()
-        # The published VAE and vocoder files hold weights before normalisation is folded in,
-        # so write freshly built (unfolded) modules rather than the folded ones above.
-        vae, vocoder = VAE(codec_config.vae), BigVGAN(codec_config.vocoder)
+    models = build_debug_models(seed)
+    # The published VAE and vocoder files hold weights before normalisation is folded in,
+    # so write the unfolded modules rather than the codec's folded ones.
+    vae, vocoder = _debug_codec_modules(seed)
     atomic_save(weights_file_dict(models.network, models.synchformer, "debug"),
                 paths["checkpoint"])
     atomic_save(vae.state_dict(), paths["vae"])
     atomic_save({"generator": vocoder.state_dict()}, paths["vocoder"] / "bigvgan_generator.pt")
-    (paths["vocoder"] / "config.json").write_text(json.dumps(codec_config.vocoder.to_dict(),
+    (paths["vocoder"] / "config.json").write_text(json.dumps(vocoder.config.to_dict(),
                                                              indent=2))
     clip = models.clip_encoder
     atomic_save({

@@ -12,9 +12,12 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
+
+from saganet.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,13 @@ def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -
     """Join the process group if launched by torchrun; otherwise describe a single process.
 
     Args:
-        device: ``"cuda"``, ``"cpu"``, ``"mps"`` or None for automatic choice. Under torchrun
-            with CUDA, each process takes the GPU of its local rank.
+        device: ``"cuda"``, ``"cpu"``, ``"mps"``, ``"auto"`` or None for automatic choice
+            (checked by :func:`resolve_device`). Under torchrun with CUDA, each process takes
+            the GPU of its local rank.
         timeout_minutes: collective timeout (long, because rank 0 may download weights while
             the others wait).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if not launched_by_torchrun():
         return DistInfo(0, 0, 1, device)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -60,6 +64,36 @@ def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -
         torch_dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
         log.info("rank %d/%d joined the %s process group", rank, world, backend)
     return DistInfo(rank, local_rank, world, device)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The device a user named, checked: ``auto``/None (CUDA, then MPS, then CPU), ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises:
+        UserInputError: an unknown name, or a device this machine does not have.
+    """
+    if name is None or name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserInputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or "
+                             "mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"device {name!r}: CUDA is not available here (no NVIDIA GPU, "
+                                 "or a PyTorch build without CUDA); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserInputError(f"device {name!r}: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserInputError(f"device {name!r}: Apple MPS is not available here; use "
+                                 "--device cpu")
+    elif device.type != "cpu":
+        raise UserInputError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def default_device() -> torch.device:
@@ -95,6 +129,33 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     torch_dist.all_reduce(value, op=torch_dist.ReduceOp.SUM)
     return value / torch_dist.get_world_size()
+
+
+def broadcast_object(value: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``value`` on every rank (``value`` itself in a single process).
+
+    Args:
+        value: a picklable object (ignored on ranks other than ``src``).
+        src: the rank whose value is sent.
+    """
+    if not torch_dist.is_initialized():
+        return value
+    box = [value]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (``[value]`` in a single process).
+
+    Args:
+        value: a picklable object.
+    """
+    if not torch_dist.is_initialized():
+        return [value]
+    gathered: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def cleanup() -> None:

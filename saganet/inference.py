@@ -1,10 +1,16 @@
 """``generate()``: the one path from video, mask and prompt to audio.
 
-``demo.py``, ``batch_eval.py``, ``python -m saganet.batch`` and the trainer's validation all
-call :func:`generate`, so a fix or a speed-up here reaches every user. Steps for a batch of
-clips: CLIP image and text features, focal crop and segmentation-aware Synchformer features,
-flow sampling with classifier-free guidance (negative prompts optional), un-normalised
-latents, VAE decoder, vocoder.
+``demo.py``, ``batch_eval.py``, ``python -m saganet.batch``, the web app and the trainer's
+validation all run it, so a fix or a speed-up here reaches every user. Its three stages are
+public because long videos run them apart (:mod:`saganet.soundtrack`): conditions are encoded
+window by window while the video streams past, all windows are sampled together, and the
+latents are decoded window by window.
+
+1. :func:`encode_conditions`: CLIP image and text features, focal crop and
+   segmentation-aware Synchformer features, projected by the network;
+2. :func:`sample`: flow sampling with classifier-free guidance (negative prompts optional),
+   optionally fusing the velocities of overlapping windows at every step;
+3. :func:`decode`: VAE decoder and vocoder.
 
 The only random draw is the initial noise, taken from the caller's generator, so a seed fixes
 the result on a given device and dtype.
@@ -46,6 +52,8 @@ class SamplingOptions:
             time per image as 40.
         sync_chunk_size: Synchformer windows per forward pass (None: all at once); each window
             is already 1569 tokens, so small chunks cost no speed.
+        network_chunk_size: clips per network pass while sampling (None: the whole batch);
+            bounds the activation memory of large batches (many windows of a long video).
         release_clip: drop ``models.clip_encoder`` (about 4 GB of fp32 weights) as soon as the
             CLIP features are computed, so that the later stages reuse its memory. For
             one-shot runs only: the models cannot encode CLIP features afterwards.
@@ -57,6 +65,7 @@ class SamplingOptions:
     batch_cfg: bool = True
     clip_chunk_size: int | None = 8
     sync_chunk_size: int | None = 2
+    network_chunk_size: int | None = None
     release_clip: bool = False
 
 
@@ -76,6 +85,8 @@ class GenerationBatch:
         detail_masks: focal-crop masks like ``masks``.
         clip_features: precomputed ``(B, Tc, clip_dim)`` CLIP features (replace clip_frames).
         text_features: precomputed ``(B, 77, text_dim)`` text features (replace texts).
+        negative_text_features: precomputed features of the negative prompts (replace
+            negative_texts).
     """
 
     sync_frames: torch.Tensor
@@ -87,6 +98,7 @@ class GenerationBatch:
     detail_masks: torch.Tensor | None = None
     clip_features: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
+    negative_text_features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.sync_frames.shape[0]
@@ -101,6 +113,7 @@ class GenerationResult:
     sampling_rate: int
 
 
+@torch.inference_mode()
 def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
                       options: SamplingOptions) -> tuple[Conditions, Conditions]:
     """Features of a batch turned into the conditional and unconditional branch inputs."""
@@ -120,7 +133,9 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
     else:
         text_f = net.get_empty_string_sequence(b)
     negative = None
-    if batch.negative_texts is not None:
+    if batch.negative_text_features is not None:
+        negative = batch.negative_text_features.to(device, dtype)
+    elif batch.negative_texts is not None:
         negative = _clip_encoder(models).encode_text(list(batch.negative_texts))
     if options.release_clip and models.clip_encoder is not None:
         models.clip_encoder = None
@@ -156,6 +171,72 @@ def initial_noise(shape: tuple[int, int, int],
                       for g in generator])
 
 
+def select_conditions(conditions: Conditions, index: slice | torch.Tensor) -> Conditions:
+    """The conditions of some clips of a batch (a slice or an index tensor)."""
+    return conditions.select(index)
+
+
+def concat_conditions(parts: Sequence[Conditions]) -> Conditions:
+    """Conditions of several batches as one batch."""
+    return Conditions.cat(*parts)
+
+
+VelocityFusion = Callable[[torch.Tensor], torch.Tensor]
+"""Maps the guided velocity ``(B, N, C)`` of a batch to the velocity actually integrated; a
+long video's windows share their overlap this way (:mod:`saganet.soundtrack.join`)."""
+
+
+@torch.inference_mode()
+def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
+           noise: torch.Tensor, *, options: SamplingOptions | None = None,
+           fuse: VelocityFusion | None = None, progress: bool = False,
+           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Integrate the guided flow from ``noise`` to un-normalised latents ``(B, N, C)``.
+
+    Args:
+        models: loaded models, set to the clips' duration.
+        conditions: conditional branch (:func:`encode_conditions`).
+        empty: unconditional branch.
+        noise: ``(B, N, C)`` initial noise (:func:`initial_noise`).
+        options: sampler settings.
+        fuse: applied to every guided velocity before the step is taken.
+        progress: show a progress bar over the network evaluations.
+        on_step: called with the number of network evaluations done so far.
+    """
+    options = options or SamplingOptions()
+    net = models.network
+    chunk = options.network_chunk_size or len(noise)
+    bar = tqdm(total=options.num_steps if options.method == "euler" else None,
+               desc="sampling", unit="step", disable=not progress, leave=False)
+    calls = 0
+
+    def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        parts = [net.ode_wrapper(t, x[i : i + chunk],
+                                 select_conditions(conditions, slice(i, i + chunk)),
+                                 select_conditions(empty, slice(i, i + chunk)),
+                                 options.cfg_strength, batched=options.batch_cfg)
+                 for i in range(0, len(x), chunk)]
+        v = parts[0] if len(parts) == 1 else torch.cat(parts)
+        calls += 1
+        bar.update(1)
+        if on_step is not None:
+            on_step(calls)
+        return v if fuse is None else fuse(v)
+
+    try:
+        flow = FlowMatching(method=options.method, num_steps=options.num_steps)
+        return net.unnormalize(flow.to_data(velocity, noise))  # (B, N, C)
+    finally:
+        bar.close()
+
+
+@torch.inference_mode()
+def decode(models: SAGANetModels, latents: torch.Tensor) -> torch.Tensor:
+    """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU."""
+    return models.codec.decode(latents).float().clamp(-1, 1).cpu()
+
+
 @torch.inference_mode()
 def generate(
     models: SAGANetModels,
@@ -183,24 +264,7 @@ def generate(
     net = models.network
     shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
     x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
-    bar = tqdm(total=options.num_steps if options.method == "euler" else None,
-               desc="sampling", unit="step", disable=not progress, leave=False)
-    calls = 0
-
-    def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        v = net.ode_wrapper(t, x, conditions, empty, options.cfg_strength,
-                            batched=options.batch_cfg)
-        calls += 1
-        bar.update(1)
-        if on_step is not None:
-            on_step(calls)
-        return v
-
-    try:
-        flow = FlowMatching(method=options.method, num_steps=options.num_steps)
-        latents = net.unnormalize(flow.to_data(velocity, x0))  # (B, N, C)
-    finally:
-        bar.close()
-    audio = models.codec.decode(latents).float().clamp(-1, 1)  # (B, 1, L)
-    return GenerationResult(audio.cpu(), latents.float().cpu(), models.codec.sampling_rate)
+    latents = sample(models, conditions, empty, x0, options=options, progress=progress,
+                     on_step=on_step)
+    return GenerationResult(decode(models, latents), latents.float().cpu(),
+                            models.codec.sampling_rate)

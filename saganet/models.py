@@ -32,6 +32,8 @@ class SAGANetModels(nn.Module):
         self.clip_encoder = clip_encoder
         self.codec = codec
         self.sequence = sequence
+        # The clip length the network was trained on: long videos are cut into windows of it.
+        self.training_sequence = sequence
 
     @property
     def device(self) -> torch.device:

@@ -58,6 +58,17 @@ def pipeline_variant(name: str) -> PipelineVariant:
     return PIPELINES[name]
 
 
+def required_files(variant: str, *, checkpoint: str | os.PathLike[str] | None = None,
+                   need_clip: bool = True) -> list[str]:
+    """Registry names of the published files a variant loads (none for ``debug``)."""
+    spec = pipeline_variant(variant)
+    if spec.debug:
+        return []
+    names = [] if checkpoint is not None else [spec.checkpoint]
+    names += ["v1-44.pth", weights_registry.VOCODER_REPO]
+    return names + ([weights_registry.CLIP_REPO] if need_clip else [])
+
+
 def load_models(
     variant: str,
     *,
@@ -90,13 +101,13 @@ def load_models(
         ckpt = Path(checkpoint) if checkpoint is not None else files["checkpoint"]
         vae_path, vocoder_source, clip_source = files["vae"], files["vocoder"], files["clip"]
     else:
-        ckpt = (Path(checkpoint) if checkpoint is not None
-                else weights_registry.resolve(spec.checkpoint, weights_dir, offline))
-        vae_path = weights_registry.resolve("v1-44.pth", weights_dir, offline)
-        vocoder_source = weights_registry.resolve(weights_registry.VOCODER_REPO, weights_dir,
-                                                  offline)
-        clip_source = (weights_registry.resolve(weights_registry.CLIP_REPO, weights_dir, offline)
-                       if need_clip else None)
+        files = weights_registry.resolve_all(
+            required_files(variant, checkpoint=checkpoint, need_clip=need_clip), weights_dir,
+            offline)
+        ckpt = Path(checkpoint) if checkpoint is not None else files[spec.checkpoint]
+        vae_path = files["v1-44.pth"]
+        vocoder_source = files[weights_registry.VOCODER_REPO]
+        clip_source = files.get(weights_registry.CLIP_REPO)
     if not ckpt.is_file():
         raise UserInputError("weights file not found", ckpt)
     network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from saganet.errors import UserInputError
+from saganet.fileio import atomic_output
 
-class CheckpointMismatchError(RuntimeError):
-    """A state dict does not fit the module it is loaded into."""
+
+class CheckpointMismatchError(UserInputError):
+    """A weights file does not fit the module it is loaded into, or is no weights file.
+
+    It is the user's to fix (another file, the right variant), so entry points report it like
+    any :class:`~saganet.errors.UserInputError`: the first line, then the key lists.
+    """
 
 
 def _matches(key: str, patterns: Iterable[str]) -> bool:
@@ -86,14 +93,41 @@ def load_state_dict_strict(
 
 
 def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load`` with ``weights_only=True`` and an error that names the file."""
+    """``torch.load`` with ``weights_only=True`` and a one-line error that names the file."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several unrelated types for corrupt/unsafe files
-        raise CheckpointMismatchError(f"{path}: cannot be read as a weights-only checkpoint "
-                                      f"({type(err).__name__}: {err})") from err
+        # torch's own message suggests weights_only=False, which would run code from the file:
+        # never a remedy for a file of unknown origin, so it is not passed on.
+        raise CheckpointMismatchError(
+            f"{path}: not a weights file (not a PyTorch checkpoint, truncated, or holding "
+            f"objects other than tensors; {type(err).__name__})") from err
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> None:
+    """Cheap early check that ``path`` looks like a PyTorch checkpoint (a zip archive holding
+    a pickle), before anything slow runs; the full check happens when it is loaded.
+
+    Raises:
+        UserInputError: missing, not a file, empty, or not a PyTorch checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError("weights file not found", path)
+    if not path.is_file():
+        raise UserInputError("not a file", path)
+    if path.stat().st_size == 0:
+        raise UserInputError("weights file is empty", path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any(name.endswith("data.pkl") for name in names):
+        raise UserInputError("not a PyTorch weights file (torch.save writes a zip archive "
+                             "with a data.pkl)", path)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -106,15 +140,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
         path: destination; its folder is created if needed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True, suffix=".tmp") as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path

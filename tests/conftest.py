@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from saganet.runtime import configure_runtime
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXAMPLES = SHARED / "examples"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,11 +19,28 @@ def test_csv_columns_by_name_with_optional_ones(tmp_path):
                      ",m2.mp4,/abs/v2.mp4,\n")
     out = tmp_path / "out"
     first, second = jobs_from_csv(table, out, default_negative="noise")
-    assert (first.video, first.mask) == (tmp_path / "clips/v1.mp4", tmp_path / "m1.mp4")
-    assert first.outputs == (out / "duet/a.flac", out / "duet/a.mp4")
-    assert (first.prompt, first.negative_prompt) == ("violin", "noise")
+    (violin,), (unnamed,) = first.objects, second.objects
+    assert (first.video, violin.mask) == (tmp_path / "clips/v1.mp4", tmp_path / "m1.mp4")
+    assert first.output == out / "duet/a.flac"
+    assert (violin.name, violin.prompt, violin.negative_prompt) == ("violin", "violin", "noise")
     assert second.video == Path("/abs/v2.mp4") and second.output == out / "v2.flac"
-    assert second.prompt is None
+    assert unnamed.prompt is None and unnamed.name
+
+
+def test_csv_row_with_several_objects(tmp_path):
+    table = tmp_path / "jobs.csv"
+    masks, names, prompts = ["a.mp4", "b.mp4", "c.mp4"], ["x", "y", "z"], ["p", "q", "r"]
+    table.write_text("video,mask,name,prompt,negative_prompt\n"
+                     f"v.mp4,{';'.join(masks)},{';'.join(names)},{';'.join(prompts)},hiss\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    assert [o.mask for o in job.objects] == [tmp_path / m for m in masks]
+    assert [o.name for o in job.objects] == names
+    assert [o.prompt for o in job.objects] == prompts
+    # One value in a column with several masks applies to every object.
+    assert all(o.negative_prompt == "hiss" for o in job.objects)
+    table.write_text(f"video,mask,prompt\nv.mp4,{';'.join(masks)},{';'.join(prompts[:2])}\n")
+    with pytest.raises(UserInputError, match=f"{len(masks)} mask"):
+        jobs_from_csv(table, tmp_path / "out")
 
 
 def test_csv_usage_errors(tmp_path):
@@ -37,11 +54,15 @@ def test_csv_usage_errors(tmp_path):
 
 
 def test_input_dir_pairs_videos_with_masks(tmp_path):
-    for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4"):
+    for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4", "d.mp4", "d_mask_x.mp4",
+                 "d_mask_y.mp4"):
         (tmp_path / name).write_bytes(b"x")
     jobs, unpaired = jobs_from_dir(tmp_path, tmp_path / "out", "cello")
-    assert [(j.video.name, j.mask.name, j.output.name, j.prompt) for j in jobs] == [
-        ("a.mp4", "a_mask.mp4", "a.flac", "cello")]
+    described = [(j.video.name, [(o.name, o.mask.name, o.prompt) for o in j.objects],
+                  j.output.name) for j in jobs]
+    assert described == [
+        ("a.mp4", [("cello", "a_mask.mp4", "cello")], "a.flac"),
+        ("d.mp4", [("x", "d_mask_x.mp4", "cello"), ("y", "d_mask_y.mp4", "cello")], "d.flac")]
     assert unpaired == [tmp_path / "b.mp4"]
 
 

@@ -9,28 +9,27 @@ and dtypes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.golden_cases import handlers, manifests
-
-DEFAULT_GOLDEN_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden"
-GOLDEN_DIR = Path(os.environ.get("SAGANET_GOLDEN_DIR", DEFAULT_GOLDEN_DIR)).resolve()
+from tests.shared import GOLDEN_DIR, need
 
 CASE_FILES = sorted(GOLDEN_DIR.glob("*.pt"))
 MANIFEST_FILES = sorted((GOLDEN_DIR / "manifests").glob("*.json"))
 
 
 def test_golden_dir_has_cases() -> None:
+    need(GOLDEN_DIR)
     assert CASE_FILES, f"no golden cases (*.pt) in {GOLDEN_DIR}; set SAGANET_GOLDEN_DIR"
 
 
 @pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])
 def test_case(path: Path) -> None:
     case = torch.load(path, weights_only=True)
+    case["folder"] = path.parent
     handler = handlers().get(case["module"])
     if handler is None:
         pytest.fail(f"{path.name}: no handler for module {case['module']!r}")

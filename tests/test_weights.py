@@ -34,8 +34,9 @@ from saganet.weights import (
     transfer,
 )
 from saganet.weights.__main__ import main
+from tests.shared import EXAMPLES as SHARED_EXAMPLES
+from tests.shared import need
 
-SHARED_EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "examples"
 OFFLINE_VARS = ("SAGANET_OFFLINE", "HF_HUB_OFFLINE")
 
 
@@ -240,7 +241,7 @@ def test_offline_error_lists_every_missing_file_and_where(
                     registry=registry, groups=groups)
     message = str(info.value)
     assert "\n" not in message
-    assert "2 weight file(s) are missing" in message
+    assert "2 file(s) are missing" in message
     assert f"download {registry['a.pth'].url} to {tmp_path / 'weights' / 'a.pth'}" in message
     assert "b.pth" not in message
     hub_dir = tmp_path / "hub" / "org" / "repo"
@@ -312,8 +313,8 @@ def test_groups_name_registered_entries() -> None:
     assert REGISTRY["empty_string.pth"].md5 is None
 
 
-@pytest.mark.skipif(not SHARED_EXAMPLES.is_dir(), reason="shared example videos not present")
 def test_registered_examples_match_the_shared_copies(tmp_path: Path) -> None:
+    need(SHARED_EXAMPLES)
     for name in GROUPS["example"]:
         (tmp_path / name).symlink_to(SHARED_EXAMPLES / name)
     paths = fetch_group("example", tmp_path, offline=True)

@@ -84,3 +84,32 @@ def sine(hz: float, seconds: float, sample_rate: int, amplitude: float = 0.3) ->
     """A float32 sine ``(T,)`` of ``round(seconds * sample_rate)`` samples."""
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Samples ``(C, L)`` as floats in [-1, 1] and the rate of a file's first audio stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = np.concatenate([f.to_ndarray() for f in container.decode(stream)], axis=1)
+        rate = stream.rate
+    if samples.dtype == np.int32:  # 24-bit FLAC comes as s32
+        samples = samples / 2.0**31
+    return samples, rate
+
+
+def stream_ends(path: Path) -> dict[str, list[float]]:
+    """Per stream type (``video``, ``audio``), each stream's end in seconds from its last
+    packet (robust to missing duration headers)."""
+    ends: dict[int, float] = {}
+    kinds: dict[int, str] = {}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.pts is None or packet.duration is None:
+                continue
+            end = float((packet.pts + packet.duration) * packet.time_base)
+            ends[packet.stream.index] = max(ends.get(packet.stream.index, 0.0), end)
+            kinds[packet.stream.index] = packet.stream.type
+    result: dict[str, list[float]] = {}
+    for index, end in sorted(ends.items()):
+        result.setdefault(kinds[index], []).append(end)
+    return result

@@ -17,6 +17,9 @@ Example::
 
     python training/load_sms.py --music21_root raw/MUSIC21 --avs_root raw/AVSBench \\
         --solos_root raw/Solos --urmp_root raw/URMP --output_dir data --workers 8
+
+The reference's names of the four roots (``--music21``, ``--avssbench``, ``--solos``,
+``--urmp``) are accepted too, so its README's command runs unchanged.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from saganet.prep.sms_metadata import (
     SMS_METADATA,
     URMP_METADATA,
     VideoIndex,
+    check_public_files,
     fetch_public_files,
     plan_sms_jobs,
     plan_urmp_jobs,
     read_sms_metadata,
     read_urmp_metadata,
 )
+from saganet.weights.cache import is_offline
 
 log = logging.getLogger("load_sms")
 
@@ -48,6 +53,13 @@ ROOT_OPTIONS = {
     "avs_root": "avs-semantic",
     "solos_root": "solos",
     "urmp_root": "urmp",
+}
+# The reference script's names of the same options (its README's command works unchanged).
+REFERENCE_NAMES = {
+    "music21_root": "--music21",
+    "avs_root": "--avssbench",
+    "solos_root": "--solos",
+    "urmp_root": "--urmp",
 }
 
 
@@ -60,16 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
             "root counts all its clips as missing. Reruns skip finished clips."
         ),
     )
-    roots = parser.add_argument_group("raw datasets (each optional)")
-    roots.add_argument("--music21_root", type=Path,
-                       help="folder with the MUSIC21 videos (<YouTube id>.mp4, any depth)")
-    roots.add_argument("--avs_root", type=Path,
-                       help="folder with the AVSBench-semantic videos (<id>.mp4, any depth)")
-    roots.add_argument("--solos_root", type=Path,
-                       help="folder with the Solos videos (<YouTube id>.mp4, any depth)")
-    roots.add_argument("--urmp_root", type=Path,
-                       help="folder with the URMP videos (Vid_*.mp4 or already-cut clips, any "
-                            "depth)")
+    roots = parser.add_argument_group(
+        "raw datasets (each optional; the second name is the reference script's)")
+    helps = {
+        "music21_root": "folder with the MUSIC21 videos (<YouTube id>.mp4, any depth)",
+        "avs_root": "folder with the AVSBench-semantic videos (<id>.mp4, any depth)",
+        "solos_root": "folder with the Solos videos (<YouTube id>.mp4, any depth)",
+        "urmp_root": "folder with the URMP videos (Vid_*.mp4 or already-cut clips, any depth)",
+    }
+    for option, text in helps.items():
+        roots.add_argument(f"--{option}", REFERENCE_NAMES[option], dest=option, type=Path,
+                           help=text)
     parser.add_argument("--output_dir", type=Path, default=Path("data"),
                         help="where metadata, masks and clips go: sms/data/<label>/*.mp4, "
                              "urmp/data/<piece>/*.mp4, missing.tsv (default: ./data)")
@@ -79,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_url", default=PUBLIC_BASE_URL,
                         help="public bucket holding files.txt, the metadata and the masks "
                              "(default: %(default)s)")
-    parser.add_argument("--skip_download", action="store_true",
-                        help="download nothing; sms/metadata.csv and urmp/metadata.tsv must "
-                             "already be in --output_dir")
+    parser.add_argument("--offline", action="store_true", default=None,
+                        help="download nothing (also SAGANET_OFFLINE=1): the published files "
+                             "must already be in --output_dir; if any is missing, the error "
+                             "lists each with its URL and the path it goes to")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes cutting clips in parallel (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
@@ -119,7 +133,9 @@ def assemble(args: argparse.Namespace) -> list[ClipResult]:
     except OSError as err:
         raise UserInputError(f"cannot create the output folder ({err.strerror})",
                              output_dir) from err
-    if not args.skip_download:
+    if is_offline(args.offline):
+        check_public_files(args.base_url, output_dir)
+    else:
         fetch_public_files(args.base_url, output_dir)
     sms_rows = read_sms_metadata(output_dir / SMS_METADATA)
     urmp_rows = read_urmp_metadata(output_dir / URMP_METADATA)

@@ -249,20 +249,25 @@ class BigVGAN(nn.Module):
         self.activation_post = activation_wrapper(_snake(config, width))
         self.conv_post = nn.Conv1d(width, 1, 7, padding=3, bias=config.use_bias_at_final)
         self._init_weights()
-        for _, layer in self._weight_norm_layers():
+        for _, layer in self._named_weight_norm_layers():
             weight_norm(layer, name="weight", dim=0)
 
     def _init_weights(self) -> None:
         """Random weights for tests and benchmarks; runs before weight norm is applied."""
         with torch.no_grad():
-            for _, layer in self._weight_norm_layers():
+            for _, layer in self._named_weight_norm_layers():
                 if layer is not self.conv_pre:  # conv_pre keeps PyTorch's default init
                     layer.weight.normal_(0.0, _INIT_STD)
             for module in self.modules():
                 if isinstance(module, (Snake, SnakeBeta)):
                     module.reset_parameters()
 
-    def _weight_norm_layers(self) -> Iterator[tuple[str, nn.Module]]:
+    def weight_norm_layers(self) -> Iterator[nn.Module]:
+        """The convolutions that carry weight norm in published checkpoints."""
+        for _, module in self._named_weight_norm_layers():
+            yield module
+
+    def _named_weight_norm_layers(self) -> Iterator[tuple[str, nn.Module]]:
         for name, module in self.named_modules():
             if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
                 yield name, module
@@ -294,7 +299,7 @@ class BigVGAN(nn.Module):
     def remove_weight_norm(self) -> BigVGAN:
         """Fold ``g * v / ||v||`` into plain ``weight`` parameters; later calls do nothing."""
         if self.weight_norm_parametrized:
-            for _, layer in self._weight_norm_layers():
+            for _, layer in self._named_weight_norm_layers():
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
         return self
 
@@ -311,7 +316,7 @@ class BigVGAN(nn.Module):
             what: name of the source used in error messages (usually the file).
         """
         state_dict = rename_legacy_weight_norm_keys(state_dict)
-        layers = [name for name, _ in self._weight_norm_layers()]
+        layers = [name for name, _ in self._named_weight_norm_layers()]
         folded = any(_key(name, "weight") in state_dict for name in layers)
         if folded:
             self.remove_weight_norm()

@@ -2,8 +2,8 @@
 
 The Segmented Music Solos (SMS) splits, and URMP in the same form, are stored as:
 
-* a **metadata table** (``tsv``): tab-separated (comma-separated if the name ends in ``.csv``),
-  one header line, then ``id`` and ``label`` columns (further columns are ignored);
+* a **metadata table** (``tsv``): a ``.tsv`` or ``.csv`` whose header names ``id`` and
+  ``label`` (further columns are ignored; read by :func:`saganet.tables.read_table`);
 * a **feature memmap** (``memmap_dir``): a ``TensorDict.memmap_`` folder with ``mean`` and
   ``std`` ``(n, 216, 40)`` (VAE posterior of the audio), ``clip_features`` ``(n, 40, 1024)`` and
   ``text_features`` ``(n, 77, 1024)``, plus **``ids.txt``** (:data:`MEMMAP_IDS_FILE`): UTF-8,
@@ -27,7 +27,6 @@ None; :class:`saganet.training.data.CountingCollate` drops and counts it.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -43,10 +42,12 @@ from torch.utils.data import Dataset
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
 from saganet.media.video import read_frames
+from saganet.tables import read_table
 
 log = logging.getLogger(__name__)
 
 MEMMAP_IDS_FILE = "ids.txt"
+METADATA_COLUMNS = ("id", "label")
 SYNC_FPS = 25.0
 FRAME_SIZE = 224
 # Errors that mean "this clip is unusable", not "the code is wrong".
@@ -83,19 +84,22 @@ class SampleShapes:
 
 @dataclass(frozen=True)
 class ClipPaths:
-    """The four videos of one sample.
+    """The four videos of one sample, and its true audio.
 
     Args:
         video: the clip itself (frames at 25 fps are read from it).
         mask: the segmentation-mask video of the sounding object.
         detail: the precomputed focal crop of ``video`` (may not exist).
         mask_detail: the precomputed focal crop of ``mask`` (may not exist).
+        audio: the sound of the object (SMS: the clip's own sound track; URMP: the player's
+            isolated recording); the ground truth of evaluations.
     """
 
     video: Path
     mask: Path
     detail: Path
     mask_detail: Path
+    audio: Path | None = None
 
 
 def sms_paths(root: Path, sample_id: str) -> ClipPaths:
@@ -109,7 +113,8 @@ def sms_paths(root: Path, sample_id: str) -> ClipPaths:
     stem = Path(sample_id).name
     return ClipPaths(video=root / f"{sample_id}.mp4", mask=folder / f"{stem}_mask.mp4",
                      detail=folder / f"{stem}_detail.mp4",
-                     mask_detail=folder / f"{stem}_mask_detail.mp4")
+                     mask_detail=folder / f"{stem}_mask_detail.mp4",
+                     audio=root / f"{sample_id}.mp4")
 
 
 def urmp_paths(root: Path, sample_id: str) -> ClipPaths:
@@ -117,7 +122,8 @@ def urmp_paths(root: Path, sample_id: str) -> ClipPaths:
 
     Example: id ``09_Jesus_tpt_vn/AuSep_2_vn_09_Jesus_159092_164092`` gives
     ``Vid_09_Jesus_tpt_vn_159092_164092.mp4``, ``Vid_09_Jesus_2_vn_159092_164092_detail.mp4``,
-    ``Masks_2_vn_09_Jesus_159092_164092.mp4`` and ``..._detail.mp4`` in ``<root>/<piece dir>``.
+    ``Masks_2_vn_09_Jesus_159092_164092.mp4``, ``..._detail.mp4`` and the player's recording
+    ``AuSep_2_vn_09_Jesus_159092_164092.wav`` in ``<root>/<piece dir>``.
 
     Args:
         root: the URMP data folder.
@@ -138,6 +144,7 @@ def urmp_paths(root: Path, sample_id: str) -> ClipPaths:
         mask=folder / f"{mask}.mp4",
         detail=folder / f"Vid_{song_no}_{song}_{instr_no}_{instr}_{start}_{end}_detail.mp4",
         mask_detail=folder / f"{mask}_detail.mp4",
+        audio=folder / f"{audio_stem}.wav",
     )
 
 
@@ -182,20 +189,12 @@ def read_memmap_ids(memmap_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def read_metadata(tsv: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """``(id, label)`` rows of a metadata table (header skipped).
+    """``(id, label)`` rows of a split table (:func:`saganet.tables.read_table` rules).
 
     Args:
-        tsv: a ``.tsv`` (tab) or ``.csv`` (comma) file with ``id`` and ``label`` first.
+        tsv: a ``.tsv`` or ``.csv`` file with a header naming ``id`` and ``label``.
     """
-    path = Path(tsv)
-    if not path.is_file():
-        raise UserInputError("metadata table not found", path)
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter=delimiter))
-    if len(rows) < 2 or len(rows[0]) < 2:
-        raise UserInputError("expected a header and rows with id and label columns", path)
-    return [(row[0], row[1]) for row in rows[1:] if row]
+    return [(row["id"], row["label"]) for row in read_table(tsv, METADATA_COLUMNS)]
 
 
 def video_to_unit(frames: torch.Tensor) -> torch.Tensor:
@@ -289,6 +288,14 @@ class SMSDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def sample_id(self, index: int) -> str:
+        """The id of sample ``index`` (without loading it)."""
+        return self.samples[index][0]
+
+    def ground_truth_file(self, index: int) -> Path | None:
+        """The file holding the true audio of sample ``index`` (see :class:`ClipPaths`)."""
+        return self.paths_of(self.root, self.sample_id(index)).audio
 
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and (unbiased) std of the latent means over samples and time."""

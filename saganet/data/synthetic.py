@@ -63,6 +63,14 @@ class SyntheticClips(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    def sample_id(self, index: int) -> str:
+        """The id of sample ``index``."""
+        return f"synthetic-{self.offset + index:06d}"
+
+    def ground_truth_file(self, index: int) -> None:
+        """Synthetic samples have no audio file: their true audio is their latents decoded."""
+        return None
+
     def class_of(self, index: int) -> int:
         """Class of sample ``index``."""
         return (index + self.offset) % self.num_classes
@@ -87,7 +95,7 @@ class SyntheticClips(Dataset):
             return proto + FEATURE_NOISE * torch.randn(proto.shape, generator=gen)
 
         a_mean = noisy(self.latents[c])
-        return {"id": f"synthetic-{self.offset + index:06d}", "caption": f"class {c}",
+        return {"id": self.sample_id(index), "caption": f"class {c}",
                 "a_mean": a_mean, "a_std": torch.full_like(a_mean, LATENT_STD),
                 "clip_features": noisy(self.clip_protos[c]),
                 "text_features": noisy(self.text_protos[c])}

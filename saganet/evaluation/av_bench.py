@@ -379,7 +379,7 @@ def _check_device(device: str) -> None:
 
 def run_av_bench(
     pred_dir: str | Path,
-    gt_dir: str | Path,
+    gt_dir: str | Path | None,
     *,
     gt_cache: str | Path | None = None,
     pred_cache: str | Path | None = None,
@@ -395,7 +395,8 @@ def run_av_bench(
 
     Args:
         pred_dir: folder of generated ``.flac``/``.wav`` files.
-        gt_dir: folder of ground-truth audio (only read when its cache lacks audio features).
+        gt_dir: folder of ground-truth audio (only read when its cache lacks audio features);
+            None when ``gt_cache`` already holds them (e.g. a cache extracted beforehand).
         gt_cache: ground-truth cache folder; default ``<gt_dir>/cache``.
         pred_cache: generated-audio cache folder; default ``<pred_dir>/cache``.
         audio_length: seconds kept per clip (5 in the paper).
@@ -409,24 +410,32 @@ def run_av_bench(
 
     Raises:
         AvBenchUnavailableError: av-benchmark, a dependency or a weight file is missing.
+        UserInputError: neither ``gt_dir`` nor a ground-truth cache with audio features.
     """
     bench = load_av_bench()
     _check_device(device)
-    # Fail on unpaired names before the (long) extraction rather than after it.
-    match_names(
-        list_audio_files(gt_dir),
-        list_audio_files(pred_dir),
-        cleaner=bench.clean_sample_name,
-        what="audio files",
-    )
+    if gt_dir is None and gt_cache is None:
+        raise UserInputError("run_av_bench needs the ground-truth audio or its feature cache")
     gt_cache = Path(gt_cache) if gt_cache is not None else Path(gt_dir) / "cache"
     pred_cache = Path(pred_cache) if pred_cache is not None else Path(pred_dir) / "cache"
+    if gt_dir is not None:
+        # Fail on unpaired names before the (long) extraction rather than after it.
+        match_names(
+            list_audio_files(gt_dir),
+            list_audio_files(pred_dir),
+            cleaner=bench.clean_sample_name,
+            what="audio files",
+        )
     jobs = (
-        (Path(gt_dir), gt_cache, gt_batch_size, False),
+        (gt_dir, gt_cache, gt_batch_size, False),
         (Path(pred_dir), pred_cache, batch_size, video_metrics),
     )
     for audio_dir, cache, batch, with_video in jobs:
         if recompute or not (cache / PASST_EMBEDDINGS).is_file():
+            if audio_dir is None:
+                raise UserInputError(
+                    f"the ground-truth cache has no {PASST_EMBEDDINGS} and no ground-truth "
+                    "audio folder was given to extract it from", cache)
             log.info("extracting av-benchmark features of %s into %s", audio_dir, cache)
             bench.extract(
                 audio_path=audio_dir,

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -49,6 +48,10 @@ import saganet
 from saganet import dist
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
+from saganet.evaluation.batch_config import (
+    BatchEvalConfig,
+    resolve_variant,
+)
 from saganet.evaluation.datasets import (
     LOAD_ERRORS,
     EvalClip,
@@ -68,125 +71,6 @@ from saganet.runtime import loader_workers
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-GROUND_TRUTH_SUFFIX = "ground_truth"
-# Network names accepted for ``model=`` (the reference README's spelling) -> pipeline variants.
-VARIANT_ALIASES = {spec.network: name for name, spec in PIPELINES.items()
-                   if spec.network != name}
-# Settings that change the generated audio: a folder holds clips of one combination only.
-RESULT_SETTINGS = ("dataset", "variant", "duration_s", "cfg_strength", "num_steps", "seed",
-                   "amp", "detail_files")
-
-
-def resolve_variant(name: str) -> str:
-    """A :data:`saganet.pipeline.PIPELINES` key from a variant or network name.
-
-    Args:
-        name: ``saganet_small``, ``saganet_small_no_lora``, ``debug``, or the network names
-            ``small_44k_sa`` / ``small_44k_sa_no_lora``.
-    """
-    if name in PIPELINES:
-        return name
-    if name in VARIANT_ALIASES:
-        return VARIANT_ALIASES[name]
-    raise UserInputError(f"unknown model {name!r}; choose one of "
-                         f"{', '.join([*PIPELINES, *VARIANT_ALIASES])}")
-
-
-@dataclass(frozen=True)
-class BatchEvalConfig:
-    """Everything one batch-evaluation run needs.
-
-    Args:
-        dataset: ``urmp`` or ``sms``.
-        root: folder with the dataset's clips.
-        metadata: the dataset's metadata table.
-        variant: pipeline variant or network name (see :func:`resolve_variant`).
-        weights_dir: weights folder (default: the user cache).
-        checkpoint: a weights file to use instead of the variant's published one.
-        run_dir: parent of the output folders.
-        output_name: suffix of the output folder (``<dataset>-<output_name>``).
-        duration_s: seconds generated per clip; shorter clips fail.
-        batch_size: clips per batch on each process.
-        num_workers: data-loader processes per rank (0: decode in the main process).
-        compile: ``torch.compile`` the network's ``predict_flow``.
-        skip_video_composite: write only ``.flac`` (else also an ``.mp4`` per clip).
-        ground_truth: also write each clip's true audio to ``<dataset>-ground_truth``.
-        detail_files: use precomputed focal-crop videos when present.
-        cfg_strength: classifier-free guidance strength.
-        num_steps: Euler steps.
-        seed: base seed of the per-clip noise.
-        amp: bf16 autocast on CUDA (weights stay fp32); ignored elsewhere.
-        device: ``cuda``, ``cpu``, ... or None for automatic.
-        offline: never download weights (None: from the environment).
-    """
-
-    dataset: str
-    root: str
-    metadata: str
-    variant: str = "saganet_small"
-    weights_dir: str | None = None
-    checkpoint: str | None = None
-    run_dir: str = "output/eval"
-    output_name: str | None = None
-    duration_s: float = 5.0
-    batch_size: int = 4
-    num_workers: int = 8
-    compile: bool = False
-    skip_video_composite: bool = True
-    ground_truth: bool = True
-    detail_files: bool = False
-    cfg_strength: float = 4.5
-    num_steps: int = 25
-    seed: int = 14159265
-    amp: bool = True
-    device: str | None = None
-    offline: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.num_steps < 1 or self.num_workers < 0:
-            raise UserInputError("batch_size and num_steps must be >= 1, num_workers >= 0")
-        if not self.duration_s > 0:
-            raise UserInputError(f"duration_s must be positive, got {self.duration_s}")
-        if self.output_name is not None and (not self.output_name
-                                             or self.output_name == GROUND_TRUTH_SUFFIX
-                                             or "/" in self.output_name):
-            raise UserInputError(f"output_name {self.output_name!r} is empty, contains '/' or "
-                                 f"is reserved for the ground truth")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> BatchEvalConfig:
-        """Build from a flat mapping (e.g. the resolved Hydra config); unknown keys fail.
-
-        Args:
-            values: field name -> value.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise UserInputError(f"unknown batch_eval setting(s): {', '.join(unknown)}")
-        return cls(**values)
-
-    @property
-    def output_dir(self) -> Path:
-        suffix = f"-{self.output_name}" if self.output_name else ""
-        return Path(self.run_dir) / f"{self.dataset}{suffix}"
-
-    @property
-    def ground_truth_dir(self) -> Path:
-        return Path(self.run_dir) / f"{self.dataset}-{GROUND_TRUTH_SUFFIX}"
-
-    def result_settings(self, device: torch.device) -> dict[str, Any]:
-        """The settings that change the audio (checked when resuming into a folder).
-
-        Args:
-            device: where the run generates (autocast applies on CUDA only).
-        """
-        values = {name: getattr(self, name) for name in RESULT_SETTINGS}
-        values["variant"] = resolve_variant(self.variant)
-        values["amp"] = self.amp and device.type == "cuda"
-        return values
-
-
 @dataclass
 class BatchEvalReport:
     """What a run did (the same on every rank; written to the manifest by rank 0).
@@ -269,7 +153,7 @@ def is_done(config: BatchEvalConfig, clip: EvalClip) -> bool:
 
 def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
     """md5 of the weights files the run uses, or ``"debug"`` for the debug variant."""
-    variant = resolve_variant(config.variant)
+    variant = resolve_variant(config.model)
     if PIPELINES[variant].debug:
         return "debug"
     from saganet import weights
@@ -318,24 +202,6 @@ def check_manifest(path: Path, settings: Mapping[str, Any], identity: Any) -> No
         raise UserInputError(
             f"this folder holds clips generated with other settings ({details}); choose "
             f"another output_name or run_dir, or delete the folder", path.parent)
-
-
-def _broadcast(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (identity in a single process)."""
-    if not torch_dist.is_initialized():
-        return value
-    box = [value]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(value: Any) -> list[Any]:
-    """``value`` of every rank, in rank order (``[value]`` in a single process)."""
-    if not torch_dist.is_initialized():
-        return [value]
-    gathered: list[Any] = [None] * torch_dist.get_world_size()
-    torch_dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def collate(items: list[EvalSample | LoadFailure]) -> tuple[list[EvalSample],
@@ -423,14 +289,14 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         "complete": complete,
         "settings": config.result_settings(info.device),
         "weights": identity,
-        "network": PIPELINES[resolve_variant(config.variant)].network,
+        "network": PIPELINES[resolve_variant(config.model)].network,
         "checkpoint": config.checkpoint,
         "run": {"world_size": info.world_size, "batch_size": config.batch_size,
                 "compile": config.compile, "device": str(info.device)},
         "noise": "per clip: torch.Generator seeded with clip_seed(seed, id) = first 8 bytes "
                  "(little endian, 63 bits) of sha256(f'{seed}/{id}')",
-        "dataset_root": str(config.root),
-        "metadata": str(config.metadata),
+        "dataset_root": str(config.dataset.root),
+        "metadata": str(config.dataset.metadata),
         "ground_truth_dir": str(config.ground_truth_dir) if config.ground_truth else None,
         "clips": sorted(clips),
         "failed": list(failed),
@@ -440,10 +306,10 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
 
 
 def _prepare_models(config: BatchEvalConfig, device: torch.device) -> SAGANetModels:
-    models = load_models(resolve_variant(config.variant), weights_dir=config.weights_dir,
+    models = load_models(resolve_variant(config.model), weights_dir=config.weights_dir,
                          checkpoint=config.checkpoint, device=device, dtype=torch.float32,
                          offline=config.offline)
-    models.set_duration(config.duration_s)
+    models.set_duration(config.duration)
     if config.compile:
         network = models.network
         # An instance attribute shadows the method, so ode_wrapper calls the compiled graph.
@@ -464,8 +330,9 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
         UserInputError: bad settings, unreadable metadata, missing weights, or an output
             folder generated with other settings.
     """
-    dataset = build_eval_dataset(config.dataset, config.root, config.metadata,
-                                 config.duration_s, config.detail_files)
+    spec = config.dataset
+    dataset = build_eval_dataset(spec.name, spec.root, spec.metadata, config.duration,
+                                 config.detail_files)
     # Rank 0 alone reads the folder and the weights' md5s; the others get its verdict.
     plan: _Plan | str = ""
     identity: dict[str, Any] | str = ""
@@ -476,7 +343,7 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
             plan = _plan(config, dataset, identity, info)
         except UserInputError as err:
             plan = str(err)
-    plan = _broadcast(plan)
+    plan = dist.broadcast_object(plan)
     if isinstance(plan, str):
         raise UserInputError(plan)
     if info.is_main:
@@ -491,7 +358,7 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
         models = _prepare_models(config, info.device)
         written, failed = _generate_share(config, dataset, models, mine, info)
     dist.barrier()
-    gathered = _gather((written, failed, gt_failed))
+    gathered = dist.all_gather_objects((written, failed, gt_failed))
     report = BatchEvalReport(
         output_dir=config.output_dir, manifest=config.output_dir / MANIFEST_NAME,
         written=sorted(i for w, _, _ in gathered for i in w), skipped=sorted(plan.done),
@@ -538,7 +405,7 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if config.amp and device.type == "cuda" else nullcontext())
     bar = tqdm(total=len(indices), unit="clip", disable=not info.is_main,
-               desc=f"{config.dataset} (rank 0 of {info.world_size})")
+               desc=f"{config.dataset.name} (rank 0 of {info.world_size})")
     try:
         for samples, failures in loader:
             for failure in failures:
@@ -563,6 +430,6 @@ def _write_outputs(config: BatchEvalConfig, clip: EvalClip, audio: torch.Tensor,
                    rate: int) -> None:
     paths = output_paths(config.output_dir, clip.id, not config.skip_video_composite)
     if len(paths) > 1:
-        write_video_with_audio(clip.video, audio, rate, paths[1], duration=config.duration_s,
+        write_video_with_audio(clip.video, audio, rate, paths[1], duration=config.duration,
                                overwrite=True)
     write_flac(paths[0], audio, rate, overwrite=True)

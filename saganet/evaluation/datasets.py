@@ -24,11 +24,10 @@ error.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +38,13 @@ from torch.utils.data import Dataset
 from saganet.data.sms_dataset import sms_paths
 from saganet.errors import UserInputError
 from saganet.media.video import CLIP_FPS, CLIP_SIZE, SYNC_FPS, SYNC_SIZE, read_frames
+from saganet.tables import read_table
 
 log = logging.getLogger(__name__)
 
-# Named columns of the URMP evaluation table (any order; other columns are ignored).
-URMP_NAMED_COLUMNS = ("video_id", "audio_id", "mask_id", "label")
-URMP_START_COLUMN, URMP_END_COLUMN = "s_ts", "e_ts"
-# Positions used by the reference when the header does not name the columns.
-URMP_POSITIONS = {"video_id": 0, "audio_id": 1, "mask_id": 2, "label": 4}
-SMS_NAMED_COLUMNS = ("id", "label")
+# Columns of the evaluation tables, read by name (any order; other columns are ignored).
+URMP_COLUMNS = ("video_id", "audio_id", "mask_id", "label", "s_ts", "e_ts")
+SMS_COLUMNS = ("id", "label")
 # Errors that make one clip unusable (bad or short file) without being a bug.
 LOAD_ERRORS = (UserInputError, OSError, av.error.FFmpegError)
 # How many example ids a log line about missing files names.
@@ -219,40 +216,6 @@ class EvalDataset(Dataset):
 # Metadata tables
 
 
-def _read_table(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a delimited file; blank lines skipped."""
-    if not path.is_file():
-        raise UserInputError("metadata table not found", path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter=delimiter))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UserInputError(f"cannot read the metadata table ({err})", path) from err
-    if not rows:
-        raise UserInputError("metadata table is empty", path)
-    header = [h.strip() for h in rows[0]]
-    return header, [row for row in rows[1:] if any(cell.strip() for cell in row)]
-
-
-def _column_getter(header: Sequence[str], names: Sequence[str], positions: Mapping[str, int],
-                   path: Path) -> Callable[[list[str], str], str]:
-    """Read columns by name when the header names them all, else by the given positions."""
-    if all(name in header for name in names):
-        where = {name: header.index(name) for name in names}
-    else:
-        log.info("%s: header %s does not name the columns %s; reading them by position %s",
-                 path, header, ", ".join(names), positions)
-        where = dict(positions)
-    width = max(where.values()) + 1
-
-    def get(row: list[str], name: str) -> str:
-        if len(row) < width:
-            raise UserInputError(f"row {row} has {len(row)} columns, need {width}", path)
-        return row[where[name]].strip()
-
-    return get
-
-
 def _urmp_detail_paths(root: Path, audio_id: str, mask: Path, start: str,
                        end: str) -> tuple[Path | None, Path]:
     """Precomputed focal crops: ``<piece>/Vid_<song#>_<song>_<instr#>_<instr>_<s>_<e>_detail.mp4``
@@ -270,13 +233,12 @@ def read_urmp_clips(root: str | os.PathLike[str], metadata: str | os.PathLike[st
                     ) -> tuple[list[EvalClip], list[MissingClip]]:
     """Clips of the URMP evaluation table.
 
-    The table is tab-separated with a header line. Expected header (any order, more columns
-    allowed): ``video_id``, ``audio_id``, ``mask_id``, ``label``, ``s_ts``, ``e_ts``, where the
-    ids are paths relative to ``root`` without extension (``<piece>/Vid_...`` for the ensemble
-    ``.mp4``, ``<piece>/AuSep_...`` for the player's ``.wav``, ``<piece>/Masks_...`` for the
-    mask ``.mp4``), ``label`` is the prompt and ``s_ts``/``e_ts`` the clip's start and end in
-    ms. A header without these names is read by position like the reference: 0 video, 1 audio,
-    2 mask, 4 label, last two start and end.
+    The table (read with :func:`saganet.tables.read_table`: ``.tsv`` or ``.csv``, header,
+    columns by name) has the columns ``video_id``, ``audio_id``, ``mask_id``, ``label``,
+    ``s_ts`` and ``e_ts`` (any order, more allowed), where the ids are paths relative to
+    ``root`` without extension (``<piece>/Vid_...`` for the ensemble ``.mp4``,
+    ``<piece>/AuSep_...`` for the player's ``.wav``, ``<piece>/Masks_...`` for the mask
+    ``.mp4``), ``label`` is the prompt and ``s_ts``/``e_ts`` the clip's start and end in ms.
 
     Args:
         root: folder the ids are relative to.
@@ -285,19 +247,11 @@ def read_urmp_clips(root: str | os.PathLike[str], metadata: str | os.PathLike[st
     Returns:
         The usable clips and the rows whose video or mask is missing.
     """
-    root, path = Path(root), Path(metadata)
-    header, rows = _read_table(path, "\t")
-    get = _column_getter(header, URMP_NAMED_COLUMNS, URMP_POSITIONS, path)
-    named_times = URMP_START_COLUMN in header and URMP_END_COLUMN in header
+    root = Path(root)
     clips, missing = [], []
-    for row in rows:
-        audio_id = get(row, "audio_id")
-        if named_times:
-            start, end = (row[header.index(URMP_START_COLUMN)].strip(),
-                          row[header.index(URMP_END_COLUMN)].strip())
-        else:
-            start, end = row[-2].strip(), row[-1].strip()
-        video, mask = root / f"{get(row, 'video_id')}.mp4", root / f"{get(row, 'mask_id')}.mp4"
+    for row in read_table(metadata, URMP_COLUMNS):
+        audio_id, start, end = row["audio_id"], row["s_ts"], row["e_ts"]
+        video, mask = root / f"{row['video_id']}.mp4", root / f"{row['mask_id']}.mp4"
         audio = root / f"{audio_id}.wav"
         clip_id = Path(audio_id).name
         absent = [p for p in (video, mask) if not p.is_file()]
@@ -305,7 +259,7 @@ def read_urmp_clips(root: str | os.PathLike[str], metadata: str | os.PathLike[st
             missing.append(MissingClip(clip_id, "not found: " + ", ".join(map(str, absent))))
             continue
         detail, mask_detail = _urmp_detail_paths(root, audio_id, mask, start, end)
-        clips.append(EvalClip(id=clip_id, source_id=audio_id, caption=get(row, "label"),
+        clips.append(EvalClip(id=clip_id, source_id=audio_id, caption=row["label"],
                               video=video, mask=mask,
                               ground_truth=audio if audio.is_file() else None,
                               detail=detail, mask_detail=mask_detail))
@@ -316,8 +270,8 @@ def read_sms_clips(root: str | os.PathLike[str], metadata: str | os.PathLike[str
                    ) -> tuple[list[EvalClip], list[MissingClip]]:
     """Clips of an SMS split table (e.g. the test split).
 
-    The table has a header line and the columns ``id`` and ``label`` (tab-separated, or
-    comma-separated when the name ends in ``.csv``; read by name, else the first two columns).
+    The table (read with :func:`saganet.tables.read_table`) has the columns ``id`` and
+    ``label``.
     Files follow the SMS layout: ``<root>/<id>.mp4`` (its audio track is the ground truth) and
     ``<root>/<id>/<stem>_mask.mp4``; optional focal crops ``<stem>_detail.mp4`` and
     ``<stem>_mask_detail.mp4`` in the same folder.
@@ -329,19 +283,17 @@ def read_sms_clips(root: str | os.PathLike[str], metadata: str | os.PathLike[str
     Returns:
         The usable clips and the rows whose video or mask is missing.
     """
-    root, path = Path(root), Path(metadata)
-    header, rows = _read_table(path, "," if path.suffix.lower() == ".csv" else "\t")
-    get = _column_getter(header, SMS_NAMED_COLUMNS, {"id": 0, "label": 1}, path)
+    root = Path(root)
     clips, missing = [], []
-    for row in rows:
-        source_id = get(row, "id")
+    for row in read_table(metadata, SMS_COLUMNS):
+        source_id = row["id"]
         paths = sms_paths(root, source_id)
         clip_id = Path(source_id).name
         absent = [p for p in (paths.video, paths.mask) if not p.is_file()]
         if absent:
             missing.append(MissingClip(clip_id, "not found: " + ", ".join(map(str, absent))))
             continue
-        clips.append(EvalClip(id=clip_id, source_id=source_id, caption=get(row, "label"),
+        clips.append(EvalClip(id=clip_id, source_id=source_id, caption=row["label"],
                               video=paths.video, mask=paths.mask, ground_truth=paths.video,
                               detail=paths.detail, mask_detail=paths.mask_detail))
     return clips, missing

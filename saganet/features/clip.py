@@ -16,20 +16,44 @@ tells callers in advance.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Protocol
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from huggingface_hub import constants as hf_constants
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from saganet.errors import UserInputError
 
 log = logging.getLogger(__name__)
+
+
+def _import_open_clip() -> ModuleType:
+    """open_clip, imported without ``transformers``.
+
+    open_clip imports ``transformers`` at import time when it is installed (about 2 s), only
+    for model families saganet never uses (CoCa text generation, Hugging Face text towers).
+    ``transformers`` is hidden while open_clip loads so that runs without tracking do not pay
+    for it; it stays importable afterwards, and a process that already loaded it keeps it.
+    """
+    hide = "transformers" not in sys.modules
+    if hide:
+        sys.modules["transformers"] = None  # makes `import transformers` fail, as if absent
+    try:
+        return importlib.import_module("open_clip")
+    finally:
+        if hide and sys.modules.get("transformers", False) is None:
+            del sys.modules["transformers"]
+
+
+open_clip = _import_open_clip()
+OPENAI_DATASET_MEAN = open_clip.constants.OPENAI_DATASET_MEAN
+OPENAI_DATASET_STD = open_clip.constants.OPENAI_DATASET_STD
 
 DEFAULT_CLIP_MODEL = "hf-hub:apple/DFN5B-CLIP-ViT-H-14-384"
 # open_clip's built-in config of the same architecture; it selects the standard CLIP BPE

@@ -10,13 +10,13 @@ Consumers ask for one window at a time, so a long video is never held in memory 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from saganet.media.video import SYNC_FPS, SYNC_SIZE, read_frames
+from saganet.media.video import SYNC_FPS, SYNC_SIZE, SequentialReader, VideoInfo, probe_video
 
 
 @runtime_checkable
@@ -28,26 +28,49 @@ class MaskSource(Protocol):
         """What the masks are called in messages (a file name, an object name)."""
         ...
 
+    @property
+    def duration(self) -> float | None:
+        """Seconds the masks cover from time 0 (None: unknown)."""
+        ...
+
     def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
         """uint8 ``(T, 1, 224, 224)`` masks of the slots ``k`` with ``start <= k / 25 < end``
         (``end=None``: to the end); fewer when the masks end earlier."""
         ...
 
 
-@dataclass(frozen=True)
 class MaskVideo:
     """A mask video file: non-zero pixels are the object; any size with the video's aspect
-    ratio, any frame rate; time 0 is its first frame.
+    ratio, any frame rate; time 0 is its first frame. Windows read in increasing order decode
+    the file once (:class:`~saganet.media.video.SequentialReader`).
 
     Args:
         path: the mask video.
     """
 
-    path: Path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._reader = SequentialReader(self.path, SYNC_FPS, SYNC_SIZE, gray=True)
+        self._info: VideoInfo | None = None
 
     @property
     def name(self) -> str:
         return str(self.path)
 
+    @property
+    def info(self) -> VideoInfo:
+        """The mask video's metadata (read once; raises UserInputError if unreadable)."""
+        if self._info is None:
+            self._info = probe_video(self.path)
+        return self._info
+
+    @property
+    def duration(self) -> float | None:
+        return self.info.duration
+
     def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
-        return read_frames(self.path, SYNC_FPS, SYNC_SIZE, gray=True, start=start, end=end)
+        return self._reader.read(start, end)
+
+    def close(self) -> None:
+        """Close the file (a later read reopens it)."""
+        self._reader.close()

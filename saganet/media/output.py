@@ -1,34 +1,38 @@
-"""Writing results: the generated audio as FLAC, and an MP4 of the source video with it.
+"""Writing results: audio as FLAC, an MP4 of the source video with new sound tracks, and
+lossless mask videos.
 
-Both writers produce their file under a temporary name in the destination folder and rename it
-at the end, so an interrupted run never leaves a half-written output, and both refuse to
-replace an existing file unless asked to.
+Every writer produces its file under a temporary name in the destination folder and renames it
+at the end (:mod:`saganet.fileio`), so an interrupted run never leaves a half-written output,
+and refuses to replace an existing file unless asked to. Audio is encoded in chunks, so a long
+soundtrack can come from a memory-mapped file without being loaded.
 
-The MP4 copies the source's video packets (no re-encoding, no quality loss) for the first
-``duration`` seconds. Packets are kept in decoding order up to the last one that a frame shown
+The MP4 copies the source's video packets (no re-encoding, no quality loss) for the seconds
+``[0, duration)``: packets are kept in decoding order up to the last one that a frame shown
 before ``duration`` needs, so every kept frame decodes; with B-frames this may keep a few
-frames past ``duration``. The video is re-encoded (H.264, yuv420p) only to draw a mask overlay
-or when the source codec cannot be stored in MP4.
+frames past ``duration``. The video is re-encoded (H.264, yuv420p) to draw mask overlays, to
+start later than the first frame (a copy could only start at a keyframe), or when the source
+codec cannot be stored in MP4. Audio tracks are AAC; the first is the default track and every
+track may carry a title (players list them by it).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import av.error
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from saganet.errors import UserInputError
+from saganet.fileio import atomic_output
 from saganet.media.video import SYNC_FPS, PathLike, open_video, probe_video
 
 logger = logging.getLogger(__name__)
@@ -40,46 +44,52 @@ AAC_BIT_RATE = 192_000
 H264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 # Demuxing reads this far past the cut so that reordered (B-frame) references are seen.
 _REORDER_MARGIN_S = 1.0
+# Audio is converted and encoded this many samples at a time.
+_AUDIO_CHUNK = 1 << 16
+# Audio is muxed this far ahead of the video, so the file stays interleaved.
+_AUDIO_LEAD_S = 1.0
+# Overlay tint colours, one per object (RGB).
+OVERLAY_COLORS = ((255, 48, 48), (48, 128, 255), (64, 220, 64), (255, 200, 0),
+                  (220, 64, 255), (0, 220, 220))
+
+AudioLike = torch.Tensor | np.ndarray
 
 
-@contextmanager
-def _atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
-    if path.exists() and not overwrite:
-        raise UserInputError("output exists; pass overwrite=True to replace it", path)
-    if path.is_dir():
-        raise UserInputError("output is a folder", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _mono(audio: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``(L,)`` or ``(1, L)`` float audio -> ``(L,)`` float32 clipped to [-1, 1]."""
-    array = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else (
-        np.asarray(audio, dtype=np.float32))
+def _as_mono(audio: AudioLike) -> np.ndarray:
+    """``(L,)`` or ``(1, L)`` float audio -> an ``(L,)`` array (a view where possible)."""
+    array = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else audio
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim != 1 or array.size == 0:
+    if array.ndim != 1 or array.shape[0] == 0:
         raise ValueError(f"audio must be (L,) or (1, L) with L > 0, got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("audio contains NaN or infinite samples")
-    return np.clip(array, -1.0, 1.0)
+    return array
 
 
-def write_flac(path: PathLike, audio: torch.Tensor | np.ndarray, sr: int = 44100,
+def _chunks(samples: np.ndarray, start: int = 0, stop: int | None = None,
+            ) -> Iterator[np.ndarray]:
+    """float32 chunks of ``samples[start:stop]``, clipped to [-1, 1]."""
+    stop = len(samples) if stop is None else min(stop, len(samples))
+    for i in range(start, stop, _AUDIO_CHUNK):
+        chunk = np.asarray(samples[i : min(i + _AUDIO_CHUNK, stop)], dtype=np.float32)
+        if not np.isfinite(chunk).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        yield np.clip(chunk, -1.0, 1.0)
+
+
+def _audio_frame(chunk: np.ndarray, fmt: str, sr: int, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(chunk[None], format=fmt, layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
+    return frame
+
+
+def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
                overwrite: bool = False) -> Path:
     """Write mono audio as a 24-bit FLAC file.
 
     Args:
         path: output file.
-        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1] (clipped beyond).
+        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1] (clipped beyond); may be a
+            memory-mapped array (read in chunks).
         sr: sampling rate in Hz.
         overwrite: replace an existing file.
 
@@ -87,156 +97,260 @@ def write_flac(path: PathLike, audio: torch.Tensor | np.ndarray, sr: int = 44100
         UserInputError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
-    samples = _mono(audio)
+    samples = _as_mono(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
-    # FFmpeg's FLAC encoder stores s32 input as 24-bit samples taken from the top bits: quantise
-    # to 24 bits ourselves (rounding) and shift them up.
-    quantised = np.round(samples * full_scale).astype(np.int32) << (32 - FLAC_BITS)
-    with _atomic_output(path, overwrite) as tmp, av.open(str(tmp), "w", format="flac") as out:
+    with atomic_output(path, overwrite) as tmp, av.open(str(tmp), "w", format="flac") as out:
         stream = out.add_stream("flac", rate=sr, layout="mono")
         stream.codec_context.format = "s32"
-        frame = av.AudioFrame.from_ndarray(quantised[None], format="s32", layout="mono")
-        frame.sample_rate = sr
-        frame.pts = 0
-        frame.time_base = Fraction(1, sr)
-        out.mux(stream.encode(frame))
+        position = 0
+        for chunk in _chunks(samples):
+            # FFmpeg's FLAC encoder stores s32 input as 24-bit samples taken from the top bits:
+            # quantise to 24 bits ourselves (rounding) and shift them up.
+            quantised = np.round(chunk * full_scale).astype(np.int32) << (32 - FLAC_BITS)
+            out.mux(stream.encode(_audio_frame(quantised, "s32", sr, position)))
+            position += len(chunk)
         out.mux(stream.encode(None))
     return path
 
 
-def _add_aac(out: av.container.OutputContainer, sr: int) -> av.AudioStream:
-    stream = out.add_stream("aac", rate=sr, layout="mono")
-    stream.codec_context.bit_rate = AAC_BIT_RATE
-    return stream
+@dataclass(frozen=True)
+class AudioTrack:
+    """One sound track of an MP4.
+
+    Args:
+        samples: ``(L,)`` or ``(1, L)`` float samples in [-1, 1]; may be memory-mapped.
+        title: the name players show for it (None: untitled).
+    """
+
+    samples: AudioLike
+    title: str | None = None
 
 
-def _mux_audio(out: av.container.OutputContainer, stream: av.AudioStream, samples: np.ndarray,
-               sr: int) -> None:
-    # One frame holding everything: PyAV splits it into the encoder's frame size.
-    frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
-    frame.sample_rate = sr
-    frame.pts = 0
-    frame.time_base = Fraction(1, sr)
-    out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
+class _AudioMuxer:
+    """Encodes sound tracks as AAC alongside the video, a chunk at a time."""
+
+    def __init__(self, out: av.container.OutputContainer, tracks: Sequence[AudioTrack],
+                 sr: int) -> None:
+        self.out, self.sr = out, sr
+        self.sources = [_as_mono(t.samples) for t in tracks]
+        self.streams = []
+        for track in tracks:
+            stream = out.add_stream("aac", rate=sr, layout="mono")
+            stream.codec_context.bit_rate = AAC_BIT_RATE
+            if track.title:
+                stream.metadata["title"] = track.title
+                stream.metadata["handler_name"] = track.title
+            self.streams.append(stream)
+        self.done = 0  # samples encoded in every track
+
+    def until(self, seconds: float) -> None:
+        """Encode every track up to ``seconds`` (and a little ahead)."""
+        end = max(len(s) for s in self.sources)
+        stop = end if math.isinf(seconds) else min(
+            end, max(0, math.ceil((seconds + _AUDIO_LEAD_S) * self.sr)))
+        if stop <= self.done:
+            return
+        for source, stream in zip(self.sources, self.streams, strict=True):
+            position = self.done
+            for chunk in _chunks(source, self.done, stop):
+                self.out.mux(stream.encode(_audio_frame(chunk, "flt", self.sr, position)))
+                position += len(chunk)
+        self.done = stop
+
+    def finish(self) -> None:
+        self.until(math.inf)
+        for stream in self.streams:
+            self.out.mux(stream.encode(None))
 
 
-def _cut_packets(container: av.container.InputContainer, stream: av.VideoStream,
-                 duration: float) -> list[av.Packet] | None:
+class MaskFrames(Protocol):
+    """Masks of an object on the 25 fps grid (:class:`saganet.media.masks.MaskSource`)."""
+
+    def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
+        ...
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """An object to tint in the video.
+
+    Args:
+        masks: its masks; slot ``k`` is drawn at ``k / 25`` s of the written video.
+        color: RGB tint colour, 0-255.
+        alpha: tint strength where the mask is full.
+    """
+
+    masks: MaskFrames
+    color: Sequence[int] = OVERLAY_COLORS[0]
+    alpha: float = 0.5
+
+
+class _TensorMasks:
+    """Masks held in memory, ``(T, 1, h, w)`` or ``(T, h, w)`` in [0, 1], as a mask source."""
+
+    def __init__(self, masks: torch.Tensor | np.ndarray) -> None:
+        masks = torch.as_tensor(masks).detach().cpu().float()
+        if masks.ndim == 3:
+            masks = masks[:, None]
+        if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] == 0:
+            raise ValueError(f"overlay masks must be (T, 1, h, w) or (T, h, w), got "
+                             f"{tuple(masks.shape)}")
+        self.masks = (masks.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
+        first = math.ceil(start * SYNC_FPS - 1e-6)
+        stop = len(self.masks) if end is None else math.ceil(end * SYNC_FPS - 1e-6)
+        return self.masks[first:stop]
+
+
+class _Painter:
+    """Tints the objects of :class:`Overlay` on decoded frames, reading masks a second ahead.
+
+    Args:
+        overlays: the objects.
+        turns: counter-clockwise quarter turns that make the coded frames upright.
+    """
+
+    _BLOCK_S = 1.0
+
+    def __init__(self, overlays: Sequence[Overlay], turns: int) -> None:
+        self.overlays = overlays
+        self.turns = turns
+        self._block: tuple[int, list[torch.Tensor]] | None = None
+        self._cached: dict[tuple[int, int], np.ndarray] = {}
+        self._scaler = VideoReformatter()
+
+    def _masks_at(self, slot: int) -> list[np.ndarray | None]:
+        """Each object's uint8 mask at a 25 fps slot (None past its end)."""
+        per_block = round(self._BLOCK_S * SYNC_FPS)
+        block = slot // per_block
+        if self._block is None or self._block[0] != block:
+            start = block * per_block / SYNC_FPS
+            self._block = block, [o.masks.read(start, start + self._BLOCK_S)
+                                  for o in self.overlays]
+            self._cached = {}
+        index = slot - block * per_block
+        return [m[index, 0].numpy() if index < len(m) else (m[-1, 0].numpy() if len(m) else None)
+                for m in self._block[1]]
+
+    def _weight(self, number: int, mask: np.ndarray, slot: int, alpha: float, height: int,
+                width: int) -> np.ndarray:
+        """Tint weight 0-255 per pixel of the coded frame, ``(H, W)`` uint32."""
+        key = (number, slot)
+        if key not in self._cached:
+            small = (mask.astype(np.float32) * alpha).round().astype(np.uint8)
+            up_w, up_h = (height, width) if self.turns % 2 else (width, height)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(small), format="gray")
+            # swscale's bilinear upscale: fast, and no torch thread pool per frame.
+            weight = self._scaler.reformat(frame, up_w, up_h, interpolation="BILINEAR")
+            # Back to the coded orientation of the frames being tinted.
+            self._cached[key] = np.rot90(weight.to_ndarray(), -self.turns).astype(np.uint32)
+        return self._cached[key]
+
+    def apply(self, frame: av.VideoFrame, seconds: float) -> av.VideoFrame:
+        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+        slot = max(round(seconds * SYNC_FPS), 0)
+        for number, (overlay, mask) in enumerate(zip(self.overlays, self._masks_at(slot),
+                                                     strict=True)):
+            if mask is None or not mask.any():
+                continue
+            weight = self._weight(number, mask, slot, overlay.alpha, frame.height, frame.width)
+            rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+            if rows.size:
+                # Integer blend inside the mask's bounding box only: most of a frame is
+                # untouched.
+                box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                w = weight[box][..., None]  # (h, w, 1)
+                color = np.asarray(overlay.color, dtype=np.uint32)
+                region = rgb[box].astype(np.uint32)
+                rgb[box] = ((region * (255 - w) + color * w + 127) // 255).astype(np.uint8)
+        new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        new.pts, new.time_base = frame.pts, frame.time_base
+        return new
+
+
+def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream,
+                  duration: float) -> Iterator[av.Packet] | None:
     """The source's packets, in decoding order, that the first ``duration`` seconds need.
 
-    The time origin is the first frame shown (the smallest pts), as for reading. Returns None
-    when packets carry no timestamps (raw streams), which cannot be cut without decoding.
+    The time origin is the first frame shown, as for reading. Packets shown after the cut are
+    held back until a later packet shown before it proves them needed (as references), so only
+    the reordering window is ever held. Returns None when packets carry no timestamps (raw
+    streams), which cannot be cut without decoding.
     """
     time_base = stream.time_base
-    read_until = None
-    packets = []
+    demuxed = (p for p in container.demux(stream) if p.size)
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's final flush packet
-            when = packet.pts if packet.pts is not None else packet.dts
-            if when is None:
-                return None
-            if read_until is None:
-                read_until = when + (duration + _REORDER_MARGIN_S) / time_base
-            if (packet.dts if packet.dts is not None else when) >= read_until:
-                break
-            packets.append(packet)
-    except av.error.FFmpegError as err:
-        logger.warning("%s: stopped reading the video at a damaged packet (%s)",
-                       container.name, err)
-    if not packets:
-        return []
+        first = next(demuxed, None)
+    except av.error.FFmpegError:
+        first = None
+    if first is None:
+        return iter(())
+    if first.pts is None and first.dts is None:
+        return None
 
     def shown_at(packet: av.Packet) -> int:
         return packet.pts if packet.pts is not None else packet.dts
 
-    cut = min(shown_at(p) for p in packets) + duration / time_base  # first pts not kept
-    # Keep everything decoded up to the last frame shown before the cut (with its references).
-    needed = [i for i, p in enumerate(packets) if shown_at(p) < cut]
-    return packets[: needed[-1] + 1]
+    def packets() -> Iterator[av.Packet]:
+        origin = shown_at(first)
+        # pts may start before the first packet's in reordered streams: refine as we go.
+        cut = origin + duration / time_base
+        read_until = origin + (duration + _REORDER_MARGIN_S) / time_base
+        held: list[av.Packet] = []
+        try:
+            for packet in _chain(first, demuxed):
+                when = shown_at(packet)
+                if when is None:
+                    continue
+                if when < origin:
+                    origin, cut = when, when + duration / time_base
+                if (packet.dts if packet.dts is not None else when) >= read_until:
+                    break
+                if when < cut:
+                    yield from held
+                    held = []
+                    yield packet
+                else:
+                    held.append(packet)
+        except av.error.FFmpegError as err:
+            logger.warning("%s: stopped reading the video at a damaged packet (%s)",
+                           container.name, err)
+
+    return packets()
 
 
-def _write_copy(out: av.container.OutputContainer, src: Path, samples: np.ndarray, sr: int,
-                duration: float) -> bool:
+def _chain(first: av.Packet, rest: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    yield first
+    yield from rest
+
+
+def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[AudioTrack],
+                sr: int, duration: float) -> bool:
     """Copy the source's video packets into ``out``; False (nothing written) when MP4 cannot
     hold the codec or the packets have no timestamps."""
     with open_video(src) as (container, stream):
         if stream.codec_context.name not in out.supported_codecs:
             return False
-        packets = _cut_packets(container, stream, duration)
+        packets = _copy_packets(container, stream, duration)
         if packets is None:
             return False
-        if not packets:
-            raise UserInputError("the video stream has no readable packet", src)
         out_stream = out.add_stream_from_template(stream)
-        audio_stream = _add_aac(out, sr)
+        audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
+        origin = None
+        count = 0
         for packet in packets:
+            when = packet.pts if packet.pts is not None else packet.dts
+            origin = when if origin is None else min(origin, when)
+            audio.until(float((when - origin) * stream.time_base))
             packet.stream = out_stream
             out.mux(packet)
-    _mux_audio(out, audio_stream, samples, sr)
+            count += 1
+        if not count:
+            raise UserInputError("the video stream has no readable packet", src)
+    audio.finish()
     return True
-
-
-def _masks_for_overlay(masks: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """``(T, 1, h, w)`` or ``(T, h, w)`` masks in [0, 1] -> float32 ``(T, 1, h, w)``."""
-    masks = torch.as_tensor(masks).detach().cpu().float()
-    if masks.ndim == 3:
-        masks = masks[:, None]
-    if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] == 0:
-        raise ValueError(f"overlay masks must be (T, 1, h, w) or (T, h, w), got "
-                         f"{tuple(masks.shape)}")
-    return masks.clamp(0, 1)
-
-
-class _Overlay:
-    """Tints the masked object on decoded frames (masks at 25 fps, upright, any size).
-
-    Args:
-        masks: ``(T, 1, h, w)`` float masks in [0, 1].
-        color: RGB tint colour, 0-255.
-        alpha: tint strength where the mask is 1.
-        turns: counter-clockwise quarter turns that make the coded frames upright.
-    """
-
-    def __init__(self, masks: torch.Tensor, color: Sequence[int], alpha: float,
-                 turns: int) -> None:
-        # Tint weights 0-255 at the masks' own size, converted once.
-        self.weights = (masks[:, 0] * (255 * alpha)).round().to(torch.uint8).numpy()  # (T, h, w)
-        self.color = np.asarray(color, dtype=np.uint32)
-        self.turns = turns
-        self._cached: tuple[int, np.ndarray] | None = None
-        self._scaler = VideoReformatter()
-
-    def _weight_at(self, seconds: float, height: int, width: int) -> np.ndarray:
-        """Tint weight 0-255 per pixel of the coded frame, ``(H, W)`` uint32."""
-        index = min(max(round(seconds * SYNC_FPS), 0), len(self.weights) - 1)
-        if self._cached is None or self._cached[0] != index:
-            up_w, up_h = (height, width) if self.turns % 2 else (width, height)
-            small = av.VideoFrame.from_ndarray(self.weights[index], format="gray")
-            # swscale's bilinear upscale: fast, and no torch thread pool per frame.
-            weight = self._scaler.reformat(small, up_w, up_h, interpolation="BILINEAR")
-            weight = weight.to_ndarray()
-            # Back to the coded orientation of the frames being tinted.
-            weight = np.rot90(weight, -self.turns).astype(np.uint32)  # (H, W)
-            self._cached = index, weight
-        return self._cached[1]
-
-    def apply(self, frame: av.VideoFrame, seconds: float) -> av.VideoFrame:
-        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-        weight = self._weight_at(seconds, frame.height, frame.width)
-        rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
-        if rows.size:
-            # Integer blend inside the mask's bounding box only: most of a frame is untouched.
-            box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-            w = weight[box][..., None]  # (h, w, 1)
-            region = rgb[box].astype(np.uint32)
-            rgb[box] = ((region * (255 - w) + self.color * w + 127) // 255).astype(np.uint8)
-        new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        new.pts, new.time_base = frame.pts, frame.time_base
-        return new
 
 
 def _h264_codec() -> str:
@@ -246,10 +360,11 @@ def _h264_codec() -> str:
     raise RuntimeError("this FFmpeg build has no H.264 or MPEG-4 encoder")
 
 
-def _write_reencoded(out: av.container.OutputContainer, src: Path, samples: np.ndarray,
-                     sr: int, duration: float,
-                     overlay: tuple[torch.Tensor, Sequence[int], float] | None) -> None:
-    """Decode the first ``duration`` seconds, optionally tint them, encode as H.264 yuv420p."""
+def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Sequence[AudioTrack],
+                     sr: int, start: float, duration: float,
+                     overlays: Sequence[Overlay]) -> None:
+    """Decode ``[start, start + duration)``, optionally tint it, encode as H.264 yuv420p; the
+    written video starts at 0."""
     info = probe_video(src)
     with open_video(src) as (container, stream):
         stream.thread_type = "AUTO"
@@ -267,65 +382,78 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, samples: np.n
         out_stream.time_base = stream.time_base
         if info.rotation:
             out_stream.set_display_rotation(info.rotation)
-        audio_stream = _add_aac(out, sr)
+        audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
-        painter = None if overlay is None else _Overlay(*overlay, turns=info.rotation // 90)
-        start = previous = None
+        painter = _Painter(overlays, info.rotation // 90) if overlays else None
+        origin = previous = None
+        shift = None  # pts of the first written frame
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
                     # Raw streams carry no timestamps: follow on from the previous frame.
                     frame.pts = 0 if previous is None else previous.pts + (
                         previous.duration or max(1, round(1 / (rate * stream.time_base))))
-                if start is None:
-                    start = frame.pts
+                if origin is None:
+                    origin = frame.pts
                 previous = frame
-                seconds = float((frame.pts - start) * stream.time_base)
+                seconds = float((frame.pts - origin) * stream.time_base) - start
+                if seconds < -1e-9:
+                    continue
                 if seconds >= duration - 1e-9:
                     break
+                if shift is None:
+                    shift = frame.pts
                 if painter is not None:
                     frame = painter.apply(frame, seconds)
+                frame.pts -= shift
                 # Let the encoder choose frame types instead of copying the source's.
                 frame.pict_type = av.video.frame.PictureType.NONE
+                audio.until(seconds)
                 out.mux(out_stream.encode(frame))
         except av.error.FFmpegError as err:
-            if start is None:
+            if shift is None:
                 raise UserInputError(f"cannot decode the video: {err}", src) from None
             logger.warning("%s: decoding stopped early (%s)", src, err)
-        if start is None:
-            raise UserInputError("the video stream has no decodable frame", src)
+        if shift is None:
+            raise UserInputError("the video stream has no decodable frame in the range "
+                                 f"{start:g}-{start + duration:g} s", src)
         out.mux(out_stream.encode(None))
-    _mux_audio(out, audio_stream, samples, sr)
+    audio.finish()
 
 
 def write_video_with_audio(
     src_video: PathLike,
-    audio: torch.Tensor | np.ndarray,
+    audio: AudioLike | Sequence[AudioTrack],
     sr: int,
     out_path: PathLike,
     duration: float,
     overlay_masks: torch.Tensor | np.ndarray | None = None,
-    overlay_color: Sequence[int] = (255, 48, 48),
+    overlay_color: Sequence[int] = OVERLAY_COLORS[0],
     overlay_alpha: float = 0.5,
     overwrite: bool = False,
+    *,
+    start: float = 0.0,
+    overlays: Sequence[Overlay] = (),
 ) -> Path:
-    """Write an MP4 of the source video's first ``duration`` seconds with new AAC audio.
+    """Write an MP4 of the source video's ``[start, start + duration)`` with new AAC audio.
 
-    The video stream is copied without re-encoding when possible; it is re-encoded (H.264,
-    yuv420p) to draw ``overlay_masks`` or when MP4 cannot store the source codec. The audio is
-    written whole (not cut to ``duration``), as AAC, mono.
+    The video stream is copied without re-encoding when possible (see the module docstring).
+    The audio tracks are written whole (not cut to ``duration``), as AAC, mono.
 
     Args:
         src_video: the source video file.
-        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1].
+        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1] for one untitled track, or
+            several :class:`AudioTrack` (the first is the default track).
         sr: audio sampling rate in Hz.
         out_path: output ``.mp4`` file.
         duration: seconds of video to keep.
         overlay_masks: optional ``(T, 1, h, w)`` or ``(T, h, w)`` masks in [0, 1] at 25 fps
-            (upright, any size, e.g. ``VideoInputs.masks``); the masked object is tinted.
-        overlay_color: RGB tint colour (0-255).
-        overlay_alpha: tint strength where the mask is 1.
+            (upright, any size, e.g. ``VideoInputs.masks``) of one object to tint.
+        overlay_color: RGB tint colour (0-255) of ``overlay_masks``.
+        overlay_alpha: tint strength where ``overlay_masks`` is 1.
         overwrite: replace an existing file.
+        start: seconds of the source to skip (from its first frame); the output starts there.
+        overlays: objects to tint, each with its own masks and colour.
 
     Raises:
         UserInputError: unreadable source video, or ``out_path`` exists and ``overwrite`` is
@@ -334,17 +462,23 @@ def write_video_with_audio(
     src, out_path = Path(src_video), Path(out_path)
     if not duration > 0 or not math.isfinite(duration):
         raise UserInputError(f"duration must be a positive number of seconds, got {duration}")
-    samples = _mono(audio)
-    overlay = None
+    if not start >= 0 or not math.isfinite(start):
+        raise UserInputError(f"start must be a non-negative number of seconds, got {start}")
+    is_tracks = isinstance(audio, Sequence) and not isinstance(audio, np.ndarray) and all(
+        isinstance(t, AudioTrack) for t in audio)
+    tracks = list(audio) if is_tracks else [AudioTrack(audio)]
+    if not tracks:
+        raise ValueError("at least one audio track is needed")
+    overlays = list(overlays)
     if overlay_masks is not None:
         if len(overlay_color) != 3:
             raise ValueError(f"overlay_color must be RGB, got {overlay_color}")
-        overlay = (_masks_for_overlay(overlay_masks), overlay_color, float(overlay_alpha))
-    with _atomic_output(out_path, overwrite) as tmp:
-        if overlay is None:
+        overlays.append(Overlay(_TensorMasks(overlay_masks), overlay_color, overlay_alpha))
+    with atomic_output(out_path, overwrite, suffix=".mp4") as tmp:
+        if not overlays and start == 0:
             try:
                 with av.open(str(tmp), "w", format="mp4") as out:
-                    copied = _write_copy(out, src, samples, sr, duration)
+                    copied = _write_copy(out, src, tracks, sr, duration)
             except av.error.FFmpegError as err:
                 # The muxer refused the copied stream (e.g. a codec tag MP4 does not accept).
                 logger.info("%s: cannot copy the video stream (%s)", src, err)
@@ -353,5 +487,50 @@ def write_video_with_audio(
                 return out_path
             logger.info("%s: re-encoding the video as H.264 for MP4", src)
         with av.open(str(tmp), "w", format="mp4") as out:
-            _write_reencoded(out, src, samples, sr, duration, overlay)
+            _write_reencoded(out, src, tracks, sr, start, duration, overlays)
     return out_path
+
+
+def _lossless_codec() -> tuple[str, dict[str, str]]:
+    if "libx264" in av.codecs_available:
+        return "libx264", {"qp": "0", "preset": "veryfast"}
+    return "ffv1", {}
+
+
+def write_mask_video(path: PathLike, masks: Iterable[np.ndarray], fps: float = SYNC_FPS,
+                     overwrite: bool = False) -> Path:
+    """Write binary masks losslessly: 8-bit gray (0 or 255), full range, in MP4.
+
+    H.264 lossless (``qp=0``, the High 4:4:4 Predictive profile) where FFmpeg has libx264,
+    else FFV1. FFmpeg-based readers decode it bit-exactly: reading the file back
+    (:func:`saganet.media.video.read_frames` with ``gray=True``) gives exactly the masks
+    written, at any size. (Browsers do not play this profile: it is data, not a preview.)
+
+    Args:
+        path: output file (``.mp4``).
+        masks: ``(H, W)`` masks per frame, bool or uint8 (non-zero: the object), all one size.
+        fps: frame rate; frame ``k`` is shown at ``k / fps``.
+        overwrite: replace an existing file.
+
+    Raises:
+        UserInputError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    codec, options = _lossless_codec()
+    with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
+            av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=rate, options=options)
+        stream.pix_fmt = "gray"
+        stream.codec_context.color_range = ColorRange.JPEG
+        stream.codec_context.time_base = 1 / rate
+        for index, mask in enumerate(masks):
+            image = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
+            if index == 0:
+                stream.height, stream.width = image.shape
+            frame = av.VideoFrame.from_ndarray(image, format="gray")
+            frame.pts, frame.time_base = index, 1 / rate
+            frame.color_range = ColorRange.JPEG
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path

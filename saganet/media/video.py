@@ -420,13 +420,10 @@ class _Resizer:
             self.done[self._waiting[0][0]] = resized  # (3, h, w)
         self._waiting = []
 
-    def assemble(self, sources: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
-        """``(T, C, h, w)`` uint8: the resized frame of every slot's source frame."""
-        self.flush()
-        channels = 1 if self.gray else 3
-        if not sources:
-            return torch.empty((0, channels, *size), dtype=torch.uint8)
-        return torch.from_numpy(np.stack([self.done[i] for i in sources]))  # (T, C, h, w)
+    def release_before(self, index: int) -> None:
+        """Forget resized frames of sources before ``index`` (no later slot can show them)."""
+        for old in [i for i in self.done if i < index]:
+            del self.done[old]
 
 
 @dataclass(frozen=True)
@@ -440,14 +437,46 @@ class _Request:
     stop: int | None
 
 
-def _decode_requests(source: _VideoSource, requests: Sequence[_Request]) -> list[torch.Tensor]:
-    """Decode ``source`` once; ``(T, C, h, w)`` uint8 frames per request (module docstring)."""
+class _SlotStream:
+    """The frames of one request, handed out slot by slot as soon as they are resized.
+
+    Args:
+        request: rate, size and slot range.
+        time_base: time base of the source pts.
+        turns: counter-clockwise quarter turns that make frames upright.
+    """
+
+    def __init__(self, request: _Request, time_base: Fraction, turns: int) -> None:
+        self.request = request
+        self.slots = _RateSlots(request.fps, time_base, request.first, request.stop)
+        self.resizer = _Resizer(request.size, request.gray, turns)
+        self.emitted = 0  # slots handed out so far
+
+    def ready(self, final: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(slot, (C, h, w) uint8)`` of every slot whose frame is resized, in order."""
+        if final:
+            self.resizer.flush()
+        sources = self.slots.sources
+        while self.emitted < len(sources) and sources[self.emitted] in self.resizer.done:
+            yield self.request.first + self.emitted, self.resizer.done[sources[self.emitted]]
+            self.emitted += 1
+        if self.emitted:
+            self.resizer.release_before(sources[self.emitted - 1])
+
+
+def _stream_requests(source: _VideoSource, requests: Sequence[_Request],
+                     ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Decode ``source`` once and yield ``(request index, slot, (C, h, w) uint8 frame)``.
+
+    Slots of each request come in increasing order, as soon as their frame is resized, so a
+    consumer may keep only the frames it still needs (see the module docstring for which
+    source frame fills a slot).
+    """
     stream = source.stream
     time_base = stream.time_base or Fraction(1, 90000)
     rate = _frame_rate(stream)
-    slots = [_RateSlots(r.fps, time_base, r.first, r.stop) for r in requests]
     turns = source.info.rotation // 90
-    resizers = [_Resizer(r.size, r.gray, turns) for r in requests]
+    streams = [_SlotStream(r, time_base, turns) for r in requests]
     converter = _FrameConverter()
     pending: av.VideoFrame | None = None
     pending_index: int | None = None
@@ -455,23 +484,45 @@ def _decode_requests(source: _VideoSource, requests: Sequence[_Request]) -> list
 
     def hand_over(used: list[bool]) -> None:
         """Convert the pending frame for every request that put it in a slot."""
-        for resizer, request, is_used in zip(resizers, requests, used, strict=True):
+        for slot_stream, is_used in zip(streams, used, strict=True):
             if is_used:
-                fmt = "gray" if request.gray else "rgb24"
-                resizer.add(pending_index, converter.convert(pending, pending_index, fmt))
+                fmt = "gray" if slot_stream.request.gray else "rgb24"
+                slot_stream.resizer.add(pending_index,
+                                        converter.convert(pending, pending_index, fmt))
 
+    finished = False
     for index, frame in enumerate(source.frames()):
         pts = _frame_pts(frame, pending, last_pts, time_base, rate)
-        hand_over([s.push(pts, pending_index) for s in slots])
+        hand_over([s.slots.push(pts, pending_index) for s in streams])
         pending, pending_index, last_pts = frame, index, pts
-        if all(s.done for s in slots):
-            break
-    else:
-        # The stream ended: its last frame holds until the end of its duration.
+        finished = all(s.slots.done for s in streams)
+        for number, slot_stream in enumerate(streams):
+            for slot, image in slot_stream.ready(final=finished):
+                yield number, slot, image
+        if finished:
+            return
+    # The stream ended: its last frame holds until the end of its duration.
+    if pending is not None:
         end_pts = last_pts + _frame_duration(pending, time_base, rate)
-        hand_over([s.finish(end_pts, pending_index) for s in slots])
-    return [resizer.assemble(slot.sources, request.size)
-            for slot, resizer, request in zip(slots, resizers, requests, strict=True)]
+        hand_over([s.slots.finish(end_pts, pending_index) for s in streams])
+    for number, slot_stream in enumerate(streams):
+        for slot, image in slot_stream.ready(final=True):
+            yield number, slot, image
+
+
+def _stack(frames: list[np.ndarray], request: _Request) -> torch.Tensor:
+    """``(T, C, h, w)`` uint8 from per-slot frames (an empty tensor for none)."""
+    if not frames:
+        return torch.empty((0, 1 if request.gray else 3, *request.size), dtype=torch.uint8)
+    return torch.from_numpy(np.stack(frames))
+
+
+def _decode_requests(source: _VideoSource, requests: Sequence[_Request]) -> list[torch.Tensor]:
+    """Decode ``source`` once; ``(T, C, h, w)`` uint8 frames per request (module docstring)."""
+    collected: list[list[np.ndarray]] = [[] for _ in requests]
+    for number, _, image in _stream_requests(source, requests):
+        collected[number].append(image)
+    return [_stack(frames, r) for frames, r in zip(collected, requests, strict=True)]
 
 
 def _frame_pts(frame: av.VideoFrame, previous: av.VideoFrame | None, last_pts: int | None,
@@ -558,6 +609,83 @@ def read_frame_sets(path: PathLike, requests: Sequence[FrameRequest]) -> list[to
     """
     with _VideoSource(Path(path)) as source:
         return _decode_requests(source, [r.slots() for r in requests])
+
+
+def stream_frames(path: PathLike, requests: Sequence[FrameRequest],
+                  ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The frames of :func:`read_frame_sets`, one at a time, from a single decoding pass.
+
+    Yields ``(request index, slot k, (C, H, W) uint8 frame)``; each request's slots come in
+    increasing order, so a long video can be consumed while holding only the frames still
+    needed. Closing the generator closes the file.
+
+    Args:
+        path: the video file.
+        requests: what to read.
+
+    Raises:
+        UserInputError: the file cannot be read as a video.
+    """
+    with _VideoSource(Path(path)) as source:
+        yield from _stream_requests(source, [r.slots() for r in requests])
+
+
+class SequentialReader:
+    """Time ranges of one video at one rate and size, read forward through a single decoding
+    pass: reading ``[a, b)`` then ``[c, d)`` with ``c >= a`` decodes each frame once, holding
+    only the frames from ``c`` on (reading backwards starts a new pass).
+
+    Args:
+        path: the video file.
+        fps: output frame rate.
+        size: output ``(height, width)`` of the upright frames, or one int for a square.
+        gray: FFmpeg's 8-bit gray instead of RGB.
+    """
+
+    def __init__(self, path: PathLike, fps: float, size: int | Sequence[int],
+                 gray: bool = False) -> None:
+        self.path = Path(path)
+        self.request = FrameRequest(fps, _as_size(size), gray)
+        self._frames: Iterator[tuple[int, int, np.ndarray]] | None = None
+        self._buffer: dict[int, np.ndarray] = {}
+        self._first = 0  # no slot before this one is held or will be decoded
+        self._exhausted = False
+
+    def _restart(self, first: int) -> None:
+        self.close()
+        start = first / Fraction(self.request.fps)
+        self._frames = stream_frames(self.path, [FrameRequest(
+            self.request.fps, self.request.size, self.request.gray, start=float(start))])
+        self._first = first
+
+    def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
+        """uint8 ``(T, C, H, W)`` frames of the slots ``k`` with ``start <= k / fps < end``
+        (fewer when the video ends first)."""
+        request = FrameRequest(self.request.fps, self.request.size, self.request.gray,
+                               start, end).slots()
+        if self._frames is None or request.first < self._first:
+            self._restart(request.first)
+        for old in [k for k in self._buffer if k < request.first]:
+            del self._buffer[old]
+        self._first = request.first
+        last = max(self._buffer, default=request.first - 1)
+        while not self._exhausted and (request.stop is None or last < request.stop - 1):
+            item = next(self._frames, None)
+            if item is None:
+                self._exhausted = True
+                break
+            _, last, image = item
+            if last >= request.first:
+                self._buffer[last] = image
+        stop = request.stop if request.stop is not None else last + 1
+        frames = [self._buffer[k] for k in range(request.first, stop) if k in self._buffer]
+        return _stack(frames, request)
+
+    def close(self) -> None:
+        """Close the file (a later read reopens it)."""
+        if self._frames is not None:
+            self._frames.close()
+        self._frames, self._buffer, self._exhausted = None, {}, False
 
 
 def read_frames(path: PathLike, fps: float, size: int | Sequence[int], gray: bool = False,
@@ -655,7 +783,7 @@ def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
                        video_info=source.info)
 
 
-def _check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
+def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
     """The mask may be scaled, not reshaped: its aspect ratio must match within rounding."""
     # Allow one pixel of rounding on small masks, a relative tolerance on large ones.
     expected_width = mask.height * video.width / video.height
@@ -699,7 +827,7 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
     mask_requests = [FrameRequest(SYNC_FPS, SYNC_SIZE, gray=True, end=duration).slots()]
     # Both files are opened (and checked) before either is decoded, so errors come fast.
     with _VideoSource(video_path) as video, _VideoSource(mask_path) as mask:
-        _check_mask_aspect(video.info, mask.info)
+        check_mask_aspect(video.info, mask.info)
         if _spare_cores():
             # The files decode in parallel: PyAV and torch release the GIL while they work.
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -744,4 +872,7 @@ def resize_masks(masks: np.ndarray | torch.Tensor,
     resizer = _Resizer(_as_size(size), gray=True, turns=0)
     for index, frame in enumerate(array):
         resizer.add(index, frame)
-    return resizer.assemble(range(len(array)), _as_size(size))
+    resizer.flush()
+    if not len(array):
+        return torch.empty((0, 1, *_as_size(size)), dtype=torch.uint8)
+    return torch.from_numpy(np.stack([resizer.done[i] for i in range(len(array))]))

@@ -58,13 +58,21 @@ class Conditions:
     sync_upsampled: bool = False
 
     @staticmethod
-    def cat(first: Conditions, second: Conditions) -> Conditions:
-        """Stack two condition batches along the batch axis."""
-        tensors = {field.name: torch.cat([getattr(first, field.name),
-                                          getattr(second, field.name)])
-                   for field in dataclasses.fields(Conditions) if field.name != "sync_upsampled"}
-        return Conditions(**tensors,
-                          sync_upsampled=first.sync_upsampled and second.sync_upsampled)
+    def tensor_fields() -> tuple[str, ...]:
+        """Names of the per-clip tensors (batch axis first); the other fields are flags."""
+        return tuple(f.name for f in dataclasses.fields(Conditions) if f.name != "sync_upsampled")
+
+    @staticmethod
+    def cat(*parts: Conditions) -> Conditions:
+        """Stack condition batches along the batch axis."""
+        return Conditions(**{name: torch.cat([getattr(p, name) for p in parts])
+                             for name in Conditions.tensor_fields()},
+                          sync_upsampled=all(p.sync_upsampled for p in parts))
+
+    def select(self, index: slice | torch.Tensor) -> Conditions:
+        """The conditions of some clips of the batch (a slice or an index tensor)."""
+        return dataclasses.replace(self, **{name: getattr(self, name)[index]
+                                            for name in self.tensor_fields()})
 
 
 def _upsampled_rows(sync_len: int, latent_len: int,

@@ -3,10 +3,10 @@
 Owns the planning side of dataset assembly (``training/load_sms.py``):
 
 * :func:`fetch_public_files` downloads the published metadata and masks (everything the
-  public bucket lists except checkpoints);
+  public bucket lists except checkpoints); :func:`check_public_files` is its offline mode;
 * :func:`read_sms_metadata` / :func:`read_urmp_metadata` read ``sms/metadata.csv`` and
-  ``urmp/metadata.tsv`` by column NAME (the column order of the published files is not
-  documented), failing with the list of missing columns;
+  ``urmp/metadata.tsv`` by column NAME with :func:`saganet.tables.read_table` (the column
+  order of the published files is not documented);
 * :class:`VideoIndex` finds raw videos by file stem anywhere under a dataset root (built once
   per root);
 * :func:`plan_sms_jobs` / :func:`plan_urmp_jobs` turn rows into
@@ -19,10 +19,9 @@ and ``urmp/data/<piece dir>/<clip>.mp4``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from saganet.errors import UserInputError
 from saganet.prep.clip_cut import ClipJob
+from saganet.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,35 @@ def fetch_public_files(
     return [output_dir / name for name in names]
 
 
+def check_public_files(base_url: str, output_dir: str | Path, shown: int = 10) -> None:
+    """Offline mode: check that the published files are in ``output_dir``, download nothing.
+
+    The files are those of the local listing ``<output_dir>/files.txt`` when it exists (as
+    :func:`fetch_public_files` keeps it), else the two metadata tables.
+
+    Args:
+        base_url: the public bucket (named in the error, with each missing file's URL).
+        output_dir: where the files must be.
+        shown: how many missing files the error names (it counts all of them).
+
+    Raises:
+        UserInputError: files are missing; one line names each (up to ``shown``) with its URL
+            and the path it goes to.
+    """
+    base, output_dir = base_url.rstrip("/"), Path(output_dir)
+    listing = output_dir / LISTING_NAME
+    names = (_listed_names(listing.read_text(encoding="utf-8")) if listing.is_file()
+             else [SMS_METADATA.as_posix(), URMP_METADATA.as_posix()])
+    missing = [name for name in names if not (output_dir / name).is_file()]
+    if not missing:
+        return
+    parts = [f"download {base}/{quote(name)} to {output_dir / name}" for name in missing[:shown]]
+    if len(missing) > shown:
+        parts.append(f"and {len(missing) - shown} more listed in {listing}")
+    raise UserInputError(f"offline mode is on and {len(missing)} published file(s) are "
+                         "missing: " + "; ".join(parts))
+
+
 @dataclass(frozen=True)
 class SmsRow:
     """One row of ``sms/metadata.csv``, as text (validated when planned).
@@ -149,74 +178,27 @@ class UrmpRow:
     end_ms: str
 
 
-def _read_named_columns(
-    path: Path, required: Sequence[str], optional: Sequence[str] = ()
-) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a CSV/TSV (tab-separated when the suffix is ``.tsv``) as {column: value}.
-
-    Columns are matched by exact name, or else case- and whitespace-insensitively.
-
-    Raises:
-        UserInputError: the file is missing, unreadable or lacks a required column.
-    """
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None:
-                raise UserInputError("metadata file is empty", path)
-            by_norm = {h.strip().lower(): j for j, h in enumerate(header)}
-            where: dict[str, int] = {}
-            for name in (*required, *optional):
-                if name in header:
-                    where[name] = header.index(name)
-                elif name.lower() in by_norm:
-                    where[name] = by_norm[name.lower()]
-            missing = [name for name in required if name not in where]
-            if missing:
-                raise UserInputError(
-                    f"metadata lacks column(s) {', '.join(missing)} (has: {', '.join(header)})",
-                    path,
-                )
-            rows = []
-            for record in reader:
-                if not any(cell.strip() for cell in record):
-                    continue
-                values = {
-                    name: record[j].strip() if j < len(record) else ""
-                    for name, j in where.items()
-                }
-                rows.append((reader.line_num, values))
-    except FileNotFoundError as err:
-        raise UserInputError("metadata file not found", path) from err
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UserInputError(f"cannot read metadata ({err})", path) from err
-    return rows
-
-
 def read_sms_metadata(path: str | Path) -> list[SmsRow]:
     """Read ``sms/metadata.csv`` by column name.
 
     Args:
-        path: the CSV (comma-separated, header row).
+        path: the CSV (read with :func:`saganet.tables.read_table`).
 
     Raises:
         UserInputError: missing/unreadable file, or a column of :data:`SMS_COLUMNS` missing.
     """
-    records = _read_named_columns(Path(path), SMS_COLUMNS, (SPLIT_COLUMN,))
     return [
         SmsRow(
-            line=line,
-            subset=v["subset"],
-            ytid=v["YTID"],
-            filename=v["filename"],
-            label=v["redefined_label"],
-            start_ms=v["start_msec"],
-            end_ms=v["end_msec"],
-            split=v.get(SPLIT_COLUMN) or NO_SPLIT,
+            line=row.line,
+            subset=row["subset"],
+            ytid=row["YTID"],
+            filename=row["filename"],
+            label=row["redefined_label"],
+            start_ms=row["start_msec"],
+            end_ms=row["end_msec"],
+            split=row.get(SPLIT_COLUMN) or NO_SPLIT,
         )
-        for line, v in records
+        for row in read_table(path, SMS_COLUMNS, (SPLIT_COLUMN,))
     ]
 
 
@@ -224,15 +206,15 @@ def read_urmp_metadata(path: str | Path) -> list[UrmpRow]:
     """Read ``urmp/metadata.tsv`` by column name.
 
     Args:
-        path: the TSV (tab-separated, header row).
+        path: the TSV (read with :func:`saganet.tables.read_table`).
 
     Raises:
         UserInputError: missing/unreadable file, or a column of :data:`URMP_COLUMNS` missing.
     """
-    records = _read_named_columns(Path(path), URMP_COLUMNS)
     return [
-        UrmpRow(line=line, video_id=v["video_id"], start_ms=v["s_ts"], end_ms=v["e_ts"])
-        for line, v in records
+        UrmpRow(line=row.line, video_id=row["video_id"], start_ms=row["s_ts"],
+                end_ms=row["e_ts"])
+        for row in read_table(path, URMP_COLUMNS)
     ]
 
 

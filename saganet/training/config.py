@@ -1,9 +1,12 @@
-"""Typed training configuration: the schema of ``config/train.yaml`` as dataclasses.
+"""Typed training configuration: the schema of ``config/train.yaml``, and its defaults.
 
-Hydra composes the YAML files; :func:`from_hydra` validates the result against these
-dataclasses (unknown keys and wrong types fail early, before any model is built) and returns a
-:class:`TrainConfig`. Everything below the entry point receives these objects, never the raw
-Hydra config, and no ``nn.Module`` sees any of it.
+The dataclasses below hold every default of a training run (see :mod:`saganet.hydra_config` for
+why the defaults live here and not in YAML); ``config/train.yaml`` puts :data:`SCHEMA_NAME`
+first in its defaults list, then the groups (``model``, ``lora``, ``data``, ``paths``) and the
+experiment, which fill the fields that have no default here. :func:`from_hydra` turns the
+composed config into a :class:`TrainConfig` (unknown keys and wrong types fail before any model
+is built). Everything below the entry point receives these objects, never the raw Hydra config,
+and no ``nn.Module`` sees any of it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from saganet.evaluation.batch_config import EvalDatasetConfig
+from saganet.hydra_config import PathsConfig, register_schema, to_typed
+
+SCHEMA_NAME = "train_schema"
+# Dataset splits a run knows (the ``train``/``val``/``test`` fields of :class:`DataSetup`).
+SPLITS = ("train", "val", "test")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelSetup:
-    """Which networks to build and where their initial weights come from.
+    """Which networks to build and where their initial weights come from (the ``model`` and
+    ``lora`` groups).
 
     Args:
         network: network variant without the LoRA suffix (``small_44k_sa``, ``debug``...).
@@ -32,12 +43,12 @@ class ModelSetup:
             VAE and BigVGAN-v2) or ``debug`` (tiny random codec).
     """
 
-    network: str = "small_44k_sa"
-    use_lora: bool = True
-    synchformer: str = "official"
-    network_init: str | None = "mmaudio_small_44k.pth"
-    synchformer_init: str | None = "synchformer_state_dict.pth"
-    codec: str = "44k"
+    network: str
+    use_lora: bool
+    synchformer: str
+    network_init: str | None
+    synchformer_init: str | None
+    codec: str
 
     @property
     def variant(self) -> str:
@@ -45,59 +56,55 @@ class ModelSetup:
         return self.network if self.use_lora else f"{self.network}_no_lora"
 
 
-@dataclass
-class PathsConfig:
-    """Where things live on this machine.
-
-    Args:
-        data_dir: root of the prepared datasets (``<data_dir>/sms/...``).
-        output_dir: parent of the run directories.
-        weights_dir: weights cache (base weights, Synchformer); None = the default cache
-            (``SAGANET_WEIGHTS_DIR`` or the user cache folder).
-    """
-
-    data_dir: str = "./data"
-    output_dir: str = "./output"
-    weights_dir: str | None = None
-
-
-@dataclass
+@dataclass(kw_only=True)
 class SplitConfig:
     """One split of a dataset that reads precomputed features (SMS or URMP layout).
 
     Args:
         root: folder holding the clips (``<root>/<id>.mp4`` and the mask/detail videos).
-        tsv: metadata table of the split (tab separated, header, columns ``id``, ``label``).
+        tsv: metadata table of the split (header with ``id`` and ``label`` columns).
         memmap_dir: TensorDict memmap of precomputed features with its ``ids.txt``.
+        layout: file layout of the clips, ``sms`` or ``urmp``; None = the data ``kind``.
+        gt_cache: where evaluation keeps this split's ground truth: av-benchmark features
+            (``*.pth``, as extracted by av-benchmark for the reference's validation and test
+            caches) and ``audio/<id>.flac`` (written on first use when a metric needs it);
+            None = ``<run_dir>/eval/cache/<split>``.
     """
 
-    root: str = ""
-    tsv: str = ""
-    memmap_dir: str = ""
+    root: str
+    tsv: str
+    memmap_dir: str
+    layout: str | None = None
+    gt_cache: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataSetup:
-    """Dataset choice and loader settings.
+    """Dataset choice and loader settings (the ``data`` group).
 
     Args:
         kind: ``sms`` or ``urmp`` (precomputed features + videos) or ``synthetic``.
-        train, val: the splits for the precomputed kinds.
-        synthetic_train_size, synthetic_val_size: sample counts of the synthetic kind.
+        train, val, test: the splits of the precomputed kinds (None for ``synthetic``; ``test``
+            is optional: the test set after training is usually an evaluation dataset, see
+            :class:`EvalConfig`).
+        synthetic_train_size, synthetic_val_size, synthetic_test_size: sample counts of the
+            splits of the synthetic kind.
         num_workers: DataLoader workers per rank.
         pin_memory: DataLoader pinned memory.
     """
 
-    kind: str = "sms"
-    train: SplitConfig = field(default_factory=SplitConfig)
-    val: SplitConfig = field(default_factory=SplitConfig)
+    kind: str
+    train: SplitConfig | None = None
+    val: SplitConfig | None = None
+    test: SplitConfig | None = None
     synthetic_train_size: int = 256
     synthetic_val_size: int = 16
-    num_workers: int = 8
+    synthetic_test_size: int = 16
+    num_workers: int
     pin_memory: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OptimConfig:
     """AdamW and gradient clipping.
 
@@ -116,7 +123,7 @@ class OptimConfig:
     grad_clip: float = 1.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScheduleConfig:
     """Linear warm-up, then step decay at the named global steps.
 
@@ -131,7 +138,7 @@ class ScheduleConfig:
     gamma: float = 0.1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LossConfig:
     """Flow-matching training objective.
 
@@ -147,7 +154,7 @@ class LossConfig:
     null_text_prob: float = 0.5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EMAConfig:
     """Post-hoc EMA (Karras et al. 2024) of the trainable parameters.
 
@@ -164,19 +171,17 @@ class EMAConfig:
     output_sigma_rel: float = 0.05
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LogConfig:
-    """What is logged and validated, and when (in optimiser steps).
+    """What is logged, validated and evaluated, and when (in optimiser steps).
 
     Args:
         interval: steps between TensorBoard scalar logs (averaged over steps and ranks).
         t_bins: number of equal-width bins of t for the loss-by-time-step scalars.
         val_interval: steps between validation-loss sweeps (0 disables).
         val_batches: batches per validation sweep per rank (0 = the whole split).
-        gen_interval: steps between generations on validation clips (0 disables).
-        gen_clips: validation clips generated each time (rank 0).
-        gen_steps: Euler steps of those generations.
-        gen_cfg: classifier-free guidance strength of those generations.
+        eval_interval: steps between evaluations of the ``eval.during`` splits (generated
+            audio and metrics, see :class:`EvalConfig`); 0 = only at the end of the run.
         record_sample_ids: append ``<step>\t<sample id>`` lines per rank to
             ``<run_dir>/sample_ids/rank<r>.tsv`` (to audit data sharding).
     """
@@ -185,14 +190,53 @@ class LogConfig:
     t_bins: int = 10
     val_interval: int = 1000
     val_batches: int = 0
-    gen_interval: int = 15_000
-    gen_clips: int = 4
-    gen_steps: int = 25
-    gen_cfg: float = 4.5
+    eval_interval: int = 15_000
     record_sample_ids: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Evaluation during and after training: generated clips and their metrics.
+
+    Every ``log.eval_interval`` steps and at the last step the ``during`` splits are generated
+    with the current weights (the EMA when ``ema.enabled``), sharded over the ranks; after the
+    last step the ``after`` sets too. Metrics: FD (PaSST, PANNs, VGGish), KL, IS, IB-Score
+    and DeSync through av-benchmark, or the built-in weight-free embedder when av-benchmark is
+    not available. Results: ``<run_dir>/eval/<step>/metrics.json`` and TensorBoard
+    ``eval/<set>/<metric>``; a set whose metrics exist at a step is not evaluated again.
+
+    Args:
+        enabled: evaluate at all.
+        during: data splits (``val``, ``test``, ``train``: precomputed features, like
+            training) evaluated every ``log.eval_interval`` steps and at the end.
+        after: sets evaluated once after the last step: data splits, or names of
+            ``datasets`` (raw videos, through the batch evaluation with the final weights
+            file).
+        datasets: evaluation datasets by name (``config/eval/dataset/<name>.yaml``); the URMP test
+            set by default.
+        num_clips: clips of each data split evaluated (the first ones; 0 = all); datasets are
+            evaluated whole.
+        batch_size: clips per generation call, per rank.
+        cfg_strength: classifier-free guidance strength of the generations.
+        num_steps: Euler steps of the generations.
+        features: ``auto`` (av-benchmark when it is installed and the device is CUDA, else
+            the built-in embedder), ``av-bench``, or a built-in embedder name (``melstats``).
+        audio_length: seconds of each clip scored; None = the run's ``duration``.
+    """
+
+    enabled: bool = True
+    during: tuple[str, ...] = ("val",)
+    after: tuple[str, ...] = ("urmp",)
+    datasets: dict[str, EvalDatasetConfig] = field(default_factory=dict)
+    num_clips: int = 0
+    batch_size: int = 6
+    cfg_strength: float = 4.5
+    num_steps: int = 25
+    features: str = "auto"
+    audio_length: float | None = None
+
+
+@dataclass(kw_only=True)
 class CheckpointConfig:
     """Weights files and full training states.
 
@@ -209,7 +253,7 @@ class CheckpointConfig:
     resume: str = "auto"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything a training run needs, validated.
 
@@ -227,11 +271,12 @@ class TrainConfig:
             preemptible jobs; None runs to ``num_iterations``.
         sync_chunk: windows per Synchformer call (memory knob; 0 = all at once).
         cudnn_benchmark: enable cuDNN autotuning on CUDA.
-        paths, model, data, optim, schedule, loss, ema, log, checkpoint: the sections.
+        paths, model, data: the sections chosen by Hydra groups (no defaults here).
+        optim, schedule, loss, ema, log, eval, checkpoint: the other sections.
     """
 
-    exp_name: str = "saganet_small"
-    run_dir: str = "output/saganet_small"
+    exp_name: str
+    run_dir: str
     device: str | None = None
     seed: int = 14_159_265
     amp: bool = True
@@ -242,15 +287,21 @@ class TrainConfig:
     stop_after: int | None = None
     sync_chunk: int = 0
     cudnn_benchmark: bool = True
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    model: ModelSetup = field(default_factory=ModelSetup)
-    data: DataSetup = field(default_factory=DataSetup)
+    paths: PathsConfig
+    model: ModelSetup
+    data: DataSetup
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def register_train_schema() -> None:
+    """Register :class:`TrainConfig` as :data:`SCHEMA_NAME` (``config/train.yaml`` uses it)."""
+    register_schema(SCHEMA_NAME, TrainConfig)
 
 
 def from_hydra(cfg: DictConfig | dict[str, Any], run_dir: str | None = None) -> TrainConfig:
@@ -259,11 +310,8 @@ def from_hydra(cfg: DictConfig | dict[str, Any], run_dir: str | None = None) -> 
     Args:
         cfg: the composed config (``hydra`` node excluded, as Hydra passes it to main).
         run_dir: the run directory Hydra chose (overrides ``cfg.run_dir`` when given).
+
+    Raises:
+        UserInputError: a value is missing or has the wrong type.
     """
-    schema = OmegaConf.structured(TrainConfig)
-    merged = OmegaConf.merge(schema, cfg)
-    if run_dir is not None:
-        merged.run_dir = run_dir
-    config = OmegaConf.to_object(merged)
-    assert isinstance(config, TrainConfig)
-    return config
+    return to_typed(cfg, TrainConfig, **({} if run_dir is None else {"run_dir": run_dir}))

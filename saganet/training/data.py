@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,21 +20,53 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from saganet.data.sms_dataset import SampleShapes, SMSDataset
+from saganet.data.sms_dataset import LAYOUTS, SampleShapes, SMSDataset
 from saganet.data.synthetic import SyntheticClips
 from saganet.errors import UserInputError
 from saganet.runtime import loader_workers
-from saganet.training.config import DataSetup
+from saganet.training.config import DataSetup, SplitConfig
 
 log = logging.getLogger(__name__)
 
-# Offset of the synthetic validation split's indices: keeps its samples apart from training.
-SYNTHETIC_VAL_OFFSET = 1_000_000
+# Offsets of the synthetic splits' indices: keep their samples apart from each other.
+SYNTHETIC_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+
+
+def build_split(cfg: DataSetup, name: str, shapes: SampleShapes, duration: float,
+                seed: int) -> Dataset:
+    """One split (``train``, ``val`` or ``test``) of the configured data.
+
+    Args:
+        cfg: which data and where it lives.
+        name: the split.
+        shapes: the sample shapes the model needs.
+        duration: clip length in seconds.
+        seed: seed of the synthetic data (ignored by real datasets).
+
+    Raises:
+        UserInputError: unknown kind or split, a split the data does not configure, or files
+            that are missing or malformed.
+    """
+    if name not in SYNTHETIC_OFFSETS:
+        raise UserInputError(f"unknown split {name!r}; choose one of "
+                             + ", ".join(SYNTHETIC_OFFSETS))
+    if cfg.kind == "synthetic":
+        size = getattr(cfg, f"synthetic_{name}_size")
+        return SyntheticClips(size, shapes, seed=seed, offset=SYNTHETIC_OFFSETS[name])
+    if cfg.kind not in LAYOUTS:
+        raise UserInputError(f"unknown data kind {cfg.kind!r}; choose sms, urmp or synthetic")
+    split: SplitConfig | None = getattr(cfg, name)
+    if split is None:
+        raise UserInputError(f"the {cfg.kind} data has no {name} split (set data.{name}.root, "
+                             f".tsv and .memmap_dir)")
+    layout = split.layout or cfg.kind
+    return SMSDataset(split.root, split.tsv, split.memmap_dir, shapes, layout=layout,
+                      duration=duration)
 
 
 def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float,
                    seed: int) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets.
+    """Training and validation datasets (:func:`build_split` of ``train`` and ``val``).
 
     Args:
         cfg: which data and where it lives.
@@ -41,15 +74,8 @@ def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float,
         duration: clip length in seconds.
         seed: seed of the synthetic data (ignored by real datasets).
     """
-    if cfg.kind == "synthetic":
-        return (SyntheticClips(cfg.synthetic_train_size, shapes, seed=seed),
-                SyntheticClips(cfg.synthetic_val_size, shapes, seed=seed,
-                               offset=SYNTHETIC_VAL_OFFSET))
-    if cfg.kind in ("sms", "urmp"):
-        return tuple(SMSDataset(split.root, split.tsv, split.memmap_dir, shapes,
-                                layout=cfg.kind, duration=duration)
-                     for split in (cfg.train, cfg.val))  # type: ignore[return-value]
-    raise UserInputError(f"unknown data kind {cfg.kind!r}; choose sms, urmp or synthetic")
+    return (build_split(cfg, "train", shapes, duration, seed),
+            build_split(cfg, "val", shapes, duration, seed))
 
 
 class CountingCollate:
@@ -106,6 +132,9 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 def _seed_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the trainer stops at the end of the step, which
+    # needs its loader workers alive until then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # numpy/random in workers follow the per-worker torch seed (which DataLoader derives from
     # its own generator), so any augmentation randomness is reproducible.
     seed = torch.initial_seed() % 2**32

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -93,6 +93,46 @@ def build_post_hoc_ema(view: TrainableView, run_dir: str | os.PathLike[str],
     return PostHocEMA(view, sigma_rels=tuple(sigma_rels), update_every=1,
                       checkpoint_every_num_steps=snapshot_every,
                       checkpoint_folder=str(folder), checkpoint_dtype=torch.float32)
+
+
+def tracked_ema_parameters(ema: PostHocEMA, sigma_rels: Sequence[float], target: float
+                           ) -> tuple[dict[str, torch.Tensor], float]:
+    """The tracked EMA whose width is closest to ``target``, as view name -> tensor.
+
+    During training only the tracked profiles exist (the synthesis needs the snapshots of the
+    whole run), so evaluations use the nearest one.
+
+    Args:
+        ema: the run's post-hoc EMA (in the order of ``sigma_rels``).
+        sigma_rels: the tracked widths.
+        target: the wanted width (``ema.output_sigma_rel``).
+
+    Returns:
+        The tensors and the width they have.
+    """
+    index = min(range(len(sigma_rels)), key=lambda i: abs(sigma_rels[i] - target))
+    model = ema.ema_models[index].ema_model
+    return ({name: param.detach() for name, param in model.named_parameters()},
+            float(sigma_rels[index]))
+
+
+def weights_file_parameters(path: str | os.PathLike[str], names: Iterable[str]
+                            ) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file (e.g. the synthesised EMA) under view names.
+
+    Args:
+        path: a weights file written by the trainer.
+        names: the view names wanted (:func:`encode_name`).
+    """
+    from saganet.training.models import build_from_weights_file
+
+    models = build_from_weights_file(path)
+    modules = {"network": models.network, "synchformer": models.synchformer}
+    out = {}
+    for view_name in names:
+        prefix, name = decode_name(view_name)
+        out[view_name] = modules[prefix].get_parameter(name).detach()
+    return out
 
 
 def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,

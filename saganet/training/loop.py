@@ -15,6 +15,10 @@ import dataclasses
 import logging
 import math
 import random
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,6 @@ from torch.nn.parallel import DistributedDataParallel
 from saganet import dist
 from saganet.data.sms_dataset import SampleShapes
 from saganet.errors import UserInputError
-from saganet.inference import SamplingOptions
 from saganet.model import CONFIG_44K_SA, FlowMatching
 from saganet.state_dict import atomic_save, load_state_dict_strict
 from saganet.training.checkpoint import (
@@ -35,10 +38,26 @@ from saganet.training.checkpoint import (
     load_state,
     save_state,
 )
-from saganet.training.config import TrainConfig
-from saganet.training.data import build_datasets, build_loader
-from saganet.training.ema import TrainableView, build_post_hoc_ema, synthesize
-from saganet.training.generation import ValidationGenerator, build_codec
+from saganet.training.config import SPLITS, TrainConfig
+from saganet.training.data import build_datasets, build_loader, build_split
+from saganet.training.ema import (
+    TrainableView,
+    build_post_hoc_ema,
+    encode_name,
+    synthesize,
+    tracked_ema_parameters,
+    weights_file_parameters,
+)
+from saganet.training.evaluation import (
+    CACHE_DIR,
+    EVAL_DIR,
+    EvalSplit,
+    TrainingEvaluator,
+    broadcast_parameters,
+    build_codec,
+    check_dataset,
+    choose_feature_source,
+)
 from saganet.training.logger import LossStats, RunLogger
 from saganet.training.models import (
     build_models,
@@ -60,6 +79,25 @@ log = logging.getLogger(__name__)
 # Validation noise comes from a generator of its own, far from the training seeds.
 VAL_SEED_OFFSET = 1_000_003
 SAMPLE_IDS_DIR = "sample_ids"
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED_STATUS = 130
+
+
+class TrainingInterruptedError(Exception):
+    """Training stopped on Ctrl-C; the message says whether and where a state was saved.
+
+    Args:
+        message: one line for the user.
+        is_main: raised on rank 0 (the rank that reports it).
+    """
+
+    def __init__(self, message: str, is_main: bool) -> None:
+        super().__init__(message)
+        self.is_main = is_main
+
+
+class _StopRequestedError(Exception):
+    """Every rank agreed, at the start of a step, to stop (Ctrl-C was pressed)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +142,7 @@ class Trainer:
             frame_size=synchformer.config.img_size)
         # Data first: a wrong data path fails in seconds, before any base-weight download.
         self.train_set, self.val_set = build_datasets(cfg.data, shapes, cfg.duration, cfg.seed)
+        self.evaluator = self._build_evaluator(shapes)
         state_path = self._state_path()
         if state_path is None:  # a training state holds all weights: no base weights needed
             load_base_weights(self.models, cfg.model, cfg.paths.weights_dir)
@@ -146,9 +185,8 @@ class Trainer:
             view = TrainableView({"network": network, "synchformer": synchformer})
             self.ema = build_post_hoc_ema(view, self.run_dir, cfg.ema.sigma_rels,
                                           cfg.ema.snapshot_every, exp_name=cfg.exp_name)
-        self.generator = None
-        if cfg.log.gen_interval > 0 and info.is_main:
-            self.generator = self._build_generator()
+        self.last_state: tuple[int, Path] | None = None  # (step, file) of the latest state
+        self._interrupted = False
         if state_path is not None:
             self._resume(state_path)
         if world > 1:
@@ -164,19 +202,67 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _build_generator(self) -> ValidationGenerator:
-        clips = []
-        for index in range(len(self.val_set)):
-            sample = self.val_set[index]
-            if sample is not None:
-                clips.append(sample)
-            if len(clips) == self.cfg.log.gen_clips:
-                break
-        options = SamplingOptions(cfg_strength=self.cfg.log.gen_cfg,
-                                  num_steps=self.cfg.log.gen_steps)
+    def _build_evaluator(self, shapes: SampleShapes) -> TrainingEvaluator | None:
+        """The evaluation of ``eval.during`` / ``eval.after`` (None when switched off).
+
+        Everything that can fail on user input (split files, the feature source) is checked
+        here, before the first step.
+        """
+        cfg = self.cfg.eval
+        names = list(dict.fromkeys([*cfg.during, *cfg.after]))
+        if not cfg.enabled or not names:
+            return None
+        if cfg.num_clips < 0 or cfg.batch_size < 1 or cfg.num_steps < 1:
+            raise UserInputError("eval.num_clips must be >= 0, eval.batch_size and "
+                                 "eval.num_steps >= 1")
+        hint = ("(evaluate other sets with eval.during=[...] / eval.after=[...], or none with "
+                "eval.enabled=false)")
+        built = {"train": self.train_set, "val": self.val_set}
+        splits, datasets = {}, {}
+        for name in names:
+            if name in cfg.datasets and name not in SPLITS:
+                if name in cfg.during:
+                    raise UserInputError(f"eval.during names the evaluation dataset {name!r}, "
+                                         "which is evaluated after training only (eval.after)")
+                try:
+                    check_dataset(cfg.datasets[name], self.cfg.duration)
+                except UserInputError as err:
+                    raise UserInputError(f"evaluation dataset {name!r}: {err} {hint}") from err
+                datasets[name] = cfg.datasets[name]
+                continue
+            try:
+                dataset = built.get(name) or build_split(self.cfg.data, name, shapes,
+                                                         self.cfg.duration, self.cfg.seed)
+            except UserInputError as err:
+                raise UserInputError(f"evaluation split {name!r}: {err} {hint}") from err
+            count = min(cfg.num_clips, len(dataset)) if cfg.num_clips else len(dataset)
+            split_cfg = getattr(self.cfg.data, name)
+            gt_cache = (Path(split_cfg.gt_cache) if split_cfg is not None and split_cfg.gt_cache
+                        else self.run_dir / EVAL_DIR / CACHE_DIR / name)
+            splits[name] = EvalSplit(name, dataset, list(range(count)), gt_cache)
+        source, error = None, None
+        if self.info.is_main:
+            try:
+                source = choose_feature_source(cfg.features, self.device)
+            except UserInputError as err:
+                error = str(err)
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise UserInputError(error)
+        if source is not None:
+            if source.fallback_reason is not None:
+                log.warning("evaluation metrics: %s, because %s; the paper's metrics need "
+                            "av-benchmark", source.description, source.fallback_reason)
+            else:
+                log.info("evaluation metrics: %s", source.description)
         codec = build_codec(self.cfg.model.codec, self.cfg.paths.weights_dir)
-        return ValidationGenerator(clips, codec, self.sequence, options, self.cfg.seed,
-                                   self.run_dir / "val", self.device)
+        # The evaluation datasets run through a pipeline variant: its CLIP encoder and codec
+        # (the network and Synchformer come from the run's weights file).
+        pipeline = "debug" if self.cfg.model.codec == "debug" else "saganet_small"
+        return TrainingEvaluator(cfg, splits, datasets, pipeline, self.cfg.paths, codec,
+                                 self.sequence, self.cfg.seed, self.run_dir, self.info,
+                                 self.autocast_dtype, source,
+                                 num_workers=self.cfg.data.num_workers)
 
     def _state_path(self) -> Path | None:
         """The training state to resume from, per ``checkpoint.resume`` (None: start fresh)."""
@@ -217,6 +303,7 @@ class Trainer:
                 self.ema.load_state_dict(state.ema)
             else:
                 log.warning("%s has no EMA state: EMA restarts at step %d", path, self.step)
+        self.last_state = (state.step, path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                  self.epoch, self.batches_in_epoch)
 
@@ -231,27 +318,74 @@ class Trainer:
         return stop
 
     def run(self) -> None:
-        """Train until ``stop_after`` or ``num_iterations``, then save (and synthesise EMA)."""
+        """Train until ``stop_after`` or ``num_iterations``, then save, synthesise the EMA and
+        run the final evaluations.
+
+        Raises:
+            TrainingInterruptedError: Ctrl-C; the message says whether a state was saved.
+        """
         cfg = self.cfg
         logger = RunLogger(self.run_dir, self.info.is_main, cfg.num_iterations, self.step)
         stats = LossStats(cfg.log.t_bins)
         stop = self.stop_step
         try:
-            while self.step < stop:
-                self.train_loader.sampler.set_position(self.epoch,
-                                                       self.batches_in_epoch * self.local_batch)
-                for batch in self.train_loader:
-                    self.batches_in_epoch += 1
-                    if self.train_step(batch, stats):
-                        self.after_step(logger, stats)
-                    if self.step >= stop:
-                        break
-                else:
-                    self.epoch += 1
-                    self.batches_in_epoch = 0
-            self.finish()
+            with self._ctrl_c_stops_after_the_step():
+                while self.step < stop:
+                    self.train_loader.sampler.set_position(
+                        self.epoch, self.batches_in_epoch * self.local_batch)
+                    for batch in self.train_loader:
+                        trained = self.train_step(batch, stats)
+                        self.batches_in_epoch += 1
+                        if trained:
+                            self.after_step(logger, stats)
+                        if self.step >= stop:
+                            break
+                    else:
+                        self.epoch += 1
+                        self.batches_in_epoch = 0
+                self.finish(logger)
+        except _StopRequestedError:
+            if self.last_state is None or self.last_state[0] != self.step:
+                self.save_state()
+            raise TrainingInterruptedError(self._interrupt_message(saved_now=True),
+                                      self.info.is_main) from None
+        except KeyboardInterrupt:
+            raise TrainingInterruptedError(self._interrupt_message(saved_now=False),
+                                      self.info.is_main) from None
         finally:
             logger.close()
+
+    def _interrupt_message(self, saved_now: bool) -> str:
+        if saved_now and self.last_state is not None:
+            return (f"interrupted at step {self.step}; saved the training state to "
+                    f"{self.last_state[1]} (run the same command again to resume)")
+        if self.last_state is None:
+            return (f"interrupted at step {self.step}; no training state saved (a rerun "
+                    "starts from step 0)")
+        step, path = self.last_state
+        return (f"interrupted at step {self.step}; no training state saved since step {step} "
+                f"({path}; a rerun resumes from there)")
+
+    @contextmanager
+    def _ctrl_c_stops_after_the_step(self) -> Iterator[None]:
+        """First Ctrl-C: finish the current step, save a state, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum: int, frame: object) -> None:
+            self._interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if self.info.is_main:
+                log.warning("Ctrl-C: stopping after the current step and saving a training "
+                            "state (Ctrl-C again stops at once, without saving)")
+
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def train_step(self, batch: dict, stats: LossStats) -> bool:
         """One optimiser step on a batch; False when a rank had no usable sample (skipped).
@@ -259,12 +393,20 @@ class Trainer:
         Args:
             batch: a collated batch (``failed``/``size`` from the counting collate).
             stats: where the step's losses are recorded.
+
+        Raises:
+            _StopRequestedError: Ctrl-C reached some rank; every rank stops here, before the step.
         """
-        counts = torch.tensor([float(batch["size"] == 0), float(batch["failed"])],
-                              dtype=torch.float64, device=self.device)
+        # One collective per step carries the empty-batch, failure and Ctrl-C counts, so all
+        # ranks skip a batch together and stop at the same step.
+        counts = torch.tensor([float(batch["size"] == 0), float(batch["failed"]),
+                               float(self._interrupted)], dtype=torch.float64,
+                              device=self.device)
         if torch_dist.is_initialized():
             torch_dist.all_reduce(counts)
-        empty_ranks, failed = (int(v) for v in counts.tolist())
+        empty_ranks, failed, stop = (int(v) for v in counts.tolist())
+        if stop:
+            raise _StopRequestedError
         self.failed_total += failed
         stats.failed += int(batch["failed"])
         if empty_ranks:
@@ -313,21 +455,26 @@ class Trainer:
             logger.advance(step)
         if cfg.log.val_interval and step % cfg.log.val_interval == 0:
             logger.scalars("val", self.validate(), step)
-        if cfg.log.gen_interval and step % cfg.log.gen_interval == 0:
-            self.generate()
+        if (cfg.log.eval_interval and step % cfg.log.eval_interval == 0
+                and step < cfg.num_iterations):  # the last step is evaluated by finish()
+            self.evaluate(logger, cfg.eval.during)
         if step % cfg.checkpoint.weights_interval == 0:
             self.save_weights()
         if step % cfg.checkpoint.state_interval == 0 or step == self.stop_step:
             self.save_state()
 
-    def finish(self) -> None:
-        """End of this invocation: final weights, final state, EMA synthesis (full runs)."""
+    def finish(self, logger: RunLogger) -> None:
+        """End of this invocation: final weights and state; after the last step of the run,
+        the EMA synthesis and the final evaluations (``eval.during`` and ``eval.after``)."""
         if self.step % self.cfg.checkpoint.weights_interval:
             self.save_weights()
-        if self.step >= self.cfg.num_iterations and self.ema is not None:
+        complete = self.step >= self.cfg.num_iterations
+        if complete and self.ema is not None:
             self.ema.checkpoint()  # the last snapshot anchors the synthesis at the final step
             synthesize(self.run_dir, self.cfg.ema.output_sigma_rel)
         dist.barrier()
+        if complete:
+            self.evaluate(logger, [*self.cfg.eval.during, *self.cfg.eval.after], final=True)
         if self.info.is_main:
             log.info("stopped at step %d; %d sample(s) failed to load in total", self.step,
                      self.failed_total)
@@ -360,11 +507,48 @@ class Trainer:
                      values["loss"], int(values["samples"]))
         return values
 
-    def generate(self) -> None:
-        """Generate the fixed validation clips (rank 0; the others wait)."""
-        if self.generator is not None:
-            self.generator(self.core.network, self.core.synchformer, self.step)
-        dist.barrier()
+    def evaluate(self, logger: RunLogger, names: Sequence[str], final: bool = False) -> None:
+        """Evaluate splits at the current step (see :mod:`saganet.training.evaluation`).
+
+        Args:
+            logger: receives the metrics as ``eval/<split>/<metric>``.
+            names: the splits.
+            final: the evaluation after the last step (with EMA: the synthesised weights).
+        """
+        if self.evaluator is None or not names:
+            return
+        weights, label = None, "current"
+        if self.cfg.ema.enabled and self.evaluator.pending(self.step, names):
+            weights, label = self._ema_weights(final)
+        weights_file = None
+        if final:  # written by finish() before the evaluation
+            weights_file = self.run_dir / (f"{self.cfg.exp_name}_ema_final.pth"
+                                           if self.cfg.ema.enabled
+                                           else f"{self.cfg.exp_name}_last.pth")
+        results = self.evaluator.evaluate(self.step, names, self.core.network,
+                                          self.core.synchformer, weights, label, weights_file)
+        for name, values in results.items():
+            logger.scalars(f"eval/{name}", values, self.step)
+
+    def _ema_weights(self, final: bool) -> tuple[dict[str, torch.Tensor], str]:
+        """The EMA of the trainable tensors on every rank, by view name, and what it is."""
+        network, synchformer = self.core.network, self.core.synchformer
+        live = {encode_name(prefix, name): param
+                for prefix, module in (("network", network), ("synchformer", synchformer))
+                for name, param in module.named_parameters() if param.requires_grad}
+        sigma_rel = self.cfg.ema.output_sigma_rel
+        if final:
+            # Written by rank 0 before the barrier in finish(); every rank reads the file.
+            path = self.run_dir / f"{self.cfg.exp_name}_ema_final.pth"
+            return (weights_file_parameters(path, live),
+                    f"EMA synthesised at sigma_rel {sigma_rel} ({path.name})")
+        values = None
+        if self.ema is not None:
+            values, sigma_rel = tracked_ema_parameters(self.ema, self.cfg.ema.sigma_rels,
+                                                       sigma_rel)
+        sigma_rel = dist.broadcast_object(sigma_rel)
+        return (broadcast_parameters(values, live, self.device),
+                f"EMA tracked at sigma_rel {sigma_rel}")
 
     def save_weights(self) -> None:
         """``<run_dir>/<exp_name>_last.pth`` in the published layout (rank 0)."""
@@ -394,7 +578,8 @@ class Trainer:
                 failed_samples=self.failed_total, config=dataclasses.asdict(self.cfg))
             path = save_state(state, self.run_dir, self.cfg.checkpoint.keep_last)
             log.info("step %d: training state -> %s", self.step, path)
-        dist.barrier()
+        # Every rank knows the latest state (an interrupted run decides together to save).
+        self.last_state = (self.step, dist.broadcast_object(path if self.info.is_main else None))
 
 
 def fit(cfg: TrainConfig) -> Path:

@@ -18,6 +18,7 @@ from saganet.weights.cache import (
     hub_snapshot,
     is_offline,
     resolve,
+    resolve_all,
 )
 from saganet.weights.registry import (
     CLIP_REPO,
@@ -52,5 +53,6 @@ __all__ = [
     "lookup",
     "md5_of",
     "resolve",
+    "resolve_all",
     "verify_file",
 ]

@@ -153,7 +153,7 @@ def _offline_error(missing: Sequence[_Missing]) -> UserInputError:
         else:
             why = f" [{item.problem}]" if item.problem else ""
             parts.append(f"download {item.entry.url} to {item.dest}{why}")
-    return UserInputError(f"offline mode is on and {len(missing)} weight file(s) are missing: "
+    return UserInputError(f"offline mode is on and {len(missing)} file(s) are missing: "
                           + "; ".join(parts))
 
 
@@ -199,6 +199,26 @@ def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None
             found[item.entry.name] = download(item.entry.url, item.dest, item.entry.md5,
                                               progress=progress)
     return {entry.name: found[entry.name] for entry in entries}
+
+
+def resolve_all(names: Sequence[str], weights_dir: str | os.PathLike[str] | None = None,
+                offline: bool | None = None, *, registry: Mapping[str, Entry] | None = None,
+                progress: bool = True) -> dict[str, Path]:
+    """Local paths of several registered files, checked together before anything is fetched,
+    so that offline mode names every missing file at once.
+
+    Args:
+        names: registry names.
+        weights_dir: cache folder; see :func:`cache_dir`.
+        offline: forbid network access; None reads ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``.
+        registry: the registry to use; the published one when None.
+        progress: show progress bars while downloading.
+
+    Raises:
+        UserInputError: an unknown name, or offline with files missing (one error naming all).
+        DownloadError: a download failed.
+    """
+    return _ensure([lookup(name, registry) for name in names], weights_dir, offline, progress)
 
 
 def resolve(name: str, weights_dir: str | os.PathLike[str] | None = None,

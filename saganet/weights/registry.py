@@ -27,6 +27,15 @@ SAGANET_EXAMPLE_URL = "https://raw.githubusercontent.com/ilpoviertola/SAGANet/ma
 
 CLIP_REPO = "apple/DFN5B-CLIP-ViT-H-14-384"
 VOCODER_REPO = "nvidia/bigvgan_v2_44khz_128band_512x"
+# Segmentation (saganet.segment): SAM 2.1 tracks clicked objects, SAM 3 finds named ones.
+SAM2_REPOS = {size: f"facebook/sam2.1-hiera-{size}"
+              for size in ("tiny", "small", "base-plus", "large")}
+SAM3_REPO = "facebook/sam3"
+# The SAM 2 preprocessing is rebuilt from config.json (see saganet.segment.models), so the
+# network is all a tracker needs; SAM 3 also needs its tokenizer.
+SAM2_FILES = ("config.json", "model.safetensors")
+SAM3_FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
+              "tokenizer_config.json")
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,10 @@ _ENTRIES: tuple[Entry, ...] = (
             "DFN5B CLIP ViT-H/14 at 384 px (open_clip)"),
     HubRepo(VOCODER_REPO, ("config.json", "bigvgan_generator.pt"),
             "BigVGAN-v2 vocoder, 44.1 kHz, 128 bands, 512x"),
+    *(HubRepo(repo, SAM2_FILES, f"SAM 2.1 Hiera-{size} video tracker (Apache-2.0)")
+      for size, repo in SAM2_REPOS.items()),
+    HubRepo(SAM3_REPO, SAM3_FILES,
+            "SAM 3 (text prompts; gated, SAM License: request access on its hub page)"),
 )
 
 REGISTRY: dict[str, Entry] = {entry.name: entry for entry in _ENTRIES}
@@ -159,6 +172,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     # The debug variant runs on random tiny weights written locally: nothing to download.
     "debug": (),
+    # Object tracking from clicks/boxes (the default tracker) and from phrases (gated).
+    "segment": (SAM2_REPOS["tiny"],),
+    "segment_text": (SAM3_REPO,),
 }
 
 

@@ -16,17 +16,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 import urllib.error
 import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-import filelock
 from tqdm import tqdm
 
 from saganet import __version__
 from saganet.errors import UserInputError
+from saganet.fileio import exclusive, temporary_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +53,6 @@ def md5_of(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(8 * _CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _temporary_sibling(path: Path, suffix: str) -> Path:
-    """A unique hidden name next to ``path``.
-
-    Not ``tempfile.mkstemp``: its files are private to the user (mode 0600), and a cache is
-    often shared; opening a fresh name with mode "x" honours the umask instead.
-    """
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
 
 
 def _stamp_path(path: Path) -> Path:
@@ -96,7 +86,7 @@ def write_stamp(path: Path, md5: str) -> None:
         text = _stamp_text(md5.lower(), path.stat())
         # Written via a temporary file and a rename so that a concurrent reader never sees a
         # half-written stamp.
-        tmp = _temporary_sibling(stamp, ".tmp")
+        tmp = temporary_sibling(stamp, ".tmp")
         with open(tmp, "x") as f:
             f.write(text)
         os.replace(tmp, stamp)
@@ -183,18 +173,12 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(dest.parent / f".{dest.name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        logger.info("waiting for another process to finish downloading %s", dest)
-        lock.acquire()
+    with exclusive(dest.parent / f".{dest.name}.lock"):
+        # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5)):
-            lock.release()
             return dest
-    try:
         logger.info("downloading %s to %s", url, dest)
-        tmp = _temporary_sibling(dest, ".part")
+        tmp = temporary_sibling(dest, ".part")
         try:
             actual = _transfer(url, tmp, dest, md5, progress)
             os.replace(tmp, dest)
@@ -207,6 +191,4 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
                            dest.name, actual)
         else:
             write_stamp(dest, actual)
-    finally:
-        lock.release()
     return dest

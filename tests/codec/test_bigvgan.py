@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +11,7 @@ from torch import nn
 from saganet.codec import VOCODER_CONFIGS, BigVGAN, BigVGANConfig
 from saganet.codec.alias_free import AntiAliasedActivation, kaiser_sinc_filter
 from saganet.state_dict import CheckpointMismatchError
-
-GOLDEN_DIR = Path(os.environ.get("SAGANET_GOLDEN_DIR",
-                                 Path(__file__).resolve().parents[2] / ".." / "shared" / "golden"))
+from tests.shared import GOLDEN_DIR, need
 
 # Small and fast, with two stages so both ups and resblocks of several widths exist.
 TINY = BigVGANConfig(upsample_rates=(4, 2), upsample_kernel_sizes=(8, 4),
@@ -142,8 +138,7 @@ def test_config_json_without_final_flags_means_v1() -> None:
 
 def test_official_config_matches_published_manifest() -> None:
     path = GOLDEN_DIR / "manifests" / "bigvgan_v2_44khz_128band_512x.json"
-    if not path.is_file():
-        pytest.skip(f"no manifest at {path}")
+    need(path)
     published = BigVGANConfig.from_dict(json.loads(path.read_text())["config"])
     assert published == VOCODER_CONFIGS["bigvgan_v2_44khz_128band_512x"]
 

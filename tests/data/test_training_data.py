@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from saganet.data.sms_dataset import SampleShapes
 from saganet.data.synthetic import SyntheticClips
+from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
 from saganet.training.config import DataSetup
-from saganet.training.data import ResumableDistributedSampler, build_datasets, build_loader
+from saganet.training.data import (
+    ResumableDistributedSampler,
+    build_datasets,
+    build_loader,
+    build_split,
+)
 
 SHAPES = SampleShapes(latent_len=6, latent_dim=3, clip_len=4, clip_dim=5, text_len=7, text_dim=5,
                       sync_frames=16, frame_size=224)
@@ -81,6 +88,19 @@ def test_synthetic_latent_stats_match_the_samples():
 
 
 def test_synthetic_splits_do_not_share_samples():
-    train, val = build_datasets(DataSetup(kind="synthetic", synthetic_train_size=4,
-                                          synthetic_val_size=2), SHAPES, 1.0, seed=0)
-    assert not {train[i]["id"] for i in range(4)} & {val[i]["id"] for i in range(2)}
+    setup = DataSetup(kind="synthetic", synthetic_train_size=4, synthetic_val_size=2,
+                      synthetic_test_size=3, num_workers=0)
+    train, val = build_datasets(setup, SHAPES, 1.0, seed=0)
+    test = build_split(setup, "test", SHAPES, 1.0, seed=0)
+    ids = [{split[i]["id"] for i in range(len(split))} for split in (train, val, test)]
+    assert [len(i) for i in ids] == [4, 2, 3]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert [test.sample_id(i) for i in range(3)] == [test[i]["id"] for i in range(3)]
+
+
+def test_a_split_the_data_does_not_configure_is_a_user_error():
+    setup = DataSetup(kind="sms", num_workers=0)
+    with pytest.raises(UserInputError, match="no test split"):
+        build_split(setup, "test", SHAPES, 1.0, seed=0)
+    with pytest.raises(UserInputError, match="unknown split"):
+        build_split(setup, "holdout", SHAPES, 1.0, seed=0)

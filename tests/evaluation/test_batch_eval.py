@@ -16,13 +16,17 @@ import torch
 
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
-from saganet.evaluation.batch_eval import (
+from saganet.evaluation.batch_config import (
     BatchEvalConfig,
+    EvalDatasetConfig,
+    batch_eval_config,
+    resolve_variant,
+)
+from saganet.evaluation.batch_eval import (
     check_manifest,
     clip_seed,
     generation_batch,
     output_paths,
-    resolve_variant,
     run_batch_eval,
     shard,
 )
@@ -34,6 +38,7 @@ from saganet.evaluation.datasets import (
     read_urmp_clips,
 )
 from saganet.features import focal_crop
+from saganet.hydra_config import PathsConfig
 from saganet.media.video import read_frames
 from tests.evaluation.audio_files import tone, write_audio
 from tests.videos import write_video as encode_video
@@ -94,9 +99,15 @@ def urmp(tmp_path_factory) -> tuple[Path, Path]:
     return root, make_urmp(root)
 
 
-def config(root: Path, table: Path, run_dir: Path, weights: Path, **overrides) -> BatchEvalConfig:
-    values = dict(dataset="urmp", root=str(root), metadata=str(table), variant="debug",
-                  weights_dir=str(weights), run_dir=str(run_dir), duration_s=DURATION,
+def paths(weights: Path | None = None) -> PathsConfig:
+    return PathsConfig(data_dir="data", output_dir="output",
+                       weights_dir=None if weights is None else str(weights))
+
+
+def config(root: Path, table: Path, run_dir: Path, weights: Path, name: str = "urmp",
+           **overrides) -> BatchEvalConfig:
+    values = dict(dataset=EvalDatasetConfig(name=name, root=str(root), metadata=str(table)),
+                  paths=paths(weights), model="debug", run_dir=str(run_dir), duration=DURATION,
                   batch_size=2, num_workers=0, num_steps=2, amp=False, device="cpu")
     return BatchEvalConfig(**{**values, **overrides})
 
@@ -120,14 +131,21 @@ def test_urmp_reads_columns_by_name_in_any_order(tmp_path):
         tmp_path / "p/v.mp4", tmp_path / "p/m.mp4", tmp_path / "p/a.wav")
 
 
-def test_urmp_positional_fallback_and_missing_files_are_reported(tmp_path):
+def test_urmp_header_must_name_the_columns(tmp_path):
+    table = tmp_path / "meta.tsv"
+    table.write_text("a\tb\tc\td\te\tf\tg\np/v\tp/a\tp/m\tvn\tviolin\t0\t5000\n")
+    with pytest.raises(UserInputError, match=r"lacks column.*video_id, audio_id, mask_id, label"):
+        read_urmp_clips(tmp_path, table)
+
+
+def test_urmp_missing_files_are_reported(tmp_path):
     table = tmp_path / "meta.tsv"
     piece = tmp_path / "01_Song_vn_vc"
     piece.mkdir()
     for name in ("v.mp4", "m.mp4"):
         (piece / name).write_bytes(b"x")
     table.write_text(
-        "a\tb\tc\td\te\tf\tg\n"
+        "\t".join(URMP_HEADER) + "\n"
         "01_Song_vn_vc/v\t01_Song_vn_vc/AuSep_2_vc_01_Song_0_5000\t01_Song_vn_vc/m\tvc\tcello"
         "\t0\t5000\n"
         "01_Song_vn_vc/gone\t01_Song_vn_vc/AuSep_1_vn_01_Song_0_5000\t01_Song_vn_vc/m\tvn\t"
@@ -221,8 +239,8 @@ def test_variant_aliases_and_output_paths(tmp_path):
 
 
 def test_output_folder_name_and_settings_check(tmp_path):
-    cfg = BatchEvalConfig(dataset="urmp", root="r", metadata="m", run_dir=str(tmp_path),
-                          output_name="lora")
+    cfg = BatchEvalConfig(dataset=EvalDatasetConfig(name="urmp", root="r", metadata="m"),
+                          paths=paths(), run_dir=str(tmp_path), output_name="lora")
     assert cfg.output_dir == tmp_path / "urmp-lora"
     manifest = tmp_path / "manifest.json"
     settings = cfg.result_settings(torch.device("cpu"))
@@ -233,8 +251,10 @@ def test_output_folder_name_and_settings_check(tmp_path):
         check_manifest(manifest, {**settings, "cfg_strength": 7.0}, "debug")
     with pytest.raises(UserInputError, match="weights"):
         check_manifest(manifest, settings, {"checkpoint": {"md5": "0"}})
-    with pytest.raises(UserInputError, match="unknown"):
-        BatchEvalConfig.from_dict({"dataset": "urmp", "root": "r", "metadata": "m", "cfg": 1})
+    with pytest.raises(UserInputError, match="cfg"):
+        batch_eval_config({"dataset": {"name": "urmp", "root": "r", "metadata": "m"},
+                           "paths": {"data_dir": "d", "output_dir": "o", "weights_dir": None},
+                           "run_dir": "o/eval", "cfg": 1})
 
 
 @pytest.fixture
@@ -283,7 +303,7 @@ def test_sms_clips_without_audio_are_generated_and_their_ground_truth_reported(
         write_video(root / clip_id / f"{Path(clip_id).name}_mask.mp4", 1.4, seed=i, mask=True)
     table = root / "sms-test.tsv"
     table.write_text("id\tlabel\n" + "".join(f"{i}\t{i.split('/')[1]}\n" for i in ids))
-    report = run_batch_eval(config(root, table, tmp_path / "out", debug_weights, dataset="sms",
+    report = run_batch_eval(config(root, table, tmp_path / "out", debug_weights, name="sms",
                                    batch_size=2), _single_process())
     assert report.written == ["a_0_5000", "b_0_5000"] and batches == [2]
     assert [f["id"] for f in report.ground_truth_failed] == report.written
@@ -319,8 +339,9 @@ def test_torchrun_writes_each_clip_once_and_resumes(tmp_path, debug_weights):
         ["09_Gone_vn/Vid_x", "09_Gone_vn/AuSep_1_vn_09_Gone_0_5000", "09_Gone_vn/Masks_x",
          "vn", "violin", "0", "5000"]) + "\n")
     run_dir = tmp_path / "out"
+    # duration_s is the reference's name of `duration`: its command lines work unchanged.
     args = ["dataset=urmp", f"dataset.root={root}", f"dataset.metadata={table}", "model=debug",
-            f"weights_dir={debug_weights}", f"run_dir={run_dir}", f"duration_s={DURATION}",
+            f"paths.weights_dir={debug_weights}", f"run_dir={run_dir}", f"duration_s={DURATION}",
             "num_steps=2", "batch_size=1", "num_workers=0", "device=cpu", "amp=false",
             "output_name=test"]
     first = _torchrun(args, tmp_path)

@@ -17,11 +17,9 @@ from saganet.features import (
     focal_crop,
     focal_crop_boxes,
 )
+from tests.shared import DUET, TRUMPET, VIOLIN, need
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
-VIDEO = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
-MASK_TRUMPET = EXAMPLES / "Masks_01_tpt_09_Jesus_159092_164092.mp4"
-MASK_VIOLIN = EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"
+VIDEO, MASK_TRUMPET, MASK_VIOLIN = DUET, TRUMPET, VIOLIN
 NUM_FRAMES = 32  # ~1.3 s at 25 fps (the files are 25 fps): 3 windows
 
 
@@ -41,8 +39,7 @@ def _decode(path: Path, gray: bool) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def clip_inputs() -> dict[str, tuple[torch.Tensor, ...]]:
-    if not VIDEO.exists():
-        pytest.skip(f"shared example missing: {VIDEO}")
+    need(VIDEO, MASK_TRUMPET, MASK_VIOLIN)
     frames = _decode(VIDEO, gray=False).float() / 127.5 - 1  # [-1, 1]
     inputs = {}
     for name, path in (("trumpet", MASK_TRUMPET), ("violin", MASK_VIOLIN)):

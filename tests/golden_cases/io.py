@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 from saganet.media.video import FrameRequest, probe_video, read_frame_sets
-
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+from tests.shared import EXAMPLES, need
 
 MEAN_TOL = 0.5
 PIXEL_MAD_TOL = 1.0
@@ -99,10 +98,21 @@ def _check_mask(ours: torch.Tensor, expected: torch.Tensor) -> None:
         f"mask: non-zero bounding boxes of frames {bad[:10]} move by more than {BOX_TOL_PX} px")
 
 
+def _input_file(case: dict, name: str) -> Path:
+    """A file the case names: beside the case file first (other case folders bring their own
+    videos), then in the shared examples."""
+    candidates = [Path(case.get("folder", EXAMPLES)) / name, EXAMPLES / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    need(EXAMPLES / name)
+    return EXAMPLES / name
+
+
 def training_path(case: dict) -> None:
     config, outputs = case["config"], case["outputs"]
-    video = EXAMPLES / case["inputs"]["video"]
-    mask = EXAMPLES / case["inputs"]["mask"]
+    video = _input_file(case, case["inputs"]["video"])
+    mask = _input_file(case, case["inputs"]["mask"])
     duration = float(config["duration"])
     produced = {"clip_u8", "sync_u8", "mask_u8"}
     recorded = {k.split(".")[0] for k, v in outputs.items() if isinstance(v, torch.Tensor)}

@@ -10,12 +10,21 @@ import pytest
 import torch
 
 from saganet.errors import UserInputError
+from saganet.example import SyntheticScene
 from saganet.media import output as media_out
-from saganet.media.output import write_flac, write_video_with_audio
-from tests.media.test_video_io import DUET, box_frames, level_frames, write_video
+from saganet.media.output import AudioTrack, write_flac, write_video_with_audio
+from tests.media.test_video_io import box_frames, level_frames, write_video
 
 SR = 44100
 AUDIO = 0.5 * torch.sin(torch.arange(221184) / 20.0)[None]  # (1, L), 5.0155 s
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 s H.264 video (with B-frames: libx264's defaults) of moving shapes."""
+    scene = SyntheticScene(width=160, height=96, duration=6.0)
+    return write_video(tmp_path_factory.mktemp("src") / "shapes.mp4",
+                       (image for image, _ in scene.frames()), fps=scene.fps)
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int, str]:
@@ -72,7 +81,7 @@ def test_flac_clips_out_of_range_samples(tmp_path: Path) -> None:
     np.testing.assert_allclose(samples / 2**31, [1, -1, 0.25], atol=2 / 2**23)
 
 
-def test_no_overwrite_without_the_flag(tmp_path: Path) -> None:
+def test_no_overwrite_without_the_flag(tmp_path: Path, source: Path) -> None:
     path = tmp_path / "out.flac"
     path.write_bytes(b"precious")
     with pytest.raises(UserInputError, match="overwrite") as err:
@@ -81,41 +90,44 @@ def test_no_overwrite_without_the_flag(tmp_path: Path) -> None:
     mp4 = tmp_path / "out.mp4"
     mp4.write_bytes(b"precious")
     with pytest.raises(UserInputError, match="overwrite"):
-        write_video_with_audio(DUET, AUDIO, SR, mp4, 5.0)
+        write_video_with_audio(source, AUDIO, SR, mp4, 5.0)
     assert mp4.read_bytes() == b"precious"
     write_flac(path, AUDIO, SR, overwrite=True)
     assert read_audio(path)[0].shape == (AUDIO.shape[1],)
 
 
 def test_failure_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          ) -> None:
+                                          source: Path) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(media_out, "_mux_audio", broken)
+    monkeypatch.setattr(media_out, "_audio_frame", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        write_video_with_audio(DUET, AUDIO, SR, tmp_path / "out.mp4", 5.0)
+        write_video_with_audio(source, AUDIO, SR, tmp_path / "out.mp4", 5.0)
     monkeypatch.setattr(av.AudioFrame, "from_ndarray", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_flac(tmp_path / "out.flac", AUDIO, SR)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mp4_copies_the_video_stream(tmp_path: Path) -> None:
-    path = write_video_with_audio(DUET, AUDIO, SR, tmp_path / "duet.mp4", 5.0)
+def test_mp4_copies_the_video_stream(tmp_path: Path, source: Path) -> None:
+    path = write_video_with_audio(source, AUDIO, SR, tmp_path / "out.mp4", 5.0)
     out = stream_facts(path)
     video = out["video"]
-    assert (video["codec"], video["width"], video["height"]) == ("h264", 1920, 1080)
-    # No re-encoding: the coded packets are the source's, byte for byte.
-    assert video["packets"] == video_packets(DUET)
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        original = (stream.codec_context.name, stream.width, stream.height)
+    assert (video["codec"], video["width"], video["height"]) == original
+    # No re-encoding: the coded packets are the source's, byte for byte, up to the cut.
+    assert video["packets"] == video_packets(source)[: len(video["packets"])]
     assert video["seconds"] == pytest.approx(5.0, abs=0.05)
     assert out["audio"]["codec"] == "aac" and out["audio"]["rate"] == SR
     assert out["audio"]["seconds"] == pytest.approx(AUDIO.shape[1] / SR, abs=0.03)
     assert leftovers(tmp_path) == []
 
 
-def test_mp4_copy_cuts_at_the_duration(tmp_path: Path) -> None:
-    path = write_video_with_audio(DUET, AUDIO[:, : 2 * SR], SR, tmp_path / "cut.mp4", 2.0)
+def test_mp4_copy_cuts_at_the_duration(tmp_path: Path, source: Path) -> None:
+    path = write_video_with_audio(source, AUDIO[:, : 2 * SR], SR, tmp_path / "cut.mp4", 2.0)
     facts = stream_facts(path)
     # Cut on packets: every kept frame decodes, and the video lasts about 2 s.
     assert facts["video"]["seconds"] == pytest.approx(2.0, abs=0.15)
@@ -174,3 +186,48 @@ def test_bad_source_video_is_a_user_error(tmp_path: Path) -> None:
         write_video_with_audio(text, AUDIO, SR, tmp_path / "out.mp4", 5.0)
     assert err.value.path == str(text)
     assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_tracks_are_titled_and_the_first_is_the_default(tmp_path: Path, source: Path) -> None:
+    titles = ["mix", "circle", "square"]
+    tracks = [AudioTrack(AUDIO[0, : 2 * SR] * (k + 1) / len(titles), title)
+              for k, title in enumerate(titles)]
+    path = write_video_with_audio(source, tracks, SR, tmp_path / "tracks.mp4", 2.0)
+    with av.open(str(path)) as container:
+        audio = list(container.streams.audio)
+        assert [s.metadata.get("handler_name") for s in audio] == titles
+        assert [bool(s.disposition & av.stream.Disposition.default) for s in audio] == [
+            True] + [False] * (len(titles) - 1)
+    levels = []
+    for index in range(len(titles)):
+        with av.open(str(path)) as container:
+            frames = container.decode(container.streams.audio[index])
+            levels.append(np.abs(np.concatenate([f.to_ndarray()[0] for f in frames])).max())
+    # Each track holds its own samples (they differ in level here).
+    assert levels == sorted(levels) and levels[0] < levels[-1] * 0.8
+
+
+def test_start_cuts_the_video_and_keeps_the_length(tmp_path: Path, source: Path) -> None:
+    duration = 2.0
+    path = write_video_with_audio(source, AUDIO[:, : round(duration * SR)], SR,
+                                  tmp_path / "later.mp4", duration, start=2.5)
+    facts = stream_facts(path)
+    assert facts["video"]["seconds"] == pytest.approx(duration, abs=0.05)
+    assert facts["video"]["frames"][0].time == pytest.approx(0.0, abs=1e-3)
+    # The first written frame is the source's frame at 2.5 s.
+    with av.open(str(source)) as container:
+        expected = next(f for f in container.decode(video=0) if f.time >= 2.5 - 1e-3)
+        expected = expected.to_ndarray(format="rgb24").astype(int)
+    first = facts["video"]["frames"][0].to_ndarray(format="rgb24").astype(int)
+    assert np.abs(first - expected).mean() < 4
+
+
+def test_flac_from_a_memory_mapped_file(tmp_path: Path) -> None:
+    samples = np.lib.format.open_memmap(tmp_path / "audio.npy", mode="w+", dtype=np.float32,
+                                        shape=(3 * SR + 17,))
+    samples[:] = np.sin(np.arange(len(samples)) / 7.0) * 0.4
+    path = write_flac(tmp_path / "out.flac", samples, SR)
+    decoded, rate, _ = read_audio(path)
+    assert rate == SR and decoded.shape == samples.shape
+    # s32 samples carrying 24 bits: one 24-bit step is 2 ** -23 of full scale.
+    assert np.abs(decoded / 2.0**31 - samples).max() <= 2.0**-23

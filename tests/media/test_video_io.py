@@ -28,11 +28,8 @@ from saganet.media.video import (
     read_frame_sets,
     read_frames,
 )
+from tests.shared import DUET, VIOLIN, need
 from tests.videos import write_video as encode_video
-
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
-DUET = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
-VIOLIN = EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"
 
 LEVEL0, STEP = 8, 4
 
@@ -348,6 +345,7 @@ def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_duet_example() -> None:
+    need(DUET, VIOLIN)
     inputs = load_video_inputs(DUET, VIOLIN)
     assert inputs.duration == 5.0
     assert inputs.video_info.width == 1920 and inputs.video_info.height == 1080

@@ -57,6 +57,13 @@ LISTING = ["sms/metadata.csv", "urmp/metadata.tsv", "sms/masks/soloA_500_2500.js
            "ckpts/saganet.pth", ""]
 
 
+@pytest.fixture(autouse=True)
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests download from a loopback bucket: not offline unless a test says so."""
+    for var in ("SAGANET_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def write_table(path: Path, header: list[str], rows: list[list[str]], delimiter: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
@@ -190,7 +197,7 @@ def test_download_cut_copy_missing_and_resume(
     assert table_row(stdout, "urmp", "test") == [2, 2, 0, 0, 2, 0, 0]
 
     # --overwrite remakes finished clips.
-    assert main([*roots(raw), "--output_dir", str(out), "--skip_download", "--overwrite"]) == 0
+    assert main([*roots(raw), "--output_dir", str(out), "--offline", "--overwrite"]) == 0
     stdout = capsys.readouterr().out
     assert table_row(stdout, "solos", "train") == [2, 2, 1, 0, 0, 0, 1]
     assert table_row(stdout, "urmp", "test") == [2, 2, 1, 1, 0, 0, 0]
@@ -210,7 +217,7 @@ def test_move_mode_and_rerun_after_move(
     assert (raw / "solos/videos/violin/soloA.mp4").exists()  # raw videos are never moved
 
     # The sources are gone now, but the clips count as finished, not missing.
-    assert main([*args, "--skip_download"]) == 0
+    assert main([*args, "--offline"]) == 0
     stdout = capsys.readouterr().out
     assert table_row(stdout, "music21", "val") == [1, 1, 0, 0, 1, 0, 0]
     assert table_row(stdout, "urmp", "test") == [2, 2, 0, 0, 2, 0, 0]
@@ -272,7 +279,7 @@ def test_metadata_missing_a_column_exits_2(
     header = [h for h in SMS_HEADER if h != "end_msec"]
     write_table(out / "sms" / "metadata.csv", header, [], ",")
     write_table(out / "urmp" / "metadata.tsv", ["video_id", "s_ts", "e_ts"], [], "\t")
-    assert main(["--output_dir", str(out), "--skip_download"]) == 2
+    assert main(["--output_dir", str(out), "--offline"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "end_msec" in err and "metadata.csv" in err
@@ -286,8 +293,8 @@ def test_user_errors_exit_2(
 ) -> None:
     out = tmp_path / "data"
     args = {
-        "bad_root": ["--solos_root", str(tmp_path / "nope"), "--skip_download"],
-        "no_metadata": ["--skip_download"],
+        "bad_root": ["--solos_root", str(tmp_path / "nope"), "--offline"],
+        "no_metadata": ["--offline"],
         # Nothing listens on port 9 of the loopback: the download fails at once.
         "bad_url": ["--base_url", "http://127.0.0.1:9/pub"],
         "bad_workers": ["--workers", "0"],
@@ -307,9 +314,37 @@ def test_script_runs_as_a_file_and_explains_every_option() -> None:
     )
     assert result.returncode == 0, result.stderr
     for option in ("--music21_root", "--avs_root", "--solos_root", "--urmp_root",
-                   "--output_dir", "--move_files", "--base_url", "--skip_download",
+                   "--output_dir", "--move_files", "--base_url", "--offline",
                    "--workers", "--overwrite"):
         assert option in result.stdout
+    # The reference script's names, shown next to ours.
+    for ours, theirs in (("--solos_root", "--solos"), ("--music21_root", "--music21"),
+                         ("--avs_root", "--avssbench"), ("--urmp_root", "--urmp")):
+        assert f"{ours} {ours[2:].upper()}, {theirs} {ours[2:].upper()}" in result.stdout
+
+
+def test_reference_command_line_is_accepted(tmp_path: Path) -> None:
+    # The reference README: load_sms.py --solos ... --music21 ... --avssbench ... --urmp ...
+    reference = ["--solos", "s", "--music21", "m", "--avssbench", "a", "--urmp", "u"]
+    ours = ["--solos_root", "s", "--music21_root", "m", "--avs_root", "a", "--urmp_root", "u"]
+    parser = build_parser()
+    assert vars(parser.parse_args(reference)) == vars(parser.parse_args(ours))
+    assert parser.parse_args(reference).avs_root == Path("a")
+
+
+def test_offline_lists_every_missing_published_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "data"
+    write_table(out / "sms" / "metadata.csv", SMS_HEADER, SMS_ROWS, ",")
+    (out / "files.txt").write_text("\n".join(LISTING))
+    assert main(["--output_dir", str(out), "--offline", "--base_url", "http://x/pub"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("load_sms: error: offline mode is on and 2 published file(s)")
+    for name in ("urmp/metadata.tsv", "sms/masks/soloA_500_2500.json"):
+        assert f"download http://x/pub/{name} to {out / name}" in err
+    assert "sms/metadata.csv" not in err and "saganet.pth" not in err
 
 
 def test_metadata_read_by_column_name(tmp_path: Path) -> None:

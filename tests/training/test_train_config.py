@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
-from omegaconf.errors import ConfigKeyError
 
-from saganet.training.config import TrainConfig, from_hydra
+from saganet.errors import UserInputError
+from saganet.training.config import TrainConfig, from_hydra, register_train_schema
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 def load(*overrides: str) -> TrainConfig:
+    register_train_schema()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
@@ -39,6 +41,15 @@ def test_default_is_the_released_recipe():
     assert cfg.schedule.warmup_steps == 2500 and tuple(cfg.schedule.milestones) == (62500, 67500)
     assert (cfg.loss.null_video_prob, cfg.loss.null_text_prob) == (0.1, 0.5)
     assert not cfg.ema.enabled and tuple(cfg.ema.sigma_rels) == (0.05, 0.1)
+    # Evaluated as the reference does: the SMS validation split every 15k steps against its
+    # validation cache, the URMP test set after training, cfg 4.5 with 25 Euler steps.
+    assert cfg.log.eval_interval == 15_000 and cfg.eval.enabled
+    assert list(cfg.eval.during) == ["val"] and list(cfg.eval.after) == ["urmp"]
+    assert (cfg.eval.cfg_strength, cfg.eval.num_steps) == (4.5, 25)
+    assert cfg.data.val.gt_cache == "./data/sms/val_cache"
+    urmp = cfg.eval.datasets["urmp"]  # the batch evaluation's dataset group, composed in
+    assert (urmp.name, urmp.root, urmp.metadata, urmp.gt_cache) == (
+        "urmp", "./data/urmp/data", "./data/urmp/metadata.tsv", "./data/urmp/eval_cache")
     assert load("experiment=saganet_small") == cfg
 
 
@@ -72,5 +83,16 @@ def test_groups_and_overrides_compose():
 
 
 def test_unknown_keys_are_rejected():
-    with pytest.raises(ConfigKeyError):
+    with pytest.raises(ConfigCompositionException, match="learning_rate"):
+        load("optim.learning_rate=1")
+    # "+" makes Hydra add the key; the conversion to the schema still refuses it.
+    with pytest.raises(UserInputError, match="learning_rate"):
         load("+optim.learning_rate=1")
+
+
+def test_every_schema_default_can_be_overridden_without_a_plus():
+    # The schema is part of the composition, so keys no YAML file names are overridable.
+    cfg = load("experiment=debug", "seed=3", "eval.features=melstats", "eval.after=[]",
+               "data.pin_memory=true")
+    assert (cfg.seed, cfg.eval.features, list(cfg.eval.after)) == (3, "melstats", [])
+    assert cfg.data.pin_memory

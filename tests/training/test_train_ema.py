@@ -18,7 +18,7 @@ from saganet.training.ema import (
 from saganet.training.models import build_from_weights_file, build_models, load_base_weights
 from saganet.training.trainable import configure_trainable
 
-DEBUG = ModelSetup(network="debug", synchformer="debug", network_init="debug",
+DEBUG = ModelSetup(network="debug", use_lora=True, synchformer="debug", network_init="debug",
                    synchformer_init="debug", codec="debug")
 
 

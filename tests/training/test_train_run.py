@@ -4,6 +4,7 @@ loads."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,14 +17,14 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from saganet.debug_weights import write_debug_weights
+from saganet.example import synthetic_example
 from saganet.pipeline import load_models
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO.parent / "shared" / "examples"
 STEPS, STOP = 24, 12
 GATE = "vfeat_extractor.cross_attn_layers.0.attn_factor"
 RUN_ARGS = ["experiment=debug", f"num_iterations={STEPS}", "log.interval=1",
-            "log.record_sample_ids=true", "log.val_interval=12", "log.gen_interval=12",
+            "log.record_sample_ids=true", "log.val_interval=12", "eval.enabled=false",
             "checkpoint.state_interval=8"]
 
 
@@ -98,7 +99,7 @@ def test_two_ranks_learn_on_disjoint_shards_and_resume_exactly(tmp_path):
     epoch = [i for rank in (0, 1) for step in range(STEPS) for i in ids[rank][step]]
     assert len(epoch) == len(set(epoch)) == 2 * STEPS  # no sample twice within the epoch
     assert sample_ids(split)[1] == {s: ids[1][s] for s in ids[1]}
-    assert (full / "val" / f"{12:09d}").is_dir()
+    assert not (full / "eval").exists()
     assert (full / "debug_last.pth").is_file()
 
 
@@ -106,7 +107,8 @@ def test_two_ranks_learn_on_disjoint_shards_and_resume_exactly(tmp_path):
 def test_single_process_weights_load_in_the_demo(tmp_path):
     run_dir = tmp_path / "run"
     train(run_dir, "experiment=debug", "num_iterations=3", "log.val_interval=0",
-          "log.gen_interval=0", "ema.enabled=true", "ema.snapshot_every=1", nproc=1)
+          "log.eval_interval=2", "eval.num_clips=2", "eval.num_steps=2", "eval.after=[]",
+          "ema.enabled=true", "ema.snapshot_every=1", nproc=1)
     weights_file = run_dir / "debug_last.pth"
     debug_dir = tmp_path / "debug_weights"
     write_debug_weights(debug_dir)
@@ -120,12 +122,11 @@ def test_single_process_weights_load_in_the_demo(tmp_path):
         assert torch.equal(models.synchformer.state_dict()[key], value), key
 
     out = tmp_path / "demo"
+    clip = synthetic_example(tmp_path / "clip")
     run([sys.executable, str(REPO / "demo.py"), "--variant", "debug", "--weights_dir",
-         str(debug_dir), "--checkpoint", str(weights_file),
-         "--video", str(EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"),
-         "--mask_video", str(EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"),
-         "--duration", "1.0", "--num_steps", "2", "--skip_video_composite", "--output",
-         str(out), "--device", "cpu"])
+         str(debug_dir), "--checkpoint", str(weights_file), "--video", str(clip.video),
+         "--mask_video", str(next(iter(clip.masks.values()))), "--duration", "1.0",
+         "--num_steps", "2", "--skip_video_composite", "--output", str(out), "--device", "cpu"])
     assert list(out.glob("*.flac"))
 
     # With EMA on, the run ends with a synthesised EMA weights file of the same layout.
@@ -133,3 +134,8 @@ def test_single_process_weights_load_in_the_demo(tmp_path):
     assert len(list((run_dir / "ema_snapshots").glob("*.pt"))) == 6
     ema_models = load_models("debug", weights_dir=debug_dir, checkpoint=ema)
     assert not torch.equal(ema_models.synchformer.state_dict()[GATE], saved["synchformer"][GATE])
+    # Evaluations use the EMA: the tracked profile during training, the synthesis at the end.
+    weights = {step: json.loads((run_dir / "eval" / f"{step:09d}" / "metrics.json").read_text()
+                                )["splits"]["val"]["weights"] for step in (2, 3)}
+    assert weights[2] == "EMA tracked at sigma_rel 0.05"
+    assert weights[3] == "EMA synthesised at sigma_rel 0.05 (debug_ema_final.pth)"

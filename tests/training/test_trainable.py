@@ -22,7 +22,7 @@ from saganet.training.trainable import (
 )
 
 SEQUENCE = CONFIG_44K_SA.with_duration(0.64)  # one Synchformer window: cheap
-DEBUG = ModelSetup(network="debug", synchformer="debug", network_init="debug",
+DEBUG = ModelSetup(network="debug", use_lora=True, synchformer="debug", network_init="debug",
                    synchformer_init="debug", codec="debug")
 CONTEXT = ("vfeat_extractor.patch_embed_3d_mask.", "vfeat_extractor.cross_attn_layers.")
 

@@ -1,0 +1,96 @@
+"""Writing files safely: complete or absent, readable as the umask allows, and no lock files
+left behind.
+
+Every output of saganet (audio, video, masks, checkpoints, weights) is written under a hidden
+temporary name in its destination folder and renamed into place when complete, so a crash or a
+Ctrl-C never leaves a half-written file under the final name. Temporary files are opened with
+mode ``0o666`` filtered by the umask, like any file the user creates (``tempfile.mkstemp``
+would make them private, 0600). Cross-process locks remove their lock file when released.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from saganet.errors import UserInputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's lock (its file stays behind).
+    fcntl = None
+
+
+def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
+    """A unique hidden name in the folder of ``path`` (same file system: renames are atomic)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = False,
+                  suffix: str = ".part") -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary file exists (empty, umask permissions) when the block starts, so writers
+    may open it for writing or replace it. On any exception it is removed and ``path`` is left
+    untouched.
+
+    Args:
+        path: the final file; its folder is created if needed.
+        overwrite: replace an existing ``path`` (otherwise that is a user error).
+        suffix: suffix of the temporary name (some writers choose the format by it).
+
+    Raises:
+        UserInputError: ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserInputError("output is a folder", path)
+    if path.exists() and not overwrite:
+        raise UserInputError("output exists; pass --overwrite to replace it", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path, suffix)
+    with open(tmp, "x"):
+        pass
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock shared with other processes; the lock file is removed after.
+
+    A waiter may have opened the file that the previous holder removes on release: it then
+    holds a lock on a file nobody else sees, so after locking it checks that the path still
+    names the file it locked, and starts over if not.
+
+    Args:
+        lock_path: the lock file (created in an existing folder).
+    """
+    lock_path = Path(lock_path)
+    if fcntl is None:
+        import filelock
+
+        with filelock.FileLock(str(lock_path)):
+            yield
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)

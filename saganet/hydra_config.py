@@ -1,0 +1,254 @@
+"""Hydra plumbing shared by ``train.py`` and ``batch_eval.py``: typed schemas, the ``paths``
+group, and one-line errors for configuration mistakes.
+
+**Where defaults live.** Every default is written once, in the schema dataclasses
+(:class:`saganet.training.config.TrainConfig`, :class:`saganet.evaluation.batch_config.
+BatchEvalConfig`, :class:`PathsConfig`). They are registered in Hydra's ConfigStore and are
+the first entry of the entry point's defaults list, so the YAML files under ``config/`` hold
+only what the schema cannot know: the alternatives of a group (``model/small.yaml``,
+``data/sms.yaml``...), the deltas of an experiment, interpolations that wire groups together
+(``${paths.data_dir}``) and Hydra's own settings. Fields whose value a group chooses have no
+default in the dataclass, so a value is never written both in Python and in YAML. Dataclasses
+rather than YAML are the source because they carry the types and the documentation of each
+value, work from Python without Hydra, and every ``key=value`` override is then type-checked
+by Hydra before anything runs. ``tests/test_hydra_config.py`` checks that no YAML file repeats
+a schema default.
+
+**Errors.** Hydra reports a bad override or an unknown experiment in its own multi-line format
+with exit status 1. :func:`preflight` composes the configuration before Hydra starts (and
+before it creates the run directory), so such mistakes print the one-line ``prog: error:
+...`` of every other entry point and exit with status 2. :func:`user_errors` does the same for
+:class:`~saganet.errors.UserInputError` raised inside the run, and removes the run directory
+when this invocation created it and wrote nothing into it but Hydra's own files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from saganet.errors import UserInputError, report_user_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+HYDRA_OUTPUT_SUBDIR = ".hydra"
+
+
+@dataclass(kw_only=True)
+class PathsConfig:
+    """Where things live on this machine: the ``paths`` group of ``train.py`` and
+    ``batch_eval.py`` (registered by :func:`register_schema` as its ``default`` option, so both
+    config folders see it). Override on the command line, e.g. ``paths.data_dir=/scratch``.
+
+    Args:
+        data_dir: root of the prepared datasets (``<data_dir>/sms/...``, ``<data_dir>/urmp/...``).
+        output_dir: parent of the run directories.
+        weights_dir: weights cache; None = ``$SAGANET_CACHE``, else the user cache folder
+            (``$XDG_CACHE_HOME/saganet`` or ``~/.cache/saganet``).
+    """
+
+    data_dir: str = "./data"
+    output_dir: str = "./output"
+    weights_dir: str | None = None
+
+
+PATHS_GROUP = "paths"
+
+
+def register_schema(name: str, node: type) -> None:
+    """Put a schema dataclass into Hydra's ConfigStore under ``name``, and the ``paths``
+    group's ``default`` option beside it (idempotent).
+
+    Args:
+        name: the name a defaults list refers to.
+        node: the dataclass.
+    """
+    store = ConfigStore.instance()
+    store.store(name=name, node=node)
+    store.store(group=PATHS_GROUP, name="default", node=PathsConfig)
+
+
+def to_typed(cfg: DictConfig, cls: type[T], **values: Any) -> T:
+    """The composed config as an instance of its schema dataclass.
+
+    Args:
+        cfg: a config composed with the schema of ``cls`` (``hydra`` node excluded).
+        cls: the schema dataclass.
+        values: fields set here (e.g. the run directory Hydra chose), merged before converting.
+
+    Raises:
+        UserInputError: a required value is missing, a key is unknown, or a value has the
+            wrong type.
+    """
+    # Merged as plain data into a fresh schema: a key that Hydra let in with "+key=..." is
+    # then an error instead of being dropped silently by the conversion.
+    data = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), data, values)
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise UserInputError(f"invalid configuration: {_one_line(err)}") from err
+    assert isinstance(config, cls)
+    return config
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra and OmegaConf messages span several lines (hints, option lists) and keep the
+    reason in the exception's cause: one line with both, without the config search path."""
+    parts: list[str] = []
+    current: BaseException | None = err
+    while current is not None:
+        text = str(current).split("Config search path")[0]
+        if "full_key:" in text:  # OmegaConf appends the node's internals
+            text = text.split("full_key:")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            parts.append("; ".join(lines).replace(":;", ":").replace(".;", ".").rstrip(";"))
+        current = current.__cause__
+    return ": ".join(parts)
+
+
+@dataclass
+class RunDirRecord:
+    """The run directory of this invocation and what existed before Hydra created it.
+
+    Args:
+        path: the run directory.
+        existing_parent: the nearest folder at or above ``path`` that existed beforehand.
+    """
+
+    path: Path
+    existing_parent: Path
+
+    @property
+    def created(self) -> bool:
+        return self.existing_parent != self.path
+
+    def clean_up(self, log_names: Sequence[str]) -> bool:
+        """Remove the run directory if this invocation created it and left only Hydra's files.
+
+        Hydra's files are the ``.hydra`` folder and the log files ``log_names``; any other file
+        (a training state, an event file, generated audio) keeps everything in place. Empty
+        parent folders created for it are removed too. Returns whether anything was removed.
+
+        Args:
+            log_names: glob patterns of the log files Hydra writes in the run directory.
+        """
+        if not self.created or not self.path.is_dir():
+            return False
+        hydra_files = {p for pattern in log_names for p in self.path.glob(pattern)}
+        hydra_dir = self.path / HYDRA_OUTPUT_SUBDIR
+        for path in self.path.rglob("*"):
+            inside_hydra = hydra_dir in path.parents or path == hydra_dir
+            if path.is_file() and not inside_hydra and path not in hydra_files:
+                return False
+        for handler in logging.getLogger().handlers:
+            # Close Hydra's file handlers before their files go away.
+            if isinstance(handler, logging.FileHandler) and Path(
+                    handler.baseFilename).parent == self.path:
+                handler.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        folder = self.path.parent
+        while folder != self.existing_parent and folder.is_dir():
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+            folder = folder.parent
+        return True
+
+
+def rename_overrides(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
+    """Command-line overrides with other programs' key names replaced by ours.
+
+    Lets a command written for the reference implementation run unchanged (e.g. its
+    ``duration_s=5`` for our ``duration``), while the config itself has one name per value.
+
+    Args:
+        argv: the command line without the program.
+        renames: reference key -> our key (top-level keys).
+    """
+    renamed = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in renames:
+            log.info("%s is this program's %s", key, renames[key])
+            arg = f"{renames[key]}={value}"
+        renamed.append(arg)
+    return renamed
+
+
+_RUN_DIR: RunDirRecord | None = None
+
+
+def _existing_parent(path: Path) -> Path:
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def preflight(prog: str, config_dir: str | Path, config_name: str,
+              register: Callable[[], None], argv: Sequence[str] | None = None) -> None:
+    """Compose the configuration as Hydra will, before Hydra starts; exit 2 on a mistake.
+
+    Also records the run directory and what existed before it, for :func:`user_errors`.
+    Skipped when the command line holds Hydra flags (``--help``, ``--cfg``, ``-m``...).
+
+    Args:
+        prog: the program name in error messages.
+        config_dir: absolute path of the config folder.
+        config_name: the primary config.
+        register: puts the schema into the ConfigStore.
+        argv: the command line without the program (default ``sys.argv[1:]``).
+    """
+    global _RUN_DIR
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+
+    register()
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.startswith("-") for arg in overrides):
+        # Hydra flags print help or configs, or sweep over several configurations: Hydra
+        # handles those command lines itself.
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides,
+                          return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            run_dir = Path(str(cfg.hydra.run.dir))
+    except (HydraException, OmegaConfBaseException) as err:
+        sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
+    _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir))
+
+
+@contextmanager
+def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
+    """Turn a :class:`UserInputError` into ``prog: error: ...`` and exit status 2.
+
+    The run directory is removed when this invocation created it and nothing but Hydra's
+    files are in it (see :meth:`RunDirRecord.clean_up`).
+
+    Args:
+        prog: the program name in the message.
+        log_names: glob patterns of Hydra's log files in the run directory.
+    """
+    try:
+        yield
+    except UserInputError as err:
+        if _RUN_DIR is not None:
+            _RUN_DIR.clean_up(log_names)
+        sys.exit(report_user_error(prog, err))

@@ -1,0 +1,458 @@
+"""From a video and its objects to sound files: the one path of ``demo.py``, the batch command
+and the web app.
+
+:func:`write_soundtrack` covers the requested seconds of the video with windows of the model's
+training duration (:mod:`saganet.soundtrack.plan`), reads each window's frames and masks while
+the video streams past (:mod:`saganet.media.windows`), runs every object of a window as one
+batch through the stages of :func:`saganet.inference.generate`, joins the windows
+(:mod:`saganet.soundtrack.join`) and writes one stem per object, their mix and an MP4.
+
+Memory does not grow with the video's length: frames are held for one window at a time, the
+audio is accumulated in memory-mapped files in a hidden work folder beside the outputs (removed
+at the end), and the files are encoded from there in chunks. Joint sampling keeps every
+window's conditions (a few hundred kB each) until sampling is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saganet.errors import UserInputError
+from saganet.inference import (
+    GenerationBatch,
+    SamplingOptions,
+    concat_conditions,
+    decode,
+    encode_conditions,
+    sample,
+    select_conditions,
+)
+from saganet.media.masks import MaskSource, MaskVideo
+from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
+from saganet.media.output import write_video_with_audio as write_mp4
+from saganet.media.video import SYNC_FPS, VideoInfo, check_mask_aspect, probe_video
+from saganet.media.windows import read_windows
+from saganet.model import Conditions
+from saganet.models import SAGANetModels
+from saganet.soundtrack.join import VelocityFusion, join_weights
+from saganet.soundtrack.mix import MixLevel, level_mix
+from saganet.soundtrack.plan import Window, WindowPlan, plan_windows
+from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: ``features``, ``sampling``, ``decoding``,
+``writing``."""
+
+# Clips per network pass when every window of a long video is sampled at once.
+NETWORK_CHUNK = 16
+# Tolerance when comparing a mask's length with the segment (one 25 fps frame).
+_LENGTH_TOLERANCE_S = 1 / SYNC_FPS
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The seconds of the video that are generated.
+
+    Args:
+        start: seconds from the video's first frame.
+        duration: seconds generated.
+        video_info: the video's metadata.
+    """
+
+    start: float
+    duration: float
+    video_info: VideoInfo
+
+
+@dataclass
+class SoundtrackResult:
+    """What :func:`write_soundtrack` did.
+
+    Args:
+        outputs: the files written.
+        segment: the seconds generated.
+        plan: the windows.
+        silenced: object name -> ``(start, end)`` seconds (of the video) where its masks were
+            empty and its stem is silent.
+        mix_level: how the mix was levelled (None for one object).
+    """
+
+    outputs: SoundtrackOutputs
+    segment: Segment
+    plan: WindowPlan
+    silenced: dict[str, list[tuple[float, float]]]
+    mix_level: MixLevel | None
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Log how long a stage took (one line per stage, as the demo reports)."""
+    start = time.perf_counter()
+    yield
+    log.info("%-10s %6.2f s", stage, time.perf_counter() - start)
+
+
+def resolve_segment(request: SoundtrackRequest) -> Segment:
+    """Check the request's inputs (video, masks, time range) without decoding them.
+
+    Raises:
+        UserInputError: unreadable video or mask video, a mask of another aspect ratio or
+            shorter than the segment, or a time range outside the video.
+    """
+    info = probe_video(request.video)
+    length = info.duration
+    if length is not None and request.start >= length:
+        raise UserInputError(f"start {request.start:g} s is past the end of the video "
+                             f"({length:.2f} s)", request.video)
+    available = None if length is None else length - request.start
+    duration = request.duration if request.duration is not None else available
+    if duration is None:
+        raise UserInputError("the video does not say how long it is; give a duration",
+                             request.video)
+    if available is not None and duration > available + 1e-6:
+        log.warning("%s holds only %.3f s from %.3f s: using that instead of %.3f s",
+                    request.video, available, request.start, duration)
+        duration = available
+    end = request.start + duration
+    for obj in request.objects:
+        if isinstance(obj.masks, MaskVideo):
+            check_mask_aspect(info, obj.masks.info)
+        covered = obj.masks.duration
+        if covered is not None and covered < end - _LENGTH_TOLERANCE_S:
+            raise UserInputError(f"the masks of {obj.name!r} last {covered:.2f} s but the video "
+                                 f"is used up to {end:.2f} s; give masks as long as the video",
+                                 obj.masks.name)
+    return Segment(request.start, duration, info)
+
+
+def check_outputs(outputs: SoundtrackOutputs, overwrite: bool) -> None:
+    """Fail before any work if an output exists (and may not be replaced) or is a folder."""
+    for path in outputs.all():
+        if path.is_dir():
+            raise UserInputError("output is a folder", path)
+        if path.exists() and not overwrite:
+            raise UserInputError("output exists; pass --overwrite to replace it", path)
+
+
+@dataclass
+class _Item:
+    """One object in one window: its conditions wait here until sampling."""
+
+    obj: int
+    window: int
+    conditions: Conditions
+    empty: Conditions
+
+
+class _Stems:
+    """Each object's audio of the segment, accumulated in memory-mapped float32 files."""
+
+    def __init__(self, folder: Path, names: list[str], plan: WindowPlan,
+                 equal_power: bool) -> None:
+        self.plan = plan
+        self.length = plan.num_samples
+        self.audio = {name: np.lib.format.open_memmap(folder / f"{index}.npy", mode="w+",
+                                                      dtype=np.float32, shape=(self.length,))
+                      for index, name in enumerate(names)}
+        self.weights = [w.float().numpy() for w in join_weights(plan, equal_power=equal_power)]
+
+    def add(self, name: str, window: Window, audio: torch.Tensor) -> None:
+        """Add a window's decoded ``(L,)`` audio with its join weight."""
+        span = self.plan.sample_span(window)
+        stop = min(span.stop, self.length)
+        count = stop - span.start
+        if count <= 0:
+            return
+        weighted = audio[:count].numpy() * self.weights[window.index][:count]
+        self.audio[name][span.start : stop] += weighted
+
+
+class _Generator:
+    """Runs the windows of one request through encode, sample and decode."""
+
+    def __init__(self, models: SAGANetModels, request: SoundtrackRequest, segment: Segment,
+                 plan: WindowPlan, options: SamplingOptions, seed: int,
+                 progress: ProgressFn) -> None:
+        self.models, self.request, self.plan = models, request, plan
+        self.segment, self.options, self.progress = segment, options, progress
+        self.objects = list(request.objects)
+        self.hidden: list[set[int]] = [set() for _ in self.objects]
+        self.noise = self._noise(seed)
+        self.text = [self._text(o) for o in self.objects]
+        # Network evaluations, for progress: every window's steps, or one joint run.
+        runs = 1 if request.join == "joint" else len(plan.windows)
+        self.steps_total = runs * options.num_steps
+        self.steps_done = 0
+
+    def _noise(self, seed: int) -> list[torch.Tensor]:
+        """Per object, ``(1, N_segment, C)`` noise of the whole segment; windows are cut from
+        it, so windows share their overlap's noise. Object ``k`` draws from ``seed + k``: one
+        object alone gets exactly what a single clip with ``seed`` would."""
+        net = self.models.network
+        noise = []
+        for k in range(len(self.objects)):
+            generator = torch.Generator(device=self.models.device).manual_seed(seed + k)
+            noise.append(torch.randn((1, self.plan.num_latents, net.config.latent_dim),
+                                     generator=generator, device=self.models.device,
+                                     dtype=self.models.dtype))
+        return noise
+
+    @torch.inference_mode()
+    def _text(self, obj: SoundObject) -> tuple[torch.Tensor, torch.Tensor]:
+        """The object's prompt and negative prompt features, ``(1, 77, text_dim)`` each; no
+        prompt is the network's stored empty prompt (no text condition)."""
+        clip = self.models.clip_encoder
+        if clip is None:
+            raise ValueError("these models were loaded without CLIP")
+        positive = (self.models.network.get_empty_string_sequence(1) if obj.prompt is None
+                    else clip.encode_text([obj.prompt]))
+        return positive, clip.encode_text([self.request.negative_prompt(obj)])
+
+    def window_start(self, window: Window) -> float:
+        return self.segment.start + window.offset
+
+    def _masks(self, obj: SoundObject, window: Window) -> torch.Tensor:
+        """The object's ``(Ts, 1, 224, 224)`` uint8 masks in the window (held at the end)."""
+        start = self.window_start(window)
+        count = int(SYNC_FPS * self.plan.window_duration)
+        masks = obj.masks.read(start, start + self.plan.window_duration)
+        if len(masks) == 0:
+            raise UserInputError(f"the masks of {obj.name!r} have no frame at {start:.2f} s",
+                                 obj.masks.name)
+        if len(masks) < count:
+            masks = torch.cat([masks, masks[-1:].expand(count - len(masks), -1, -1, -1)])
+        return masks[:count]
+
+    def encode(self, frames, window: Window) -> list[_Item]:
+        """Conditions of every object visible in the window."""
+        present, masks = [], []
+        for k, obj in enumerate(self.objects):
+            window_masks = self._masks(obj, window)
+            if self.request.silence_hidden and not window_masks.any():
+                self.hidden[k].add(window.index)
+                continue
+            present.append(k)
+            masks.append(window_masks)
+        if not present:
+            return []
+        count = len(present)
+        batch = GenerationBatch(
+            sync_frames=frames.sync_frames[None].expand(count, -1, -1, -1, -1),
+            masks=torch.stack(masks).float().div_(255),
+            clip_frames=(None if self.request.mask_away_clip
+                         else frames.clip_frames[None].expand(count, -1, -1, -1, -1)),
+            text_features=torch.cat([self.text[k][0] for k in present]),
+            negative_text_features=torch.cat([self.text[k][1] for k in present]))
+        conditions, empty = encode_conditions(self.models, batch, self.options)
+        return [_Item(k, window.index, _select(conditions, i), _select(empty, i))
+                for i, k in enumerate(present)]
+
+    def window_noise(self, item: _Item) -> torch.Tensor:
+        span = self.plan.latent_span(self.plan.windows[item.window])
+        return self.noise[item.obj][:, span]
+
+    def sample(self, items: list[_Item], fuse: VelocityFusion | None) -> torch.Tensor:
+        options = self.options
+        if options.network_chunk_size is None:
+            options = dataclasses.replace(options, network_chunk_size=NETWORK_CHUNK)
+        done = self.steps_done
+
+        def on_step(calls: int) -> None:
+            self.steps_done = done + calls
+            self.progress("sampling", self.steps_done, self.steps_total)
+
+        return sample(self.models, concat_conditions([i.conditions for i in items]),
+                      concat_conditions([i.empty for i in items]),
+                      torch.cat([self.window_noise(i) for i in items]), options=options,
+                      fuse=fuse, on_step=on_step)
+
+
+def _select(conditions: Conditions, index: int) -> Conditions:
+    return select_conditions(conditions, slice(index, index + 1))
+
+
+def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
+                    ) -> list[tuple[float, float]]:
+    """Seconds of the video where the stem is silent: covered by hidden windows only (on the
+    audio's grid, where each window's sound is placed), merged."""
+    sr = plan.sampling_rate
+
+    def seconds(window: Window) -> tuple[float, float]:
+        span = plan.sample_span(window)
+        return span.start / sr, min(span.stop / sr, plan.duration)
+
+    visible = [seconds(w) for w in plan.windows if w.index not in hidden]
+    spans: list[tuple[float, float]] = []
+    for window in plan.windows:
+        if window.index not in hidden:
+            continue
+        low, high = seconds(window)
+        for other_low, other_high in visible:
+            if other_low <= low < other_high:
+                low = other_high
+            if other_low < high <= other_high:
+                high = other_low
+        if low < high:
+            if spans and low <= spans[-1][1] + 1e-9:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], high))
+            else:
+                spans.append((low, high))
+    return [(start + a, start + b) for a, b in spans]
+
+
+@torch.inference_mode()
+def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
+                     options: SamplingOptions, seed: int, overwrite: bool = False,
+                     progress: ProgressFn | None = None) -> SoundtrackResult:
+    """Generate the sound of every object of a video, for any length, and write the files.
+
+    Args:
+        models: loaded models (any duration; set to the window length here).
+        request: the video, its objects, the time range and the outputs.
+        options: sampler settings.
+        seed: seed of the initial noise (object ``k`` uses ``seed + k``).
+        overwrite: replace existing outputs.
+        progress: called as work advances (see :data:`ProgressFn`).
+
+    Raises:
+        UserInputError: bad inputs (checked before any decoding) or existing outputs.
+    """
+    progress = progress or (lambda stage, done, total: None)
+    outputs = request.outputs()
+    check_outputs(outputs, overwrite)
+    segment = resolve_segment(request)
+    codec = models.codec
+    plan = plan_windows(segment.duration, models.training_sequence, codec.samples_per_latent,
+                        overlap=request.overlap)
+    models.set_duration(plan.window_duration)
+    log.info("%s: %.2f s from %.2f s in %d window(s) of %.2f s, %d object(s), %s", request.video,
+             segment.duration, segment.start, len(plan.windows), plan.window_duration,
+             len(request.objects), request.join if len(plan.windows) > 1 else "one window")
+    names = [o.name for o in request.objects]
+    with _output_folder(Path(request.output_dir)) as folder:
+        work = Path(tempfile.mkdtemp(prefix=f".{request.name}.work-", dir=folder))
+        try:
+            runner = _Generator(models, request, segment, plan, options, seed, progress)
+            stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
+            with timed("generate"):
+                _run(runner, stems)
+            silenced = {name: _silenced_spans(runner.hidden[k], plan, segment.start)
+                        for k, name in enumerate(names) if runner.hidden[k]}
+            with timed("write"):
+                level = _write_outputs(request, outputs, segment, stems, work, overwrite,
+                                       progress)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return SoundtrackResult(outputs, segment, plan, silenced, level)
+
+
+@contextmanager
+def _output_folder(folder: Path) -> Iterator[Path]:
+    """The output folder, created if needed and removed again (with the folders created for
+    it) when the block fails and leaves it empty."""
+    created = []
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            break
+        created.append(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:
+            if any(path.iterdir()):
+                break
+            path.rmdir()
+        raise
+
+
+def _run(runner: _Generator, stems: _Stems) -> None:
+    """Encode, sample and decode every window (jointly or one by one)."""
+    plan, request = runner.plan, runner.request
+    starts = [runner.window_start(w) for w in plan.windows]
+    joint = request.join == "joint" and len(plan.windows) > 1
+    items: list[_Item] = []
+    for frames in read_windows(request.video, starts, plan.window_duration):
+        window = plan.windows[frames.index]
+        window_items = runner.encode(frames, window)
+        runner.progress("features", frames.index + 1, len(plan.windows))
+        if joint:
+            items.extend(window_items)
+        elif window_items:
+            _decode_into(runner, stems, window_items, runner.sample(window_items, None))
+    if joint and items:
+        # Object-major order: each object's windows form one run for the fusion.
+        items.sort(key=lambda i: (i.obj, i.window))
+        groups = [[i.window for i in items if i.obj == k] for k in range(len(runner.objects))]
+        fusion = VelocityFusion(plan, [g for g in groups if g])
+        _decode_into(runner, stems, items, runner.sample(items, fusion))
+
+
+def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
+                 latents: torch.Tensor) -> None:
+    """Decode latents ``(B, N, C)`` a few windows at a time and add them to the stems."""
+    chunk = runner.options.network_chunk_size or NETWORK_CHUNK
+    for i in range(0, len(items), chunk):
+        audio = decode(runner.models, latents[i : i + chunk])  # (b, 1, L)
+        for item, waveform in zip(items[i : i + chunk], audio, strict=True):
+            stems.add(runner.objects[item.obj].name, runner.plan.windows[item.window],
+                      waveform[0])
+        runner.progress("decoding", min(i + chunk, len(items)), len(items))
+
+
+def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segment: Segment,
+                   stems: _Stems, work: Path, overwrite: bool,
+                   progress: ProgressFn) -> MixLevel | None:
+    """The FLAC files and the MP4; the mix's FLAC last (it marks a finished job)."""
+    sr = stems.plan.sampling_rate
+    names = list(stems.audio)
+    level = None
+    if len(names) == 1:
+        mix = stems.audio[names[0]]
+    else:
+        mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,
+                                        shape=(stems.length,))
+        level = level_mix([stems.audio[n] for n in names], mix)
+    total = len(outputs.all())
+    done = 0
+    if outputs.video is not None:
+        tracks = [AudioTrack(mix, "mix" if len(names) > 1 else names[0])]
+        tracks += [AudioTrack(stems.audio[n], n) for n in outputs.stems]
+        overlays = [Overlay(_Shifted(o.masks, segment.start), OVERLAY_COLORS[k % len(
+            OVERLAY_COLORS)]) for k, o in enumerate(request.objects)] if request.mask_overlay \
+            else []
+        write_mp4(request.video, tracks, sr, outputs.video, segment.duration,
+                  overwrite=overwrite, start=segment.start, overlays=overlays)
+        done += 1
+        progress("writing", done, total)
+    for name, path in outputs.stems.items():
+        write_flac(path, stems.audio[name], sr, overwrite=overwrite)
+        done += 1
+        progress("writing", done, total)
+    write_flac(outputs.mix, mix, sr, overwrite=overwrite)
+    progress("writing", total, total)
+    return level
+
+
+class _Shifted:
+    """Masks read relative to a later start (the written video begins at the segment)."""
+
+    def __init__(self, masks: MaskSource, offset: float) -> None:
+        self.masks, self.offset = masks, offset
+
+    def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
+        return self.masks.read(start + self.offset, None if end is None else end + self.offset)
+

@@ -1,0 +1,152 @@
+"""What to generate for a video: its sounding objects, the time range, and where results go.
+
+A :class:`SoundtrackRequest` names a video and one or more :class:`SoundObject` (each with its
+masks, prompt and negative prompt). Outputs go into one folder under one stem:
+
+* one object: ``<stem>.flac`` (its sound) and ``<stem>.mp4``;
+* several objects: ``<stem>_<object>.flac`` per object, ``<stem>.flac`` (the mix) and
+  ``<stem>.mp4`` holding the mix as its default sound track plus one track per object, titled
+  with the object's name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saganet.errors import UserInputError
+from saganet.media.masks import MaskSource
+from saganet.soundtrack.join import JOIN_METHODS
+
+# Object names become file names and track titles.
+_NAME = re.compile(r"^[\w][\w .+-]*$")
+
+
+@dataclass(frozen=True)
+class SoundObject:
+    """One object to sonify.
+
+    Args:
+        name: short name, used in file names and track titles (letters, digits, ``_ .+-``).
+        masks: where its masks come from (a mask video, or tracking).
+        prompt: text prompt (None: no text condition).
+        negative_prompt: text of the unconditional branch (None: ``""``, or the other objects'
+            prompts with :attr:`SoundtrackRequest.negatives_from_others`).
+    """
+
+    name: str
+    masks: MaskSource
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class SoundtrackOutputs:
+    """The files a request writes.
+
+    Args:
+        mix: ``<stem>.flac``: the object's sound, or the mix of several.
+        stems: object name -> ``<stem>_<name>.flac`` (empty for one object).
+        video: ``<stem>.mp4``, or None when not written.
+    """
+
+    mix: Path
+    stems: dict[str, Path] = field(default_factory=dict)
+    video: Path | None = None
+
+    def all(self) -> list[Path]:
+        """Every file, the ``.flac`` of the mix last (it marks a finished job)."""
+        files = [] if self.video is None else [self.video]
+        return [*files, *self.stems.values(), self.mix]
+
+
+@dataclass(frozen=True)
+class SoundtrackRequest:
+    """A video, its sounding objects, and what to write.
+
+    Args:
+        video: the source video.
+        objects: the objects to sonify (at least one; names unique).
+        output_dir: folder of the outputs.
+        stem: file name stem of the outputs (default: the video's).
+        start: seconds of the video to skip.
+        duration: seconds to generate from ``start`` (None: to the end of the video); a
+            shorter video shortens it, with a warning.
+        join: how windows of a video longer than one window are joined: ``"joint"`` (joint
+            sampling with fused overlaps) or ``"crossfade"`` (independent windows, equal-power
+            crossfade); see :mod:`saganet.soundtrack.join`.
+        overlap: least overlap of neighbouring windows, in seconds.
+        silence_hidden: an object whose masks are empty for a whole window is silent there
+            (with short fades) instead of being generated from its empty masks.
+        negatives_from_others: an object without a negative prompt takes the other objects'
+            prompts as its negative prompt.
+        mask_away_clip: drop the CLIP frame features.
+        mask_overlay: tint the objects in the ``.mp4`` (re-encodes the video).
+        write_video: write the ``.mp4`` (otherwise only the ``.flac`` files).
+    """
+
+    video: Path
+    objects: tuple[SoundObject, ...]
+    output_dir: Path
+    stem: str | None = None
+    start: float = 0.0
+    duration: float | None = None
+    join: str = "joint"
+    overlap: float = 1.0
+    silence_hidden: bool = True
+    negatives_from_others: bool = False
+    mask_away_clip: bool = False
+    mask_overlay: bool = False
+    write_video: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.objects:
+            raise UserInputError("no object to sonify: give at least one mask or prompt")
+        names = [o.name for o in self.objects]
+        for name in names:
+            if not _NAME.match(name):
+                raise UserInputError(f"object name {name!r} is not usable in file names "
+                                     "(letters, digits and _ . + - only)")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UserInputError(f"two objects are called {duplicates[0]!r}; give each a "
+                                 "different name")
+        for obj in self.objects:
+            if obj.prompt is not None and not obj.prompt.strip():
+                raise UserInputError(f"object {obj.name!r}: the prompt is empty; leave it out "
+                                     "for no text condition")
+        if self.negatives_from_others and len(self.objects) > 1:
+            lacking = [o.name for o in self.objects if o.prompt is None]
+            if lacking:
+                raise UserInputError(f"object {lacking[0]!r} has no prompt: the other objects "
+                                     "take it as their negative prompt "
+                                     "(--negatives_from_others)")
+        if self.join not in JOIN_METHODS:
+            raise UserInputError(f"unknown join method {self.join!r}; choose one of "
+                                 f"{', '.join(JOIN_METHODS)}")
+        if not self.start >= 0:
+            raise UserInputError(f"start must be at least 0 s, got {self.start}")
+        if self.duration is not None and not self.duration > 0:
+            raise UserInputError(f"duration must be positive, got {self.duration}")
+
+    @property
+    def name(self) -> str:
+        """The outputs' file name stem."""
+        return self.stem or self.video.stem
+
+    def outputs(self) -> SoundtrackOutputs:
+        """Where the results go."""
+        folder = Path(self.output_dir)
+        stems = {} if len(self.objects) == 1 else {
+            o.name: folder / f"{self.name}_{o.name}.flac" for o in self.objects}
+        video = folder / f"{self.name}.mp4" if self.write_video else None
+        return SoundtrackOutputs(folder / f"{self.name}.flac", stems, video)
+
+    def negative_prompt(self, obj: SoundObject) -> str:
+        """The negative prompt ``obj`` is generated with."""
+        if obj.negative_prompt is not None:
+            return obj.negative_prompt
+        if self.negatives_from_others:
+            return ", ".join(o.prompt for o in self.objects if o is not obj and o.prompt)
+        return ""

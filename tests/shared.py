@@ -1,0 +1,38 @@
+"""Where the shared data (``../shared``) is, and what a test does without it.
+
+The shared folder (golden reference outputs, the duet example) sits beside the repository in
+development and CI, but not in a user's clone. A test that needs it asks :func:`need`: without
+the data it is skipped with the reason, except under CI (``CI=true``), where missing data is a
+failure: CI must run every test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SAGANET_SHARED_DIR", REPO.parent / "shared")).resolve()
+EXAMPLES = SHARED / "examples"
+GOLDEN_DIR = Path(os.environ.get("SAGANET_GOLDEN_DIR", SHARED / "golden")).resolve()
+DUET = EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
+VIOLIN = EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4"
+TRUMPET = EXAMPLES / "Masks_01_tpt_09_Jesus_159092_164092.mp4"
+
+
+def in_ci() -> bool:
+    """Whether the tests run under CI (``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def need(*paths: Path) -> None:
+    """Skip the calling test unless every path exists (fail instead under CI)."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if not missing:
+        return
+    reason = f"shared data not present: {', '.join(missing)}"
+    if in_ci():
+        pytest.fail(f"{reason} (CI must provide ../shared)")
+    pytest.skip(reason)

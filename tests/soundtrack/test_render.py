@@ -1,0 +1,206 @@
+"""``write_soundtrack`` end to end with debug models on synthetic clips: stems, mix, length,
+tracks, hidden objects, joint sampling, and agreement with ``generate()``."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from saganet.debug_weights import build_debug_models
+from saganet.errors import UserInputError
+from saganet.example import SyntheticScene
+from saganet.inference import GenerationBatch, SamplingOptions, generate
+from saganet.media.masks import MaskVideo
+from saganet.media.output import write_mask_video
+from saganet.media.video import load_video_inputs, probe_video
+from saganet.soundtrack import SoundObject, SoundtrackRequest, write_soundtrack
+from saganet.soundtrack import render as render_module
+from saganet.soundtrack.mix import MIX_PEAK, level_mix
+from tests.videos import read_audio, stream_ends, write_video
+
+OPTIONS = SamplingOptions(cfg_strength=4.5, num_steps=2)
+# One 24-bit step of a FLAC sample, in full-scale units.
+FLAC_STEP = 2.0 ** -23
+
+
+@pytest.fixture(scope="module")
+def models():
+    return build_debug_models(seed=0)
+
+
+def write_clip(folder: Path, scene: SyntheticScene, hide: dict[str, float] | None = None,
+               ) -> tuple[Path, dict[str, Path]]:
+    """The scene's video and one lossless mask video per shape; ``hide`` empties a shape's
+    mask before the given second."""
+    hide = hide or {}
+    frames = list(scene.frames())
+    video = write_video(folder / "clip.mp4", (image for image, _ in frames),
+                        fps=scene.fps)
+    masks = {}
+    for name in frames[0][1]:
+        hidden_until = hide.get(name, 0.0)
+        masks[name] = write_mask_video(
+            folder / f"clip_{name}_mask.mp4",
+            (shapes[name] & (k / scene.fps >= hidden_until) for k, (_, shapes)
+             in enumerate(frames)), fps=scene.fps)
+    return video, masks
+
+
+def read_flac(path: Path) -> np.ndarray:
+    return read_audio(path)[0][0]
+
+
+def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """12.3 s at 29.97 fps, two objects, the square hidden at first: exact lengths, titled
+    tracks, silence where hidden, identical latents where windows overlap, levelled mix."""
+    fps = Fraction(30000, 1001)
+    duration = 12.3
+    scene = SyntheticScene(width=128, height=72, fps=fps, duration=duration)
+    hidden_until = 8.5
+    video, masks = write_clip(tmp_path, scene, hide={"square": hidden_until})
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    request = SoundtrackRequest(video, objects, tmp_path / "out", join="joint")
+    decoded_latents: list[torch.Tensor] = []
+    real_decode = render_module.decode
+
+    def recording_decode(models, latents):
+        decoded_latents.append(latents.clone())
+        return real_decode(models, latents)
+
+    monkeypatch.setattr(render_module, "decode", recording_decode)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=3)
+    plan, outputs = result.plan, result.outputs
+    sr = plan.sampling_rate
+    assert len(plan.windows) > 1
+
+    # Exact lengths, every stream: those of the video (369 frames at 29.97 fps: 12.312 s).
+    duration = probe_video(video).duration
+    expected = round(duration * sr)
+    stems = {name: read_flac(path) for name, path in outputs.stems.items()}
+    mix = read_flac(outputs.mix)
+    assert set(stems) == set(masks)
+    assert all(len(a) == expected for a in [*stems.values(), mix])
+    seconds = stream_ends(outputs.video)
+    frame_period = float(1 / fps)
+    assert all(abs(s - duration) <= frame_period for s in seconds["video"])
+    assert len(seconds["audio"]) == 1 + len(masks)
+    assert all(abs(s - duration) <= 1024 / sr for s in seconds["audio"])
+    with av.open(str(outputs.video)) as container:
+        titles = [s.metadata.get("handler_name") for s in container.streams.audio]
+    assert titles == ["mix", *masks]
+
+    # The hidden object is silent where no window sees it, and said so.
+    ((start, end),) = result.silenced["square"]
+    assert start == pytest.approx(0.0)
+    assert end <= hidden_until and end > 0
+    assert not np.any(stems["square"][: math.floor(end * sr)])
+    assert np.abs(stems["square"][math.ceil(hidden_until * sr):]).max() > 1e-3
+    assert "circle" not in result.silenced
+
+    # Joint sampling: overlapping windows of one object hold identical latents.
+    latents = torch.cat(decoded_latents)
+    # A window is hidden for the square when its mask is empty in all of it.
+    hidden = {w.index for w in plan.windows
+              if w.offset + plan.window_duration <= hidden_until}
+    assert hidden
+    order = [(k, w.index) for k, o in enumerate(objects) for w in plan.windows
+             if not (o.name == "square" and w.index in hidden)]
+    assert len(order) == len(latents)
+    checked = 0
+    for i, (obj_a, win_a) in enumerate(order):
+        for j, (obj_b, win_b) in enumerate(order):
+            if obj_a != obj_b or win_b <= win_a:
+                continue
+            a, b = plan.latent_span(plan.windows[win_a]), plan.latent_span(plan.windows[win_b])
+            low, high = max(a.start, b.start), min(a.stop, b.stop)
+            if low < high:
+                assert torch.equal(latents[i, low - a.start : high - a.start],
+                                   latents[j, low - b.start : high - b.start])
+                checked += 1
+    assert checked >= len(plan.windows) - 1
+
+    # The mix is the levelled sum of the stems and does not clip.
+    gain = result.mix_level.gain
+    levelled = gain * (stems["circle"] + stems["square"])
+    assert np.abs(mix - levelled).max() <= 3 * FLAC_STEP
+    assert np.abs(mix).max() <= MIX_PEAK + FLAC_STEP
+
+
+def test_crossfade_join_writes_the_same_files(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=6.2)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                tmp_path / "out", join="crossfade")
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+    assert len(result.plan.windows) == 2 and result.outputs.stems == {}
+    audio = read_flac(result.outputs.mix)
+    assert len(audio) == round(scene.duration * result.plan.sampling_rate)
+    assert np.abs(audio).max() > 1e-3
+
+
+def test_one_window_equals_generate(models, tmp_path: Path) -> None:
+    """A clip shorter than a window goes through exactly ``generate()``."""
+    scene = SyntheticScene(width=96, height=54, duration=2.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    seed = 11
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), "violin", "hiss"),),
+                                tmp_path / "out", write_video=False)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=seed)
+    inputs = load_video_inputs(video, path, duration=scene.duration)
+    models.set_duration(inputs.duration)
+    batch = GenerationBatch(sync_frames=inputs.sync_frames[None], masks=inputs.masks[None],
+                            clip_frames=inputs.clip_frames[None], texts=["violin"],
+                            negative_texts=["hiss"])
+    reference = generate(models, batch, generator=torch.Generator().manual_seed(seed),
+                         options=OPTIONS).audio[0, 0].numpy()
+    ours = read_flac(result.outputs.mix)
+    assert len(ours) == round(scene.duration * result.plan.sampling_rate)
+    assert np.abs(ours - np.clip(reference[: len(ours)], -1, 1)).max() <= FLAC_STEP
+
+
+def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=2.0)
+    video, masks = write_clip(tmp_path, scene)
+    short = write_mask_video(tmp_path / "short.mp4",
+                             (np.ones((54, 96), bool) for _ in range(scene.fps)), fps=scene.fps)
+    (name, path), (other, other_path) = list(masks.items())
+    cases = {
+        "last": dict(objects=(SoundObject(name, MaskVideo(short), "x"),)),
+        "past the end": dict(objects=(SoundObject(name, MaskVideo(path)),), start=9.0),
+        "no prompt": dict(objects=(SoundObject(name, MaskVideo(path), "x"),
+                                   SoundObject(other, MaskVideo(other_path))),
+                          negatives_from_others=True),
+        "different name": dict(objects=(SoundObject(name, MaskVideo(path)),
+                                        SoundObject(name, MaskVideo(other_path)))),
+        "file names": dict(objects=(SoundObject("a/b", MaskVideo(path)),)),
+    }
+    for problem, fields in cases.items():
+        out = tmp_path / "out"
+        with pytest.raises(UserInputError, match=problem):
+            request = SoundtrackRequest(video, output_dir=out, **fields)
+            write_soundtrack(models, request, options=OPTIONS, seed=0)
+        assert not out.exists(), problem
+
+
+def test_mix_level_applies_one_gain_only_when_needed() -> None:
+    rng = np.random.default_rng(0)
+    quiet = [rng.uniform(-0.2, 0.2, 1000).astype(np.float32) for _ in range(2)]
+    loud = [rng.uniform(-0.9, 0.9, 1000).astype(np.float32) for _ in range(3)]
+    for stems in (quiet, loud):
+        out = np.empty_like(stems[0])
+        level = level_mix(stems, out)
+        total = np.sum(stems, axis=0, dtype=np.float64)
+        assert level.peak == pytest.approx(np.abs(total).max(), rel=1e-6)
+        assert level.gain == (1.0 if level.peak <= MIX_PEAK else pytest.approx(
+            MIX_PEAK / level.peak))
+        np.testing.assert_allclose(out, level.gain * total, atol=1e-6)
+        assert np.abs(out).max() <= MIX_PEAK + 1e-6

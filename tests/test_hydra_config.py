@@ -1,0 +1,179 @@
+"""Hydra plumbing of train.py and batch_eval.py: defaults written once (in the schemas), the
+paths group wired into both, one-line errors with exit status 2, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from saganet.evaluation.batch_config import BatchEvalConfig, batch_eval_config
+from saganet.hydra_config import RunDirRecord, rename_overrides
+from saganet.training.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+ABSENT = object()
+CONFIG = REPO / "config"
+# Primary config -> (its schema, the groups it composes: folder -> package).
+SCHEMAS: dict[str, tuple[type, dict[str, str]]] = {
+    "train.yaml": (TrainConfig, {"model": "model", "lora": "model", "data": "data",
+                                 "experiment": "", "eval/dataset": "eval.datasets.urmp"}),
+    "eval/batch_eval.yaml": (BatchEvalConfig, {"eval/dataset": "dataset"}),
+}
+
+
+def _package(path: Path, default: str) -> str:
+    """The package a config file writes to (its ``# @package`` header, else ``default``)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# @package"):
+            package = line.split()[-1]
+            return "" if package == "_global_" else package
+    return default
+
+
+def _leaves(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def _default_at(defaults: Any, key: str) -> Any:
+    """The schema's default at a dotted key; ABSENT when it has none (or no such key)."""
+    node = defaults
+    for part in key.split("."):
+        if not OmegaConf.is_dict(node) or part not in node or OmegaConf.is_missing(node, part):
+            return ABSENT
+        node = node[part]
+    return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+
+
+def _repeated_defaults(schema: type, files: list[tuple[Path, str]], root: Path = REPO
+                       ) -> list[str]:
+    """``file: key = value`` for every YAML value equal to the schema's default there."""
+    defaults = OmegaConf.structured(schema)
+    repeated = []
+    for path, package in files:
+        content = yaml.safe_load(path.read_text()) or {}
+        content.pop("defaults", None)
+        content.pop("hydra", None)
+        for key, value in _leaves(content, package).items():
+            if _default_at(defaults, key) == value:
+                repeated.append(f"{path.relative_to(root)}: {key} = {value!r}")
+    return repeated
+
+
+@pytest.mark.parametrize("primary", sorted(SCHEMAS))
+def test_no_yaml_file_repeats_a_schema_default(primary):
+    schema, groups = SCHEMAS[primary]
+    files = [(CONFIG / primary, "")]
+    for group, package in groups.items():
+        files += [(path, _package(path, package))
+                  for path in sorted((CONFIG / group).glob("*.yaml"))]
+    assert len(files) > len(groups)
+    assert _repeated_defaults(schema, files) == []
+
+
+def test_the_check_finds_a_repeated_default(tmp_path):
+    # The checker itself must be able to fail: a file that repeats TrainConfig.seed.
+    copy = tmp_path / "train.yaml"
+    copy.write_text("seed: 14159265\nlog:\n  interval: 20\n  t_bins: 3\n")
+    found = _repeated_defaults(TrainConfig, [(copy, "")], root=tmp_path)
+    assert found == ["train.yaml: seed = 14159265", "train.yaml: log.interval = 20"]
+
+
+def test_batch_eval_composes_with_the_paths_group():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from saganet.evaluation.batch_config import register_batch_eval_schema
+
+    register_batch_eval_schema()
+    with initialize_config_dir(config_dir=str(CONFIG / "eval"), version_base="1.3"):
+        cfg = compose(config_name="batch_eval", overrides=["dataset=sms", "paths.data_dir=/d",
+                                                           "paths.output_dir=/o"],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        config = batch_eval_config(cfg)
+    assert config.dataset.root == "/d/sms/data"
+    assert config.dataset.metadata == "/d/sms/memmaps/sms-test.tsv"
+    assert config.run_dir == "/o/eval" and config.output_dir == Path("/o/eval/sms")
+    assert (config.duration, config.cfg_strength, config.num_steps) == (5.0, 4.5, 25)
+
+
+def test_batch_eval_model_is_a_key_not_the_training_model_group():
+    # The reference's command line: batch_eval.py duration_s=5 dataset=urmp model=small_44k_sa
+    from hydra import compose, initialize_config_dir
+
+    from saganet.evaluation.batch_config import register_batch_eval_schema
+
+    register_batch_eval_schema()
+    with initialize_config_dir(config_dir=str(CONFIG / "eval"), version_base="1.3"):
+        cfg = compose(config_name="batch_eval", overrides=rename_overrides(
+            ["duration_s=5", "dataset=urmp", "model=small_44k_sa", "num_workers=8"],
+            {"duration_s": "duration"}))
+    assert (cfg.model, cfg.duration, cfg.num_workers) == ("small_44k_sa", 5.0, 8)
+
+
+def test_reference_override_names_are_renamed():
+    argv = ["duration_s=5", "dataset=urmp", "model=small_44k_sa", "x.duration_s=1"]
+    assert rename_overrides(argv, {"duration_s": "duration"}) == [
+        "duration=5", "dataset=urmp", "model=small_44k_sa", "x.duration_s=1"]
+
+
+def test_run_dir_clean_up_keeps_anything_the_run_wrote(tmp_path):
+    run = tmp_path / "output" / "exp"
+    record = RunDirRecord(run, tmp_path)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("x")
+    (run / "train_rank0.log").write_text("log")
+    (run / "ema_snapshots").mkdir()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state_000000001.pth").write_bytes(b"s")
+    assert not record.clean_up(["train_rank*.log"])
+    assert (run / "checkpoints" / "state_000000001.pth").is_file()
+    (run / "checkpoints" / "state_000000001.pth").unlink()
+    assert record.clean_up(["train_rank*.log"])
+    assert list(tmp_path.iterdir()) == []  # output/ was created for the run: gone as well
+    existed = RunDirRecord(run, run)
+    run.mkdir(parents=True)
+    assert not existed.clean_up(["train_rank*.log"]) and run.is_dir()
+
+
+def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("script", "args", "message"), [
+    ("train.py", ["seed=abc"], "train.py: error: Error merging override seed=abc: Value 'abc'"),
+    ("train.py", ["experiment=nope"], "train.py: error: In 'train': Could not find "
+                                      "'experiment/nope'; Available options in 'experiment': "),
+    # These two fail inside the run, after Hydra made the run directory (and import torch).
+    pytest.param("train.py", ["experiment=debug", "data=urmp", "paths.data_dir=missing"],
+                 "train.py: error: missing/urmp/memmaps/urmp-test: feature memmap folder not "
+                 "found", marks=pytest.mark.slow),
+    pytest.param("batch_eval.py", ["paths.data_dir=missing"],
+                 "batch_eval.py: error: missing/urmp/data: dataset root is not a folder",
+                 marks=pytest.mark.slow),
+    ("batch_eval.py", ["foo=1"], "batch_eval.py: error: Could not override 'foo'."),
+])
+def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, script, args, message):
+    result = _run(script, *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no output/<exp>/.hydra, no log, no empty folders
