@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 import torch
 
-from saganet.model import FlowMatching, SequenceConfig
+from saganet.model import Conditions, FlowMatching, SequenceConfig
 from saganet.model.layers import ChannelLastConv1d
 
 
@@ -125,3 +125,21 @@ def test_guidance_goes_through_predict_flow(make_network, inputs, fast: bool,
     net.predict_flow = counting
     net.ode_wrapper(torch.tensor(0.5), inputs["latent"], cond, empty, 3.0, batched=batched)
     assert len(calls) == (1 if batched else 2)
+
+
+@torch.no_grad()
+def test_selected_and_stacked_conditions_keep_the_repeated_rows_flag(make_network,
+                                                                     inputs) -> None:
+    net = make_network()
+    cond = net.preprocess_conditions(inputs["clip_f"], inputs["sync_f"], inputs["text_f"])
+    empty = net.get_empty_conditions(len(inputs["latent"]))
+    assert cond.sync_upsampled and empty.sync_upsampled
+    first = cond.select(slice(0, 1))
+    assert first.sync_upsampled and first.sync_f.shape[0] == 1
+    torch.testing.assert_close(first.text_f_c, cond.text_f_c[:1])
+    stacked = Conditions.cat(first, cond, empty)
+    assert stacked.sync_upsampled and stacked.clip_f.shape[0] == 1 + 2 * len(inputs["latent"])
+    plain = dataclasses.replace(cond, sync_upsampled=False)
+    assert not Conditions.cat(cond, plain).sync_upsampled
+    assert set(Conditions.tensor_fields()) == {"clip_f", "sync_f", "text_f", "clip_f_c",
+                                               "text_f_c"}
