@@ -70,7 +70,8 @@ if torch.cuda.is_available():
 # Inputs: a 30 s video with two moving objects and their masks; a 4-clip URMP-format set.
 run_step inputs_duet 60 "$PYTHON" benchmarks/synthetic_media.py clip "$WORK/duet" \
     --seconds 30 --objects 2
-run_step inputs_urmp 60 "$PYTHON" benchmarks/synthetic_media.py urmp "$WORK/urmp" --clips 4
+run_step inputs_urmp 60 "$PYTHON" benchmarks/synthetic_media.py urmp "$WORK/data/urmp/data" \
+    --clips 4
 
 run_step pipeline_5s 100 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
     --json "$WORK/pipeline_5s.json"
@@ -79,11 +80,13 @@ run_step demo_30s_two_objects 75 "$PYTHON" demo.py --variant debug --device "$DE
     --object trumpet --mask_video "$WORK/duet/mask_0.mp4" --prompt trumpet \
     --object violin --mask_video "$WORK/duet/mask_1.mp4" --prompt violin \
     --output "$WORK/demo"
-run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" \
+# Hydra paths group: data, outputs and weights all under $WORK, nothing in the checkout.
+PATHS=("paths.data_dir=$WORK/data" "paths.output_dir=$WORK/output" "paths.weights_dir=$WORK/weights")
+run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" "${PATHS[@]}" \
     "hydra.run.dir=$WORK/train"
 run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug compile=true "device=$DEVICE" \
-    dataset=urmp "dataset.root=$WORK/urmp" "dataset.metadata=$WORK/urmp/metadata.tsv" \
-    "weights_dir=$WORK/weights" "run_dir=$WORK/eval" num_workers=2
+    "${PATHS[@]}" dataset=urmp "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" \
+    "run_dir=$WORK/eval" num_workers=2
 run_step pipeline_30s 110 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 30 \
     --json "$WORK/pipeline_30s.json"
 run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
