@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from saganet.app.objects import AppObject
 from saganet.media.output import OVERLAY_COLORS
@@ -127,3 +127,16 @@ def render_frame(grid: VideoGrid, slot: int, objects: Sequence[AppObject],
                 draw.line(box, fill=object_color(k), width=2)
                 draw.line((box[0], box[3], box[2], box[1]), fill=object_color(k), width=2)
     return np.asarray(image), view
+
+
+def placeholder(width: int = 960, height: int = 540,
+                text: str = "Upload a video or pick the example") -> np.ndarray:
+    """The frame shown before a video is loaded: grey, with what to do (a click on it says
+    the same in a message)."""
+    image = Image.new("RGB", (width, height), (48, 48, 52))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, height // 18))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((width - right + left) / 2, (height - bottom + top) / 2), text, fill=(220, 220, 220),
+              font=font)
+    return np.asarray(image)

@@ -250,10 +250,12 @@ class Handlers:
 
     def _options(self, start: Any, duration: Any, end: Any, cfg_strength: Any, num_steps: Any,
                  seed: Any, variant: Any) -> GenerationOptions:
+        # The page's number fields show 0 for "not given" (to the end; no end).
         options = GenerationOptions.from_values(
-            start=start, duration=duration, end=end, cfg_strength=cfg_strength,
+            start=start, duration=duration or None, end=end or None, cfg_strength=cfg_strength,
             num_steps=num_steps, seed=seed, variant=variant)
         options.check(self.limits)
+        log.info("options: %s", options)
         return options
 
     def _tracking_view(self, session: Session, tracking: Tracking, time_s: float | None,

@@ -12,6 +12,7 @@ import gradio as gr
 
 from saganet.app.api import API_NAME, GenerateEndpoint
 from saganet.app.engine import Engine
+from saganet.app.frames import placeholder
 from saganet.app.handlers import Handlers
 from saganet.app.limits import Limits
 from saganet.app.options import GenerationOptions
@@ -78,9 +79,10 @@ def _options(default_variant: str) -> list[gr.components.Component]:
     with gr.Row():
         start = gr.Number(label="Start (s)", value=defaults.start, minimum=0,
                           elem_id="opt-start")
-        duration = gr.Number(label="Duration (s), blank: to the end", value=None, minimum=0,
+        # 0 stands for "not given" (a number field cannot be blank).
+        duration = gr.Number(label="Duration (s), 0: to the end", value=0, minimum=0,
                              elem_id="opt-duration")
-        end = gr.Number(label="End (s), replaces duration", value=None, minimum=0,
+        end = gr.Number(label="End (s), replaces duration if not 0", value=0, minimum=0,
                         elem_id="opt-end")
     with gr.Row():
         cfg = gr.Number(label="Guidance strength", value=defaults.cfg_strength,
@@ -96,11 +98,12 @@ def _options(default_variant: str) -> list[gr.components.Component]:
 def _page(limits: Limits, default_variant: str) -> Page:
     with gr.Row():
         with gr.Column(scale=3):
-            frame = gr.Image(label="Frame: click on the object", type="numpy",
+            frame = gr.Image(placeholder(), label="Frame: click on the object", type="numpy",
                              interactive=False, format="jpeg", buttons=[], elem_id="frame")
             time = gr.Slider(label="Time (s)", minimum=0, maximum=1, step=1 / GRID_FPS,
                              value=0, elem_id="time")
             video_info = gr.Markdown(elem_id="video-info")
+            objects_table = gr.Markdown(elem_id="objects")
         with gr.Column(scale=2):
             upload = gr.File(label="Video", file_types=["video"], type="filepath",
                              elem_id="upload")
@@ -121,7 +124,6 @@ def _page(limits: Limits, default_variant: str) -> Page:
             phrase = gr.Textbox(label="Or find it by text (needs SAM 3 weights)",
                                 placeholder="e.g. violin; replaces clicks",
                                 elem_id="object-phrase")
-    objects_table = gr.Markdown(elem_id="objects")
     with gr.Accordion("Advanced options", open=False, elem_id="advanced"):
         options = _options(default_variant)
     with gr.Row():
@@ -190,8 +192,10 @@ def _wire(page: Page, handlers: Handlers) -> None:
     for box, handler in ((page.name, handlers.edit_name), (page.prompt, handlers.edit_prompt),
                          (page.negative_prompt, handlers.edit_negative_prompt),
                          (page.phrase, handlers.edit_phrase)):
-        box.input(handler, [box], [page.object_choice, page.objects_table],
-                  trigger_mode="always_last", **quiet)
+        # .change, not .input: pasted and autofilled text count too. It also fires when a
+        # handler shows another object's fields, which writes back the same values.
+        box.change(handler, [box], [page.object_choice, page.objects_table],
+                   trigger_mode="always_last", **quiet)
     results = [page.frame, page.objects_table, page.status, page.preview,
                page.tracking_summary]
     page.track.click(handlers.track, [page.time, *page.options], results,
