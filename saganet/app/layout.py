@@ -207,7 +207,16 @@ def _wire(page: Page, handlers: Handlers) -> None:
         api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
 
 
-def build_app(engine: Engine, sessions: Sessions, limits: Limits) -> gr.Blocks:
+@dataclass
+class App:
+    """The built app: its Gradio blocks, the page's components and their handlers."""
+
+    blocks: gr.Blocks
+    page: Page
+    handlers: Handlers
+
+
+def build_app(engine: Engine, sessions: Sessions, limits: Limits) -> App:
     """The app's page and endpoint, wired to the engine (not launched).
 
     Args:
@@ -218,12 +227,13 @@ def build_app(engine: Engine, sessions: Sessions, limits: Limits) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown(INTRO)
         page = _page(limits, engine.settings.variant)
+        handlers = Handlers(page, engine, sessions, limits)
         # The endpoint first: it claims its api_name before the page's events get theirs.
         _endpoint(GenerateEndpoint(engine, sessions, limits))
-        _wire(page, Handlers(page, engine, sessions, limits))
+        _wire(page, handlers)
 
         def end_session(request: gr.Request) -> None:
             sessions.end(request.session_hash)
 
         blocks.unload(end_session)
-    return blocks
+    return App(blocks, page, handlers)

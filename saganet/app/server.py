@@ -40,7 +40,8 @@ class AppServer:
         self.engine = engine
         self.limits = limits
         self.sessions = sessions if sessions is not None else Sessions()
-        self.blocks: gr.Blocks = build_app(engine, self.sessions, limits)
+        self.app = build_app(engine, self.sessions, limits)
+        self.blocks: gr.Blocks = self.app.blocks
         self.url: str | None = None
 
     def launch(self, host: str = DEFAULT_HOST, port: int | None = None, share: bool = False,
