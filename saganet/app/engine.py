@@ -243,4 +243,4 @@ def check_objects(objects: Sequence[AppObject]) -> None:
     for obj in objects:
         if not obj.pointed:
             raise UserInputError(f"object {obj.name!r} has no click yet: click on it in the "
-                                 "frame (or type what it is)")
+                                 "frame (or give a box or a phrase)")

@@ -74,7 +74,7 @@ def server(engine):
     from saganet.app.limits import Limits
     from saganet.app.server import AppServer
 
-    app = AppServer(engine, Limits(max_seconds=10.0, max_objects=3, max_steps=8))
+    app = AppServer(engine, Limits(max_seconds=10.0, max_objects=3, max_steps=25))
     app.launch(block=False)
     yield app
     app.close()
