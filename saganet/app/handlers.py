@@ -37,16 +37,23 @@ log = logging.getLogger(__name__)
 Updates = dict[Any, Any]
 
 
+def tell(problem: str) -> None:
+    """Show a message in the page (a toast; HTML in it is shown as text)."""
+    gr.Warning(html.escape(problem), title="Error")
+
+
 def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
-    """Turn a user error into a message in the page (``gr.Error``)."""
+    """Turn a user error into a message in the page and the status line. The event still
+    ends normally: an error raised to Gradio would paint "Error" over every output."""
 
     @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Updates:
+    def wrapper(self: "Handlers", *args: Any, **kwargs: Any) -> Updates:
         try:
-            return handler(*args, **kwargs)
+            return handler(self, *args, **kwargs)
         except UserInputError as err:
             log.info("user error: %s", err)
-            raise gr.Error(str(err), print_exception=False) from None
+            tell(str(err))
+            return {self.page.status: f"**Error:** {html.escape(str(err))}"}
 
     return wrapper
 
@@ -124,16 +131,22 @@ class Handlers:
 
     # Loading a video
 
-    @page_errors
     def upload(self, path: str | None, request: gr.Request) -> Updates:
-        """A video was uploaded."""
-        if not path:
-            raise UserInputError("no file arrived; upload a video file")
+        """A video was uploaded. A rejected file is removed from the upload box (with a
+        message), so that another can be dropped in; the session keeps its video."""
         session = self.session(request)
-        with session.lock:
-            session.load_video(Path(path), self.limits)
-            return self._loaded(session, "Video loaded. Click on an object in the frame "
-                                         "(scrub with the time slider to find it).")
+        try:
+            if not path:
+                raise UserInputError("no file arrived; upload a video file")
+            with session.lock:
+                session.load_video(Path(path), self.limits)
+                return self._loaded(session, "Video loaded. Click on an object in the frame "
+                                             "(scrub with the time slider to find it).")
+        except UserInputError as err:
+            log.info("user error: %s", err)
+            tell(str(err))
+            return {self.page.upload: None if session.video is None else str(session.video),
+                    self.page.status: f"**Not loaded:** {html.escape(str(err))}"}
 
     @page_errors
     def example(self, request: gr.Request) -> Updates:

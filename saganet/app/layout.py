@@ -178,8 +178,8 @@ def _wire(page: Page, handlers: Handlers) -> None:
     page.upload.upload(handlers.upload, [page.upload], everything, api_visibility="private")
     page.example.click(handlers.example, None, everything, api_visibility="private",
                        concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    page.time.change(handlers.scrub, [page.time], [page.frame], trigger_mode="always_last",
-                     **quiet)
+    page.time.change(handlers.scrub, [page.time], [page.frame, page.status],
+                     trigger_mode="always_last", **quiet)
     page.frame.select(handlers.click, [page.negative_click, page.time],
                       [page.frame, page.objects_table, page.status], trigger_mode="multiple",
                       **quiet)
@@ -194,7 +194,7 @@ def _wire(page: Page, handlers: Handlers) -> None:
                          (page.phrase, handlers.edit_phrase)):
         # .change, not .input: pasted and autofilled text count too. It also fires when a
         # handler shows another object's fields, which writes back the same values.
-        box.change(handler, [box], [page.object_choice, page.objects_table],
+        box.change(handler, [box], [page.object_choice, page.objects_table, page.status],
                    trigger_mode="always_last", **quiet)
     results = [page.frame, page.objects_table, page.status, page.preview,
                page.tracking_summary]
