@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from saganet import dist
+from saganet import dist, weights
 from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
 from saganet.models import SAGANetModels
-from saganet.pipeline import load_models, pipeline_variant
+from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
 from saganet.segment.models import DEBUG_MODEL, DEFAULT_MODEL, SegmenterCache, sam2_folder
 from saganet.segment.tracking import Tracking, track_objects
 from saganet.soundtrack import SoundtrackRequest, SoundtrackResult, write_soundtrack
+from saganet.weights.registry import SAM2_REPOS
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,12 @@ class Engine:
             UserInputError: an unknown variant, or weights missing offline.
         """
         settings = self.settings
+        if weights.is_offline(settings.offline):
+            # Everything missing is listed at once.
+            names = required_files(settings.variant, checkpoint=settings.checkpoint)
+            if settings.tracker in SAM2_REPOS:
+                names.append(SAM2_REPOS[settings.tracker])
+            weights.resolve_all(names, settings.weights_dir, offline=True)
         folder = sam2_folder(settings.tracker, settings.weights_dir, settings.offline)
         self.models()
         self.segmenters.sam2(folder, self.device)

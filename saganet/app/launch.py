@@ -21,6 +21,13 @@ log = logging.getLogger("saganet.app")
 PROG = "app.py"
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The app's argument parser."""
     defaults = Limits()
@@ -30,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default 127.0.0.1, this machine only; "
                              "0.0.0.0 for every network interface)")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=_port, default=None,
                         help="port (default: 7860, or the next free one)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public Gradio share link (off by default)")

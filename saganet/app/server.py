@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from saganet.app.engine import Engine
 from saganet.app.limits import Limits
 from saganet.app.session import Sessions
+from saganet.errors import UserInputError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -51,16 +52,25 @@ class AppServer:
         Args:
             host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0``: all).
             port: port (None: 7860, or the next free one).
+
             share: also open a public Gradio share link.
             block: serve until interrupted (Ctrl-C), then close; False: return at once.
 
         Returns:
             the local URL.
+
+        Raises:
+            UserInputError: the address cannot be served on (e.g. the port is taken).
         """
         self.blocks.queue()
-        _, self.url, share_url = self.blocks.launch(
-            server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-            max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True)
+        try:
+            _, self.url, share_url = self.blocks.launch(
+                server_name=host, server_port=port, share=share, prevent_thread_lock=True,
+                max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True)
+        except OSError as err:
+            self.sessions.close()
+            where = f"{host}:{port}" if port else host
+            raise UserInputError(f"cannot serve on {where}: {err}".splitlines()[0]) from None
         log.info("serving on %s", self.url)
         print(f"saganet app: {self.url}" + (f" (public: {share_url})" if share_url else ""),
               flush=True)
