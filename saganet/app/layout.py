@@ -224,7 +224,8 @@ def build_app(engine: Engine, sessions: Sessions, limits: Limits) -> App:
         sessions: the visitors' sessions and folders.
         limits: what the app accepts.
     """
-    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as blocks:
+    # No telemetry or version check: the app talks to nobody but its visitors.
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP, analytics_enabled=False) as blocks:
         gr.Markdown(INTRO)
         page = _page(limits, engine.settings.variant)
         handlers = Handlers(page, engine, sessions, limits)

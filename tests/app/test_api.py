@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 
@@ -160,3 +161,26 @@ def test_one_generation_at_a_time_and_models_loaded_once(client, clip, server,
     (_, first_end), (second_start, _) = sorted(spans)
     assert second_start >= first_end
     assert engine.models() is models and len(engine.segmenters) == trackers
+
+
+def test_upload_size_limit(engine, clip) -> None:
+    """An upload over ``--max_upload_mb`` is refused by the server, which serves on."""
+    from saganet.app.limits import Limits
+    from saganet.app.server import AppServer
+
+    limit_mb = clip.stat().st_size / 2 / 1e6
+    app = AppServer(engine, Limits(max_upload_mb=limit_mb))
+    app.launch(block=False)
+    try:
+        small = gradio_client.Client(app.url, verbose=False)
+        # gradio_client checks the server's limit before sending ...
+        with pytest.raises(ValueError, match="exceeds the maximum file size"):
+            small.predict(gradio_client.handle_file(str(clip)),
+                          [{"name": "a", "clicks": ["1,1"]}], None, api_name="/generate")
+        # ... and the server refuses what is sent anyway.
+        with clip.open("rb") as data:
+            response = httpx.post(f"{app.url}gradio_api/upload", files={"files": data})
+        assert response.status_code == 413
+        assert small.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    finally:
+        app.close()

@@ -177,8 +177,10 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
     # A correcting click changes the prompts: the next generation tracks again.
     x, y = session.view.to_shown(*_click_on(scene, names[-1], slot))
     handlers.click(False, slot / SYNC_FPS, select(round(x), round(y)), request())
-    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), Recorder())
+    progress = Recorder()
+    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), progress)
     assert len(tracks) == 2 and Path(updates[page.preview]).is_file()
+    assert progress.stages()[:2] == ["tracking", "features"]
     assert not first_run.exists()  # only the latest run's files are kept
     handlers.sessions.end("tab1")
     assert not session.folder.exists()
