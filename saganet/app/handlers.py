@@ -7,11 +7,14 @@ input (:class:`~saganet.errors.UserInputError`) becomes a message in the page
 (:class:`gradio.Error`), never a stack trace, and the app goes on serving.
 """
 
+import copy
 import functools
 import html
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +24,14 @@ from saganet.app.engine import Engine, Progress, Soundtrack, check_objects, trac
 from saganet.app.example import load_example
 from saganet.app.frames import object_color, render_frame
 from saganet.app.limits import Limits
+from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Session, Sessions
 from saganet.app.spectrogram import write_spectrogram
 from saganet.errors import UserInputError
 from saganet.pipeline import pipeline_variant
 from saganet.segment.grid import GRID_FPS
+from saganet.segment.prompts import ObjectPrompt
 from saganet.segment.tracking import Tracking
 
 if TYPE_CHECKING:
@@ -35,6 +40,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Updates = dict[Any, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one Track or Generate works on (taken from the session when it starts).
+
+    Args:
+        video: the video.
+        objects: copies of the session's objects.
+        prompts: their tracking prompts.
+        track_range: seconds to track.
+        run: the folder of the job's files.
+        tracking: the session's tracking, if it fits these prompts and seconds.
+    """
+
+    video: Path
+    objects: list[AppObject]
+    prompts: tuple[ObjectPrompt, ...]
+    track_range: tuple[float, float]
+    run: Path
+    tracking: Tracking | None
 
 
 def tell(problem: str) -> None:
@@ -139,6 +165,7 @@ class Handlers:
             if not path:
                 raise UserInputError("no file arrived; upload a video file")
             with session.lock:
+                session.check_idle()
                 session.load_video(Path(path), self.limits)
                 return self._loaded(session, "Video loaded. Click on an object in the frame "
                                              "(scrub with the time slider to find it).")
@@ -156,6 +183,7 @@ class Handlers:
                                         settings.weights_dir, settings.offline)
         session = self.session(request)
         with session.lock:
+            session.check_idle()
             session.load_video(example.video, self.limits,
                                objects=objects[: self.limits.max_objects])
             updates = self._loaded(session, "The example is loaded with one click per "
@@ -235,29 +263,35 @@ class Handlers:
                 updates |= self._frame(session, time_s)
         return updates
 
-    def _edit(self, field: str, value: str | None, request: gr.Request) -> Updates:
+    def _edit(self, field: str, value: str | None, index: int | None,
+              request: gr.Request) -> Updates:
+        """Set a field of the object the page showed when it was edited (``index``: the
+        object choice then; the current object may have changed since)."""
         session = self.session(request)
         with session.lock:
-            setattr(session.current_object(), field, (value or "").strip())
+            target = (session.objects[index] if index is not None
+                      and 0 <= index < len(session.objects) else session.current_object())
+            setattr(target, field, (value or "").strip())
             choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
             return {self.page.object_choice: gr.update(choices=choices, value=session.current),
                     self.page.objects_table: objects_table(session)}
 
     @page_errors
-    def edit_name(self, value: str | None, request: gr.Request) -> Updates:
-        return self._edit("name", value, request)
+    def edit_name(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("name", value, index, request)
 
     @page_errors
-    def edit_prompt(self, value: str | None, request: gr.Request) -> Updates:
-        return self._edit("prompt", value, request)
+    def edit_prompt(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("prompt", value, index, request)
 
     @page_errors
-    def edit_negative_prompt(self, value: str | None, request: gr.Request) -> Updates:
-        return self._edit("negative_prompt", value, request)
+    def edit_negative_prompt(self, value: str | None, index: int | None,
+                             request: gr.Request) -> Updates:
+        return self._edit("negative_prompt", value, index, request)
 
     @page_errors
-    def edit_phrase(self, value: str | None, request: gr.Request) -> Updates:
-        return self._edit("text", value, request)
+    def edit_phrase(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("text", value, index, request)
 
     # Tracking and generation
 
@@ -272,13 +306,35 @@ class Handlers:
         return options
 
     def _tracking_view(self, session: Session, tracking: Tracking, time_s: float | None,
-                       folder_name: str) -> Updates:
+                       run: Path) -> Updates:
         """The preview video and summary of a new tracking."""
-        preview = session.folder / folder_name / "tracking_preview.mp4"
+        preview = run / "tracking_preview.mp4"
         tracking.write_preview(preview, overwrite=True)
         return {self.page.preview: str(preview),
                 self.page.tracking_summary: tracking_summary(tracking),
                 self.page.objects_table: objects_table(session), **self._frame(session, time_s)}
+
+    @contextmanager
+    def _job(self, session: Session, options: GenerationOptions) -> Iterator[Job]:
+        """Take what a Track or Generate needs from the session (a copy: the visitor may go
+        on scrubbing and clicking meanwhile) and mark the session busy until the job ends."""
+        with session.lock:
+            session.require_grid()
+            if session.busy:
+                raise UserInputError("this page is already tracking or generating; wait for it")
+            objects = copy.deepcopy(session.objects)
+            self.limits.check_objects(len(objects))
+            check_objects(objects)
+            start, end = tracking_range(objects, options, session.duration)
+            prompts = tuple(o.tracking_prompt() for o in objects)
+            job = Job(session.video, objects, prompts, (start, end), session.new_run(),
+                      session.tracking_for(prompts, start, end))
+            session.busy = True
+        try:
+            yield job
+        finally:
+            with session.lock:
+                session.busy = False
 
     @page_errors
     def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
@@ -286,23 +342,20 @@ class Handlers:
               progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Track button: track every object, show the overlay video and visible times."""
         session = self.session(request)
-        with session.lock:
-            session.require_grid()
-            options = self._options(start, duration, end, cfg_strength, num_steps,
-                                    seed, variant)
-            objects = list(session.objects)
-            self.limits.check_objects(len(objects))
-            check_objects(objects)
-            began = time.perf_counter()
-            start, end = tracking_range(objects, options, session.duration)
-            prompts = tuple(o.tracking_prompt() for o in objects)
-            tracking = self.engine.track(session.video, objects, start, end,
+        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
+        began = time.perf_counter()
+        with self._job(session, options) as job:
+            tracking = self.engine.track(job.video, job.objects, *job.track_range,
                                          progress=gradio_progress(progress))
-            session.keep_tracking(tracking, prompts)
-            updates = self._tracking_view(session, tracking, time_s, session.new_run().name)
+        with session.lock:
+            updates = {}
+            if session.video == job.video:
+                session.keep_tracking(tracking, job.prompts)
+                updates = self._tracking_view(session, tracking, time_s, job.run)
         took = time.perf_counter() - began
-        return {**updates, self.page.status: f"Tracked {len(objects)} object(s) in {took:.1f} s. "
-                                              "Add a click to correct, or press Generate."}
+        return {**updates, self.page.status: f"Tracked {len(job.objects)} object(s) in "
+                                              f"{took:.1f} s. Add a click to correct, or press "
+                                              "Generate."}
 
     @page_errors
     def generate(self, time_s: float | None, start: Any, duration: Any, end: Any,
@@ -311,26 +364,18 @@ class Handlers:
                  progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Generate button: track (if needed) and generate, then players and downloads."""
         session = self.session(request)
-        with session.lock:
-            session.require_grid()
-            options = self._options(start, duration, end, cfg_strength, num_steps,
-                                    seed, variant)
-            objects = list(session.objects)
-            self.limits.check_objects(len(objects))
-            check_objects(objects)
-            began = time.perf_counter()
-            start, end = tracking_range(objects, options, session.duration)
-            prompts = tuple(o.tracking_prompt() for o in objects)
-            reuse = session.tracking_for(prompts, start, end)
-            run = session.new_run()
-            made = self.engine.soundtrack(session.video, objects, options, run / "out",
-                                          (start, end), tracking=reuse,
+        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
+        began = time.perf_counter()
+        with self._job(session, options) as job:
+            made = self.engine.soundtrack(job.video, job.objects, options, job.run / "out",
+                                          job.track_range, tracking=job.tracking,
                                           progress=gradio_progress(progress))
+        with session.lock:
             updates: Updates = {}
-            if made.tracking is not reuse:
-                session.keep_tracking(made.tracking, prompts)
-                updates = self._tracking_view(session, made.tracking, time_s, run.name)
-            updates |= self._results(made, run)
+            if made.tracking is not job.tracking and session.video == job.video:
+                session.keep_tracking(made.tracking, job.prompts)
+                updates = self._tracking_view(session, made.tracking, time_s, job.run)
+            updates |= self._results(made, job.run)
         took = time.perf_counter() - began
         return {**updates, self.page.status: generation_summary(made, took)}
 

@@ -194,7 +194,8 @@ def _wire(page: Page, handlers: Handlers) -> None:
                          (page.phrase, handlers.edit_phrase)):
         # .change, not .input: pasted and autofilled text count too. It also fires when a
         # handler shows another object's fields, which writes back the same values.
-        box.change(handler, [box], [page.object_choice, page.objects_table, page.status],
+        box.change(handler, [box, page.object_choice],
+                   [page.object_choice, page.objects_table, page.status],
                    trigger_mode="always_last", **quiet)
     results = [page.frame, page.objects_table, page.status, page.preview,
                page.tracking_summary]

@@ -58,6 +58,7 @@ class Session:
         self.tracking: Tracking | None = None
         self.tracked: tuple[ObjectPrompt, ...] | None = None
         self.view: FrameView | None = None  # the frame the page shows
+        self.busy = False  # a Track or Generate of this session is running
         self._runs = 0
         self.lock = threading.RLock()
 
@@ -67,6 +68,12 @@ class Session:
     def duration(self) -> float:
         """Seconds of the loaded video (from the first frame to the end of the last)."""
         return self.require_grid().index.duration
+
+    def check_idle(self) -> None:
+        """Raises UserInputError while a Track or Generate of this session runs."""
+        if self.busy:
+            raise UserInputError("wait until tracking or generating ends before loading "
+                                 "another video")
 
     def require_grid(self) -> VideoGrid:
         """The loaded video's grid.

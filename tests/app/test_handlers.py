@@ -91,7 +91,7 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     handlers.remove_object(0.0, request())
     handlers.remove_object(0.0, request())
     assert len(handlers.sessions.get("tab1").objects) == 1
-    handlers.edit_name("a b", request())
+    handlers.edit_name("a b", None, request())
     handlers.click(False, 0.0, select(10, 10), request())
     refused(handlers.track(0.0, *options(), request(), Recorder()), page, "must start with")
 
@@ -144,9 +144,12 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
         view = session.view
         x, y = view.to_shown(*_click_on(scene, name, slot))
         handlers.click(False, slot / SYNC_FPS, select(round(x), round(y)), request())
-        handlers.edit_name(name, request())
-        updates = handlers.edit_prompt(f"{name} sound", request())
+        handlers.edit_name(name, k, request())
+        updates = handlers.edit_prompt(f"{name} sound", k, request())
     assert updates[page.object_choice]["choices"] == [(n, k) for k, n in enumerate(names)]
+    # An edit made while object 0 was shown lands on it, whichever object is current now.
+    handlers.edit_negative_prompt("hiss", 0, request())
+    assert session.objects[0].negative_prompt == "hiss" and session.current == len(names) - 1
     progress = Recorder()
     updates = handlers.track(slot / SYNC_FPS, *options(), request(), progress)
     assert progress.stages() == ["tracking"]
@@ -182,6 +185,12 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
     assert len(tracks) == 2 and Path(updates[page.preview]).is_file()
     assert progress.stages()[:2] == ["tracking", "features"]
     assert not first_run.exists()  # only the latest run's files are kept
+    # While a job runs, the page can scrub and click but not load another video.
+    session.busy = True
+    updates = handlers.upload(str(clip), request())
+    assert "wait until" in updates[page.status]
+    assert page.frame in handlers.scrub(0.2, request())
+    session.busy = False
     handlers.sessions.end("tab1")
     assert not session.folder.exists()
 
@@ -194,3 +203,38 @@ def test_example_button(app) -> None:
     assert [len(o.clicks) for o in session.objects] == [1] * len(session.objects)
     assert {o.name for o in session.objects} == {"circle", "square"}
     assert "circle" in updates[app.page.objects_table]
+
+
+def test_scrubbing_and_clicking_during_a_generation(app, clip, monkeypatch) -> None:
+    """A running generation holds the models, not the page: the same tab scrubs and clicks
+    meanwhile; the generation works on the objects as they were when it started."""
+    import threading
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    handlers.upload(str(clip), request())
+    handlers.click(False, 0.0, select(20, 20), request())
+    started, release = threading.Event(), threading.Event()
+    seen = []
+    soundtrack = engine.soundtrack
+
+    def slow(video, objects, *args, **kwargs):
+        seen.append([len(o.clicks) for o in objects])
+        started.set()
+        assert release.wait(60)
+        return soundtrack(video, objects, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "soundtrack", slow)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())))
+    worker.start()
+    try:
+        assert started.wait(120)
+        assert page.frame in handlers.scrub(0.4, request())
+        handlers.click(False, 0.4, select(30, 30), request())
+        assert "wait" in handlers.track(0.0, *options(), request(), Recorder())[page.status]
+    finally:
+        release.set()
+        worker.join(120)
+    assert seen == [[1]] and "Generated" in result[page.status]
+    assert len(handlers.sessions.get("tab1").current_object().clicks) == 2
