@@ -3,8 +3,12 @@
 Each handler finds the visitor's :class:`~saganet.app.session.Session` by Gradio's session
 hash, does its work through the session and the :class:`~saganet.app.engine.Engine`, and
 returns updates for the components of :class:`~saganet.app.layout.Page` (as a dict). A bad
-input (:class:`~saganet.errors.UserInputError`) becomes a message in the page
-(:class:`gradio.Error`), never a stack trace, and the app goes on serving.
+input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a toast and the
+status line), never a stack trace, and the app goes on serving.
+
+Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
+and clicking while the models run. Annotations here are evaluated (no ``from __future__ import
+annotations``): Gradio reads them to pass ``gr.Request`` and ``gr.SelectData``.
 """
 
 import copy
@@ -113,6 +117,7 @@ class Handlers:
         self.limits = limits
 
     def session(self, request: gr.Request | None) -> Session:
+        """The session of the tab that sent ``request``."""
         return self.sessions.get(None if request is None else request.session_hash)
 
     # Page parts
@@ -223,6 +228,7 @@ class Handlers:
     @page_errors
     def choose_object(self, index: int | None, time_s: float | None,
                       request: gr.Request) -> Updates:
+        """Another object was chosen: show its fields (and its clicks larger)."""
         session = self.session(request)
         with session.lock:
             if index is not None:
@@ -234,6 +240,7 @@ class Handlers:
 
     @page_errors
     def add_object(self, time_s: float | None, request: gr.Request) -> Updates:
+        """A new object becomes the current one."""
         session = self.session(request)
         with session.lock:
             session.require_grid()
@@ -243,6 +250,7 @@ class Handlers:
 
     @page_errors
     def remove_object(self, time_s: float | None, request: gr.Request) -> Updates:
+        """The current object goes (the last one is emptied instead)."""
         session = self.session(request)
         with session.lock:
             session.remove_object()
@@ -253,6 +261,7 @@ class Handlers:
 
     @page_errors
     def clear_clicks(self, time_s: float | None, request: gr.Request) -> Updates:
+        """The current object's clicks go."""
         session = self.session(request)
         with session.lock:
             obj = session.current_object()
