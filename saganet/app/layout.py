@@ -107,7 +107,9 @@ def _page(limits: Limits, default_variant: str) -> Page:
         with gr.Column(scale=2):
             upload = gr.File(label="Video", file_types=["video"], type="filepath",
                              elem_id="upload")
-            example = gr.Button("Pick the duet example", elem_id="example")
+            example = gr.Button("Pick the example (two shapes: debug variant)"
+                                if PIPELINES[default_variant].debug
+                                else "Pick the duet example", elem_id="example")
             object_choice = gr.Radio(label="Object", choices=[], elem_id="object-choice")
             with gr.Row():
                 add_object = gr.Button("Add object", size="sm", elem_id="add-object")
