@@ -83,7 +83,7 @@ class Limits:
         try:
             info = probe_video(path)
         except UserInputError as err:
-            raise UserInputError(f"not a video this app can read ({err.problem})", name) from None
+            raise UserInputError(f"not a video this app can read: {err.problem}", name) from None
         if info.duration is not None:
             self.check_length(info.duration, name)
         return info
