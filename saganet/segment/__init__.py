@@ -28,6 +28,7 @@ _EXPORTS = {
     "ObjectPrompt": "prompts",
     "PointPrompt": "prompts",
     "PromptTime": "prompts",
+    "SegmenterCache": "models",
     "object_prompt": "prompts",
     "parse_box": "prompts",
     "parse_point": "prompts",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,35 @@ def load_sam3(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     _check_loading(info, str(folder))
     device = _device(device)
     return Segmenter(model.to(device).eval(), processor, str(folder), device)
+
+
+class SegmenterCache:
+    """Loaded segmentation models kept for reuse, one per folder and device.
+
+    A long-running caller (the web app) tracks many times with the same model; this loads it
+    once. The models are only read while tracking (each run has its own session), so runs may
+    share them.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, Path, str], Segmenter] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, kind: str, folder: Path, device: str | torch.device) -> Segmenter:
+        key = (kind, Path(folder).resolve(), str(_device(device)))
+        with self._lock:
+            if key not in self._loaded:
+                loader = load_sam2 if kind == "sam2" else load_sam3
+                self._loaded[key] = loader(folder, device)
+            return self._loaded[key]
+
+    def sam2(self, folder: Path, device: str | torch.device = "cpu") -> Segmenter:
+        """The SAM 2.1 model in ``folder`` (see :func:`load_sam2`), loaded on first use."""
+        return self._get("sam2", folder, device)
+
+    def sam3(self, folder: Path, device: str | torch.device = "cpu") -> Segmenter:
+        """The SAM 3 model in ``folder`` (see :func:`load_sam3`), loaded on first use."""
+        return self._get("sam3", folder, device)
+
+    def __len__(self) -> int:
+        return len(self._loaded)

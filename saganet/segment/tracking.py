@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from saganet.errors import UserInputError
 from saganet.media.video import PathLike, VideoInfo
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
-from saganet.segment.models import DEFAULT_MODEL, load_sam2, load_sam3, sam2_folder, sam3_folder
+from saganet.segment.models import DEFAULT_MODEL, SegmenterCache, sam2_folder, sam3_folder
 from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names
 from saganet.segment.session import Sam2Tracker, SlotPrompt
 from saganet.segment.store import Span, TrackedMasks
@@ -167,7 +167,9 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
                   text_model: str | os.PathLike[str] | None = None,
                   weights_dir: str | os.PathLike[str] | None = None,
                   offline: bool | None = None, device: str = "cpu", start: float = 0.0,
-                  end: float | None = None, progress: bool = False) -> Tracking:
+                  end: float | None = None, progress: bool = False,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  models: SegmenterCache | None = None) -> Tracking:
     """Track the objects the user pointed at through the video, on its 25 fps grid.
 
     Objects given by clicks and boxes are tracked together in one SAM 2.1 session (forwards
@@ -186,6 +188,9 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
         start: seconds of the video to skip (their masks are empty).
         end: seconds to stop at (None: the end of the video).
         progress: show a progress bar while tracking.
+        on_progress: called as ``on_progress(done, total)`` after each tracked frame (``total``
+            counts every pass: one per model used), e.g. for a progress bar in a web page.
+        models: keep loaded models here and reuse them (None: load them for this call).
 
     Raises:
         UserInputError: unreadable video, a prompt outside the frame or past the end, no SAM 3
@@ -209,19 +214,29 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
         for obj_id, mask in masks.items():
             stores[obj_id].set(slot, mask)
 
-    sam2 = load_sam2(sam2_path, device) if sam2_path is not None else None
-    sam3 = load_sam3(sam3_path, device) if sam3_path is not None else None
+    models = models if models is not None else SegmenterCache()
+    sam2 = models.sam2(sam2_path, device) if sam2_path is not None else None
+    sam3 = models.sam3(sam3_path, device) if sam3_path is not None else None
     passes = int(sam2 is not None) + int(sam3 is not None)
-    with tqdm(total=passes * (stop - first), desc="tracking", unit="frame",
-              disable=not progress) as bar:
+    total = passes * (stop - first)
+    done = 0
+    with tqdm(total=total, desc="tracking", unit="frame", disable=not progress) as bar:
+
+        def step(count: int) -> None:
+            nonlocal done
+            done += count
+            bar.update(count)
+            if on_progress is not None:
+                on_progress(done, total)
+
         if sam2 is not None:
             tracker = Sam2Tracker(sam2, grid, first, stop)
             tracker.add_prompts(prompts)
-            tracker.track(sink, bar.update)
+            tracker.track(sink, step)
         if sam3 is not None:
             from saganet.segment.text import track_phrases
 
-            track_phrases(sam3, grid, text_objects, first, stop, sink, bar.update)
+            track_phrases(sam3, grid, text_objects, first, stop, sink, step)
     for store in stores:
         store.extend_to(stop)
     missing = [store.name for store in stores if not store.visible.any()]

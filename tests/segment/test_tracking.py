@@ -249,3 +249,30 @@ def test_text_prompt_without_sam3_says_how_to_get_it(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         track_objects(video, [object_prompt("voice", text="singer")],
                       text_model=tmp_path / "nowhere")
+
+
+def test_progress_callback_and_shared_models(tmp_path, sam2_folder, monkeypatch):
+    """``on_progress`` counts every tracked slot up to its total; a ``SegmenterCache`` loads
+    the model once for several runs, and its results equal a run without it."""
+    from saganet.segment import models as models_module
+    from saganet.segment.models import SegmenterCache
+
+    video = _video(tmp_path, count=12)
+    objects = [object_prompt("a", clicks=["5,5@0.2"])]
+    loads = []
+    load = models_module.load_sam2
+    monkeypatch.setattr(models_module, "load_sam2",
+                        lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    calls: list[tuple[int, int]] = []
+    cache = SegmenterCache()
+    first = track_objects(video, objects, model=sam2_folder, offline=True, start=0.04,
+                          on_progress=lambda done, total: calls.append((done, total)),
+                          models=cache)
+    second = track_objects(video, objects, model=sam2_folder, offline=True, start=0.04,
+                           models=cache)
+    alone = track_objects(video, objects, model=sam2_folder, offline=True, start=0.04)
+    tracked = first.stop - first.first
+    assert calls == [(k, tracked) for k in range(1, tracked + 1)]
+    assert len(cache) == 1 and len(loads) == 2  # the cache's load, and the run without it
+    for other in (second, alone):
+        assert np.array_equal(first.objects["a"].masks(), other.objects["a"].masks())

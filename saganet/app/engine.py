@@ -1,0 +1,253 @@
+"""The models behind the app, loaded once and shared by every request, and the one path from a
+video and its objects to sound: track the objects, then write their soundtrack.
+
+Tracking is :func:`saganet.segment.track_objects` and generation
+:func:`saganet.soundtrack.write_soundtrack`, the functions ``demo.py`` runs: the app adds no
+pipeline of its own. One request uses the models at a time (Gradio's queue already runs them
+one by one; the lock keeps that true for any other caller).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from saganet import dist, weights
+from saganet.app.objects import AppObject
+from saganet.app.options import GenerationOptions
+from saganet.errors import UserInputError
+from saganet.inference import SamplingOptions
+from saganet.models import SAGANetModels
+from saganet.pipeline import load_models, pipeline_variant, required_files
+from saganet.segment.grid import GRID_FPS
+from saganet.segment.models import DEBUG_MODEL, DEFAULT_MODEL, SegmenterCache, sam2_folder
+from saganet.segment.tracking import Tracking, track_objects
+from saganet.soundtrack import SoundtrackRequest, SoundtrackResult, write_soundtrack
+from saganet.weights.registry import SAM2_REPOS
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: ``loading``, ``tracking``, ``features``,
+``sampling``, ``decoding``, ``writing``."""
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """Progress reports nobody reads."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models the app runs, and where (``app.py``'s model flags).
+
+    Args:
+        variant: the pipeline variant loaded at start (others load on request).
+        weights_dir: weights folder (default: the user cache).
+        checkpoint: a weights file of one's own for ``variant``.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        full_precision: fp32 on CUDA (default there: bf16).
+        offline: never download (None: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
+        segment_model: SAM 2.1 size or folder for clicks (None: ``debug`` with the ``debug``
+            variant, else ``tiny``).
+        text_model: a local SAM 3 folder for phrases (None: the cache's, if there).
+    """
+
+    variant: str = "saganet_small"
+    weights_dir: Path | None = None
+    checkpoint: Path | None = None
+    device: str = "auto"
+    full_precision: bool = False
+    offline: bool | None = None
+    segment_model: str | None = None
+    text_model: Path | None = None
+
+    @property
+    def tracker(self) -> str:
+        """The SAM 2.1 model tracking clicks and boxes."""
+        if self.segment_model is not None:
+            return self.segment_model
+        return DEBUG_MODEL if pipeline_variant(self.variant).debug else DEFAULT_MODEL
+
+
+@dataclass
+class Soundtrack:
+    """What one generation made.
+
+    Args:
+        tracking: the tracking the masks came from.
+        result: the files and what was done (see :class:`~saganet.soundtrack.SoundtrackResult`).
+        stems: object name -> its sound file (the mix itself for a single object).
+        variant: the variant that generated it.
+    """
+
+    tracking: Tracking
+    result: SoundtrackResult
+    stems: dict[str, Path]
+    variant: str
+
+    @property
+    def duration(self) -> float:
+        return self.result.segment.duration
+
+
+def tracking_range(objects: Sequence[AppObject], options: GenerationOptions,
+                   video_seconds: float) -> tuple[float, float]:
+    """Seconds to track: the generated range, widened to the objects' clicks and boxes (a click
+    before ``start`` still tells the tracker what the object is).
+
+    Args:
+        objects: the objects.
+        options: the request's options.
+        video_seconds: the video's length.
+    """
+    start = options.start
+    duration = options.segment_duration
+    end = video_seconds if duration is None else min(video_seconds, start + duration)
+    earliest = [t for t in (o.earliest() for o in objects) if t is not None]
+    latest = [t for t in (o.latest() for o in objects) if t is not None]
+    if earliest:
+        start = min(start, *earliest)
+    if latest:
+        end = min(video_seconds, max(end, max(latest) + 1 / GRID_FPS))
+    return start, end
+
+
+class Engine:
+    """The app's models and the work done with them.
+
+    Args:
+        settings: which models, where.
+
+    Raises:
+        UserInputError: an unknown variant or device.
+    """
+
+    def __init__(self, settings: ModelSettings) -> None:
+        pipeline_variant(settings.variant)
+        self.settings = settings
+        self.device = dist.resolve_device(settings.device)
+        half = self.device.type == "cuda" and not settings.full_precision
+        self.dtype = torch.bfloat16 if half else torch.float32
+        self.segmenters = SegmenterCache()
+        self._loaded: tuple[str, SAGANetModels] | None = None
+        self.lock = threading.RLock()
+
+    @property
+    def loaded_variant(self) -> str | None:
+        return None if self._loaded is None else self._loaded[0]
+
+    def models(self, variant: str | None = None) -> SAGANetModels:
+        """The loaded models of ``variant`` (default: the app's), loaded on first use; loading
+        another variant frees the previous one (one set of weights in memory at a time).
+
+        Raises:
+            UserInputError: an unknown variant, or weights missing offline.
+        """
+        variant = variant or self.settings.variant
+        pipeline_variant(variant)
+        with self.lock:
+            if self._loaded is not None and self._loaded[0] == variant:
+                return self._loaded[1]
+            if self._loaded is not None:
+                log.info("unloading variant %s to load %s", self._loaded[0], variant)
+                self._loaded = None
+                gc.collect()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
+            models = load_models(variant, weights_dir=self.settings.weights_dir,
+                                 checkpoint=checkpoint, device=self.device, dtype=self.dtype,
+                                 offline=self.settings.offline)
+            self._loaded = (variant, models)
+            return models
+
+    def preload(self) -> None:
+        """Load the app's variant and its click tracker now, so that missing weights are
+        reported at start and the first visitor does not wait for loading.
+
+        Raises:
+            UserInputError: an unknown variant, or weights missing offline.
+        """
+        settings = self.settings
+        if weights.is_offline(settings.offline):
+            # Everything missing is listed at once.
+            names = required_files(settings.variant, checkpoint=settings.checkpoint)
+            if settings.tracker in SAM2_REPOS:
+                names.append(SAM2_REPOS[settings.tracker])
+            weights.resolve_all(names, settings.weights_dir, offline=True)
+        folder = sam2_folder(settings.tracker, settings.weights_dir, settings.offline)
+        self.models()
+        self.segmenters.sam2(folder, self.device)
+
+    def track(self, video: Path, objects: Sequence[AppObject], start: float = 0.0,
+              end: float | None = None, progress: Progress = _no_progress) -> Tracking:
+        """Track the objects through ``start`` .. ``end`` seconds of the video.
+
+        Raises:
+            UserInputError: bad prompts (see :func:`~saganet.segment.track_objects`), a
+                missing model, or an object found in no frame.
+        """
+        prompts = [o.tracking_prompt() for o in objects]
+        with self.lock:
+            return track_objects(
+                video, prompts, model=self.settings.tracker, text_model=self.settings.text_model,
+                weights_dir=self.settings.weights_dir, offline=self.settings.offline,
+                device=str(self.device), start=start, end=end,
+                on_progress=lambda done, total: progress("tracking", done, total),
+                models=self.segmenters)
+
+    def soundtrack(self, video: Path, objects: Sequence[AppObject], options: GenerationOptions,
+                   output_dir: Path, track_range: tuple[float, float],
+                   tracking: Tracking | None = None,
+                   progress: Progress = _no_progress) -> Soundtrack:
+        """Generate the sound of every object: track them (unless given ``tracking`` of these
+        objects), then write the stems, the mix and the MP4 into ``output_dir``.
+
+        Args:
+            video: the video.
+            objects: its objects (names unique).
+            options: time range, sampling and variant.
+            output_dir: where the files go (the video's name is their stem).
+            track_range: seconds to track (see :func:`tracking_range`).
+            tracking: a tracking of these objects covering ``track_range``, to reuse.
+            progress: called as work advances.
+
+        Raises:
+            UserInputError: bad objects or options, missing weights, a failed tracking.
+        """
+        check_objects(objects)
+        with self.lock:
+            if tracking is None:
+                tracking = self.track(video, objects, *track_range, progress=progress)
+            variant = options.variant or self.settings.variant
+            if self.loaded_variant != variant:
+                progress("loading", 0, 1)
+            models = self.models(variant)
+            request = SoundtrackRequest(
+                video=video,
+                objects=tuple(o.sound_object(tracking.objects[o.name]) for o in objects),
+                output_dir=output_dir, start=options.start,
+                duration=options.segment_duration)
+            result = write_soundtrack(models, request, seed=options.seed, progress=progress,
+                                      options=SamplingOptions(cfg_strength=options.cfg_strength,
+                                                              num_steps=options.num_steps))
+        stems = dict(result.outputs.stems) or {objects[0].name: result.outputs.mix}
+        return Soundtrack(tracking, result, stems, variant)
+
+
+def check_objects(objects: Sequence[AppObject]) -> None:
+    """Every object can be tracked (a click, a box or a phrase).
+
+    Raises:
+        UserInputError: an object without anything to track it by.
+    """
+    for obj in objects:
+        if not obj.pointed:
+            raise UserInputError(f"object {obj.name!r} has no click yet: click on it in the "
+                                 "frame (or give a box or a phrase)")

@@ -1,0 +1,462 @@
+"""What the page's events do: load a video, scrub, click, edit objects, track, generate.
+
+Each handler finds the visitor's :class:`~saganet.app.session.Session` by Gradio's session
+hash, does its work through the session and the :class:`~saganet.app.engine.Engine`, and
+returns updates for the components of :class:`~saganet.app.layout.Page` (as a dict). A bad
+input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a toast and the
+status line), never a stack trace, and the app goes on serving.
+
+Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
+and clicking while the models run. Annotations here are evaluated (no ``from __future__ import
+annotations``): Gradio reads them to pass ``gr.Request`` and ``gr.SelectData``.
+"""
+
+import copy
+import functools
+import html
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from saganet.app.engine import Engine, Progress, Soundtrack, check_objects, tracking_range
+from saganet.app.example import load_example
+from saganet.app.frames import object_color, render_frame
+from saganet.app.limits import Limits
+from saganet.app.objects import AppObject
+from saganet.app.options import GenerationOptions
+from saganet.app.session import Session, Sessions
+from saganet.app.spectrogram import write_spectrogram
+from saganet.errors import UserInputError
+from saganet.pipeline import pipeline_variant
+from saganet.segment.grid import GRID_FPS
+from saganet.segment.prompts import ObjectPrompt
+from saganet.segment.tracking import Tracking
+
+if TYPE_CHECKING:
+    from saganet.app.layout import Page
+
+log = logging.getLogger(__name__)
+
+Updates = dict[Any, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one Track or Generate works on (taken from the session when it starts).
+
+    Args:
+        video: the video.
+        objects: copies of the session's objects.
+        prompts: their tracking prompts.
+        track_range: seconds to track.
+        run: the folder of the job's files.
+        tracking: the session's tracking, if it fits these prompts and seconds.
+    """
+
+    video: Path
+    objects: list[AppObject]
+    prompts: tuple[ObjectPrompt, ...]
+    track_range: tuple[float, float]
+    run: Path
+    tracking: Tracking | None
+
+
+def tell(problem: str) -> None:
+    """Show a message in the page (a toast; HTML in it is shown as text)."""
+    gr.Warning(html.escape(problem), title="Error")
+
+
+def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
+    """Turn a user error into a message in the page and the status line. The event still
+    ends normally: an error raised to Gradio would paint "Error" over every output."""
+
+    @functools.wraps(handler)
+    def wrapper(self: "Handlers", *args: Any, **kwargs: Any) -> Updates:
+        try:
+            return handler(self, *args, **kwargs)
+        except UserInputError as err:
+            log.info("user error: %s", err)
+            tell(str(err))
+            return {self.page.status: f"**Error:** {html.escape(str(err))}"}
+
+    return wrapper
+
+
+def gradio_progress(progress: gr.Progress) -> Progress:
+    """Engine progress -> the page's progress bar (one bar per stage)."""
+    names = {"loading": "loading the model", "tracking": "tracking",
+             "features": "features", "sampling": "sampling", "decoding": "decoding",
+             "writing": "writing files"}
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress((done, max(total, 1)), desc=names.get(stage, stage), unit="step")
+
+    return report
+
+
+class Handlers:
+    """The page's event handlers.
+
+    Args:
+        page: the page's components (outputs are keyed by them).
+        engine: the shared models.
+        sessions: the visitors' sessions.
+        limits: what the app accepts.
+    """
+
+    def __init__(self, page: "Page", engine: Engine, sessions: Sessions, limits: Limits) -> None:
+        self.page = page
+        self.engine = engine
+        self.sessions = sessions
+        self.limits = limits
+
+    def session(self, request: gr.Request | None) -> Session:
+        """The session of the tab that sent ``request``."""
+        return self.sessions.get(None if request is None else request.session_hash)
+
+    # Page parts
+
+    def _frame(self, session: Session, time_s: float | None) -> Updates:
+        grid = session.require_grid()
+        slot = session.slot(time_s or 0.0)
+        image, view = render_frame(grid, slot, session.objects, session.tracking,
+                                   session.current)
+        session.view = view
+        return {self.page.frame: image}
+
+    def _objects(self, session: Session) -> Updates:
+        page, current = self.page, session.current_object()
+        choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
+        return {
+            page.object_choice: gr.update(choices=choices, value=session.current),
+            page.name: current.name, page.prompt: current.prompt,
+            page.negative_prompt: current.negative_prompt, page.phrase: current.text,
+            page.objects_table: objects_table(session),
+        }
+
+    def _no_results(self) -> Updates:
+        page = self.page
+        updates: Updates = {page.mix: None, page.mix_spectrogram: None, page.downloads: None,
+                            page.preview: None, page.tracking_summary: ""}
+        for row, audio, image in zip(page.stem_rows, page.stems, page.stem_spectrograms,
+                                     strict=True):
+            updates |= {row: gr.update(visible=False), audio: None, image: None}
+        return updates
+
+    def _loaded(self, session: Session, message: str) -> Updates:
+        info = session.info
+        last = (session.require_grid().index.num_slots - 1) / GRID_FPS
+        video_info = (f"**{session.video.name}**: {info.width}x{info.height}, "
+                      f"{session.duration:.2f} s")
+        return {
+            self.page.time: gr.update(minimum=0, maximum=max(last, 1 / GRID_FPS), value=0),
+            self.page.video_info: video_info, self.page.status: message,
+            **self._frame(session, 0.0), **self._objects(session), **self._no_results(),
+        }
+
+    # Loading a video
+
+    def upload(self, path: str | None, request: gr.Request) -> Updates:
+        """A video was uploaded. A rejected file is removed from the upload box (with a
+        message), so that another can be dropped in; the session keeps its video."""
+        session = self.session(request)
+        try:
+            if not path:
+                raise UserInputError("no file arrived; upload a video file")
+            with session.lock:
+                session.check_idle()
+                session.load_video(Path(path), self.limits)
+                return self._loaded(session, "Video loaded. Click on an object in the frame "
+                                             "(scrub with the time slider to find it).")
+        except UserInputError as err:
+            log.info("user error: %s", err)
+            tell(str(err))
+            return {self.page.upload: None if session.video is None else str(session.video),
+                    self.page.status: f"**Not loaded:** {html.escape(str(err))}"}
+
+    @page_errors
+    def example(self, request: gr.Request) -> Updates:
+        """The example button: the example video with its objects clicked."""
+        settings = self.engine.settings
+        example, objects = load_example(pipeline_variant(settings.variant).debug,
+                                        settings.weights_dir, settings.offline)
+        session = self.session(request)
+        with session.lock:
+            session.check_idle()
+            session.load_video(example.video, self.limits,
+                               objects=objects[: self.limits.max_objects])
+            updates = self._loaded(session, "The example is loaded with one click per "
+                                            "object: press Generate, or add clicks first.")
+        return {**updates, self.page.upload: str(session.video)}
+
+    # Frames and clicks
+
+    @page_errors
+    def scrub(self, time_s: float | None, request: gr.Request) -> Updates:
+        """The time slider moved: show that frame."""
+        session = self.session(request)
+        with session.lock:
+            if session.grid is None:
+                return {}
+            return self._frame(session, time_s)
+
+    @page_errors
+    def click(self, negative: bool, time_s: float | None, event: gr.SelectData,
+              request: gr.Request) -> Updates:
+        """A click on the frame: a point of the current object at the shown frame's time."""
+        session = self.session(request)
+        with session.lock:
+            session.require_grid()
+            view = session.view
+            if view is None or event.index is None:
+                raise UserInputError("click inside the frame")
+            x, y = view.to_video(float(event.index[0]), float(event.index[1]))
+            click = session.add_click(x, y, view.slot / GRID_FPS, positive=not negative)
+            obj = session.current_object()
+            updates = self._frame(session, view.slot / GRID_FPS)
+        return {**updates, self.page.objects_table: objects_table(session),
+                self.page.status: f"{obj.name}: click {click}."}
+
+    # Objects
+
+    @page_errors
+    def choose_object(self, index: int | None, time_s: float | None,
+                      request: gr.Request) -> Updates:
+        """Another object was chosen: show its fields (and its clicks larger)."""
+        session = self.session(request)
+        with session.lock:
+            if index is not None:
+                session.current = int(index)
+            updates = self._objects(session)
+            if session.grid is not None:
+                updates |= self._frame(session, time_s)
+        return updates
+
+    @page_errors
+    def add_object(self, time_s: float | None, request: gr.Request) -> Updates:
+        """A new object becomes the current one."""
+        session = self.session(request)
+        with session.lock:
+            session.require_grid()
+            obj = session.add_object(self.limits)
+            return {**self._objects(session), **self._frame(session, time_s),
+                    self.page.status: f"Added {obj.name}: click on it in the frame."}
+
+    @page_errors
+    def remove_object(self, time_s: float | None, request: gr.Request) -> Updates:
+        """The current object goes (the last one is emptied instead)."""
+        session = self.session(request)
+        with session.lock:
+            session.remove_object()
+            updates = self._objects(session)
+            if session.grid is not None:
+                updates |= self._frame(session, time_s)
+        return updates
+
+    @page_errors
+    def clear_clicks(self, time_s: float | None, request: gr.Request) -> Updates:
+        """The current object's clicks go."""
+        session = self.session(request)
+        with session.lock:
+            obj = session.current_object()
+            obj.clicks.clear()
+            updates = {self.page.objects_table: objects_table(session),
+                       self.page.status: f"{obj.name}: clicks cleared."}
+            if session.grid is not None:
+                updates |= self._frame(session, time_s)
+        return updates
+
+    def _edit(self, field: str, value: str | None, index: int | None,
+              request: gr.Request) -> Updates:
+        """Set a field of the object the page showed when it was edited (``index``: the
+        object choice then; the current object may have changed since)."""
+        session = self.session(request)
+        with session.lock:
+            target = (session.objects[index] if index is not None
+                      and 0 <= index < len(session.objects) else session.current_object())
+            setattr(target, field, (value or "").strip())
+            choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
+            return {self.page.object_choice: gr.update(choices=choices, value=session.current),
+                    self.page.objects_table: objects_table(session)}
+
+    @page_errors
+    def edit_name(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("name", value, index, request)
+
+    @page_errors
+    def edit_prompt(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("prompt", value, index, request)
+
+    @page_errors
+    def edit_negative_prompt(self, value: str | None, index: int | None,
+                             request: gr.Request) -> Updates:
+        return self._edit("negative_prompt", value, index, request)
+
+    @page_errors
+    def edit_phrase(self, value: str | None, index: int | None, request: gr.Request) -> Updates:
+        return self._edit("text", value, index, request)
+
+    # Tracking and generation
+
+    def _options(self, start: Any, duration: Any, end: Any, cfg_strength: Any, num_steps: Any,
+                 seed: Any, variant: Any) -> GenerationOptions:
+        # The page's number fields show 0 for "not given" (to the end; no end).
+        options = GenerationOptions.from_values(
+            start=start, duration=duration or None, end=end or None, cfg_strength=cfg_strength,
+            num_steps=num_steps, seed=seed, variant=variant)
+        options.check(self.limits)
+        log.info("options: %s", options)
+        return options
+
+    def _tracking_view(self, session: Session, tracking: Tracking, time_s: float | None,
+                       run: Path) -> Updates:
+        """The preview video and summary of a new tracking."""
+        preview = run / "tracking_preview.mp4"
+        tracking.write_preview(preview, overwrite=True)
+        return {self.page.preview: str(preview),
+                self.page.tracking_summary: tracking_summary(tracking),
+                self.page.objects_table: objects_table(session), **self._frame(session, time_s)}
+
+    @contextmanager
+    def _job(self, session: Session, options: GenerationOptions) -> Iterator[Job]:
+        """Take what a Track or Generate needs from the session (a copy: the visitor may go
+        on scrubbing and clicking meanwhile) and mark the session busy until the job ends."""
+        with session.lock:
+            session.require_grid()
+            if session.busy:
+                raise UserInputError("this page is already tracking or generating; wait for it")
+            objects = copy.deepcopy(session.objects)
+            self.limits.check_objects(len(objects))
+            check_objects(objects)
+            start, end = tracking_range(objects, options, session.duration)
+            prompts = tuple(o.tracking_prompt() for o in objects)
+            job = Job(session.video, objects, prompts, (start, end), session.new_run(),
+                      session.tracking_for(prompts, start, end))
+            session.busy = True
+        try:
+            yield job
+        finally:
+            with session.lock:
+                session.busy = False
+
+    @page_errors
+    def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
+              cfg_strength: Any, num_steps: Any, seed: Any, variant: Any, request: gr.Request,
+              progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
+        """The Track button: track every object, show the overlay video and visible times."""
+        session = self.session(request)
+        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
+        began = time.perf_counter()
+        with self._job(session, options) as job:
+            tracking = self.engine.track(job.video, job.objects, *job.track_range,
+                                         progress=gradio_progress(progress))
+        with session.lock:
+            updates = {}
+            if session.video == job.video:
+                session.keep_tracking(tracking, job.prompts)
+                updates = self._tracking_view(session, tracking, time_s, job.run)
+        took = time.perf_counter() - began
+        return {**updates, self.page.status: f"Tracked {len(job.objects)} object(s) in "
+                                              f"{took:.1f} s. Add a click to correct, or press "
+                                              "Generate."}
+
+    @page_errors
+    def generate(self, time_s: float | None, start: Any, duration: Any, end: Any,
+                 cfg_strength: Any, num_steps: Any, seed: Any, variant: Any,
+                 request: gr.Request,
+                 progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
+        """The Generate button: track (if needed) and generate, then players and downloads."""
+        session = self.session(request)
+        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
+        began = time.perf_counter()
+        with self._job(session, options) as job:
+            made = self.engine.soundtrack(job.video, job.objects, options, job.run / "out",
+                                          job.track_range, tracking=job.tracking,
+                                          progress=gradio_progress(progress))
+        with session.lock:
+            updates: Updates = {}
+            if made.tracking is not job.tracking and session.video == job.video:
+                session.keep_tracking(made.tracking, job.prompts)
+                updates = self._tracking_view(session, made.tracking, time_s, job.run)
+            updates |= self._results(made, job.run)
+        took = time.perf_counter() - began
+        return {**updates, self.page.status: generation_summary(made, took)}
+
+    def _results(self, made: Soundtrack, run: Path) -> Updates:
+        page = self.page
+        outputs = made.result.outputs
+        seconds = made.duration
+        updates: Updates = {
+            page.mix: gr.update(value=str(outputs.mix), label="Mix" if len(made.stems) > 1
+                                else f"Mix (= {next(iter(made.stems))})"),
+            page.mix_spectrogram: str(write_spectrogram(outputs.mix, run / "spectrogram_mix.png",
+                                                        seconds)),
+            page.downloads: [str(p) for p in outputs.all()],
+        }
+        stems = list(made.stems.items())
+        for k, (row, audio, image) in enumerate(zip(page.stem_rows, page.stems,
+                                                    page.stem_spectrograms, strict=True)):
+            if k >= len(stems):
+                updates |= {row: gr.update(visible=False), audio: None, image: None}
+                continue
+            name, path = stems[k]
+            picture = write_spectrogram(path, run / f"spectrogram_{k}.png", seconds)
+            updates |= {row: gr.update(visible=True),
+                        audio: gr.update(value=str(path), label=name),
+                        image: gr.update(value=str(picture), label=f"{name}: spectrogram")}
+        return updates
+
+
+def _swatch(index: int) -> str:
+    red, green, blue = object_color(index)
+    return f'<span style="color: rgb({red}, {green}, {blue})">&#9632;</span>'
+
+
+def objects_table(session: Session) -> str:
+    """The objects as a Markdown table: colour, name, prompts, clicks, visible times."""
+    if not session.objects:
+        return "No object yet."
+    rows = ["| | object | prompt | negative prompt | clicks / phrase | visible |",
+            "|---|---|---|---|---|---|"]
+    tracking = session.tracking
+    for k, obj in enumerate(session.objects):
+        marker = "**&#9654;**" if k == session.current else ""
+        how = "; ".join(str(c) for c in obj.clicks) or "(no click yet)"
+        if obj.text:
+            how = f'"{html.escape(obj.text)}"' + ("" if not obj.clicks else f"; {how}")
+        visible = ""
+        if tracking is not None and obj.name in tracking.objects:
+            spans = tracking.spans(obj.name)
+            visible = ", ".join(f"{s.start:.2f}-{s.end:.2f} s" for s in spans) or "not found"
+        cells = [f"{marker} {_swatch(k)}", html.escape(obj.name), html.escape(obj.prompt),
+                 html.escape(obj.negative_prompt), how, visible]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def tracking_summary(tracking: Tracking) -> str:
+    """Each object's visible time, one line each."""
+    first, stop = tracking.first / GRID_FPS, tracking.stop / GRID_FPS
+    lines = [f"Tracked {first:.2f}-{stop:.2f} s:"]
+    lines += [f"- {line}" for line in tracking.summary()]
+    return "\n".join(lines)
+
+
+def generation_summary(made: Soundtrack, took: float) -> str:
+    """What was generated, in a few words."""
+    result = made.result
+    parts = [f"Generated {made.duration:.2f} s of sound for {len(made.stems)} object(s) with "
+             f"{made.variant} in {took:.1f} s."]
+    for name, spans in result.silenced.items():
+        where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
+        parts.append(f"{name} is not visible at {where}: silent there.")
+    if result.mix_level is not None and result.mix_level.gain < 1:
+        parts.append(f"The mix was turned down to {result.mix_level.gain:.2f}x to stay below "
+                     "clipping.")
+    return " ".join(parts)

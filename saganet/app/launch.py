@@ -1,0 +1,97 @@
+"""``python app.py``: the command line of the web app (flags, model loading, serving).
+
+Parses the flags, loads the models once (so a missing weights file is reported before the page
+is up), then serves the page until Ctrl-C. Gradio is imported only after the flags are parsed,
+so ``--help`` and flag errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from saganet.app.limits import Limits
+from saganet.cli import add_model_arguments
+from saganet.errors import UserInputError, report_user_error
+
+log = logging.getLogger("saganet.app")
+
+PROG = "app.py"
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The app's argument parser."""
+    defaults = Limits()
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A web page to click objects in a video and hear them: one "
+        "sound per object, their mix and an MP4 (Gradio).")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (default 127.0.0.1, this machine only; "
+                             "0.0.0.0 for every network interface)")
+    parser.add_argument("--port", type=_port, default=None,
+                        help="port (default: 7860, or the next free one)")
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public Gradio share link (off by default)")
+    add_model_arguments(parser)
+    parser.add_argument("--segment_model", default=None,
+                        help="SAM 2.1 model for clicks: tiny (default), small, base-plus, large, "
+                             "debug (default with --variant debug) or a local folder")
+    parser.add_argument("--text_model", type=Path, default=None,
+                        help="a local SAM 3 folder for finding objects by text (default: the "
+                             "cache's copy, if present)")
+    parser.add_argument("--max_upload_mb", type=float, default=defaults.max_upload_mb,
+                        help=f"largest upload in MB (default {defaults.max_upload_mb:g})")
+    parser.add_argument("--max_seconds", type=float, default=defaults.max_seconds,
+                        help=f"longest video in seconds (default {defaults.max_seconds:g})")
+    parser.add_argument("--max_objects", type=int, default=defaults.max_objects,
+                        help=f"most objects per video (default {defaults.max_objects})")
+    parser.add_argument("--max_steps", type=int, default=defaults.max_steps,
+                        help=f"most sampling steps per request (default {defaults.max_steps})")
+    return parser
+
+
+def start(args: argparse.Namespace, block: bool = True):
+    """Load the models and serve the app; returns the :class:`~saganet.app.server.AppServer`
+    (after it stopped, when ``block``).
+
+    Raises:
+        UserInputError: bad flags, an unknown variant or device, missing weights offline.
+    """
+    from saganet.app.engine import Engine, ModelSettings
+    from saganet.app.server import AppServer
+
+    limits = Limits(args.max_upload_mb, args.max_seconds, args.max_objects, args.max_steps)
+    engine = Engine(ModelSettings(
+        variant=args.variant, weights_dir=args.weights_dir, checkpoint=args.checkpoint,
+        device=args.device, full_precision=args.full_precision, offline=args.offline,
+        segment_model=args.segment_model, text_model=args.text_model))
+    engine.preload()
+    server = AppServer(engine, limits)
+    server.launch(args.host, args.port, args.share, block=block)
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the app; returns the exit status (2 for a user error).
+
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        start(args)
+    except UserInputError as err:
+        return report_user_error(PROG, err)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0

@@ -1,0 +1,243 @@
+"""The page: its components (:class:`Page`), their arrangement, and which handler each event
+calls (:func:`build_app`).
+
+Model work (Track, Generate and the ``/generate`` endpoint) shares one slot of Gradio's queue
+(``concurrency_id="model"``, limit 1): one generation at a time, the others wait in line with
+their place shown. Light events (scrubbing, clicks, edits) do not wait for it.
+"""
+
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from saganet.app.api import API_NAME, GenerateEndpoint
+from saganet.app.engine import Engine
+from saganet.app.frames import placeholder
+from saganet.app.handlers import Handlers
+from saganet.app.limits import Limits
+from saganet.app.options import GenerationOptions
+from saganet.app.session import Sessions
+from saganet.pipeline import PIPELINES
+from saganet.segment.grid import GRID_FPS
+
+TITLE = "saganet: click the object, hear it"
+INTRO = """# Click the object, hear it
+Upload a video (or pick the example), scrub to a frame where the object is visible and
+**click on it**. Add more objects with *Add object*; give each a prompt. **Track** shows what
+was found; add a click to correct it. **Generate** makes one sound per object and their mix."""
+# Gradio's cache of served files: files older than an hour are removed every hour (and all of
+# them when the app closes).
+CACHE_CLEANUP = (3600, 3600)
+# Events that use the models share this queue slot.
+MODEL_QUEUE = "model"
+
+
+@dataclass
+class Page:
+    """The components of the page (handlers return updates keyed by them)."""
+
+    upload: gr.File
+    example: gr.Button
+    frame: gr.Image
+    time: gr.Slider
+    video_info: gr.Markdown
+    object_choice: gr.Radio
+    add_object: gr.Button
+    remove_object: gr.Button
+    clear_clicks: gr.Button
+    negative_click: gr.Checkbox
+    name: gr.Textbox
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    phrase: gr.Textbox
+    objects_table: gr.Markdown
+    options: list[gr.components.Component]
+    track: gr.Button
+    generate: gr.Button
+    status: gr.Markdown
+    preview: gr.Video
+    tracking_summary: gr.Markdown
+    mix: gr.Audio
+    mix_spectrogram: gr.Image
+    downloads: gr.File
+    stem_rows: list[gr.Row] = field(default_factory=list)
+    stems: list[gr.Audio] = field(default_factory=list)
+    stem_spectrograms: list[gr.Image] = field(default_factory=list)
+
+    def everything(self) -> list:
+        """Every component a handler may update."""
+        return [self.upload, self.frame, self.time, self.video_info, self.object_choice,
+                self.name, self.prompt, self.negative_prompt, self.phrase, self.objects_table,
+                self.status, self.preview, self.tracking_summary, self.mix,
+                self.mix_spectrogram, self.downloads, *self.stem_rows, *self.stems,
+                *self.stem_spectrograms]
+
+
+def _options(default_variant: str) -> list[gr.components.Component]:
+    """The advanced options, in :meth:`Handlers.track`'s argument order."""
+    defaults = GenerationOptions()
+    with gr.Row():
+        start = gr.Number(label="Start (s)", value=defaults.start, minimum=0,
+                          elem_id="opt-start")
+        # 0 stands for "not given" (a number field cannot be blank).
+        duration = gr.Number(label="Duration (s), 0: to the end", value=0, minimum=0,
+                             elem_id="opt-duration")
+        end = gr.Number(label="End (s), replaces duration if not 0", value=0, minimum=0,
+                        elem_id="opt-end")
+    with gr.Row():
+        cfg = gr.Number(label="Guidance strength", value=defaults.cfg_strength,
+                        elem_id="opt-cfg")
+        steps = gr.Number(label="Steps", value=defaults.num_steps, precision=0, minimum=1,
+                          elem_id="opt-steps")
+        seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="opt-seed")
+        variant = gr.Dropdown(label="Variant", choices=list(PIPELINES), value=default_variant,
+                              elem_id="opt-variant")
+    return [start, duration, end, cfg, steps, seed, variant]
+
+
+def _page(limits: Limits, default_variant: str) -> Page:
+    with gr.Row():
+        with gr.Column(scale=3):
+            frame = gr.Image(placeholder(), label="Frame: click on the object", type="numpy",
+                             interactive=False, format="jpeg", buttons=[], elem_id="frame")
+            time = gr.Slider(label="Time (s)", minimum=0, maximum=1, step=1 / GRID_FPS,
+                             value=0, elem_id="time")
+            video_info = gr.Markdown(elem_id="video-info")
+            objects_table = gr.Markdown(elem_id="objects")
+        with gr.Column(scale=2):
+            upload = gr.File(label="Video", file_types=["video"], type="filepath",
+                             elem_id="upload")
+            example = gr.Button("Pick the example (two shapes: debug variant)"
+                                if PIPELINES[default_variant].debug
+                                else "Pick the duet example", elem_id="example")
+            object_choice = gr.Radio(label="Object", choices=[], elem_id="object-choice")
+            with gr.Row():
+                add_object = gr.Button("Add object", size="sm", elem_id="add-object")
+                remove_object = gr.Button("Remove object", size="sm", elem_id="remove-object")
+                clear_clicks = gr.Button("Clear clicks", size="sm", elem_id="clear-clicks")
+            negative_click = gr.Checkbox(label="Negative clicks (mark what is NOT the object)",
+                                         elem_id="negative-click")
+            name = gr.Textbox(label="Name", elem_id="object-name")
+            prompt = gr.Textbox(label="Prompt", placeholder="what it sounds like, e.g. violin",
+                                elem_id="object-prompt")
+            negative_prompt = gr.Textbox(label="Negative prompt",
+                                         placeholder="what it should not sound like",
+                                         elem_id="object-negative-prompt")
+            phrase = gr.Textbox(label="Or find it by text (needs SAM 3 weights)",
+                                placeholder="e.g. violin; replaces clicks",
+                                elem_id="object-phrase")
+    with gr.Accordion("Advanced options", open=False, elem_id="advanced"):
+        options = _options(default_variant)
+    with gr.Row():
+        track = gr.Button("Track", elem_id="track")
+        generate = gr.Button("Generate", variant="primary", elem_id="generate")
+    status = gr.Markdown(elem_id="status")
+    with gr.Row():
+        preview = gr.Video(label="Tracked objects", interactive=False, elem_id="preview")
+        tracking_summary = gr.Markdown(elem_id="tracking-summary")
+    with gr.Row():
+        mix = gr.Audio(label="Mix", type="filepath", interactive=False, elem_id="mix")
+        mix_spectrogram = gr.Image(label="Mix: spectrogram", type="filepath", interactive=False,
+                                   buttons=[], elem_id="mix-spectrogram")
+    rows, stems, pictures = [], [], []
+    for k in range(limits.max_objects):
+        with gr.Row(visible=False) as row:
+            stems.append(gr.Audio(type="filepath", interactive=False, elem_id=f"stem-{k}"))
+            pictures.append(gr.Image(type="filepath", interactive=False, buttons=[],
+                                     elem_id=f"stem-spectrogram-{k}"))
+        rows.append(row)
+    downloads = gr.File(label="Downloads: FLAC stems, mix, MP4", file_count="multiple",
+                        interactive=False, elem_id="downloads")
+    return Page(upload, example, frame, time, video_info, object_choice, add_object,
+                remove_object, clear_clicks, negative_click, name, prompt, negative_prompt,
+                phrase, objects_table, options, track, generate, status, preview,
+                tracking_summary, mix, mix_spectrogram, downloads, rows, stems, pictures)
+
+
+def _endpoint(endpoint: GenerateEndpoint) -> None:
+    """The ``/generate`` endpoint's hidden components and event."""
+    with gr.Row(visible=False):
+        video = gr.File(label="video")
+        objects = gr.JSON(label="objects")
+        options = gr.JSON(label="options")
+        mix = gr.File(label="mix")
+        stems = gr.File(label="stems", file_count="multiple")
+        mp4 = gr.File(label="video with the sound")
+        info = gr.JSON(label="info")
+        trigger = gr.Button("generate")
+    trigger.click(endpoint, [video, objects, options], [mix, stems, mp4, info],
+                  api_name=API_NAME, concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+                  api_description="Generate the sound of the objects of a video: "
+                                  "mix, stems (one FLAC per object), MP4 and info")
+
+
+def _wire(page: Page, handlers: Handlers) -> None:
+    """Connect the page's events to their handlers."""
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    everything = page.everything()
+    editing = [page.frame, page.object_choice, page.name, page.prompt, page.negative_prompt,
+               page.phrase, page.objects_table, page.status]
+    page.upload.upload(handlers.upload, [page.upload], everything, api_visibility="private")
+    page.example.click(handlers.example, None, everything, api_visibility="private",
+                       concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    page.time.change(handlers.scrub, [page.time], [page.frame, page.status],
+                     trigger_mode="always_last", **quiet)
+    page.frame.select(handlers.click, [page.negative_click, page.time],
+                      [page.frame, page.objects_table, page.status], trigger_mode="multiple",
+                      **quiet)
+    page.object_choice.input(handlers.choose_object, [page.object_choice, page.time], editing,
+                             **quiet)
+    for button, handler in ((page.add_object, handlers.add_object),
+                            (page.remove_object, handlers.remove_object),
+                            (page.clear_clicks, handlers.clear_clicks)):
+        button.click(handler, [page.time], editing, **quiet)
+    for box, handler in ((page.name, handlers.edit_name), (page.prompt, handlers.edit_prompt),
+                         (page.negative_prompt, handlers.edit_negative_prompt),
+                         (page.phrase, handlers.edit_phrase)):
+        # .change, not .input: pasted and autofilled text count too. It also fires when a
+        # handler shows another object's fields, which writes back the same values.
+        box.change(handler, [box, page.object_choice],
+                   [page.object_choice, page.objects_table, page.status],
+                   trigger_mode="always_last", **quiet)
+    results = [page.frame, page.objects_table, page.status, page.preview,
+               page.tracking_summary]
+    page.track.click(handlers.track, [page.time, *page.options], results,
+                     api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    page.generate.click(
+        handlers.generate, [page.time, *page.options],
+        [*results, page.mix, page.mix_spectrogram, page.downloads, *page.stem_rows,
+         *page.stems, *page.stem_spectrograms],
+        api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+
+
+@dataclass
+class App:
+    """The built app: its Gradio blocks, the page's components and their handlers."""
+
+    blocks: gr.Blocks
+    page: Page
+    handlers: Handlers
+
+
+def build_app(engine: Engine, sessions: Sessions, limits: Limits) -> App:
+    """The app's page and endpoint, wired to the engine (not launched).
+
+    Args:
+        engine: the shared models.
+        sessions: the visitors' sessions and folders.
+        limits: what the app accepts.
+    """
+    # No telemetry or version check: the app talks to nobody but its visitors.
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP, analytics_enabled=False) as blocks:
+        gr.Markdown(INTRO)
+        page = _page(limits, engine.settings.variant)
+        handlers = Handlers(page, engine, sessions, limits)
+        # The endpoint first: it claims its api_name before the page's events get theirs.
+        _endpoint(GenerateEndpoint(engine, sessions, limits))
+        _wire(page, handlers)
+
+        def end_session(request: gr.Request) -> None:
+            sessions.end(request.session_hash)
+
+        blocks.unload(end_session)
+    return App(blocks, page, handlers)

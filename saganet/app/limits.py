@@ -1,0 +1,110 @@
+"""What the web app accepts: upload size, video length, number of objects and steps.
+
+A public page must not let one visitor tie the machine up for an hour, so each upload is
+checked before any decoding beyond its header, and each request before any model runs. Every
+check raises :class:`~saganet.errors.UserInputError` with a message for the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from saganet.errors import UserInputError
+
+if TYPE_CHECKING:
+    from saganet.media.video import VideoInfo
+
+
+def min_seconds() -> float:
+    """The shortest clip the model conditions on: one Synchformer window."""
+    # Imported here: the command line's --help must not wait for torch.
+    from saganet.media.video import SYNC_FPS, SYNC_WINDOW_FRAMES
+
+    return SYNC_WINDOW_FRAMES / SYNC_FPS
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The app's limits (command-line flags of ``app.py``).
+
+    Args:
+        max_upload_mb: largest upload in megabytes (10^6 bytes).
+        max_seconds: longest video accepted, in seconds.
+        max_objects: most objects per video (each gets a player and a spectrogram).
+        max_steps: most Euler steps a request may ask for.
+    """
+
+    max_upload_mb: float = 200.0
+    max_seconds: float = 120.0
+    max_objects: int = 6
+    max_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if not (self.max_upload_mb > 0 and self.max_seconds > 0):
+            raise UserInputError("the upload and length limits must be positive")
+        if self.max_objects < 1 or self.max_steps < 1:
+            raise UserInputError("the object and step limits must be at least 1")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1e6)
+
+    def check_file(self, path: Path) -> None:
+        """The upload exists and is not too large.
+
+        Raises:
+            UserInputError: a missing, empty or too large file.
+        """
+        if not path.is_file():
+            raise UserInputError("the upload did not arrive; try again", path.name)
+        size = path.stat().st_size
+        if size == 0:
+            raise UserInputError("the file is empty", path.name)
+        if size > self.max_upload_bytes:
+            raise UserInputError(f"the file is {size / 1e6:.1f} MB; this app takes videos up "
+                                 f"to {self.max_upload_mb:g} MB", path.name)
+
+    def check_video(self, path: Path, name: str | None = None) -> VideoInfo:
+        """The file is a video this app takes: readable, not too long, not too short.
+
+        Args:
+            path: the uploaded file.
+            name: the name to show in messages (default: the file's).
+
+        Raises:
+            UserInputError: not a video, or a length outside the limits.
+        """
+        from saganet.media.video import probe_video
+
+        name = name or path.name
+        self.check_file(path)
+        try:
+            info = probe_video(path)
+        except UserInputError as err:
+            raise UserInputError(f"not a video this app can read: {err.problem}", name) from None
+        if info.duration is not None:
+            self.check_length(info.duration, name)
+        return info
+
+    def check_length(self, seconds: float, name: str) -> None:
+        """A video of ``seconds`` is within the limits.
+
+        Raises:
+            UserInputError: shorter than one model window, or longer than ``max_seconds``.
+        """
+        if seconds > self.max_seconds + 1e-6:
+            raise UserInputError(f"the video lasts {seconds:.1f} s; this app takes videos up to "
+                                 f"{self.max_seconds:g} s (cut it first)", name)
+        if seconds < min_seconds():
+            raise UserInputError(f"the video lasts {seconds:.2f} s; the model needs at least "
+                                 f"{min_seconds():.2f} s", name)
+
+    def check_objects(self, count: int) -> None:
+        """Raises UserInputError for no object or more than ``max_objects``."""
+        if count < 1:
+            raise UserInputError("no object yet: click on the object in the frame (or type "
+                                 "what it is), then generate")
+        if count > self.max_objects:
+            raise UserInputError(f"{count} objects; this app takes at most {self.max_objects}")

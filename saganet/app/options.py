@@ -1,0 +1,117 @@
+"""The generation options of one request: time range, guidance, steps, seed and variant.
+
+The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
+:class:`GenerationOptions`, checked once here, with the demo's defaults and meanings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from saganet.app.limits import Limits
+from saganet.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What to generate and how (the demo's options of the same names).
+
+    Args:
+        start: seconds of the video to skip.
+        duration: seconds to generate from ``start`` (None: to the end of the video).
+        end: second to stop at (replaces ``duration``; None: not given).
+        cfg_strength: classifier-free guidance strength.
+        num_steps: Euler steps.
+        seed: seed of the initial noise (object ``k`` uses ``seed + k``).
+        variant: model variant (None: the one the app was started with).
+    """
+
+    start: float = 0.0
+    duration: float | None = None
+    end: float | None = None
+    cfg_strength: float = 7.0
+    num_steps: int = 25
+    seed: int = 42
+    variant: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and self.start >= 0):
+            raise UserInputError(f"start must be zero or more seconds, got {self.start:g}")
+        if self.duration is not None and not (math.isfinite(self.duration)
+                                              and self.duration > 0):
+            raise UserInputError(f"duration must be positive seconds, got {self.duration:g}")
+        if self.end is not None and not (math.isfinite(self.end) and self.end > self.start):
+            raise UserInputError(f"end ({self.end:g} s) must come after start "
+                                 f"({self.start:g} s)")
+        if not math.isfinite(self.cfg_strength):
+            raise UserInputError("guidance strength must be a number")
+        if self.num_steps < 1:
+            raise UserInputError(f"steps must be at least 1, got {self.num_steps}")
+
+    @property
+    def segment_duration(self) -> float | None:
+        """Seconds generated from ``start`` (None: to the end of the video)."""
+        return self.end - self.start if self.end is not None else self.duration
+
+    def check(self, limits: Limits) -> None:
+        """Raises UserInputError when the request asks for more steps than the app allows."""
+        if self.num_steps > limits.max_steps:
+            raise UserInputError(f"{self.num_steps} steps; this app allows at most "
+                                 f"{limits.max_steps}")
+
+    @classmethod
+    def from_values(cls, **values: Any) -> GenerationOptions:
+        """Options from loosely typed values (form fields, JSON): blank fields (None or "")
+        take the defaults, numbers are converted, and wrong types are user errors.
+
+        Raises:
+            UserInputError: an unknown option or a value of the wrong type.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserInputError(f"unknown option(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(known)}")
+        converted: dict[str, Any] = {}
+        for name, value in values.items():
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            converted[name] = _convert(name, value)
+        return cls(**converted)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> GenerationOptions:
+        """Options from the ``/generate`` endpoint's ``options`` mapping (None: defaults).
+
+        Raises:
+            UserInputError: not a mapping, an unknown option or a value of the wrong type.
+        """
+        if values is None:
+            return cls()
+        if not isinstance(values, Mapping):
+            raise UserInputError("options must be a JSON object, e.g. {\"num_steps\": 25}")
+        return cls.from_values(**values)
+
+
+_INTEGERS = ("num_steps", "seed")
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name == "variant":
+        if not isinstance(value, str):
+            raise UserInputError(f"option variant must be a name, got {value!r}")
+        return value.strip()
+    if isinstance(value, bool):
+        raise UserInputError(f"option {name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"option {name} must be a number, got {value!r}") from None
+    if name in _INTEGERS:
+        if not number.is_integer():
+            raise UserInputError(f"option {name} must be a whole number, got {value!r}")
+        return int(number)
+    return number

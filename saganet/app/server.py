@@ -1,0 +1,87 @@
+"""A running app: the page built over one engine and one set of sessions, launched and closed.
+
+:class:`AppServer` is what ``app.py`` starts and what tests launch in-process::
+
+    server = AppServer(Engine(ModelSettings(variant="debug")), Limits())
+    url = server.launch(block=False)        # http://127.0.0.1:7860/
+    ...
+    server.close()                          # stops serving, removes every session's files
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from saganet.app.engine import Engine
+from saganet.app.limits import Limits
+from saganet.app.session import Sessions
+from saganet.errors import UserInputError
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+class AppServer:
+    """The app over ``engine``, with its sessions' folders under one temporary root.
+
+    Args:
+        engine: the shared models.
+        limits: what the app accepts.
+        sessions: the sessions (default: a new temporary root).
+    """
+
+    def __init__(self, engine: Engine, limits: Limits, sessions: Sessions | None = None) -> None:
+        from saganet.app.layout import build_app
+
+        self.engine = engine
+        self.limits = limits
+        self.sessions = sessions if sessions is not None else Sessions()
+        self.app = build_app(engine, self.sessions, limits)
+        self.blocks: gr.Blocks = self.app.blocks
+        self.url: str | None = None
+
+    def launch(self, host: str = DEFAULT_HOST, port: int | None = None, share: bool = False,
+               block: bool = True) -> str:
+        """Serve the app (one model request at a time, through Gradio's queue).
+
+        Args:
+            host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0``: all).
+            port: port (None: 7860, or the next free one).
+
+            share: also open a public Gradio share link.
+            block: serve until interrupted (Ctrl-C), then close; False: return at once.
+
+        Returns:
+            the local URL.
+
+        Raises:
+            UserInputError: the address cannot be served on (e.g. the port is taken).
+        """
+        self.blocks.queue()
+        try:
+            _, self.url, share_url = self.blocks.launch(
+                server_name=host, server_port=port, share=share, prevent_thread_lock=True,
+                max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True)
+        except OSError as err:
+            self.sessions.close()
+            where = f"{host}:{port}" if port else host
+            raise UserInputError(f"cannot serve on {where}: {err}".splitlines()[0]) from None
+        log.info("serving on %s", self.url)
+        print(f"saganet app: {self.url}" + (f" (public: {share_url})" if share_url else ""),
+              flush=True)
+        if block:
+            try:
+                self.blocks.block_thread()
+            finally:
+                self.close()
+        return self.url
+
+    def close(self) -> None:
+        """Stop serving and remove every session's files."""
+        self.blocks.close(verbose=False)
+        self.sessions.close()

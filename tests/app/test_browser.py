@@ -1,0 +1,279 @@
+"""The app in a real browser: headless Chromium from Debian's packages (``chromium``), driven by
+Playwright for Python against the app served in-process on 127.0.0.1 (debug weights, tiny
+random trackers).
+
+The scenario of a visitor: a click before any video, a file that is not a video and Generate
+before any click (each a message in the page, and the page goes on working); upload the duet,
+scrub to a second, click on the violin (found from its mask video: the page must record the
+click on the violin, in the video's pixels), name and prompt it, choose a short duration and
+few steps, track (overlay video, visible time), generate (the progress bar goes through the
+stages); both players hold sound of the chosen length, the FLAC downloads, and closing the tab
+removes the session's files. Screenshots of every stage go into ``$SAGANET_TEST_ARTIFACTS``
+(default: a pytest temporary folder; the path is printed); ``$SAGANET_APP_SCREENSHOT`` names a
+file that also gets the finished page (the README's picture, ``docs/images/app.png``).
+
+Playwright's own browser download cannot work offline, so the test uses Debian's binary
+(``apt-get install chromium``; ``.ci/run`` installs it). Without it the test skips, except
+under CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from saganet.media.video import SYNC_FPS, probe_video, read_frames
+from tests.shared import DUET, VIOLIN, in_ci, need
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path(os.environ.get("SAGANET_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                 "--disable-quic"]
+VIEWPORT = {"width": 1280, "height": 900}
+# Seconds of the duet to generate, sampler steps, and the second the violin is clicked at.
+SECONDS, STEPS, CLICK_AT = 2.0, 2, 1.0
+# Width of the README's picture.
+README_WIDTH = 1000
+# Where a click lands in the shown frame, as Gradio computes it: the image is fitted into its
+# box (never enlarged), centred, and the click's offset divided by the scale, then rounded.
+IMAGE_BOX = """img => { const r = img.getBoundingClientRect();
+  return {left: r.left, top: r.top, width: r.width, height: r.height,
+          nw: img.naturalWidth, nh: img.naturalHeight}; }"""
+
+
+# Records every text the progress trackers show (stages can pass faster than a poll).
+RECORD_PROGRESS = """() => { window.progressSeen = [];
+  new MutationObserver(() => document.querySelectorAll('[data-testid=status-tracker]')
+    .forEach(e => { const t = e.innerText.trim(); if (t) window.progressSeen.push(t); }))
+  .observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+
+
+def _require(what: str, ok: bool) -> None:
+    if ok:
+        return
+    if in_ci():
+        pytest.fail(f"{what} (CI must run the browser test: see .ci/run)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium in a new, empty profile."""
+    _require(f"no Chromium at {CHROMIUM} (apt-get install chromium)", CHROMIUM.is_file())
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require("playwright is not installed (pip install -r requirements-dev.txt)", False)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport=VIEWPORT, accept_downloads=True)
+        yield context
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    folder = Path(os.environ.get("SAGANET_TEST_ARTIFACTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser test screenshots: {folder}")
+    return folder
+
+
+def violin_point(seconds: float) -> tuple[float, float]:
+    """The pixel deepest inside the violin's mask at ``seconds`` (pixels of the video)."""
+    info = probe_video(VIOLIN)
+    mask = read_frames(VIOLIN, SYNC_FPS, (info.height, info.width), gray=True, start=seconds,
+                       end=seconds + 1 / SYNC_FPS)[0, 0].numpy() > 127
+    depth = ndimage.distance_transform_edt(mask)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return float(x), float(y)
+
+
+def audio_seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert container.format.name == "flac"
+        return sum(frame.samples for frame in container.decode(stream)) / stream.rate
+
+
+def clock(seconds: float) -> str:
+    """A duration as the audio player shows it (m:ss)."""
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 60) -> None:
+    page.wait_for_function(
+        f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+        f" return e && e.innerText.includes({json.dumps(text)}); }})()",
+        timeout=timeout * 1000)
+
+
+def wait_message(page, text: str) -> None:
+    """A message (toast) with ``text`` shows in the page; it is closed afterwards."""
+    toast = page.locator(".toast-body").filter(has_text=text)
+    toast.first.wait_for(timeout=30_000)
+    toast.first.locator(".toast-close").click()
+    toast.first.wait_for(state="detached", timeout=30_000)
+
+
+def wait_new_frame(page, old: str | None) -> dict:
+    """Wait until the frame image changed and is loaded; its box and natural size."""
+    page.wait_for_function(
+        "(() => { const i = document.querySelector('#frame img');"
+        f" return i && i.src != {json.dumps(old)} && i.complete && i.naturalWidth > 0; }})()",
+        timeout=60_000)
+    return page.locator("#frame img").evaluate(IMAGE_BOX)
+
+
+def click_video_pixel(page, x: float, y: float, width: int, height: int) -> float:
+    """Click where pixel ``(x, y)`` of a ``width`` x ``height`` video is shown; returns how many
+    video pixels one screen pixel spans there (the click's precision)."""
+    image = page.locator("#frame img")
+    image.scroll_into_view_if_needed()
+    box = image.evaluate(IMAGE_BOX)
+    scale = min(box["width"] / box["nw"], box["height"] / box["nh"], 1)
+    left = box["left"] + (box["width"] - box["nw"] * scale) / 2
+    top = box["top"] + (box["height"] - box["nh"] * scale) / 2
+    page.mouse.click(left + x * box["nw"] / width * scale, top + y * box["nh"] / height * scale)
+    return max(width / box["nw"], height / box["nh"]) / scale
+
+
+def shot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / name), full_page=True)
+
+
+def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> None:
+    need(DUET, VIOLIN)
+    page = chromium.new_page()
+    page.goto(server.url)
+    page.locator("#frame img").wait_for()
+    # Opened early: fields mounted by opening the accordion take their initial values a
+    # moment later, which would undo a change typed at once.
+    page.locator("#advanced").get_by_text("Advanced options").click()
+    shot(page, artifacts, "01-empty.png")
+
+    # Bad input first: each gives a message in the page, and the page goes on working.
+    click_video_pixel(page, 1, 1, 2, 2)  # the middle of the placeholder
+    wait_message(page, "load a video first")
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("this is not a video")
+    page.locator("#upload input[type=file]").set_input_files(str(notes))
+    wait_message(page, "not a video")
+    shot(page, artifacts, "02-not-a-video.png")
+
+    # Upload the duet and scrub to the second where the violin is clicked.
+    info = probe_video(DUET)
+    old = page.locator("#frame img").get_attribute("src")
+    page.locator("#upload input[type=file]").set_input_files(str(DUET))
+    wait_text(page, "#video-info", f"{info.width}x{info.height}")
+    wait_new_frame(page, old)
+    page.locator("#generate").click()
+    wait_message(page, "no click yet")
+    old = page.locator("#frame img").get_attribute("src")
+    number = page.locator("#time input[type=number]")
+    number.fill(f"{CLICK_AT:g}")
+    number.press("Enter")
+    wait_new_frame(page, old)
+    shot(page, artifacts, "03-loaded.png")
+
+    # Click on the violin; the page records it in the video's pixels.
+    x, y = violin_point(CLICK_AT)
+    precision = click_video_pixel(page, x, y, info.width, info.height)
+    wait_text(page, "#objects", f" at {CLICK_AT:.2f} s")
+    cell = page.locator("#objects td").filter(has_text=" at ").first.inner_text()
+    got_x, got_y = (float(v) for v in cell.split(" at ")[0].split(","))
+    assert abs(got_x - x) <= precision + 1 and abs(got_y - y) <= precision + 1
+    mask = read_frames(VIOLIN, SYNC_FPS, (info.height, info.width), gray=True, start=CLICK_AT,
+                       end=CLICK_AT + 1 / SYNC_FPS)[0, 0].numpy()
+    assert mask[round(got_y), round(got_x)] > 127  # on the violin
+    page.locator("#object-name textarea").fill("violin")
+    page.locator("#object-prompt textarea").fill("violin")
+    wait_text(page, "#objects", "violin")
+    shot(page, artifacts, "04-clicked.png")
+
+    # Short and fast: the advanced options (opened at the start).
+    fields = {"#opt-duration input": SECONDS, "#opt-steps input": STEPS}
+    for selector, value in fields.items():
+        page.locator(selector).fill(f"{value:g}")
+        page.locator(selector).press("Tab")
+    page.wait_for_timeout(500)
+    for selector, value in fields.items():
+        assert float(page.locator(selector).input_value()) == value
+
+    # Track: the overlay video and the violin's visible time.
+    page.locator("#track").click()
+    wait_text(page, "#tracking-summary", "violin: visible", timeout=300)
+    assert f"Tracked 0.00-{SECONDS:.2f} s" in page.locator("#tracking-summary").inner_text()
+    page.locator("#preview video").wait_for()
+    shot(page, artifacts, "05-tracked.png")
+
+    # Generate: a progress bar through the stages, then players, spectrograms, downloads.
+    page.evaluate(RECORD_PROGRESS)
+    page.locator("#generate").click()
+    page.wait_for_function("window.progressSeen.some(t => t.includes('sampling'))",
+                           timeout=300_000)
+    shot(page, artifacts, "06-generating.png")
+    wait_text(page, "#status", "Generated", timeout=300)
+    assert f"Generated {SECONDS:.2f} s" in page.locator("#status").inner_text()
+    seen = " | ".join(page.evaluate("window.progressSeen"))
+    for stage in ("features", "sampling", "decoding"):
+        assert stage in seen, seen
+    for player in ("#mix", "#stem-0"):
+        wait_text(page, f"{player} #duration", clock(SECONDS), timeout=60)
+        link = page.locator(f"{player} a[download]").first.get_attribute("href")
+        sound = tmp_path / f"{player[1:]}.flac"
+        sound.write_bytes(page.request.get(link).body())
+        assert audio_seconds(sound) == pytest.approx(SECONDS, abs=1e-4)
+    page.locator("#mix-spectrogram img").wait_for()
+    page.locator("#stem-spectrogram-0 img").wait_for()
+    shot(page, artifacts, "07-generated.png")
+
+    flac = page.locator("#downloads a[download$='.flac']").first
+    with page.expect_download() as download:
+        flac.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == f"{DUET.stem}.flac"
+    assert audio_seconds(saved) == pytest.approx(SECONDS, abs=1e-4)
+    readme_picture(page, artifacts)
+
+    # Closing the tab ends the session: its files go.
+    assert len(server.sessions) == 1
+    page.close()
+    deadline = time.monotonic() + 30
+    while len(server.sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(server.sessions) == 0
+    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+
+
+def readme_picture(page, folder: Path) -> None:
+    """The finished page, scaled to the README's width (also to $SAGANET_APP_SCREENSHOT)."""
+    from PIL import Image
+
+    full = folder / "app-full.png"
+    page.screenshot(path=str(full), full_page=True)
+    image = Image.open(full)
+    height = round(image.height * README_WIDTH / image.width)
+    small = image.convert("RGB").resize((README_WIDTH, height), Image.Resampling.LANCZOS)
+    small = small.quantize(256, dither=Image.Dither.NONE)  # a third of the size
+    targets = [folder / "app.png"]
+    if os.environ.get("SAGANET_APP_SCREENSHOT"):
+        targets.append(Path(os.environ["SAGANET_APP_SCREENSHOT"]))
+    for target in targets:
+        small.save(target, optimize=True)

@@ -1,0 +1,119 @@
+"""``app.py`` as a user starts it: instant ``--help``, one-line errors with exit status 2, and a
+real start that serves the page on 127.0.0.1 and removes its files on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from saganet.app.launch import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_python(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=timeout, check=False)
+
+
+def test_help_is_instant_and_imports_nothing_heavy() -> None:
+    done = run_python("app.py", "--help")
+    assert done.returncode == 0
+    for flag in ("--host", "--port", "--share", "--variant", "--weights_dir", "--device",
+                 "--offline", "--segment_model", "--max_upload_mb", "--max_seconds"):
+        assert flag in done.stdout
+    probe = run_python("-c", "import sys; from saganet.app.launch import build_parser; "
+                             "build_parser().parse_args([]); "
+                             "print(sorted({'gradio', 'torch', 'av'} & set(sys.modules)))")
+    assert probe.stdout.strip() == "[]"
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", None, False)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--variant", "nope"], "unknown variant"),
+    (["--variant", "debug", "--max_objects", "0"], "at least 1"),
+    (["--variant", "debug", "--device", "warp"], "unknown device"),
+])
+def test_bad_flags(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("app.py: error: ") and message in err[0]
+
+
+def test_port_in_use(engine) -> None:
+    """A taken port is a user error (one line from ``app.py``), and nothing is left behind."""
+    from saganet.app.limits import Limits
+    from saganet.app.server import AppServer
+    from saganet.errors import UserInputError
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--port", "0"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = AppServer(engine, Limits())
+        with pytest.raises(UserInputError, match="cannot serve on"):
+            server.launch(port=port, block=False)
+    assert not server.sessions.root.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it(capsys) -> None:
+    assert main(["--variant", "debug", "--device", "cuda"]) == 2
+    assert "app.py: error:" in capsys.readouterr().err
+
+
+def test_offline_without_weights(tmp_path, capsys) -> None:
+    assert main(["--weights_dir", str(tmp_path), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("app.py: error: ") and str(tmp_path) in err
+    # Every missing file at once: the model's and the click tracker's.
+    assert "saganet.pth" in err and "sam2.1-hiera-tiny" in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder) -> None:
+    """``python app.py --variant debug``: the page answers on 127.0.0.1; Ctrl-C stops it with
+    status 0 and its temporary folder is gone."""
+    temp = Path(tempfile.mkdtemp(prefix="app-cli-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(temp),
+           "GRADIO_TEMP_DIR": str(temp / "gradio")}
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--variant", "debug", "--weights_dir", str(weights_dir),
+         "--segment_model", str(sam2_folder), "--device", "cpu"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 180
+        lines = []
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"saganet app: (http://127\.0\.0\.1:\d+/)", line)
+            url = found.group(1) if found else None
+        assert url, "".join(lines)
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200 and b"gradio" in response.read().lower()
+        assert any(p.name.startswith("saganet-app-") for p in temp.iterdir())
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert not any(p.name.startswith("saganet-app-") for p in temp.iterdir())

@@ -1,0 +1,240 @@
+"""The page's handlers called directly (as Gradio calls them, without a browser): messages for
+bad input, clicks mapped to the video's pixels, tracking, generation with progress, reuse of
+a tracking, and the session's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import gradio as gr
+import numpy as np
+import pytest
+
+from saganet.app.example import deepest_point
+from saganet.app.frames import shown_size
+from saganet.app.layout import build_app
+from saganet.app.limits import Limits, min_seconds
+from saganet.app.session import Sessions
+from saganet.media.video import SYNC_FPS
+from tests.videos import write_video
+
+
+class Recorder:
+    """Stands in for ``gr.Progress``: records ``(stage, done, total)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def __call__(self, progress, desc=None, total=None, unit="steps") -> None:
+        done, count = progress
+        self.calls.append((desc, done, count))
+
+    def stages(self) -> list[str]:
+        return list(dict.fromkeys(desc for desc, _, _ in self.calls))
+
+
+@pytest.fixture
+def app(engine, tmp_path):
+    sessions = Sessions(tmp_path / "sessions")
+    built = build_app(engine, sessions, Limits(max_objects=3, max_steps=8))
+    yield built
+    sessions.close()
+
+
+def request(key: str = "tab1") -> gr.Request:
+    return gr.Request(session_hash=key)
+
+
+def select(x: float, y: float) -> gr.SelectData:
+    return gr.SelectData(None, {"index": [x, y], "value": None})
+
+
+def options(duration=0, steps=2) -> tuple:
+    """The advanced options' values as the page sends them (start, duration, end, cfg,
+    steps, seed, variant)."""
+    return (0, duration, 0, 4.5, steps, 3, "debug")
+
+
+def flac_seconds(path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.rate
+
+
+def refused(updates: dict, page, text: str) -> None:
+    """The event ended with an error message in the status line (and nothing else)."""
+    assert list(updates) == [page.status]
+    assert updates[page.status].startswith("**Error:**") and text in updates[page.status]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_messages_for_bad_input(app, tmp_path, clip) -> None:
+    handlers, page = app.handlers, app.page
+    refused(handlers.click(False, 0.0, select(10, 10), request()), page, "load a video first")
+    refused(handlers.generate(0.0, *options(), request(), Recorder()), page, "load a video")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    updates = handlers.upload(str(text), request())
+    assert "not a video" in updates[page.status] and updates[page.upload] is None
+    updates = handlers.upload(str(clip), request())
+    assert "Video loaded" in updates[page.status]
+    session = handlers.sessions.get("tab1")
+    updates = handlers.upload(str(text), request())  # a bad file keeps the loaded video
+    assert updates[page.upload] == str(session.video) and session.video.is_file()
+    refused(handlers.generate(0.0, *options(), request(), Recorder()), page, "no click yet")
+    refused(handlers.track(0.0, *options(steps=9), request(), Recorder()), page, "at most 8")
+    handlers.add_object(0.0, request())
+    handlers.add_object(0.0, request())
+    refused(handlers.add_object(0.0, request()), page, "at most 3")
+    handlers.remove_object(0.0, request())
+    handlers.remove_object(0.0, request())
+    assert len(handlers.sessions.get("tab1").objects) == 1
+    handlers.edit_name("a b", None, request())
+    handlers.click(False, 0.0, select(10, 10), request())
+    refused(handlers.track(0.0, *options(), request(), Recorder()), page, "must start with")
+
+
+def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
+    """A click on the shown (smaller) frame lands on the video's pixel under it, at the time of
+    the frame scrubbed to; another tab's session is separate."""
+    width, height = 1600, 900
+    frames = round(min_seconds() * SYNC_FPS) + 1  # the shortest video the app takes
+    video = write_video(tmp_path / "wide.mp4", [np.full((height, width, 3), 12 * k, np.uint8)
+                                                 for k in range(frames)])
+    handlers, page = app.handlers, app.page
+    updates = handlers.upload(str(video), request())
+    shown_w, shown_h = shown_size(width, height)
+    assert updates[page.frame].shape == (shown_h, shown_w, 3)
+    slot = frames - 2
+    shown = handlers.scrub(slot / SYNC_FPS, request())[page.frame]
+    assert np.abs(shown.astype(int) - 12 * slot).max() < 5  # the scrubbed frame
+    updates = handlers.click(False, slot / SYNC_FPS, select(shown_w / 4, shown_h / 2), request())
+    handlers.click(True, slot / SYNC_FPS, select(shown_w - 1, 0), request())
+    session = app.handlers.sessions.get("tab1")
+    positive, negative = session.current_object().clicks
+    assert (positive.x, positive.y) == pytest.approx((width / 4, height / 2))
+    assert positive.time == pytest.approx(slot / SYNC_FPS) and positive.positive
+    assert negative.x == pytest.approx((shown_w - 1) * width / shown_w) and not negative.positive
+    assert f"{width / 4:.0f},{height / 2:.0f} at" in updates[page.objects_table]
+    assert app.handlers.sessions.get("tab2").video is None
+
+
+def _click_on(scene, name: str, slot: int) -> tuple[float, float]:
+    """Where ``name`` is in frame ``slot`` of the scene (pixels of the video)."""
+    for k, (_, masks) in enumerate(scene.frames()):
+        if k == slot:
+            return deepest_point(masks[name])
+    raise IndexError(slot)
+
+
+def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    tracks = []
+    track = engine.track
+    monkeypatch.setattr(engine, "track", lambda *a, **k: tracks.append(a) or track(*a, **k))
+    handlers.upload(str(clip), request())
+    session = handlers.sessions.get("tab1")
+    names = list(next(scene.frames())[1])
+    slot = 10
+    for k, name in enumerate(names):
+        if k:
+            handlers.add_object(slot / SYNC_FPS, request())
+        view = session.view
+        x, y = view.to_shown(*_click_on(scene, name, slot))
+        handlers.click(False, slot / SYNC_FPS, select(round(x), round(y)), request())
+        handlers.edit_name(name, k, request())
+        updates = handlers.edit_prompt(f"{name} sound", k, request())
+    assert updates[page.object_choice]["choices"] == [(n, k) for k, n in enumerate(names)]
+    # An edit made while object 0 was shown lands on it, whichever object is current now.
+    handlers.edit_negative_prompt("hiss", 0, request())
+    assert session.objects[0].negative_prompt == "hiss" and session.current == len(names) - 1
+    progress = Recorder()
+    updates = handlers.track(slot / SYNC_FPS, *options(), request(), progress)
+    assert progress.stages() == ["tracking"]
+    assert progress.calls[-1][1] == progress.calls[-1][2] == round(scene.duration * SYNC_FPS)
+    assert Path(updates[page.preview]).is_file()
+    for name in names:
+        assert f"{name}: visible" in updates[page.tracking_summary]
+    assert len(tracks) == 1
+
+    duration = 1.2
+    progress = Recorder()
+    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), progress)
+    assert len(tracks) == 1  # the tracking was reused
+    assert {"features", "sampling", "decoding", "writing files"} <= set(progress.stages())
+    assert flac_seconds(updates[page.mix]["value"]) == pytest.approx(duration, abs=1e-4)
+    for k, name in enumerate(names):
+        assert updates[page.stem_rows[k]]["visible"]
+        assert updates[page.stems[k]]["label"] == name
+        assert flac_seconds(updates[page.stems[k]]["value"]) == pytest.approx(duration, abs=1e-4)
+        assert Path(updates[page.stem_spectrograms[k]]["value"]).is_file()
+    for row in page.stem_rows[len(names):]:
+        assert not updates[row]["visible"]
+    downloads = [Path(p) for p in updates[page.downloads]]
+    assert sorted(p.suffix for p in downloads) == [".flac"] * (len(names) + 1) + [".mp4"]
+    assert "Generated 1.20 s" in updates[page.status]
+    first_run = downloads[0].parent
+
+    # A correcting click changes the prompts: the next generation tracks again.
+    x, y = session.view.to_shown(*_click_on(scene, names[-1], slot))
+    handlers.click(False, slot / SYNC_FPS, select(round(x), round(y)), request())
+    progress = Recorder()
+    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), progress)
+    assert len(tracks) == 2 and Path(updates[page.preview]).is_file()
+    assert progress.stages()[:2] == ["tracking", "features"]
+    assert not first_run.exists()  # only the latest run's files are kept
+    # While a job runs, the page can scrub and click but not load another video.
+    session.busy = True
+    updates = handlers.upload(str(clip), request())
+    assert "wait until" in updates[page.status]
+    assert page.frame in handlers.scrub(0.2, request())
+    session.busy = False
+    handlers.sessions.end("tab1")
+    assert not session.folder.exists()
+
+
+def test_example_button(app) -> None:
+    """The debug variant's example: the synthetic clip, one clicked object per shape."""
+    updates = app.handlers.example(request())
+    session = app.handlers.sessions.get("tab1")
+    assert Path(updates[app.page.upload]) == session.video and session.video.is_file()
+    assert [len(o.clicks) for o in session.objects] == [1] * len(session.objects)
+    assert {o.name for o in session.objects} == {"circle", "square"}
+    assert "circle" in updates[app.page.objects_table]
+
+
+def test_scrubbing_and_clicking_during_a_generation(app, clip, monkeypatch) -> None:
+    """A running generation holds the models, not the page: the same tab scrubs and clicks
+    meanwhile; the generation works on the objects as they were when it started."""
+    import threading
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    handlers.upload(str(clip), request())
+    handlers.click(False, 0.0, select(20, 20), request())
+    started, release = threading.Event(), threading.Event()
+    seen = []
+    soundtrack = engine.soundtrack
+
+    def slow(video, objects, *args, **kwargs):
+        seen.append([len(o.clicks) for o in objects])
+        started.set()
+        assert release.wait(60)
+        return soundtrack(video, objects, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "soundtrack", slow)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())))
+    worker.start()
+    try:
+        assert started.wait(120)
+        assert page.frame in handlers.scrub(0.4, request())
+        handlers.click(False, 0.4, select(30, 30), request())
+        assert "wait" in handlers.track(0.0, *options(), request(), Recorder())[page.status]
+    finally:
+        release.set()
+        worker.join(120)
+    assert seen == [[1]] and "Generated" in result[page.status]
+    assert len(handlers.sessions.get("tab1").current_object().clicks) == 2

@@ -1,0 +1,225 @@
+"""The app's parts without a server: options, objects from JSON, limits, the shown frame and
+its click mapping, the example's clicks, spectrograms and session folders."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from saganet.app.engine import ModelSettings, tracking_range
+from saganet.app.example import deepest_point, example_objects, first_click
+from saganet.app.frames import FrameView, object_color, render_frame, shown_size
+from saganet.app.limits import Limits, min_seconds
+from saganet.app.objects import AppObject, Click, free_name, objects_from_json
+from saganet.app.options import GenerationOptions
+from saganet.app.session import Sessions
+from saganet.app.spectrogram import HEIGHT, colorize, write_spectrogram
+from saganet.errors import UserInputError
+from saganet.example import synthetic_example
+from saganet.media.output import write_flac
+from saganet.media.video import SYNC_FPS, probe_video, read_frames
+from saganet.segment.grid import VideoGrid
+from tests.videos import write_video
+
+
+def test_options_from_page_and_json() -> None:
+    options = GenerationOptions.from_values(start="1.5", duration=None, end="", cfg_strength=4,
+                                            num_steps=3.0, seed="7", variant=" debug ")
+    assert options == GenerationOptions(start=1.5, cfg_strength=4.0, num_steps=3, seed=7,
+                                        variant="debug")
+    assert options.segment_duration is None
+    assert GenerationOptions(start=1, end=4).segment_duration == 3
+    assert GenerationOptions.from_mapping(None) == GenerationOptions()
+    assert GenerationOptions.from_mapping({"duration": 2}).segment_duration == 2
+    bad = [{"steps": 2}, {"num_steps": 2.5}, {"num_steps": 0}, {"seed": "x"}, {"start": -1},
+           {"duration": 0}, {"start": 3, "end": 2}, {"cfg_strength": "nan"}, {"variant": 3},
+           {"num_steps": True}, {"duration": math.inf}]
+    for values in bad:
+        with pytest.raises(UserInputError):
+            GenerationOptions.from_mapping(values)
+    with pytest.raises(UserInputError, match="JSON object"):
+        GenerationOptions.from_mapping([1, 2])
+    limits = Limits(max_steps=4)
+    GenerationOptions(num_steps=4).check(limits)
+    with pytest.raises(UserInputError, match="at most 4"):
+        GenerationOptions(num_steps=5).check(limits)
+
+
+def test_objects_from_json() -> None:
+    objects = objects_from_json([
+        {"name": "violin", "prompt": "violin", "clicks": ["812,430@1.5", "800,420@1.5"],
+         "negative_clicks": "600,300@1.5"},
+        {"boxes": ["380,520,100,200@0"], "negative_prompt": "noise"},
+        {"name": "voice", "text": "singer"}])
+    violin, second, voice = objects
+    assert [c.positive for c in violin.clicks] == [True, True, False]
+    assert (violin.clicks[2].x, violin.clicks[2].y, violin.clicks[2].time) == (600, 300, 1.5)
+    assert violin.earliest() == violin.latest() == 1.5
+    assert second.name == free_name(["violin"]) == "object1"
+    assert (second.boxes[0].x0, second.boxes[0].y1) == (100, 520)
+    assert voice.tracking_prompt().text == "singer" and voice.earliest() is None
+    sound = violin.sound_object(masks=None)
+    assert (sound.prompt, sound.negative_prompt) == ("violin", None)
+    assert second.sound_object(masks=None).prompt is None
+    for bad in ["violin", [1], [{"name": "a", "click": ["1,1"]}], [{"clicks": "1,1@f3"}],
+                [{"clicks": [1, 2]}], [{"prompt": 3}], [{"clicks": ["1,x"]}]]:
+        with pytest.raises(UserInputError):
+            objects_from_json(bad)
+    for obj in (AppObject("a b", clicks=[Click(1, 1, 0)]), AppObject("a"),
+                AppObject("a", clicks=[Click(1, 1, 0, positive=False)]),
+                AppObject("a", text="x", clicks=[Click(1, 1, 0)])):
+        with pytest.raises(UserInputError):
+            obj.tracking_prompt()
+
+
+def test_tracking_range_covers_the_clicks() -> None:
+    early = AppObject("a", clicks=[Click(1, 1, 0.4)])
+    late = AppObject("b", clicks=[Click(1, 1, 3.0)])
+    assert tracking_range([early], GenerationOptions(start=1, duration=1), 5) == (0.4, 2.0)
+    start, end = tracking_range([late], GenerationOptions(duration=1), 5)
+    assert start == 0 and end == pytest.approx(3.0 + 1 / SYNC_FPS)
+    assert tracking_range([late], GenerationOptions(), 5) == (0, 5)
+    assert tracking_range([AppObject("t", text="x")], GenerationOptions(start=2, end=3), 5) == (
+        2, 3)
+
+
+def test_limits(tmp_path) -> None:
+    frames = 25
+    video = write_video(tmp_path / "clip.mp4", [np.zeros((16, 16, 3), np.uint8)] * frames,
+                        fps=25)
+    seconds = frames / 25
+    limits = Limits(max_seconds=seconds, max_upload_mb=1)
+    assert limits.check_video(video).width == 16
+    with pytest.raises(UserInputError, match=re.escape(f"up to {seconds * 0.8:g} s")):
+        Limits(max_seconds=seconds * 0.8).check_video(video)
+    with pytest.raises(UserInputError, match="at least"):
+        Limits().check_length(min_seconds() / 2, "x")
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * 2000)
+    with pytest.raises(UserInputError, match=re.escape("up to 0.001 MB")):
+        Limits(max_upload_mb=0.001).check_video(big)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(UserInputError, match="not a video"):
+        limits.check_video(text)
+    (tmp_path / "empty.mp4").touch()
+    with pytest.raises(UserInputError, match="empty"):
+        limits.check_video(tmp_path / "empty.mp4")
+    with pytest.raises(UserInputError, match="no object"):
+        limits.check_objects(0)
+    with pytest.raises(UserInputError, match="at most"):
+        Limits(max_objects=2).check_objects(3)
+    with pytest.raises(UserInputError):
+        Limits(max_objects=0)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (333, 201), (4000, 3000)])
+def test_click_mapping(size) -> None:
+    """Shown pixels map to the video's pixels by the shown size; never enlarged; inverse."""
+    width, height = size
+    shown_w, shown_h = shown_size(width, height, max_side=640)
+    assert max(shown_w, shown_h) == min(640, max(width, height))
+    assert abs(shown_w / shown_h - width / height) < 2 / min(shown_w, shown_h)
+    view = FrameView(0, shown_w, shown_h, width, height)
+    rng = np.random.default_rng(0)
+    for x, y in rng.uniform(0, 1, (20, 2)) * (width, height):
+        sx, sy = view.to_shown(x, y)
+        assert view.to_video(sx, sy) == pytest.approx((x, y))
+    # A click on the shown image's far corner is the video's far corner; outside clamps.
+    assert view.to_video(shown_w, shown_h) == (width, height)
+    assert view.to_video(-5, shown_h * 3) == (0, height)
+
+
+def test_shown_frame_has_masks_and_clicks(tmp_path) -> None:
+    """The shown frame is the grid slot's frame scaled down, with a dot of the object's colour
+    where a click was made on it (none on other frames)."""
+    frames = [np.full((90, 160, 3), 10 * k, np.uint8) for k in range(10)]
+    video = write_video(tmp_path / "v.mp4", frames, fps=25, options={"qp": "0"})
+    grid = VideoGrid(video)
+    objects = [AppObject("a", clicks=[Click(40, 30, 0.2)]),
+               AppObject("b", clicks=[Click(120, 60, 0.2, positive=False)])]
+    image, view = render_frame(grid, 5, objects, max_side=80)
+    assert image.shape == (45, 80, 3) and (view.width, view.height) == (160, 90)
+    x, y = (round(v) for v in view.to_shown(40, 30))
+    assert np.abs(image[y, x].astype(int) - object_color(0)).max() < 8
+    assert np.abs(image[5, 5].astype(int) - 50).max() < 6  # frame 5 is grey 50
+    other, _ = render_frame(grid, 3, objects, max_side=80)
+    assert np.abs(other[y, x].astype(int) - 30).max() < 6
+
+
+def test_example_clicks_are_inside_their_masks(tmp_path) -> None:
+    ring = np.zeros((40, 60), bool)
+    ring[5:35, 5:55] = True
+    ring[12:28, 12:48] = False  # a frame: the centroid is outside it
+    x, y = deepest_point(ring)
+    assert ring[int(y), int(x)]
+    example = synthetic_example(tmp_path / "example")
+    objects = example_objects(example)
+    assert [o.name for o in objects] == list(example.masks)
+    for obj in objects:
+        [click] = obj.clicks
+        info = probe_video(example.masks[obj.name])
+        mask = read_frames(example.masks[obj.name], SYNC_FPS, (info.height, info.width),
+                           gray=True, start=click.time, end=click.time + 1 / SYNC_FPS)[0, 0]
+        assert mask[int(click.y), int(click.x)] > 127
+        assert obj.prompt == example.prompts[obj.name]
+    empty = write_video(tmp_path / "empty_mask.mp4", [np.zeros((16, 16), np.uint8)] * 5)
+    assert first_click(empty) is None
+
+
+def test_spectrogram(tmp_path) -> None:
+    levels = colorize(np.linspace(0, 1, 11))
+    assert levels.shape == (11, 3) and tuple(levels[0]) == (0, 0, 4)
+    assert np.all(np.diff(levels.astype(int).sum(axis=1)) > 0)  # brighter when louder
+    sr, seconds = 44100, 1.5
+    t = np.arange(int(sr * seconds)) / sr
+    audio = 0.5 * np.sin(2 * np.pi * 440 * t) * (t < 0.75)  # a tone, then silence
+    path = write_flac(tmp_path / "tone.flac", audio.astype(np.float32), sr)
+    from PIL import Image
+
+    image = np.asarray(Image.open(write_spectrogram(path, tmp_path / "tone.png", seconds, 300)))
+    assert image.shape == (HEIGHT, 300, 3)
+    brightness = image.astype(int).sum(axis=2)
+    assert brightness[:, :140].max() > 600 and brightness[:, 160:].max() < 60
+    loudest_row = int(np.argmax(brightness[:, :140].mean(axis=1)))
+    assert loudest_row > HEIGHT // 2  # 440 Hz is low: near the bottom
+
+
+def test_session_folders(tmp_path, clip, scene) -> None:
+    sessions = Sessions(tmp_path / "root")
+    one, two = sessions.get("abc"), sessions.get("de/f..")
+    assert sessions.get("abc") is one and two.folder.name == "def"
+    limits = Limits()
+    info = one.load_video(clip, limits)
+    assert (info.width, info.height) == (scene.width, scene.height)
+    assert one.video.parent.parent == one.folder and one.duration == pytest.approx(2.0)
+    run = one.new_run()
+    assert sessions.get("abc").new_run() != run and not run.exists()
+    text = tmp_path / "notes.mp4"
+    text.write_text("no")
+    with pytest.raises(UserInputError):
+        one.load_video(text, limits)
+    assert one.video.is_file() and len(list(one.folder.glob("video-*"))) == 1
+    with pytest.raises(UserInputError, match="outside"):
+        one.add_click(scene.width + 1, 0, 0.0, True)
+    with pytest.raises(UserInputError, match="load a video"):
+        two.add_click(1, 1, 0.0, True)
+    for _ in range(limits.max_objects - 1):
+        one.add_object(limits)
+    with pytest.raises(UserInputError, match="at most"):
+        one.add_object(limits)
+    api = sessions.api_run()
+    assert sessions.api_run().parent == api.parent and not api.exists()
+    sessions.end("abc")
+    assert not one.folder.exists() and len(sessions) == 1
+    sessions.close()
+    assert not (tmp_path / "root").exists()
+
+
+def test_tracker_choice() -> None:
+    assert ModelSettings(variant="debug").tracker == "debug"
+    assert ModelSettings().tracker == "tiny"
+    assert ModelSettings(segment_model="small").tracker == "small"
