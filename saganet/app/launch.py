@@ -15,6 +15,7 @@ from pathlib import Path
 from saganet.app.limits import Limits
 from saganet.cli import add_model_arguments
 from saganet.errors import UserInputError, report_user_error
+from saganet.runtime import configure_runtime
 
 log = logging.getLogger("saganet.app")
 
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_runtime(args.variant)
     try:
         start(args)
     except UserInputError as err:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.errors import UserInputError, report_user_error
+from saganet.runtime import configure_runtime
 
 PROG = "python -m saganet.segment"
 DEFAULT_OBJECT = "object"
@@ -152,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The debug tracker is tiny (one thread); every published SAM 2.1 size is worth all cores.
+    configure_runtime("debug" if args.model == "debug" else None)
     try:
         for path in run(args):
             print(path)
