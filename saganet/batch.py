@@ -30,12 +30,12 @@ from saganet.cli import (
     add_long_form_arguments,
     add_model_arguments,
     add_sampling_arguments,
+    begin,
     device_and_dtype,
     object_name,
     segment_duration,
 )
 from saganet.errors import UserInputError, report_user_error
-from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
@@ -346,9 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_runtime(args.variant)
+    args = begin(build_parser(), argv)
     try:
         return run(args)
     except UserInputError as err:

@@ -11,14 +11,40 @@ import argparse
 import logging
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def _variant(args: argparse.Namespace) -> str | None:
+    return getattr(args, "variant", None)
+
+
+def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+          model: Callable[[argparse.Namespace], str | None] = _variant) -> argparse.Namespace:
+    """What every command does first: parse ``argv``, log to stderr, and apply the CPU
+    run-time policy (:func:`~saganet.runtime.configure_runtime`) for the model it will run.
+
+    Args:
+        parser: the command's parser.
+        argv: arguments without the program name (None: ``sys.argv[1:]``).
+        model: the variant about to run, from the parsed arguments (default: ``--variant``;
+            None counts as full size).
+    """
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_runtime(model(args))
+    return args
 
 
 @dataclass

@@ -1,6 +1,9 @@
-"""Shared pytest hooks: the thread policy, and how many golden cases ran."""
+"""Shared pytest hooks and fixtures: the thread policy, tiny random SAM 2 / SAM 3 folders, and
+how many golden cases ran."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # The tests run tiny models: one thread per process (see saganet/runtime.py), so that
     # `pytest -n 2` workers never wait on each other's cores.
     configure_runtime("debug")
+
+
+@pytest.fixture(scope="session")
+def sam2_folder(tmp_path_factory) -> Path:
+    """A tiny random SAM 2 video model that always reports the object present."""
+    from saganet.segment.debug_models import write_tiny_sam2
+
+    return write_tiny_sam2(tmp_path_factory.mktemp("sam2") / "present", object_present=True)
+
+
+@pytest.fixture(scope="session")
+def sam3_folder(tmp_path_factory) -> Path:
+    """A tiny random SAM 3 (phrases) that finds every phrase."""
+    from saganet.segment.debug_models import write_tiny_sam3
+
+    return write_tiny_sam3(tmp_path_factory.mktemp("sam3") / "present", object_present=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.app.limits import Limits
-from saganet.cli import add_model_arguments
+from saganet.cli import add_model_arguments, begin
 from saganet.errors import UserInputError, report_user_error
-from saganet.runtime import configure_runtime
 
 log = logging.getLogger("saganet.app")
 
@@ -87,9 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_runtime(args.variant)
+    args = begin(build_parser(), argv)
     try:
         start(args)
     except UserInputError as err:

@@ -29,12 +29,12 @@ from saganet.cli import (
     add_model_arguments,
     add_object_arguments,
     add_sampling_arguments,
+    begin,
     device_and_dtype,
     object_name,
     segment_duration,
 )
 from saganet.errors import UserInputError, report_user_error
-from saganet.runtime import configure_runtime
 
 log = logging.getLogger("saganet.demo")
 
@@ -259,9 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_runtime(args.variant)
+    args = begin(build_parser(), argv)
     try:
         info = dist.init(args.device)
     except UserInputError as err:

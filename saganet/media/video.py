@@ -108,24 +108,16 @@ class VideoFrames:
 
 
 @dataclass(frozen=True)
-class VideoInputs:
-    """Model-ready frames and masks of one video and its mask video.
+class VideoInputs(VideoFrames):
+    """Model-ready frames of a video and the masks of its mask video (the fields of
+    :class:`VideoFrames`, and these).
 
     Args:
-        clip_frames: ``(Tc, 3, 384, 384)`` float32 in [0, 1], 8 fps, ``Tc = int(8 * duration)``.
-        sync_frames: ``(Ts, 3, 224, 224)`` float32 in [-1, 1], 25 fps,
-            ``Ts = int(25 * duration)``.
         masks: ``(Ts, 1, 224, 224)`` float32 in [0, 1], 25 fps.
-        duration: seconds actually used (the requested duration or less).
-        video_info: the video's metadata.
         mask_info: the mask video's metadata.
     """
 
-    clip_frames: torch.Tensor
-    sync_frames: torch.Tensor
     masks: torch.Tensor
-    duration: float
-    video_info: VideoInfo
     mask_info: VideoInfo
 
 

@@ -13,13 +13,12 @@ to it; prompts before any ``--object`` belong to one object called ``object``::
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from saganet.cli import begin
 from saganet.errors import UserInputError, report_user_error
-from saganet.runtime import configure_runtime
 
 PROG = "python -m saganet.segment"
 DEFAULT_OBJECT = "object"
@@ -151,10 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` when None.
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The debug tracker is tiny (one thread); every published SAM 2.1 size is worth all cores.
-    configure_runtime("debug" if args.model == "debug" else None)
+    args = begin(build_parser(), argv, model=lambda a: "debug" if a.model == "debug" else None)
     try:
         for path in run(args):
             print(path)

@@ -315,15 +315,17 @@ def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
 
 @torch.inference_mode()
 def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
-                     options: SamplingOptions, seed: int, overwrite: bool = False,
+                     options: SamplingOptions | None = None, seed: int = 42,
+                     overwrite: bool = False,
                      progress: ProgressFn | None = None) -> SoundtrackResult:
     """Generate the sound of every object of a video, for any length, and write the files.
 
     Args:
         models: loaded models (any duration; set to the window length here).
         request: the video, its objects, the time range and the outputs.
-        options: sampler settings.
-        seed: seed of the initial noise (object ``k`` uses ``seed + k``).
+        options: sampler settings (default: :class:`~saganet.inference.SamplingOptions`, the
+            evaluation's guidance 4.5 and 25 steps; the demo passes its own, guidance 7).
+        seed: seed of the initial noise (object ``k`` uses ``seed + k``; 42 as in the demo).
         overwrite: replace existing outputs.
         progress: called as work advances (see :data:`ProgressFn`).
 
@@ -331,6 +333,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         UserInputError: bad inputs (checked before any decoding) or existing outputs.
     """
     progress = progress or (lambda stage, done, total: None)
+    options = options or SamplingOptions()
     outputs = request.outputs()
     check_outputs(outputs, overwrite)
     segment = resolve_segment(request)

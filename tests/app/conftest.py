@@ -6,19 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from saganet.example import SyntheticScene
 from tests.videos import write_video
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a loaded machine run faster on one intra-op thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -26,22 +16,6 @@ def weights_dir(tmp_path_factory) -> Path:
     """A weights cache; the debug variant's random weights are generated into it on first
     load."""
     return tmp_path_factory.mktemp("weights")
-
-
-@pytest.fixture(scope="session")
-def sam2_folder(tmp_path_factory) -> Path:
-    """A tiny random SAM 2 video model that always reports the object present."""
-    from saganet.segment.debug_models import write_tiny_sam2
-
-    return write_tiny_sam2(tmp_path_factory.mktemp("sam2") / "model", object_present=True)
-
-
-@pytest.fixture(scope="session")
-def sam3_folder(tmp_path_factory) -> Path:
-    """A tiny random SAM 3 (phrases) that finds every phrase."""
-    from saganet.segment.debug_models import write_tiny_sam3
-
-    return write_tiny_sam3(tmp_path_factory.mktemp("sam3") / "model", object_present=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,6 @@ from saganet.weights.registry import SAM3_FILES, SAM3_REPO
 from tests.videos import write_video
 
 
-@pytest.fixture(scope="module")
-def sam3_folder(tmp_path_factory):
-    from saganet.segment.debug_models import write_tiny_sam3
-
-    return write_tiny_sam3(tmp_path_factory.mktemp("sam3") / "present", object_present=True)
-
-
 @pytest.fixture
 def spy(monkeypatch):
     """Records the SAM 3 session and the frames its model reads."""
