@@ -86,9 +86,9 @@ class SoundtrackRequest:
         write_video: write the ``.mp4`` (otherwise only the ``.flac`` files).
     """
 
-    video: Path
+    video: Path | str
     objects: tuple[SoundObject, ...]
-    output_dir: Path
+    output_dir: Path | str
     stem: str | None = None
     start: float = 0.0
     duration: float | None = None
@@ -101,6 +101,10 @@ class SoundtrackRequest:
     write_video: bool = True
 
     def __post_init__(self) -> None:
+        # Paths may be given as strings; the fields always hold Paths (frozen: set directly).
+        object.__setattr__(self, "video", Path(self.video))
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "objects", tuple(self.objects))
         if not self.objects:
             raise UserInputError("no object to sonify: give at least one mask or prompt")
         names = [o.name for o in self.objects]

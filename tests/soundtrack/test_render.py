@@ -191,6 +191,19 @@ def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
         assert not out.exists(), problem
 
 
+def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
+    video, out = tmp_path / "clip.mp4", tmp_path / "out"
+    names = ["a", "b", "c"]
+    objects = [SoundObject(n, MaskVideo(tmp_path / f"{n}.mp4"), n) for n in names]
+    request = SoundtrackRequest(str(video), objects, str(out))
+    assert request.video == video and request.output_dir == out
+    assert request.objects == tuple(objects)
+    outputs = request.outputs()
+    assert outputs.mix == out / "clip.flac"
+    assert list(outputs.stems) == names
+    assert all(path.parent == out for path in outputs.stems.values())
+
+
 def test_mix_level_applies_one_gain_only_when_needed() -> None:
     rng = np.random.default_rng(0)
     quiet = [rng.uniform(-0.2, 0.2, 1000).astype(np.float32) for _ in range(2)]
