@@ -11,7 +11,10 @@ figures per method (mean over objects):
 * ``flux ratio``: spectral flux of the stem around the points where a window starts or stops
   contributing, divided by the median flux of the whole stem (1 = nothing happens at joins).
 
-Part 2 (memory): peak RSS of the whole run for clips of ``--lengths`` seconds (default 10, 60,
+Peak RSS is that of :func:`write_soundtrack` alone (the high-water mark is reset after the
+synthetic clip is made and the models are loaded).
+
+Part 2 (memory): peak RSS of the run for clips of ``--lengths`` seconds (default 10, 60,
 300) at ``--height`` (default 1080, 16:9), joint sampling, each in a fresh process; printed
 with the ratio to the shortest. Frames are decoded window by window, so it should stay flat.
 
@@ -49,7 +52,23 @@ JOINS = ("joint", "crossfade")
 FLUX_WINDOW_S = 0.05
 
 
+CLEAR_REFS = Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Start the high-water mark afresh (Linux), so that making the synthetic clip and loading
+    the models do not count."""
+    if CLEAR_REFS.exists():
+        CLEAR_REFS.write_text("5")
+
+
 def _peak_rss_mib() -> float:
+    """Peak resident set since the last reset (VmHWM; the whole process elsewhere)."""
+    if STATUS.exists():
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -124,6 +143,7 @@ def child(args: argparse.Namespace) -> None:
             return original(runner, stems, items, batch)
 
         render_module._decode_into = record_into
+    _reset_peak_rss()
     start = time.perf_counter()
     result = write_soundtrack(models, request, seed=0, overwrite=True,
                               options=SamplingOptions(num_steps=args.steps))

@@ -406,8 +406,11 @@ def _run(runner: _Generator, stems: _Stems) -> None:
 
 def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
                  latents: torch.Tensor) -> None:
-    """Decode latents ``(B, N, C)`` a few windows at a time and add them to the stems."""
-    chunk = runner.options.network_chunk_size or NETWORK_CHUNK
+    """Decode latents ``(B, N, C)`` and add them to the stems, as many clips at a time as one
+    window has objects: the vocoder's activations (tens of MB per clip and layer at 44.1 kHz)
+    are the largest of any stage, so decoding more at once would make the joint path's peak
+    memory grow with the number of windows, up to the chunk size."""
+    chunk = max(1, len(runner.objects))
     for i in range(0, len(items), chunk):
         audio = decode(runner.models, latents[i : i + chunk])  # (b, 1, L)
         for item, waveform in zip(items[i : i + chunk], audio, strict=True):

@@ -104,6 +104,11 @@ def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
     assert np.abs(stems["square"][math.ceil(hidden_until * sr):]).max() > 1e-3
     assert "circle" not in result.silenced
 
+    # The decoder (the stage with the largest activations) never gets more clips at once than
+    # one window has objects, however many windows the video has.
+    assert max(len(batch) for batch in decoded_latents) <= len(objects)
+    assert sum(len(batch) for batch in decoded_latents) > len(objects)
+
     # Joint sampling: overlapping windows of one object hold identical latents.
     latents = torch.cat(decoded_latents)
     # A window is hidden for the square when its mask is empty in all of it.
