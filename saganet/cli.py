@@ -222,10 +222,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write only the .flac, not the .mp4")
 
 
-def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
     """The device of ``--device`` and the parameter dtype: bf16 on CUDA unless
     ``--full_precision``, fp32 elsewhere (bf16 matmuls are slow on most CPUs) unless
-    ``--cpu_bf16`` on a CPU."""
+    ``--cpu_bf16`` on a CPU.
+
+    Args:
+        args: parsed model arguments, or anything with their ``device``, ``full_precision``
+            and ``cpu_bf16`` attributes (the app's model settings).
+    """
     # Imported here: commands such as `python -m saganet.weights` never need torch.
     import torch
 

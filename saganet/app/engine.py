@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from saganet import dist, weights
+from saganet import weights
 from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
+from saganet.cli import device_and_dtype
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
 from saganet.models import SAGANetModels
@@ -52,6 +53,7 @@ class ModelSettings:
         checkpoint: a weights file of one's own for ``variant``.
         device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
         full_precision: fp32 on CUDA (default there: bf16).
+        cpu_bf16: bf16 on the CPU too (``--cpu_bf16``).
         offline: never download (None: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
         segment_model: SAM 2.1 size or folder for clicks (None: ``debug`` with the ``debug``
             variant, else ``tiny``).
@@ -63,6 +65,7 @@ class ModelSettings:
     checkpoint: Path | None = None
     device: str = "auto"
     full_precision: bool = False
+    cpu_bf16: bool = False
     offline: bool | None = None
     segment_model: str | None = None
     text_model: Path | None = None
@@ -131,9 +134,7 @@ class Engine:
     def __init__(self, settings: ModelSettings) -> None:
         pipeline_variant(settings.variant)
         self.settings = settings
-        self.device = dist.resolve_device(settings.device)
-        half = self.device.type == "cuda" and not settings.full_precision
-        self.dtype = torch.bfloat16 if half else torch.float32
+        self.device, self.dtype = device_and_dtype(settings)
         self.segmenters = SegmenterCache()
         self._loaded: tuple[str, SAGANetModels] | None = None
         self.lock = threading.RLock()

@@ -72,7 +72,8 @@ def start(args: argparse.Namespace, block: bool = True):
     limits = Limits(args.max_upload_mb, args.max_seconds, args.max_objects, args.max_steps)
     engine = Engine(ModelSettings(
         variant=args.variant, weights_dir=args.weights_dir, checkpoint=args.checkpoint,
-        device=args.device, full_precision=args.full_precision, offline=args.offline,
+        device=args.device, full_precision=args.full_precision, cpu_bf16=args.cpu_bf16,
+        offline=args.offline,
         segment_model=args.segment_model, text_model=args.text_model))
     engine.preload()
     server = AppServer(engine, limits)

@@ -8,8 +8,9 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
-from saganet.app.engine import ModelSettings, tracking_range
+from saganet.app.engine import Engine, ModelSettings, tracking_range
 from saganet.app.example import deepest_point, example_objects, first_click
 from saganet.app.frames import FrameView, object_color, render_frame, shown_size
 from saganet.app.limits import Limits, min_seconds
@@ -223,3 +224,19 @@ def test_tracker_choice() -> None:
     assert ModelSettings(variant="debug").tracker == "debug"
     assert ModelSettings().tracker == "tiny"
     assert ModelSettings(segment_model="small").tracker == "small"
+
+
+@pytest.mark.parametrize(("settings", "dtype"), [
+    (dict(), torch.float32),
+    (dict(cpu_bf16=True), torch.bfloat16),
+])
+def test_engine_precision_follows_the_flags(settings, dtype) -> None:
+    # Models load lazily: building the engine only decides where and in what precision.
+    engine = Engine(ModelSettings(variant="debug", device="cpu", **settings))
+    assert engine.device == torch.device("cpu") and engine.dtype == dtype
+    assert engine.loaded_variant is None
+
+
+def test_engine_rejects_contradicting_precision_flags() -> None:
+    with pytest.raises(UserInputError, match="contradict"):
+        Engine(ModelSettings(variant="debug", device="cpu", cpu_bf16=True, full_precision=True))
