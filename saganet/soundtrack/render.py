@@ -10,7 +10,8 @@ batch through the stages of :func:`saganet.inference.generate`, joins the window
 Memory does not grow with the video's length: frames are held for one window at a time, the
 audio is accumulated in memory-mapped files in a hidden work folder beside the outputs (removed
 at the end), and the files are encoded from there in chunks. Joint sampling keeps every
-window's conditions (a few hundred kB each) until sampling is done.
+window's conditions (a few hundred kB each) until sampling is done, runs the network on at most
+``NETWORK_CHUNK`` clips at a time and decodes one window's worth of clips at a time.
 """
 
 from __future__ import annotations
