@@ -130,11 +130,18 @@ class Handlers:
         session.view = view
         return {self.page.frame: image}
 
+    def _frame_if_loaded(self, session: Session, time_s: float | None) -> Updates:
+        """The frame at ``time_s`` when a video is loaded (object edits need none)."""
+        return {} if session.grid is None else self._frame(session, time_s)
+
+    def _object_choice(self, session: Session) -> Updates:
+        choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
+        return {self.page.object_choice: gr.update(choices=choices, value=session.current)}
+
     def _objects(self, session: Session) -> Updates:
         page, current = self.page, session.current_object()
-        choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
         return {
-            page.object_choice: gr.update(choices=choices, value=session.current),
+            **self._object_choice(session),
             page.name: current.name, page.prompt: current.prompt,
             page.negative_prompt: current.negative_prompt, page.phrase: current.text,
             page.objects_table: objects_table(session),
@@ -233,10 +240,7 @@ class Handlers:
         with session.lock:
             if index is not None:
                 session.current = int(index)
-            updates = self._objects(session)
-            if session.grid is not None:
-                updates |= self._frame(session, time_s)
-        return updates
+            return self._objects(session) | self._frame_if_loaded(session, time_s)
 
     @page_errors
     def add_object(self, time_s: float | None, request: gr.Request) -> Updates:
@@ -254,10 +258,7 @@ class Handlers:
         session = self.session(request)
         with session.lock:
             session.remove_object()
-            updates = self._objects(session)
-            if session.grid is not None:
-                updates |= self._frame(session, time_s)
-        return updates
+            return self._objects(session) | self._frame_if_loaded(session, time_s)
 
     @page_errors
     def clear_clicks(self, time_s: float | None, request: gr.Request) -> Updates:
@@ -266,11 +267,9 @@ class Handlers:
         with session.lock:
             obj = session.current_object()
             obj.clicks.clear()
-            updates = {self.page.objects_table: objects_table(session),
-                       self.page.status: f"{obj.name}: clicks cleared."}
-            if session.grid is not None:
-                updates |= self._frame(session, time_s)
-        return updates
+            return {self.page.objects_table: objects_table(session),
+                    self.page.status: f"{obj.name}: clicks cleared.",
+                    **self._frame_if_loaded(session, time_s)}
 
     def _edit(self, field: str, value: str | None, index: int | None,
               request: gr.Request) -> Updates:
@@ -281,8 +280,7 @@ class Handlers:
             target = (session.objects[index] if index is not None
                       and 0 <= index < len(session.objects) else session.current_object())
             setattr(target, field, (value or "").strip())
-            choices = [(o.name or f"({k + 1})", k) for k, o in enumerate(session.objects)]
-            return {self.page.object_choice: gr.update(choices=choices, value=session.current),
+            return {**self._object_choice(session),
                     self.page.objects_table: objects_table(session)}
 
     @page_errors
