@@ -28,9 +28,9 @@ from saganet.models import SAGANetModels
 from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
 from saganet.segment.models import DEBUG_MODEL, DEFAULT_MODEL, SegmenterCache, sam2_folder
+from saganet.segment.models import required_files as tracker_files
 from saganet.segment.tracking import Tracking, track_objects
 from saganet.soundtrack import SoundtrackRequest, SoundtrackResult, write_soundtrack
-from saganet.weights.registry import SAM2_REPOS
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,8 @@ class Engine:
         settings = self.settings
         if weights.is_offline(settings.offline):
             # Everything missing is listed at once.
-            names = required_files(settings.variant, checkpoint=settings.checkpoint)
-            if settings.tracker in SAM2_REPOS:
-                names.append(SAM2_REPOS[settings.tracker])
+            names = [*required_files(settings.variant, checkpoint=settings.checkpoint),
+                     *tracker_files(settings.tracker)]
             weights.resolve_all(names, settings.weights_dir, offline=True)
         folder = sam2_folder(settings.tracker, settings.weights_dir, settings.offline)
         self.models()

@@ -77,12 +77,16 @@ def test_cuda_on_a_machine_without_it(capsys) -> None:
     assert "app.py: error:" in capsys.readouterr().err
 
 
-def test_offline_without_weights(tmp_path, capsys) -> None:
-    assert main(["--weights_dir", str(tmp_path), "--offline"]) == 2
+@pytest.mark.parametrize(("flags", "tracker"), [
+    ([], "sam2.1-hiera-tiny"),
+    (["--segment_model", "base_plus"], "sam2.1-hiera-base-plus"),  # an alias of base-plus
+])
+def test_offline_without_weights(tmp_path, capsys, flags, tracker) -> None:
+    assert main(["--weights_dir", str(tmp_path), "--offline", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("app.py: error: ") and str(tmp_path) in err
     # Every missing file at once: the model's and the click tracker's.
-    assert "saganet.pth" in err and "sam2.1-hiera-tiny" in err
+    assert "saganet.pth" in err and tracker in err
     assert not any(tmp_path.iterdir())  # nothing written
 
 
