@@ -171,16 +171,6 @@ def initial_noise(shape: tuple[int, int, int],
                       for g in generator])
 
 
-def select_conditions(conditions: Conditions, index: slice | torch.Tensor) -> Conditions:
-    """The conditions of some clips of a batch (a slice or an index tensor)."""
-    return conditions.select(index)
-
-
-def concat_conditions(parts: Sequence[Conditions]) -> Conditions:
-    """Conditions of several batches as one batch."""
-    return Conditions.cat(*parts)
-
-
 VelocityFusion = Callable[[torch.Tensor], torch.Tensor]
 """Maps the guided velocity ``(B, N, C)`` of a batch to the velocity actually integrated; a
 long video's windows share their overlap this way (:mod:`saganet.soundtrack.join`)."""
@@ -213,8 +203,8 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
     def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         nonlocal calls
         parts = [net.ode_wrapper(t, x[i : i + chunk],
-                                 select_conditions(conditions, slice(i, i + chunk)),
-                                 select_conditions(empty, slice(i, i + chunk)),
+                                 conditions.select(slice(i, i + chunk)),
+                                 empty.select(slice(i, i + chunk)),
                                  options.cfg_strength, batched=options.batch_cfg)
                  for i in range(0, len(x), chunk)]
         v = parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -33,11 +33,9 @@ from saganet.errors import UserInputError
 from saganet.inference import (
     GenerationBatch,
     SamplingOptions,
-    concat_conditions,
     decode,
     encode_conditions,
     sample,
-    select_conditions,
 )
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
@@ -275,14 +273,14 @@ class _Generator:
             self.steps_done = done + calls
             self.progress("sampling", self.steps_done, self.steps_total)
 
-        return sample(self.models, concat_conditions([i.conditions for i in items]),
-                      concat_conditions([i.empty for i in items]),
+        return sample(self.models, Conditions.cat(*(i.conditions for i in items)),
+                      Conditions.cat(*(i.empty for i in items)),
                       torch.cat([self.window_noise(i) for i in items]), options=options,
                       fuse=fuse, on_step=on_step)
 
 
 def _select(conditions: Conditions, index: int) -> Conditions:
-    return select_conditions(conditions, slice(index, index + 1))
+    return conditions.select(slice(index, index + 1))
 
 
 def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
