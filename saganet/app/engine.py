@@ -27,7 +27,7 @@ from saganet.inference import SamplingOptions
 from saganet.models import SAGANetModels
 from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
-from saganet.segment.models import DEBUG_MODEL, DEFAULT_MODEL, SegmenterCache, sam2_folder
+from saganet.segment.models import SegmenterCache, sam2_folder, tracker_for
 from saganet.segment.models import required_files as tracker_files
 from saganet.segment.tracking import Tracking, track_objects
 from saganet.soundtrack import SoundtrackRequest, SoundtrackResult, write_soundtrack
@@ -73,9 +73,7 @@ class ModelSettings:
     @property
     def tracker(self) -> str:
         """The SAM 2.1 model tracking clicks and boxes."""
-        if self.segment_model is not None:
-            return self.segment_model
-        return DEBUG_MODEL if pipeline_variant(self.variant).debug else DEFAULT_MODEL
+        return tracker_for(self.segment_model, pipeline_variant(self.variant).debug)
 
 
 @dataclass

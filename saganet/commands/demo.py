@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     from saganet import weights
     from saganet.inference import SamplingOptions
     from saganet.pipeline import load_models, pipeline_variant, required_files
+    from saganet.segment.models import required_files as tracker_files
+    from saganet.segment.models import tracker_for
     from saganet.soundtrack import check_outputs, resolve_segment, timed, write_soundtrack
     from saganet.state_dict import check_weights_file
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     device, dtype = device_and_dtype(args)
     if args.checkpoint is not None:
         check_weights_file(args.checkpoint)
-    segment_model = args.segment_model or ("debug" if spec.debug else "tiny")
+    segment_model = tracker_for(args.segment_model, spec.debug)
     tracked = [o for o in args.objects if o.tracked]
     if weights.is_offline(args.offline):
         # Everything missing is listed at once, before any video is opened.
@@ -80,9 +82,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         if args.video is None and not spec.debug:
             names += list(weights.group_members("example"))
         if tracked:
-            from saganet.segment.models import required_files as segment_files
-
-            names += segment_files(segment_model)
+            names += tracker_files(segment_model)
         weights.resolve_all(names, args.weights_dir, offline=True)
     request, prompts = _request(args, spec.debug)
     mask_files = _mask_files(request, prompts)

@@ -103,6 +103,19 @@ def sam2_folder(model: str | os.PathLike[str] = DEFAULT_MODEL,
     return weights.resolve(SAM2_REPOS[size], weights_dir, offline)
 
 
+def tracker_for(choice: str | None, debug: bool) -> str:
+    """The SAM 2.1 model that tracks clicks and boxes: the user's ``choice``, else the tiny
+    published one, or the random debug one next to the ``debug`` variant (nothing to download).
+
+    Args:
+        choice: a ``--segment_model`` value, or None.
+        debug: the sound model is the debug variant.
+    """
+    if choice is not None:
+        return choice
+    return DEBUG_MODEL if debug else DEFAULT_MODEL
+
+
 def required_files(model: str | os.PathLike[str] = DEFAULT_MODEL) -> list[str]:
     """Registry names of the published files tracking with ``model`` needs (none for a local
     folder or ``debug``), e.g. to list what offline mode lacks before anything runs."""
