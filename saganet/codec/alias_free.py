@@ -7,11 +7,11 @@ A fused implementation can replace :class:`AntiAliasedActivation` as long as it 
 submodule names ``act``, ``upsample``, ``downsample.lowpass`` (the checkpoint keys).
 
 At inference (no gradient) the activation runs by default (``fused``) a cheaper but
-equivalent sequence: the up-sampling
-as a polyphase filter (each output phase is a short filter over the input, instead of a
-transposed convolution over a zero-stuffed signal), the Snake written straight into the
-replicate-padded buffer of the down-sampling filter, in place where it can be. The values are
-those of the reference sequence up to float rounding.
+equivalent sequence that never builds the up-sampled signal: the up-sampling as a polyphase
+filter (each output phase is a short filter over the input, instead of a transposed convolution
+over a zero-stuffed signal), the Snake on each phase written straight into a replicate-padded
+buffer, and the down-sampling as the sum of one stride-1 filter per phase. The values are those
+of the reference sequence up to float rounding.
 """
 
 from __future__ import annotations
@@ -96,25 +96,26 @@ class UpSample1d(nn.Module):
                 taps[s, o - low] = s + lead - r * o
         return taps, (self.pad - low, high - self.pad)
 
-    def phases(self, x: torch.Tensor) -> torch.Tensor:
-        """The up-sampled signal as a strided ``(B, C, T, ratio)`` view (polyphase filter).
+    def phases(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The up-sampled signal as ``ratio`` phases, each ``(B, C, T)`` (polyphase filter).
 
-        Flattening the last two axes gives :meth:`forward`'s ``(B, C, ratio * T)``.
+        Output sample ``ratio * a + s`` of :meth:`forward` is ``phases[s][..., a]``.
         """
-        batch, channels, length = x.shape
+        channels = x.shape[1]
         # The transposed convolution's gain `ratio` is folded into the taps (exact for 2).
         taps = torch.cat([self.filter.view(-1), self.filter.new_zeros(1)])
         taps = self.ratio * taps[self._phase_taps.to(x.device)]  # (ratio, W)
-        weight = taps.repeat(channels, 1).unsqueeze(1)  # (C * ratio, 1, W)
         left, right = self._phase_pads
         x = F.pad(x, (left, right), mode="replicate")
-        phases = F.conv1d(x, weight, groups=channels)  # (B, C * ratio, T)
-        return phases.view(batch, channels, self.ratio, length).transpose(2, 3)
+        # One depth-wise filter per phase: oneDNN runs these about four times faster than a
+        # single grouped convolution with `ratio` outputs per group.
+        return [F.conv1d(x, phase_taps.expand(channels, 1, -1), groups=channels)
+                for phase_taps in taps]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, ratio * T)``."""
         if self.polyphase:
-            return self.phases(x).flatten(2)
+            return torch.stack(self.phases(x), dim=-1).flatten(2)
         channels = x.shape[1]
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
         x = self.ratio * F.conv_transpose1d(x, self.filter.expand(channels, -1, -1),
@@ -145,6 +146,67 @@ class LowPassFilter1d(nn.Module):
         x = F.pad(x, (self.pad_left, self.pad_right), mode="replicate")
         return F.conv1d(x, self.filter.expand(channels, -1, -1), stride=self.stride,
                         groups=channels)
+
+    def phase_layout(self) -> list[tuple[list[int], int, int]]:
+        """How :meth:`forward` of an interleaved signal splits over its ``stride`` phases.
+
+        With ``z[stride * a + s] = phase_s[a]``, output ``n`` sums, for each phase ``s``, the
+        taps ``pad_left + s + stride * d`` applied to ``phase_s[n + d]`` (``d`` from ``-left``
+        to ``right``), out-of-range samples replicated from ``z``'s ends.
+
+        Returns:
+            per phase: the filter's tap indices (in ``d`` order), left and right padding.
+        """
+        size, layout = self.filter.shape[-1], []
+        for s in range(self.stride):
+            offsets = [(k - self.pad_left - s) // self.stride for k in range(size)
+                       if (k - self.pad_left - s) % self.stride == 0]
+            taps = [self.pad_left + s + self.stride * d for d in offsets]
+            layout.append((taps, -offsets[0], offsets[-1]))
+        return layout
+
+    def padded_phases(self, like: torch.Tensor, length: int) -> list[tuple[torch.Tensor,
+                                                                           torch.Tensor]]:
+        """Empty padded buffers for :meth:`filter_phases`, each with its ``length`` core.
+
+        Args:
+            like: a ``(B, C, ...)`` tensor giving batch, channels, dtype and device.
+            length: samples per phase.
+
+        Returns:
+            per phase: the ``(B, C, left + length + right)`` buffer and its core view to fill.
+        """
+        batch, channels = like.shape[:2]
+        buffers = []
+        for _, left, right in self.phase_layout():
+            buffer = like.new_empty(batch, channels, left + length + right)
+            buffers.append((buffer, buffer[..., left:left + length]))
+        return buffers
+
+    def filter_phases(self, buffers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """:meth:`forward` of the interleaved phases held in the cores of ``buffers``.
+
+        Decimating phase by phase never builds the interleaved signal, and each phase is a
+        plain depth-wise filter with stride 1 (oneDNN's fast case). Fills the padding.
+
+        Args:
+            buffers: from :meth:`padded_phases`, cores filled with the phases.
+
+        Returns:
+            ``(B, C, length)``.
+        """
+        first = buffers[0][1][..., :1]  # z[0]
+        last = buffers[-1][1][..., -1:]  # z[-1]
+        taps_all = self.filter.view(-1)
+        out = None
+        for (buffer, _), (taps, left, right) in zip(buffers, self.phase_layout(),
+                                                       strict=True):
+            buffer[..., :left] = first
+            buffer[..., buffer.shape[-1] - right:] = last
+            weight = taps_all[taps].expand(buffer.shape[1], 1, -1)
+            phase = F.conv1d(buffer, weight, groups=buffer.shape[1])
+            out = phase if out is None else out.add_(phase)
+        return out
 
 
 class DownSample1d(nn.Module):
@@ -185,15 +247,10 @@ class AntiAliasedActivation(nn.Module):
             x.requires_grad or any(p.requires_grad for p in self.act.parameters()))
         if needs_grad or not (self.fused and isinstance(self.act, (Snake, SnakeBeta))):
             return self.downsample(self.act(self.upsample(x)))
-        up = self.upsample.phases(x)  # (B, C, T, ratio) view
         lowpass = self.downsample.lowpass
-        batch, channels, length, ratio = up.shape
-        left, size = lowpass.pad_left, ratio * length
-        padded = x.new_empty(batch, channels, left + size + lowpass.pad_right)
-        core = padded[..., left:left + size]
-        self.act.forward_into(up, core.view(batch, channels, length, ratio))
-        # Replicate padding, filled in place around the activation's output.
-        padded[..., :left] = core[..., :1]
-        padded[..., left + size:] = core[..., -1:]
-        return F.conv1d(padded, lowpass.filter.expand(channels, -1, -1), stride=lowpass.stride,
-                        groups=channels)
+        if lowpass.stride != self.upsample.ratio:
+            return self.downsample(self.act(self.upsample(x)))
+        buffers = lowpass.padded_phases(x, x.shape[-1])
+        for phase, (_, core) in zip(self.upsample.phases(x), buffers, strict=True):
+            self.act.forward_into(phase, core)
+        return lowpass.filter_phases(buffers)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saganet.codec import BigVGAN, BigVGANConfig
-from saganet.codec.alias_free import AntiAliasedActivation, UpSample1d
+from saganet.codec.alias_free import AntiAliasedActivation, LowPassFilter1d, UpSample1d
 from saganet.codec.snake import Snake, SnakeBeta
 
 
@@ -78,3 +78,22 @@ def test_fast_vocoder_equals_the_reference() -> None:
     scale = reference.abs().max()
     torch.testing.assert_close(fast, reference, atol=1e-5 * scale, rtol=1e-5)
     assert torch.equal(vocoder.set_fast_inference(True)(mel), fast)
+
+
+@pytest.mark.parametrize(("ratio", "kernel"), [(2, 12), (2, 8), (3, 12), (4, 16), (2, 6)])
+@pytest.mark.parametrize("length", [1, 5, 33])
+def test_phase_by_phase_decimation_equals_the_strided_filter(ratio: int, kernel: int,
+                                                             length: int) -> None:
+    generator = torch.Generator().manual_seed(ratio * kernel + length)
+    lowpass = LowPassFilter1d(ratio, kernel)
+    with torch.no_grad():
+        lowpass.filter.copy_(torch.randn(lowpass.filter.shape, generator=generator))
+    phases = torch.randn(ratio, 2, 3, length, generator=generator)  # (phase, B, C, T)
+    interleaved = phases.permute(1, 2, 3, 0).flatten(2)  # z[ratio * a + s] = phase s at a
+    buffers = lowpass.padded_phases(interleaved, length)
+    for phase, (_, core) in zip(phases, buffers, strict=True):
+        core.copy_(phase)
+    fast = lowpass.filter_phases(buffers)
+    reference = lowpass(interleaved)
+    assert fast.shape == reference.shape == (2, 3, length)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
