@@ -78,18 +78,25 @@ def load_state_dict_strict(
     allow_missing: Iterable[str] = (),
     allow_unexpected: Iterable[str] = (),
     what: str = "checkpoint",
+    assign: bool = False,
 ) -> None:
     """Check with :func:`check_state_dict`, then copy the weights into ``module``.
 
     Keys matched by ``allow_unexpected`` are dropped; keys matched by ``allow_missing`` keep
     the module's current values.
+
+    Args:
+        assign: make the checkpoint's tensors the module's parameters and buffers instead of
+            copying them (no second copy in memory), cast to the module's dtypes.
     """
     check_state_dict(module, state_dict, allow_missing=allow_missing,
                      allow_unexpected=allow_unexpected, what=what)
     own = module.state_dict()
     filtered = {k: v for k, v in state_dict.items() if k in own}
     complete = {**{k: v for k, v in own.items() if k not in filtered}, **filtered}
-    module.load_state_dict(complete, strict=True)
+    if assign:  # assign would otherwise take the checkpoint's dtype
+        complete = {k: v.to(own[k].dtype) for k, v in complete.items()}
+    module.load_state_dict(complete, strict=True, assign=assign)
 
 
 def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu") -> dict:

@@ -29,6 +29,7 @@ from huggingface_hub import constants as hf_constants
 from torch import nn
 
 from saganet.errors import UserInputError
+from saganet.features.clip_weights import load_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class ClipEncoder(nn.Module):
         image_size: int = DEFAULT_CLIP_IMAGE_SIZE,
         cache_dir: str | None = None,
     ) -> ClipEncoder:
-        """Load CLIP weights through open_clip (Hugging Face cache; honours ``HF_HUB_OFFLINE``).
+        """Load CLIP weights through open_clip (Hugging Face cache; honours ``HF_HUB_OFFLINE``),
+        holding them once in memory (:func:`~saganet.features.clip_weights.load_open_clip`).
 
         Args:
             name: open_clip model id, e.g. ``hf-hub:apple/DFN5B-CLIP-ViT-H-14-384``.
@@ -124,8 +126,7 @@ class ClipEncoder(nn.Module):
             cache_dir: Hugging Face cache folder (default: the hub's own).
         """
         try:
-            model = open_clip.create_model_from_pretrained(
-                name, device=device, return_transform=False, cache_dir=cache_dir)
+            model = load_open_clip(name, cache_dir=cache_dir).to(device)
         except FileNotFoundError as err:
             hint = (" (HF_HUB_OFFLINE is set: run once with network access to fill the cache)"
                     if hf_constants.HF_HUB_OFFLINE else "")
