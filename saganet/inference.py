@@ -122,7 +122,8 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
     if batch.clip_features is not None:
         clip_f = batch.clip_features.to(device, dtype)
     elif batch.clip_frames is not None:
-        clip_f = _clip_encoder(models).encode_images(batch.clip_frames.to(device, dtype),
+        # Unmoved: the encoder moves each distinct clip once (objects share their video's).
+        clip_f = _clip_encoder(models).encode_images(batch.clip_frames,
                                                      chunk_size=options.clip_chunk_size)
     else:
         clip_f = net.get_empty_clip_sequence(b)

@@ -188,7 +188,9 @@ class ClipEncoder(nn.Module):
         """L2-normalised image embeddings of frames.
 
         Args:
-            x: ``(B, T, 3, S, S)`` frames in [0, 1] with ``S`` = :attr:`image_size`.
+            x: ``(B, T, 3, S, S)`` frames in [0, 1] with ``S`` = :attr:`image_size`, on any
+                device and of any float type (moved to CLIP's); clips that share memory
+                (``expand``) are encoded once.
             chunk_size: images per forward pass; ``None`` = all at once.
 
         Returns:
@@ -197,13 +199,32 @@ class ClipEncoder(nn.Module):
         size = self.image_size
         if x.dim() != 5 or tuple(x.shape[2:]) != (3, size, size):
             raise ValueError(f"expected frames (B, T, 3, {size}, {size}), got {tuple(x.shape)}")
+        # Clips that are the same memory (one video's frames expanded over the objects that
+        # sound in it) are encoded once: CLIP is most of a clip's cost.
+        first_of: dict[int, int] = {}
+        positions: list[int] = []
+        slots = []
+        for i in range(x.shape[0]):
+            pointer = x[i].data_ptr()
+            if pointer not in first_of:
+                first_of[pointer] = len(positions)
+                positions.append(i)
+            slots.append(first_of[pointer])
+        if len(positions) < x.shape[0]:
+            x = x[positions]
+        # Moved here, after the selection: moving an expanded tensor copies every clip.
+        weight = next(self.model.visual.parameters())
+        x = x.to(device=weight.device, dtype=weight.dtype)
         b, t = x.shape[:2]
         mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
         std = torch.tensor(OPENAI_DATASET_STD, dtype=x.dtype, device=x.device)[:, None, None]
         images = ((x - mean) / std).flatten(0, 1)  # (B*T, 3, S, S)
         features = [self.model.encode_image(chunk, normalize=True)
                     for chunk in images.split(chunk_size or images.shape[0])]
-        return torch.cat(features).unflatten(0, (b, t))
+        features = torch.cat(features).unflatten(0, (b, t))
+        if len(positions) < len(slots):
+            features = features[slots]
+        return features
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,30 @@ def test_image_features(clip: ClipEncoder) -> None:
         clip.encode_images(torch.rand(1, 1, 3, 224, 224))
 
 
+@pytest.mark.parametrize("objects", [2, 3])
+def test_expanded_clips_are_encoded_once(clip: ClipEncoder, objects: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    video = torch.rand(1, 3, 3, 384, 384, generator=torch.Generator().manual_seed(1))
+    alone = clip.encode_images(video)
+    images_seen = []
+    encode_image = clip.model.encode_image
+
+    def counting(images: torch.Tensor, **kwargs) -> torch.Tensor:
+        images_seen.append(len(images))
+        return encode_image(images, **kwargs)
+
+    monkeypatch.setattr(clip.model, "encode_image", counting)
+    # One video's frames expanded over the objects that sound in it, as the renderer does.
+    features = clip.encode_images(video.expand(objects, -1, -1, -1, -1), chunk_size=2)
+    assert features.shape == (objects, video.shape[1], clip.embed_dim)
+    assert sum(images_seen) == video.shape[1]
+    torch.testing.assert_close(features, alone.expand(objects, -1, -1), atol=0, rtol=0)
+    images_seen.clear()
+    copies = video.repeat(objects, 1, 1, 1, 1)  # equal values in separate memory
+    torch.testing.assert_close(clip.encode_images(copies), features, atol=1e-6, rtol=1e-5)
+    assert sum(images_seen) == objects * video.shape[1]
+
+
 def test_text_features_keep_every_token(clip: ClipEncoder) -> None:
     texts = ["a trumpet", ""]
     tokens = clip.tokenize(texts)
