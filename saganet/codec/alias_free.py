@@ -245,7 +245,10 @@ class AntiAliasedActivation(nn.Module):
         # The fused sequence writes in place, so it serves inference only (the codec is frozen).
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.act.parameters()))
-        if needs_grad or not (self.fused and isinstance(self.act, (Snake, SnakeBeta))):
+        # Under torch.compile the reference sequence: the compiler fuses it by itself, and
+        # tracing a hundred in-place sequences of views exhausts its recursion limit.
+        if (needs_grad or torch.compiler.is_compiling()
+                or not (self.fused and isinstance(self.act, (Snake, SnakeBeta)))):
             return self.downsample(self.act(self.upsample(x)))
         lowpass = self.downsample.lowpass
         if lowpass.stride != self.upsample.ratio:

@@ -97,3 +97,26 @@ def test_phase_by_phase_decimation_equals_the_strided_filter(ratio: int, kernel:
     reference = lowpass(interleaved)
     assert fast.shape == reference.shape == (2, 3, length)
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_under_torch_compile_the_activation_takes_the_reference_sequence(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    activation = AntiAliasedActivation(SnakeBeta(4))
+    with torch.no_grad():
+        activation.act.alpha.normal_(0.0, 0.3)
+    calls = []
+    upsample_forward = activation.upsample.forward
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape)
+        return upsample_forward(x)
+
+    monkeypatch.setattr(activation.upsample, "forward", counting)
+    x = torch.randn(1, 4, 16)
+    with torch.no_grad():
+        fused = activation(x)
+        assert calls == []  # the fused sequence never builds the up-sampled signal
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        traced = activation(x)
+    assert calls == [x.shape]
+    torch.testing.assert_close(traced, fused, atol=1e-5, rtol=1e-5)
