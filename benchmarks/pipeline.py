@@ -217,6 +217,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     """One duration through every stage of ``path``; returns facts about the run."""
     from saganet.features import encode_sync, focal_crop
     from saganet.inference import SamplingOptions, initial_noise
+    from saganet.media.masks import MaskVideo
     from saganet.media.output import write_flac, write_video_with_audio
     from saganet.media.video import CLIP_FPS, SYNC_FPS, load_video_inputs
     from saganet.model import CONFIG_44K_SA, FlowMatching
@@ -233,18 +234,33 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     def random(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         return low + (high - low) * torch.rand(*shape, generator=generator)
 
+    objects = args.objects
     if "read" in stages and video is not None:
         with timer.stage("read"):
             inputs = load_video_inputs(video, mask, duration=duration)
-        clip_frames, sync_frames, masks = inputs.clip_frames, inputs.sync_frames, inputs.masks
+            others = [MaskVideo(mask.with_name(f"mask_{k}.mp4")).read(0.0, inputs.duration)
+                      for k in range(1, objects)]
+        clip_frames, sync_frames = inputs.clip_frames, inputs.sync_frames
+        count = len(inputs.masks)
+        masks = torch.stack([inputs.masks, *(m[:count].float() / 255 for m in others)])
         duration = inputs.duration
     else:
         clip_frames = random(int(CLIP_FPS * duration), 3, CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE)
         sync_frames = random(int(SYNC_FPS * duration), 3, 224, 224, low=-1.0)
-        masks = torch.zeros(int(SYNC_FPS * duration), 1, 224, 224)
-        masks[..., 60:150, 80:140] = 1.0
+        masks = torch.zeros(objects, int(SYNC_FPS * duration), 1, 224, 224)
+        for k in range(objects):  # side by side boxes
+            left = 10 + k * 200 // objects
+            masks[k, ..., 60:150, left:left + 60] = 1.0
     inputs_gib = sum(t.numel() * t.element_size()
                      for t in (clip_frames, sync_frames, masks)) / 2**30
+    # Each object sounds in the same video. The straightforward path gives every object its
+    # own copy of the frames (a loop over objects); the default path expands one copy, as the
+    # renderer does, so CLIP encodes the frames once.
+    if baseline:
+        clip_batch = clip_frames[None].repeat(objects, 1, 1, 1, 1)
+    else:
+        clip_batch = clip_frames[None].expand(objects, -1, -1, -1, -1)
+    sync_batch = sync_frames[None].expand(objects, -1, -1, -1, -1)
 
     net, codec = models.network, models.codec
     sequence = CONFIG_44K_SA.with_duration(duration)
@@ -257,36 +273,34 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     with torch.inference_mode():
         if "clip_images" in stages and models.clip is not None:
             with timer.stage("clip_images"):
-                clip_f = models.clip.encode_images(clip_frames[None].to(device, dtype),
-                                                   chunk_size=clip_chunk)
+                clip_f = models.clip.encode_images(clip_batch, chunk_size=clip_chunk)
         else:
-            clip_f = random(1, config.clip_seq_len, config.clip_dim).to(device, dtype)
+            clip_f = random(objects, config.clip_seq_len, config.clip_dim).to(device, dtype)
         if "clip_text" in stages and models.clip is not None:
             with timer.stage("clip_text"):
-                text_f = models.clip.encode_text([PROMPT])
-                negative_f = models.clip.encode_text([NEGATIVE_PROMPT])
+                text_f = models.clip.encode_text([PROMPT] * objects)
+                negative_f = models.clip.encode_text([NEGATIVE_PROMPT] * objects)
         else:
-            text_f = random(1, config.text_seq_len, config.text_dim).to(device, dtype)
-            negative_f = random(1, config.text_seq_len, config.text_dim).to(device, dtype)
+            text_f = random(objects, config.text_seq_len, config.text_dim).to(device, dtype)
+            negative_f = random(objects, config.text_seq_len, config.text_dim).to(device, dtype)
         if options.release_clip:
             models.clip = None  # the path's only reference: its memory is free for what follows
             gc.collect()
         if "focal_crop" in stages:
             with timer.stage("focal_crop"):
-                detail_frames, detail_masks = focal_crop(sync_frames[None], masks[None])
+                detail_frames, detail_masks = focal_crop(sync_batch, masks)
         else:
-            detail_frames, detail_masks = sync_frames[None], masks[None]
+            detail_frames, detail_masks = sync_batch, masks
         if "synchformer" in stages:
             with timer.stage("synchformer"):
                 sync_f = encode_sync(models.synchformer,
                                      *(x.to(device, dtype) for x in (
-                                         sync_frames[None], masks[None], detail_frames,
-                                         detail_masks)),
+                                         sync_batch, masks, detail_frames, detail_masks)),
                                      chunk_size=sync_chunk)
         else:
-            sync_f = random(1, config.sync_seq_len, config.sync_dim).to(device, dtype)
+            sync_f = random(objects, config.sync_seq_len, config.sync_dim).to(device, dtype)
         del detail_frames, detail_masks
-        shape = (1, config.latent_seq_len, config.latent_dim)
+        shape = (objects, config.latent_seq_len, config.latent_dim)
         x0 = initial_noise(shape, torch.Generator(device).manual_seed(SEED), device, dtype)
         if "sampling" in stages:
             def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -296,11 +310,11 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             if args.compile:
                 with timer.stage("sampling_compile"):  # one guided step: compiles the graph
                     cond = net.preprocess_conditions(clip_f, sync_f, text_f)
-                    empty = net.get_empty_conditions(1, negative_text_features=negative_f)
+                    empty = net.get_empty_conditions(objects, negative_text_features=negative_f)
                     velocity(torch.tensor(0.0), x0)
             with timer.stage("sampling"):
                 cond = net.preprocess_conditions(clip_f, sync_f, text_f)
-                empty = net.get_empty_conditions(1, negative_text_features=negative_f)
+                empty = net.get_empty_conditions(objects, negative_text_features=negative_f)
                 flow = FlowMatching(num_steps=options.num_steps)
                 latents = net.unnormalize(flow.to_data(velocity, x0))
         else:
@@ -309,7 +323,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             with timer.stage("vae"):
                 mel = codec.decode_mel(latents)
         else:
-            mel = random(1, codec.config.mel.num_mels, 2 * latents.shape[1], low=-5.0)
+            mel = random(objects, codec.config.mel.num_mels, 2 * latents.shape[1], low=-5.0)
             mel = mel.to(device, dtype)
         if "vocoder" in stages:
             if args.compile:
@@ -318,7 +332,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             with timer.stage("vocoder"):
                 audio = codec.vocode(mel).float().clamp(-1, 1).cpu()
         else:
-            audio = torch.zeros(1, 1, mel.shape[-1] * codec.hop_length)
+            audio = torch.zeros(objects, 1, mel.shape[-1] * codec.hop_length)
     torch.save({"audio": audio, "latents": latents.float().cpu()},
                out_dir / f"{path}-{duration:g}s.pt")
     if "write" in stages and video is not None:
@@ -388,7 +402,8 @@ def _run_child(path: str, args: argparse.Namespace, work: Path, video_dir: Path 
     result = work / f"{path}-{repeat}.json"
     command = [sys.executable, __file__, "--child", path, "--result", str(result),
                "--work-dir", str(work), "--device", args.device, "--dtype", args.dtype,
-               "--stages", ",".join(args.stages), "--duration", *map(str, args.duration)]
+               "--stages", ",".join(args.stages), "--objects", str(args.objects),
+               "--duration", *map(str, args.duration)]
     if video_dir is not None:
         command += ["--video-dir", str(video_dir)]
     if args.threads:
@@ -512,6 +527,8 @@ def main() -> int:
     parser.add_argument("--video", type=Path, default=None,
                         help="read this video instead of a synthetic one (needs --mask)")
     parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")
+    parser.add_argument("--objects", type=int, default=1,
+                        help="objects sounding in the (synthetic) video, one clip each")
     parser.add_argument("--max-extra-gb", type=float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -531,6 +548,8 @@ def main() -> int:
         args.duration = [1.0]
     if (args.video is None) != (args.mask is None):
         parser.error("--video and --mask go together")
+    if args.objects < 1 or (args.objects > 1 and args.video is not None):
+        parser.error("--objects must be at least 1, and 1 with --video (one --mask)")
     with tempfile.TemporaryDirectory(prefix="saganet-bench-") as tmp:
         work = Path(tmp)
         video_dir = None
@@ -543,7 +562,7 @@ def main() -> int:
                     os.symlink(args.video.resolve(), folder / "video.mp4")
                     os.symlink(args.mask.resolve(), folder / "mask_0.mp4")
                 else:
-                    write_clip(folder, duration)
+                    write_clip(folder, duration, objects=args.objects)
         results: dict[str, list[dict]] = {path: [] for path in args.paths}
         for repeat in range(args.repeats):
             for path in args.paths:
