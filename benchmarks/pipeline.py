@@ -427,12 +427,17 @@ def _audio_difference(work: Path, duration: float) -> str:
     files = [work / f"{path}-{duration:g}s.pt" for path in PATHS]
     if not all(f.exists() for f in files):
         return "n/a"
-    base, default = (torch.load(f, weights_only=True)["audio"] for f in files)
-    rms = base.pow(2).mean().sqrt().item()
-    diff = (default - base).pow(2).mean().sqrt().item()
-    return (f"audio RMS {rms:.3g}, RMS of the difference {diff:.3g} "
-            f"({diff / rms if rms else float('nan'):.2e} relative), max "
-            f"{(default - base).abs().max().item():.3g}")
+    base, default = (torch.load(f, weights_only=True) for f in files)
+    parts = []
+    for name in ("latents", "audio"):  # the audio is silence when the decoder was skipped
+        reference, other = base[name], default[name]
+        rms = reference.pow(2).mean().sqrt().item()
+        if rms == 0:
+            continue
+        diff = (other - reference).pow(2).mean().sqrt().item()
+        parts.append(f"{name} RMS {rms:.3g}, RMS of the difference {diff:.3g} "
+                     f"({diff / rms:.2e} relative), max {(other - reference).abs().max():.3g}")
+    return "; ".join(parts) or "n/a"
 
 
 def _row(name: str, base: dict | None, fast: dict | None) -> str:
