@@ -139,6 +139,7 @@ class LowPassFilter1d(nn.Module):
         self.pad_right = kernel_size // 2
         self.register_buffer("filter", kaiser_sinc_filter(0.5 / stride, 0.6 / stride,
                                                           kernel_size))
+        self.phase_layout = self._phase_layout(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, T / stride)``."""
@@ -147,7 +148,7 @@ class LowPassFilter1d(nn.Module):
         return F.conv1d(x, self.filter.expand(channels, -1, -1), stride=self.stride,
                         groups=channels)
 
-    def phase_layout(self) -> list[tuple[list[int], int, int]]:
+    def _phase_layout(self, kernel_size: int) -> list[tuple[slice, int, int]]:
         """How :meth:`forward` of an interleaved signal splits over its ``stride`` phases.
 
         With ``z[stride * a + s] = phase_s[a]``, output ``n`` sums, for each phase ``s``, the
@@ -155,13 +156,15 @@ class LowPassFilter1d(nn.Module):
         to ``right``), out-of-range samples replicated from ``z``'s ends.
 
         Returns:
-            per phase: the filter's tap indices (in ``d`` order), left and right padding.
+            per phase: its taps as a strided slice of the filter (in ``d`` order), left and
+            right padding.
         """
-        size, layout = self.filter.shape[-1], []
+        layout = []
         for s in range(self.stride):
-            offsets = [(k - self.pad_left - s) // self.stride for k in range(size)
+            offsets = [(k - self.pad_left - s) // self.stride for k in range(kernel_size)
                        if (k - self.pad_left - s) % self.stride == 0]
-            taps = [self.pad_left + s + self.stride * d for d in offsets]
+            first = self.pad_left + s + self.stride * offsets[0]
+            taps = slice(first, first + self.stride * len(offsets), self.stride)
             layout.append((taps, -offsets[0], offsets[-1]))
         return layout
 
@@ -178,7 +181,7 @@ class LowPassFilter1d(nn.Module):
         """
         batch, channels = like.shape[:2]
         buffers = []
-        for _, left, right in self.phase_layout():
+        for _, left, right in self.phase_layout:
             buffer = like.new_empty(batch, channels, left + length + right)
             buffers.append((buffer, buffer[..., left:left + length]))
         return buffers
@@ -199,8 +202,7 @@ class LowPassFilter1d(nn.Module):
         last = buffers[-1][1][..., -1:]  # z[-1]
         taps_all = self.filter.view(-1)
         out = None
-        for (buffer, _), (taps, left, right) in zip(buffers, self.phase_layout(),
-                                                       strict=True):
+        for (buffer, _), (taps, left, right) in zip(buffers, self.phase_layout, strict=True):
             buffer[..., :left] = first
             buffer[..., buffer.shape[-1] - right:] = last
             weight = taps_all[taps].expand(buffer.shape[1], 1, -1)
@@ -247,11 +249,10 @@ class AntiAliasedActivation(nn.Module):
             x.requires_grad or any(p.requires_grad for p in self.act.parameters()))
         # Under torch.compile the reference sequence: the compiler fuses it by itself, and
         # tracing a hundred in-place sequences of views exhausts its recursion limit.
-        if (needs_grad or torch.compiler.is_compiling()
-                or not (self.fused and isinstance(self.act, (Snake, SnakeBeta)))):
-            return self.downsample(self.act(self.upsample(x)))
         lowpass = self.downsample.lowpass
-        if lowpass.stride != self.upsample.ratio:
+        if (needs_grad or torch.compiler.is_compiling()
+                or not (self.fused and isinstance(self.act, (Snake, SnakeBeta)))
+                or lowpass.stride != self.upsample.ratio):
             return self.downsample(self.act(self.upsample(x)))
         buffers = lowpass.padded_phases(x, x.shape[-1])
         for phase, (_, core) in zip(self.upsample.phases(x), buffers, strict=True):
