@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CLIP_CONFIG = "ViT-H-14-378-quickgelu"
-CLIP_IMAGE_SIZE = 384
+from pipeline import CLIP_CONFIG, CLIP_IMAGE_SIZE, peak_rss_gib, rss_gib
+
 LOADERS = ("baseline", "saganet")
 
 
@@ -42,20 +42,13 @@ def write_checkpoint(folder: Path) -> None:
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
 
 
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure(loader: str, folder: str) -> None:
     """In this process: load once, print one JSON line (time, memory, weight checksum)."""
     import torch
 
     from saganet.features.clip import ClipEncoder, open_clip
 
-    before = _rss_kib("VmRSS")
+    before = rss_gib()
     start = time.perf_counter()
     if loader == "baseline":
         model = open_clip.create_model_from_pretrained(f"local-dir:{folder}",
@@ -63,12 +56,12 @@ def measure(loader: str, folder: str) -> None:
     else:
         model = ClipEncoder.from_pretrained(f"local-dir:{folder}").model
     seconds = time.perf_counter() - start
-    after, peak = _rss_kib("VmRSS"), _rss_kib("VmHWM")
+    after, peak = rss_gib(), peak_rss_gib()
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) for p in model.state_dict().values())
     weights = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    print(json.dumps({"loader": loader, "seconds": seconds, "peak_gib": (peak - before) / 2**20,
-                      "held_gib": (after - before) / 2**20, "weights_gib": weights / 2**30,
+    print(json.dumps({"loader": loader, "seconds": seconds, "peak_gib": peak - before,
+                      "held_gib": after - before, "weights_gib": weights / 2**30,
                       "checksum": checksum}))
 
 
