@@ -90,6 +90,8 @@ class UpSample1d(nn.Module):
                        if 0 <= s + lead - r * o < kernel_size] for s in range(r)}
         low = min(min(o) for o in offsets.values())
         high = max(max(o) for o in offsets.values())
+        # Sample `a` of phase `s` reads inputs `a - left .. a + right`.
+        self.phase_reach = [(self.pad - min(o), max(o) - self.pad) for o in offsets.values()]
         taps = torch.full((r, high - low + 1), kernel_size, dtype=torch.long)
         for s, phase_offsets in offsets.items():
             for o in phase_offsets:
@@ -241,6 +243,19 @@ class AntiAliasedActivation(nn.Module):
         self.upsample = UpSample1d()
         self.downsample = DownSample1d()
         self.fused = True
+
+    @property
+    def radius(self) -> int:
+        """Input samples on either side that one output sample can depend on.
+
+        Output ``n`` reads samples ``n - left .. n + right`` of each up-sampled phase
+        (the decimation layout), and sample ``a`` of a phase reads input samples around ``a``
+        (the polyphase layout); the two reaches add phase by phase.
+        """
+        layout = self.downsample.lowpass.phase_layout
+        return max(max(up_left + down_left, up_right + down_right)
+                   for (up_left, up_right), (_, down_left, down_right)
+                   in zip(self.upsample.phase_reach, layout, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, T)``."""

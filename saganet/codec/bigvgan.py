@@ -144,10 +144,20 @@ VOCODER_CONFIGS: dict[str, BigVGANConfig] = {
 
 ActivationWrapper = Callable[[nn.Module], nn.Module]
 
+# Longest input vocoded in one pass (about 5.9 s at 44.1 kHz, so a 5 s window is one pass);
+# longer inputs go in overlapping chunks (BigVGAN.forward). None: always one pass.
+DEFAULT_CHUNK_FRAMES: int | None = 512
+
 
 def _padding(kernel_size: int, dilation: int) -> int:
     """'Same' padding of an odd kernel with dilation."""
     return (kernel_size * dilation - dilation) // 2
+
+
+def _conv_radius(conv: nn.Conv1d) -> int:
+    """Input samples on either side of a stride-1 convolution's output sample that it reads."""
+    span = conv.dilation[0] * (conv.kernel_size[0] - 1)
+    return max(conv.padding[0], span - conv.padding[0])
 
 
 def _snake(config: BigVGANConfig, channels: int) -> nn.Module:
@@ -179,6 +189,12 @@ class AMPBlock1(nn.Module):
         self.activations = nn.ModuleList(wrap(_snake(config, channels))
                                          for _ in range(2 * len(dilations)))
 
+    @property
+    def radius(self) -> int:
+        """Input samples on either side that one output sample can depend on."""
+        return sum(_conv_radius(conv) for conv in [*self.convs1, *self.convs2]) + sum(
+            act.radius for act in self.activations)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, T)``."""
         for n, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2, strict=True)):
@@ -206,6 +222,12 @@ class AMPBlock2(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, dilation=d,
                       padding=_padding(kernel_size, d)) for d in dilations)
         self.activations = nn.ModuleList(wrap(_snake(config, channels)) for _ in dilations)
+
+    @property
+    def radius(self) -> int:
+        """Input samples on either side that one output sample can depend on."""
+        return sum(_conv_radius(conv) + act.radius
+                   for conv, act in zip(self.convs, self.activations, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, C, T)``."""
@@ -251,6 +273,7 @@ class BigVGAN(nn.Module):
         self._init_weights()
         for _, layer in self._named_weight_norm_layers():
             weight_norm(layer, name="weight", dim=0)
+        self.chunk_frames = DEFAULT_CHUNK_FRAMES
 
     def _init_weights(self) -> None:
         """Random weights for tests and benchmarks; runs before weight norm is applied."""
@@ -324,8 +347,51 @@ class BigVGAN(nn.Module):
             state_dict = fold_weight_norm_state_dict(state_dict, layers)
         load_state_dict_strict(self, state_dict, what=what)
 
+    @property
+    def receptive_field(self) -> int:
+        """Mel frames on either side of a frame that its output samples can depend on.
+
+        Walks the layers backwards from the output. A transposed convolution (kernel ``K``,
+        stride ``s``, padding ``p``) writes input ``m`` to outputs ``m * s - p .. m * s - p +
+        K - 1``, so the ``s`` outputs of input ``a`` widened by ``R`` on each side read inputs
+        ``a - (R + K - 1 - p) // s .. a + (R + s - 1 + p) // s``.
+        """
+        radius = _conv_radius(self.conv_post) + self.activation_post.radius
+        k = self.num_kernels
+        for stage in reversed(range(len(self.ups))):
+            radius += max(block.radius for block in self.resblocks[stage * k:(stage + 1) * k])
+            up = self.ups[stage][0]
+            kernel, stride, pad = up.kernel_size[0], up.stride[0], up.padding[0]
+            radius = max((radius + kernel - 1 - pad) // stride,
+                         (radius + stride - 1 + pad) // stride)
+        return radius + _conv_radius(self.conv_pre)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Waveform ``(B, 1, F * upsample_factor)`` in [-1, 1] from log-mel ``(B, num_mels, F)``."""
+        """Waveform ``(B, 1, F * upsample_factor)`` in [-1, 1] from log-mel ``(B, num_mels, F)``.
+
+        Inputs longer than :attr:`chunk_frames` (``None``: never) are vocoded in chunks of at
+        most that many frames, each read with :attr:`receptive_field` frames of context on
+        both sides, so every output sample sees the same input as in one pass and the audio
+        equals the one-pass audio up to float rounding. This bounds the memory of long clips:
+        the activations of the last stages hold ``2 * 48 * 512 * F`` floats in one pass, and
+        the heap kept between passes fragments once they reach hundreds of megabytes.
+        """
+        frames = mel.shape[-1]
+        if self.chunk_frames is None or frames <= self.chunk_frames:
+            return self._forward_pass(mel)
+        context, hop = self.receptive_field, self.config.upsample_factor
+        count = -(-frames // self.chunk_frames)
+        size = -(-frames // count)  # equal chunks: no short tail paying a full context
+        audio = mel.new_empty(mel.shape[0], 1, frames * hop)
+        for start in range(0, frames, size):
+            stop = min(start + size, frames)
+            first, last = max(0, start - context), min(frames, stop + context)
+            chunk = self._forward_pass(mel[..., first:last])
+            audio[..., start * hop:stop * hop] = chunk[..., (start - first) * hop:
+                                                       (stop - first) * hop]
+        return audio
+
+    def _forward_pass(self, mel: torch.Tensor) -> torch.Tensor:
         x = self.conv_pre(mel)  # (B, C0, F)
         k = self.num_kernels
         for stage, (up,) in enumerate(self.ups):
