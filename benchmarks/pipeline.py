@@ -57,6 +57,7 @@ PATHS = ("baseline", "default")
 # With --compile: the first call of the compiled parts, timed apart from the stages.
 COMPILE_STAGES = ("sampling_compile", "vocoder_compile")
 PROMPT, NEGATIVE_PROMPT = "violin", ""
+NETWORK = "small_44k_sa"
 CLIP_CONFIG = "ViT-H-14-378-quickgelu"
 CLIP_IMAGE_SIZE = 384
 CFG_STRENGTH, NUM_STEPS, SEED = 7.0, 25, 42
@@ -101,12 +102,12 @@ def peak_rss_gib() -> float:
 
 @dataclasses.dataclass
 class Models:
-    """The official-size modules of one process."""
+    """The official-size modules of one process (all but CLIP None until built, CLIP first)."""
 
-    network: torch.nn.Module
-    synchformer: torch.nn.Module
+    network: torch.nn.Module | None
+    synchformer: torch.nn.Module | None
     clip: torch.nn.Module | None
-    codec: torch.nn.Module
+    codec: torch.nn.Module | None
 
 
 @torch.no_grad()
@@ -134,13 +135,23 @@ def build_clip(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
 
 def build_models(device: torch.device, dtype: torch.dtype, need_clip: bool) -> Models:
     """Every module at its published size, random weights (seeded: both paths get the same)."""
+    models = Models(None, None, None, None)
+    build_rest(models, device, dtype)
+    if need_clip:
+        models.clip = build_clip(device, dtype)
+    return models
+
+
+def build_rest(models: Models, device: torch.device, dtype: torch.dtype) -> None:
+    """The flow network, the Synchformer and the codec into ``models`` (seeded apart from CLIP,
+    so the order of building does not change the weights)."""
     from saganet.codec import AudioCodec, AudioCodecConfig
     from saganet.features import SynchformerWithContext
     from saganet.model import build_network
 
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    network = build_network("small_44k_sa").eval()
+    network = build_network(NETWORK).eval()
     with torch.no_grad():
         network.latent_mean.zero_()
         network.latent_std.fill_(1.0)
@@ -149,11 +160,21 @@ def build_models(device: torch.device, dtype: torch.dtype, need_clip: bool) -> M
     for module in (network, synchformer):
         _wake_up(module, generator)
         module.requires_grad_(False)
-    clip = build_clip(device, dtype) if need_clip else None
-    network.to(device=device, dtype=dtype)
-    synchformer.to(device=device, dtype=dtype)
-    codec.to(device=device, dtype=dtype)
-    return Models(network, synchformer, clip, codec)
+    models.network = network.to(device=device, dtype=dtype)
+    models.synchformer = synchformer.to(device=device, dtype=dtype)
+    models.codec = codec.to(device=device, dtype=dtype)
+
+
+def compile_models(models: Models) -> None:
+    """torch.compile what batch_eval.py's ``compile=true`` compiles.
+
+    Instance attributes shadow the methods: guided sampling reaches ``predict_flow``, the codec
+    calls the vocoder's ``forward``. The first call of each (stages ``*_compile``) pays for the
+    compilation.
+    """
+    network, vocoder = models.network, models.codec.vocoder
+    network.predict_flow = torch.compile(network.predict_flow)
+    vocoder.forward = torch.compile(vocoder.forward)
 
 
 def _weights_gib(models: Models) -> float:
@@ -215,12 +236,13 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
              mask: Path | None, models: Models, timer: StageTimer,
              out_dir: Path) -> dict[str, float]:
     """One duration through every stage of ``path``; returns facts about the run."""
+    from saganet.codec.bigvgan import DEFAULT_CHUNK_FRAMES
     from saganet.features import encode_sync, focal_crop
     from saganet.inference import SamplingOptions, initial_noise
     from saganet.media.masks import MaskVideo
     from saganet.media.output import write_flac, write_video_with_audio
     from saganet.media.video import CLIP_FPS, SYNC_FPS, load_video_inputs
-    from saganet.model import CONFIG_44K_SA, FlowMatching
+    from saganet.model import CONFIG_44K_SA, VARIANTS, FlowMatching
 
     device, dtype = torch.device(args.device), path_dtype(path, args)
     baseline = path == "baseline"
@@ -262,13 +284,9 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
         clip_batch = clip_frames[None].expand(objects, -1, -1, -1, -1)
     sync_batch = sync_frames[None].expand(objects, -1, -1, -1, -1)
 
-    net, codec = models.network, models.codec
     sequence = CONFIG_44K_SA.with_duration(duration)
-    net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
-                           sequence.sync_seq_len)
-    for module in (net, models.synchformer, codec.vocoder):
-        module.set_fast_inference(not baseline)
-    config = net.config
+    config = VARIANTS[NETWORK].with_sequence(sequence)
+    facts = {"duration": duration, "inputs_gib": inputs_gib}
 
     with torch.inference_mode():
         if "clip_images" in stages and models.clip is not None:
@@ -286,6 +304,21 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
         if options.release_clip:
             models.clip = None  # the path's only reference: its memory is free for what follows
             gc.collect()
+        if models.network is None:
+            # CLIP first, as demo.py does: the other models load into CLIP's former memory.
+            start = time.perf_counter()
+            build_rest(models, device, dtype)
+            if args.compile:
+                compile_models(models)
+            facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
+                         rest_weights_gib=_weights_gib(models))
+        net, codec = models.network, models.codec
+        net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
+                               sequence.sync_seq_len)
+        for module in (net, models.synchformer, codec.vocoder):
+            module.set_fast_inference(not baseline)
+        # The straightforward path vocodes any length in one pass.
+        codec.vocoder.chunk_frames = None if baseline else DEFAULT_CHUNK_FRAMES
         if "focal_crop" in stages:
             with timer.stage("focal_crop"):
                 detail_frames, detail_masks = focal_crop(sync_batch, masks)
@@ -342,7 +375,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
                                    overwrite=True)
             write_flac(out_dir / f"{path}-{duration:g}s.flac", audio[0], codec.sampling_rate,
                        overwrite=True)
-    return {"duration": duration, "inputs_gib": inputs_gib}
+    return facts
 
 
 def child(args: argparse.Namespace) -> None:
@@ -361,19 +394,20 @@ def child(args: argparse.Namespace) -> None:
     base_gib = rss_gib()
     start = time.perf_counter()
     need_clip = bool({"clip_images", "clip_text"} & set(args.stages))
-    models = build_models(device, dtype, need_clip)
+    # The default path loads CLIP alone and the rest once CLIP is released, as demo.py does.
+    clip_first = need_clip and args.path == "default"
+    if clip_first:
+        models = Models(None, None, build_clip(device, dtype), None)
+    else:
+        models = build_models(device, dtype, need_clip)
+        if args.compile:
+            compile_models(models)
     build_s = time.perf_counter() - start
-    weights_gib = _weights_gib(models)
+    weights_gib = clip_weights_gib = _weights_gib(models)
     built_gib = rss_gib()
-    if args.compile:
-        # Instance attributes shadow the methods, as batch_eval.py's compile=true does: guided
-        # sampling reaches predict_flow, the codec calls the vocoder's forward. The first
-        # call of each (stages *_compile) pays for the compilation.
-        network, vocoder = models.network, models.codec.vocoder
-        network.predict_flow = torch.compile(network.predict_flow)
-        vocoder.forward = torch.compile(vocoder.forward)
-    print(f"  [{args.path}] {threads} threads, models built in {build_s:.1f} s "
-          f"({weights_gib:.2f} GiB of weights, RSS {rss_gib():.2f} GiB)", file=sys.stderr)
+    print(f"  [{args.path}] {threads} threads, {'CLIP' if clip_first else 'models'} built in "
+          f"{build_s:.1f} s ({weights_gib:.2f} GiB of weights, RSS {rss_gib():.2f} GiB)",
+          file=sys.stderr)
     runs = []
     for duration in args.duration:
         video = mask = None
@@ -382,11 +416,16 @@ def child(args: argparse.Namespace) -> None:
             mask = video.with_name("mask_0.mp4")
         print(f"  [{args.path}] {duration:g} s", file=sys.stderr, flush=True)
         if need_clip and models.clip is None:  # released by the previous duration's run
+            if clip_first:
+                models = Models(None, None, None, None)
+                gc.collect()
             models.clip = build_clip(device, dtype)
         timer = StageTimer(device)
         facts = run_path(args.path, args, duration, video, mask, models, timer, out_dir)
         runs.append({**facts, "stages": {k: dataclasses.asdict(v)
                                          for k, v in timer.results.items()}})
+        if "rest_weights_gib" in facts:
+            weights_gib = clip_weights_gib + facts["rest_weights_gib"]
         gc.collect()
     result = {"path": args.path, "threads": threads, "base_gib": base_gib,
               "weights_gib": weights_gib, "built_gib": built_gib, "build_s": build_s,
@@ -490,18 +529,21 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
         print("peak memory: " + ", ".join(f"{p} {v:.2f} GiB" for p, v in peaks.items()))
         print("output: " + line["audio"])
         if "default" in runs and args.device == "cpu" and args.max_extra_gb is not None:
-            # Resident after building the models: the interpreter, the weights and what the
-            # build left in the heap (reused later, as a real load's file buffers would be).
+            # Resident after building the models: the interpreter, the weights held at once and
+            # what the build left in the heap (reused later, as a real load's file buffers
+            # would be). CLIP first: the larger of CLIP alone and the rest after its release.
             default = results["default"][0]
-            built = default["built_gib"]
-            budget = built + runs["default"]["inputs_gib"] + args.max_extra_gb
+            run = runs["default"]
+            built = max(default["built_gib"], run.get("rest_built_gib", 0.0))
+            held = ("CLIP, then the rest" if "rest_built_gib" in run
+                    else f"weights {default['weights_gib']:.2f}")
+            budget = built + run["inputs_gib"] + args.max_extra_gb
             line["rss_budget_gib"] = budget
             line["rss_ok"] = peaks["default"] <= budget
             print(f"peak RSS check: {peaks['default']:.2f} GiB <= {budget:.2f} GiB "
                   f"(resident after building {built:.2f} [interpreter "
-                  f"{default['base_gib']:.2f} + weights {default['weights_gib']:.2f} + build "
-                  f"leftovers] + inputs {runs['default']['inputs_gib']:.2f} + "
-                  f"{args.max_extra_gb:.2f} activations): "
+                  f"{default['base_gib']:.2f} + {held} + build leftovers] + inputs "
+                  f"{run['inputs_gib']:.2f} + {args.max_extra_gb:.2f} activations): "
                   f"{'ok' if line['rss_ok'] else 'EXCEEDED'}")
         summary["durations"].append(line)
     return summary

@@ -21,7 +21,7 @@ from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
 from saganet.debug_weights import ensure_debug_weights, load_debug_clip
 from saganet.errors import UserInputError
 from saganet.features import ClipEncoder
-from saganet.model import CONFIG_44K_SA, merge_lora
+from saganet.model import CONFIG_44K_SA, SequenceConfig, merge_lora
 from saganet.models import SAGANetModels
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,53 @@ def load_models(
     vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
     vocoder = load_vocoder(vocoder_source, local_files_only=True)
     codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
-    clip = None
-    if need_clip:
-        clip = (load_debug_clip(clip_source) if spec.debug
-                else ClipEncoder.from_pretrained(f"local-dir:{clip_source}"))
+    clip = _build_clip(clip_source, spec.debug) if need_clip else None
     models = SAGANetModels(network, synchformer, clip, codec, CONFIG_44K_SA)
     models.to(device=device, dtype=dtype)
     models.set_duration(CONFIG_44K_SA.duration)
     log.info("loaded variant %s from %s (%s, %s)", variant, ckpt, device, dtype)
     return models
+
+
+def load_clip(
+    variant: str,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    offline: bool | None = None,
+) -> ClipEncoder:
+    """CLIP alone, as :func:`load_models` would load it (downloading it if missing).
+
+    A one-shot run encodes every CLIP feature with it, releases it and only then loads the
+    other models with ``need_clip=False`` (:func:`saganet.soundtrack.encode_clip_features`):
+    the two never share the memory.
+
+    Args:
+        variant: a key of :data:`PIPELINES`.
+        weights_dir: weights folder (default: the user cache).
+        device: where CLIP runs.
+        dtype: parameter dtype.
+        offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
+    """
+    spec = pipeline_variant(variant)
+    if spec.debug:
+        source = ensure_debug_weights(weights_registry.cache_dir(weights_dir))["clip"]
+    else:
+        source = weights_registry.resolve_all([weights_registry.CLIP_REPO], weights_dir,
+                                              offline)[weights_registry.CLIP_REPO]
+    return _build_clip(source, spec.debug).to(device=device, dtype=dtype)
+
+
+def window_layout(variant: str) -> tuple[SequenceConfig, int]:
+    """How :func:`load_models`' models cut a long video: the clip length they were trained on,
+    and waveform samples per latent (what :func:`saganet.soundtrack.plan_soundtrack` needs
+    before any model is loaded)."""
+    codec = AudioCodecConfig.debug() if pipeline_variant(variant).debug else \
+        AudioCodecConfig.for_mode("44k")
+    return CONFIG_44K_SA, codec.mel.hop_size * codec.vae.downsample_factor
+
+
+def _build_clip(source: Path, debug: bool) -> ClipEncoder:
+    return load_debug_clip(source) if debug else ClipEncoder.from_pretrained(
+        f"local-dir:{source}")

@@ -6,6 +6,7 @@ masks matter (skipped without it, except under CI).
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -230,6 +231,30 @@ def test_existing_output_needs_overwrite(weights_dir: Path, tmp_path: Path, clip
     assert run_demo(weights_dir, out, *args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / f"{clip.video.stem}.flac").read_bytes() == b"keep me"
+
+
+def test_clip_is_released_before_the_other_models_load(weights_dir: Path, tmp_path: Path,
+                                                       clip, monkeypatch: pytest.MonkeyPatch,
+                                                       ) -> None:
+    from saganet import pipeline
+    from saganet.features import ClipEncoder
+
+    seen = []
+    load_models = pipeline.load_models
+
+    def recording(*args, **kwargs):
+        gc.collect()
+        seen.append(sum(type(o) is ClipEncoder for o in gc.get_objects()))
+        models = load_models(*args, **kwargs)
+        seen.append(models.clip_encoder)
+        return models
+
+    monkeypatch.setattr(pipeline, "load_models", recording)
+    args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
+    for name, mask in clip.masks.items():
+        args += ["--object", name, "--mask_video", str(mask), "--prompt", clip.prompts[name]]
+    assert run_demo(weights_dir, tmp_path / "out", *args) == 0
+    assert seen == [0, None]
 
 
 def test_overlong_prompt_warns_and_runs(weights_dir: Path, tmp_path: Path, clip,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -64,10 +65,23 @@ def run(args: argparse.Namespace) -> list[Path]:
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
     from saganet.inference import SamplingOptions
-    from saganet.pipeline import load_models, pipeline_variant, required_files
+    from saganet.pipeline import (
+        load_clip,
+        load_models,
+        pipeline_variant,
+        required_files,
+        window_layout,
+    )
     from saganet.segment.models import required_files as tracker_files
     from saganet.segment.models import tracker_for
-    from saganet.soundtrack import check_outputs, resolve_segment, timed, write_soundtrack
+    from saganet.soundtrack import (
+        check_outputs,
+        encode_clip_features,
+        plan_soundtrack,
+        resolve_segment,
+        timed,
+        write_soundtrack,
+    )
     from saganet.state_dict import check_weights_file
 
     spec = pipeline_variant(args.variant)  # fail on an unknown name before any work
@@ -107,19 +121,31 @@ def run(args: argparse.Namespace) -> list[Path]:
         request = dataclasses.replace(request, objects=tuple(
             dataclasses.replace(o, masks=tracking.objects[o.name]) if o.name in prompts else o
             for o in request.objects))
+    options = SamplingOptions(cfg_strength=args.cfg_strength, num_steps=args.num_steps)
+    progress = _progress_bars()
+    # CLIP first, alone: its features are computed and CLIP released before the other models
+    # load, so the run never holds all the weights at once (saganet.soundtrack.clip_pass).
+    with timed("load clip"):
+        clip = load_clip(args.variant, weights_dir=args.weights_dir, device=device,
+                         dtype=dtype, offline=args.offline)
+    for obj in request.objects:
+        if obj.prompt is not None:
+            _check_prompt_length(clip, obj.name, obj.prompt)
+    log.info("generating %.2f s from %.2f s of %s", segment.duration, segment.start,
+             request.video)
+    plan = plan_soundtrack(request, segment, *window_layout(args.variant))
+    with timed("clip"):
+        clip_features = encode_clip_features(clip, request, segment, plan, options=options,
+                                             progress=progress)
+    del clip
+    gc.collect()
     with timed("load"):
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
-                             offline=args.offline)
-    for obj in request.objects:
-        if obj.prompt is not None:
-            _check_prompt_length(models, obj.name, obj.prompt)
-    log.info("generating %.2f s from %.2f s of %s", segment.duration, segment.start,
-             request.video)
+                             offline=args.offline, need_clip=False)
     result = write_soundtrack(models, request, seed=args.seed, overwrite=args.overwrite,
-                              options=SamplingOptions(cfg_strength=args.cfg_strength,
-                                                      num_steps=args.num_steps),
-                              progress=_progress_bars())
+                              options=options, progress=progress,
+                              clip_features=clip_features)
     written = result.outputs.all()
     if tracking is not None:
         # The tracked masks beside the outputs, to reuse (--mask_video) or fix.
@@ -226,8 +252,7 @@ def _check_output_folder(folder: Path) -> None:
         raise UserInputError(f"output folder is not writable ({existing})", folder)
 
 
-def _check_prompt_length(models, name: str, prompt: str) -> None:
-    encoder = models.clip_encoder
+def _check_prompt_length(encoder, name: str, prompt: str) -> None:
     tokens = encoder.count_tokens(prompt)[0]
     if tokens > encoder.context_length:
         log.warning("the prompt of %s has %d tokens; CLIP reads only the first %d", name,

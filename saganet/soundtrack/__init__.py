@@ -3,13 +3,15 @@
 ``plan`` cuts a video into windows, ``join`` joins them (joint sampling or crossfade), ``mix``
 levels the mix, ``request`` says what to generate and ``render`` does it
 (:func:`write_soundtrack`, the one path of ``demo.py``, ``python -m saganet.batch`` and the
-web app).
+web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load CLIP alone.
 """
 
+from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features
 from saganet.soundtrack.render import (
     Segment,
     SoundtrackResult,
     check_outputs,
+    plan_soundtrack,
     resolve_segment,
     timed,
     write_soundtrack,
@@ -17,12 +19,15 @@ from saganet.soundtrack.render import (
 from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
 
 __all__ = [
+    "ClipFeatures",
     "Segment",
     "SoundObject",
     "SoundtrackOutputs",
     "SoundtrackRequest",
     "SoundtrackResult",
     "check_outputs",
+    "encode_clip_features",
+    "plan_soundtrack",
     "resolve_segment",
     "timed",
     "write_soundtrack",

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
 from saganet.soundtrack.plan import Window, WindowPlan, plan_windows
 from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
+
+if TYPE_CHECKING:
+    from saganet.model import SequenceConfig
+    from saganet.soundtrack.clip_pass import ClipFeatures
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,51 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
     return Segment(request.start, duration, info)
 
 
+def plan_soundtrack(request: SoundtrackRequest, segment: Segment, sequence: SequenceConfig,
+                    samples_per_latent: int) -> WindowPlan:
+    """The windows that cover ``segment`` for models trained on ``sequence``.
+
+    Args:
+        request: what to generate (its ``overlap``).
+        segment: from :func:`resolve_segment`.
+        sequence: the models' training clip (``models.training_sequence``).
+        samples_per_latent: waveform samples per latent (``models.codec.samples_per_latent``).
+    """
+    return plan_windows(segment.duration, sequence, samples_per_latent, overlap=request.overlap)
+
+
+def window_start(segment: Segment, window: Window) -> float:
+    """Seconds from the video's first frame to the window's first."""
+    return segment.start + window.offset
+
+
+def visible_objects(request: SoundtrackRequest, segment: Segment, plan: WindowPlan,
+                    window: Window) -> tuple[list[int], list[torch.Tensor]]:
+    """The objects that sound in a window and their ``(Ts, 1, 224, 224)`` uint8 masks:
+    all of them, or with ``silence_hidden`` those whose masks are not empty there."""
+    present, masks = [], []
+    for k, obj in enumerate(request.objects):
+        window_masks = _window_masks(obj, window_start(segment, window), plan.window_duration)
+        if request.silence_hidden and not window_masks.any():
+            continue
+        present.append(k)
+        masks.append(window_masks)
+    return present, masks
+
+
+def _window_masks(obj: SoundObject, start: float, duration: float) -> torch.Tensor:
+    """The object's masks from ``start`` for ``duration`` seconds at 25 fps (the last one held
+    at the end)."""
+    count = int(SYNC_FPS * duration)
+    masks = obj.masks.read(start, start + duration)
+    if len(masks) == 0:
+        raise UserInputError(f"the masks of {obj.name!r} have no frame at {start:.2f} s",
+                             obj.masks.name)
+    if len(masks) < count:
+        masks = torch.cat([masks, masks[-1:].expand(count - len(masks), -1, -1, -1)])
+    return masks[:count]
+
+
 def check_outputs(outputs: SoundtrackOutputs, overwrite: bool) -> None:
     """Fail before any work if an output exists (and may not be replaced) or is a folder."""
     for path in outputs.all():
@@ -184,13 +234,15 @@ class _Generator:
 
     def __init__(self, models: SAGANetModels, request: SoundtrackRequest, segment: Segment,
                  plan: WindowPlan, options: SamplingOptions, seed: int,
-                 progress: ProgressFn) -> None:
+                 progress: ProgressFn, clip_features: ClipFeatures | None) -> None:
         self.models, self.request, self.plan = models, request, plan
         self.segment, self.options, self.progress = segment, options, progress
+        self.clip_features = clip_features
         self.objects = list(request.objects)
         self.hidden: list[set[int]] = [set() for _ in self.objects]
         self.noise = self._noise(seed)
-        self.text = [self._text(o) for o in self.objects]
+        self.text = ([self._text(o) for o in self.objects] if clip_features is None
+                     else [self._stored_text(k) for k in range(len(self.objects))])
         # Network evaluations, for progress: every window's steps, or one joint run.
         runs = 1 if request.join == "joint" else len(plan.windows)
         self.steps_total = runs * options.num_steps
@@ -220,39 +272,34 @@ class _Generator:
                     else clip.encode_text([obj.prompt]))
         return positive, clip.encode_text([self.request.negative_prompt(obj)])
 
-    def window_start(self, window: Window) -> float:
-        return self.segment.start + window.offset
+    def _stored_text(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_text` from the features CLIP computed before the other models loaded."""
+        features = self.clip_features
+        positive = features.prompts[index]
+        if positive is None:
+            positive = self.models.network.get_empty_string_sequence(1)
+        return positive, features.negative_prompts[index]
 
-    def _masks(self, obj: SoundObject, window: Window) -> torch.Tensor:
-        """The object's ``(Ts, 1, 224, 224)`` uint8 masks in the window (held at the end)."""
-        start = self.window_start(window)
-        count = int(SYNC_FPS * self.plan.window_duration)
-        masks = obj.masks.read(start, start + self.plan.window_duration)
-        if len(masks) == 0:
-            raise UserInputError(f"the masks of {obj.name!r} have no frame at {start:.2f} s",
-                                 obj.masks.name)
-        if len(masks) < count:
-            masks = torch.cat([masks, masks[-1:].expand(count - len(masks), -1, -1, -1)])
-        return masks[:count]
+    def window_start(self, window: Window) -> float:
+        return window_start(self.segment, window)
 
     def encode(self, frames, window: Window) -> list[_Item]:
         """Conditions of every object visible in the window."""
-        present, masks = [], []
-        for k, obj in enumerate(self.objects):
-            window_masks = self._masks(obj, window)
-            if self.request.silence_hidden and not window_masks.any():
-                self.hidden[k].add(window.index)
-                continue
-            present.append(k)
-            masks.append(window_masks)
+        present, masks = visible_objects(self.request, self.segment, self.plan, window)
+        for k in set(range(len(self.objects))) - set(present):
+            self.hidden[k].add(window.index)
         if not present:
             return []
         count = len(present)
+        clip_frames = clip_features = None
+        if self.clip_features is not None and not self.request.mask_away_clip:
+            clip_features = self.clip_features.images[window.index].expand(count, -1, -1)
+        elif not self.request.mask_away_clip:
+            clip_frames = frames.clip_frames[None].expand(count, -1, -1, -1, -1)
         batch = GenerationBatch(
             sync_frames=frames.sync_frames[None].expand(count, -1, -1, -1, -1),
             masks=torch.stack(masks).float().div_(255),
-            clip_frames=(None if self.request.mask_away_clip
-                         else frames.clip_frames[None].expand(count, -1, -1, -1, -1)),
+            clip_frames=clip_frames, clip_features=clip_features,
             text_features=torch.cat([self.text[k][0] for k in present]),
             negative_text_features=torch.cat([self.text[k][1] for k in present]))
         conditions, empty = encode_conditions(self.models, batch, self.options)
@@ -316,7 +363,8 @@ def _silenced_spans(hidden: set[int], plan: WindowPlan, start: float,
 def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                      options: SamplingOptions | None = None, seed: int = 42,
                      overwrite: bool = False,
-                     progress: ProgressFn | None = None) -> SoundtrackResult:
+                     progress: ProgressFn | None = None,
+                     clip_features: ClipFeatures | None = None) -> SoundtrackResult:
     """Generate the sound of every object of a video, for any length, and write the files.
 
     Args:
@@ -327,18 +375,23 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         seed: seed of the initial noise (object ``k`` uses ``seed + k``; 42 as in the demo).
         overwrite: replace existing outputs.
         progress: called as work advances (see :data:`ProgressFn`).
+        clip_features: every CLIP feature of the request, computed beforehand
+            (:func:`~saganet.soundtrack.encode_clip_features`, for models loaded without CLIP);
+            None: ``models.clip_encoder`` computes them window by window.
 
     Raises:
         UserInputError: bad inputs (checked before any decoding) or existing outputs.
+        ValueError: ``clip_features`` computed for other windows.
     """
     progress = progress or (lambda stage, done, total: None)
     options = options or SamplingOptions()
     outputs = request.outputs()
     check_outputs(outputs, overwrite)
     segment = resolve_segment(request)
-    codec = models.codec
-    plan = plan_windows(segment.duration, models.training_sequence, codec.samples_per_latent,
-                        overlap=request.overlap)
+    plan = plan_soundtrack(request, segment, models.training_sequence,
+                           models.codec.samples_per_latent)
+    if clip_features is not None:
+        clip_features.check_plan(segment, plan)
     models.set_duration(plan.window_duration)
     log.info("%s: %.2f s from %.2f s in %d window(s) of %.2f s, %d object(s), %s", request.video,
              segment.duration, segment.start, len(plan.windows), plan.window_duration,
@@ -347,7 +400,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     with _output_folder(Path(request.output_dir)) as folder:
         work = Path(tempfile.mkdtemp(prefix=f".{request.name}.work-", dir=folder))
         try:
-            runner = _Generator(models, request, segment, plan, options, seed, progress)
+            runner = _Generator(models, request, segment, plan, options, seed, progress,
+                                clip_features)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
             with timed("generate"):
                 _run(runner, stems)
