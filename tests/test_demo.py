@@ -10,6 +10,7 @@ import gc
 import os
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,24 +238,30 @@ def test_clip_is_released_before_the_other_models_load(weights_dir: Path, tmp_pa
                                                        clip, monkeypatch: pytest.MonkeyPatch,
                                                        ) -> None:
     from saganet import pipeline
-    from saganet.features import ClipEncoder
 
-    seen = []
-    load_models = pipeline.load_models
+    encoders: list[weakref.ref] = []
+    alive_at_load = []
+    load_clip, load_models = pipeline.load_clip, pipeline.load_models
 
-    def recording(*args, **kwargs):
+    def recording_clip(*args, **kwargs):
+        encoder = load_clip(*args, **kwargs)
+        encoders.append(weakref.ref(encoder))
+        return encoder
+
+    def recording_models(*args, **kwargs):
         gc.collect()
-        seen.append(sum(type(o) is ClipEncoder for o in gc.get_objects()))
+        alive_at_load.append([ref() is not None for ref in encoders])
         models = load_models(*args, **kwargs)
-        seen.append(models.clip_encoder)
+        alive_at_load.append(models.clip_encoder)
         return models
 
-    monkeypatch.setattr(pipeline, "load_models", recording)
+    monkeypatch.setattr(pipeline, "load_clip", recording_clip)
+    monkeypatch.setattr(pipeline, "load_models", recording_models)
     args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
     for name, mask in clip.masks.items():
         args += ["--object", name, "--mask_video", str(mask), "--prompt", clip.prompts[name]]
     assert run_demo(weights_dir, tmp_path / "out", *args) == 0
-    assert seen == [0, None]
+    assert alive_at_load == [[False], None]
 
 
 def test_overlong_prompt_warns_and_runs(weights_dir: Path, tmp_path: Path, clip,
