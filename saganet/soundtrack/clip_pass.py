@@ -70,6 +70,7 @@ def encode_clip_features(clip: ClipEncoder, request: SoundtrackRequest, segment:
     starts = [window_start(segment, w) for w in plan.windows]
     images: list[torch.Tensor | None] = [None] * len(plan.windows)
     if not request.mask_away_clip:
+        progress("clip", 0, len(plan.windows))
         for frames in read_windows(request.video, starts, plan.window_duration):
             window = plan.windows[frames.index]
             present, _ = visible_objects(request, segment, plan, window)

@@ -441,6 +441,8 @@ def _run(runner: _Generator, stems: _Stems) -> None:
     starts = [runner.window_start(w) for w in plan.windows]
     joint = request.join == "joint" and len(plan.windows) > 1
     items: list[_Item] = []
+    # Reported before the first window too: its features take longest (CLIP).
+    runner.progress("features", 0, len(plan.windows))
     for frames in read_windows(request.video, starts, plan.window_duration):
         window = plan.windows[frames.index]
         window_items = runner.encode(frames, window)

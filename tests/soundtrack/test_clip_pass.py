@@ -55,8 +55,14 @@ def test_clip_first_writes_the_renderers_audio(tmp_path: Path, join: str) -> Non
         for images in features.images)
     assert features.prompts[1] is None and features.prompts[0] is not None
     models.clip_encoder = None  # what a one-shot run holds once CLIP is released
+    calls: list[tuple[str, int, int]] = []
     ours = write_soundtrack(models, dataclasses.replace(request, output_dir=tmp_path / "first"),
-                            options=OPTIONS, seed=5, clip_features=features)
+                            options=OPTIONS, seed=5, clip_features=features,
+                            progress=lambda *call: calls.append(call))
+    # The features stage shows from the start: the first window's is the longest wait.
+    windows = len(plan.windows)
+    assert calls[0] == ("features", 0, windows)
+    assert [c for c in calls if c[0] == "features"][-1] == ("features", windows, windows)
     assert ours.silenced == expected.silenced
     for path, reference in zip(ours.outputs.all(), expected.outputs.all(), strict=True):
         assert np.array_equal(read_flac(path), read_flac(reference)), path.name
@@ -69,7 +75,14 @@ def test_windows_without_a_sounding_object_are_not_encoded(tmp_path: Path) -> No
     video, masks = write_clip(tmp_path, scene, hide={"square": 1.5 * window})
     request = SoundtrackRequest(video, (SoundObject("square", MaskVideo(masks["square"])),),
                                 tmp_path / "out")
-    plan, features = _features(models, request)
+    calls: list[tuple[str, int, int]] = []
+    segment = resolve_segment(request)
+    plan = plan_soundtrack(request, segment, models.training_sequence,
+                           models.codec.samples_per_latent)
+    features = encode_clip_features(models.clip_encoder, request, segment, plan,
+                                    options=OPTIONS, progress=lambda *call: calls.append(call))
+    windows = len(plan.windows)
+    assert calls == [("clip", done, windows) for done in range(windows + 1)]
     encoded = [images is not None for images in features.images]
     visible = [w.offset + plan.window_duration > 1.5 * window for w in plan.windows]
     assert encoded == visible and any(encoded) and not all(encoded)
