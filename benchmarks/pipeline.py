@@ -301,24 +301,27 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
         else:
             text_f = random(objects, config.text_seq_len, config.text_dim).to(device, dtype)
             negative_f = random(objects, config.text_seq_len, config.text_dim).to(device, dtype)
-        if options.release_clip:
-            models.clip = None  # the path's only reference: its memory is free for what follows
-            gc.collect()
-        if models.network is None:
-            # CLIP first, as demo.py does: the other models load into CLIP's former memory.
-            start = time.perf_counter()
-            build_rest(models, device, dtype)
-            if args.compile:
-                compile_models(models)
-            facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
-                         rest_weights_gib=_weights_gib(models))
-        net, codec = models.network, models.codec
-        net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
-                               sequence.sync_seq_len)
-        for module in (net, models.synchformer, codec.vocoder):
-            module.set_fast_inference(not baseline)
-        # The straightforward path vocodes any length in one pass.
-        codec.vocoder.chunk_frames = None if baseline else DEFAULT_CHUNK_FRAMES
+    if options.release_clip:
+        models.clip = None  # the path's only reference: its memory is free for what follows
+        gc.collect()
+    if models.network is None:
+        # CLIP first, as demo.py does: the other models load into CLIP's former memory (built
+        # outside inference mode, as load_models does: their weights are ordinary tensors).
+        start = time.perf_counter()
+        build_rest(models, device, dtype)
+        if args.compile:
+            compile_models(models)
+        facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
+                     rest_weights_gib=_weights_gib(models))
+    net, codec = models.network, models.codec
+    net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
+                           sequence.sync_seq_len)
+    for module in (net, models.synchformer, codec.vocoder):
+        module.set_fast_inference(not baseline)
+    # The straightforward path vocodes any length in one pass.
+    codec.vocoder.chunk_frames = None if baseline else DEFAULT_CHUNK_FRAMES
+
+    with torch.inference_mode():
         if "focal_crop" in stages:
             with timer.stage("focal_crop"):
                 detail_frames, detail_masks = focal_crop(sync_batch, masks)

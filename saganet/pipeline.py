@@ -162,7 +162,7 @@ def window_layout(variant: str) -> tuple[SequenceConfig, int]:
     before any model is loaded)."""
     codec = AudioCodecConfig.debug() if pipeline_variant(variant).debug else \
         AudioCodecConfig.for_mode("44k")
-    return CONFIG_44K_SA, codec.mel.hop_size * codec.vae.downsample_factor
+    return CONFIG_44K_SA, codec.samples_per_latent
 
 
 def _build_clip(source: Path, debug: bool) -> ClipEncoder:

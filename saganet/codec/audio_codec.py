@@ -62,6 +62,11 @@ class AudioCodecConfig:
         return cls(mel=mel_config("44k"), vae=vae_config("debug"),
                    vocoder=VOCODER_CONFIGS["debug"])
 
+    @property
+    def samples_per_latent(self) -> int:
+        """Waveform samples per latent step (1024 at 44.1 kHz)."""
+        return self.mel.hop_size * self.vae.downsample_factor
+
     def to_dict(self) -> dict:
         """Plain dict for saving inside checkpoints."""
         return dataclasses.asdict(self)
@@ -120,7 +125,7 @@ class AudioCodec(nn.Module):
     @property
     def samples_per_latent(self) -> int:
         """Waveform samples per latent step (1024 at 44.1 kHz)."""
-        return self.hop_length * self.config.vae.downsample_factor
+        return self.config.samples_per_latent
 
     @property
     def has_encoder(self) -> bool:

@@ -373,8 +373,8 @@ class BigVGAN(nn.Module):
         most that many frames, each read with :attr:`receptive_field` frames of context on
         both sides, so every output sample sees the same input as in one pass and the audio
         equals the one-pass audio up to float rounding. This bounds the memory of long clips:
-        the activations of the last stages hold ``2 * 48 * 512 * F`` floats in one pass, and
-        the heap kept between passes fragments once they reach hundreds of megabytes.
+        in one pass the last stages' activations grow with the output length (hundreds of
+        megabytes for tens of seconds at 44.1 kHz), and the heap kept between passes fragments.
         """
         frames = mel.shape[-1]
         if self.chunk_frames is None or frames <= self.chunk_frames:

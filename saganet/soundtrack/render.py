@@ -280,9 +280,6 @@ class _Generator:
             positive = self.models.network.get_empty_string_sequence(1)
         return positive, features.negative_prompts[index]
 
-    def window_start(self, window: Window) -> float:
-        return window_start(self.segment, window)
-
     def encode(self, frames, window: Window) -> list[_Item]:
         """Conditions of every object visible in the window."""
         present, masks = visible_objects(self.request, self.segment, self.plan, window)
@@ -438,7 +435,7 @@ def _output_folder(folder: Path) -> Iterator[Path]:
 def _run(runner: _Generator, stems: _Stems) -> None:
     """Encode, sample and decode every window (jointly or one by one)."""
     plan, request = runner.plan, runner.request
-    starts = [runner.window_start(w) for w in plan.windows]
+    starts = [window_start(runner.segment, w) for w in plan.windows]
     joint = request.join == "joint" and len(plan.windows) > 1
     items: list[_Item] = []
     # Reported before the first window too: its features take longest (CLIP).

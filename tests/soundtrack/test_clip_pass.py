@@ -12,6 +12,7 @@ from saganet.debug_weights import build_debug_models
 from saganet.example import SyntheticScene
 from saganet.inference import SamplingOptions
 from saganet.media.masks import MaskVideo
+from saganet.media.video import CLIP_FPS
 from saganet.soundtrack import (
     SoundObject,
     SoundtrackRequest,
@@ -51,7 +52,7 @@ def test_clip_first_writes_the_renderers_audio(tmp_path: Path, join: str) -> Non
     assert len(plan.windows) > 1
     # The circle sounds everywhere, so every window's frames are encoded.
     assert all(images is not None and images.shape == (
-        1, int(8 * plan.window_duration), models.network.config.clip_dim)
+        1, int(CLIP_FPS * plan.window_duration), models.network.config.clip_dim)
         for images in features.images)
     assert features.prompts[1] is None and features.prompts[0] is not None
     models.clip_encoder = None  # what a one-shot run holds once CLIP is released
