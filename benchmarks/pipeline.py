@@ -288,6 +288,8 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     config = VARIANTS[NETWORK].with_sequence(sequence)
     facts = {"duration": duration, "inputs_gib": inputs_gib}
 
+    if models.clip is not None:
+        models.clip.set_fast_inference(not baseline)
     with torch.inference_mode():
         if "clip_images" in stages and models.clip is not None:
             with timer.stage("clip_images"):

@@ -29,6 +29,7 @@ from huggingface_hub import constants as hf_constants
 from torch import nn
 
 from saganet.errors import UserInputError
+from saganet.features.clip_attention import use_sdpa_attention
 from saganet.features.clip_weights import load_open_clip
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class ClipEncoder(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self._image_size = image_size or model.visual.image_size[0]
+        # The image tower's attention through SDPA (same output up to float rounding; most
+        # of CLIP's cost is this tower); set_fast_inference(False) restores open_clip's own.
+        use_sdpa_attention(self.model.visual)
         grid = getattr(model.visual, "grid_size", None)
         patch = getattr(model.visual, "patch_size", None)
         if grid is not None and patch is not None and self._image_size // patch[0] != grid[0]:
@@ -134,6 +138,15 @@ class ClipEncoder(nn.Module):
                                  f"{cache_dir or hf_constants.HF_HUB_CACHE}{hint}: {err}") from err
         tokenizer = open_clip.get_tokenizer(tokenizer_name)
         return cls(model, tokenizer, image_size=image_size)
+
+    def set_fast_inference(self, enabled: bool = True) -> ClipEncoder:
+        """Run the image tower's self-attention through SDPA (default) or, with False, through
+        :class:`torch.nn.MultiheadAttention`'s own forward, the reference operations.
+
+        See :mod:`saganet.features.clip_attention`. Returns ``self``.
+        """
+        use_sdpa_attention(self.model.visual, enabled)
+        return self
 
     def train(self, mode: bool = True) -> ClipEncoder:
         """CLIP is never trained: it stays in eval mode whatever a training loop asks."""
