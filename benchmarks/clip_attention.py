@@ -33,10 +33,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
     args = parser.parse_args()
-    from saganet.runtime import available_cores, choose_policy, keep_freed_memory
+    from saganet.runtime import configure_runtime
 
-    torch.set_num_threads(args.threads or choose_policy(available_cores(), tiny=False).intra_op)
-    keep_freed_memory()
+    configure_runtime(threads=args.threads)
     device = torch.device(args.device)
     clip = build_clip(device, DTYPES[args.dtype])
     frames = torch.rand(1, args.images, 3, clip.image_size, clip.image_size,

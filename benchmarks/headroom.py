@@ -81,7 +81,7 @@ def matmul_rate(repeats: int = 5) -> float:
     return best
 
 
-def stage_inputs(duration: float, models: Models) -> dict[str, torch.Tensor]:
+def stage_inputs(duration: float) -> dict[str, torch.Tensor]:
     """Random inputs of a ``duration`` s clip, in the shapes the demo feeds each stage."""
     from saganet.features import focal_crop
     from saganet.media.video import CLIP_FPS, SYNC_FPS
@@ -205,11 +205,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown stages: {', '.join(unknown)}")
     from saganet.model import CONFIG_44K_SA
-    from saganet.runtime import available_cores, choose_policy, keep_freed_memory
+    from saganet.runtime import configure_runtime
 
-    threads = args.threads or choose_policy(available_cores(), tiny=False).intra_op
-    torch.set_num_threads(threads)
-    keep_freed_memory()
+    threads = configure_runtime(threads=args.threads).intra_op  # what generate() runs under
     device, dtype = torch.device("cpu"), torch.float32
     models = Models(None, None, None, None)
     if {"clip_images", "clip_text"} & set(args.stages):
@@ -222,7 +220,7 @@ def main() -> int:
     for module in (models.clip, models.network, models.synchformer, models.codec):
         if module is not None:  # the FLOP counter's module hooks need frozen parameters
             module.requires_grad_(False)
-    inputs = stage_inputs(args.duration, models)
+    inputs = stage_inputs(args.duration)
     if args.count_only:
         print(f"{args.duration:g} s clip: FLOPs of the default path (matrix products, "
               "convolutions, attention)")

@@ -97,7 +97,7 @@ class ClipEncoder(nn.Module):
         self._image_size = image_size or model.visual.image_size[0]
         # The image tower's attention through SDPA (same output up to float rounding; most
         # of CLIP's cost is this tower); set_fast_inference(False) restores open_clip's own.
-        use_sdpa_attention(self.model.visual)
+        self.set_fast_inference(True)
         grid = getattr(model.visual, "grid_size", None)
         patch = getattr(model.visual, "patch_size", None)
         if grid is not None and patch is not None and self._image_size // patch[0] != grid[0]:
