@@ -29,6 +29,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from pipeline import (
@@ -46,6 +47,9 @@ from pipeline import (
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+if TYPE_CHECKING:
+    from saganet.models import SAGANetModels
 
 STAGES = ("clip_images", "clip_text", "synchformer", "sampling", "vae", "vocoder")
 # Kernels that do the counted FLOPs on the CPU (their self time, children excluded).
@@ -109,11 +113,12 @@ def stage_inputs(duration: float) -> dict[str, torch.Tensor]:
     }
 
 
-def run_stage(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> None:
-    """One stage of the default path (``generate``'s calls and options) on ``inputs``."""
+def run_stage(name: str, models: Models, library: SAGANetModels | None,
+              inputs: dict[str, torch.Tensor]) -> None:
+    """One stage of the default path (``generate``'s calls and options) on ``inputs``;
+    ``library`` is ``models.set_duration``'s result (None for CLIP's stages)."""
     from saganet.features import encode_sync
-    from saganet.inference import SamplingOptions, initial_noise
-    from saganet.model import FlowMatching
+    from saganet.inference import SamplingOptions, initial_noise, sample
 
     options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS)
     if name == "clip_images":
@@ -131,12 +136,7 @@ def run_stage(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> Non
         empty = net.get_empty_conditions(1, negative_text_features=inputs["negative_f"])
         x0 = initial_noise(inputs["latents"].shape, torch.Generator().manual_seed(SEED),
                            torch.device("cpu"), torch.float32)
-
-        def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return net.ode_wrapper(t, x, cond, empty, options.cfg_strength,
-                                   batched=options.batch_cfg)
-
-        FlowMatching(num_steps=options.num_steps).to_data(velocity, x0)
+        sample(library, cond, empty, x0, options=options)
     elif name == "vae":
         models.codec.decode_mel(inputs["latents"])
     elif name == "vocoder":
@@ -149,7 +149,8 @@ def run_stage(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> Non
         raise ValueError(f"unknown stage {name!r}")
 
 
-def count_flops(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> float:
+def count_flops(name: str, models: Models, library: SAGANetModels | None,
+                inputs: dict[str, torch.Tensor]) -> float:
     """FLOPs of one stage, counted on fake tensors (shapes only, nothing computed).
 
     Counted apart from the timed run: the counter's dispatch hooks cost as much as a third of
@@ -167,18 +168,19 @@ def count_flops(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> f
             warnings.filterwarnings("ignore", message=".*data pointer of FakeTensor")
             fake_inputs = {key: fake.from_tensor(value) for key, value in inputs.items()}
             with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-                run_stage(name, models, fake_inputs)
+                run_stage(name, models, library, fake_inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return float(counter.get_total_flops())
 
 
-def measure(name: str, models: Models, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+def measure(name: str, models: Models, library: SAGANetModels | None,
+            inputs: dict[str, torch.Tensor]) -> dict[str, float]:
     """Time, FLOPs and product-kernel time of one stage run."""
-    flops = count_flops(name, models, inputs)
+    flops = count_flops(name, models, library, inputs)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         wall, cpu = time.perf_counter(), time.process_time()
-        run_stage(name, models, inputs)
+        run_stage(name, models, library, inputs)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     events = prof.key_averages()
     total_us = sum(e.self_cpu_time_total for e in events)
@@ -204,7 +206,6 @@ def main() -> int:
     unknown = sorted(set(args.stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages: {', '.join(unknown)}")
-    from saganet.model import CONFIG_44K_SA
     from saganet.runtime import configure_runtime
 
     threads = configure_runtime(threads=args.threads).intra_op  # what generate() runs under
@@ -212,11 +213,10 @@ def main() -> int:
     models = Models(None, None, None, None)
     if {"clip_images", "clip_text"} & set(args.stages):
         models.clip = build_clip(device, dtype)
+    library = None
     if set(args.stages) - {"clip_images", "clip_text"}:
         build_rest(models, device, dtype)
-        sequence = CONFIG_44K_SA.with_duration(args.duration)
-        models.network.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
-                                          sequence.sync_seq_len)
+        library = models.set_duration(args.duration)
     for module in (models.clip, models.network, models.synchformer, models.codec):
         if module is not None:  # the FLOP counter's module hooks need frozen parameters
             module.requires_grad_(False)
@@ -227,8 +227,8 @@ def main() -> int:
         with torch.inference_mode():
             for name in STAGES:
                 if name in args.stages:
-                    print(f"{name:12s} {count_flops(name, models, inputs) / 1e12:9.3f} TFLOP",
-                          flush=True)
+                    flops = count_flops(name, models, library, inputs)
+                    print(f"{name:12s} {flops / 1e12:9.3f} TFLOP", flush=True)
         return 0
     rate = matmul_rate()
     print(f"{args.duration:g} s clip, {threads} threads; fp32 matrix products on this CPU: "
@@ -237,7 +237,7 @@ def main() -> int:
     with torch.inference_mode():
         for name in STAGES:
             if name in args.stages:
-                results[name] = measure(name, models, inputs)
+                results[name] = measure(name, models, library, inputs)
                 print(f"  {name}: {results[name]['cpu_s']:.1f} CPU-s", file=sys.stderr,
                       flush=True)
     rate_after = matmul_rate()

@@ -47,9 +47,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from synthetic_media import write_clip
+
+if TYPE_CHECKING:
+    from saganet.models import SAGANetModels
 
 STAGES = ("read", "clip_images", "clip_text", "focal_crop", "synchformer", "sampling", "vae",
           "vocoder", "write")
@@ -108,6 +112,17 @@ class Models:
     synchformer: torch.nn.Module | None
     clip: torch.nn.Module | None
     codec: torch.nn.Module | None
+
+    def set_duration(self, duration: float) -> SAGANetModels:
+        """Set the network up for ``duration`` s of video; returns the flow network, the
+        Synchformer and the codec as ``saganet.inference``'s functions take them, so that the
+        stages run the library's own calls (CLIP runs apart: it may be released first)."""
+        from saganet.model import CONFIG_44K_SA
+        from saganet.models import SAGANetModels
+
+        models = SAGANetModels(self.network, self.synchformer, None, self.codec, CONFIG_44K_SA)
+        models.set_duration(duration)
+        return models
 
 
 @torch.no_grad()
@@ -238,11 +253,11 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     """One duration through every stage of ``path``; returns facts about the run."""
     from saganet.codec.bigvgan import DEFAULT_CHUNK_FRAMES
     from saganet.features import encode_sync, focal_crop
-    from saganet.inference import SamplingOptions, initial_noise
+    from saganet.inference import SamplingOptions, initial_noise, sample
     from saganet.media.masks import MaskVideo
     from saganet.media.output import write_flac, write_video_with_audio
     from saganet.media.video import CLIP_FPS, SYNC_FPS, load_video_inputs
-    from saganet.model import CONFIG_44K_SA, VARIANTS, FlowMatching
+    from saganet.model import CONFIG_44K_SA, VARIANTS
 
     device, dtype = torch.device(args.device), path_dtype(path, args)
     baseline = path == "baseline"
@@ -315,9 +330,8 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             compile_models(models)
         facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
                      rest_weights_gib=_weights_gib(models))
+    library = models.set_duration(duration)
     net, codec = models.network, models.codec
-    net.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
-                           sequence.sync_seq_len)
     for module in (net, models.synchformer, codec.vocoder):
         module.set_fast_inference(not baseline)
     # The straightforward path vocodes any length in one pass.
@@ -341,20 +355,16 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
         shape = (objects, config.latent_seq_len, config.latent_dim)
         x0 = initial_noise(shape, torch.Generator(device).manual_seed(SEED), device, dtype)
         if "sampling" in stages:
-            def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-                return net.ode_wrapper(t, x, cond, empty, options.cfg_strength,
-                                       batched=options.batch_cfg)
-
             if args.compile:
                 with timer.stage("sampling_compile"):  # one guided step: compiles the graph
                     cond = net.preprocess_conditions(clip_f, sync_f, text_f)
                     empty = net.get_empty_conditions(objects, negative_text_features=negative_f)
-                    velocity(torch.tensor(0.0), x0)
+                    sample(library, cond, empty, x0,
+                           options=dataclasses.replace(options, num_steps=1))
             with timer.stage("sampling"):
                 cond = net.preprocess_conditions(clip_f, sync_f, text_f)
                 empty = net.get_empty_conditions(objects, negative_text_features=negative_f)
-                flow = FlowMatching(num_steps=options.num_steps)
-                latents = net.unnormalize(flow.to_data(velocity, x0))
+                latents = sample(library, cond, empty, x0, options=options)
         else:
             latents = x0
         if "vae" in stages:
