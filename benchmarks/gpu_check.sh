@@ -2,8 +2,10 @@
 # One-GPU check of saganet, about 8 minutes at most on a machine with one NVIDIA GPU:
 #
 #   1. the official-size demo path with random weights (benchmarks/pipeline.py): per-stage
-#      times and peak GPU memory, bf16 default path against the fp32 baseline, 5 s and 30 s;
-#      then the 5 s default path with torch.compile (compile time reported apart);
+#      times and peak GPU memory, bf16 default path against the fp32 baseline, a 5 s clip and
+#      a 30 s two-object video the way demo.py runs it (--soundtrack: 5 s windows, joint
+#      sampling, files written); then the 5 s default path with torch.compile (compile time
+#      reported apart);
 #   2. a 30 s two-object long-form run of demo.py (debug variant, synthetic video, two mask
 #      videos, one --object group each);
 #   3. python train.py experiment=debug device=cuda;
@@ -87,8 +89,8 @@ run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" "${
 run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug compile=true "device=$DEVICE" \
     "${PATHS[@]}" dataset=urmp "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" \
     "run_dir=$WORK/eval" num_workers=2
-run_step pipeline_30s 110 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 30 \
-    --json "$WORK/pipeline_30s.json"
+run_step pipeline_30s_soundtrack 130 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" \
+    --soundtrack --duration 30 --objects 2 --json "$WORK/pipeline_30s_soundtrack.json"
 run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
     --paths default --compile --json "$WORK/pipeline_5s_compile.json"
 

@@ -24,6 +24,13 @@ audio of the two paths is compared at the end (they differ only by float roundin
 by 25 guided steps). ``--max-extra-gb`` checks the default path's peak: at most the resident
 size after building the models (interpreter and weights) plus the inputs plus this budget.
 
+The stages above give one clip of any length to the network at once, as ``generate()`` does.
+``demo.py`` covers a video longer than the model's 5 s with overlapping windows instead
+(``saganet.soundtrack``); ``--soundtrack`` runs each duration that way, through
+``write_soundtrack`` (joint sampling, stems, mix and MP4 written), and reports its phases:
+the default path's CLIP pass, then per window the frames and the Synchformer (with CLIP on
+the baseline, which keeps CLIP and encodes window by window), sampling, decoding and writing.
+
 Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on 2 cores a
 5 s clip takes about ten minutes per path. Measure parts:
 
@@ -31,6 +38,7 @@ Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on
     python benchmarks/pipeline.py --duration 5 --stages sampling,vae,vocoder
     python benchmarks/pipeline.py --duration 5 30 --repeats 2        # the full measurement
     python benchmarks/pipeline.py --device cuda --dtype bfloat16 --compile --json out.json
+    python benchmarks/pipeline.py --soundtrack --duration 30 --objects 2   # demo.py's path
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ if TYPE_CHECKING:
 STAGES = ("read", "clip_images", "clip_text", "focal_crop", "synchformer", "sampling", "vae",
           "vocoder", "write")
 PATHS = ("baseline", "default")
+# With --soundtrack: the phases of demo.py's path (saganet.soundtrack), reported by its progress
+# callback: CLIP's pass over the windows (the default path's; the baseline encodes CLIP window by
+# window within "features"), frames + Synchformer per window, sampling, decoding, files.
+SOUNDTRACK_STAGES = ("clip", "features", "sampling", "decoding", "writing")
 # With --compile: the first call of the compiled parts, timed apart from the stages.
 COMPILE_STAGES = ("sampling_compile", "vocoder_compile")
 PROMPT, NEGATIVE_PROMPT = "violin", ""
@@ -216,26 +228,77 @@ class StageTimer:
         self.device = device
         self.results: dict[str, StageResult] = {}
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def reset_peak(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_rss()
+
+    def peak_gib(self) -> float:
+        """Peak memory since :meth:`reset_peak`: allocated on CUDA, resident on the CPU."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        return peak_rss_gib()
+
+    def add(self, name: str, result: StageResult) -> None:
+        """Record a stage's result; a stage met again adds its time (peak: the higher)."""
+        old = self.results.get(name)
+        if old is not None:
+            result = StageResult(old.wall_s + result.wall_s, old.cpu_s + result.cpu_s,
+                                 max(old.peak_gib, result.peak_gib), result.rss_after_gib)
+        self.results[name] = result
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         gc.collect()
-        self._sync()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        reset_peak_rss()
+        self.sync()
+        self.reset_peak()
         wall, cpu = time.perf_counter(), time.process_time()
         yield
-        self._sync()
+        self.sync()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        peak = (torch.cuda.max_memory_allocated(self.device) / 2**30
-                if self.device.type == "cuda" else peak_rss_gib())
-        self.results[name] = StageResult(wall, cpu, peak, rss_gib())
-        print(f"    {name:12s} {wall:8.2f} s wall {cpu:8.2f} s CPU  peak {peak:6.2f} GiB",
-              file=sys.stderr, flush=True)
+        self.add(name, StageResult(wall, cpu, self.peak_gib(), rss_gib()))
+        self.show(name)
+
+    def show(self, name: str) -> None:
+        result = self.results[name]
+        print(f"    {name:12s} {result.wall_s:8.2f} s wall {result.cpu_s:8.2f} s CPU  peak "
+              f"{result.peak_gib:6.2f} GiB", file=sys.stderr, flush=True)
+
+
+class PhaseTimer:
+    """A ``saganet.soundtrack`` progress callback that records its phases as stages.
+
+    ``progress(phase, done, total)`` with ``done > 0`` reports work of ``phase`` just finished,
+    so the time (and peak memory) since the previous report is the phase's; ``done == 0``
+    announces a phase, and the time before it belongs to the phase reported before.
+    """
+
+    def __init__(self, timer: StageTimer) -> None:
+        self.timer = timer
+        self.phase: str | None = None  # of the previous report
+        self.mark: tuple[float, float] | None = None  # its wall and CPU clocks
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        self._interval(phase if done > 0 else self.phase)
+        self.phase = phase
+
+    def close(self) -> None:
+        """Give the time since the last report to its phase; the next report starts afresh."""
+        self._interval(self.phase)
+        self.phase = self.mark = None
+
+    def _interval(self, owner: str | None) -> None:
+        self.timer.sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        if owner is not None and self.mark is not None:
+            self.timer.add(owner, StageResult(wall - self.mark[0], cpu - self.mark[1],
+                                              self.timer.peak_gib(), rss_gib()))
+        self.timer.reset_peak()
+        self.mark = (wall, cpu)
 
 
 def path_dtype(path: str, args: argparse.Namespace) -> torch.dtype:
@@ -393,6 +456,78 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     return facts
 
 
+def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: Path,
+                   models: Models, timer: StageTimer, out_dir: Path) -> dict[str, float]:
+    """One duration the way ``demo.py`` runs a video: windows of the model's 5 s covering it,
+    joined by joint sampling, one stem per object and the mix (``write_soundtrack``). The
+    default path encodes CLIP first and releases it (``encode_clip_features``), as the demo
+    does; the baseline keeps CLIP and encodes window by window with the reference operations,
+    no chunks and two-pass guidance."""
+    from saganet.codec.audio_codec import AudioCodecConfig
+    from saganet.codec.bigvgan import DEFAULT_CHUNK_FRAMES
+    from saganet.inference import SamplingOptions
+    from saganet.media.audio import load_mono_audio
+    from saganet.media.masks import MaskVideo
+    from saganet.model import CONFIG_44K_SA
+    from saganet.models import SAGANetModels
+    from saganet.soundtrack import (
+        SoundObject,
+        SoundtrackRequest,
+        encode_clip_features,
+        plan_soundtrack,
+        resolve_segment,
+        write_soundtrack,
+    )
+
+    device, dtype = torch.device(args.device), path_dtype(path, args)
+    baseline = path == "baseline"
+    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS)
+    if baseline:
+        options = dataclasses.replace(options, batch_cfg=False, clip_chunk_size=None,
+                                      sync_chunk_size=None)
+    request = SoundtrackRequest(
+        video=video, output_dir=out_dir / f"{path}-{duration:g}s", duration=duration,
+        objects=tuple(SoundObject(f"object_{k}", MaskVideo(video.with_name(f"mask_{k}.mp4")),
+                                  PROMPT) for k in range(args.objects)))
+    segment = resolve_segment(request)
+    plan = plan_soundtrack(request, segment, CONFIG_44K_SA,
+                           AudioCodecConfig.for_mode("44k").samples_per_latent)
+    phases = PhaseTimer(timer)
+    facts: dict[str, float] = {"duration": segment.duration, "inputs_gib": 0.0,
+                               "windows": len(plan.windows), "window_s": plan.window_duration}
+    clip_features = None
+    models.clip.set_fast_inference(not baseline)
+    if not baseline:
+        clip_features = encode_clip_features(models.clip, request, segment, plan,
+                                             options=options, progress=phases)
+        phases.close()
+        models.clip = None  # the path's only reference, as demo.py drops its encoder
+        gc.collect()
+        start = time.perf_counter()
+        build_rest(models, device, dtype)
+        facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
+                     rest_weights_gib=_weights_gib(models))
+    for module in (models.network, models.synchformer, models.codec.vocoder):
+        module.set_fast_inference(not baseline)
+    models.codec.vocoder.chunk_frames = None if baseline else DEFAULT_CHUNK_FRAMES
+    library = SAGANetModels(models.network, models.synchformer, models.clip, models.codec,
+                            CONFIG_44K_SA)
+    try:
+        result = write_soundtrack(library, request, options=options, seed=SEED,
+                                  progress=phases, clip_features=clip_features)
+    finally:
+        phases.close()
+    for name in timer.results:
+        timer.show(name)
+    rate = models.codec.sampling_rate
+    count = round(segment.duration * rate)
+    stems = [result.outputs.stems.get(o.name, result.outputs.mix) for o in request.objects]
+    audio = torch.stack([load_mono_audio(f, count, rate).waveform.reshape(1, -1)
+                         for f in stems])
+    torch.save({"audio": audio}, out_dir / f"{path}-{duration:g}s.pt")
+    return facts
+
+
 def child(args: argparse.Namespace) -> None:
     """One path in this process; writes its measurements as JSON to ``args.result``."""
     from saganet.runtime import available_cores, choose_policy, keep_freed_memory
@@ -408,7 +543,7 @@ def child(args: argparse.Namespace) -> None:
     out_dir = Path(args.work_dir)
     base_gib = rss_gib()
     start = time.perf_counter()
-    need_clip = bool({"clip_images", "clip_text"} & set(args.stages))
+    need_clip = args.soundtrack or bool({"clip_images", "clip_text"} & set(args.stages))
     # The default path loads CLIP alone and the rest once CLIP is released, as demo.py does.
     clip_first = need_clip and args.path == "default"
     if clip_first:
@@ -436,7 +571,10 @@ def child(args: argparse.Namespace) -> None:
                 gc.collect()
             models.clip = build_clip(device, dtype)
         timer = StageTimer(device)
-        facts = run_path(args.path, args, duration, video, mask, models, timer, out_dir)
+        if args.soundtrack:
+            facts = run_soundtrack(args.path, args, duration, video, models, timer, out_dir)
+        else:
+            facts = run_path(args.path, args, duration, video, mask, models, timer, out_dir)
         runs.append({**facts, "stages": {k: dataclasses.asdict(v)
                                          for k, v in timer.results.items()}})
         if "rest_weights_gib" in facts:
@@ -456,8 +594,11 @@ def _run_child(path: str, args: argparse.Namespace, work: Path, video_dir: Path 
     result = work / f"{path}-{repeat}.json"
     command = [sys.executable, __file__, "--child", path, "--result", str(result),
                "--work-dir", str(work), "--device", args.device, "--dtype", args.dtype,
-               "--stages", ",".join(args.stages), "--objects", str(args.objects),
-               "--duration", *map(str, args.duration)]
+               "--objects", str(args.objects), "--duration", *map(str, args.duration)]
+    if args.soundtrack:  # its phases are not stages to pick
+        command.append("--soundtrack")
+    else:
+        command += ["--stages", ",".join(args.stages)]
     if video_dir is not None:
         command += ["--video-dir", str(video_dir)]
     if args.threads:
@@ -484,6 +625,8 @@ def _audio_difference(work: Path, duration: float) -> str:
     base, default = (torch.load(f, weights_only=True) for f in files)
     parts = []
     for name in ("latents", "audio"):  # the audio is silence when the decoder was skipped
+        if name not in base or name not in default:  # --soundtrack keeps the audio only
+            continue
         reference, other = base[name], default[name]
         rms = reference.pow(2).mean().sqrt().item()
         if rms == 0:
@@ -519,26 +662,32 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
         runs = {path: results[path][0]["runs"][index] for path in PATHS if results.get(path)}
         used = next(iter(runs.values()))["duration"]
         dtypes = ", ".join(f"{p} {str(path_dtype(p, args))[6:]}" for p in runs)
-        print(f"\n{used:g} s of video, {args.device} ({dtypes}), "
+        first_run = next(iter(runs.values()))
+        layout = (f" in {first_run['windows']} window(s) of {first_run['window_s']:g} s "
+                  "(demo.py's path)" if "windows" in first_run else "")
+        print(f"\n{used:g} s of video{layout}, {args.device} ({dtypes}), "
               f"{summary['threads']} threads, best of {args.repeats} (peak: highest)")
         print(f"{'stage':12s} {'baseline s':>11s} {'default s':>10s} {'ratio':>6s} "
               f"{'base CPU s':>11s} {'def CPU s':>10s} {'base peak':>10s} {'def peak':>9s}")
         rows, totals = {}, {path: {"wall_s": 0.0, "cpu_s": 0.0} for path in PATHS}
         for stage in [*args.stages, *COMPILE_STAGES]:
-            best = {path: _best(results[path], index, stage) for path in runs}
-            if not all(best.values()):
+            # A stage of one path only (--soundtrack: the default path's CLIP pass, which the
+            # baseline does within "features") still counts in that path's total.
+            best = {path: value for path in runs
+                    if (value := _best(results[path], index, stage)) is not None}
+            if not best:
                 continue
             rows[stage] = best
+            print(_row(stage, best.get("baseline"), best.get("default")))
             if stage in COMPILE_STAGES:  # one-off cost, outside the totals
-                print(_row(stage, best.get("baseline"), best.get("default")))
                 continue
             for path, value in best.items():
                 totals[path]["wall_s"] += value["wall_s"]
                 totals[path]["cpu_s"] += value["cpu_s"]
-            print(_row(stage, best.get("baseline"), best.get("default")))
         if rows:
             print(_row("total", *(totals[p] if p in runs else None for p in PATHS)))
-        peaks = {path: max(v[path]["peak_gib"] for v in rows.values()) for path in runs}
+        peaks = {path: max(v[path]["peak_gib"] for v in rows.values() if path in v)
+                 for path in runs}
         line = {"duration": used, "stages": rows, "peak_gib": peaks,
                 "audio": _audio_difference(work, used)}
         print("peak memory: " + ", ".join(f"{p} {v:.2f} GiB" for p, v in peaks.items()))
@@ -591,6 +740,10 @@ def main() -> int:
     parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")
     parser.add_argument("--objects", type=int, default=1,
                         help="objects sounding in the (synthetic) video, one clip each")
+    parser.add_argument("--soundtrack", action="store_true",
+                        help="run each duration as demo.py runs a video (windows of 5 s, joint "
+                             "sampling, stems and mix written; stages become its phases: "
+                             f"{','.join(SOUNDTRACK_STAGES)}); needs no --stages")
     parser.add_argument("--max-extra-gb", type=float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -602,6 +755,10 @@ def main() -> int:
     unknown = sorted(set(args.stages) - set(STAGES)) + sorted(set(args.paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown stages or paths: {', '.join(unknown)}")
+    if args.soundtrack:
+        if args.compile:
+            parser.error("--soundtrack does not combine with --compile")
+        args.stages = list(SOUNDTRACK_STAGES)
     if args.child:
         args.path = args.child
         child(args)
@@ -615,7 +772,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="saganet-bench-") as tmp:
         work = Path(tmp)
         video_dir = None
-        if "read" in args.stages or "write" in args.stages:
+        if args.soundtrack or "read" in args.stages or "write" in args.stages:
             video_dir = work / "inputs"
             for duration in args.duration:
                 folder = video_dir / f"{duration:g}"
