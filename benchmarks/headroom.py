@@ -116,7 +116,7 @@ def stage_inputs(duration: float) -> dict[str, torch.Tensor]:
 def run_stage(name: str, models: Models, library: SAGANetModels | None,
               inputs: dict[str, torch.Tensor]) -> None:
     """One stage of the default path (``generate``'s calls and options) on ``inputs``;
-    ``library`` is ``models.set_duration``'s result (None for CLIP's stages)."""
+    ``library`` is ``models.library(duration)`` (None for CLIP's stages)."""
     from saganet.features import encode_sync
     from saganet.inference import SamplingOptions, initial_noise, sample
 
@@ -216,7 +216,7 @@ def main() -> int:
     library = None
     if set(args.stages) - {"clip_images", "clip_text"}:
         build_rest(models, device, dtype)
-        library = models.set_duration(args.duration)
+        library = models.library(args.duration)
     for module in (models.clip, models.network, models.synchformer, models.codec):
         if module is not None:  # the FLOP counter's module hooks need frozen parameters
             module.requires_grad_(False)

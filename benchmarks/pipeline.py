@@ -125,15 +125,17 @@ class Models:
     clip: torch.nn.Module | None
     codec: torch.nn.Module | None
 
-    def set_duration(self, duration: float) -> SAGANetModels:
-        """Set the network up for ``duration`` s of video; returns the flow network, the
-        Synchformer and the codec as ``saganet.inference``'s functions take them, so that the
-        stages run the library's own calls (CLIP runs apart: it may be released first)."""
+    def library(self, duration: float | None = None) -> SAGANetModels:
+        """The built modules as saganet's own functions take them (CLIP as held now: None once
+        released), set up for ``duration`` s of video when given (``write_soundtrack`` sets
+        its window length itself)."""
         from saganet.model import CONFIG_44K_SA
         from saganet.models import SAGANetModels
 
-        models = SAGANetModels(self.network, self.synchformer, None, self.codec, CONFIG_44K_SA)
-        models.set_duration(duration)
+        models = SAGANetModels(self.network, self.synchformer, self.clip, self.codec,
+                               CONFIG_44K_SA)
+        if duration is not None:
+            models.set_duration(duration)
         return models
 
 
@@ -393,7 +395,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             compile_models(models)
         facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
                      rest_weights_gib=_weights_gib(models))
-    library = models.set_duration(duration)
+    library = models.library(duration)
     net, codec = models.network, models.codec
     for module in (net, models.synchformer, codec.vocoder):
         module.set_fast_inference(not baseline)
@@ -469,7 +471,6 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
     from saganet.media.audio import load_mono_audio
     from saganet.media.masks import MaskVideo
     from saganet.model import CONFIG_44K_SA
-    from saganet.models import SAGANetModels
     from saganet.soundtrack import (
         SoundObject,
         SoundtrackRequest,
@@ -510,10 +511,8 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
     for module in (models.network, models.synchformer, models.codec.vocoder):
         module.set_fast_inference(not baseline)
     models.codec.vocoder.chunk_frames = None if baseline else DEFAULT_CHUNK_FRAMES
-    library = SAGANetModels(models.network, models.synchformer, models.clip, models.codec,
-                            CONFIG_44K_SA)
     try:
-        result = write_soundtrack(library, request, options=options, seed=SEED,
+        result = write_soundtrack(models.library(), request, options=options, seed=SEED,
                                   progress=phases, clip_features=clip_features)
     finally:
         phases.close()
@@ -660,9 +659,9 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
                              for k in ("weights_gib", "base_gib", "built_gib", "build_s")}
     for index in range(len(args.duration)):
         runs = {path: results[path][0]["runs"][index] for path in PATHS if results.get(path)}
-        used = next(iter(runs.values()))["duration"]
-        dtypes = ", ".join(f"{p} {str(path_dtype(p, args))[6:]}" for p in runs)
         first_run = next(iter(runs.values()))
+        used = first_run["duration"]
+        dtypes = ", ".join(f"{p} {str(path_dtype(p, args))[6:]}" for p in runs)
         layout = (f" in {first_run['windows']} window(s) of {first_run['window_s']:g} s "
                   "(demo.py's path)" if "windows" in first_run else "")
         print(f"\n{used:g} s of video{layout}, {args.device} ({dtypes}), "
