@@ -23,6 +23,9 @@ The table shows the best of ``--repeats`` runs and the baseline/default ratios; 
 audio of the two paths is compared at the end (they differ only by float rounding, amplified
 by 25 guided steps). ``--max-extra-gb`` checks the default path's peak: at most the resident
 size after building the models (interpreter and weights) plus the inputs plus this budget.
+``--warmup`` runs the first duration once, untimed, before the timed runs: on a GPU the first
+clip also pays for loading kernels and setting up cuBLAS and cuDNN, which is not what a clip
+costs once a program has loaded.
 
 The stages above give one clip of any length to the network at once, as ``generate()`` does.
 ``demo.py`` covers a video longer than the model's 5 s with overlapping windows instead
@@ -38,6 +41,7 @@ Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on
     python benchmarks/pipeline.py --duration 5 --stages sampling,vae,vocoder
     python benchmarks/pipeline.py --duration 5 30 --repeats 2        # the full measurement
     python benchmarks/pipeline.py --device cuda --dtype bfloat16 --compile --json out.json
+    python benchmarks/pipeline.py --device cuda --duration 5 --warmup   # after one-off set-up
     python benchmarks/pipeline.py --soundtrack --duration 30 --objects 2   # demo.py's path
 """
 
@@ -558,22 +562,32 @@ def child(args: argparse.Namespace) -> None:
           f"{build_s:.1f} s ({weights_gib:.2f} GiB of weights, RSS {rss_gib():.2f} GiB)",
           file=sys.stderr)
     runs = []
-    for duration in args.duration:
+    # A warm-up pass first keeps one-off costs (kernel loading, cuBLAS and cuDNN set-up and
+    # autotuning on a GPU) out of the timed run, which then measures a clip after loading.
+    passes = [(d, True) for d in args.duration[:1] if args.warmup]
+    passes += [(d, False) for d in args.duration]
+    for duration, warm_up in passes:
         video = mask = None
         if args.video_dir:
             video = Path(args.video_dir) / f"{duration:g}" / "video.mp4"
             mask = video.with_name("mask_0.mp4")
-        print(f"  [{args.path}] {duration:g} s", file=sys.stderr, flush=True)
+        print(f"  [{args.path}] {duration:g} s{' (warm-up, not timed)' if warm_up else ''}",
+              file=sys.stderr, flush=True)
         if need_clip and models.clip is None:  # released by the previous duration's run
             if clip_first:
                 models = Models(None, None, None, None)
                 gc.collect()
             models.clip = build_clip(device, dtype)
         timer = StageTimer(device)
+        run_dir = out_dir / "warm-up" if warm_up else out_dir
+        run_dir.mkdir(exist_ok=True)
         if args.soundtrack:
-            facts = run_soundtrack(args.path, args, duration, video, models, timer, out_dir)
+            facts = run_soundtrack(args.path, args, duration, video, models, timer, run_dir)
         else:
-            facts = run_path(args.path, args, duration, video, mask, models, timer, out_dir)
+            facts = run_path(args.path, args, duration, video, mask, models, timer, run_dir)
+        if warm_up:
+            gc.collect()
+            continue
         runs.append({**facts, "stages": {k: dataclasses.asdict(v)
                                          for k, v in timer.results.items()}})
         if "rest_weights_gib" in facts:
@@ -604,6 +618,8 @@ def _run_child(path: str, args: argparse.Namespace, work: Path, video_dir: Path 
         command += ["--threads", str(args.threads)]
     if args.compile:
         command.append("--compile")
+    if args.warmup:
+        command.append("--warmup")
     subprocess.run(command, check=True)
     return json.loads(result.read_text())
 
@@ -652,6 +668,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
     """Print the table of stages and ratios; returns the summary (also written as JSON)."""
     first = next(iter(results.values()))[0]
     summary: dict = {"device": args.device, "dtype": args.dtype, "compile": args.compile,
+                     "warmup": args.warmup,
                      "threads": first["threads"], "durations": []}
     for path in PATHS:
         if results.get(path):
@@ -732,6 +749,9 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile predict_flow and the vocoder (both paths); their "
                              "first calls are reported as *_compile")
+    parser.add_argument("--warmup", action="store_true",
+                        help="run the first duration once, untimed, before the timed runs "
+                             "(one-off GPU set-up is not a clip's cost)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
     parser.add_argument("--video", type=Path, default=None,
