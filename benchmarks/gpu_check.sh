@@ -11,6 +11,7 @@
 #      videos, one --object group each);
 #   3. python train.py experiment=debug device=cuda;
 #   4. python batch_eval.py model=debug compile=true on a synthetic URMP-format set.
+#   5. the CPU thread policy on this machine's cores (benchmarks/threads.py).
 #
 # Every step runs under its own time limit and within an overall deadline; a failed or timed-out
 # step is recorded and the next one runs. One results file (JSON) holds each step's status,
@@ -94,6 +95,9 @@ run_step pipeline_30s_soundtrack 130 "$PYTHON" benchmarks/pipeline.py --device "
     --soundtrack --duration 30 --objects 2 --json "$WORK/pipeline_30s_soundtrack.json"
 run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
     --paths default --compile --json "$WORK/pipeline_5s_compile.json"
+# The machine's CPU cores: the thread policy against the fastest count, 1 and 2 processes.
+run_step cpu_threads 100 "$PYTHON" benchmarks/threads.py --repeats 2 --vocoder-seconds 0.25 \
+    --json "$WORK/threads.json"
 
 # One results file: steps, log tails, benchmark tables and the files the runs wrote.
 "$PYTHON" - "$WORK" "$RESULTS" "$(( $(date +%s) - START ))" "$DEVICE" <<'EOF'
@@ -108,7 +112,8 @@ for line in (work / "steps.tsv").read_text().splitlines():
     steps.append({"name": name, "status": status, "exit_code": rc,
                   "seconds": int(milliseconds) / 1000, "limit_s": int(limit),
                   "log_tail": log.read_text(errors="replace")[-12000:] if log.exists() else ""})
-benchmarks = {p.stem: json.loads(p.read_text()) for p in sorted(work.glob("pipeline_*.json"))}
+benchmarks = {p.stem: json.loads(p.read_text())
+              for p in sorted([*work.glob("pipeline_*.json"), *work.glob("threads.json")])}
 outputs = {folder: sorted(str(p.relative_to(work)) for p in (work / folder).rglob("*")
                           if p.suffix in {".flac", ".mp4", ".pth", ".json"})
            for folder in ("demo", "train", "eval") if (work / folder).exists()}
