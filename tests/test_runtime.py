@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,23 @@ def test_cpu_bf16_contradicts_full_precision() -> None:
     args = parser.parse_args(["--device", "cpu", "--cpu_bf16", "--full_precision"])
     with pytest.raises(UserInputError, match="contradict"):
         device_and_dtype(args)
+
+
+def test_threads_benchmark_times_every_setting_in_lockstep(tmp_path: Path) -> None:
+    """benchmarks/threads.py reports each requested thread count and the policy's, per
+    process count (its own processes, so the run is real but tiny)."""
+    counts, processes = [1, 2], [1, 2]
+    out = tmp_path / "threads.json"
+    subprocess.run([sys.executable, "benchmarks/threads.py", "--workloads", "tiny",
+                    "--threads", *map(str, counts), "--processes", *map(str, processes),
+                    "--repeats", "1", "--json", str(out)],
+                   check=True, capture_output=True, cwd=Path(__file__).parents[1])
+    result = json.loads(out.read_text())
+    assert [row["processes"] for row in result["rows"]] == processes
+    for row in result["rows"]:
+        policy = runtime.choose_policy(result["cores"], tiny=True,
+                                       processes=row["processes"]).intra_op
+        assert row["policy_threads"] == policy
+        assert sorted(int(k) for k in row["seconds"]) == sorted({*counts, policy})
+        assert all(seconds > 0 for seconds in row["seconds"].values())
+        assert row["policy_vs_fastest"] >= 1.0
