@@ -2,10 +2,10 @@
 # One-GPU check of saganet, about 8 minutes at most on a machine with one NVIDIA GPU:
 #
 #   1. the official-size demo path with random weights (benchmarks/pipeline.py): per-stage
-#      times and peak GPU memory, bf16 default path against the fp32 baseline, a 5 s clip (after
-#      an untimed warm-up clip, so one-off CUDA set-up is not counted) and
-#      a 30 s two-object video the way demo.py runs it (--soundtrack: 5 s windows, joint
-#      sampling, files written); then sampling, VAE and vocoder of the 5 s default path with
+#      times and peak GPU memory, bf16 default path against the fp32 baseline: a 5 s clip
+#      (after an untimed warm-up clip, so one-off CUDA set-up is not counted), a 30 s
+#      two-object video the way demo.py runs it (--soundtrack: 5 s windows, joint sampling,
+#      files written), then sampling, VAE and vocoder of the 5 s default path with
 #      torch.compile (compile time reported apart);
 #   2. a 30 s two-object long-form run of demo.py (debug variant, synthetic video, two mask
 #      videos, one --object group each);
@@ -19,10 +19,10 @@
 #
 #   bash benchmarks/gpu_check.sh [results.json]     # default: gpu_check_results.json
 #
-# Environment: PYTHON (default python, else python3), GPU_CHECK_DEADLINE_S (default 480), GPU_CHECK_DEVICE
-# (default cuda; cpu runs the same steps as a dry run of the script itself), GPU_CHECK_STEPS
-# (comma-separated step names to run, default all: to run again what failed; demo_30s_two_objects
-# needs inputs_duet, batch_eval_compile needs inputs_urmp).
+# Environment: PYTHON (default python, else python3); GPU_CHECK_DEADLINE_S (default 480);
+# GPU_CHECK_DEVICE (default cuda; cpu runs the same steps as a dry run of the script itself);
+# GPU_CHECK_STEPS (comma-separated step names to run, default all: to run again what failed;
+# demo_30s_two_objects needs inputs_duet, batch_eval_compile needs inputs_urmp).
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -128,7 +128,8 @@ outputs = {folder: sorted(str(p.relative_to(work)) for p in (work / folder).rglo
                           if p.suffix in {".flac", ".mp4", ".pth", ".json"})
            for folder in ("demo", "train", "eval") if (work / folder).exists()}
 ran = [s for s in steps if s["status"] != "skipped (not selected)"]
-summary = {"device": sys.argv[4], "elapsed_s": elapsed, "all_ok": all(s["status"] == "ok" for s in ran),
+summary = {"device": sys.argv[4], "elapsed_s": elapsed,
+           "all_ok": all(s["status"] == "ok" for s in ran),
            "steps": steps, "benchmarks": benchmarks, "outputs": outputs}
 results.write_text(json.dumps(summary, indent=2))
 print(f"{sum(s['status'] == 'ok' for s in ran)}/{len(ran)} steps ok in {elapsed} s; "
