@@ -102,22 +102,31 @@ class VelocityFusion:
     def __init__(self, plan: WindowPlan, groups: Sequence[Sequence[int]]) -> None:
         self.plan = plan
         self.groups = [list(g) for g in groups]
-        self._weights = []
+        # float32 (N, 1) columns, as they multiply the velocities; moved to the velocities'
+        # device once: a copy from host memory per window and step would make the host wait
+        # for the GPU at every one of them.
+        self._weights: list[list[torch.Tensor]] = []
+        self._device = torch.device("cpu")
         for indices in self.groups:
             present = [i in indices for i in range(len(plan.windows))]
             weights = join_weights(plan, equal_power=False, latent=True, present=present)
-            self._weights.append([weights[i] for i in indices])
+            self._weights.append([weights[i].float()[:, None] for i in indices])
+
+    def _weights_on(self, device: torch.device) -> list[list[torch.Tensor]]:
+        if device != self._device:
+            self._weights = [[w.to(device) for w in ws] for ws in self._weights]
+            self._device = device
+        return self._weights
 
     def __call__(self, velocity: torch.Tensor) -> torch.Tensor:
         """``(B, N, C)`` velocities of the batch -> the fused velocities, same shape."""
         fused = torch.empty_like(velocity)
         item = 0
-        for indices, weights in zip(self.groups, self._weights, strict=True):
+        for indices, weights in zip(self.groups, self._weights_on(velocity.device), strict=True):
             total = velocity.new_zeros(self.plan.num_latents, velocity.shape[-1],
                                        dtype=torch.float32)  # (N_segment, C)
             spans = [self.plan.latent_span(self.plan.windows[i]) for i in indices]
-            for k, (span, weight) in enumerate(zip(spans, weights, strict=True)):
-                w = weight.to(velocity.device, torch.float32)[:, None]  # (N, 1)
+            for k, (span, w) in enumerate(zip(spans, weights, strict=True)):
                 total[span] += w * velocity[item + k].float()
             for k, span in enumerate(spans):
                 fused[item + k] = total[span].to(velocity.dtype)

@@ -98,3 +98,17 @@ def test_fusion_rejects_a_batch_of_another_size() -> None:
     fusion = VelocityFusion(plan, [list(range(len(plan.windows)))])
     with pytest.raises(ValueError, match="items"):
         fusion(torch.zeros(len(plan.windows) + 1, plan.window_latents, 2))
+
+
+def test_fusion_moves_its_weights_to_the_velocities_device_once() -> None:
+    """On a GPU a host-to-device copy per window and Euler step would stall the host; the
+    weights move on the first call and stay (the meta device stands in for a GPU here)."""
+    plan = _plan(12.3)
+    fusion = VelocityFusion(plan, [list(range(len(plan.windows)))])
+    velocity = torch.zeros(len(plan.windows), plan.window_latents, 2, device="meta")
+    assert fusion(velocity).device.type == "meta"
+    moved = [w for ws in fusion._weights for w in ws]
+    assert moved and all(w.device.type == "meta" for w in moved)
+    fusion(velocity)
+    assert all(a is b for a, b in zip(moved, [w for ws in fusion._weights for w in ws],
+                                      strict=True))
