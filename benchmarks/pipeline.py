@@ -14,7 +14,8 @@ sampling, vae, vocoder, write) in separate processes, alternating when repeated:
   two-pass guidance, glibc's default malloc, CLIP kept in memory;
 * ``default``: what ``generate()`` does by default, in ``--dtype`` (bf16 on CUDA, fp32 on the
   CPU unless asked): CLIP and Synchformer in chunks
-  (``SamplingOptions``), the fast kernels, batched guidance, ``saganet.runtime``'s
+  (``SamplingOptions``), the focal crops resized on the models' device, the fast kernels,
+  batched guidance, ``saganet.runtime``'s
   malloc settings, and CLIP released after use (``release_clip``, as a one-shot demo can).
 
 Both use the same thread count. Each stage reports wall and CPU seconds and its peak memory:
@@ -321,7 +322,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
              out_dir: Path) -> dict[str, float]:
     """One duration through every stage of ``path``; returns facts about the run."""
     from saganet.codec.bigvgan import DEFAULT_CHUNK_FRAMES
-    from saganet.features import encode_sync, focal_crop
+    from saganet.features import encode_sync, focal_crop, focal_crop_boxes
     from saganet.inference import SamplingOptions, initial_noise, sample
     from saganet.media.masks import MaskVideo
     from saganet.media.output import write_flac, write_video_with_audio
@@ -409,7 +410,11 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     with torch.inference_mode():
         if "focal_crop" in stages:
             with timer.stage("focal_crop"):
-                detail_frames, detail_masks = focal_crop(sync_batch, masks)
+                if baseline:
+                    detail_frames, detail_masks = focal_crop(sync_batch, masks)
+                else:  # as generate() does: boxes from the host's masks, resized on the device
+                    detail_frames, detail_masks = focal_crop(
+                        sync_batch.to(device), masks.to(device), boxes=focal_crop_boxes(masks))
         else:
             detail_frames, detail_masks = sync_batch, masks
         if "synchformer" in stages:
