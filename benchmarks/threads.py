@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import sys
 import time
 from collections.abc import Callable
@@ -91,13 +92,25 @@ def measure(name: str, processes: int, thread_counts: list[int], repeats: int,
     for process in workers:
         process.start()
     times: dict[int, float] = {}
-    for _ in range(processes * len(thread_counts)):
-        _, threads, seconds = results.get()
-        times[threads] = max(times.get(threads, 0.0), seconds)
-    for process in workers:
-        process.join()
-        if process.exitcode:
-            raise RuntimeError(f"{name}: a worker process exited with {process.exitcode}")
+    expected = processes * len(thread_counts)
+    try:
+        while expected:
+            try:
+                _, threads, seconds = results.get(timeout=5)
+            except queue.Empty:
+                # A worker that died leaves the others waiting at the barrier: stop them all.
+                failed = [p.exitcode for p in workers if p.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"{name}: a worker process exited with {failed[0]}"
+                                       ) from None
+                continue
+            times[threads] = max(times.get(threads, 0.0), seconds)
+            expected -= 1
+    finally:
+        for process in workers:
+            if process.exitcode is None and expected:
+                process.terminate()
+            process.join()
     return dict(sorted(times.items()))
 
 
