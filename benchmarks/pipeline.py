@@ -77,6 +77,8 @@ PATHS = ("baseline", "default")
 SOUNDTRACK_STAGES = ("clip", "features", "sampling", "decoding", "writing")
 # With --compile: the first call of the compiled parts, timed apart from the stages.
 COMPILE_STAGES = ("sampling_compile", "vocoder_compile")
+# Issue #16's GPU targets for the default path: a 5 s clip end to end after loading, in bf16.
+GPU_TARGET_DURATION_S, GPU_TARGET_WALL_S, GPU_TARGET_PEAK_BYTES = 5.0, 1.0, 3e9
 PROMPT, NEGATIVE_PROMPT = "violin", ""
 NETWORK = "small_44k_sa"
 CLIP_CONFIG = "ViT-H-14-378-quickgelu"
@@ -730,8 +732,30 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
                   f"{default['base_gib']:.2f} + {held} + build leftovers] + inputs "
                   f"{run['inputs_gib']:.2f} + {args.max_extra_gb:.2f} activations): "
                   f"{'ok' if line['rss_ok'] else 'EXCEEDED'}")
+        if "default" in runs and torch.device(args.device).type == "cuda":
+            line["gpu_targets"] = _gpu_targets(used, totals["default"]["wall_s"],
+                                               peaks["default"], args)
         summary["durations"].append(line)
     return summary
+
+
+def _gpu_targets(duration: float, wall_s: float, peak_gib: float,
+                 args: argparse.Namespace) -> dict:
+    """The default path's time and peak against issue #16's GPU targets (printed too)."""
+    whole = args.soundtrack or set(args.stages) == set(STAGES)
+    judged = whole and abs(duration - GPU_TARGET_DURATION_S) < 0.05
+    result = {"wall_s": wall_s, "peak_gib": peak_gib, "whole_path": whole}
+    if judged:
+        result.update(wall_ok=wall_s < GPU_TARGET_WALL_S,
+                      peak_ok=peak_gib * 2**30 < GPU_TARGET_PEAK_BYTES)
+    verdict = (f"time {'ok' if result['wall_ok'] else 'MISSED'}, "
+               f"peak {'ok' if result['peak_ok'] else 'MISSED'}" if judged
+               else "not judged: " + ("not the whole path" if not whole
+                                      else f"not a {GPU_TARGET_DURATION_S:g} s clip"))
+    print(f"GPU targets (a {GPU_TARGET_DURATION_S:g} s clip end to end under "
+          f"{GPU_TARGET_WALL_S:g} s after loading, under {GPU_TARGET_PEAK_BYTES / 1e9:g} GB): "
+          f"{duration:g} s took {wall_s:.3f} s, peak {peak_gib:.2f} GiB; {verdict}")
+    return result
 
 
 def main() -> int:
