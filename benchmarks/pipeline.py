@@ -414,9 +414,11 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
             with timer.stage("focal_crop"):
                 if baseline:
                     detail_frames, detail_masks = focal_crop(sync_batch, masks)
-                else:  # as generate() does: boxes from the host's masks, resized on the device
-                    detail_frames, detail_masks = focal_crop(
-                        sync_batch.to(device), masks.to(device), boxes=focal_crop_boxes(masks))
+                else:  # as generate() does: boxes from the host's masks, resized on the
+                    # device, whose copies of the frames and masks then feed the Synchformer
+                    boxes = focal_crop_boxes(masks)
+                    sync_batch, masks = sync_batch.to(device), masks.to(device)
+                    detail_frames, detail_masks = focal_crop(sync_batch, masks, boxes=boxes)
         else:
             detail_frames, detail_masks = sync_batch, masks
         if "synchformer" in stages:

@@ -159,11 +159,12 @@ def main() -> int:
             best = min(times, key=times.get)
             print(f"\n{name}, {processes} process(es): policy {policy} thread(s), "
                   f"fastest {best}")
-            print(f"{'threads':>8} {'s per call':>11} {'vs 1 thread':>12}")
+            fewest = min(times)
+            print(f"{'threads':>8} {'s per call':>11} {f'vs {fewest} thread(s)':>16}")
             for threads, seconds in times.items():
-                speed_up = times[min(times)] / seconds
+                speed_up = times[fewest] / seconds
                 mark = "  <- policy" if threads == policy else ""
-                print(f"{threads:>8} {seconds:>11.4f} {speed_up:>11.2f}x{mark}")
+                print(f"{threads:>8} {seconds:>11.4f} {speed_up:>15.2f}x{mark}")
             print(f"policy at {times[policy] / times[best]:.2f}x the fastest time", flush=True)
             rows.append({"workload": name, "processes": processes, "policy_threads": policy,
                          "fastest_threads": best, "seconds": times,

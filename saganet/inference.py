@@ -142,14 +142,14 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
         models.clip_encoder = None
         gc.collect()
         log.info("CLIP released after use")
-    frames = batch.sync_frames.to(device, torch.float32)
-    masks = batch.masks.to(device, torch.float32)
+    frames, masks = batch.sync_frames, batch.masks
     detail_frames, detail_masks = batch.detail_frames, batch.detail_masks
     if detail_frames is None or detail_masks is None:
         # The crop box comes from CPU float masks: any non-zero pixel counts, as in training.
         # The crops are resized in fp32 where the Synchformer runs: on a GPU, not on the
         # host's cores (0.4 CPU-seconds per 5 s window).
-        boxes = focal_crop_boxes(batch.masks.float())
+        boxes = focal_crop_boxes(masks.float())
+        frames, masks = frames.to(device, torch.float32), masks.to(device, torch.float32)
         detail_frames, detail_masks = focal_crop(frames, masks, boxes=boxes)
     sync_f = encode_sync(models.synchformer,
                          *(x.to(device, dtype) for x in (frames, masks,
