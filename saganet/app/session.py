@@ -232,13 +232,22 @@ class Sessions:
             return session
 
     def end(self, key: str | None) -> None:
-        """Forget a session and remove its folder (its tab was closed)."""
+        """Remove a session's folder, then forget it (its tab was closed).
+
+        Forgotten only once the files are gone, so that a session no longer listed has none
+        left (the folder's removal waits for a job that still holds the session).
+        """
+        key = _safe_key(key)
         with self._lock:
-            session = self._sessions.pop(_safe_key(key), None)
-        if session is not None:
-            with session.lock:
-                session.close()
-            log.info("session %s ended; its files are removed", key)
+            session = self._sessions.get(key)
+        if session is None:
+            return
+        with session.lock:
+            session.close()
+        with self._lock:
+            if self._sessions.get(key) is session:
+                del self._sessions[key]
+        log.info("session %s ended; its files are removed", key)
 
     def api_run(self) -> Path:
         """A fresh folder for one ``/generate`` call; earlier calls' folders are removed (their

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -218,6 +219,22 @@ def test_session_folders(tmp_path, clip, scene) -> None:
     assert not one.folder.exists() and len(sessions) == 1
     sessions.close()
     assert not (tmp_path / "root").exists()
+
+
+def test_an_ended_session_is_listed_until_its_files_are_gone(tmp_path) -> None:
+    """A job still holding the session delays the removal; meanwhile it stays listed, so a
+    session no longer listed never has files left."""
+    sessions = Sessions(tmp_path / "root")
+    session = sessions.get("tab")
+    session.folder.mkdir(parents=True)
+    (session.folder / "video.mp4").write_bytes(b"x")
+    with session.lock:  # a job running
+        ending = threading.Thread(target=sessions.end, args=("tab",))
+        ending.start()
+        ending.join(timeout=0.5)
+        assert ending.is_alive() and len(sessions) == 1 and session.folder.exists()
+    ending.join(timeout=10)
+    assert not ending.is_alive() and len(sessions) == 0 and not session.folder.exists()
 
 
 def test_tracker_choice() -> None:
