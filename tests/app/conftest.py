@@ -43,12 +43,19 @@ def engine(weights_dir, sam2_folder, sam3_folder):
 
 
 @pytest.fixture(scope="module")
-def server(engine):
-    """The app served in-process on 127.0.0.1 (closed, with its files, after the module)."""
+def server(engine, tmp_path_factory):
+    """The app served in-process on 127.0.0.1 (closed, with its files, after the module).
+
+    Each module's app gets its own Gradio file cache: Gradio names cached files by their
+    content, so with one shared cache, the app of another test worker closing (which empties
+    its cache) removed the same clip uploaded here.
+    """
     from saganet.app.limits import Limits
     from saganet.app.server import AppServer
 
-    app = AppServer(engine, Limits(max_seconds=10.0, max_objects=3, max_steps=25))
-    app.launch(block=False)
-    yield app
-    app.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+        app = AppServer(engine, Limits(max_seconds=10.0, max_objects=3, max_steps=25))
+        app.launch(block=False)
+        yield app
+        app.close()
