@@ -41,7 +41,10 @@ except m.PackageNotFoundError:
     echo "$1${version:+==$version}"
 }
 
+# Wheels left from an earlier run (another version of a package) would make pip refuse the
+# whole install on the GPU machine, so the folder holds this run's wheels only.
 mkdir -p "$DIR"
+rm -f "$DIR"/*.whl
 specs=()
 for name in "${PACKAGES[@]}"; do specs+=("$(pinned "$name")"); done
 platforms=()
