@@ -67,6 +67,7 @@ from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, load_models
 from saganet.runtime import loader_workers
+from saganet.state_dict import check_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,20 @@ def is_done(config: BatchEvalConfig, clip: EvalClip) -> bool:
 
 
 def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
-    """md5 of the weights files the run uses, or ``"debug"`` for the debug variant."""
-    variant = resolve_variant(config.model)
-    if PIPELINES[variant].debug:
-        return "debug"
+    """md5 of the weights files the run uses, or ``"debug"`` for the debug variant's own
+    random weights (a ``checkpoint`` given to the debug variant is identified by its md5)."""
     from saganet import weights
 
+    variant = resolve_variant(config.model)
+    if config.checkpoint is not None:
+        # Checked here, before the output folder is written, not when the models load.
+        check_weights_file(config.checkpoint)
+    if PIPELINES[variant].debug:
+        if config.checkpoint is None:
+            return "debug"
+        # A trained debug run's weights file: two of them must not share an output folder.
+        path = Path(config.checkpoint)
+        return {"checkpoint": {"file": path.name, "md5": weights.md5_of(path)}, "vae": "debug"}
     checkpoint = (Path(config.checkpoint) if config.checkpoint is not None
                   else weights.resolve(PIPELINES[variant].checkpoint, config.weights_dir,
                                        config.offline))

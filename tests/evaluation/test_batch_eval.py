@@ -294,6 +294,31 @@ def test_noise_does_not_depend_on_batch_composition(urmp, debug_weights, tmp_pat
     assert np.abs(audio[1][0] - audio[1][1]).max() > 0.01
 
 
+def test_debug_checkpoints_do_not_share_a_folder_and_a_missing_one_writes_nothing(
+        urmp, debug_weights, tmp_path, batches):
+    from saganet.debug_weights import debug_paths, write_debug_weights
+
+    root, table = urmp
+    other = tmp_path / "other_weights"
+    write_debug_weights(other, seed=1)
+    checkpoints = [debug_paths(folder)["checkpoint"] for folder in (debug_weights, other)]
+    first = run_batch_eval(config(root, table, tmp_path / "run", debug_weights,
+                                  checkpoint=str(checkpoints[0])), _single_process())
+    assert len(first.written) == len(read_urmp_clips(root, table)[0])
+    # Other weights in the same folder would be skipped as done: refused instead.
+    with pytest.raises(UserInputError, match="weights"):
+        run_batch_eval(config(root, table, tmp_path / "run", debug_weights,
+                              checkpoint=str(checkpoints[1])), _single_process())
+    again = run_batch_eval(config(root, table, tmp_path / "run", debug_weights,
+                                  checkpoint=str(checkpoints[0])), _single_process())
+    assert again.skipped == first.written and not again.written
+    # A missing weights file is reported before any output (manifest, ground truth) exists.
+    with pytest.raises(UserInputError, match="weights file not found"):
+        run_batch_eval(config(root, table, tmp_path / "fresh", debug_weights,
+                              checkpoint=str(tmp_path / "missing.pth")), _single_process())
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_sms_clips_without_audio_are_generated_and_their_ground_truth_reported(
         debug_weights, tmp_path, batches):
     root = tmp_path / "sms"
