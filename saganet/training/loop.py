@@ -35,12 +35,14 @@ from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
     latest_state,
+    list_states,
     load_state,
     save_state,
 )
 from saganet.training.config import SPLITS, TrainConfig
 from saganet.training.data import build_datasets, build_loader, build_split
 from saganet.training.ema import (
+    SNAPSHOT_DIR,
     TrainableView,
     build_post_hoc_ema,
     encode_name,
@@ -51,6 +53,7 @@ from saganet.training.ema import (
 from saganet.training.evaluation import (
     CACHE_DIR,
     EVAL_DIR,
+    METRICS_FILE,
     EvalSplit,
     TrainingEvaluator,
     broadcast_parameters,
@@ -268,6 +271,7 @@ class Trainer:
         """The training state to resume from, per ``checkpoint.resume`` (None: start fresh)."""
         choice = self.cfg.checkpoint.resume
         if choice == "never":
+            self._refuse_previous_run()
             return None
         path = latest_state(self.run_dir) if choice == "auto" else Path(choice)
         if path is None:
@@ -275,6 +279,22 @@ class Trainer:
         elif not path.is_file():
             raise UserInputError("training state not found", path)
         return path
+
+    def _refuse_previous_run(self) -> None:
+        """A fresh run must not start in a folder holding another run's states, evaluations or
+        EMA snapshots: it would resume from those states later, skip the evaluations as done
+        and synthesise its EMA from both runs' snapshots."""
+        leftovers = []
+        if list_states(self.run_dir):
+            leftovers.append("training states")
+        if any((self.run_dir / EVAL_DIR).glob(f"*/{METRICS_FILE}")):
+            leftovers.append("evaluations")
+        if any((self.run_dir / SNAPSHOT_DIR).glob("*.pt")):
+            leftovers.append("EMA snapshots")
+        if leftovers:
+            raise UserInputError(f"checkpoint.resume=never, but the run directory holds a "
+                                 f"previous run's {', '.join(leftovers)}; choose another "
+                                 f"hydra.run.dir, or delete them to start over", self.run_dir)
 
     def _resume(self, path: Path) -> None:
         state = load_state(path)

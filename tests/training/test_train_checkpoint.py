@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from saganet.errors import UserInputError
 from saganet.state_dict import atomic_save
 from saganet.training.checkpoint import (
     RNGState,
@@ -75,3 +76,31 @@ def test_rng_state_restores_every_source(tmp_path):
     assert torch.equal(first[3], second[3])
     with pytest.raises(KeyError, match="other"):
         saved.restore({"other": torch.Generator()})
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_run(tmp_path):
+    from saganet import dist
+    from saganet.training.evaluation import METRICS_FILE
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(run_dir, *overrides: str) -> Trainer:
+        cfg = load("experiment=debug", "checkpoint.resume=never", f"hydra.run.dir={run_dir}",
+                   *overrides)
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer(tmp_path / "states", "eval.enabled=false")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    # Another run starting over here would later resume from the old state: refused.
+    with pytest.raises(UserInputError, match=r"resume=never.*training states"):
+        trainer(tmp_path / "states", "eval.enabled=false")
+    assert list_states(tmp_path / "states")[-1][0] == first.step
+
+    # Its evaluations would count as done at the same steps: refused too.
+    evaluated = trainer(tmp_path / "evaluations")
+    step_dir = evaluated.evaluator.step_dir(evaluated.cfg.log.eval_interval)
+    step_dir.mkdir(parents=True)
+    (step_dir / METRICS_FILE).write_text('{"splits": {}}')
+    with pytest.raises(UserInputError, match=r"resume=never.*evaluations"):
+        trainer(tmp_path / "evaluations")
