@@ -97,6 +97,10 @@ class CountingCollate:
 class ResumableDistributedSampler(DistributedSampler):
     """``DistributedSampler`` that can skip the first batches of an epoch.
 
+    Without ``drop_last`` every sample is in exactly one rank's shard, and shards may differ
+    in length by one: ``DistributedSampler`` would pad the last round with repeated samples,
+    which validation would count twice.
+
     Args:
         dataset: the dataset.
         num_replicas: world size.
@@ -111,6 +115,10 @@ class ResumableDistributedSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=drop_last)
         self.start = 0
+        # This rank's share: positions rank, rank + W, ... of the epoch's order that are not
+        # padding (with drop_last the order is cut, never padded).
+        self.own = (self.num_samples if drop_last
+                    else len(range(rank, len(dataset), num_replicas)))
 
     def set_position(self, epoch: int, start: int) -> None:
         """Start ``epoch`` at its ``start``-th index (applies to the next iteration only).
@@ -123,12 +131,12 @@ class ResumableDistributedSampler(DistributedSampler):
         self.start = start
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())[self.start:]
+        indices = list(super().__iter__())[self.start:self.own]
         self.start = 0
         return iter(indices)
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return self.own - self.start
 
 
 def _seed_worker(worker_id: int) -> None:

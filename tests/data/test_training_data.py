@@ -31,6 +31,21 @@ def test_ranks_get_disjoint_shards_covering_the_epoch():
     assert shards[0] != list(range(0, 22, 2))  # shuffled, not strided
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_validation_shards_hold_every_sample_exactly_once(shuffle):
+    data = [{"id": str(i)} for i in range(11)]
+    for world in (2, 3, 4):  # 11 samples divide evenly over none of them
+        seen = []
+        for rank in range(world):
+            loader = build_loader(data, batch_size=2, rank=rank, world_size=world,
+                                  shuffle=shuffle, drop_last=False, seed=5, num_workers=0,
+                                  pin_memory=False)
+            ids = [i for batch in loader for i in batch["id"]]
+            assert len(ids) == len(loader.sampler)
+            seen += ids
+        assert sorted(seen) == sorted(d["id"] for d in data), world
+
+
 def test_resume_in_the_middle_of_an_epoch():
     data = list(range(20))
     sampler = ResumableDistributedSampler(data, 2, 1, seed=7)
