@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saganet.errors import UserInputError
 from saganet.state_dict import atomic_save, load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -208,5 +209,17 @@ def load_state(path: str | os.PathLike[str]) -> TrainingState:
 
     Args:
         path: a file written by :func:`save_state`.
+
+    Raises:
+        UserInputError: the file is unreadable or is not a training state (e.g. a weights
+            file, which holds no optimiser or data position to resume from).
     """
-    return TrainingState.from_dict(load_checkpoint_file(str(path)))
+    data = load_checkpoint_file(str(path))
+    try:
+        if not isinstance(data, dict):
+            raise ValueError(f"not a saganet training state (a {type(data).__name__})")
+        return TrainingState.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise UserInputError(f"{err}; training resumes from the full states in "
+                             f"<run_dir>/{STATE_DIR}/state_<step>.pth, not from weights files",
+                             path) from None

@@ -104,3 +104,11 @@ def test_a_fresh_run_refuses_a_folder_holding_another_run(tmp_path):
     (step_dir / METRICS_FILE).write_text('{"splits": {}}')
     with pytest.raises(UserInputError, match=r"resume=never.*evaluations"):
         trainer(tmp_path / "evaluations")
+
+
+def test_a_weights_file_given_as_a_state_is_a_user_error(tmp_path):
+    weights = atomic_save({"network": {"w": torch.zeros(2)}, "config": {}}, tmp_path / "w.pth")
+    tensor = atomic_save(torch.zeros(3), tmp_path / "t.pth")
+    for path in (weights, tensor):
+        with pytest.raises(UserInputError, match=r"not a saganet training state.*state_<step>"):
+            load_state(path)
