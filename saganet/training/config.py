@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from saganet.errors import UserInputError
 from saganet.evaluation.batch_config import EvalDatasetConfig
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
@@ -297,6 +298,29 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        # Checked before anything runs: a zero interval would fail only after the first
+        # training step (steps are taken modulo the intervals).
+        at_least_one = {"num_iterations": self.num_iterations, "batch_size": self.batch_size,
+                        "val_batch_size": self.val_batch_size, "log.interval": self.log.interval,
+                        "log.t_bins": self.log.t_bins,
+                        "checkpoint.weights_interval": self.checkpoint.weights_interval,
+                        "checkpoint.state_interval": self.checkpoint.state_interval,
+                        "checkpoint.keep_last": self.checkpoint.keep_last}
+        if self.ema.enabled:
+            at_least_one["ema.snapshot_every"] = self.ema.snapshot_every
+        at_least_zero = {"log.val_interval": self.log.val_interval,
+                         "log.val_batches": self.log.val_batches,
+                         "log.eval_interval": self.log.eval_interval}
+        bad = ([f"{name}={value} (must be >= 1)" for name, value in at_least_one.items()
+                if value < 1]
+               + [f"{name}={value} (must be >= 0; 0 switches it off)"
+                  for name, value in at_least_zero.items() if value < 0])
+        if self.stop_after is not None and self.stop_after < 1:
+            bad.append(f"stop_after={self.stop_after} (must be >= 1, or null)")
+        if bad:
+            raise UserInputError("invalid configuration: " + ", ".join(bad))
 
 
 def register_train_schema() -> None:

@@ -96,3 +96,14 @@ def test_every_schema_default_can_be_overridden_without_a_plus():
                "data.pin_memory=true")
     assert (cfg.seed, cfg.eval.features, list(cfg.eval.after)) == (3, "melstats", [])
     assert cfg.data.pin_memory
+
+
+@pytest.mark.parametrize("override", ["log.interval", "checkpoint.weights_interval",
+                                      "checkpoint.state_interval", "batch_size"])
+def test_zero_intervals_and_sizes_fail_before_training(override):
+    # A zero interval used to fail with ZeroDivisionError after the first step.
+    with pytest.raises(UserInputError, match=rf"{override}=0 \(must be >= 1\)"):
+        load("experiment=debug", f"{override}=0")
+    with pytest.raises(UserInputError, match=r"log\.val_interval=-1"):
+        load("experiment=debug", "log.val_interval=-1")
+    assert load("experiment=debug", "log.val_interval=0", "log.eval_interval=0").log.interval
