@@ -77,6 +77,8 @@ PATHS = ("baseline", "default")
 SOUNDTRACK_STAGES = ("clip", "features", "sampling", "decoding", "writing")
 # With --compile: the first call of the compiled parts, timed apart from the stages.
 COMPILE_STAGES = ("sampling_compile", "vocoder_compile")
+# Wide enough for every stage name in the printed tables, the compile stages included.
+NAME_WIDTH = max(len(name) for name in (*STAGES, *SOUNDTRACK_STAGES, *COMPILE_STAGES))
 # Issue #16's GPU targets for the default path: a 5 s clip end to end after loading, in bf16.
 GPU_TARGET_DURATION_S, GPU_TARGET_WALL_S, GPU_TARGET_PEAK_BYTES = 5.0, 1.0, 3e9
 PROMPT, NEGATIVE_PROMPT = "violin", ""
@@ -274,8 +276,8 @@ class StageTimer:
 
     def show(self, name: str) -> None:
         result = self.results[name]
-        print(f"    {name:12s} {result.wall_s:8.2f} s wall {result.cpu_s:8.2f} s CPU  peak "
-              f"{result.peak_gib:6.2f} GiB", file=sys.stderr, flush=True)
+        print(f"    {name:{NAME_WIDTH}s} {result.wall_s:8.2f} s wall {result.cpu_s:8.2f} s CPU"
+              f"  peak {result.peak_gib:6.2f} GiB", file=sys.stderr, flush=True)
 
 
 class PhaseTimer:
@@ -668,7 +670,7 @@ def _row(name: str, base: dict | None, fast: dict | None) -> str:
 
     ratio = (f"{base['wall_s'] / fast['wall_s']:6.2f}" if base and fast and fast["wall_s"] > 0
              else "     -")
-    return (f"{name:12s} {cell(base, 'wall_s', 11)} {cell(fast, 'wall_s', 10)} {ratio} "
+    return (f"{name:{NAME_WIDTH}s} {cell(base, 'wall_s', 11)} {cell(fast, 'wall_s', 10)} {ratio} "
             f"{cell(base, 'cpu_s', 11)} {cell(fast, 'cpu_s', 10)} "
             f"{cell(base, 'peak_gib', 10, 'G')} {cell(fast, 'peak_gib', 9, 'G')}")
 
@@ -692,7 +694,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
                   "(demo.py's path)" if "windows" in first_run else "")
         print(f"\n{used:g} s of video{layout}, {args.device} ({dtypes}), "
               f"{summary['threads']} threads, best of {args.repeats} (peak: highest)")
-        print(f"{'stage':12s} {'baseline s':>11s} {'default s':>10s} {'ratio':>6s} "
+        print(f"{'stage':{NAME_WIDTH}s} {'baseline s':>11s} {'default s':>10s} {'ratio':>6s} "
               f"{'base CPU s':>11s} {'def CPU s':>10s} {'base peak':>10s} {'def peak':>9s}")
         rows, totals = {}, {path: {"wall_s": 0.0, "cpu_s": 0.0} for path in PATHS}
         for stage in [*args.stages, *COMPILE_STAGES]:
