@@ -17,6 +17,7 @@ from pathlib import Path
 from saganet.errors import UserInputError, report_user_error
 from saganet.evaluation.embedders import embedder_names
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
+from saganet.fileio import atomic_output
 
 log = logging.getLogger("saganet.evaluation")
 
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("gt_dir", type=Path, help="folder of ground-truth audio, same stems")
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON report path (default PRED_DIR/metrics.json)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing JSON report"
     )
     parser.add_argument(
         "--audio_length", type=float, default=5.0, help="seconds kept per clip (default 5)"
@@ -74,7 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         video_metrics=not args.skip_video_related,
     )
     out = args.out if args.out is not None else args.pred_dir / "metrics.json"
+    prog = "python -m saganet.evaluation"
     try:
+        # Refused before the features are computed, not after minutes of work.
+        if out.is_dir():
+            raise UserInputError("output is a folder", out)
+        if out.exists() and not args.overwrite:
+            raise UserInputError("report exists; pass --overwrite to replace it", out)
         report = evaluate_directories(
             args.pred_dir,
             args.gt_dir,
@@ -83,13 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             av_bench=options,
             batch_size=args.batch_size,
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        try:
+            with atomic_output(out, overwrite=args.overwrite, suffix=".json") as tmp:
+                tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        except OSError as err:
+            raise UserInputError(f"cannot write the report: {err}", out) from None
     except UserInputError as err:
-        return report_user_error("python -m saganet.evaluation", err)
-    except OSError as err:
-        print(f"error: cannot write {out}: {err}", file=sys.stderr)
-        return 2
+        return report_user_error(prog, err)
     print(report.format_table())
     log.info("report written to %s", out)
     return 0

@@ -94,3 +94,35 @@ def test_module_entry_point_without_av_bench_exits_2(audio_dirs):
     assert proc.returncode == 2
     assert INSTALL_COMMAND in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_keeps_an_existing_report_unless_told(audio_dirs, tmp_path, capsys):
+    pred, gt = audio_dirs
+    out = tmp_path / "report.json"
+    args = [str(pred), str(gt), "--embedder", "melstats", "--out", str(out)]
+    assert main(args) == 0
+    first = out.read_text()
+    out.write_text("{}")  # a report the user edited or kept from another run
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "--overwrite" in err[0]
+    assert out.read_text() == "{}"
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads(out.read_text()) == json.loads(first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pred", "gt", out.name])
+
+
+def test_cli_report_path_that_is_a_folder_is_refused_before_scoring(audio_dirs, tmp_path,
+                                                                    monkeypatch, capsys):
+    pred, gt = audio_dirs
+    folder = tmp_path / "reports"
+    folder.mkdir()
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored although the report cannot be written")
+
+    monkeypatch.setattr("saganet.evaluation.__main__.evaluate_directories", never)
+    assert main([str(pred), str(gt), "--embedder", "melstats", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "output is a folder" in err and "Traceback" not in err
