@@ -25,6 +25,7 @@ a few dozen labels), so the features do not depend on the batch size or the numb
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -430,11 +431,16 @@ def extract_split_features(root: str | os.PathLike[str], clips: Sequence[SplitCl
 
     Returns:
         The merge summary on rank 0, None on the other ranks.
+
+    Raises:
+        UserInputError: on rank 0 only, no clip could be used (the other ranks return None;
+            the job still fails, by rank 0's exit status).
     """
     if sequence.num_audio_samples % extractor.samples_per_latent:
         raise ValueError(f"{sequence.num_audio_samples} audio samples is not a whole number of "
                          f"latents of {extractor.samples_per_latent} samples")
     rank, world = dist.rank(), dist.world_size()
+    made_output_dir = not outputs.shard_dir.parent.exists()
     if rank == 0:
         # Shards of an interrupted run are stale: their rank split may differ from this one.
         if outputs.shard_dir.exists():
@@ -447,9 +453,23 @@ def extract_split_features(root: str | os.PathLike[str], clips: Sequence[SplitCl
     extract_part(part, extractor, ShardWriter(outputs.shard_dir, rank), batch_size=batch_size,
                  num_workers=num_workers, progress=progress and rank == 0)
     dist.barrier()
-    summary = None
+    summary, error = None, None
     if rank == 0:
-        summary = merge_shards(outputs, {clip.id: clip.label for clip in clips})
-        write_problem_list(outputs.failed_list, summary.failed, missing)
-    dist.barrier()
+        try:
+            summary = merge_shards(outputs, {clip.id: clip.label for clip in clips})
+            write_problem_list(outputs.failed_list, summary.failed, missing)
+        except UserInputError as err:
+            # Nothing usable: the shards hold no clip worth keeping for a rerun.
+            shutil.rmtree(outputs.shard_dir, ignore_errors=True)
+            if made_output_dir:
+                with contextlib.suppress(OSError):  # only if nothing else went there
+                    outputs.shard_dir.parent.rmdir()
+            error = err
+    # The other ranks wait for rank 0's outcome (they would otherwise sit in the next
+    # collective until the launcher kills the job); rank 0 alone reports an error.
+    failed = dist.broadcast_object(error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        log.info("rank %d: rank 0 found nothing to merge", rank)
     return summary

@@ -7,6 +7,7 @@ that a two-process ``torchrun`` gives the same memmap as one process.
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -175,6 +176,61 @@ def test_unusable_clips_are_reported_not_dropped(tmp_path: Path) -> None:
     assert "no audio stream" in errors[0]
     assert "audio too short: 2.0" in errors[1]
     assert "not found" in errors[2]
+
+
+def _short_clips_metadata(mini: MiniSMS, duration: float, folder: Path) -> tuple[Path, str]:
+    """A copy of the metadata with only the rows whose clip is shorter than ``duration``;
+    returns it and their split."""
+    short = {c.stem for c in MINI_CLIPS if c.seconds is not None and c.seconds < duration}
+    assert short
+    with mini.metadata.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    metadata = folder / "short_clips.csv"
+    with metadata.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *(r for r in rows if r[header.index("filename")]
+                                                in short)])
+    return metadata, next(c.split for c in MINI_CLIPS if c.stem in short)
+
+
+def test_a_split_without_a_usable_clip_fails_in_one_line_and_leaves_nothing(
+        setup: tuple[MiniSMS, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mini, weights = setup
+    duration = 5.0
+    metadata, split = _short_clips_metadata(mini, duration, tmp_path)
+    out = tmp_path / "memmaps"
+    args = [*_args(mini, weights, out), "--metadata", str(metadata), "--split", split,
+            "--duration", str(duration)]
+    assert main(args) == 2
+    err = capsys.readouterr().err  # also holds the progress bar
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "no clip could be used" in errors[0], err
+    assert "Traceback" not in err
+    outputs = SplitOutputs.for_split(out, "sms", split)
+    assert not outputs.shard_dir.exists()
+    assert not outputs.memmap_dir.exists() and not outputs.tsv.exists()
+    assert not out.exists()  # the run made the output folder: it goes with the failure
+
+
+@pytest.mark.slow
+def test_two_processes_fail_in_one_line_when_no_clip_is_usable(setup: tuple[MiniSMS, Path],
+                                                               tmp_path: Path) -> None:
+    mini, weights = setup
+    duration = 5.0
+    metadata, split = _short_clips_metadata(mini, duration, tmp_path)
+    out = tmp_path / "memmaps"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--standalone", str(REPO / "training" / "extract_video_training_latents.py"),
+         *_args(mini, weights, out), "--metadata", str(metadata), "--split", split,
+         "--duration", str(duration)],
+        capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=300,
+    )
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines()
+            if line.startswith("extract_video_training_latents: error:")]
+    assert len(ours) == 1 and "no clip could be used" in ours[0], result.stderr[-3000:]
+    assert not out.exists()
 
 
 def test_script_explains_every_option() -> None:
