@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from saganet import dist
 from saganet.data.sms_dataset import SampleShapes
 from saganet.errors import UserInputError
+from saganet.fileio import atomic_output
 from saganet.model import CONFIG_44K_SA, FlowMatching
 from saganet.state_dict import atomic_save, load_state_dict_strict
 from saganet.training.checkpoint import (
@@ -202,6 +203,9 @@ class Trainer:
         if cfg.log.record_sample_ids:
             self.ids_file = self.run_dir / SAMPLE_IDS_DIR / f"rank{rank}.tsv"
             self.ids_file.parent.mkdir(parents=True, exist_ok=True)
+            if self.ids_file.exists():
+                # A run killed after its last state recorded steps that are taken again now.
+                drop_recorded_steps(self.ids_file, self.step)
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -600,6 +604,22 @@ class Trainer:
             log.info("step %d: training state -> %s", self.step, path)
         # Every rank knows the latest state (an interrupted run decides together to save).
         self.last_state = (self.step, dist.broadcast_object(path if self.info.is_main else None))
+
+
+def drop_recorded_steps(ids_file: Path, first: int) -> None:
+    """Remove the rows of steps ``first`` and later from a sample-id audit file.
+
+    Args:
+        ids_file: ``<step>\t<sample id>`` lines, as the trainer appends them.
+        first: the first step to drop (the step training resumes at; 0 for a fresh run).
+    """
+    lines = ids_file.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if int(line.split("\t", 1)[0]) < first]
+    if len(kept) < len(lines):
+        with atomic_output(ids_file, overwrite=True, suffix=".tsv") as tmp:
+            tmp.write_text("".join(kept))
+        log.info("%s: dropped %d row(s) of steps from %d, which run again", ids_file,
+                 len(lines) - len(kept), first)
 
 
 def fit(cfg: TrainConfig) -> Path:

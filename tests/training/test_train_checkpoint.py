@@ -112,3 +112,26 @@ def test_a_weights_file_given_as_a_state_is_a_user_error(tmp_path):
     for path in (weights, tensor):
         with pytest.raises(UserInputError, match=r"not a saganet training state.*state_<step>"):
             load_state(path)
+
+
+def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
+    from saganet import dist
+    from saganet.training.loop import SAMPLE_IDS_DIR, Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   "log.record_sample_ids=true", f"hydra.run.dir={tmp_path}")
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    # The run went on past its last state before it was killed: those steps run again.
+    rows = [f"{step}\tclip{step}_{i}\n" for step in range(first.step + 3)
+            for i in range(first.cfg.batch_size)]
+    first.ids_file.write_text("".join(rows))
+    resumed = trainer("auto")
+    assert resumed.step == first.step
+    kept = (tmp_path / SAMPLE_IDS_DIR / "rank0.tsv").read_text().splitlines(keepends=True)
+    assert kept == [row for row in rows if int(row.split("\t")[0]) < first.step]
