@@ -88,6 +88,20 @@ def test_tracking_range_covers_the_clicks() -> None:
         2, 3)
 
 
+def test_tracking_range_refuses_what_generation_would() -> None:
+    """A range that the generation would refuse is refused before any tracking."""
+    seconds = 4 * min_seconds()
+    obj = AppObject("a", clicks=[Click(1, 1, 0.0)])
+    with pytest.raises(UserInputError, match="past the end"):
+        tracking_range([obj], GenerationOptions(start=seconds), seconds)
+    with pytest.raises(UserInputError, match="too short"):
+        tracking_range([obj], GenerationOptions(start=seconds - min_seconds() / 2), seconds)
+    with pytest.raises(UserInputError, match="too short"):
+        tracking_range([obj], GenerationOptions(duration=min_seconds() / 2), seconds)
+    assert tracking_range([obj], GenerationOptions(start=seconds - min_seconds()), seconds) == (
+        0.0, seconds)
+
+
 def test_limits(tmp_path) -> None:
     frames = 25
     video = write_video(tmp_path / "clip.mp4", [np.zeros((16, 16, 3), np.uint8)] * frames,
