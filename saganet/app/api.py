@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from saganet.app.engine import Engine, Soundtrack, check_objects, tracking_range
-from saganet.app.handlers import gradio_progress
+from saganet.app.handlers import gradio_progress, user_message
 from saganet.app.limits import Limits
 from saganet.app.objects import objects_from_json
 from saganet.app.options import GenerationOptions
@@ -74,7 +74,7 @@ class GenerateEndpoint:
         try:
             return self._run(video, objects, options, progress)
         except UserInputError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(user_message(err), print_exception=False) from None
 
     def _run(self, video: str | None, objects: Any, options: Any,
              progress: gr.Progress) -> tuple[str, list[str], str | None, dict[str, Any]]:

@@ -24,6 +24,7 @@ from saganet.app.options import GenerationOptions
 from saganet.cli import device_and_dtype
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
+from saganet.media.video import SYNC_WINDOW_FRAMES
 from saganet.models import SAGANetModels
 from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
@@ -106,10 +107,21 @@ def tracking_range(objects: Sequence[AppObject], options: GenerationOptions,
         objects: the objects.
         options: the request's options.
         video_seconds: the video's length.
+
+    Raises:
+        UserInputError: the generated range starts past the end of the video or is shorter
+            than one Synchformer window (found here, before minutes of tracking, rather than
+            by the generation after it).
     """
     start = options.start
     duration = options.segment_duration
+    if start >= video_seconds:
+        raise UserInputError(f"start {start:g} s is past the end of the video "
+                             f"({video_seconds:.2f} s)")
     end = video_seconds if duration is None else min(video_seconds, start + duration)
+    if int((end - start) * GRID_FPS) < SYNC_WINDOW_FRAMES:
+        raise UserInputError(f"{end - start:.3f} s from {start:g} s is too short: need at least "
+                             f"{SYNC_WINDOW_FRAMES / GRID_FPS:.2f} s (one Synchformer window)")
     earliest = [t for t in (o.earliest() for o in objects) if t is not None]
     latest = [t for t in (o.latest() for o in objects) if t is not None]
     if earliest:

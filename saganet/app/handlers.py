@@ -67,6 +67,12 @@ class Job:
     tracking: Tracking | None
 
 
+def user_message(err: UserInputError) -> str:
+    """An error as a visitor reads it: a file by its name, not by its path on the server (the
+    session's temporary folder, or Gradio's, means nothing to them and is not theirs to see)."""
+    return err.problem if err.path is None else f"{Path(err.path).name}: {err.problem}"
+
+
 def tell(problem: str) -> None:
     """Show a message in the page (a toast; HTML in it is shown as text)."""
     gr.Warning(html.escape(problem), title="Error")
@@ -82,8 +88,8 @@ def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
             return handler(self, *args, **kwargs)
         except UserInputError as err:
             log.info("user error: %s", err)
-            tell(str(err))
-            return {self.page.status: f"**Error:** {html.escape(str(err))}"}
+            tell(user_message(err))
+            return {self.page.status: f"**Error:** {html.escape(user_message(err))}"}
 
     return wrapper
 
@@ -183,9 +189,9 @@ class Handlers:
                                              "(scrub with the time slider to find it).")
         except UserInputError as err:
             log.info("user error: %s", err)
-            tell(str(err))
+            tell(user_message(err))
             return {self.page.upload: None if session.video is None else str(session.video),
-                    self.page.status: f"**Not loaded:** {html.escape(str(err))}"}
+                    self.page.status: f"**Not loaded:** {html.escape(user_message(err))}"}
 
     @page_errors
     def example(self, request: gr.Request) -> Updates:

@@ -7,6 +7,7 @@ check raises :class:`~saganet.errors.UserInputError` with a message for the page
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,10 @@ class Limits:
     def __post_init__(self) -> None:
         if not (self.max_upload_mb > 0 and self.max_seconds > 0):
             raise UserInputError("the upload and length limits must be positive")
+        # The upload limit becomes a whole number of bytes (Gradio's max_file_size).
+        if not math.isfinite(self.max_upload_mb):
+            raise UserInputError(f"the upload limit must be a finite number of MB, got "
+                                 f"{self.max_upload_mb}")
         if self.max_objects < 1 or self.max_steps < 1:
             raise UserInputError("the object and step limits must be at least 1")
 

@@ -50,6 +50,10 @@ class GenerationOptions:
             raise UserInputError("guidance strength must be a number")
         if self.num_steps < 1:
             raise UserInputError(f"steps must be at least 1, got {self.num_steps}")
+        # Object k draws its noise from seed + k, and a torch generator takes 64-bit seeds.
+        if not -(2**63) <= self.seed < 2**63:
+            raise UserInputError(f"seed must be a whole number from -2^63 to 2^63 - 1, got "
+                                 f"{self.seed}")
 
     @property
     def segment_duration(self) -> float | None:
@@ -106,6 +110,12 @@ def _convert(name: str, value: Any) -> Any:
         return value.strip()
     if isinstance(value, bool):
         raise UserInputError(f"option {name} must be a number, got {value!r}")
+    if name in _INTEGERS:
+        # Exactly, when written as one: through a float, a seed above 2^53 would change.
+        try:
+            return value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            pass  # "3.0", 3.0: a whole number written as a float, checked below
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -11,6 +11,7 @@ directly, and which writes lossless mask videos and a preview.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,8 +151,11 @@ def slot_prompts(objects: Sequence[ObjectPrompt], index: GridIndex, first: int,
 
 
 def _tracked_range(index: GridIndex, start: float, end: float | None) -> tuple[int, int]:
-    if not start >= 0:
+    # Checked here, not left to the slot arithmetic: an exact fraction of inf or nan fails.
+    if not (math.isfinite(start) and start >= 0):
         raise UserInputError(f"start must be zero or more seconds, got {start}")
+    if end is not None and not math.isfinite(end):
+        raise UserInputError(f"end must be a number of seconds, got {end}")
     first = frames_in(start)
     stop = index.num_slots if end is None else min(index.num_slots, frames_in(end))
     if first >= index.num_slots:

@@ -105,6 +105,8 @@ def test_bad_requests_give_messages(client, clip, objects, options, message) -> 
         client.predict(gradio_client.handle_file(str(clip)), objects, options,
                        api_name="/generate")
     assert "Traceback" not in str(caught.value)
+    # A file is named, not shown by its path in the server's folders.
+    assert f"/{clip.name}" not in str(caught.value)
 
 
 def test_bad_files_and_serving_on(client, tmp_path, clip, server) -> None:

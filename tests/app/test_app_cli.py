@@ -45,6 +45,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--variant", "nope"], "unknown variant"),
     (["--variant", "debug", "--max_objects", "0"], "at least 1"),
+    (["--variant", "debug", "--max_upload_mb", "inf"], "finite number of MB"),
     (["--variant", "debug", "--device", "warp"], "unknown device"),
 ])
 def test_bad_flags(argv, message, capsys) -> None:

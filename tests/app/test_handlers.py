@@ -238,3 +238,24 @@ def test_scrubbing_and_clicking_during_a_generation(app, clip, monkeypatch) -> N
         worker.join(120)
     assert seen == [[1]] and "Generated" in result[page.status]
     assert len(handlers.sessions.get("tab1").current_object().clicks) == 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_messages_name_the_video_not_its_folder_on_the_server(app, clip, tmp_path,
+                                                              monkeypatch) -> None:
+    """An error about the visitor's video names the file as uploaded, not the session's
+    temporary folder it lives in on the server."""
+    import dataclasses
+
+    from saganet.segment.debug_models import write_tiny_sam2
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    absent = write_tiny_sam2(tmp_path / "absent", object_present=False)
+    monkeypatch.setattr(engine, "settings",
+                        dataclasses.replace(engine.settings, segment_model=str(absent)))
+    handlers.upload(str(clip), request())
+    handlers.click(False, 0.0, select(20, 20), request())
+    status = handlers.track(0.0, *options(), request(), Recorder())[page.status]
+    assert "not found in any frame" in status and clip.name in status
+    folder = handlers.sessions.get("tab1").folder
+    assert folder.name not in status and str(folder.parent) not in status

@@ -38,10 +38,19 @@ def test_options_from_page_and_json() -> None:
     assert GenerationOptions.from_mapping({"duration": 2}).segment_duration == 2
     bad = [{"steps": 2}, {"num_steps": 2.5}, {"num_steps": 0}, {"seed": "x"}, {"start": -1},
            {"duration": 0}, {"start": 3, "end": 2}, {"cfg_strength": "nan"}, {"variant": 3},
-           {"num_steps": True}, {"duration": math.inf}]
+           {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
+           {"seed": -(2**63) - 1}]
     for values in bad:
         with pytest.raises(UserInputError):
             GenerationOptions.from_mapping(values)
+    # Whole numbers are kept exactly (through a float, 2^53 + 1 would become 2^53).
+    for seed in (2**53 + 1, str(2**53 + 1)):
+        assert GenerationOptions.from_mapping({"seed": seed}).seed == 2**53 + 1
+    # The extreme seeds accepted still seed every object's generator (object k: seed + k).
+    for seed in (2**63 - 1, -(2**63)):
+        options = GenerationOptions.from_mapping({"seed": seed})
+        for k in range(Limits().max_objects):
+            torch.Generator().manual_seed(options.seed + k)
     with pytest.raises(UserInputError, match="JSON object"):
         GenerationOptions.from_mapping([1, 2])
     limits = Limits(max_steps=4)
@@ -86,6 +95,20 @@ def test_tracking_range_covers_the_clicks() -> None:
     assert tracking_range([late], GenerationOptions(), 5) == (0, 5)
     assert tracking_range([AppObject("t", text="x")], GenerationOptions(start=2, end=3), 5) == (
         2, 3)
+
+
+def test_tracking_range_refuses_what_generation_would() -> None:
+    """A range that the generation would refuse is refused before any tracking."""
+    seconds = 4 * min_seconds()
+    obj = AppObject("a", clicks=[Click(1, 1, 0.0)])
+    with pytest.raises(UserInputError, match="past the end"):
+        tracking_range([obj], GenerationOptions(start=seconds), seconds)
+    with pytest.raises(UserInputError, match="too short"):
+        tracking_range([obj], GenerationOptions(start=seconds - min_seconds() / 2), seconds)
+    with pytest.raises(UserInputError, match="too short"):
+        tracking_range([obj], GenerationOptions(duration=min_seconds() / 2), seconds)
+    assert tracking_range([obj], GenerationOptions(start=seconds - min_seconds()), seconds) == (
+        0.0, seconds)
 
 
 def test_limits(tmp_path) -> None:

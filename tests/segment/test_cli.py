@@ -65,6 +65,8 @@ def small_video(tmp_path) -> Path:
     (["--box", "5,5,5,20"], "zero area"),
     (["--text", "violin"], "request access"),
     (["--click", "5,5", "--model", "giant"], "unknown segmentation model"),
+    (["--click", "5,5", "--end", "nan"], "end must be"),
+    (["--click", "5,5", "--start", "inf"], "start must be"),
 ])
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, small_video, capsys, argv, match):
     out = tmp_path / "out"

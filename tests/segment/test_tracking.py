@@ -222,6 +222,9 @@ def test_object_never_found_is_an_error(tmp_path, sam2_absent_folder):
     (dict(clicks=["5,5@0.2"]), dict(end=0.1), "outside the tracked range"),
     (dict(boxes=["1,1,9,9", "2,2,8,8"]), {}, "two boxes"),
     (dict(clicks=["5,5"]), dict(start=5.0), "past the end"),
+    (dict(clicks=["5,5"]), dict(start=float("inf")), "start must be"),
+    (dict(clicks=["5,5"]), dict(end=float("nan")), "end must be"),
+    (dict(clicks=["5,5"]), dict(end=float("inf")), "end must be"),
 ])
 def test_bad_prompts_fail_before_any_model_loads(tmp_path, prompt, kwargs, match):
     video = _video(tmp_path, count=6)
