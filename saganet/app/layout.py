@@ -124,7 +124,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
                                          placeholder="what it should not sound like",
                                          elem_id="object-negative-prompt")
             phrase = gr.Textbox(label="Or find it by text (needs SAM 3 weights)",
-                                placeholder="e.g. violin; replaces clicks",
+                                placeholder="e.g. violin; instead of clicks and boxes",
                                 elem_id="object-phrase")
     with gr.Accordion("Advanced options", open=False, elem_id="advanced"):
         options = _options(default_variant)

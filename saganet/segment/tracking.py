@@ -243,10 +243,14 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
             track_phrases(sam3, grid, text_objects, first, stop, sink, step)
     for store in stores:
         store.extend_to(stop)
-    missing = [store.name for store in stores if not store.visible.any()]
+    missing = [obj for obj, store in zip(objects, stores, strict=True)
+               if not store.visible.any()]
     if missing:
-        raise UserInputError(f"object(s) {', '.join(missing)} not found in any frame: try "
-                             "another click, a box or a larger model", video)
+        # What to try next depends on how the object was pointed at.
+        hint = ("another phrase, or a click or a box" if all(o.text is not None for o in missing)
+                else "another click, a box or a larger model")
+        raise UserInputError(f"object(s) {', '.join(o.name for o in missing)} not found in any "
+                             f"frame: try {hint}", video)
     tracking = Tracking(Path(video), info, {store.name: store for store in stores}, first, stop,
                         grid)
     for line in tracking.summary():

@@ -83,7 +83,7 @@ def test_phrase_never_found(tmp_path):
     from saganet.segment.debug_models import write_tiny_sam3
 
     folder = write_tiny_sam3(tmp_path / "absent", object_present=False)
-    with pytest.raises(UserInputError, match="voice not found in any frame"):
+    with pytest.raises(UserInputError, match="voice not found in any frame: try another phrase"):
         track_objects(_video(tmp_path, count=4), [object_prompt("voice", text="singer")],
                       text_model=folder)
 

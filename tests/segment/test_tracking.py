@@ -208,7 +208,7 @@ def test_tracked_range_and_spans(tmp_path, sam2_folder):
 
 def test_object_never_found_is_an_error(tmp_path, sam2_absent_folder):
     video = _video(tmp_path, count=6)
-    with pytest.raises(UserInputError, match="not found in any frame"):
+    with pytest.raises(UserInputError, match="not found in any frame: try another click"):
         track_objects(video, [object_prompt("ghost", clicks=["5,5"])],
                       model=sam2_absent_folder, offline=True)
 
