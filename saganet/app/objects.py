@@ -167,6 +167,9 @@ def objects_from_json(items: Any) -> list[AppObject]:
             raise UserInputError(f"{where}: give click times in seconds (X,Y@1.5)")
         clicks = [Click(p.x, p.y, p.time.seconds, p.positive) for p in points]
         boxes = [parse_box(b) for b in _strings(item, "boxes", where)]
+        # Seconds, as for clicks: the tracked range is widened to the prompts' times.
+        if any(b.time.seconds is None for b in boxes):
+            raise UserInputError(f"{where}: give box times in seconds (X0,Y0,X1,Y1@1.5)")
         objects.append(AppObject(name, _text(item, "prompt", where),
                                  _text(item, "negative_prompt", where), _text(item, "text", where),
                                  clicks, boxes))

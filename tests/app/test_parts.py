@@ -76,6 +76,7 @@ def test_objects_from_json() -> None:
     assert (sound.prompt, sound.negative_prompt) == ("violin", None)
     assert second.sound_object(masks=None).prompt is None
     for bad in ["violin", [1], [{"name": "a", "click": ["1,1"]}], [{"clicks": "1,1@f3"}],
+                [{"boxes": ["1,1,4,4@f3"]}],
                 [{"clicks": [1, 2]}], [{"prompt": 3}], [{"clicks": ["1,x"]}]]:
         with pytest.raises(UserInputError):
             objects_from_json(bad)
