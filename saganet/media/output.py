@@ -338,12 +338,19 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
         out_stream = out.add_stream_from_template(stream)
         audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
-        origin = None
+        origin = shift = None
         count = 0
         for packet in packets:
             when = packet.pts if packet.pts is not None else packet.dts
             origin = when if origin is None else min(origin, when)
             audio.until(float((when - origin) * stream.time_base))
+            # The sound starts at the first frame: so must the copied video, whose timestamps
+            # may start later (MPEG-TS, edit lists), or players would play it that much late.
+            shift = when if shift is None else shift
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
             packet.stream = out_stream
             out.mux(packet)
             count += 1
