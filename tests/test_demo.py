@@ -234,6 +234,22 @@ def test_existing_output_needs_overwrite(weights_dir: Path, tmp_path: Path, clip
     assert (out / f"{clip.video.stem}.flac").read_bytes() == b"keep me"
 
 
+def test_output_into_the_inputs_folder_never_replaces_the_video(
+        weights_dir: Path, tmp_path: Path, clip, capsys: pytest.CaptureFixture[str]) -> None:
+    mask = next(iter(clip.masks.values()))
+    video = tmp_path / clip.video.name
+    video.write_bytes(clip.video.read_bytes())
+    before = sorted(tmp_path.iterdir())
+    # --overwrite replaces earlier outputs, never the video the outputs are made from.
+    status = run_demo(weights_dir, tmp_path, "--video", str(video), "--mask_video", str(mask),
+                      "--overwrite")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("demo.py: error: ") and "input" in err[-1]
+    assert str(video) in err[-1] and "Traceback" not in "\n".join(err)
+    assert video.read_bytes() == clip.video.read_bytes()
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_clip_is_released_before_the_other_models_load(weights_dir: Path, tmp_path: Path,
                                                        clip, monkeypatch: pytest.MonkeyPatch,
                                                        ) -> None:

@@ -100,10 +100,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         weights.resolve_all(names, args.weights_dir, offline=True)
     request, prompts = _request(args, spec.debug)
     mask_files = _mask_files(request, prompts)
-    check_outputs(request.outputs(), args.overwrite)
-    for path in mask_files.values():
-        if path.exists() and not args.overwrite:
-            raise UserInputError("output exists; pass --overwrite to replace it", path)
+    check_outputs([*request.outputs().all(), *mask_files.values()], args.overwrite,
+                  request.input_files())
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
     tracking = None

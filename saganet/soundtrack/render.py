@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,13 +188,32 @@ def _window_masks(obj: SoundObject, start: float, duration: float) -> torch.Tens
     return masks[:count]
 
 
-def check_outputs(outputs: SoundtrackOutputs, overwrite: bool) -> None:
-    """Fail before any work if an output exists (and may not be replaced) or is a folder."""
-    for path in outputs.all():
+def check_outputs(outputs: SoundtrackOutputs | Sequence[Path], overwrite: bool,
+                  inputs: Sequence[Path] = ()) -> None:
+    """Fail before any work if an output exists (and may not be replaced), is a folder, or is
+    one of the inputs (never replaced, even with ``overwrite``).
+
+    Args:
+        outputs: the files to write.
+        overwrite: existing outputs may be replaced.
+        inputs: the files read (:meth:`SoundtrackRequest.input_files`).
+    """
+    paths = outputs.all() if isinstance(outputs, SoundtrackOutputs) else list(outputs)
+    for path in paths:
         if path.is_dir():
             raise UserInputError("output is a folder", path)
+        if path.exists() and any(_same_file(path, source) for source in inputs):
+            raise UserInputError("output would replace an input file; choose another output "
+                                 "folder", path)
         if path.exists() and not overwrite:
             raise UserInputError("output exists; pass --overwrite to replace it", path)
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -383,7 +403,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     progress = progress or (lambda stage, done, total: None)
     options = options or SamplingOptions()
     outputs = request.outputs()
-    check_outputs(outputs, overwrite)
+    check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
     plan = plan_soundtrack(request, segment, models.training_sequence,
                            models.codec.samples_per_latent)

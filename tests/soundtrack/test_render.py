@@ -196,6 +196,24 @@ def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
         assert not out.exists(), problem
 
 
+def test_outputs_never_replace_the_inputs(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    (name, path), (other, other_path) = list(masks.items())
+    objects = (SoundObject(name, MaskVideo(path), "x"),
+               SoundObject(other, MaskVideo(other_path), "y"))
+    # Into the inputs' own folder: the MP4 would be the video, or (named so) a mask video.
+    cases = {video: SoundtrackRequest(video, objects, tmp_path),
+             path: SoundtrackRequest(video, objects, tmp_path, stem=path.stem)}
+    before = {p: p.read_bytes() for p in [video, *masks.values()]}
+    for replaced, request in cases.items():
+        assert replaced in request.outputs().all()
+        with pytest.raises(UserInputError, match="input") as err:
+            write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=True)
+        assert err.value.path == str(replaced)
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
     video, out = tmp_path / "clip.mp4", tmp_path / "out"
     names = ["a", "b", "c"]
