@@ -494,7 +494,10 @@ def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
 def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segment: Segment,
                    stems: _Stems, work: Path, overwrite: bool,
                    progress: ProgressFn) -> MixLevel | None:
-    """The FLAC files and the MP4; the mix's FLAC last (it marks a finished job)."""
+    """The FLAC files and the MP4, each written in the work folder and renamed into place only
+    when all are complete (a failure or Ctrl-C while writing leaves none of them); the mix's
+    FLAC last (it marks a finished job)."""
+    staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
     level = None
@@ -512,15 +515,18 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         overlays = [Overlay(_Shifted(o.masks, segment.start), OVERLAY_COLORS[k % len(
             OVERLAY_COLORS)]) for k, o in enumerate(request.objects)] if request.mask_overlay \
             else []
-        write_mp4(request.video, tracks, sr, outputs.video, segment.duration,
-                  overwrite=overwrite, start=segment.start, overlays=overlays)
+        write_mp4(request.video, tracks, sr, staged[outputs.video], segment.duration,
+                  start=segment.start, overlays=overlays)
         done += 1
         progress("writing", done, total)
     for name, path in outputs.stems.items():
-        write_flac(path, stems.audio[name], sr, overwrite=overwrite)
+        write_flac(staged[path], stems.audio[name], sr)
         done += 1
         progress("writing", done, total)
-    write_flac(outputs.mix, mix, sr, overwrite=overwrite)
+    write_flac(staged[outputs.mix], mix, sr)
+    check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced
+    for path, written in staged.items():
+        os.replace(written, path)
     progress("writing", total, total)
     return level
 

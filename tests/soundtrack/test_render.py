@@ -214,6 +214,46 @@ def test_outputs_never_replace_the_inputs(models, tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              existing: bool) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    out = tmp_path / "out"
+    request = SoundtrackRequest(video, objects, out)
+    outputs = request.outputs().all()
+    if existing:  # an earlier run's files, to be replaced: kept whole when this run fails
+        out.mkdir()
+        for path in outputs:
+            path.write_bytes(path.name.encode())
+    before = sorted(out.iterdir()) if existing else None
+    real_write_flac = render_module.write_flac
+    written = []
+
+    def interrupted_at_the_last_file(path, *args, **kwargs):
+        # Ctrl-C while the last file (the mix) is written, the others complete.
+        if len(written) == len(request.outputs().stems):
+            raise KeyboardInterrupt
+        written.append(real_write_flac(path, *args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(render_module, "write_flac", interrupted_at_the_last_file)
+    with pytest.raises(KeyboardInterrupt):
+        write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
+    assert len(written) == len(objects) > 1
+    if existing:
+        assert sorted(out.iterdir()) == before
+        assert all(path.read_bytes() == path.name.encode() for path in outputs)
+    else:
+        assert not out.exists()
+    monkeypatch.setattr(render_module, "write_flac", real_write_flac)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
+    assert sorted(out.iterdir()) == sorted(outputs) == sorted(result.outputs.all())
+    assert all(len(read_audio(path)[0][0]) for path in outputs)
+
+
 def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
     video, out = tmp_path / "clip.mp4", tmp_path / "out"
     names = ["a", "b", "c"]
