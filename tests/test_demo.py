@@ -301,6 +301,23 @@ def test_cli_user_error_has_no_traceback(tmp_path: Path, clip) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("demo.py: error: ")
 
 
+@pytest.mark.parametrize(("option", "value"), [
+    ("--num_steps", "0"), ("--num_steps", "-3"), ("--num_steps", "2.5"),
+    ("--cfg_strength", "nan"), ("--cfg_strength", "inf")])
+def test_bad_sampling_options_fail_with_one_line(weights_dir: Path, tmp_path: Path, clip,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 option: str, value: str) -> None:
+    mask = next(iter(clip.masks.values()))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        run_demo(weights_dir, out, "--video", str(clip.video), "--mask_video", str(mask),
+                 option, value)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err[-1].startswith("demo.py: error: ")
+    assert option in err[-1] and value in err[-1]
+    assert not out.exists()
+
+
 def test_mask_overlay_tints_the_objects(weights_dir: Path, tmp_path: Path, clip) -> None:
     # The square: it is drawn blue, so the red tint of a first object shows on it.
     name = "square"
