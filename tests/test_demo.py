@@ -390,6 +390,31 @@ def test_bad_tracking_inputs_fail_with_one_line(weights_dir: Path, tmp_path: Pat
         assert not out.exists(), name
 
 
+def test_bad_windows_fail_before_tracking_and_loading(weights_dir: Path, tmp_path: Path,
+                                                     clip, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import saganet.segment
+    from saganet import pipeline
+
+    def too_late(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the arguments should have failed before this")
+
+    monkeypatch.setattr(saganet.segment, "track_objects", too_late)
+    monkeypatch.setattr(pipeline, "load_clip", too_late)
+    scene = SyntheticScene(duration=3.0)
+    click = ["--click", f"{scene.width // 2},{scene.height // 2}"]
+    half_window = pipeline.window_layout("debug")[0].duration / 2
+    cases = {"overlap": ["--overlap", str(half_window), "--duration", "full"],
+             "too short": ["--duration", "0.3"]}
+    out = tmp_path / "out"
+    for problem, args in cases.items():
+        status = run_demo(weights_dir, out, "--video", str(clip.video), *click, *args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and err[-1].startswith("demo.py: error: "), (problem, err)
+        assert problem in err[-1], (problem, err[-1])
+        assert not out.exists()
+
+
 def test_help_and_mask_video_runs_do_not_import_transformers(tmp_path: Path, clip) -> None:
     """transformers (seconds to import) is only for tracking."""
     script = ("import sys\nfrom saganet.commands.demo import main\ntry:\n"

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                   request.input_files())
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
+    # The windows too (a bad --overlap, too short a segment), before tracking and loading.
+    plan = plan_soundtrack(request, segment, *window_layout(args.variant))
     tracking = None
     if prompts:
         from saganet.segment import track_objects
@@ -131,7 +133,6 @@ def run(args: argparse.Namespace) -> list[Path]:
             _check_prompt_length(clip, obj.name, obj.prompt)
     log.info("generating %.2f s from %.2f s of %s", segment.duration, segment.start,
              request.video)
-    plan = plan_soundtrack(request, segment, *window_layout(args.variant))
     with timed("clip"):
         clip_features = encode_clip_features(clip, request, segment, plan, options=options,
                                              progress=progress)
