@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,7 +66,9 @@ class VideoInfo:
 
     Args:
         path: the file.
-        duration: seconds of video according to the container (None when it does not say).
+        duration: seconds of video according to the container; from :func:`probe_video`,
+            measured from the packets' timestamps when the container does not say (raw
+            streams); None when that fails too.
         fps: frame rate as FFmpeg guesses it (nominal rate; variable-rate streams may differ).
         width: width of the upright (displayed) frames.
         height: height of the upright (displayed) frames.
@@ -262,7 +264,39 @@ def probe_video(path: PathLike) -> VideoInfo:
         UserInputError: missing, empty or unreadable file, or no video stream.
     """
     with _VideoSource(Path(path)) as source:
-        return source.info
+        info = source.info
+    if info.duration is None:
+        info = replace(info, duration=_packet_duration(info.path))
+    return info
+
+
+def _packet_duration(path: Path) -> float | None:
+    """Seconds of video from its packets' timestamps and durations, without decoding: for
+    streams whose container states no length (a raw ``.h264``), which would otherwise be
+    taken for as long as asked for."""
+    start = end = None
+    total = 0
+    untimed = False
+    with open_video(path) as (container, stream):
+        time_base = stream.time_base or Fraction(1, 90000)
+        nominal = _nominal_duration(time_base, _frame_rate(stream))
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                length = packet.duration or nominal
+                total += length
+                untimed = untimed or packet.pts is None
+                if packet.pts is not None:
+                    start = packet.pts if start is None else min(start, packet.pts)
+                    end = packet.pts + length if end is None else max(end, packet.pts + length)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: what was read so far
+    if not total:
+        return None
+    # Timestamps where every packet has one; else the packets follow each other.
+    span = total if untimed else end - start
+    return float(span * time_base)
 
 
 def quarter_turns(rotation: float | None) -> int:

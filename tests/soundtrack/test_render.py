@@ -254,6 +254,27 @@ def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
     assert all(len(read_audio(path)[0][0]) for path in outputs)
 
 
+def test_a_raw_stream_without_a_stated_length_is_measured(models, tmp_path: Path) -> None:
+    # A raw .h264 stream (e.g. from a camera module) states no length: the sound must still
+    # last as long as the video, not as long as asked for.
+    scene = SyntheticScene(width=96, height=54, duration=1.2)
+    frames = [image for image, _ in scene.frames()]
+    video = write_video(tmp_path / "raw.h264", frames, fps=scene.fps, container="h264")
+    _, masks = write_clip(tmp_path, SyntheticScene(width=96, height=54,
+                                                   duration=2 * scene.duration))
+    length = len(frames) / scene.fps
+    assert probe_video(video).duration == pytest.approx(length)
+    name, path = next(iter(masks.items()))
+    for duration in (None, 2 * length):
+        request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                    tmp_path / f"out{duration}", duration=duration)
+        result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+        assert len(read_flac(result.outputs.mix)) == round(length * result.plan.sampling_rate)
+        ends = stream_ends(result.outputs.video)
+        assert all(abs(end - length) <= 1024 / result.plan.sampling_rate
+                   for end in ends["audio"])
+
+
 def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
     video, out = tmp_path / "clip.mp4", tmp_path / "out"
     names = ["a", "b", "c"]
