@@ -66,9 +66,10 @@ class VideoInfo:
 
     Args:
         path: the file.
-        duration: seconds of video according to the container; from :func:`probe_video`,
-            measured from the packets' timestamps when the container does not say (raw
-            streams); None when that fails too.
+        duration: seconds of the video stream from its first frame, as the file states it
+            (the stream's length, else Matroska's track length tag, else the container's
+            when it holds nothing else); from :func:`probe_video`, measured from the packets'
+            timestamps when the file does not say (raw streams); None when that fails too.
         fps: frame rate as FFmpeg guesses it (nominal rate; variable-rate streams may differ).
         width: width of the upright (displayed) frames.
         height: height of the upright (displayed) frames.
@@ -221,9 +222,15 @@ class _VideoSource:
     def _describe(self, frame: av.VideoFrame) -> VideoInfo:
         stream, container = self.stream, self.container
         duration = None
+        tagged = _tag_seconds(stream.metadata.get("DURATION"))
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
+        elif tagged is not None:
+            # Matroska/WebM: the track's own end (the container's is that of its longest
+            # track, often the sound), on the file's clock: counted here from the first frame.
+            first = stream.start_time if stream.start_time is not None else 0
+            duration = tagged - float(first * stream.time_base)
+        elif container.duration is not None and len(container.streams) == 1:
             duration = container.duration / av.time_base
         rate = _frame_rate(stream)
         rotation = quarter_turns(frame.rotation) * 90
@@ -252,6 +259,18 @@ class _VideoSource:
                 return
             count += 1
             yield frame
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), None if absent or
+    malformed."""
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = text.strip().split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def probe_video(path: PathLike) -> VideoInfo:

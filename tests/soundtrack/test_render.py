@@ -275,6 +275,29 @@ def test_a_raw_stream_without_a_stated_length_is_measured(models, tmp_path: Path
                    for end in ends["audio"])
 
 
+@pytest.mark.parametrize("container", ["matroska", "webm"])
+def test_sound_longer_than_the_video_does_not_lengthen_it(models, tmp_path: Path,
+                                                          container: str) -> None:
+    # Matroska states the length of its longest track: here the recorded sound, a second
+    # longer than the video. The video's own length counts (and masks as long are enough).
+    scene = SyntheticScene(width=96, height=54, duration=1.2)
+    _, masks = write_clip(tmp_path, scene)
+    frames = [image for image, _ in scene.frames()]
+    length = len(frames) / scene.fps
+    rate = 48000
+    sound = 0.1 * np.sin(np.arange(round((length + 1.0) * rate)) / 10.0)
+    webm = container == "webm"
+    video = write_video(tmp_path / f"clip.{'webm' if webm else 'mkv'}", frames,
+                        fps=scene.fps, codec="libvpx-vp9" if webm else "libx264",
+                        audio=sound, audio_rate=rate, audio_codec="libopus" if webm else "aac")
+    assert probe_video(video).duration == pytest.approx(length)
+    name, path = next(iter(masks.items()))
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                tmp_path / "out", duration=None)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+    assert len(read_flac(result.outputs.mix)) == round(length * result.plan.sampling_rate)
+
+
 def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
     video, out = tmp_path / "clip.mp4", tmp_path / "out"
     names = ["a", "b", "c"]
