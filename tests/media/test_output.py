@@ -262,3 +262,39 @@ def test_mp4_copy_of_a_late_starting_video_starts_with_its_audio(
     assert starts == pytest.approx([0.0] * len(starts), abs=0.001)
     assert facts["video"]["frames"][0].time == pytest.approx(0.0, abs=0.001)
     assert facts["video"]["seconds"] == pytest.approx(duration, abs=0.05)
+
+
+def test_mp4_copy_of_a_trimmed_mp4_keeps_its_first_frame_and_length(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: Path) -> None:
+    # An MP4 cut without re-encoding starts with packets its edit list hides (decoded as
+    # references, never shown): the copy starts at the first frame shown, and lasts as long.
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(source)) as src, av.open(str(trimmed), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        hidden = round(0.5 / stream.time_base)
+        for packet in src.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts -= hidden
+            packet.dts -= hidden
+            packet.stream = copy
+            out.mux(packet)
+    with av.open(str(trimmed)) as container:
+        assert any(p.is_discard for p in container.demux(video=0))
+    with av.open(str(trimmed)) as container:
+        shown = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+        period = float(1 / container.streams.video[0].average_rate)
+
+    def reencoded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the video stream was re-encoded, not copied")
+
+    monkeypatch.setattr(media_out, "_write_reencoded", reencoded)
+    duration = 2.0
+    path = write_video_with_audio(trimmed, AUDIO[:, : round(duration * SR)], SR,
+                                  tmp_path / "out.mp4", duration)
+    facts = stream_facts(path)
+    frames = facts["video"]["frames"]
+    assert frames[0].time == pytest.approx(0.0, abs=0.001)
+    assert np.array_equal(frames[0].to_ndarray(format="rgb24"), shown[0])
+    assert facts["video"]["seconds"] == pytest.approx(duration, abs=2 * period)
