@@ -11,7 +11,10 @@ import argparse
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +48,26 @@ def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     configure_runtime(model(args))
     return args
+
+
+@contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, ``timeout``, job schedulers) raises
+    ``SystemExit(143)`` like Ctrl-C raises KeyboardInterrupt, so that a run cleans up after
+    itself (its hidden work folder, an output folder it created) instead of ending on the
+    spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

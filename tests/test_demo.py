@@ -318,6 +318,27 @@ def test_bad_sampling_options_fail_with_one_line(weights_dir: Path, tmp_path: Pa
     assert not out.exists()
 
 
+def test_terminated_run_leaves_nothing_behind(weights_dir: Path, tmp_path: Path, clip) -> None:
+    """``kill`` (SIGTERM) cleans up like Ctrl-C: no work folder, no output folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    mask = next(iter(clip.masks.values()))
+    process = subprocess.Popen(
+        [sys.executable, "demo.py", *FAST, "--num_steps", "50", "--weights_dir",
+         str(weights_dir), "--output", str(out), "--video", str(clip.video), "--mask_video",
+         str(mask)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not (
+            out.is_dir() and any(out.iterdir())):
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before its work folder could be seen"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert not out.exists()
+
+
 def test_mask_overlay_tints_the_objects(weights_dir: Path, tmp_path: Path, clip) -> None:
     # The square: it is drawn blue, so the red tint of a first object shows on it.
     name = "square"

@@ -34,6 +34,7 @@ from saganet.cli import (
     device_and_dtype,
     object_name,
     segment_duration,
+    terminate_cleanly,
 )
 from saganet.errors import UserInputError, report_user_error
 
@@ -293,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One video needs one process; extra torchrun ranks have nothing to do.
             log.info("rank %d: nothing to do (the demo runs on rank 0)", info.rank)
             return 0
-        for path in run(args):
+        with terminate_cleanly():
+            written = run(args)
+        for path in written:
             print(path)
         return 0
     except UserInputError as err:
