@@ -34,6 +34,7 @@ from saganet.cli import (
     device_and_dtype,
     object_name,
     segment_duration,
+    terminate_cleanly,
 )
 from saganet.errors import UserInputError, report_user_error
 
@@ -348,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = begin(build_parser(), argv)
     try:
-        return run(args)
+        with terminate_cleanly():
+            return run(args)
     except UserInputError as err:
         return report_user_error("python -m saganet.batch", err)
 

@@ -11,7 +11,10 @@ import argparse
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +48,26 @@ def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     configure_runtime(model(args))
     return args
+
+
+@contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, ``timeout``, job schedulers) raises
+    ``SystemExit(143)`` like Ctrl-C raises KeyboardInterrupt, so that a run cleans up after
+    itself (its hidden work folder, an output folder it created) instead of ending on the
+    spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -159,6 +182,28 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (``--num_steps``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``--cfg_strength``: NaN or infinity would make every sample NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
     """``--start --end --join --overlap --keep_hidden --negatives_from_others``."""
     parser.add_argument("--start", type=float, default=0.0,
@@ -214,9 +259,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
-    parser.add_argument("--cfg_strength", type=float, default=7.0,
+    parser.add_argument("--cfg_strength", type=finite_float, default=7.0,
                         help="classifier-free guidance strength")
-    parser.add_argument("--num_steps", type=int, default=25, help="Euler steps")
+    parser.add_argument("--num_steps", type=positive_int, default=25, help="Euler steps")
     parser.add_argument("--seed", type=int, default=42, help="seed of the initial noise")
     parser.add_argument("--skip_video_composite", action="store_true",
                         help="write only the .flac, not the .mp4")

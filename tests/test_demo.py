@@ -234,6 +234,22 @@ def test_existing_output_needs_overwrite(weights_dir: Path, tmp_path: Path, clip
     assert (out / f"{clip.video.stem}.flac").read_bytes() == b"keep me"
 
 
+def test_output_into_the_inputs_folder_never_replaces_the_video(
+        weights_dir: Path, tmp_path: Path, clip, capsys: pytest.CaptureFixture[str]) -> None:
+    mask = next(iter(clip.masks.values()))
+    video = tmp_path / clip.video.name
+    video.write_bytes(clip.video.read_bytes())
+    before = sorted(tmp_path.iterdir())
+    # --overwrite replaces earlier outputs, never the video the outputs are made from.
+    status = run_demo(weights_dir, tmp_path, "--video", str(video), "--mask_video", str(mask),
+                      "--overwrite")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("demo.py: error: ") and "input" in err[-1]
+    assert str(video) in err[-1] and "Traceback" not in "\n".join(err)
+    assert video.read_bytes() == clip.video.read_bytes()
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_clip_is_released_before_the_other_models_load(weights_dir: Path, tmp_path: Path,
                                                        clip, monkeypatch: pytest.MonkeyPatch,
                                                        ) -> None:
@@ -283,6 +299,44 @@ def test_cli_user_error_has_no_traceback(tmp_path: Path, clip) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("demo.py: error: ")
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--num_steps", "0"), ("--num_steps", "-3"), ("--num_steps", "2.5"),
+    ("--cfg_strength", "nan"), ("--cfg_strength", "inf")])
+def test_bad_sampling_options_fail_with_one_line(weights_dir: Path, tmp_path: Path, clip,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 option: str, value: str) -> None:
+    mask = next(iter(clip.masks.values()))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        run_demo(weights_dir, out, "--video", str(clip.video), "--mask_video", str(mask),
+                 option, value)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err[-1].startswith("demo.py: error: ")
+    assert option in err[-1] and value in err[-1]
+    assert not out.exists()
+
+
+def test_terminated_run_leaves_nothing_behind(weights_dir: Path, tmp_path: Path, clip) -> None:
+    """``kill`` (SIGTERM) cleans up like Ctrl-C: no work folder, no output folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    mask = next(iter(clip.masks.values()))
+    process = subprocess.Popen(
+        [sys.executable, "demo.py", *FAST, "--num_steps", "50", "--weights_dir",
+         str(weights_dir), "--output", str(out), "--video", str(clip.video), "--mask_video",
+         str(mask)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not (
+            out.is_dir() and any(out.iterdir())):
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before its work folder could be seen"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert not out.exists()
 
 
 def test_mask_overlay_tints_the_objects(weights_dir: Path, tmp_path: Path, clip) -> None:
@@ -355,6 +409,31 @@ def test_bad_tracking_inputs_fail_with_one_line(weights_dir: Path, tmp_path: Pat
         assert err[-1].startswith("demo.py: error: ") and problem in err[-1].lower(), (name, err)
         assert "Traceback" not in "\n".join(err), name
         assert not out.exists(), name
+
+
+def test_bad_windows_fail_before_tracking_and_loading(weights_dir: Path, tmp_path: Path,
+                                                     clip, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import saganet.segment
+    from saganet import pipeline
+
+    def too_late(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the arguments should have failed before this")
+
+    monkeypatch.setattr(saganet.segment, "track_objects", too_late)
+    monkeypatch.setattr(pipeline, "load_clip", too_late)
+    scene = SyntheticScene(duration=3.0)
+    click = ["--click", f"{scene.width // 2},{scene.height // 2}"]
+    half_window = pipeline.window_layout("debug")[0].duration / 2
+    cases = {"overlap": ["--overlap", str(half_window), "--duration", "full"],
+             "too short": ["--duration", "0.3"]}
+    out = tmp_path / "out"
+    for problem, args in cases.items():
+        status = run_demo(weights_dir, out, "--video", str(clip.video), *click, *args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and err[-1].startswith("demo.py: error: "), (problem, err)
+        assert problem in err[-1], (problem, err[-1])
+        assert not out.exists()
 
 
 def test_help_and_mask_video_runs_do_not_import_transformers(tmp_path: Path, clip) -> None:

@@ -34,6 +34,7 @@ from saganet.cli import (
     device_and_dtype,
     object_name,
     segment_duration,
+    terminate_cleanly,
 )
 from saganet.errors import UserInputError, report_user_error
 
@@ -100,12 +101,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         weights.resolve_all(names, args.weights_dir, offline=True)
     request, prompts = _request(args, spec.debug)
     mask_files = _mask_files(request, prompts)
-    check_outputs(request.outputs(), args.overwrite)
-    for path in mask_files.values():
-        if path.exists() and not args.overwrite:
-            raise UserInputError("output exists; pass --overwrite to replace it", path)
+    check_outputs([*request.outputs().all(), *mask_files.values()], args.overwrite,
+                  request.input_files())
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
+    # The windows too (a bad --overlap, too short a segment), before tracking and loading.
+    plan = plan_soundtrack(request, segment, *window_layout(args.variant))
     tracking = None
     if prompts:
         from saganet.segment import track_objects
@@ -133,7 +134,6 @@ def run(args: argparse.Namespace) -> list[Path]:
             _check_prompt_length(clip, obj.name, obj.prompt)
     log.info("generating %.2f s from %.2f s of %s", segment.duration, segment.start,
              request.video)
-    plan = plan_soundtrack(request, segment, *window_layout(args.variant))
     with timed("clip"):
         clip_features = encode_clip_features(clip, request, segment, plan, options=options,
                                              progress=progress)
@@ -294,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One video needs one process; extra torchrun ranks have nothing to do.
             log.info("rank %d: nothing to do (the demo runs on rank 0)", info.rank)
             return 0
-        for path in run(args):
+        with terminate_cleanly():
+            written = run(args)
+        for path in written:
             print(path)
         return 0
     except UserInputError as err:

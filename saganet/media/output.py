@@ -273,10 +273,10 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
                   duration: float) -> Iterator[av.Packet] | None:
     """The source's packets, in decoding order, that the first ``duration`` seconds need.
 
-    The time origin is the first frame shown, as for reading. Packets shown after the cut are
-    held back until a later packet shown before it proves them needed (as references), so only
-    the reordering window is ever held. Returns None when packets carry no timestamps (raw
-    streams), which cannot be cut without decoding.
+    The time origin is the first frame shown, as for reading (:func:`_time_origin`). Packets
+    shown after the cut are held back until a later packet shown before it proves them needed
+    (as references), so only the reordering window is ever held. Returns None when packets
+    carry no timestamps (raw streams), which cannot be cut without decoding.
     """
     time_base = stream.time_base
     demuxed = (p for p in container.demux(stream) if p.size)
@@ -293,8 +293,8 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
         return packet.pts if packet.pts is not None else packet.dts
 
     def packets() -> Iterator[av.Packet]:
-        origin = shown_at(first)
-        # pts may start before the first packet's in reordered streams: refine as we go.
+        known = stream.start_time is not None
+        origin = _time_origin(stream, first)
         cut = origin + duration / time_base
         read_until = origin + (duration + _REORDER_MARGIN_S) / time_base
         held: list[av.Packet] = []
@@ -303,7 +303,8 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
                 when = shown_at(packet)
                 if when is None:
                     continue
-                if when < origin:
+                if when < origin and not known and not packet.is_discard:
+                    # pts may start before the first packet's in reordered streams.
                     origin, cut = when, when + duration / time_base
                 if (packet.dts if packet.dts is not None else when) >= read_until:
                     break
@@ -318,6 +319,15 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
                            container.name, err)
 
     return packets()
+
+
+def _time_origin(stream: av.VideoStream, first: av.Packet) -> int:
+    """The time of the first frame shown, in the stream's time base: the stream's start time
+    (which follows edit lists: packets an edit list cuts from the start are decoded as
+    references but never shown), else the first packet's."""
+    if stream.start_time is not None:
+        return stream.start_time
+    return first.pts if first.pts is not None else first.dts
 
 
 def _chain(first: av.Packet, rest: Iterator[av.Packet]) -> Iterator[av.Packet]:
@@ -338,12 +348,19 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
         out_stream = out.add_stream_from_template(stream)
         audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
-        origin = None
+        origin = shift = None
         count = 0
         for packet in packets:
             when = packet.pts if packet.pts is not None else packet.dts
             origin = when if origin is None else min(origin, when)
             audio.until(float((when - origin) * stream.time_base))
+            # The sound starts at the first frame shown: so must the copied video, whose
+            # timestamps may start later (MPEG-TS), or players would play it that much late.
+            shift = _time_origin(stream, packet) if shift is None else shift
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
             packet.stream = out_stream
             out.mux(packet)
             count += 1

@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,7 +66,10 @@ class VideoInfo:
 
     Args:
         path: the file.
-        duration: seconds of video according to the container (None when it does not say).
+        duration: seconds of the video stream from its first frame, as the file states it
+            (the stream's length, else Matroska's track length tag, else the container's
+            when it holds nothing else); from :func:`probe_video`, measured from the packets'
+            timestamps when the file does not say (raw streams); None when that fails too.
         fps: frame rate as FFmpeg guesses it (nominal rate; variable-rate streams may differ).
         width: width of the upright (displayed) frames.
         height: height of the upright (displayed) frames.
@@ -219,9 +222,15 @@ class _VideoSource:
     def _describe(self, frame: av.VideoFrame) -> VideoInfo:
         stream, container = self.stream, self.container
         duration = None
+        tagged = _tag_seconds(stream.metadata.get("DURATION"))
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
+        elif tagged is not None:
+            # Matroska/WebM: the track's own end (the container's is that of its longest
+            # track, often the sound), on the file's clock: counted here from the first frame.
+            first = stream.start_time if stream.start_time is not None else 0
+            duration = tagged - float(first * stream.time_base)
+        elif container.duration is not None and len(container.streams) == 1:
             duration = container.duration / av.time_base
         rate = _frame_rate(stream)
         rotation = quarter_turns(frame.rotation) * 90
@@ -252,6 +261,18 @@ class _VideoSource:
             yield frame
 
 
+def _tag_seconds(text: str | None) -> float | None:
+    """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), None if absent or
+    malformed."""
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = text.strip().split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
 def probe_video(path: PathLike) -> VideoInfo:
     """Read a video's metadata (decodes only its first frame, for the rotation).
 
@@ -262,7 +283,39 @@ def probe_video(path: PathLike) -> VideoInfo:
         UserInputError: missing, empty or unreadable file, or no video stream.
     """
     with _VideoSource(Path(path)) as source:
-        return source.info
+        info = source.info
+    if info.duration is None:
+        info = replace(info, duration=_packet_duration(info.path))
+    return info
+
+
+def _packet_duration(path: Path) -> float | None:
+    """Seconds of video from its packets' timestamps and durations, without decoding: for
+    streams whose container states no length (a raw ``.h264``), which would otherwise be
+    taken for as long as asked for."""
+    start = end = None
+    total = 0
+    untimed = False
+    with open_video(path) as (container, stream):
+        time_base = stream.time_base or Fraction(1, 90000)
+        nominal = _nominal_duration(time_base, _frame_rate(stream))
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                length = packet.duration or nominal
+                total += length
+                untimed = untimed or packet.pts is None
+                if packet.pts is not None:
+                    start = packet.pts if start is None else min(start, packet.pts)
+                    end = packet.pts + length if end is None else max(end, packet.pts + length)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: what was read so far
+    if not total:
+        return None
+    # Timestamps where every packet has one; else the packets follow each other.
+    span = total if untimed else end - start
+    return float(span * time_base)
 
 
 def quarter_turns(rotation: float | None) -> int:

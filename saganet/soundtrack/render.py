@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,13 +188,32 @@ def _window_masks(obj: SoundObject, start: float, duration: float) -> torch.Tens
     return masks[:count]
 
 
-def check_outputs(outputs: SoundtrackOutputs, overwrite: bool) -> None:
-    """Fail before any work if an output exists (and may not be replaced) or is a folder."""
-    for path in outputs.all():
+def check_outputs(outputs: SoundtrackOutputs | Sequence[Path], overwrite: bool,
+                  inputs: Sequence[Path] = ()) -> None:
+    """Fail before any work if an output exists (and may not be replaced), is a folder, or is
+    one of the inputs (never replaced, even with ``overwrite``).
+
+    Args:
+        outputs: the files to write.
+        overwrite: existing outputs may be replaced.
+        inputs: the files read (:meth:`SoundtrackRequest.input_files`).
+    """
+    paths = outputs.all() if isinstance(outputs, SoundtrackOutputs) else list(outputs)
+    for path in paths:
         if path.is_dir():
             raise UserInputError("output is a folder", path)
+        if path.exists() and any(_same_file(path, source) for source in inputs):
+            raise UserInputError("output would replace an input file; choose another output "
+                                 "folder", path)
         if path.exists() and not overwrite:
             raise UserInputError("output exists; pass --overwrite to replace it", path)
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -383,7 +403,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     progress = progress or (lambda stage, done, total: None)
     options = options or SamplingOptions()
     outputs = request.outputs()
-    check_outputs(outputs, overwrite)
+    check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
     plan = plan_soundtrack(request, segment, models.training_sequence,
                            models.codec.samples_per_latent)
@@ -474,7 +494,10 @@ def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
 def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segment: Segment,
                    stems: _Stems, work: Path, overwrite: bool,
                    progress: ProgressFn) -> MixLevel | None:
-    """The FLAC files and the MP4; the mix's FLAC last (it marks a finished job)."""
+    """The FLAC files and the MP4, each written in the work folder and renamed into place only
+    when all are complete (a failure or Ctrl-C while writing leaves none of them); the mix's
+    FLAC last (it marks a finished job)."""
+    staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
     level = None
@@ -492,15 +515,18 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         overlays = [Overlay(_Shifted(o.masks, segment.start), OVERLAY_COLORS[k % len(
             OVERLAY_COLORS)]) for k, o in enumerate(request.objects)] if request.mask_overlay \
             else []
-        write_mp4(request.video, tracks, sr, outputs.video, segment.duration,
-                  overwrite=overwrite, start=segment.start, overlays=overlays)
+        write_mp4(request.video, tracks, sr, staged[outputs.video], segment.duration,
+                  start=segment.start, overlays=overlays)
         done += 1
         progress("writing", done, total)
     for name, path in outputs.stems.items():
-        write_flac(path, stems.audio[name], sr, overwrite=overwrite)
+        write_flac(staged[path], stems.audio[name], sr)
         done += 1
         progress("writing", done, total)
-    write_flac(outputs.mix, mix, sr, overwrite=overwrite)
+    write_flac(staged[outputs.mix], mix, sr)
+    check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced
+    for path, written in staged.items():
+        os.replace(written, path)
     progress("writing", total, total)
     return level
 

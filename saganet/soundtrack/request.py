@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saganet.errors import UserInputError
-from saganet.media.masks import MaskSource
+from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
 
 # Object names become file names and track titles.
@@ -146,6 +146,11 @@ class SoundtrackRequest:
             o.name: folder / f"{self.name}_{o.name}.flac" for o in self.objects}
         video = folder / f"{self.name}.mp4" if self.write_video else None
         return SoundtrackOutputs(folder / f"{self.name}.flac", stems, video)
+
+    def input_files(self) -> list[Path]:
+        """The files the request reads: the video and the mask videos."""
+        masks = [o.masks.path for o in self.objects if isinstance(o.masks, MaskVideo)]
+        return [Path(self.video), *masks]
 
     def negative_prompt(self, obj: SoundObject) -> str:
         """The negative prompt ``obj`` is generated with."""

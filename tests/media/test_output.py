@@ -231,3 +231,70 @@ def test_flac_from_a_memory_mapped_file(tmp_path: Path) -> None:
     assert rate == SR and decoded.shape == samples.shape
     # s32 samples carrying 24 bits: one 24-bit step is 2 ** -23 of full scale.
     assert np.abs(decoded / 2.0**31 - samples).max() <= 2.0**-23
+
+
+@pytest.mark.parametrize("container", ["mpegts", "mp4"])
+def test_mp4_copy_of_a_late_starting_video_starts_with_its_audio(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str) -> None:
+    # MPEG-TS files (camcorders' .mts, broadcast and HLS recordings) start their timestamps
+    # later than 0; the generated sound starts at the first frame, and so must the video.
+    scene = SyntheticScene(width=96, height=64, duration=2.0)
+    images = [image for image, _ in scene.frames()]
+    delay_ms = 1400
+    step_ms = round(1000 / scene.fps)
+    src = write_video(tmp_path / f"late.{'ts' if container == 'mpegts' else 'mp4'}", images,
+                      fps=scene.fps, container=container,
+                      pts_ms=[delay_ms + step_ms * k for k in range(len(images))])
+    with av.open(str(src)) as source:
+        assert source.streams.video[0].start_time is not None
+        assert float(source.start_time / av.time_base) >= delay_ms / 1000 - 0.01
+    duration = len(images) / scene.fps
+
+    def reencoded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the video stream was re-encoded, not copied")
+
+    monkeypatch.setattr(media_out, "_write_reencoded", reencoded)
+    path = write_video_with_audio(src, AUDIO[:, : round(duration * SR)], SR,
+                                  tmp_path / "out.mp4", duration)
+    facts = stream_facts(path)
+    with av.open(str(path)) as out:
+        starts = [float(s.start_time * s.time_base) for s in out.streams]
+    assert starts == pytest.approx([0.0] * len(starts), abs=0.001)
+    assert facts["video"]["frames"][0].time == pytest.approx(0.0, abs=0.001)
+    assert facts["video"]["seconds"] == pytest.approx(duration, abs=0.05)
+
+
+def test_mp4_copy_of_a_trimmed_mp4_keeps_its_first_frame_and_length(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: Path) -> None:
+    # An MP4 cut without re-encoding starts with packets its edit list hides (decoded as
+    # references, never shown): the copy starts at the first frame shown, and lasts as long.
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(source)) as src, av.open(str(trimmed), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        hidden = round(0.5 / stream.time_base)
+        for packet in src.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts -= hidden
+            packet.dts -= hidden
+            packet.stream = copy
+            out.mux(packet)
+    with av.open(str(trimmed)) as container:
+        assert any(p.is_discard for p in container.demux(video=0))
+    with av.open(str(trimmed)) as container:
+        shown = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+        period = float(1 / container.streams.video[0].average_rate)
+
+    def reencoded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the video stream was re-encoded, not copied")
+
+    monkeypatch.setattr(media_out, "_write_reencoded", reencoded)
+    duration = 2.0
+    path = write_video_with_audio(trimmed, AUDIO[:, : round(duration * SR)], SR,
+                                  tmp_path / "out.mp4", duration)
+    facts = stream_facts(path)
+    frames = facts["video"]["frames"]
+    assert frames[0].time == pytest.approx(0.0, abs=0.001)
+    assert np.array_equal(frames[0].to_ndarray(format="rgb24"), shown[0])
+    assert facts["video"]["seconds"] == pytest.approx(duration, abs=2 * period)

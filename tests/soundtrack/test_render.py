@@ -196,6 +196,108 @@ def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
         assert not out.exists(), problem
 
 
+def test_outputs_never_replace_the_inputs(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    (name, path), (other, other_path) = list(masks.items())
+    objects = (SoundObject(name, MaskVideo(path), "x"),
+               SoundObject(other, MaskVideo(other_path), "y"))
+    # Into the inputs' own folder: the MP4 would be the video, or (named so) a mask video.
+    cases = {video: SoundtrackRequest(video, objects, tmp_path),
+             path: SoundtrackRequest(video, objects, tmp_path, stem=path.stem)}
+    before = {p: p.read_bytes() for p in [video, *masks.values()]}
+    for replaced, request in cases.items():
+        assert replaced in request.outputs().all()
+        with pytest.raises(UserInputError, match="input") as err:
+            write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=True)
+        assert err.value.path == str(replaced)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              existing: bool) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    out = tmp_path / "out"
+    request = SoundtrackRequest(video, objects, out)
+    outputs = request.outputs().all()
+    if existing:  # an earlier run's files, to be replaced: kept whole when this run fails
+        out.mkdir()
+        for path in outputs:
+            path.write_bytes(path.name.encode())
+    before = sorted(out.iterdir()) if existing else None
+    real_write_flac = render_module.write_flac
+    written = []
+
+    def interrupted_at_the_last_file(path, *args, **kwargs):
+        # Ctrl-C while the last file (the mix) is written, the others complete.
+        if len(written) == len(request.outputs().stems):
+            raise KeyboardInterrupt
+        written.append(real_write_flac(path, *args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(render_module, "write_flac", interrupted_at_the_last_file)
+    with pytest.raises(KeyboardInterrupt):
+        write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
+    assert len(written) == len(objects) > 1
+    if existing:
+        assert sorted(out.iterdir()) == before
+        assert all(path.read_bytes() == path.name.encode() for path in outputs)
+    else:
+        assert not out.exists()
+    monkeypatch.setattr(render_module, "write_flac", real_write_flac)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
+    assert sorted(out.iterdir()) == sorted(outputs) == sorted(result.outputs.all())
+    assert all(len(read_audio(path)[0][0]) for path in outputs)
+
+
+def test_a_raw_stream_without_a_stated_length_is_measured(models, tmp_path: Path) -> None:
+    # A raw .h264 stream (e.g. from a camera module) states no length: the sound must still
+    # last as long as the video, not as long as asked for.
+    scene = SyntheticScene(width=96, height=54, duration=1.2)
+    frames = [image for image, _ in scene.frames()]
+    video = write_video(tmp_path / "raw.h264", frames, fps=scene.fps, container="h264")
+    _, masks = write_clip(tmp_path, SyntheticScene(width=96, height=54,
+                                                   duration=2 * scene.duration))
+    length = len(frames) / scene.fps
+    assert probe_video(video).duration == pytest.approx(length)
+    name, path = next(iter(masks.items()))
+    for duration in (None, 2 * length):
+        request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                    tmp_path / f"out{duration}", duration=duration)
+        result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+        assert len(read_flac(result.outputs.mix)) == round(length * result.plan.sampling_rate)
+        ends = stream_ends(result.outputs.video)
+        assert all(abs(end - length) <= 1024 / result.plan.sampling_rate
+                   for end in ends["audio"])
+
+
+@pytest.mark.parametrize("container", ["matroska", "webm"])
+def test_sound_longer_than_the_video_does_not_lengthen_it(models, tmp_path: Path,
+                                                          container: str) -> None:
+    # Matroska states the length of its longest track: here the recorded sound, a second
+    # longer than the video. The video's own length counts (and masks as long are enough).
+    scene = SyntheticScene(width=96, height=54, duration=1.2)
+    _, masks = write_clip(tmp_path, scene)
+    frames = [image for image, _ in scene.frames()]
+    length = len(frames) / scene.fps
+    rate = 48000
+    sound = 0.1 * np.sin(np.arange(round((length + 1.0) * rate)) / 10.0)
+    webm = container == "webm"
+    video = write_video(tmp_path / f"clip.{'webm' if webm else 'mkv'}", frames,
+                        fps=scene.fps, codec="libvpx-vp9" if webm else "libx264",
+                        audio=sound, audio_rate=rate, audio_codec="libopus" if webm else "aac")
+    assert probe_video(video).duration == pytest.approx(length)
+    name, path = next(iter(masks.items()))
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                tmp_path / "out", duration=None)
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+    assert len(read_flac(result.outputs.mix)) == round(length * result.plan.sampling_rate)
+
+
 def test_request_takes_string_paths_and_a_list_of_objects(tmp_path: Path) -> None:
     video, out = tmp_path / "clip.mp4", tmp_path / "out"
     names = ["a", "b", "c"]
