@@ -36,7 +36,7 @@ from saganet.cli import (
     segment_duration,
     terminate_cleanly,
 )
-from saganet.errors import UserInputError, report_user_error
+from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
@@ -353,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args)
     except UserInputError as err:
         return report_user_error("python -m saganet.batch", err)
+    except KeyboardInterrupt:
+        print("\npython -m saganet.batch: interrupted; finished jobs are kept and a rerun "
+              "skips them", file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ class UserInputError(Exception):
 
 
 USER_ERROR_STATUS = 2
+# What shells report for a command stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED_STATUS = 130
 
 
 def report_user_error(prog: str, err: UserInputError) -> int:

@@ -93,3 +93,20 @@ def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
     table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
     assert main(args) == 0  # finished jobs are skipped without loading the models
     assert "0 ok, 0 failed, 1 skipped" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_the_shells_status(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import saganet.batch
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saganet.batch, "run", interrupted)
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    assert main(["--csv", str(table), "--variant", "debug"]) == 128 + signal.SIGINT
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("python -m saganet.batch: interrupted")
+    assert not any("Traceback" in line for line in lines)

@@ -318,24 +318,32 @@ def test_bad_sampling_options_fail_with_one_line(weights_dir: Path, tmp_path: Pa
     assert not out.exists()
 
 
-def test_terminated_run_leaves_nothing_behind(weights_dir: Path, tmp_path: Path, clip) -> None:
-    """``kill`` (SIGTERM) cleans up like Ctrl-C: no work folder, no output folder."""
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_stopped_run_leaves_nothing_behind(weights_dir: Path, tmp_path: Path, clip,
+                                           stop: str) -> None:
+    """``kill`` (SIGTERM) and Ctrl-C (SIGINT) clean up: no work folder, no output folder, one
+    line for Ctrl-C and no traceback."""
     import signal
     import time
 
+    signum = getattr(signal, stop)
     out = tmp_path / "out"
     mask = next(iter(clip.masks.values()))
     process = subprocess.Popen(
         [sys.executable, "demo.py", *FAST, "--num_steps", "50", "--weights_dir",
          str(weights_dir), "--output", str(out), "--video", str(clip.video), "--mask_video",
-         str(mask)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         str(mask)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline and not (
             out.is_dir() and any(out.iterdir())):
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before its work folder could be seen"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err
+    if signum == signal.SIGINT:
+        assert err.strip().splitlines()[-1] == "demo.py: interrupted"
     assert not out.exists()
 
 

@@ -20,6 +20,7 @@ import gc
 import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from saganet.cli import (
     segment_duration,
     terminate_cleanly,
 )
-from saganet.errors import UserInputError, report_user_error
+from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 
 log = logging.getLogger("saganet.demo")
 
@@ -301,6 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except UserInputError as err:
         return report_user_error("demo.py", err)
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure to explain: one line, the shell's status
+        # (on a line of its own: a progress bar may hold the current one).
+        print("\ndemo.py: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     finally:
         dist.cleanup()
 
