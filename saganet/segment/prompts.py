@@ -204,8 +204,13 @@ def check_unique_names(objects: Sequence[ObjectPrompt]) -> None:
     """
     if not objects:
         raise UserInputError("nothing to track: give at least one object")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for obj in objects:
-        if obj.name in seen:
-            raise UserInputError(f"two objects are called {obj.name!r}; names must differ")
-        seen.add(obj.name)
+        # Without case, as the mask files named after them on macOS and Windows.
+        key = obj.name.casefold()
+        if key in seen:
+            other = seen[key]
+            raise UserInputError(f"two objects are called {obj.name!r}"
+                                 + (f" and {other!r}" if other != obj.name else "")
+                                 + "; names must differ (case aside)")
+        seen[key] = obj.name

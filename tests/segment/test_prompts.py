@@ -10,6 +10,7 @@ from saganet.segment.prompts import (
     ObjectPrompt,
     PointPrompt,
     PromptTime,
+    check_unique_names,
     object_prompt,
     parse_box,
     parse_point,
@@ -62,6 +63,15 @@ def test_object_needs_a_usable_prompt():
         object_prompt("../x", clicks=["1,2"])
     obj = object_prompt("a", clicks=["1,2"], negative_clicks=["3,4@f2"])
     assert obj.points == (PointPrompt(1, 2), PointPrompt(3, 4, False, PromptTime(None, 2)))
+
+
+@pytest.mark.parametrize("second", ["violin", "Violin", "VIOLIN"])
+def test_names_must_differ_case_aside(second):
+    # The names become mask file names, one file for both on case-insensitive file systems.
+    first = object_prompt("violin", clicks=["1,2"])
+    with pytest.raises(UserInputError, match="two objects are called"):
+        check_unique_names([first, object_prompt(second, clicks=["3,4"])])
+    check_unique_names([first, object_prompt(second + "2", clicks=["3,4"])])
 
 
 def _objects(argv):

@@ -186,6 +186,8 @@ def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
                           negatives_from_others=True),
         "different name": dict(objects=(SoundObject(name, MaskVideo(path)),
                                         SoundObject(name, MaskVideo(other_path)))),
+        "case aside": dict(objects=(SoundObject(name, MaskVideo(path)),
+                                    SoundObject(name.swapcase(), MaskVideo(other_path)))),
         "file names": dict(objects=(SoundObject("a/b", MaskVideo(path)),)),
     }
     for problem, fields in cases.items():
