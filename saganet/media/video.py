@@ -52,6 +52,12 @@ SYNC_SIZE = 224
 SYNC_WINDOW_FRAMES = 16
 # Relative aspect-ratio difference tolerated between a video and its mask (rounding of sizes).
 MASK_ASPECT_TOLERANCE = 0.01
+# Masks are read as brightness, the object white (255): one whose brightest value stays below
+# this over an area (0/1 masks, colour or grey masks) reaches the model faint, e.g. 1/255.
+DIM_MASK_PEAK = 128
+# Pixels (of 224x224) near the peak that make a dim mask a convention, not a tiny object
+# squashed below a pixel (whose resized peak is low too).
+_DIM_MASK_AREA = 16
 # Gray frames are resized in groups of four packed as the channels of one image: channels are
 # resized independently (so the result is identical), and torch's vectorised uint8 kernel,
 # made for 3-4 channel images, is several times faster than its one-channel path.
@@ -807,6 +813,31 @@ def mask_input(masks: torch.Tensor) -> torch.Tensor:
     return masks.float().div_(255)
 
 
+def warn_if_dim_mask(masks: torch.Tensor, name: str) -> bool:
+    """Warn when uint8 masks hold an object that is never bright: stored as 0/1, in colour or
+    in grey, it reaches the model at a fraction of the strength of the white masks it was
+    trained on (values pass through unchanged, as for any other mask).
+
+    Args:
+        masks: uint8 ``(T, 1, H, W)`` masks as read.
+        name: the masks' name in the warning.
+
+    Returns:
+        True if it warned.
+    """
+    peak = int(masks.max()) if masks.numel() else 0
+    if not 0 < peak < DIM_MASK_PEAK:
+        return False
+    near_peak = (masks >= max(1, 3 * peak // 4)).flatten(1).sum(dim=1)
+    if int(near_peak.max()) < _DIM_MASK_AREA:
+        return False
+    logger.warning("%s: the brightest mask pixel is %d of 255, so the model sees the object at "
+                   "%.1f%% strength (it reads masks as brightness, trained on white objects); "
+                   "store masks as 0 (background) and 255 (object), not 0/1 or in colour",
+                   name, peak, 100 * peak / 255)
+    return True
+
+
 def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
     """CLIP (8 fps, 384²) and Synchformer (25 fps, 224²) frames of a video's first seconds.
 
@@ -859,7 +890,8 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
 
     Args:
         video_path: the video file.
-        mask_path: the mask video (any pixel format; non-zero pixels are the object).
+        mask_path: the mask video (any pixel format; the object white, 255, on black; dim
+            objects, such as 0/1 or colour masks, warn).
         duration: seconds wanted; shorter inputs shorten it (with a warning).
 
     Raises:
@@ -889,6 +921,7 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
     masks = masks[: int(SYNC_FPS * used)]
     if not masks.any():
         logger.warning("%s: the mask is empty (all zero) in the first %.3f s", mask_path, used)
+    warn_if_dim_mask(masks, str(mask_path))
     return VideoInputs(
         clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
         sync_frames=sync_input(sync[: int(SYNC_FPS * used)]),
