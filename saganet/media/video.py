@@ -84,6 +84,8 @@ class VideoInfo:
         pix_fmt: decoded pixel format.
         num_frames: frame count from the container (None when unknown).
         has_audio: the file also has an audio stream.
+        pixel_aspect: width over height of one coded pixel (not 1 in anamorphic videos, which
+            are shown wider or narrower than they are stored).
     """
 
     path: Path
@@ -96,6 +98,15 @@ class VideoInfo:
     pix_fmt: str | None
     num_frames: int | None
     has_audio: bool
+    pixel_aspect: float = 1.0
+
+    @property
+    def display_size(self) -> tuple[float, float]:
+        """Upright ``(width, height)`` as shown: the pixel aspect applied (it stretches the
+        coded width, which is the upright height when the video is turned a quarter)."""
+        if self.rotation % 180:
+            return float(self.width), self.height * self.pixel_aspect
+        return self.width * self.pixel_aspect, float(self.height)
 
 
 @dataclass(frozen=True)
@@ -243,11 +254,13 @@ class _VideoSource:
         width, height = frame.width, frame.height
         if rotation % 180:
             width, height = height, width
+        pixel_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
         return VideoInfo(
             path=self.path, duration=duration, fps=float(rate) if rate else 0.0, width=width,
             height=height, rotation=rotation, codec=stream.codec_context.name,
             pix_fmt=frame.format.name, num_frames=stream.frames or None,
             has_audio=any(True for _ in container.streams.audio),
+            pixel_aspect=float(pixel_aspect) if pixel_aspect else 1.0,
         )
 
     def frames(self) -> Iterator[av.VideoFrame]:
@@ -859,18 +872,30 @@ def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
                        video_info=source.info)
 
 
-def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
-    """The mask may be scaled, not reshaped: its aspect ratio must match within rounding."""
+def _same_aspect(mask: tuple[float, float], video: tuple[float, float]) -> bool:
     # Allow one pixel of rounding on small masks, a relative tolerance on large ones.
-    expected_width = mask.height * video.width / video.height
-    expected_height = mask.width * video.height / video.width
-    if (abs(mask.width - expected_width) <= max(1.0, MASK_ASPECT_TOLERANCE * expected_width)
-            or abs(mask.height - expected_height)
-            <= max(1.0, MASK_ASPECT_TOLERANCE * expected_height)):
+    expected_width = mask[1] * video[0] / video[1]
+    expected_height = mask[0] * video[1] / video[0]
+    return (abs(mask[0] - expected_width) <= max(1.0, MASK_ASPECT_TOLERANCE * expected_width)
+            or abs(mask[1] - expected_height)
+            <= max(1.0, MASK_ASPECT_TOLERANCE * expected_height))
+
+
+def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
+    """The mask may be scaled, not reshaped: its aspect ratio must match within rounding,
+    as stored or as shown (an anamorphic video's masks may be made at either size: both
+    cover the same picture, and both are squash-resized)."""
+    masks = {(float(mask.width), float(mask.height)), mask.display_size}
+    videos = {(float(video.width), float(video.height)), video.display_size}
+    if any(_same_aspect(m, v) for m in masks for v in videos):
         return
+    shown = ""
+    if video.pixel_aspect != 1:
+        width, height = video.display_size
+        shown = f" (shown as {width:.0f}x{height:.0f})"
     raise UserInputError(
         f"mask is {mask.width}x{mask.height} but the video {video.path.name} is "
-        f"{video.width}x{video.height}: the aspect ratios differ", mask.path)
+        f"{video.width}x{video.height}{shown}: the aspect ratios differ", mask.path)
 
 
 def _spare_cores() -> bool:

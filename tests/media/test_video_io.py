@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,33 @@ def test_mask_with_other_aspect_ratio_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="aspect") as err:
         load_video_inputs(video, mask)
     assert err.value.path == str(mask)
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_masks_of_anamorphic_video_at_stored_or_shown_size(tmp_path: Path, rotation: int,
+                                                           ) -> None:
+    # PAL widescreen: 720x576 stored, pixels 64/45 wide, shown at 1024x576 (here a tenth).
+    pixel_aspect = Fraction(64, 45)
+    height, width = 58, 72
+    video = write_video(tmp_path / "video.mp4", level_frames(25, height, width),
+                        pixel_aspect=pixel_aspect, rotation=rotation or None)
+    info = probe_video(video)
+    assert info.pixel_aspect == pytest.approx(float(pixel_aspect))
+    shown_width = round(width * pixel_aspect)
+    upright = {"stored": (height, width), "shown": (height, shown_width)}
+    for name, (mask_height, mask_width) in upright.items():
+        if rotation:
+            mask_height, mask_width = mask_width, mask_height
+        mask = write_video(tmp_path / f"{name}.mkv",
+                           box_frames(25, mask_height, mask_width, (0, 0, 0.5, 0.5)),
+                           codec="ffv1", pix_fmt="gray")
+        inputs = load_video_inputs(video, mask, duration=1.0)
+        assert inputs.masks.any()
+    squeezed = (height, 2 * width) if not rotation else (2 * width, height)
+    mask = write_video(tmp_path / "squeezed.mkv", box_frames(25, *squeezed, (0, 0, 1, 1)),
+                       codec="ffv1", pix_fmt="gray")
+    with pytest.raises(UserInputError, match="shown as"):
+        load_video_inputs(video, mask, duration=1.0)
 
 
 @pytest.mark.parametrize("parallel", [False, True])
