@@ -23,6 +23,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
                 options: Mapping[str, str] | None = None, container: str | None = None,
                 faststart: bool = False, gop_size: int | None = None,
                 pts_ms: Sequence[int] | None = None, rotation: float | None = None,
+                pixel_aspect: Fraction | None = None,
                 audio: np.ndarray | None = None, audio_rate: int = 44100,
                 audio_codec: str = "aac") -> Path:
     """Encode uint8 frames (``(H, W, 3)`` RGB or ``(H, W)`` grey) into ``path``; return it.
@@ -40,6 +41,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
     - ``gop_size``: keyframe interval (short GOPs make seeking land close to the target).
     - ``pts_ms``: per-frame presentation times in milliseconds (a variable frame rate).
     - ``rotation``: display-rotation metadata in degrees.
+    - ``pixel_aspect``: the sample aspect ratio of an anamorphic video (stored frames shown
+      that much wider).
     - ``audio``: float samples in [-1, 1], ``(C, T)`` with C 1 (mono) or 2 (stereo), or
       ``(T,)``; written as one ``audio_codec`` stream at ``audio_rate`` Hz starting at 0.
     """
@@ -58,6 +61,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
             stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         sound = None
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, np.float32))

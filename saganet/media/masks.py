@@ -16,7 +16,14 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from saganet.media.video import SYNC_FPS, SYNC_SIZE, SequentialReader, VideoInfo, probe_video
+from saganet.media.video import (
+    SYNC_FPS,
+    SYNC_SIZE,
+    SequentialReader,
+    VideoInfo,
+    probe_video,
+    warn_if_dim_mask,
+)
 
 
 @runtime_checkable
@@ -52,6 +59,7 @@ class MaskVideo:
         self.path = Path(path)
         self._reader = SequentialReader(self.path, SYNC_FPS, SYNC_SIZE, gray=True)
         self._info: VideoInfo | None = None
+        self._warned_dim = False
 
     @property
     def name(self) -> str:
@@ -69,7 +77,10 @@ class MaskVideo:
         return self.info.duration
 
     def read(self, start: float = 0.0, end: float | None = None) -> torch.Tensor:
-        return self._reader.read(start, end)
+        masks = self._reader.read(start, end)
+        if not self._warned_dim:
+            self._warned_dim = warn_if_dim_mask(masks, self.name)
+        return masks
 
     def close(self) -> None:
         """Close the file (a later read reopens it)."""

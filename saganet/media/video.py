@@ -52,6 +52,12 @@ SYNC_SIZE = 224
 SYNC_WINDOW_FRAMES = 16
 # Relative aspect-ratio difference tolerated between a video and its mask (rounding of sizes).
 MASK_ASPECT_TOLERANCE = 0.01
+# Masks are read as brightness, the object white (255): one whose brightest value stays below
+# this over an area (0/1 masks, colour or grey masks) reaches the model faint, e.g. 1/255.
+DIM_MASK_PEAK = 128
+# Pixels (of 224x224) near the peak that make a dim mask a convention, not a tiny object
+# squashed below a pixel (whose resized peak is low too).
+_DIM_MASK_AREA = 16
 # Gray frames are resized in groups of four packed as the channels of one image: channels are
 # resized independently (so the result is identical), and torch's vectorised uint8 kernel,
 # made for 3-4 channel images, is several times faster than its one-channel path.
@@ -78,6 +84,8 @@ class VideoInfo:
         pix_fmt: decoded pixel format.
         num_frames: frame count from the container (None when unknown).
         has_audio: the file also has an audio stream.
+        pixel_aspect: width over height of one coded pixel (not 1 in anamorphic videos, which
+            are shown wider or narrower than they are stored).
     """
 
     path: Path
@@ -90,6 +98,15 @@ class VideoInfo:
     pix_fmt: str | None
     num_frames: int | None
     has_audio: bool
+    pixel_aspect: float = 1.0
+
+    @property
+    def display_size(self) -> tuple[float, float]:
+        """Upright ``(width, height)`` as shown: the pixel aspect applied (it stretches the
+        coded width, which is the upright height when the video is turned a quarter)."""
+        if self.rotation % 180:
+            return float(self.width), self.height * self.pixel_aspect
+        return self.width * self.pixel_aspect, float(self.height)
 
 
 @dataclass(frozen=True)
@@ -237,11 +254,13 @@ class _VideoSource:
         width, height = frame.width, frame.height
         if rotation % 180:
             width, height = height, width
+        pixel_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
         return VideoInfo(
             path=self.path, duration=duration, fps=float(rate) if rate else 0.0, width=width,
             height=height, rotation=rotation, codec=stream.codec_context.name,
             pix_fmt=frame.format.name, num_frames=stream.frames or None,
             has_audio=any(True for _ in container.streams.audio),
+            pixel_aspect=float(pixel_aspect) if pixel_aspect else 1.0,
         )
 
     def frames(self) -> Iterator[av.VideoFrame]:
@@ -807,6 +826,31 @@ def mask_input(masks: torch.Tensor) -> torch.Tensor:
     return masks.float().div_(255)
 
 
+def warn_if_dim_mask(masks: torch.Tensor, name: str) -> bool:
+    """Warn when uint8 masks hold an object that is never bright: stored as 0/1, in colour or
+    in grey, it reaches the model at a fraction of the strength of the white masks it was
+    trained on (values pass through unchanged, as for any other mask).
+
+    Args:
+        masks: uint8 ``(T, 1, H, W)`` masks as read.
+        name: the masks' name in the warning.
+
+    Returns:
+        True if it warned.
+    """
+    peak = int(masks.max()) if masks.numel() else 0
+    if not 0 < peak < DIM_MASK_PEAK:
+        return False
+    near_peak = (masks >= max(1, 3 * peak // 4)).flatten(1).sum(dim=1)
+    if int(near_peak.max()) < _DIM_MASK_AREA:
+        return False
+    logger.warning("%s: the brightest mask pixel is %d of 255, so the model sees the object at "
+                   "%.1f%% strength (it reads masks as brightness, trained on white objects); "
+                   "store masks as 0 (background) and 255 (object), not 0/1 or in colour",
+                   name, peak, 100 * peak / 255)
+    return True
+
+
 def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
     """CLIP (8 fps, 384²) and Synchformer (25 fps, 224²) frames of a video's first seconds.
 
@@ -828,18 +872,30 @@ def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
                        video_info=source.info)
 
 
-def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
-    """The mask may be scaled, not reshaped: its aspect ratio must match within rounding."""
+def _same_aspect(mask: tuple[float, float], video: tuple[float, float]) -> bool:
     # Allow one pixel of rounding on small masks, a relative tolerance on large ones.
-    expected_width = mask.height * video.width / video.height
-    expected_height = mask.width * video.height / video.width
-    if (abs(mask.width - expected_width) <= max(1.0, MASK_ASPECT_TOLERANCE * expected_width)
-            or abs(mask.height - expected_height)
-            <= max(1.0, MASK_ASPECT_TOLERANCE * expected_height)):
+    expected_width = mask[1] * video[0] / video[1]
+    expected_height = mask[0] * video[1] / video[0]
+    return (abs(mask[0] - expected_width) <= max(1.0, MASK_ASPECT_TOLERANCE * expected_width)
+            or abs(mask[1] - expected_height)
+            <= max(1.0, MASK_ASPECT_TOLERANCE * expected_height))
+
+
+def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
+    """The mask may be scaled, not reshaped: its aspect ratio must match within rounding,
+    as stored or as shown (an anamorphic video's masks may be made at either size: both
+    cover the same picture, and both are squash-resized)."""
+    masks = {(float(mask.width), float(mask.height)), mask.display_size}
+    videos = {(float(video.width), float(video.height)), video.display_size}
+    if any(_same_aspect(m, v) for m in masks for v in videos):
         return
+    shown = ""
+    if video.pixel_aspect != 1:
+        width, height = video.display_size
+        shown = f" (shown as {width:.0f}x{height:.0f})"
     raise UserInputError(
         f"mask is {mask.width}x{mask.height} but the video {video.path.name} is "
-        f"{video.width}x{video.height}: the aspect ratios differ", mask.path)
+        f"{video.width}x{video.height}{shown}: the aspect ratios differ", mask.path)
 
 
 def _spare_cores() -> bool:
@@ -859,7 +915,8 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
 
     Args:
         video_path: the video file.
-        mask_path: the mask video (any pixel format; non-zero pixels are the object).
+        mask_path: the mask video (any pixel format; the object white, 255, on black; dim
+            objects, such as 0/1 or colour masks, warn).
         duration: seconds wanted; shorter inputs shorten it (with a warning).
 
     Raises:
@@ -889,6 +946,7 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
     masks = masks[: int(SYNC_FPS * used)]
     if not masks.any():
         logger.warning("%s: the mask is empty (all zero) in the first %.3f s", mask_path, used)
+    warn_if_dim_mask(masks, str(mask_path))
     return VideoInputs(
         clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),
         sync_frames=sync_input(sync[: int(SYNC_FPS * used)]),

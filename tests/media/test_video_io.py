@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import torch
 
 import saganet.media.video as video_module
 from saganet.errors import UserInputError
+from saganet.media.masks import MaskVideo
 from saganet.media.video import (
+    DIM_MASK_PEAK,
     FrameRequest,
     load_video_frames,
     load_video_inputs,
@@ -238,6 +241,33 @@ def test_mask_with_other_aspect_ratio_is_refused(tmp_path: Path) -> None:
     assert err.value.path == str(mask)
 
 
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_masks_of_anamorphic_video_at_stored_or_shown_size(tmp_path: Path, rotation: int,
+                                                           ) -> None:
+    # PAL widescreen: 720x576 stored, pixels 64/45 wide, shown at 1024x576 (here a tenth).
+    pixel_aspect = Fraction(64, 45)
+    height, width = 58, 72
+    video = write_video(tmp_path / "video.mp4", level_frames(25, height, width),
+                        pixel_aspect=pixel_aspect, rotation=rotation or None)
+    info = probe_video(video)
+    assert info.pixel_aspect == pytest.approx(float(pixel_aspect))
+    shown_width = round(width * pixel_aspect)
+    upright = {"stored": (height, width), "shown": (height, shown_width)}
+    for name, (mask_height, mask_width) in upright.items():
+        if rotation:
+            mask_height, mask_width = mask_width, mask_height
+        mask = write_video(tmp_path / f"{name}.mkv",
+                           box_frames(25, mask_height, mask_width, (0, 0, 0.5, 0.5)),
+                           codec="ffv1", pix_fmt="gray")
+        inputs = load_video_inputs(video, mask, duration=1.0)
+        assert inputs.masks.any()
+    squeezed = (height, 2 * width) if not rotation else (2 * width, height)
+    mask = write_video(tmp_path / "squeezed.mkv", box_frames(25, *squeezed, (0, 0, 1, 1)),
+                       codec="ffv1", pix_fmt="gray")
+    with pytest.raises(UserInputError, match="shown as"):
+        load_video_inputs(video, mask, duration=1.0)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_short_overlap_shortens_the_clip(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                          monkeypatch: pytest.MonkeyPatch, parallel: bool) -> None:
@@ -280,6 +310,64 @@ def test_empty_mask_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
         inputs = load_video_inputs(video, mask, duration=1.0)
     assert not inputs.masks.any()
     assert any("empty" in r.getMessage() for r in caplog.records)
+
+
+def object_frames(count: int, height: int, width: int, color: tuple[int, int, int],
+                  ) -> list[np.ndarray]:
+    """An object of ``color`` over the middle quarter of the frame, on black."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = color
+    return [image] * count
+
+
+def _dim_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "brightest mask pixel" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("color", "dim"), [((1, 1, 1), True), ((255, 0, 0), True),
+                                            ((255, 255, 255), False)])
+def test_dim_masks_warn_and_pass_unchanged(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                           color: tuple[int, int, int], dim: bool) -> None:
+    # A 0/1 mask (or a coloured one) counts as visible and sets the focal crop, but reaches the
+    # model at its brightness, 1/255: the user is told; the values stay as read.
+    video = write_video(tmp_path / "video.mp4", level_frames(25, 48, 64))
+    mask = write_video(tmp_path / "mask.mkv", object_frames(25, 48, 64, color), codec="ffv1",
+                       pix_fmt="bgr0")
+    with caplog.at_level(logging.WARNING):
+        inputs = load_video_inputs(video, mask, duration=1.0)
+    read = read_frames(mask, 25, 224, gray=True)[: len(inputs.masks)]
+    assert torch.equal(inputs.masks, read.float() / 255)
+    assert inputs.masks.any()
+    warnings = _dim_warnings(caplog)
+    assert bool(warnings) == dim
+    if dim:
+        assert f"is {int(read.max())} of 255" in warnings[0]
+
+
+def test_tiny_white_object_is_not_dim(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # One white pixel of a large mask is squashed below a model pixel: faint after the resize,
+    # but a 0/255 mask all the same.
+    height, width = 540, 960
+    image = np.zeros((height, width), np.uint8)
+    image[height // 2, width // 2] = 255
+    video = write_video(tmp_path / "video.mp4", level_frames(25, height // 10, width // 10))
+    mask = write_video(tmp_path / "mask.mkv", [image] * 25, codec="ffv1", pix_fmt="gray")
+    with caplog.at_level(logging.WARNING):
+        inputs = load_video_inputs(video, mask, duration=1.0)
+    assert 0 < inputs.masks.max() < DIM_MASK_PEAK / 255
+    assert not _dim_warnings(caplog)
+
+
+def test_mask_video_warns_once_for_dim_masks(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    mask = write_video(tmp_path / "mask.mkv", object_frames(50, 32, 48, (1, 1, 1)),
+                       codec="ffv1", pix_fmt="gray")
+    source = MaskVideo(mask)
+    with caplog.at_level(logging.WARNING):
+        windows = [source.read(start, start + 0.8) for start in (0.0, 0.8, 1.2)]
+    source.close()
+    assert all(w.any() and int(w.max()) == 1 for w in windows)
+    assert len(_dim_warnings(caplog)) == 1
 
 
 # -------------------------------------------------------------------------------------------
