@@ -115,13 +115,14 @@ def _row_objects(values: dict[str, str], base: Path, default_negative: str, line
     names, prompts, negatives = column("name"), column("prompt"), column("negative_prompt")
     if any(not m for m in masks):
         raise UserInputError(f"line {line}: an empty mask path", path)
-    objects = []
-    for k, (mask, name, prompt, negative) in enumerate(zip(masks, names, prompts, negatives,
-                                                           strict=True)):
-        name = name or object_name(ObjectArgs(prompt=prompt or None), k)
-        objects.append(JobObject(name, base / mask, prompt or None,
-                                 negative or default_negative))
-    return tuple(objects)
+    derived = [name or object_name(ObjectArgs(prompt=prompt or None), k)
+               for k, (name, prompt) in enumerate(zip(names, prompts, strict=True))]
+    # Objects named after one prompt they share would all get its name: number them.
+    derived = [f"{name}_{k + 1}" if not names[k] and derived.count(name) > 1 else name
+               for k, name in enumerate(derived)]
+    return tuple(JobObject(name, base / mask, prompt or None, negative or default_negative)
+                 for mask, name, prompt, negative in zip(masks, derived, prompts, negatives,
+                                                         strict=True))
 
 
 def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> list[Job]:

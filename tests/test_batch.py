@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saganet.batch import jobs_from_csv, jobs_from_dir, main
+from saganet.batch import _request, build_parser, jobs_from_csv, jobs_from_dir, main
 from saganet.errors import UserInputError
 from tests.evaluation.test_batch_eval import write_video
 
@@ -41,6 +41,19 @@ def test_csv_row_with_several_objects(tmp_path):
     table.write_text(f"video,mask,prompt\nv.mp4,{';'.join(masks)},{';'.join(prompts[:2])}\n")
     with pytest.raises(UserInputError, match=f"{len(masks)} mask"):
         jobs_from_csv(table, tmp_path / "out")
+
+
+def test_one_prompt_for_several_objects_names_them_apart(tmp_path):
+    table = tmp_path / "jobs.csv"
+    masks, prompt = ["a.mp4", "b.mp4", "c.mp4"], "violin"
+    table.write_text(f"video,mask,prompt\nv.mp4,{';'.join(masks)},{prompt}\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    names = [o.name for o in job.objects]
+    assert len(set(names)) == len(masks) and all(prompt in name for name in names)
+    assert all(o.prompt == prompt for o in job.objects)
+    # The request the job runs as accepts them (it refuses two objects of one name).
+    args = build_parser().parse_args(["--csv", str(table)])
+    assert [o.name for o in _request(job, args).objects] == names
 
 
 def test_csv_usage_errors(tmp_path):
