@@ -288,10 +288,6 @@ def _reason(err: Exception, job: Job) -> str:
     return str(err)
 
 
-def _is_done(job: Job, args: argparse.Namespace) -> bool:
-    return all(path.is_file() for path in _request(job, args).outputs().all())
-
-
 def run(args: argparse.Namespace) -> int:
     """Run all jobs; returns the exit status (0 all ok, 1 some failed).
 
@@ -308,6 +304,10 @@ def run(args: argparse.Namespace) -> int:
     if args.num_steps < 1:
         raise UserInputError("--num_steps must be >= 1")
     pipeline_variant(args.variant)
+    try:
+        segment_duration(args)  # a usage error, not one of every job
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []
     else:
@@ -315,10 +315,19 @@ def run(args: argparse.Namespace) -> int:
                                        args.negative_prompt)
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
+    todo, skipped = [], 0
+    for job in jobs:
+        try:
+            request = _request(job, args)
+        except UserInputError as err:  # e.g. object names: that job fails, not the batch
+            failures.append((job.video, _reason(err, job)))
+            continue
+        if not args.overwrite and all(path.is_file() for path in request.outputs().all()):
+            skipped += 1
+        else:
+            todo.append(job)
     for video, reason in failures:
         print(f"FAILED {video}: {reason}", file=sys.stderr)
-    todo = [job for job in jobs if args.overwrite or not _is_done(job, args)]
-    skipped = len(jobs) - len(todo)
     if skipped:
         log.info("%d job(s) skipped: outputs exist (pass --overwrite to redo them)", skipped)
     ok = 0

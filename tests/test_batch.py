@@ -84,18 +84,28 @@ def test_unreadable_csv_is_a_usage_error(tmp_path, capsys):
     assert "cannot read the jobs file" in capsys.readouterr().err
 
 
-def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """A folder with debug weights (``weights/``), ``v.mp4`` and its ``v_mask.mp4``."""
     from saganet.debug_weights import write_debug_weights
 
-    weights = tmp_path / "weights"
-    write_debug_weights(weights)
-    write_video(tmp_path / "v.mp4", 1.2, seed=0)
-    write_video(tmp_path / "v_mask.mp4", 1.2, seed=0, mask=True)
+    folder = tmp_path_factory.mktemp("media")
+    write_debug_weights(folder / "weights")
+    write_video(folder / "v.mp4", 1.2, seed=0)
+    write_video(folder / "v_mask.mp4", 1.2, seed=0, mask=True)
+    return folder
+
+
+def _debug_run(table: Path, weights: Path, out: Path) -> list[str]:
+    return ["--csv", str(table), "--variant", "debug", "--weights_dir", str(weights),
+            "--device", "cpu", "--duration", "1.0", "--num_steps", "2", "--output_dir", str(out)]
+
+
+def test_a_broken_job_is_reported_and_the_others_run(media, tmp_path, capsys):
     table = tmp_path / "jobs.csv"
-    table.write_text("video,mask,prompt\nmissing.mp4,v_mask.mp4,violin\nv.mp4,v_mask.mp4,violin\n")
-    args = ["--csv", str(table), "--variant", "debug", "--weights_dir", str(weights),
-            "--device", "cpu", "--duration", "1.0", "--num_steps", "2",
-            "--output_dir", str(tmp_path / "out")]
+    table.write_text(f"video,mask,prompt\nmissing.mp4,{media}/v_mask.mp4,violin\n"
+                     f"{media}/v.mp4,{media}/v_mask.mp4,violin\n")
+    args = _debug_run(table, media / "weights", tmp_path / "out")
     assert main(args) == 1
     err = capsys.readouterr().err
     failed = [line for line in err.replace("\r", "\n").splitlines() if "FAILED" in line]
@@ -103,6 +113,31 @@ def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
     assert "1 ok, 1 failed" in err
     assert (tmp_path / "out" / "v.flac").is_file() and (tmp_path / "out" / "v.mp4").is_file()
 
-    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
     assert main(args) == 0  # finished jobs are skipped without loading the models
     assert "0 ok, 0 failed, 1 skipped" in capsys.readouterr().err
+
+
+def test_a_job_with_unusable_objects_fails_alone(media, tmp_path, capsys):
+    table = tmp_path / "jobs.csv"
+    bad = ["a/b", "x;x"]  # a name no file can take; two objects of one name
+    rows = [f"{media}/v.mp4,{';'.join([f'{media}/v_mask.mp4'] * len(names.split(';')))},"
+            f"{names},bad{k}" for k, names in enumerate(bad)]
+    table.write_text("video,mask,name,output\n" + "\n".join(rows)
+                     + f"\n{media}/v.mp4,{media}/v_mask.mp4,,good\n")
+    out = tmp_path / "out"
+    assert main(_debug_run(table, media / "weights", out)) == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.replace("\r", "\n").splitlines() if "FAILED" in line]
+    assert len(failed) == len(bad) and all("v.mp4" in line for line in failed)
+    assert f"1 ok, {len(bad)} failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["good.flac", "good.mp4"]
+
+
+def test_end_before_start_is_one_usage_error(media, tmp_path, capsys):
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
+    args = _debug_run(table, media / "weights", tmp_path / "out")
+    assert main([*args, "--start", "1", "--end", "0.5"]) == 2
+    assert "must be after --start" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
