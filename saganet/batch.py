@@ -141,15 +141,16 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         default_negative: negative prompt of jobs that give none.
 
     Raises:
-        UserInputError: unreadable file, missing columns, no rows, counts that do not match,
-            or two jobs with one output.
+        UserInputError: unreadable file, missing columns, a row with more cells than columns,
+            no rows, counts that do not match, or two jobs with one output.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in reader.fieldnames or []]
             reader.fieldnames = header
-            rows = list(reader)
+            # The line a row ends on: blank lines and quoted line breaks are not rows.
+            rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise UserInputError(f"cannot read the jobs file ({reason})", path) from err
@@ -160,7 +161,12 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
                              f"[, name, prompt, negative_prompt, output]", path)
     base = path.parent
     jobs = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        # Cells beyond the header's columns: usually a comma in an unquoted prompt, which
+        # shifts the cells after it into the wrong columns.
+        if any(cell.strip() for cell in row.get(None, [])):
+            raise UserInputError(f"line {line}: more cells than the header has columns (quote a "
+                                 'cell that holds a comma: "violin, bowed")', path)
         values = {key: (value or "").strip() for key, value in row.items() if key}
         if not any(values.values()):
             continue

@@ -66,6 +66,24 @@ def test_csv_usage_errors(tmp_path):
         jobs_from_csv(table, tmp_path)
 
 
+def test_csv_errors_name_the_line_of_the_file(tmp_path):
+    table = tmp_path / "jobs.csv"
+    # Blank lines and a quoted line break come before the broken row.
+    lines = ["video,mask,prompt", "", "a.mp4,m.mp4,\"one", "two\"", "", "b.mp4,,x"]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=f"line {len(lines)}: video and mask"):
+        jobs_from_csv(table, tmp_path / "out")
+    # A comma in an unquoted prompt would shift the output into the wrong column.
+    lines = ["video,mask,prompt,output", "a.mp4,m.mp4,\"violin, bowed\",x", "",
+             "b.mp4,m.mp4,violin, bowed,y"]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=f"line {len(lines)}: more cells"):
+        jobs_from_csv(table, tmp_path / "out")
+    table.write_text("\n".join(lines[:-1]) + "\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    assert job.objects[0].prompt == "violin, bowed" and job.output.stem == "x"
+
+
 def test_input_dir_pairs_videos_with_masks(tmp_path):
     for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4", "d.mp4", "d_mask_x.mp4",
                  "d_mask_y.mp4"):
