@@ -182,7 +182,7 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
 def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
                   negative_prompt: str = "") -> tuple[list[Job], list[Path]]:
     """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` or ``<stem>_mask_<name>.mp4`` files in a
-    folder (not recursive).
+    folder (not recursive; ``.mp4`` in any case).
 
     Args:
         folder: the input folder.
@@ -198,14 +198,17 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
     """
     if not folder.is_dir():
         raise UserInputError("not a folder", folder)
-    masks = {p for p in folder.glob("*.mp4") if MASK_SUFFIX in p.stem}
-    videos = sorted(p for p in folder.glob("*.mp4") if p not in masks)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".mp4" and p.is_file())
+    # By name only (no glob: a video's name may hold [ ] * ?); "_mask" inside a word, as in
+    # "my_masked_ball.mp4", does not make a mask.
+    masks = [p for p in files if p.stem.endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in p.stem]
+    videos = [p for p in files if p not in masks]
     jobs, unpaired, used = [], [], set()
     for video in videos:
-        single = video.with_name(f"{video.stem}{MASK_SUFFIX}.mp4")
-        named = sorted(folder.glob(f"{video.stem}{MASK_SUFFIX}_*.mp4"))
-        found = [(prompt or "object", single)] if single.is_file() else []
-        found += [(m.stem[len(video.stem) + len(MASK_SUFFIX) + 1:], m) for m in named]
+        prefix = f"{video.stem}{MASK_SUFFIX}"
+        found = [(prompt or "object", m) for m in masks if m.stem == prefix]
+        found += [(m.stem[len(prefix) + 1:], m) for m in masks
+                  if m.stem.startswith(f"{prefix}_") and len(m.stem) > len(prefix) + 1]
         if found:
             objects = tuple(JobObject(name, mask, prompt, negative_prompt)
                             for name, mask in found)
@@ -213,7 +216,7 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
             used.update(mask for _, mask in found)
         else:
             unpaired.append(video)
-    for mask in sorted(masks - used):
+    for mask in sorted(set(masks) - used):
         log.warning("%s: mask without a video, ignored", mask)
     if not jobs and not unpaired:
         raise UserInputError("no <stem>.mp4 with a <stem>_mask.mp4 found", folder)

@@ -97,6 +97,23 @@ def test_input_dir_pairs_videos_with_masks(tmp_path):
     assert unpaired == [tmp_path / "b.mp4"]
 
 
+def test_input_dir_pairs_by_exact_names(tmp_path):
+    # video -> its masks (object name, file): names with glob characters, "_mask" inside a
+    # word, upper-case suffixes, and a video whose name is another one's prefix.
+    layout = {
+        "my_masked_ball.mp4": [("object", "my_masked_ball_mask.mp4")],
+        "take[1].mp4": [("x", "take[1]_mask_x.mp4")],
+        "take1.mp4": [("y", "take1_mask_y.mp4"), ("z", "take1_mask_z.mp4")],
+        "clip.MP4": [("object", "clip_mask.MP4")],
+    }
+    for video, masks in layout.items():
+        for name in [video, *(mask for _, mask in masks)]:
+            (tmp_path / name).write_bytes(b"x")
+    jobs, unpaired = jobs_from_dir(tmp_path, tmp_path / "out", None)
+    assert unpaired == []
+    assert {j.video.name: [(o.name, o.mask.name) for o in j.objects] for j in jobs} == layout
+
+
 def test_unreadable_csv_is_a_usage_error(tmp_path, capsys):
     assert main(["--csv", str(tmp_path / "none.csv"), "--variant", "debug"]) == 2
     assert "cannot read the jobs file" in capsys.readouterr().err
