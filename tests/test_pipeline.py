@@ -28,6 +28,16 @@ def test_published_variant_offline_names_every_missing_file(tmp_path: Path) -> N
     assert "\n" not in message
 
 
+def test_missing_checkpoint_is_reported_before_any_other_file(tmp_path: Path) -> None:
+    # Offline, so that a regression reports missing files instead of downloading them.
+    checkpoint = tmp_path / "trained" / "step_1000.pth"
+    with pytest.raises(UserInputError, match="weights file not found") as info:
+        load_models("saganet_small", weights_dir=tmp_path / "cache", checkpoint=checkpoint,
+                    offline=True)
+    assert str(checkpoint) in str(info.value)
+    assert not (tmp_path / "cache").exists()  # nothing looked up, let alone downloaded
+
+
 def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
     models = build_debug_models()
     content = weights_file_dict(models.network, models.synchformer, "debug")
