@@ -50,6 +50,27 @@ def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
         build_from_weights(no_config, "no_config.pth")
 
 
+def test_files_that_are_no_weights_file_are_one_short_error(tmp_path: Path) -> None:
+    network = build_debug_models().network.state_dict()
+    for name, content in (("scalar", torch.tensor(1.0)), ("list", [1, 2]),
+                          ("bare", network)):
+        path = atomic_save(content, tmp_path / f"{name}.pth")
+        with pytest.raises(CheckpointMismatchError, match="not a SAGANet weights file") as info:
+            read_weights_file(path)
+        named = [key for key in network if key in str(info.value)]
+        assert len(named) < len(network)  # a bare state dict's keys are not all listed
+
+
+def test_unusable_config_entry_is_a_checkpoint_error(tmp_path: Path) -> None:
+    models = build_debug_models()
+    content = weights_file_dict(models.network, models.synchformer, "debug")
+    config = content["config"]
+    for broken in ({**config, "network": {**config["network"], "added_later": 1}},
+                   {k: v for k, v in config.items() if k != "synchformer"}, "debug"):
+        with pytest.raises(CheckpointMismatchError, match="'config' entry"):
+            build_from_weights({**content, "config": broken}, "broken.pth")
+
+
 def test_weights_file_rebuilds_the_same_models(tmp_path: Path) -> None:
     models = build_debug_models()
     path = atomic_save(weights_file_dict(models.network, models.synchformer, "debug"),
