@@ -38,6 +38,21 @@ def test_missing_checkpoint_is_reported_before_any_other_file(tmp_path: Path) ->
     assert not (tmp_path / "cache").exists()  # nothing looked up, let alone downloaded
 
 
+def test_debug_weights_in_an_unwritable_folder_are_a_user_error(tmp_path: Path, capsys) -> None:
+    from saganet.debug_weights import main
+
+    # A folder that cannot be created (under a file) stands for one without write permission,
+    # which the tests cannot make when they run as root.
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(UserInputError, match="cannot write the debug weights") as info:
+        load_models("debug", weights_dir=blocker / "cache")
+    assert str(blocker / "cache") in str(info.value)
+    assert main([str(blocker / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the debug weights" in err
+
+
 def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
     models = build_debug_models()
     content = weights_file_dict(models.network, models.synchformer, "debug")

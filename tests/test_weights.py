@@ -350,6 +350,21 @@ def test_cli_offline_missing_file_exits_2_with_one_line(
     assert str(tmp_path / "weights" / "a.pth") in err
 
 
+def test_cli_unwritable_cache_exits_2_with_one_line(
+        server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = _registry(server, **{"a.pth": b"a"})
+    # A folder that cannot be created (under a file) stands for one without write permission,
+    # which the tests cannot make when they run as root.
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    code = main(["fetch", "g", "--weights_dir", str(blocker / "cache")], registry=registry,
+                groups={"g": ("a.pth",)})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot write to the weights folder" in err and str(blocker / "cache") in err
+    assert server.hits["/a.pth"] == 0
+
+
 def test_cli_entry_point_user_error_has_no_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "SAGANET_CACHE": str(tmp_path)}
     run = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "nope"],

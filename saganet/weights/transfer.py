@@ -13,6 +13,7 @@ re-hashed only when one of them changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -172,8 +173,14 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             temporary file nor ``dest`` is left behind by the failed attempt.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(dest.parent / f".{dest.name}.lock"):
+    with contextlib.ExitStack() as stack:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(dest.parent / f".{dest.name}.lock"))
+        except OSError as err:
+            raise DownloadError(f"cannot write to the weights folder ({err.strerror or err}); "
+                                "choose a writable one with --weights_dir or SAGANET_CACHE",
+                                dest.parent) from err
         # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5)):
             return dest
