@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -325,12 +326,19 @@ def run(args: argparse.Namespace) -> int:
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
     todo, skipped = [], 0
+    writers: dict[str, Job] = {}
     for job in jobs:
         try:
             request = _request(job, args)
         except UserInputError as err:  # e.g. object names: that job fails, not the batch
             failures.append((job.video, _reason(err, job)))
             continue
+        # Every file, not only the mix: one job's stem may be another's mix (a_violin.flac).
+        for path in request.outputs().all():
+            other = writers.setdefault(os.path.abspath(path), job)
+            if other is not job:
+                raise UserInputError(f"two jobs write {path} ({other.video.name}, "
+                                     f"{job.video.name}); give them distinct outputs")
         if not args.overwrite and all(path.is_file() for path in request.outputs().all()):
             skipped += 1
         else:

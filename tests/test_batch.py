@@ -84,6 +84,21 @@ def test_csv_errors_name_the_line_of_the_file(tmp_path):
     assert job.objects[0].prompt == "violin, bowed" and job.output.stem == "x"
 
 
+def test_jobs_writing_one_file_are_refused(tmp_path, capsys):
+    # One job's stem file is another's mix: <out>_<name>.flac.
+    table = tmp_path / "jobs.csv"
+    names = ["violin", "trumpet"]
+    table.write_text("video,mask,name,output\n"
+                     f"a.mp4,{';'.join(f'{n}.mp4' for n in names)},{';'.join(names)},duet\n"
+                     f"b.mp4,m.mp4,,duet_{names[-1]}\n")
+    out = tmp_path / "out"
+    assert main(["--csv", str(table), "--variant", "debug", "--offline", "--weights_dir",
+                 str(tmp_path / "weights"), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"two jobs write {out / f'duet_{names[-1]}.flac'}" in err
+    assert not out.exists()
+
+
 def test_input_dir_pairs_videos_with_masks(tmp_path):
     for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4", "d.mp4", "d_mask_x.mp4",
                  "d_mask_y.mp4"):
