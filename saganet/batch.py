@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,13 +116,14 @@ def _row_objects(values: dict[str, str], base: Path, default_negative: str, line
     names, prompts, negatives = column("name"), column("prompt"), column("negative_prompt")
     if any(not m for m in masks):
         raise UserInputError(f"line {line}: an empty mask path", path)
-    objects = []
-    for k, (mask, name, prompt, negative) in enumerate(zip(masks, names, prompts, negatives,
-                                                           strict=True)):
-        name = name or object_name(ObjectArgs(prompt=prompt or None), k)
-        objects.append(JobObject(name, base / mask, prompt or None,
-                                 negative or default_negative))
-    return tuple(objects)
+    derived = [name or object_name(ObjectArgs(prompt=prompt or None), k)
+               for k, (name, prompt) in enumerate(zip(names, prompts, strict=True))]
+    # Objects named after one prompt they share would all get its name: number them.
+    derived = [f"{name}_{k + 1}" if not names[k] and derived.count(name) > 1 else name
+               for k, name in enumerate(derived)]
+    return tuple(JobObject(name, base / mask, prompt or None, negative or default_negative)
+                 for mask, name, prompt, negative in zip(masks, derived, prompts, negatives,
+                                                         strict=True))
 
 
 def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> list[Job]:
@@ -140,15 +142,16 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         default_negative: negative prompt of jobs that give none.
 
     Raises:
-        UserInputError: unreadable file, missing columns, no rows, counts that do not match,
-            or two jobs with one output.
+        UserInputError: unreadable file, missing columns, a row with more cells than columns,
+            no rows, counts that do not match, or two jobs with one output.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in reader.fieldnames or []]
             reader.fieldnames = header
-            rows = list(reader)
+            # The line a row ends on: blank lines and quoted line breaks are not rows.
+            rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise UserInputError(f"cannot read the jobs file ({reason})", path) from err
@@ -159,7 +162,12 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
                              f"[, name, prompt, negative_prompt, output]", path)
     base = path.parent
     jobs = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        # Cells beyond the header's columns: usually a comma in an unquoted prompt, which
+        # shifts the cells after it into the wrong columns.
+        if any(cell.strip() for cell in row.get(None, [])):
+            raise UserInputError(f"line {line}: more cells than the header has columns (quote a "
+                                 'cell that holds a comma: "violin, bowed")', path)
         values = {key: (value or "").strip() for key, value in row.items() if key}
         if not any(values.values()):
             continue
@@ -175,7 +183,7 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
 def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
                   negative_prompt: str = "") -> tuple[list[Job], list[Path]]:
     """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` or ``<stem>_mask_<name>.mp4`` files in a
-    folder (not recursive).
+    folder (not recursive; ``.mp4`` in any case).
 
     Args:
         folder: the input folder.
@@ -191,14 +199,17 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
     """
     if not folder.is_dir():
         raise UserInputError("not a folder", folder)
-    masks = {p for p in folder.glob("*.mp4") if MASK_SUFFIX in p.stem}
-    videos = sorted(p for p in folder.glob("*.mp4") if p not in masks)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".mp4" and p.is_file())
+    # By name only (no glob: a video's name may hold [ ] * ?); "_mask" inside a word, as in
+    # "my_masked_ball.mp4", does not make a mask.
+    masks = [p for p in files if p.stem.endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in p.stem]
+    videos = [p for p in files if p not in masks]
     jobs, unpaired, used = [], [], set()
     for video in videos:
-        single = video.with_name(f"{video.stem}{MASK_SUFFIX}.mp4")
-        named = sorted(folder.glob(f"{video.stem}{MASK_SUFFIX}_*.mp4"))
-        found = [(prompt or "object", single)] if single.is_file() else []
-        found += [(m.stem[len(video.stem) + len(MASK_SUFFIX) + 1:], m) for m in named]
+        prefix = f"{video.stem}{MASK_SUFFIX}"
+        found = [(prompt or "object", m) for m in masks if m.stem == prefix]
+        found += [(m.stem[len(prefix) + 1:], m) for m in masks
+                  if m.stem.startswith(f"{prefix}_") and len(m.stem) > len(prefix) + 1]
         if found:
             objects = tuple(JobObject(name, mask, prompt, negative_prompt)
                             for name, mask in found)
@@ -206,7 +217,7 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
             used.update(mask for _, mask in found)
         else:
             unpaired.append(video)
-    for mask in sorted(masks - used):
+    for mask in sorted(set(masks) - used):
         log.warning("%s: mask without a video, ignored", mask)
     if not jobs and not unpaired:
         raise UserInputError("no <stem>.mp4 with a <stem>_mask.mp4 found", folder)
@@ -287,10 +298,6 @@ def _reason(err: Exception, job: Job) -> str:
     return str(err)
 
 
-def _is_done(job: Job, args: argparse.Namespace) -> bool:
-    return all(path.is_file() for path in _request(job, args).outputs().all())
-
-
 def run(args: argparse.Namespace) -> int:
     """Run all jobs; returns the exit status (0 all ok, 1 some failed).
 
@@ -307,6 +314,10 @@ def run(args: argparse.Namespace) -> int:
     if args.num_steps < 1:
         raise UserInputError("--num_steps must be >= 1")
     pipeline_variant(args.variant)
+    try:
+        segment_duration(args)  # a usage error, not one of every job
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []
     else:
@@ -314,10 +325,26 @@ def run(args: argparse.Namespace) -> int:
                                        args.negative_prompt)
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
+    todo, skipped = [], 0
+    writers: dict[str, Job] = {}
+    for job in jobs:
+        try:
+            request = _request(job, args)
+        except UserInputError as err:  # e.g. object names: that job fails, not the batch
+            failures.append((job.video, _reason(err, job)))
+            continue
+        # Every file, not only the mix: one job's stem may be another's mix (a_violin.flac).
+        for path in request.outputs().all():
+            other = writers.setdefault(os.path.abspath(path), job)
+            if other is not job:
+                raise UserInputError(f"two jobs write {path} ({other.video.name}, "
+                                     f"{job.video.name}); give them distinct outputs")
+        if not args.overwrite and all(path.is_file() for path in request.outputs().all()):
+            skipped += 1
+        else:
+            todo.append(job)
     for video, reason in failures:
         print(f"FAILED {video}: {reason}", file=sys.stderr)
-    todo = [job for job in jobs if args.overwrite or not _is_done(job, args)]
-    skipped = len(jobs) - len(todo)
     if skipped:
         log.info("%d job(s) skipped: outputs exist (pass --overwrite to redo them)", skipped)
     ok = 0

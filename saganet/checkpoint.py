@@ -17,6 +17,7 @@ from saganet.model import FlowNetwork, NetworkConfig, build_network, lora_state_
 from saganet.state_dict import CheckpointMismatchError, load_checkpoint_file
 
 WEIGHTS_FILE_ENTRIES = ("network", "synchformer", "lora", "config")
+MAX_NAMED_ENTRIES = 12
 
 
 def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
@@ -37,11 +38,17 @@ def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
 def read_weights_file(path: str | os.PathLike[str]) -> dict:
     """Load a SAGANet weights file and check its top-level layout."""
     content = load_checkpoint_file(os.fspath(path))
-    unknown = sorted(set(content) - set(WEIGHTS_FILE_ENTRIES))
-    if unknown or "network" not in content or "synchformer" not in content:
-        raise CheckpointMismatchError(
-            f"{path}: not a SAGANet weights file: expected entries network, synchformer "
-            f"[, lora, config], found {sorted(content)}")
+    expected = "expected entries network, synchformer [, lora, config]"
+    if not isinstance(content, Mapping):
+        raise CheckpointMismatchError(f"{path}: not a SAGANet weights file: {expected}, found "
+                                      f"a {type(content).__name__}")
+    entries = sorted(map(str, content))
+    if set(entries) - set(WEIGHTS_FILE_ENTRIES) or not {"network", "synchformer"} <= set(entries):
+        # A bare state dict (a common mistake) has thousands of entries: name a few.
+        shown = ", ".join(entries[:MAX_NAMED_ENTRIES])
+        more = f", ... ({len(entries)} entries)" if len(entries) > MAX_NAMED_ENTRIES else ""
+        raise CheckpointMismatchError(f"{path}: not a SAGANet weights file: {expected}, found "
+                                      f"{shown or 'none'}{more}")
     return content
 
 
@@ -57,8 +64,14 @@ def build_from_weights(content: Mapping, what: str, default_network: str | None 
     """
     config = content.get("config")
     if config is not None:
-        network = FlowNetwork(NetworkConfig.from_dict(config["network"]))
-        synchformer = SynchformerWithContext(SynchformerConfig.from_dict(config["synchformer"]))
+        try:
+            network = FlowNetwork(NetworkConfig.from_dict(config["network"]))
+            synchformer = SynchformerWithContext(
+                SynchformerConfig.from_dict(config["synchformer"]))
+        except (KeyError, TypeError, ValueError) as err:
+            # Edited by hand, or written by another version of saganet.
+            raise CheckpointMismatchError(f"{what}: its 'config' entry does not describe the "
+                                          f"models ({type(err).__name__}: {err})") from err
     elif default_network is not None:
         network = build_network(default_network)
         synchformer = SynchformerWithContext(SynchformerConfig())

@@ -11,6 +11,7 @@ random values, so that different inputs give different audio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from torch import nn
 from saganet.checkpoint import weights_file_dict
 from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
 from saganet.codec.bigvgan import BigVGANConfig
+from saganet.errors import UserInputError, report_user_error
 from saganet.features import ClipEncoder, SynchformerConfig, SynchformerWithContext, tiny_clip
 from saganet.fileio import exclusive
 from saganet.model import CONFIG_44K_SA, build_network
@@ -64,12 +66,21 @@ def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[st
     if all(p.exists() for p in paths.values()):
         return paths
     root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    with exclusive(root / ".debug_weights.lock"):
+    with contextlib.ExitStack() as stack:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(root / ".debug_weights.lock"))
+        except OSError as err:
+            raise _unwritable(root, err) from err
         if not all(p.exists() for p in paths.values()):
             log.info("writing the debug variant's random weights to %s", root)
             write_debug_weights(root, seed=seed)
     return paths
+
+
+def _unwritable(root: Path, err: OSError) -> UserInputError:
+    return UserInputError(f"cannot write the debug weights here ({err.strerror or err}); "
+                          "choose a writable folder with --weights_dir or SAGANET_CACHE", root)
 
 
 def load_debug_clip(path: Path) -> ClipEncoder:
@@ -190,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
-    for role, path in write_debug_weights(cache_dir(args.directory), seed=args.seed).items():
+    root = cache_dir(args.directory)
+    try:
+        paths = write_debug_weights(root, seed=args.seed)
+    except OSError as err:
+        return report_user_error(parser.prog, _unwritable(root, err))
+    for role, path in paths.items():
         print(f"{role}\t{path}")
     return 0
 

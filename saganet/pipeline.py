@@ -23,6 +23,7 @@ from saganet.errors import UserInputError
 from saganet.features import ClipEncoder
 from saganet.model import CONFIG_44K_SA, SequenceConfig, merge_lora
 from saganet.models import SAGANetModels
+from saganet.state_dict import check_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ def load_models(
         need_vae_encoder: keep the VAE encoder (only feature extraction for training needs it).
     """
     spec = pipeline_variant(variant)
+    if checkpoint is not None:
+        # Before anything is fetched: a mistyped path must not wait for (or, offline, be
+        # reported as) missing downloads.
+        check_weights_file(checkpoint)
     if spec.debug:
         files = ensure_debug_weights(weights_registry.cache_dir(weights_dir))
         ckpt = Path(checkpoint) if checkpoint is not None else files["checkpoint"]
@@ -108,8 +113,6 @@ def load_models(
         vae_path = files["v1-44.pth"]
         vocoder_source = files[weights_registry.VOCODER_REPO]
         clip_source = files.get(weights_registry.CLIP_REPO)
-    if not ckpt.is_file():
-        raise UserInputError("weights file not found", ckpt)
     network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)
     # Inference only: fold the LoRA updates in once instead of adding them at every call (the
     # same arithmetic, so the same values).

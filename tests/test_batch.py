@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saganet.batch import jobs_from_csv, jobs_from_dir, main
+from saganet.batch import _request, build_parser, jobs_from_csv, jobs_from_dir, main
 from saganet.errors import UserInputError
 from tests.evaluation.test_batch_eval import write_video
 
@@ -43,6 +43,19 @@ def test_csv_row_with_several_objects(tmp_path):
         jobs_from_csv(table, tmp_path / "out")
 
 
+def test_one_prompt_for_several_objects_names_them_apart(tmp_path):
+    table = tmp_path / "jobs.csv"
+    masks, prompt = ["a.mp4", "b.mp4", "c.mp4"], "violin"
+    table.write_text(f"video,mask,prompt\nv.mp4,{';'.join(masks)},{prompt}\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    names = [o.name for o in job.objects]
+    assert len(set(names)) == len(masks) and all(prompt in name for name in names)
+    assert all(o.prompt == prompt for o in job.objects)
+    # The request the job runs as accepts them (it refuses two objects of one name).
+    args = build_parser().parse_args(["--csv", str(table)])
+    assert [o.name for o in _request(job, args).objects] == names
+
+
 def test_csv_usage_errors(tmp_path):
     table = tmp_path / "jobs.csv"
     table.write_text("video,prompt\nv.mp4,x\n")
@@ -51,6 +64,39 @@ def test_csv_usage_errors(tmp_path):
     table.write_text("video,mask\na/v.mp4,m.mp4\nb/v.mp4,m.mp4\n")
     with pytest.raises(UserInputError, match="two jobs"):
         jobs_from_csv(table, tmp_path)
+
+
+def test_csv_errors_name_the_line_of_the_file(tmp_path):
+    table = tmp_path / "jobs.csv"
+    # Blank lines and a quoted line break come before the broken row.
+    lines = ["video,mask,prompt", "", "a.mp4,m.mp4,\"one", "two\"", "", "b.mp4,,x"]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=f"line {len(lines)}: video and mask"):
+        jobs_from_csv(table, tmp_path / "out")
+    # A comma in an unquoted prompt would shift the output into the wrong column.
+    lines = ["video,mask,prompt,output", "a.mp4,m.mp4,\"violin, bowed\",x", "",
+             "b.mp4,m.mp4,violin, bowed,y"]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=f"line {len(lines)}: more cells"):
+        jobs_from_csv(table, tmp_path / "out")
+    table.write_text("\n".join(lines[:-1]) + "\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    assert job.objects[0].prompt == "violin, bowed" and job.output.stem == "x"
+
+
+def test_jobs_writing_one_file_are_refused(tmp_path, capsys):
+    # One job's stem file is another's mix: <out>_<name>.flac.
+    table = tmp_path / "jobs.csv"
+    names = ["violin", "trumpet"]
+    table.write_text("video,mask,name,output\n"
+                     f"a.mp4,{';'.join(f'{n}.mp4' for n in names)},{';'.join(names)},duet\n"
+                     f"b.mp4,m.mp4,,duet_{names[-1]}\n")
+    out = tmp_path / "out"
+    assert main(["--csv", str(table), "--variant", "debug", "--offline", "--weights_dir",
+                 str(tmp_path / "weights"), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"two jobs write {out / f'duet_{names[-1]}.flac'}" in err
+    assert not out.exists()
 
 
 def test_input_dir_pairs_videos_with_masks(tmp_path):
@@ -66,23 +112,50 @@ def test_input_dir_pairs_videos_with_masks(tmp_path):
     assert unpaired == [tmp_path / "b.mp4"]
 
 
+def test_input_dir_pairs_by_exact_names(tmp_path):
+    # video -> its masks (object name, file): names with glob characters, "_mask" inside a
+    # word, upper-case suffixes, and a video whose name is another one's prefix.
+    layout = {
+        "my_masked_ball.mp4": [("object", "my_masked_ball_mask.mp4")],
+        "take[1].mp4": [("x", "take[1]_mask_x.mp4")],
+        "take1.mp4": [("y", "take1_mask_y.mp4"), ("z", "take1_mask_z.mp4")],
+        "clip.MP4": [("object", "clip_mask.MP4")],
+    }
+    for video, masks in layout.items():
+        for name in [video, *(mask for _, mask in masks)]:
+            (tmp_path / name).write_bytes(b"x")
+    jobs, unpaired = jobs_from_dir(tmp_path, tmp_path / "out", None)
+    assert unpaired == []
+    assert {j.video.name: [(o.name, o.mask.name) for o in j.objects] for j in jobs} == layout
+
+
 def test_unreadable_csv_is_a_usage_error(tmp_path, capsys):
     assert main(["--csv", str(tmp_path / "none.csv"), "--variant", "debug"]) == 2
     assert "cannot read the jobs file" in capsys.readouterr().err
 
 
-def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """A folder with debug weights (``weights/``), ``v.mp4`` and its ``v_mask.mp4``."""
     from saganet.debug_weights import write_debug_weights
 
-    weights = tmp_path / "weights"
-    write_debug_weights(weights)
-    write_video(tmp_path / "v.mp4", 1.2, seed=0)
-    write_video(tmp_path / "v_mask.mp4", 1.2, seed=0, mask=True)
+    folder = tmp_path_factory.mktemp("media")
+    write_debug_weights(folder / "weights")
+    write_video(folder / "v.mp4", 1.2, seed=0)
+    write_video(folder / "v_mask.mp4", 1.2, seed=0, mask=True)
+    return folder
+
+
+def _debug_run(table: Path, weights: Path, out: Path) -> list[str]:
+    return ["--csv", str(table), "--variant", "debug", "--weights_dir", str(weights),
+            "--device", "cpu", "--duration", "1.0", "--num_steps", "2", "--output_dir", str(out)]
+
+
+def test_a_broken_job_is_reported_and_the_others_run(media, tmp_path, capsys):
     table = tmp_path / "jobs.csv"
-    table.write_text("video,mask,prompt\nmissing.mp4,v_mask.mp4,violin\nv.mp4,v_mask.mp4,violin\n")
-    args = ["--csv", str(table), "--variant", "debug", "--weights_dir", str(weights),
-            "--device", "cpu", "--duration", "1.0", "--num_steps", "2",
-            "--output_dir", str(tmp_path / "out")]
+    table.write_text(f"video,mask,prompt\nmissing.mp4,{media}/v_mask.mp4,violin\n"
+                     f"{media}/v.mp4,{media}/v_mask.mp4,violin\n")
+    args = _debug_run(table, media / "weights", tmp_path / "out")
     assert main(args) == 1
     err = capsys.readouterr().err
     failed = [line for line in err.replace("\r", "\n").splitlines() if "FAILED" in line]
@@ -90,7 +163,7 @@ def test_a_broken_job_is_reported_and_the_others_run(tmp_path, capsys):
     assert "1 ok, 1 failed" in err
     assert (tmp_path / "out" / "v.flac").is_file() and (tmp_path / "out" / "v.mp4").is_file()
 
-    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
     assert main(args) == 0  # finished jobs are skipped without loading the models
     assert "0 ok, 0 failed, 1 skipped" in capsys.readouterr().err
 
@@ -110,3 +183,28 @@ def test_ctrl_c_is_one_line_and_the_shells_status(tmp_path, monkeypatch, capsys)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("python -m saganet.batch: interrupted")
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_job_with_unusable_objects_fails_alone(media, tmp_path, capsys):
+    table = tmp_path / "jobs.csv"
+    bad = ["a/b", "x;x"]  # a name no file can take; two objects of one name
+    rows = [f"{media}/v.mp4,{';'.join([f'{media}/v_mask.mp4'] * len(names.split(';')))},"
+            f"{names},bad{k}" for k, names in enumerate(bad)]
+    table.write_text("video,mask,name,output\n" + "\n".join(rows)
+                     + f"\n{media}/v.mp4,{media}/v_mask.mp4,,good\n")
+    out = tmp_path / "out"
+    assert main(_debug_run(table, media / "weights", out)) == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.replace("\r", "\n").splitlines() if "FAILED" in line]
+    assert len(failed) == len(bad) and all("v.mp4" in line for line in failed)
+    assert f"1 ok, {len(bad)} failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["good.flac", "good.mp4"]
+
+
+def test_end_before_start_is_one_usage_error(media, tmp_path, capsys):
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
+    args = _debug_run(table, media / "weights", tmp_path / "out")
+    assert main([*args, "--start", "1", "--end", "0.5"]) == 2
+    assert "must be after --start" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

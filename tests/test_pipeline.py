@@ -28,6 +28,31 @@ def test_published_variant_offline_names_every_missing_file(tmp_path: Path) -> N
     assert "\n" not in message
 
 
+def test_missing_checkpoint_is_reported_before_any_other_file(tmp_path: Path) -> None:
+    # Offline, so that a regression reports missing files instead of downloading them.
+    checkpoint = tmp_path / "trained" / "step_1000.pth"
+    with pytest.raises(UserInputError, match="weights file not found") as info:
+        load_models("saganet_small", weights_dir=tmp_path / "cache", checkpoint=checkpoint,
+                    offline=True)
+    assert str(checkpoint) in str(info.value)
+    assert not (tmp_path / "cache").exists()  # nothing looked up, let alone downloaded
+
+
+def test_debug_weights_in_an_unwritable_folder_are_a_user_error(tmp_path: Path, capsys) -> None:
+    from saganet.debug_weights import main
+
+    # A folder that cannot be created (under a file) stands for one without write permission,
+    # which the tests cannot make when they run as root.
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(UserInputError, match="cannot write the debug weights") as info:
+        load_models("debug", weights_dir=blocker / "cache")
+    assert str(blocker / "cache") in str(info.value)
+    assert main([str(blocker / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the debug weights" in err
+
+
 def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
     models = build_debug_models()
     content = weights_file_dict(models.network, models.synchformer, "debug")
@@ -38,6 +63,27 @@ def test_weights_file_layout_is_checked(tmp_path: Path) -> None:
     no_config = {k: v for k, v in content.items() if k != "config"}
     with pytest.raises(CheckpointMismatchError, match="config"):
         build_from_weights(no_config, "no_config.pth")
+
+
+def test_files_that_are_no_weights_file_are_one_short_error(tmp_path: Path) -> None:
+    network = build_debug_models().network.state_dict()
+    for name, content in (("scalar", torch.tensor(1.0)), ("list", [1, 2]),
+                          ("bare", network)):
+        path = atomic_save(content, tmp_path / f"{name}.pth")
+        with pytest.raises(CheckpointMismatchError, match="not a SAGANet weights file") as info:
+            read_weights_file(path)
+        named = [key for key in network if key in str(info.value)]
+        assert len(named) < len(network)  # a bare state dict's keys are not all listed
+
+
+def test_unusable_config_entry_is_a_checkpoint_error(tmp_path: Path) -> None:
+    models = build_debug_models()
+    content = weights_file_dict(models.network, models.synchformer, "debug")
+    config = content["config"]
+    for broken in ({**config, "network": {**config["network"], "added_later": 1}},
+                   {k: v for k, v in config.items() if k != "synchformer"}, "debug"):
+        with pytest.raises(CheckpointMismatchError, match="'config' entry"):
+            build_from_weights({**content, "config": broken}, "broken.pth")
 
 
 def test_weights_file_rebuilds_the_same_models(tmp_path: Path) -> None:

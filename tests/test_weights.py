@@ -61,7 +61,16 @@ class _Handler(BaseHTTPRequestHandler):
         missing = 1000 if self.path in server.truncated else 0
         self.send_header("Content-Length", str(len(body) + missing))
         self.end_headers()
-        self.wfile.write(body)
+        # A slow transfer: the body in small pieces with pauses (the caller can interrupt it).
+        piece = 1 << 12 if self.path in server.slow else len(body) or 1
+        try:
+            for start in range(0, len(body), piece):
+                self.wfile.write(body[start:start + piece])
+                if self.path in server.slow:
+                    self.wfile.flush()
+                    time.sleep(0.05)
+        except OSError:  # the client hung up
+            pass
         self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
@@ -73,6 +82,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.truncated: set[str] = set()
+        self.slow: set[str] = set()
         self.hits: Counter[str] = Counter()
         self.delay = 0.0
         self.lock = threading.Lock()
@@ -143,6 +153,40 @@ def test_interrupted_transfer_leaves_nothing(server: _Server, tmp_path: Path) ->
     with pytest.raises(DownloadError, match="interrupted: received 5000 of 6000 bytes"):
         download(url, tmp_path / "a.pth", progress=False)
     assert _leftovers(tmp_path) == []
+
+
+def test_parts_left_by_a_killed_download_are_removed(server: _Server, tmp_path: Path) -> None:
+    body = b"payload"
+    dest = tmp_path / "a.pth"
+    # A process killed outright leaves its part; another file's part is none of its business.
+    stale = transfer.temporary_sibling(dest, ".part")
+    other = transfer.temporary_sibling(tmp_path / "a.pth.x", ".part")
+    for path in (stale, other):
+        path.write_bytes(body[:3])
+    download(server.serve("/a", body), dest, _md5(body), progress=False)
+    assert dest.read_bytes() == body
+    assert not stale.exists() and other.exists()
+
+
+def test_sigterm_during_fetch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    body = os.urandom(1 << 20)
+    url = server.serve("/a.pth", body)
+    server.slow.add("/a.pth")
+    script = ("import sys; from saganet.weights import WeightFile; "
+              "from saganet.weights.__main__ import main; "
+              f"sys.exit(main(['fetch', 'g', '--weights_dir', {str(tmp_path)!r}], "
+              f"registry={{'a.pth': WeightFile('a.pth', {url!r}, {_md5(body)!r}, 'weights')}}, "
+              "groups={'g': ('a.pth',)}))")
+    fetch = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "weights"
+    deadline = time.monotonic() + 30
+    while not any(p.suffix == ".part" for p in folder.glob(".*")):  # the transfer has begun
+        assert fetch.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    fetch.terminate()
+    fetch.communicate(timeout=30)
+    assert fetch.returncode == 128 + 15
+    assert sorted(p.name for p in folder.iterdir()) == []
 
 
 def test_http_error_is_reported(server: _Server, tmp_path: Path) -> None:
@@ -348,6 +392,21 @@ def test_cli_offline_missing_file_exits_2_with_one_line(
     assert err.count("\n") == 1
     assert err.startswith("python -m saganet.weights: error: offline mode is on")
     assert str(tmp_path / "weights" / "a.pth") in err
+
+
+def test_cli_unwritable_cache_exits_2_with_one_line(
+        server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = _registry(server, **{"a.pth": b"a"})
+    # A folder that cannot be created (under a file) stands for one without write permission,
+    # which the tests cannot make when they run as root.
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    code = main(["fetch", "g", "--weights_dir", str(blocker / "cache")], registry=registry,
+                groups={"g": ("a.pth",)})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot write to the weights folder" in err and str(blocker / "cache") in err
+    assert server.hits["/a.pth"] == 0
 
 
 def test_cli_entry_point_user_error_has_no_traceback(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from saganet.cli import terminate_cleanly
 from saganet.errors import UserInputError, report_user_error
 from saganet.weights.cache import entry_status, fetch_group
 from saganet.weights.registry import GROUPS, REGISTRY, Entry, HubRepo
@@ -103,7 +104,9 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Entry] | N
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        return SUBCOMMANDS[args.command].run(args, tables)
+        # SIGTERM too removes a half-downloaded file and the lock (as Ctrl-C does).
+        with terminate_cleanly():
+            return SUBCOMMANDS[args.command].run(args, tables)
     except UserInputError as err:
         return report_user_error("python -m saganet.weights", err)
 

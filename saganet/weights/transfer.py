@@ -13,9 +13,11 @@ re-hashed only when one of them changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from http.client import HTTPException
@@ -154,6 +156,16 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
     return actual
 
 
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove what downloads of ``dest`` killed outright (SIGKILL, power loss) left: only the
+    lock holder writes a part, so with the lock held every part of ``dest`` is stale."""
+    part = re.compile(rf"\.{re.escape(dest.name)}\.[0-9a-f]+\.part")
+    for path in dest.parent.iterdir():
+        if part.fullmatch(path.name):
+            logger.info("removing %s, left by an interrupted download", path)
+            path.unlink(missing_ok=True)
+
+
 def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
              progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` atomically, verified, once across concurrent processes.
@@ -172,11 +184,18 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             temporary file nor ``dest`` is left behind by the failed attempt.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(dest.parent / f".{dest.name}.lock"):
+    with contextlib.ExitStack() as stack:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(dest.parent / f".{dest.name}.lock"))
+        except OSError as err:
+            raise DownloadError(f"cannot write to the weights folder ({err.strerror or err}); "
+                                "choose a writable one with --weights_dir or SAGANET_CACHE",
+                                dest.parent) from err
         # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5)):
             return dest
+        _remove_stale_parts(dest)
         logger.info("downloading %s to %s", url, dest)
         tmp = temporary_sibling(dest, ".part")
         try:
