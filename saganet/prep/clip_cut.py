@@ -344,6 +344,16 @@ def execute_job(job: ClipJob, move: bool = False) -> ClipResult:
     return ClipResult(job, "cut")
 
 
+def _move_flags(jobs: Sequence[ClipJob], move: bool) -> list[bool]:
+    """Which jobs may move their source: only the last copy of a file, and none a cut reads."""
+    if not move:
+        return [False] * len(jobs)
+    cut_sources = {job.src for job in jobs if job.action == "cut"}
+    last_copy = {job.src: i for i, job in enumerate(jobs) if job.action == "copy"}
+    return [job.action == "copy" and last_copy[job.src] == i and job.src not in cut_sources
+            for i, job in enumerate(jobs)]
+
+
 def run_jobs(
     jobs: Sequence[ClipJob], workers: int = 1, move: bool = False, progress: bool = True
 ) -> list[ClipResult]:
@@ -351,7 +361,9 @@ def run_jobs(
 
     Copies and moves are run in this process (they are I/O bound and a move must not race with
     another job reading the same file); cuts go to a process pool when ``workers > 1``. A crashed
-    worker turns its unfinished jobs into "failed" results.
+    worker turns its unfinished jobs into "failed" results. With ``move``, a clip that several
+    jobs copy (duplicate rows, one clip under two labels) is copied by all but the last of them,
+    which moves it; a file that a cut reads is never moved.
 
     Args:
         jobs: the jobs, e.g. from :func:`saganet.prep.sms_metadata.plan_sms_jobs`.
@@ -360,6 +372,7 @@ def run_jobs(
         progress: show a tqdm bar.
     """
     results: list[ClipResult | None] = [None] * len(jobs)
+    moves = _move_flags(jobs, move)
     bar = tqdm(total=len(jobs), desc="clips", unit="clip", disable=not progress)
     pooled = [i for i, job in enumerate(jobs) if job.action == "cut"] if workers > 1 else []
     if pooled:
@@ -367,11 +380,11 @@ def run_jobs(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures: dict[Future[ClipResult], int] = {
-                pool.submit(execute_job, jobs[i], move): i for i in pooled
+                pool.submit(execute_job, jobs[i]): i for i in pooled
             }
             for i, job in enumerate(jobs):
                 if job.action != "cut":
-                    results[i] = execute_job(job, move)
+                    results[i] = execute_job(job, moves[i])
                     bar.update()
             for future in as_completed(futures):
                 i = futures[future]
@@ -382,7 +395,7 @@ def run_jobs(
                 bar.update()
     else:
         for i, job in enumerate(jobs):
-            results[i] = execute_job(job, move)
+            results[i] = execute_job(job, moves[i])
             bar.update()
     bar.close()
     done = [r for r in results if r is not None]

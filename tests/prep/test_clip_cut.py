@@ -189,3 +189,27 @@ def test_tally_table_and_missing_file(tmp_path: Path) -> None:
         "solos\ttrain\tsolos-failed\tfailed\tClipCutError: no audio stream",
         "solos\tval\tsolos-missing\tmissing\tno raw root given for solos",
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_move_keeps_a_clip_until_its_last_job(raw_video: Path, tmp_path: Path,
+                                              workers: int) -> None:
+    """Duplicate rows, or one clip under several labels, all get it; a cut's source stays."""
+    shared = tmp_path / "raw" / "shared.mp4"
+    shared.parent.mkdir()
+    shared.write_bytes(b"clip bytes")
+    labels = ["cello", "cello", "viola"]
+    jobs = [ClipJob("music21", "train", f"c{k}", "copy", dest=tmp_path / "out" / lab / "c.mp4",
+                    src=shared) for k, lab in enumerate(labels)]
+    jobs += [
+        ClipJob("solos", "train", "cut", "cut", dest=tmp_path / "out" / "cut.mp4", src=raw_video,
+                start_ms=0, end_ms=500),
+        ClipJob("solos", "train", "raw", "copy", dest=tmp_path / "out" / "raw.mp4",
+                src=raw_video),
+    ]
+    results = run_jobs(jobs, workers=workers, move=True, progress=False)
+    assert [r.status for r in results] == ["copied"] * len(labels) + ["cut", "copied"]
+    for lab in set(labels):
+        assert (tmp_path / "out" / lab / "c.mp4").read_bytes() == b"clip bytes"
+    assert not shared.exists()  # moved by the last job that needed it
+    assert raw_video.exists()  # a cut reads it: copied, never moved
