@@ -22,31 +22,78 @@ from pycocotools import mask as coco_mask
 log = logging.getLogger(__name__)
 
 
-def decode_rle(counts: Sequence[str | bytes], height: int, width: int) -> np.ndarray:
+def _run_total(counts: bytes) -> int | None:
+    """The number of pixels a compressed ``counts`` string covers (sum of its runs).
+
+    The string holds one number per run, in 6-bit characters offset by 48: 5 value bits each,
+    least significant group first, ``0x20`` set while more groups follow, ``0x10`` of the last
+    group the sign; from the fourth run on, a run is stored as its difference to the run two
+    before.
+
+    Returns:
+        The total, or None when the string is malformed (cut inside a number, a negative run).
+    """
+    runs: list[int] = []
+    value = shift = 0
+    for char in counts:
+        group = char - 48
+        if not 0 <= group < 64:
+            return None
+        value |= (group & 0x1F) << shift
+        shift += 5
+        if group & 0x20:
+            continue
+        if group & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+        value = shift = 0
+    return sum(runs) if shift == 0 else None
+
+
+def decode_rle(counts: Sequence[str | bytes | None], height: int, width: int) -> np.ndarray:
     """Decode COCO compressed-RLE strings (one per frame) into boolean masks.
 
     Args:
-        counts: the compressed ``counts`` string of each frame (str or bytes).
+        counts: the compressed ``counts`` string of each frame (str or bytes); an empty string
+            or None is a frame without a mask (all background).
         height: mask height in pixels.
         width: mask width in pixels.
 
     Returns:
         ``(n, height, width)`` bool array, ``n = len(counts)``.
+
+    Raises:
+        ValueError: a string is malformed or its runs do not cover ``height * width`` pixels
+            (a mask of another size: pycocotools would return uninitialised memory).
     """
-    if not counts:
-        return np.zeros((0, height, width), dtype=bool)
-    rles = [
-        {"size": [height, width], "counts": c.encode("ascii") if isinstance(c, str) else c}
-        for c in counts
-    ]
+    masks = np.zeros((len(counts), height, width), dtype=bool)
+    rles, frames = [], []
+    for k, c in enumerate(counts):
+        if not c:
+            continue
+        data = c.encode("ascii") if isinstance(c, str) else bytes(c)
+        total = _run_total(data)
+        if total != height * width:
+            covers = "is not a COCO compressed RLE" if total is None else f"covers {total} pixels"
+            raise ValueError(f"the RLE of frame {k} {covers}; a {height}x{width} mask has "
+                             f"{height * width}")
+        rles.append({"size": [height, width], "counts": data})
+        frames.append(k)
+    if not rles:
+        return masks
     with warnings.catch_warnings():
         # pycocotools' Cython layer trips NumPy 2's __array__(copy=...) deprecation; harmless
         # here and not ours to fix.
         warnings.filterwarnings(
             "ignore", message="__array__ implementation", category=DeprecationWarning
         )
-        masks = coco_mask.decode(rles)  # (H, W, n) uint8, column-major decoded
-    return np.ascontiguousarray(masks.transpose(2, 0, 1)).astype(bool)
+        decoded = coco_mask.decode(rles)  # (H, W, n) uint8, column-major decoded
+    masks[frames] = decoded.transpose(2, 0, 1) != 0
+    return masks
 
 
 def masks_to_video(

@@ -63,3 +63,34 @@ def test_masks_to_video_round_trip(tmp_path: Path, size: tuple[int, int]) -> Non
 def test_masks_to_video_rejects_wrong_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n, H, W"):
         masks_to_video(np.zeros((4, 4), dtype=bool), tmp_path / "m.mp4")
+
+
+def test_frames_without_a_mask_are_background() -> None:
+    rng = np.random.default_rng(1)
+    masks = rng.random((2, 6, 9)) > 0.5
+    counts = coco_encode(masks)
+    _, height, width = masks.shape
+    decoded = decode_rle([counts[0], "", None, counts[1]], height, width)
+    assert decoded.shape == (4, height, width)
+    np.testing.assert_array_equal(decoded[[0, 3]], masks)
+    assert not decoded[1:3].any()
+
+
+@pytest.mark.parametrize("extra_rows", [1, -1])
+def test_rle_of_another_size_is_refused(extra_rows: int) -> None:
+    """pycocotools fills the pixels a too-short RLE does not cover with uninitialised memory."""
+    rng = np.random.default_rng(2)
+    masks = rng.random((2, 8, 5)) > 0.5
+    _, height, width = masks.shape
+    with pytest.raises(ValueError, match=f"frame 0 covers {height * width} pixels"):
+        decode_rle(coco_encode(masks), height + extra_rows, width)
+
+
+def test_malformed_rle_is_refused() -> None:
+    masks = np.zeros((1, 7, 4), dtype=bool)
+    masks[0, 2:5, 1:3] = True
+    (counts,) = coco_encode(masks)
+    # A last character with the "more groups follow" flag (0x20) leaves a number unfinished.
+    unfinished = counts + chr(48 + 0x20)
+    with pytest.raises(ValueError, match="not a COCO compressed RLE"):
+        decode_rle([unfinished], *masks.shape[1:])
