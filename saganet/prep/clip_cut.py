@@ -7,9 +7,10 @@ and :func:`summary_table` / :func:`write_missing` report the outcome per source 
 
 Cutting decodes from a keyframe before the start and re-encodes, so clip boundaries are exact
 (no keyframe snapping): video as H.264 yuv420p at the source frame rate (constant frame rate,
-sample-and-hold onto the output frame grid), audio as AAC at the source sample rate and
-channel layout. Every output is written under a temporary name and renamed when complete, so
-an interrupted run never leaves a truncated file that a rerun would take as finished.
+sample-and-hold onto the output frame grid, the source's display rotation kept), audio as AAC
+at the source sample rate and channel layout. Every output is written under a temporary name
+and renamed when complete, so an interrupted run never leaves a truncated file that a rerun
+would take as finished.
 """
 
 from __future__ import annotations
@@ -159,6 +160,10 @@ class _VideoSlots:
         # of two equally near frames a slot shows the later (at the clip start: the one inside
         # the clip). The 1e-6 slot tolerance absorbs float noise in frame.time - start.
         slot = math.ceil((frame.time - self.start) * self.rate - 0.5 - 1e-6)
+        if self.held is None and self.written == 0 and frame.rotation:
+            # Frames are stored as coded; the display rotation (phone videos) must go with them,
+            # or the clip plays sideways against its masks. Set before anything is muxed.
+            self.stream.set_display_rotation(frame.rotation)
         if self.held is not None:
             self._emit_until(slot)
         if slot < self.n_slots:

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from saganet.media.video import read_frames
 from saganet.prep.clip_cut import (
     ClipCutError,
     ClipJob,
@@ -213,3 +214,21 @@ def test_move_keeps_a_clip_until_its_last_job(raw_video: Path, tmp_path: Path,
         assert (tmp_path / "out" / lab / "c.mp4").read_bytes() == b"clip bytes"
     assert not shared.exists()  # moved by the last job that needed it
     assert raw_video.exists()  # a cut reads it: copied, never moved
+
+
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_cut_keeps_the_display_rotation(tmp_path: Path, rotation: int) -> None:
+    """A phone video's rotation tag goes with the clip, so it is read upright like its source."""
+    width, height, seconds = 64, 48, 1.0
+    image = np.full((height, width, 3), 20, np.uint8)
+    image[:, : width // 2] = 230  # left half bright: tells a turned picture from an upright one
+    wave = sine(440, seconds, SAMPLE_RATE)
+    src = write_video(tmp_path / "phone.mp4", [image] * round(seconds * FPS), FPS,
+                      rotation=rotation, audio=np.stack([wave, wave]), audio_rate=SAMPLE_RATE)
+    clip = tmp_path / "clip.mp4"
+    cut_clip(src, clip, 0, round(seconds * 500))
+    size = (height, width)
+    got = read_frames(clip, FPS, size)
+    upright = read_frames(src, FPS, size)[: got.shape[0]]
+    assert got.shape == upright.shape
+    assert (got.float() - upright.float()).abs().mean() < 8
