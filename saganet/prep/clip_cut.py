@@ -233,9 +233,11 @@ class _AudioWindow:
 def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> float:
     """Cut ``[start_ms, end_ms)`` of a video into a new MP4 (H.264 + AAC), exactly at the bounds.
 
-    Decodes from the keyframe before ``start - SEEK_MARGIN_S`` and re-encodes video (H.264
-    yuv420p, the source frame rate, sizes rounded down to even) and audio (AAC, the source
-    sample rate and channel layout). The file is written under a temporary name and renamed.
+    Times count from the start of the file (its first timestamp, as FFmpeg's ``-ss`` counts
+    them), not from timestamp 0. Decodes from the keyframe before ``start - SEEK_MARGIN_S`` and
+    re-encodes video (H.264 yuv420p, the source frame rate, sizes rounded down to even) and audio
+    (AAC, the source sample rate and channel layout). The file is written under a temporary name
+    and renamed.
 
     Args:
         src: the raw video (must have a video and an audio stream).
@@ -254,7 +256,6 @@ def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> f
     if end_ms <= start_ms:
         raise ClipCutError(f"empty time range {start_ms}-{end_ms} ms")
     src, dest = Path(src), Path(dest)
-    start, end = start_ms / 1000, end_ms / 1000
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_path(dest)
     try:
@@ -265,6 +266,10 @@ def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> f
                 raise ClipCutError("no audio stream")
             v_in, a_in = source.streams.video[0], source.streams.audio[0]
             v_in.thread_type = "AUTO"
+            # Files whose timestamps start later (remuxed streams, cuts copied without
+            # re-encoding) would otherwise be cut too early, or not at all.
+            origin = (source.start_time or 0) / av.time_base
+            start, end = origin + start_ms / 1000, origin + end_ms / 1000
             with av.open(str(partial), "w", format="mp4") as out:
                 rate = _stream_rate(v_in)
                 v_out = out.add_stream("libx264", rate=rate)
@@ -275,7 +280,8 @@ def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> f
                 a_out.layout = a_in.codec_context.layout.name
                 video = _VideoSlots(out, v_out, rate, start, end)
                 audio = _AudioWindow(a_in, start, end)
-                source.seek(int(max(0.0, start - SEEK_MARGIN_S) * av.time_base), backward=True)
+                source.seek(int(max(origin, start - SEEK_MARGIN_S) * av.time_base),
+                            backward=True)
                 for packet in source.demux(v_in, a_in):
                     for frame in packet.decode():
                         if isinstance(frame, av.VideoFrame):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -232,3 +233,45 @@ def test_cut_keeps_the_display_rotation(tmp_path: Path, rotation: int) -> None:
     upright = read_frames(src, FPS, size)[: got.shape[0]]
     assert got.shape == upright.shape
     assert (got.float() - upright.float()).abs().mean() < 8
+
+
+def write_late_video(path: Path, offset: float, seconds: float) -> Path:
+    """A test video whose video and audio timestamps both start at ``offset`` seconds."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.gop_size = 10
+        sound = out.add_stream("aac", rate=SAMPLE_RATE)
+        sound.layout = "stereo"
+        for k in range(round(seconds * FPS)):
+            image = np.full((48, 64, 3), frame_value(k), np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = k + round(offset * FPS), Fraction(1, FPS)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        wave = sine(440, seconds, SAMPLE_RATE)
+        samples = np.stack([wave, wave]).astype(np.float32)
+        for first in range(0, samples.shape[1], 1024):
+            chunk = np.ascontiguousarray(samples[:, first : first + 1024])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = first + round(offset * SAMPLE_RATE)
+            frame.time_base = Fraction(1, SAMPLE_RATE)
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
+
+
+def test_cut_counts_from_the_first_timestamp(tmp_path: Path) -> None:
+    """Times are relative to the file's start (as FFmpeg's -ss), not to timestamp 0."""
+    offset, seconds, clip_ms = 2.0, 2.0, 1000
+    src = write_late_video(tmp_path / "late.mp4", offset, seconds)
+    with av.open(str(src)) as container:
+        assert container.start_time / av.time_base > offset / 2  # the file really starts late
+    written = cut_clip(src, tmp_path / "clip.mp4", 0, clip_ms)
+    assert written == pytest.approx(clip_ms / 1000)
+    facts = probe(tmp_path / "clip.mp4")
+    assert facts["frames"] == round(clip_ms / 1000 * FPS)
+    assert facts["first_value"] == pytest.approx(frame_value(0), abs=3)
+    assert facts["audio_seconds"] == pytest.approx(clip_ms / 1000, abs=0.05)
+    assert facts["audio_rms"] == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
