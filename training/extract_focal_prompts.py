@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.duration > 0:
             raise UserInputError(f"--duration must be positive, got {args.duration}")
+        # Checked before the work, not found when the list is written after it.
+        if args.failed_list is not None and args.failed_list.is_dir():
+            raise UserInputError("--failed_list is a folder; give a file name",
+                                 args.failed_list)
         listing = list_split_clips(args.metadata, args.root, args.split)
         results = make_focal_prompts(args.root, [clip.id for clip in listing.clips],
                                      duration=args.duration, workers=args.workers,
@@ -83,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     print(focal_prompt_report(results, listing.missing))
     if args.failed_list is not None:
         failed = [(r.clip_id, r.reason) for r in results if r.status == "failed"]
-        write_problem_list(args.failed_list, failed, listing.missing)
+        try:
+            write_problem_list(args.failed_list, failed, listing.missing)
+        except OSError as err:
+            return report_user_error("extract_focal_prompts", UserInputError(
+                f"cannot write the list: {err.strerror or err}", args.failed_list))
         print(f"failed and missing clips listed in {args.failed_list}")
     return 0
 

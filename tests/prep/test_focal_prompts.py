@@ -237,6 +237,14 @@ def test_user_errors_exit_2(mini_sms: MiniSMS, tmp_path: Path,
                  "--split", "nope"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("extract_focal_prompts: ") for line in err)
+    # A folder as the list: refused before any clip is processed.
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    assert main(["--root", str(mini_sms.root), "--metadata", str(mini_sms.metadata),
+                 "--split", "train", "--failed_list", str(folder)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "is a folder" in err[0]
+    assert list(folder.iterdir()) == []
 
 
 def test_script_explains_every_option() -> None:
