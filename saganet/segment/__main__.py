@@ -6,8 +6,8 @@ an object, and the ``--click``, ``--negative_click``, ``--box`` and ``--text`` a
 to it; prompts before any ``--object`` belong to one object called ``object``::
 
     python -m saganet.segment duet.mp4 --output masks \\
-        --object violin --click 812,430 --click 800,500@2.5 \\
-        --object trumpet --box 100,200,380,520@f12 --negative_click 300,300
+        --object violin --click 1368,624 --click 1300,600@2.5 \\
+        --object trumpet --box 600,555,810,790@f12 --negative_click 1368,624
 """
 
 from __future__ import annotations
