@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write a preview with each object tinted")
     parser.add_argument("--model", default="tiny",
                         help="SAM 2.1 size for clicks/boxes: tiny (default), small, base-plus, "
-                        "large, or a local model folder")
+                        "large, debug (tiny random weights, made in the cache; for tests) or a "
+                        "local model folder")
     parser.add_argument("--text_model", default=None,
                         help="local SAM 3 folder for --text (default: the cache's copy)")
     parser.add_argument("--weights_dir", type=Path, default=None,
