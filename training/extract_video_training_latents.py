@@ -56,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="saganet_small",
                         help="pipeline variant whose VAE and CLIP encode the data: "
                              "saganet_small (default; saganet_small_no_lora uses the same "
-                             "encoders) or debug (tiny random encoders for tests, needs "
-                             "--weights_dir)")
+                             "encoders) or debug (tiny random encoders for tests, generated "
+                             "in the weights folder on first use)")
     parser.add_argument("--weights_dir", type=Path, default=None,
                         help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet; "
-                             "for debug, a folder written by `python -m saganet.weights debug`)")
+                             "`python -m saganet.debug_weights` writes the debug weights)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never download weights; report missing files and where they go")
     parser.add_argument("--batch_size", type=int, default=3,

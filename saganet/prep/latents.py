@@ -210,7 +210,8 @@ class FeatureExtractor:
 
         Args:
             variant: a key of :data:`saganet.pipeline.PIPELINES`.
-            weights_dir: weights folder (required for ``debug``).
+            weights_dir: weights folder (default: the user cache; ``debug`` weights are
+                generated there on first use).
             device: where the encoders run.
             offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
         """

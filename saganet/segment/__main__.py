@@ -6,8 +6,8 @@ an object, and the ``--click``, ``--negative_click``, ``--box`` and ``--text`` a
 to it; prompts before any ``--object`` belong to one object called ``object``::
 
     python -m saganet.segment duet.mp4 --output masks \\
-        --object violin --click 812,430 --click 800,500@2.5 \\
-        --object trumpet --box 100,200,380,520@f12 --negative_click 300,300
+        --object violin --click 1368,624 --click 1300,600@2.5 \\
+        --object trumpet --box 600,555,810,790@f12 --negative_click 1368,624
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write a preview with each object tinted")
     parser.add_argument("--model", default="tiny",
                         help="SAM 2.1 size for clicks/boxes: tiny (default), small, base-plus, "
-                        "large, or a local model folder")
+                        "large, debug (tiny random weights, made in the cache; for tests) or a "
+                        "local model folder")
     parser.add_argument("--text_model", default=None,
                         help="local SAM 3 folder for --text (default: the cache's copy)")
     parser.add_argument("--weights_dir", type=Path, default=None,
