@@ -169,39 +169,33 @@ def object_name(args: ObjectArgs, index: int) -> str:
     return f"object{index + 1}"
 
 
+def _number(text: str, convert: Callable[[str], float], expected: str,
+            ok: Callable[[float], bool], requirement: str) -> float:
+    """``convert(text)`` if it parses and passes ``ok``; else the argparse error saying which."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
+    return value
+
+
 def parse_duration(text: str) -> float:
     """``--duration``: seconds, or ``full`` (to the end of the video: ``math.inf``)."""
     if text.strip().lower() == "full":
         return math.inf
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds or 'full', got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    return _number(text, float, "seconds or 'full'", lambda v: v > 0, "must be positive")
 
 
 def positive_int(text: str) -> int:
     """A whole number of at least 1 (``--num_steps``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+    return int(_number(text, int, "a whole number", lambda v: v >= 1, "must be at least 1"))
 
 
 def finite_float(text: str) -> float:
     """A finite number (``--cfg_strength``: NaN or infinity would make every sample NaN)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+    return _number(text, float, "a number", math.isfinite, "must be a finite number")
 
 
 def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
