@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
     from saganet.inference import SamplingOptions
+    from saganet.media.masks import MaskVideo
+    from saganet.media.video import empty_mask_hint
     from saganet.pipeline import (
         load_clip,
         load_models,
@@ -152,9 +154,11 @@ def run(args: argparse.Namespace) -> list[Path]:
         # The tracked masks beside the outputs, to reuse (--mask_video) or fix.
         written += [tracking.write_mask_video(name, path, overwrite=args.overwrite)
                     for name, path in mask_files.items()]
+    mask_videos = {o.name: o.masks for o in request.objects if isinstance(o.masks, MaskVideo)}
     for name, spans in result.silenced.items():
         where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
-        log.info("%s: mask empty, silent at %s", name, where)
+        hint = empty_mask_hint(mask_videos[name].info) if name in mask_videos else ""
+        log.info("%s: mask empty, silent at %s%s", name, where, hint)
     if result.mix_level is not None and result.mix_level.gain < 1:
         log.info("mix levelled by %.2f dB (peak of the sum %.2f)",
                  20 * math.log10(result.mix_level.gain), result.mix_level.peak)

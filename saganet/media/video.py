@@ -851,6 +851,15 @@ def warn_if_dim_mask(masks: torch.Tensor, name: str) -> bool:
     return True
 
 
+def empty_mask_hint(info: VideoInfo) -> str:
+    """What to add when a mask reads empty: masks are read as brightness, so an object drawn
+    only in an alpha channel (transparent background) is not seen. Empty for other formats."""
+    if info.pix_fmt and any(c.is_alpha for c in av.VideoFormat(info.pix_fmt).components):
+        return (f" (the file has an alpha channel, {info.pix_fmt}, which is not read: masks are "
+                "brightness, the object white on black)")
+    return ""
+
+
 def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
     """CLIP (8 fps, 384²) and Synchformer (25 fps, 224²) frames of a video's first seconds.
 
@@ -945,7 +954,8 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
         f"the overlap of {video_path.name} and {mask_path.name}", video_path)
     masks = masks[: int(SYNC_FPS * used)]
     if not masks.any():
-        logger.warning("%s: the mask is empty (all zero) in the first %.3f s", mask_path, used)
+        logger.warning("%s: the mask is empty (all zero) in the first %.3f s%s", mask_path, used,
+                       empty_mask_hint(mask.info))
     warn_if_dim_mask(masks, str(mask_path))
     return VideoInputs(
         clip_frames=clip_input(clip[: int(CLIP_FPS * used)]),

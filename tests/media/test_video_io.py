@@ -312,6 +312,33 @@ def test_empty_mask_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert any("empty" in r.getMessage() for r in caplog.records)
 
 
+def test_empty_mask_of_an_alpha_video_says_alpha_is_not_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    height, width, fps = 32, 48, 25
+    video = write_video(tmp_path / "video.mp4", level_frames(fps, height, width))
+    # The object drawn in the alpha channel only, on black: masks are read as brightness.
+    mask_path = tmp_path / "mask.mkv"
+    with av.open(str(mask_path), "w") as container:
+        stream = container.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuva420p"
+        image = np.zeros((height, width, 4), np.uint8)
+        image[height // 4: 3 * height // 4, width // 4: 3 * width // 4, 3] = 255
+        for _ in range(fps):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgba")))
+        container.mux(stream.encode())
+    with caplog.at_level(logging.WARNING):
+        inputs = load_video_inputs(video, mask_path, duration=1.0)
+    assert not inputs.masks.any()
+    empty = [r.getMessage() for r in caplog.records if "empty" in r.getMessage()]
+    assert len(empty) == 1 and "alpha channel" in empty[0]
+    # An ordinary empty mask gets no such hint.
+    caplog.clear()
+    plain = write_video(tmp_path / "plain.mp4", [np.zeros((height, width, 3), np.uint8)] * fps)
+    with caplog.at_level(logging.WARNING):
+        load_video_inputs(video, plain, duration=1.0)
+    assert not any("alpha channel" in r.getMessage() for r in caplog.records)
+
+
 def object_frames(count: int, height: int, width: int, color: tuple[int, int, int],
                   ) -> list[np.ndarray]:
     """An object of ``color`` over the middle quarter of the frame, on black."""
