@@ -311,8 +311,6 @@ def run(args: argparse.Namespace) -> int:
 
     from saganet.pipeline import load_models, pipeline_variant
 
-    if args.num_steps < 1:
-        raise UserInputError("--num_steps must be >= 1")
     pipeline_variant(args.variant)
     try:
         segment_duration(args)  # a usage error, not one of every job
@@ -333,13 +331,14 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as err:  # e.g. object names: that job fails, not the batch
             failures.append((job.video, _reason(err, job)))
             continue
+        outputs = request.outputs().all()
         # Every file, not only the mix: one job's stem may be another's mix (a_violin.flac).
-        for path in request.outputs().all():
+        for path in outputs:
             other = writers.setdefault(os.path.abspath(path), job)
             if other is not job:
                 raise UserInputError(f"two jobs write {path} ({other.video.name}, "
                                      f"{job.video.name}); give them distinct outputs")
-        if not args.overwrite and all(path.is_file() for path in request.outputs().all()):
+        if not args.overwrite and all(path.is_file() for path in outputs):
             skipped += 1
         else:
             todo.append(job)
