@@ -289,9 +289,6 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
     if first.pts is None and first.dts is None:
         return None
 
-    def shown_at(packet: av.Packet) -> int:
-        return packet.pts if packet.pts is not None else packet.dts
-
     def packets() -> Iterator[av.Packet]:
         known = stream.start_time is not None
         origin = _time_origin(stream, first)
@@ -300,7 +297,7 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
         held: list[av.Packet] = []
         try:
             for packet in _chain(first, demuxed):
-                when = shown_at(packet)
+                when = _shown_at(packet)
                 if when is None:
                     continue
                 if when < origin and not known and not packet.is_discard:
@@ -321,13 +318,18 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
     return packets()
 
 
+def _shown_at(packet: av.Packet) -> int:
+    """A packet's time: when it is shown, else (no pts) when it is decoded."""
+    return packet.pts if packet.pts is not None else packet.dts
+
+
 def _time_origin(stream: av.VideoStream, first: av.Packet) -> int:
     """The time of the first frame shown, in the stream's time base: the stream's start time
     (which follows edit lists: packets an edit list cuts from the start are decoded as
     references but never shown), else the first packet's."""
     if stream.start_time is not None:
         return stream.start_time
-    return first.pts if first.pts is not None else first.dts
+    return _shown_at(first)
 
 
 def _chain(first: av.Packet, rest: Iterator[av.Packet]) -> Iterator[av.Packet]:
@@ -351,7 +353,7 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
         origin = shift = None
         count = 0
         for packet in packets:
-            when = packet.pts if packet.pts is not None else packet.dts
+            when = _shown_at(packet)
             origin = when if origin is None else min(origin, when)
             audio.until(float((when - origin) * stream.time_base))
             # The sound starts at the first frame shown: so must the copied video, whose
