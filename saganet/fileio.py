@@ -6,13 +6,14 @@ temporary name in its destination folder and renamed into place when complete, s
 Ctrl-C never leaves a half-written file under the final name. Temporary files are opened with
 mode ``0o666`` filtered by the umask, like any file the user creates (``tempfile.mkstemp``
 would make them private, 0600). Cross-process locks remove their lock file when released.
+Names that would be one file where case is ignored are found before anything is written.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +23,20 @@ try:
     import fcntl
 except ImportError:  # Windows: filelock's lock (its file stays behind).
     fcntl = None
+
+
+def name_clash(names: Sequence[str]) -> str | None:
+    """The first two of ``names`` that are one file name on the usual macOS and Windows file
+    systems (which ignore case), quoted for a message (``'violin' and 'Violin'``, or
+    ``'violin'`` when the two are identical); None when all differ."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.casefold()
+        if key in seen:
+            first = seen[key]
+            return repr(first) if first == name else f"{first!r} and {name!r}"
+        seen[key] = name
+    return None
 
 
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:

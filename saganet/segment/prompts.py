@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from saganet.errors import UserInputError
+from saganet.fileio import name_clash
 
 # Object names become parts of file names: keep them portable.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -204,13 +205,7 @@ def check_unique_names(objects: Sequence[ObjectPrompt]) -> None:
     """
     if not objects:
         raise UserInputError("nothing to track: give at least one object")
-    seen: dict[str, str] = {}
-    for obj in objects:
-        # Without case, as the mask files named after them on macOS and Windows.
-        key = obj.name.casefold()
-        if key in seen:
-            other = seen[key]
-            raise UserInputError(f"two objects are called {obj.name!r}"
-                                 + (f" and {other!r}" if other != obj.name else "")
-                                 + "; names must differ (case aside)")
-        seen[key] = obj.name
+    # Without case: the names become mask file names.
+    clash = name_clash([obj.name for obj in objects])
+    if clash:
+        raise UserInputError(f"two objects are called {clash}; names must differ (case aside)")

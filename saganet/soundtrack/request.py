@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saganet.errors import UserInputError
+from saganet.fileio import name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
 
@@ -112,15 +113,11 @@ class SoundtrackRequest:
             if not _NAME.match(name):
                 raise UserInputError(f"object name {name!r} is not usable in file names "
                                      "(letters, digits and _ . + - only)")
-        # Compared without case: the names become file names, and "Violin" and "violin" are
-        # one file on the usual macOS and Windows file systems.
-        folded = [n.casefold() for n in names]
-        duplicates = [n for n, f in zip(names, folded, strict=True) if folded.count(f) > 1]
-        if duplicates:
-            raise UserInputError(f"two objects are called {duplicates[0]!r}"
-                                 + (f" and {duplicates[1]!r}" if duplicates[1] != duplicates[0]
-                                    else "")
-                                 + "; give each a different name (case aside)")
+        # Without case: the names become file names.
+        clash = name_clash(names)
+        if clash:
+            raise UserInputError(f"two objects are called {clash}; give each a different name "
+                                 "(case aside)")
         for obj in self.objects:
             if obj.prompt is not None and not obj.prompt.strip():
                 raise UserInputError(f"object {obj.name!r}: the prompt is empty; leave it out "

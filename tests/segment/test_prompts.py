@@ -74,6 +74,14 @@ def test_names_must_differ_case_aside(second):
     check_unique_names([first, object_prompt(second + "2", clicks=["3,4"])])
 
 
+def test_the_message_names_the_two_names_that_clash():
+    names = ["violin", "cello", "Cello", "VIOLIN"]
+    objects = [object_prompt(name, clicks=["1,2"]) for name in names]
+    # The first pair that is one file name: the cellos, which clash before the violins do.
+    with pytest.raises(UserInputError, match=f"called {names[1]!r} and {names[2]!r};"):
+        check_unique_names(objects)
+
+
 def _objects(argv):
     args = build_parser().parse_args(["clip.mp4", "--output", "out", *argv])
     return objects_from_args(args.prompt_items or [])
