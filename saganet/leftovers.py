@@ -1,12 +1,14 @@
 """What a process killed outright (SIGKILL, power loss) leaves behind, and removing it safely.
 
 Such a process cannot clean up: its hidden temporary files and work folders and its lock files
-stay. So every temporary name saganet makes carries its owner, ``<pid>-<start>-<machine>-<rand>``:
+stay. So the temporary files and work folders that saganet makes beside its outputs (and in the
+weights cache) carry their owner in their name, ``<pid>-<start>-<machine>-<rand>``:
 the process id, the process's start time (clock ticks since boot, from ``/proc``; 0 where there
 is no ``/proc``) and a digest of the host name, the boot id and the pid namespace. A later run
 removes such an entry only when it can prove the owner dead: same machine digest (same host,
 same boot, same pid namespace, so the pid means the same process table) and no process with
-that pid, or one that started at another time (the pid was reused). Entries of another machine
+that pid, or one that started at another time (the pid was reused; without ``/proc`` a pid
+that runs again is taken for the owner). Entries of another machine
 (a shared file system) or of a process that still runs are left alone; the former get one
 line that names them, since nobody here can tell whether their owner still runs.
 
@@ -155,7 +157,9 @@ def remove_abandoned_lock(path: Path) -> bool:
     if fcntl is None:
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Opened for writing as exclusive() opens it: on NFS, flock is a POSIX write lock,
+        # which a read-only descriptor cannot take.
+        fd = os.open(path, os.O_RDWR)
     except OSError:
         return False
     try:

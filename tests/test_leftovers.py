@@ -152,3 +152,24 @@ def test_a_lock_held_by_this_process_is_not_removed(tmp_path: Path) -> None:
     with exclusive(lock):
         assert remove_dead(tmp_path, locks=".*.lock") == []
         assert lock.exists()
+
+
+def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None:
+    """Processes take turns on a lock while another keeps removing abandoned lock files: the
+    turns never overlap (a lock file removed while held would let two in at once)."""
+    lock, log = tmp_path / ".a.lock", tmp_path / "turns.log"
+    turns = 150
+    worker = ("import os, sys\nfrom saganet.fileio import exclusive\n"
+              f"for _ in range({turns}):\n"
+              f"    with exclusive({str(lock)!r}):\n"
+              f"        with open({str(log)!r}, 'a') as f:\n"
+              "            f.write(f'in {os.getpid()}\\n'); f.flush()\n"
+              "            f.write(f'out {os.getpid()}\\n')\n")
+    workers = [subprocess.Popen([sys.executable, "-c", worker]) for _ in range(3)]
+    while any(w.poll() is None for w in workers):
+        remove_dead(tmp_path, locks=".*.lock")
+    assert [w.returncode for w in workers] == [0] * len(workers)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * turns * len(workers)
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):
+        assert enter.startswith("in ") and leave == f"out {enter[3:]}"
