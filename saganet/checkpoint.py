@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from saganet.features import SynchformerConfig, SynchformerWithContext, load_saganet_synchformer
 from saganet.model import FlowNetwork, NetworkConfig, build_network, lora_state_dict
-from saganet.state_dict import CheckpointMismatchError, load_checkpoint_file
+from saganet.state_dict import CheckpointMismatchError, MismatchReport, load_checkpoint_file
 
 WEIGHTS_FILE_ENTRIES = ("network", "synchformer", "lora", "config")
 MAX_NAMED_ENTRIES = 12
@@ -56,6 +56,9 @@ def build_from_weights(content: Mapping, what: str, default_network: str | None 
                        ) -> tuple[FlowNetwork, SynchformerWithContext]:
     """Build the network and Synchformer a weights file describes and load it strictly.
 
+    Every entry that does not fit is named in one error (missing, unexpected and mis-shaped
+    keys of each), and nothing is returned then.
+
     Args:
         content: a loaded weights file (:func:`read_weights_file`).
         what: the file's name for error messages.
@@ -78,8 +81,15 @@ def build_from_weights(content: Mapping, what: str, default_network: str | None 
     else:
         raise CheckpointMismatchError(f"{what}: no 'config' entry, so the model sizes are "
                                       "unknown; name the variant it belongs to")
-    network.load_weights(content["network"], what=f"{what}['network']")
+    # Every entry is tried, so that one error names all that do not fit; the models are this
+    # function's own, so nothing is left half-loaded when it raises.
+    report = MismatchReport(what)
+    with report.part():
+        network.load_weights(content["network"], what=f"{what}['network']")
     if "lora" in content:
-        network.load_lora_weights(content["lora"], what=f"{what}['lora']")
-    load_saganet_synchformer(synchformer, content["synchformer"])
+        with report.part():
+            network.load_lora_weights(content["lora"], what=f"{what}['lora']")
+    with report.part():
+        load_saganet_synchformer(synchformer, content, what=what)
+    report.raise_if_any()
     return network.eval(), synchformer.eval().requires_grad_(False)

@@ -32,7 +32,7 @@ from saganet.fileio import exclusive
 from saganet.model import CONFIG_44K_SA, build_network
 from saganet.models import SAGANetModels
 from saganet.state_dict import atomic_save, load_checkpoint_file
-from saganet.weights import cache_dir
+from saganet.weights import cache_dir, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[st
         seed: seed of the random weights, for files that do not exist yet.
     """
     paths = debug_paths(root)
+    remove_leftovers(root)
     if all(p.exists() for p in paths.values()):
         return paths
     root = Path(root).expanduser()

@@ -5,19 +5,21 @@ Every output of saganet (audio, video, masks, checkpoints, weights) is written u
 temporary name in its destination folder and renamed into place when complete, so a crash or a
 Ctrl-C never leaves a half-written file under the final name. Temporary files are opened with
 mode ``0o666`` filtered by the umask, like any file the user creates (``tempfile.mkstemp``
-would make them private, 0600). Cross-process locks remove their lock file when released.
+would make them private, 0600). Temporary names carry their owner, so that what a process
+killed outright leaves can be removed later (:mod:`saganet.leftovers`). Cross-process locks
+remove their lock file when released.
 Names that would be one file where case is ignored are found before anything is written.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from saganet.errors import UserInputError
+from saganet.leftovers import owner_tag
 
 try:
     import fcntl
@@ -40,8 +42,9 @@ def name_clash(names: Sequence[str]) -> str | None:
 
 
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
-    """A unique hidden name in the folder of ``path`` (same file system: renames are atomic)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+    """A unique hidden name in the folder of ``path`` (same file system: renames are atomic)
+    that names this process as its owner (see :mod:`saganet.leftovers`)."""
+    return path.with_name(f".{path.name}.{owner_tag()}{suffix}")
 
 
 @contextmanager

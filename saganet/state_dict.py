@@ -3,8 +3,10 @@
 PyTorch's own strict loading stops at the first shape mismatch and reports missing and
 unexpected keys in one long line. Checkpoint problems are the most common support question for
 a model that ships several variants, so we collect everything first and raise one error that
-lists missing, unexpected and mis-shaped keys separately. The only tolerated differences are
-named by the caller (for example LoRA factors absent from an MMAudio base checkpoint).
+lists missing, unexpected and mis-shaped keys separately; a file holding several modules
+reports all of those that do not fit in one error (:class:`MismatchReport`). The only tolerated
+differences are named by the caller (for example LoRA factors absent from an MMAudio base
+checkpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,42 @@ def check_state_dict(
                 lines.append(f"  {len(items)} {title} key(s): " + ", ".join(items[:12])
                              + (", ..." if len(items) > 12 else ""))
         raise CheckpointMismatchError("\n".join(lines))
+
+
+class MismatchReport:
+    """The mismatches of the several modules of one weights file, raised as one error.
+
+    Each module is checked (or loaded into a module of the caller's own, discarded on error)
+    in a :meth:`part` block: a :class:`CheckpointMismatchError` there is recorded, and
+    :meth:`raise_if_any` raises all of them together, so that a user sees every module that
+    does not fit at once instead of fixing one to meet the next.
+
+    Args:
+        what: the file, for the first line of the error.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.errors: list[CheckpointMismatchError] = []
+
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """Record a :class:`CheckpointMismatchError` of the block instead of raising it."""
+        try:
+            yield
+        except CheckpointMismatchError as err:
+            self.errors.append(err)
+
+    def raise_if_any(self) -> None:
+        """Raise the recorded errors: one as it is, several as one error that lists each
+        module's missing, unexpected and mis-shaped keys under a line that counts them."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            lines = [f"{self.what}: {len(self.errors)} of its parts do not match the models:"]
+            for err in self.errors:
+                lines += [f"  {line}" for line in str(err).splitlines()]
+            raise CheckpointMismatchError("\n".join(lines)) from self.errors[0]
 
 
 def load_state_dict_strict(

@@ -95,3 +95,66 @@ def test_weights_file_rebuilds_the_same_models(tmp_path: Path) -> None:
         expected = theirs.state_dict()
         assert list(ours.state_dict()) == list(expected)
         assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
+
+
+def _named(keys: list[str], message: str) -> list[str]:
+    return [key for key in keys if f"{key}," in message or f"{key}\n" in f"{message}\n"
+            or f"{key}:" in message]
+
+
+def test_a_file_broken_in_several_entries_names_every_one_at_once(tmp_path: Path) -> None:
+    """Network and Synchformer both broken (and the LoRA entry): one error, each entry's
+    missing, unexpected and mis-shaped keys listed, short, with their counts."""
+    models = build_debug_models()
+    content = weights_file_dict(models.network, models.synchformer, "debug")
+    network, sync = dict(content["network"]), dict(content["synchformer"])
+    lora = dict(content["lora"])
+    # Network: one key missing, one extra, one of another shape.
+    net_missing = next(k for k in network if not k.endswith(("lora_A", "lora_B")))
+    del network[net_missing]
+    network["added.weight"] = torch.zeros(1)
+    net_shaped = next(k for k, v in network.items() if v.dim() == 1 and k != "added.weight")
+    network[net_shaped] = torch.zeros(network[net_shaped].numel() + 1)
+    # Synchformer: many keys missing (more than an error lists by name), one of another shape.
+    sync_missing = sorted(sync)[: len(sync) // 2]
+    for key in sync_missing:
+        del sync[key]
+    sync_shaped = next(k for k, v in sync.items() if v.dim() >= 1)
+    sync[sync_shaped] = torch.zeros(*sync[sync_shaped].shape[:-1], sync[sync_shaped].shape[-1] + 2)
+    # LoRA: a factor missing.
+    lora_missing = next(iter(lora))
+    del lora[lora_missing]
+    path = atomic_save({**content, "network": network, "synchformer": sync, "lora": lora},
+                       tmp_path / "broken.pth")
+    with pytest.raises(CheckpointMismatchError) as info:
+        build_from_weights(read_weights_file(path), str(path))
+    message = str(info.value)
+    first, *rest = message.splitlines()
+    assert first.startswith(str(path)) and "3 of its parts" in first
+    blocks = {entry: next(i for i, line in enumerate(rest) if f"['{entry}']" in line)
+              for entry in ("network", "lora", "synchformer")}
+    assert sorted(blocks.values()) == list(blocks.values())  # in the file's order
+    net_block = "\n".join(rest[blocks["network"]:blocks["lora"]])
+    lora_block = "\n".join(rest[blocks["lora"]:blocks["synchformer"]])
+    sync_block = "\n".join(rest[blocks["synchformer"]:])
+    assert "1 missing key(s): " + net_missing in net_block
+    assert "1 unexpected key(s): added.weight" in net_block
+    assert f"1 mis-shaped key(s): {net_shaped}" in net_block
+    assert lora_missing in lora_block and "missing" in lora_block
+    assert f"{len(sync_missing)} missing key(s)" in sync_block
+    assert 0 < len(_named(sync_missing, sync_block)) < len(sync_missing)  # short, counted
+    assert f"1 mis-shaped key(s): {sync_shaped}" in sync_block
+    assert not _named(sync_missing, net_block + lora_block)
+
+
+def test_a_file_broken_in_one_entry_keeps_its_error(tmp_path: Path) -> None:
+    models = build_debug_models()
+    content = weights_file_dict(models.network, models.synchformer, "debug")
+    sync = dict(content["synchformer"])
+    missing = next(iter(sync))
+    del sync[missing]
+    with pytest.raises(CheckpointMismatchError) as info:
+        build_from_weights({**content, "synchformer": sync}, "one.pth")
+    first, *rest = str(info.value).splitlines()
+    assert first == "one.pth['synchformer'] does not match SynchformerWithContext:"
+    assert rest == [f"  1 missing key(s): {missing}"]

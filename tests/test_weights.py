@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from saganet import weights
 from saganet.errors import UserInputError
 from saganet.weights import (
     GROUPS,
@@ -155,38 +156,82 @@ def test_interrupted_transfer_leaves_nothing(server: _Server, tmp_path: Path) ->
     assert _leftovers(tmp_path) == []
 
 
-def test_parts_left_by_a_killed_download_are_removed(server: _Server, tmp_path: Path) -> None:
-    body = b"payload"
-    dest = tmp_path / "a.pth"
-    # A process killed outright leaves its part; another file's part is none of its business.
-    stale = transfer.temporary_sibling(dest, ".part")
-    other = transfer.temporary_sibling(tmp_path / "a.pth.x", ".part")
-    for path in (stale, other):
-        path.write_bytes(body[:3])
-    download(server.serve("/a", body), dest, _md5(body), progress=False)
-    assert dest.read_bytes() == body
-    assert not stale.exists() and other.exists()
+def _start_fetch(server: _Server, root: Path, name: str, body: bytes) -> subprocess.Popen:
+    """``python -m saganet.weights fetch`` of one file served slowly, once its part exists."""
+    url = server.serve(f"/{name}", body)
+    server.slow.add(f"/{name}")
+    script = ("import sys; from saganet.weights import WeightFile; "
+              "from saganet.weights.__main__ import main; "
+              f"sys.exit(main(['fetch', 'g', '--weights_dir', {str(root)!r}], "
+              f"registry={{{name!r}: WeightFile({name!r}, {url!r}, {_md5(body)!r}, "
+              "'weights')}, groups={'g': (" f"{name!r},)}}))")
+    fetch = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(p.suffix == ".part" for p in root.glob("weights/.*")):  # transfer begun
+        assert fetch.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return fetch
+
+
+def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(
+        server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    body = os.urandom(1 << 20)
+    fetch = _start_fetch(server, tmp_path, "a.pth", body)
+    fetch.kill()  # SIGKILL: no handler runs
+    fetch.communicate(timeout=30)
+    assert fetch.returncode == -9
+    folder = tmp_path / "weights"
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(left) == 2 and ".a.pth.lock" in left  # reproduced: a part and the lock
+    assert any(name.startswith(".a.pth.") and name.endswith(".part") for name in left)
+    # The next run using the cache, for another file, removes both and logs each.
+    other = b"other"
+    registry = _registry(server, **{"b.pth": other})
+    with caplog.at_level(logging.INFO, logger="saganet.leftovers"):
+        assert resolve("b.pth", tmp_path, registry=registry, progress=False).read_bytes() \
+            == other
+    assert sorted(p.name for p in folder.iterdir()) == ["b.pth", "b.pth.md5ok"]
+    removed = [r.getMessage() for r in caplog.records if r.name == "saganet.leftovers"]
+    assert sorted(m.split(",")[0] for m in removed) == [f"removed {folder / n}" for n in left]
+
+
+def test_a_running_download_is_left_alone(server: _Server, tmp_path: Path) -> None:
+    body = os.urandom(1 << 20)
+    fetch = _start_fetch(server, tmp_path, "a.pth", body)
+    try:
+        folder = tmp_path / "weights"
+        running = sorted(folder.iterdir())
+        other = b"other"
+        resolve("b.pth", tmp_path, registry=_registry(server, **{"b.pth": other}),
+                progress=False)
+        assert all(p.exists() for p in running)
+    finally:
+        fetch.terminate()
+        fetch.communicate(timeout=30)
+    assert fetch.returncode == 128 + 15
+
+
+def test_debug_weights_lock_of_a_killed_run_is_removed(tmp_path: Path) -> None:
+    lock = tmp_path / ".debug_weights.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from saganet.fileio import exclusive\n"
+         f"with exclusive({str(lock)!r}):\n    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert weights.remove_leftovers(tmp_path) == []  # held: not abandoned
+    holder.kill()
+    holder.communicate(timeout=30)
+    assert lock.exists()  # reproduced: SIGKILL leaves the lock file
+    weights.cache._cleaned.clear()  # a new run
+    assert weights.remove_leftovers(tmp_path) == [lock] and not lock.exists()
 
 
 def test_sigterm_during_fetch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
-    body = os.urandom(1 << 20)
-    url = server.serve("/a.pth", body)
-    server.slow.add("/a.pth")
-    script = ("import sys; from saganet.weights import WeightFile; "
-              "from saganet.weights.__main__ import main; "
-              f"sys.exit(main(['fetch', 'g', '--weights_dir', {str(tmp_path)!r}], "
-              f"registry={{'a.pth': WeightFile('a.pth', {url!r}, {_md5(body)!r}, 'weights')}}, "
-              "groups={'g': ('a.pth',)}))")
-    fetch = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    folder = tmp_path / "weights"
-    deadline = time.monotonic() + 30
-    while not any(p.suffix == ".part" for p in folder.glob(".*")):  # the transfer has begun
-        assert fetch.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    fetch = _start_fetch(server, tmp_path, "a.pth", os.urandom(1 << 20))
     fetch.terminate()
     fetch.communicate(timeout=30)
     assert fetch.returncode == 128 + 15
-    assert sorted(p.name for p in folder.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == []
 
 
 def test_http_error_is_reported(server: _Server, tmp_path: Path) -> None:

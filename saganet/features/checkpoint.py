@@ -63,15 +63,18 @@ def load_mmaudio_synchformer(model: Synchformer | SynchformerWithContext, source
                  "their initial values", what)
 
 
-def load_saganet_synchformer(model: SynchformerWithContext, source: Source) -> None:
+def load_saganet_synchformer(model: SynchformerWithContext, source: Source,
+                             what: str | None = None) -> None:
     """Load the ``synchformer`` entry of a SAGANet checkpoint strictly (all 456 keys).
 
     Args:
         model: segmentation-aware Synchformer at official size.
         source: path of ``saganet.pth``, the loaded checkpoint dict
             (``{'network', 'synchformer', 'lora'}``), or its ``synchformer`` state dict.
+        what: the file's name in error messages, for a ``source`` already loaded.
     """
-    checkpoint, what = _read(source)
+    checkpoint, name = _read(source)
+    what = what or name
     if "synchformer" in checkpoint:
         state_dict, what = checkpoint["synchformer"], f"{what}['synchformer']"
     else:

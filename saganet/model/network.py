@@ -449,16 +449,7 @@ class FlowNetwork(nn.Module):
             CheckpointMismatchError: keys missing, unexpected or mis-shaped.
         """
         state_dict = {k: v for k, v in state_dict.items() if k not in NON_PERSISTENT_KEYS}
-        has_factors = any(k.endswith((".lora_A", ".lora_B")) for k in state_dict)
-        allow_missing: tuple[str, ...] = ()
-        if self.config.use_lora and base_only:
-            if has_factors:
-                raise CheckpointMismatchError(f"{what} has LoRA factors, so it is not a base "
-                                              "network checkpoint; load it without base_only")
-            allow_missing = LORA_KEY_PATTERNS
-        elif self.config.use_lora and not has_factors:
-            check_state_dict(self, state_dict, what=what + " (no LoRA factors: if this is an "
-                             "MMAudio base checkpoint, load it with base_only=True)")
+        allow_missing = self._check_weights(state_dict, base_only, what)
         if lora_merged and not base_only:
             load_state_dict_strict(self, state_dict, allow_missing=allow_missing, what=what)
         else:
@@ -468,6 +459,37 @@ class FlowNetwork(nn.Module):
                  "LoRA" if self.config.use_lora else "base",
                  "base weights only" if base_only else
                  "merged LoRA" if lora_merged else "unmerged LoRA")
+
+    def check_weights(self, state_dict: Mapping[str, torch.Tensor], *,
+                      base_only: bool = False, what: str = "checkpoint") -> None:
+        """Raise what :meth:`load_weights` would raise for ``state_dict``; load nothing (to
+        check every module of a file before loading any).
+
+        Args:
+            state_dict: the weights.
+            base_only: as for :meth:`load_weights`.
+            what: name of the weights in error messages.
+
+        Raises:
+            CheckpointMismatchError: keys missing, unexpected or mis-shaped.
+        """
+        state_dict = {k: v for k, v in state_dict.items() if k not in NON_PERSISTENT_KEYS}
+        allow_missing = self._check_weights(state_dict, base_only, what)
+        check_state_dict(self, state_dict, allow_missing=allow_missing, what=what)
+
+    def _check_weights(self, state_dict: Mapping[str, torch.Tensor], base_only: bool,
+                       what: str) -> tuple[str, ...]:
+        """The LoRA-specific checks; returns the keys that may be missing."""
+        has_factors = any(k.endswith((".lora_A", ".lora_B")) for k in state_dict)
+        if self.config.use_lora and base_only:
+            if has_factors:
+                raise CheckpointMismatchError(f"{what} has LoRA factors, so it is not a base "
+                                              "network checkpoint; load it without base_only")
+            return LORA_KEY_PATTERNS
+        if self.config.use_lora and not has_factors:
+            check_state_dict(self, state_dict, what=what + " (no LoRA factors: if this is an "
+                             "MMAudio base checkpoint, load it with base_only=True)")
+        return ()
 
     def load_lora_weights(self, lora_state_dict: Mapping[str, torch.Tensor], *,
                           what: str = "lora weights") -> None:

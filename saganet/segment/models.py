@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from saganet import weights
 from saganet.errors import UserInputError
 from saganet.fileio import exclusive
+from saganet.leftovers import owned_folder
 from saganet.weights.registry import SAM2_REPOS, SAM3_REPO
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,9 @@ def _debug_folder(weights_dir: str | os.PathLike[str] | None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(folder.parent / ".sam2_video.lock"):
         if not (folder / "model.safetensors").is_file():
-            with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-                # Written beside and renamed, so a half-written folder is never found.
-                os.replace(write_tiny_sam2(Path(tmp) / "model"), folder)
+            # Written beside and renamed, so a half-written folder is never found.
+            with owned_folder(folder.parent, f".{folder.name}.") as tmp:
+                os.replace(write_tiny_sam2(tmp / "model"), folder)
     return folder
 
 

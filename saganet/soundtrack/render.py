@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +37,7 @@ from saganet.inference import (
     encode_conditions,
     sample,
 )
+from saganet.leftovers import owned_folder, remove_dead
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
 from saganet.media.output import write_video_with_audio as write_mp4
@@ -415,8 +414,9 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
              len(request.objects), request.join if len(plan.windows) > 1 else "one window")
     names = [o.name for o in request.objects]
     with _output_folder(Path(request.output_dir)) as folder:
-        work = Path(tempfile.mkdtemp(prefix=f".{request.name}.work-", dir=folder))
-        try:
+        # What runs killed outright (SIGKILL, power loss) left here; see saganet.leftovers.
+        remove_dead(folder)
+        with owned_folder(folder, f".{request.name}.work-") as work:
             runner = _Generator(models, request, segment, plan, options, seed, progress,
                                 clip_features)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
@@ -427,8 +427,6 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
             with timed("write"):
                 level = _write_outputs(request, outputs, segment, stems, work, overwrite,
                                        progress)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
     return SoundtrackResult(outputs, segment, plan, silenced, level)
 
 

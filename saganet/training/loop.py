@@ -31,7 +31,12 @@ from saganet.data.sms_dataset import SampleShapes
 from saganet.errors import UserInputError
 from saganet.fileio import atomic_output
 from saganet.model import CONFIG_44K_SA, FlowMatching
-from saganet.state_dict import atomic_save, load_state_dict_strict
+from saganet.state_dict import (
+    MismatchReport,
+    atomic_save,
+    check_state_dict,
+    load_state_dict_strict,
+)
 from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
@@ -306,6 +311,15 @@ class Trainer:
             raise UserInputError("the training state trains other parameters than this "
                                  "configuration (different variant or LoRA setting?)", path)
         network, synchformer = self.models.network, self.models.synchformer
+        # Both checked before either is loaded: one error names all that do not fit, and the
+        # live models are never half loaded.
+        report = MismatchReport(str(path))
+        with report.part():
+            network.check_weights(state.modules["network"], what=f"{path}['network']")
+        with report.part():
+            check_state_dict(synchformer, state.modules["synchformer"],
+                             what=f"{path}['synchformer']")
+        report.raise_if_any()
         network.load_weights(state.modules["network"], lora_merged=False,
                              what=f"{path}['network']")
         load_state_dict_strict(synchformer, state.modules["synchformer"],

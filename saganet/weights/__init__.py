@@ -17,6 +17,7 @@ from saganet.weights.cache import (
     hf_cache_dir,
     hub_snapshot,
     is_offline,
+    remove_leftovers,
     resolve,
     resolve_all,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "is_offline",
     "lookup",
     "md5_of",
+    "remove_leftovers",
     "resolve",
     "resolve_all",
     "verify_file",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.errors import UserInputError
+from saganet.leftovers import remove_dead
 from saganet.weights.registry import Entry, HubRepo, WeightFile, group_members, lookup
 from saganet.weights.transfer import DownloadError, download, has_valid_stamp, verify_file
 
@@ -175,10 +176,39 @@ def _download_hub(repo: HubRepo, hf_cache: Path) -> Path:
     return snapshot
 
 
+# Where saganet writes in a cache, and which lock files it makes there (all of them those of
+# saganet.fileio.exclusive; hf/ is the Hugging Face hub's, which cleans up after itself).
+_LOCKS = {".": ".debug_weights.lock", "weights": ".*.lock", "ext_weights": ".*.lock",
+          "example": ".*.lock", "example/synthetic": ".write.lock",
+          "debug": ".sam2_video.lock"}
+_cleaned: set[Path] = set()
+
+
+def remove_leftovers(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove what processes killed outright (SIGKILL, power loss) left in the cache: parts of
+    downloads and other temporary files whose owner is proven dead, and lock files nobody
+    holds (see :mod:`saganet.leftovers`). Done once per process and cache; every resolve
+    calls it.
+
+    Args:
+        weights_dir: cache folder; see :func:`cache_dir`.
+
+    Returns:
+        The removed paths.
+    """
+    root = cache_dir(weights_dir)
+    if root in _cleaned:
+        return []
+    _cleaned.add(root)
+    return [path for sub, locks in _LOCKS.items()
+            for path in remove_dead(root / sub, locks=locks)]
+
+
 def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None,
             offline: bool | None, progress: bool) -> dict[str, Path]:
     """Local paths of all ``entries``, downloading what is missing unless offline."""
     root, hf_cache = cache_dir(weights_dir), hf_cache_dir(weights_dir)
+    remove_leftovers(root)
     found: dict[str, Path] = {}
     missing: list[_Missing] = []
     for entry in entries:

@@ -4,7 +4,8 @@ A download streams into a hidden temporary file in the destination folder, hashi
 and is renamed onto the destination only once the byte count and the md5 check out, so the
 destination is either absent or complete. A file lock next to the destination makes concurrent
 processes (several ranks on one machine, or several jobs sharing a cache) download once: the
-others wait and then find the finished file.
+others wait and then find the finished file. Parts that downloads killed outright (SIGKILL,
+power loss) left are removed when their owner is proven dead (:mod:`saganet.leftovers`).
 
 Hashing a multi-gigabyte checkpoint on every run would cost seconds, so a successful check
 leaves a ``<file>.md5ok`` stamp holding the digest, size and modification time; the file is
@@ -17,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import urllib.error
 import urllib.request
 from http.client import HTTPException
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from saganet import __version__
 from saganet.errors import UserInputError
 from saganet.fileio import exclusive, temporary_sibling
+from saganet.leftovers import remove_dead
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +157,6 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
     return actual
 
 
-def _remove_stale_parts(dest: Path) -> None:
-    """Remove what downloads of ``dest`` killed outright (SIGKILL, power loss) left: only the
-    lock holder writes a part, so with the lock held every part of ``dest`` is stale."""
-    part = re.compile(rf"\.{re.escape(dest.name)}\.[0-9a-f]+\.part")
-    for path in dest.parent.iterdir():
-        if part.fullmatch(path.name):
-            logger.info("removing %s, left by an interrupted download", path)
-            path.unlink(missing_ok=True)
-
-
 def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
              progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` atomically, verified, once across concurrent processes.
@@ -195,7 +186,7 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
         # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5)):
             return dest
-        _remove_stale_parts(dest)
+        remove_dead(dest.parent)  # parts of downloads killed outright (SIGKILL, power loss)
         logger.info("downloading %s to %s", url, dest)
         tmp = temporary_sibling(dest, ".part")
         try:

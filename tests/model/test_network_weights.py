@@ -108,3 +108,17 @@ def test_latent_statistics(make_network, tiny_config) -> None:
     torch.testing.assert_close((normalized * net.latent_std + net.latent_mean), x)
     torch.testing.assert_close(net.unnormalize(normalized), x)
     assert torch.isnan(FlowNetwork(tiny_config).latent_mean).all()
+
+
+def test_check_weights_raises_as_loading_would_and_loads_nothing(make_network) -> None:
+    good = make_network(seed=1).state_dict()
+    broken = {k: v for k, v in good.items() if k != next(iter(good))}
+    net = make_network(seed=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as loading:
+        make_network().load_weights(broken, what="broken.pth")
+    with pytest.raises(CheckpointMismatchError) as checking:
+        net.check_weights(broken, what="broken.pth")
+    assert str(checking.value) == str(loading.value)
+    net.check_weights(good)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

@@ -4,6 +4,8 @@ tracks, hidden objects, joint sampling, and agreement with ``generate()``."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -254,6 +256,35 @@ def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
     result = write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
     assert sorted(out.iterdir()) == sorted(outputs) == sorted(result.outputs.all())
     assert all(len(read_audio(path)[0][0]) for path in outputs)
+
+
+def test_work_folder_of_a_killed_run_is_removed_by_the_next(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    out = tmp_path / "out"
+    out.mkdir()
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),), out,
+                                write_video=False)
+    # A run killed with SIGKILL while generating: its work folder (made as write_soundtrack
+    # makes it, with memory-mapped audio in it) stays behind.
+    killed = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pathlib import Path\n"
+         "from saganet.leftovers import owned_folder\n"
+         f"with owned_folder(Path({str(out)!r}), '.{request.name}.work-') as work:\n"
+         "    (work / 'mix.npy').write_bytes(bytes(64)); print(work, flush=True)\n"
+         "    time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    work = Path(killed.stdout.readline().strip())
+    killed.kill()
+    killed.communicate(timeout=30)
+    assert killed.returncode == -9 and (work / "mix.npy").exists()
+    # One made on another machine (a shared folder): its owner may still run.
+    pid, start, machine, rand = work.name.rsplit("-", 4)[1:]
+    foreign = out / f".{request.name}.work-{pid}-{start}-{'0' * 12}-{rand}"
+    assert machine != "0" * 12
+    foreign.mkdir()
+    result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+    assert sorted(out.iterdir()) == sorted([*result.outputs.all(), foreign])
 
 
 def test_a_raw_stream_without_a_stated_length_is_measured(models, tmp_path: Path) -> None:

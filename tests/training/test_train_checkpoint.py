@@ -135,3 +135,35 @@ def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
     assert resumed.step == first.step
     kept = (tmp_path / SAMPLE_IDS_DIR / "rank0.tsv").read_text().splitlines(keepends=True)
     assert kept == [row for row in rows if int(row.split("\t")[0]) < first.step]
+
+
+def test_resuming_from_a_state_broken_in_two_modules_names_both(tmp_path):
+    from saganet import dist
+    from saganet.state_dict import CheckpointMismatchError
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}")
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    path = latest_state(tmp_path)
+    state = load_state(path)
+    dropped = {}
+    for name in ("network", "synchformer"):
+        module = dict(state.modules[name])
+        dropped[name] = next(iter(module))
+        del module[dropped[name]]
+        state.modules[name] = module
+    atomic_save(state.to_dict(), path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        trainer("auto")
+    first_line, *rest = str(info.value).splitlines()
+    assert first_line.startswith(str(path)) and "2 of its parts" in first_line
+    for name, key in dropped.items():
+        assert any(f"['{name}']" in line for line in rest)
+        assert any(f"1 missing key(s): {key}" in line for line in rest)

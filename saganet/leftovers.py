@@ -1,0 +1,231 @@
+"""What a process killed outright (SIGKILL, power loss) leaves behind, and removing it safely.
+
+Such a process cannot clean up: its hidden temporary files and work folders and its lock files
+stay. So the temporary files and work folders that saganet makes beside its outputs (and in the
+weights cache) carry their owner in their name, ``<pid>-<start>-<machine>-<rand>``:
+the process id, the process's start time (clock ticks since boot, from ``/proc``; 0 where there
+is no ``/proc``) and a digest of the host name, the boot id and the pid namespace. A later run
+removes such an entry only when it can prove the owner dead: same machine digest (same host,
+same boot, same pid namespace, so the pid means the same process table) and no process with
+that pid, or one that started at another time (the pid was reused; without ``/proc`` a pid
+that runs again is taken for the owner). Entries of another machine
+(a shared file system) or of a process that still runs are left alone; the former get one
+line that names them, since nobody here can tell whether their owner still runs.
+
+Lock files need no owner: a flock lock dies with its holder. One is removed only while this
+process holds its lock (taken without waiting, so a held lock is never touched) and after
+checking that the path still names the file locked, the protocol that
+:func:`saganet.fileio.exclusive` follows; a process waiting on the removed file notices and
+locks afresh.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from functools import cache
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's locks, which nothing here removes.
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+_hinted: set[Path] = set()  # entries already named in a warning, so batches say it once
+
+# The owner tag and the rest of a temporary name: ``.<name>.<tag><suffix>`` (files) or
+# ``.<name>.work-<tag>`` (work folders).
+_TAG = r"(?P<pid>\d+)-(?P<start>\d+)-(?P<machine>[0-9a-f]{12})-[0-9a-f]{8}"
+_TAGGED = re.compile(rf"\..+[.-]{_TAG}(\.[A-Za-z0-9]+)?")
+
+
+class Owner(Enum):
+    """What can be told about the process that made a tagged entry."""
+
+    DEAD = "dead"
+    ALIVE = "alive"
+    UNKNOWN = "unknown"  # another machine, or no way to tell here
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@cache
+def machine_id() -> str:
+    """12 hex digits naming this host, its boot and its pid namespace: two processes with the
+    same digest see the same process table."""
+    parts = (socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"),
+             _pid_namespace())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot; None when it does not exist, 0
+    where this system does not say (no ``/proc``)."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:  # exists, but belongs to another user
+            pass
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0
+    # Field 22; the command name (field 2) may hold spaces and parentheses, so split after it.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def owner_tag() -> str:
+    """A fresh tag naming this process as the owner, plus 8 random hex digits."""
+    pid = os.getpid()
+    return f"{pid}-{_start_time(pid) or 0}-{machine_id()}-{secrets.token_hex(4)}"
+
+
+def owner_of(name: str) -> Owner | None:
+    """What is known of the owner of an entry named ``name``; None when the name carries no
+    owner tag (not a saganet temporary).
+
+    Args:
+        name: a file or folder name (no folder).
+    """
+    match = _TAGGED.fullmatch(name)
+    if match is None:
+        return None
+    if match["machine"] != machine_id():
+        return Owner.UNKNOWN
+    pid, start = int(match["pid"]), int(match["start"])
+    current = _start_time(pid)
+    if current is None:
+        return Owner.DEAD
+    if start and current and current != start:
+        return Owner.DEAD  # the pid now names a younger process
+    return Owner.ALIVE
+
+
+@contextmanager
+def owned_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh private folder ``<parent>/<prefix><owner tag>``, removed with its content when
+    the block ends (or by a later :func:`remove_dead` if this process is killed).
+
+    Args:
+        parent: an existing folder.
+        prefix: start of the name, e.g. ``".clip.work-"`` (hidden).
+    """
+    folder = parent / f"{prefix}{owner_tag()}"
+    folder.mkdir(mode=0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_abandoned_lock(path: Path) -> bool:
+    """Remove the lock file ``path`` if no process holds its lock; whether it was removed.
+
+    Args:
+        path: a lock file of :func:`saganet.fileio.exclusive`.
+    """
+    if fcntl is None:
+        return False
+    try:
+        # Opened for writing as exclusive() opens it: on NFS, flock is a POSIX write lock,
+        # which a read-only descriptor cannot take.
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Another remover may have replaced the path meanwhile: remove only the file locked.
+        if not os.path.samestat(os.fstat(fd), os.stat(path)):
+            return False
+        path.unlink()
+        return True
+    except OSError:  # held (EWOULDBLOCK), gone, or not ours to remove
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> list[Path]:
+    """Remove what dead processes left directly in ``folder``: tagged temporary files and work
+    folders whose owner is proven dead and, with ``locks``, abandoned lock files.
+
+    Best effort: an entry that cannot be removed (read-only folder) is skipped. Each removal is
+    logged at info level; entries of other machines get one warning line naming them.
+
+    Args:
+        folder: the folder to clean (need not exist).
+        locks: a glob pattern of names, e.g. ``".*.lock"``: also remove the abandoned lock
+            files it matches. Only names that are all locks of
+            :func:`saganet.fileio.exclusive`: another program's lock file may be held with a
+            lock that flock does not see.
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    removed, unknown = [], []
+    for path in entries:
+        owner = owner_of(path.name)
+        if owner is Owner.UNKNOWN:
+            unknown.append(path.name)
+        elif owner is Owner.DEAD and _remove(path):
+            logger.info("removed %s, left by a process that no longer runs", path)
+            removed.append(path)
+        elif (owner is None and locks and fnmatch.fnmatchcase(path.name, locks)
+              and remove_abandoned_lock(path)):
+            logger.info("removed %s, a lock file nobody holds", path)
+            removed.append(path)
+    unknown = [name for name in unknown if folder / name not in _hinted]
+    if unknown:
+        _hinted.update(folder / name for name in unknown)
+        logger.warning("%s: left alone, made on another machine that may still use them: %s",
+                       folder, ", ".join(unknown))
+    return removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:  # another run removed it first
+        return False
+    except OSError as err:
+        logger.debug("cannot remove %s: %s", path, err)
+        return False
+    return True

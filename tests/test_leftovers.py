@@ -1,0 +1,175 @@
+"""What processes killed with SIGKILL leave (temporary files, work folders, lock files), and
+its removal by a later run: only what is proven abandoned, never what a live process uses."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saganet.fileio import exclusive, temporary_sibling
+from saganet.leftovers import Owner, machine_id, owner_of, owner_tag, remove_dead
+
+
+class _Holder:
+    """A Python process that runs ``code``: a ``with`` block that prints one line (the path it
+    made), then sleeps in the block until it is killed."""
+
+    def __init__(self, code: str) -> None:
+        script = f"{code}    __import__('time').sleep(600)\n"
+        self.proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line, "the holder process ended before it made anything"
+        self.path = Path(line)
+
+    def kill(self) -> Path:
+        """SIGKILL, as the OOM killer or a power loss would; reaped (a zombie still runs)."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+        assert self.proc.returncode == -9
+        return self.path
+
+
+@pytest.fixture
+def holders() -> Iterator[list[_Holder]]:
+    started: list[_Holder] = []
+    yield started
+    for holder in started:
+        if holder.proc.poll() is None:
+            holder.kill()
+
+
+def _temporary(holders: list[_Holder], dest: Path) -> _Holder:
+    """A process that stages ``dest`` (an atomic write under way)."""
+    holder = _Holder("from pathlib import Path\nfrom saganet.fileio import atomic_output\n"
+                     f"with atomic_output(Path({str(dest)!r}), suffix='.mp4') as tmp:\n"
+                     "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n")
+    holders.append(holder)
+    return holder
+
+
+def _work_folder(holders: list[_Holder], folder: Path, name: str) -> _Holder:
+    """A process with a work folder in ``folder``, as the soundtrack writer makes one."""
+    holder = _Holder("from pathlib import Path\nfrom saganet.leftovers import owned_folder\n"
+                     f"with owned_folder(Path({str(folder)!r}), '.{name}.work-') as work:\n"
+                     "    (work / 'mix.npy').write_bytes(b'0' * 64)\n"
+                     "    print(work, flush=True)\n")
+    holders.append(holder)
+    return holder
+
+
+def _lock_holder(holders: list[_Holder], lock: Path) -> _Holder:
+    holder = _Holder("from saganet.fileio import exclusive\n"
+                     f"with exclusive({str(lock)!r}):\n    print({str(lock)!r}, flush=True)\n")
+    holders.append(holder)
+    return holder
+
+
+def _foreign(tag: str) -> str:
+    """``tag`` as another machine (another host, boot or pid namespace) would write it."""
+    pid, start, machine, rand = tag.split("-")
+    other = "0" * 12 if machine != "0" * 12 else "1" * 12
+    return f"{pid}-{start}-{other}-{rand}"
+
+
+def test_owner_of_tells_dead_alive_and_unknown(holders: list[_Holder], tmp_path: Path) -> None:
+    dead = _temporary(holders, tmp_path / "a.mp4").kill()
+    live = _temporary(holders, tmp_path / "b.mp4").path
+    mine = temporary_sibling(tmp_path / "c.flac")
+    pid, start, machine, rand = owner_tag().split("-")
+    assert int(pid) == os.getpid() and machine == machine_id()
+    reused = f".d.flac.{pid}-{int(start) + 1}-{machine}-{rand}.part"  # same pid, younger
+    assert owner_of(dead.name) is Owner.DEAD
+    assert owner_of(live.name) is Owner.ALIVE
+    assert owner_of(mine.name) is Owner.ALIVE
+    assert owner_of(reused) is Owner.DEAD
+    assert owner_of(f".e.flac.{_foreign(owner_tag())}.part") is Owner.UNKNOWN
+    assert owner_of("a.mp4") is None and owner_of(".a.mp4.lock") is None
+
+
+def test_only_what_dead_processes_left_is_removed(holders: list[_Holder], tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # Reproduce: what runs killed with SIGKILL leave behind.
+    dead = [_work_folder(holders, tmp_path, "clip").kill(),
+            _temporary(holders, tmp_path / "clip.mp4").kill()]
+    assert all(path.exists() for path in dead)
+    live = [_work_folder(holders, tmp_path, "clip").path,
+            _temporary(holders, tmp_path / "clip.mp4").path]
+    foreign = tmp_path / f".clip.work-{_foreign(owner_tag())}"
+    foreign.mkdir()
+    others = [tmp_path / "clip.mp4", tmp_path / ".hidden", tmp_path / ".x.work-12-34"]
+    for path in others:
+        path.write_bytes(b"user's")
+    with caplog.at_level(logging.INFO, logger="saganet.leftovers"):
+        removed = remove_dead(tmp_path)
+    assert sorted(removed) == sorted(dead)
+    assert not any(path.exists() for path in dead)
+    assert all(path.exists() for path in [*live, foreign, *others])
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert sorted(infos) == sorted(f"removed {p}, left by a process that no longer runs"
+                                   for p in dead)
+    hints = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(hints) == 1 and foreign.name in hints[0]
+    assert not any(p.name in hints[0] for p in [*dead, *live])
+    # The hint is given once per process, not at every run of a batch.
+    caplog.clear()
+    remove_dead(tmp_path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_abandoned_lock_files_are_removed_held_ones_kept(holders: list[_Holder],
+                                                         tmp_path: Path) -> None:
+    dead = _lock_holder(holders, tmp_path / ".a.pth.lock").kill()
+    assert dead.exists()  # reproduced: SIGKILL leaves the lock file
+    held = _lock_holder(holders, tmp_path / ".b.pth.lock").path
+    foreign_lock = tmp_path / ".x.lock"  # matches no pattern given: another program's
+    foreign_lock.touch()
+    assert remove_dead(tmp_path, locks=".*.pth.lock") == [dead]
+    assert not dead.exists() and held.exists() and foreign_lock.exists()
+    # The held lock still excludes: nobody else can take it.
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    # The removed lock works as before.
+    with exclusive(dead):
+        assert dead.exists()
+    assert not dead.exists()
+
+
+def test_a_lock_held_by_this_process_is_not_removed(tmp_path: Path) -> None:
+    lock = tmp_path / ".a.lock"
+    with exclusive(lock):
+        assert remove_dead(tmp_path, locks=".*.lock") == []
+        assert lock.exists()
+
+
+def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None:
+    """Processes take turns on a lock while another keeps removing abandoned lock files: the
+    turns never overlap (a lock file removed while held would let two in at once)."""
+    lock, log = tmp_path / ".a.lock", tmp_path / "turns.log"
+    turns = 150
+    worker = ("import os, sys\nfrom saganet.fileio import exclusive\n"
+              f"for _ in range({turns}):\n"
+              f"    with exclusive({str(lock)!r}):\n"
+              f"        with open({str(log)!r}, 'a') as f:\n"
+              "            f.write(f'in {os.getpid()}\\n'); f.flush()\n"
+              "            f.write(f'out {os.getpid()}\\n')\n")
+    workers = [subprocess.Popen([sys.executable, "-c", worker]) for _ in range(3)]
+    while any(w.poll() is None for w in workers):
+        remove_dead(tmp_path, locks=".*.lock")
+    assert [w.returncode for w in workers] == [0] * len(workers)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * turns * len(workers)
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):
+        assert enter.startswith("in ") and leave == f"out {enter[3:]}"
