@@ -14,7 +14,8 @@ Two kinds of files live in a run directory:
 * **Full training states** (``<run_dir>/checkpoints/state_<step>.pth``): every module's full
   state dict as it is during training (LoRA *not* merged, so resuming does not round the base
   weights), the names of the trainable tensors, optimiser, scheduler, step, the data sampler's
-  epoch and position, every rank's random-number-generator states and the EMA state. The last
+  epoch and position, every rank's random-number-generator states and unfinished log window,
+  and the EMA state. The last
   ``keep_last`` states are kept.
 
 Every file is written to a temporary name in the same folder and moved into place with
@@ -138,6 +139,8 @@ class TrainingState:
         rng: one :class:`RNGState` dict per global rank (index = rank).
         ema: the EMA's state dict (empty when EMA is off).
         failed_samples: samples that failed to load so far (all ranks).
+        log_window: one dict per global rank: the training-loss sums since the last log point
+            (:meth:`saganet.training.logger.LossStats.state_dict`); empty in older states.
         config: the run's configuration as plain data (for the record).
     """
 
@@ -151,6 +154,7 @@ class TrainingState:
     rng: list[dict[str, Any]]
     ema: dict[str, Any] = field(default_factory=dict)
     failed_samples: int = 0
+    log_window: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

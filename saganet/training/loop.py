@@ -184,6 +184,8 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0
         self.failed_total = 0
+        # Training-loss sums since the last log point (saved in states, restored on resume).
+        self.stats = LossStats(cfg.log.t_bins)
         self.ema = None
         if cfg.ema.enabled and info.is_main:
             view = TrainableView({"network": network, "synchformer": synchformer})
@@ -315,6 +317,7 @@ class Trainer:
         self.step, self.epoch = state.step, state.epoch
         self.batches_in_epoch = state.batches_in_epoch
         self.failed_total = state.failed_samples
+        self._restore_log_window(state.log_window, path)
         generators = {"noise": self.noise, "val_noise": self.val_noise}
         if len(state.rng) == self.info.world_size:
             RNGState.from_dict(state.rng[self.info.rank]).restore(generators)
@@ -330,6 +333,24 @@ class Trainer:
         self.last_state = (state.step, path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                  self.epoch, self.batches_in_epoch)
+
+    def _restore_log_window(self, windows: list[dict], path: Path) -> None:
+        """Put back the loss sums since the last log point, so that the first point logged
+        after the resume averages the same steps as every other."""
+        world, rank = self.info.world_size, self.info.rank
+        if not windows:
+            if self.step % self.cfg.log.interval:
+                log.warning("%s holds no log window (an older state): the first training "
+                            "scalars after step %d average only the steps from there", path,
+                            self.step)
+            return
+        try:
+            # With another number of ranks rank 0 takes every window: the logs sum over ranks.
+            self.stats.load_windows([windows[rank]] if len(windows) == world
+                                    else windows if rank == 0 else [])
+        except ValueError as err:
+            log.warning("%s: %s; the first training scalars after step %d average only the "
+                        "steps from there", path, err, self.step)
 
     # ------------------------------------------------------------------ the loop
 
@@ -350,7 +371,6 @@ class Trainer:
         """
         cfg = self.cfg
         logger = RunLogger(self.run_dir, self.info.is_main, cfg.num_iterations, self.step)
-        stats = LossStats(cfg.log.t_bins)
         stop = self.stop_step
         try:
             with self._ctrl_c_stops_after_the_step():
@@ -358,10 +378,10 @@ class Trainer:
                     self.train_loader.sampler.set_position(
                         self.epoch, self.batches_in_epoch * self.local_batch)
                     for batch in self.train_loader:
-                        trained = self.train_step(batch, stats)
+                        trained = self.train_step(batch, self.stats)
                         self.batches_in_epoch += 1
                         if trained:
-                            self.after_step(logger, stats)
+                            self.after_step(logger, self.stats)
                         if self.step >= stop:
                             break
                     else:
@@ -465,7 +485,8 @@ class Trainer:
     def after_step(self, logger: RunLogger, stats: LossStats) -> None:
         """Periodic logging, validation, generation and saving after step ``self.step``."""
         cfg, step = self.cfg, self.step
-        if step % cfg.log.interval == 0 or step == self.stop_step:
+        # Not flushed at stop_after: the state saved there carries the window on.
+        if step % cfg.log.interval == 0 or step == cfg.num_iterations:
             values = stats.reduce(self.device)
             stats.reset()
             values.update(lr=self.lr, failed_total=self.failed_total)
@@ -553,6 +574,14 @@ class Trainer:
                                           self.core.synchformer, weights, label, weights_file)
         for name, values in results.items():
             logger.scalars(f"eval/{name}", values, self.step)
+        if self.info.is_main and logger.hides(self.step):
+            # Recorded by an invocation killed after its last state: not evaluated again, and
+            # its scalars are hidden with the rest of that invocation's later steps.
+            recorded = self.evaluator.recorded(self.step).get("splits", {})
+            for name in dict.fromkeys(names):
+                entry = recorded.get(name)
+                if name not in results and entry and entry.get("error") is None:
+                    logger.scalars(f"eval/{name}", entry["metrics"], self.step)
 
     def _ema_weights(self, final: bool) -> tuple[dict[str, torch.Tensor], str]:
         """The EMA of the trainable tensors on every rank, by view name, and what it is."""
@@ -584,11 +613,12 @@ class Trainer:
     def save_state(self) -> None:
         """A full training state with every rank's generator states (written by rank 0)."""
         rng = RNGState.capture({"noise": self.noise, "val_noise": self.val_noise}).to_dict()
+        mine = {"rng": rng, "log_window": self.stats.state_dict()}
         if torch_dist.is_initialized():
             gathered: list = [None] * self.info.world_size
-            torch_dist.all_gather_object(gathered, rng)
+            torch_dist.all_gather_object(gathered, mine)
         else:
-            gathered = [rng]
+            gathered = [mine]
         if self.info.is_main:
             network, synchformer = self.models.network, self.models.synchformer
             state = TrainingState(
@@ -597,7 +627,9 @@ class Trainer:
                          "synchformer": synchformer.state_dict()},
                 trainable=self.trainable, optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), epoch=self.epoch,
-                batches_in_epoch=self.batches_in_epoch, rng=gathered,
+                batches_in_epoch=self.batches_in_epoch,
+                rng=[rank["rng"] for rank in gathered],
+                log_window=[rank["log_window"] for rank in gathered],
                 ema=self.ema.state_dict() if self.ema is not None else {},
                 failed_samples=self.failed_total, config=dataclasses.asdict(self.cfg))
             path = save_state(state, self.run_dir, self.cfg.checkpoint.keep_last)
