@@ -31,7 +31,7 @@ from saganet.data.sms_dataset import SampleShapes
 from saganet.errors import UserInputError
 from saganet.fileio import atomic_output
 from saganet.model import CONFIG_44K_SA, FlowMatching
-from saganet.state_dict import atomic_save, load_state_dict_strict
+from saganet.state_dict import load_state_dict_strict
 from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
@@ -39,6 +39,7 @@ from saganet.training.checkpoint import (
     list_states,
     load_state,
     save_state,
+    save_weights_file,
 )
 from saganet.training.config import SPLITS, TrainConfig
 from saganet.training.data import build_datasets, build_loader, build_split
@@ -607,7 +608,7 @@ class Trainer:
         """``<run_dir>/<exp_name>_last.pth`` in the published layout (rank 0)."""
         if self.info.is_main:
             path = self.run_dir / f"{self.cfg.exp_name}_last.pth"
-            atomic_save(self.models.weights_file(), path)
+            save_weights_file(self.models.weights_file(), path)
             log.info("step %d: weights -> %s", self.step, path)
 
     def save_state(self) -> None:

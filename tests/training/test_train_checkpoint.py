@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +21,31 @@ from saganet.training.checkpoint import (
     list_states,
     load_state,
     save_state,
+    save_weights_file,
+    state_dir,
 )
+
+REPO = Path(__file__).resolve().parents[2]
+# Saves `path` from another process that SIGKILLs itself in the middle of writing it.
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+from saganet.state_dict import atomic_save
+
+class DiesWhileSaved:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+atomic_save({"w": torch.zeros(1000), "later": DiesWhileSaved()}, sys.argv[1])
+"""
+
+
+def _killed_save(path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not path.exists()
 
 
 def _state(step: int) -> TrainingState:
@@ -135,3 +163,21 @@ def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
     assert resumed.step == first.step
     kept = (tmp_path / SAMPLE_IDS_DIR / "rank0.tsv").read_text().splitlines(keepends=True)
     assert kept == [row for row in rows if int(row.split("\t")[0]) < first.step]
+
+
+@pytest.mark.parametrize("kind", ["state", "weights"])
+def test_the_next_save_removes_what_a_save_killed_mid_write_left(tmp_path, kind):
+    folder = state_dir(tmp_path) if kind == "state" else tmp_path
+    target = folder / ("state_000000004.pth" if kind == "state" else "exp_last.pth")
+    _killed_save(target)
+    left = [p.name for p in folder.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".{target.name}.")  # the kill's leftover
+    other = folder / ".notes.txt"
+    other.write_text("not ours")
+    if kind == "state":
+        save_state(_state(8), tmp_path, keep_last=2)
+        expected = sorted([other.name, "state_000000008.pth"])
+    else:
+        save_weights_file({"w": torch.ones(2)}, target)
+        expected = sorted([other.name, target.name])
+    assert sorted(p.name for p in folder.iterdir()) == expected
