@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from saganet.training.logger import LossStats
 
 REPO = Path(__file__).resolve().parents[2]
 HARD_KILL = Path(__file__).resolve().with_name("hard_kill.py")
@@ -89,3 +92,60 @@ def test_resumed_runs_log_what_an_uninterrupted_run_logs(tmp_path, nproc):
         # The log points the killed run reached averaged uninterrupted steps: the resumed runs
         # log the same values there (every window, including the one cut by the kill).
         assert [p for p in points if p[0] <= reached] == killed.get(tag, []), tag
+
+
+def _trainer(run_dir: Path, resume: str, *overrides: str):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+               f"hydra.run.dir={run_dir}", *overrides)
+    return Trainer(cfg, dist.init("cpu"))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def test_a_state_carries_the_unfinished_log_window(tmp_path, caplog):
+    first = _trainer(tmp_path, "never")
+    batches = iter(first.train_loader)
+    steps = first.cfg.log.interval - 1  # a window the log has not closed yet
+    assert steps >= 1
+    for _ in range(steps):
+        assert first.train_step(next(batches), first.stats)
+    window = first.stats.state_dict()
+    assert window["steps"] == steps and window["samples"] == steps * first.local_batch
+    first.save_state()
+    resumed = _trainer(tmp_path, "auto")
+    assert resumed.step == steps and _same(resumed.stats.state_dict(), window)
+    # A state of another log.t_bins: the window starts over, with a warning.
+    bins = first.cfg.log.t_bins + 1
+    caplog.clear()
+    other = _trainer(tmp_path, "auto", f"log.t_bins={bins}")
+    assert other.step == steps and other.stats.state_dict()["samples"] == 0
+    assert "time-step bins" in caplog.text
+
+
+def test_windows_of_several_ranks_add_up_to_their_reduction():
+    per_rank = []
+    generator = torch.Generator().manual_seed(0)
+    for rank in range(3):
+        stats = LossStats(t_bins=4)
+        for _ in range(rank + 1):
+            stats.add(torch.rand(2, generator=generator), torch.rand(2, generator=generator),
+                      torch.rand((), generator=generator))
+        stats.failed = rank
+        per_rank.append(stats)
+    merged = LossStats(t_bins=4)
+    merged.load_windows([s.state_dict() for s in per_rank])
+    totals = merged.state_dict()
+    assert totals["steps"] == sum(s.steps for s in per_rank)
+    assert totals["failed"] == sum(s.failed for s in per_rank)
+    assert totals["loss_sum"] == pytest.approx(sum(s.loss_sum for s in per_rank))
+    assert torch.allclose(totals["bin_sum"], sum(s.bin_sum for s in per_rank))
+    assert totals["bin_count"].sum() == totals["samples"] == sum(s.samples for s in per_rank)
+    merged.load_windows([])
+    assert merged.state_dict()["samples"] == 0
