@@ -70,7 +70,7 @@ from saganet.training.models import (
     load_base_weights,
     set_latent_stats,
 )
-from saganet.training.optim import build_optimizer, build_scheduler
+from saganet.training.optim import build_optimizer, build_scheduler, load_optimizer_state
 from saganet.training.step import flow_matching_loss, to_device
 from saganet.training.trainable import (
     TrainableFlow,
@@ -162,7 +162,7 @@ class Trainer:
         self.optimizer = build_optimizer(groups, cfg.optim, amp=amp,
                                          fused=device.type == "cuda")
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
-        self.lr = self.scheduler.get_last_lr()[0]  # the rate of the latest step (logged)
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step (logged)
         self.flow = FlowMatching(t_mean=cfg.loss.t_mean, t_scale=cfg.loss.t_scale)
 
         rank, world = info.rank, info.world_size
@@ -313,8 +313,11 @@ class Trainer:
                              what=f"{path}['network']")
         load_state_dict_strict(synchformer, state.modules["synchformer"],
                                what=f"{path}['synchformer']")
-        self.optimizer.load_state_dict(state.optimizer)
-        self.scheduler.load_state_dict(state.scheduler)
+        changed = load_optimizer_state(self.optimizer, self.scheduler, state.optimizer,
+                                       state.scheduler)
+        if changed:
+            log.warning("%s: the configuration changes optimiser settings from step %d on: %s",
+                        path, state.step, "; ".join(changed))
         self.step, self.epoch = state.step, state.epoch
         self.batches_in_epoch = state.batches_in_epoch
         self.failed_total = state.failed_samples
@@ -470,7 +473,7 @@ class Trainer:
                                  autocast_dtype=self.autocast_dtype)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
-        self.lr = self.scheduler.get_last_lr()[0]
+        self.lr = self.optimizer.param_groups[0]["lr"]
         if torch.isfinite(grad_norm):
             self.optimizer.step()
         else:

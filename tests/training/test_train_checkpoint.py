@@ -181,3 +181,40 @@ def test_the_next_save_removes_what_a_save_killed_mid_write_left(tmp_path, kind)
         save_weights_file({"w": torch.ones(2)}, target)
         expected = sorted([other.name, target.name])
     assert sorted(p.name for p in folder.iterdir()) == expected
+
+
+def test_a_resume_keeps_the_state_but_takes_the_configured_optimiser_settings(tmp_path, caplog):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from saganet.training.optim import lr_factor
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str, *overrides: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}", *overrides)
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    assert first.train_step(next(iter(first.train_loader)), first.stats)
+    first.save_state()
+    def settings(run: Trainer) -> list[dict]:
+        return [{k: v for k, v in group.items() if k != "params"}
+                for group in run.optimizer.param_groups]
+
+    assert settings(trainer("auto")) == settings(first)  # the same configuration: as saved
+
+    # Resumed with a lower peak rate and another weight decay (e.g. after a loss spike).
+    lr, decay = first.cfg.optim.lr / 4, first.cfg.optim.weight_decay * 10
+    caplog.clear()
+    lower = trainer("auto", f"optim.lr={lr}", f"optim.weight_decay={decay}")
+    assert lower.step == first.step and lower.scheduler.last_epoch == first.step
+    assert "initial_lr" in caplog.text and "weight_decay" in caplog.text
+    for group in lower.optimizer.param_groups:
+        assert group["initial_lr"] == lr and group["weight_decay"] == decay
+        assert group["lr"] == pytest.approx(lr * lr_factor(first.step, lower.cfg.schedule))
+    # The moments come from the state.
+    for mine, theirs in zip(lower.params, first.params, strict=True):
+        assert torch.equal(lower.optimizer.state[mine]["exp_avg"],
+                           first.optimizer.state[theirs]["exp_avg"])
+    assert lower.train_step(next(iter(lower.train_loader)), lower.stats)
+    assert lower.lr == pytest.approx(lr * lr_factor(first.step, lower.cfg.schedule))
