@@ -6,7 +6,8 @@ One process per device (``torchrun``) or a single process. Every rank builds ide
 noise from its own generator (seed + global rank); DDP averages the gradients. Rank 0 writes
 TensorBoard scalars, the progress bar, weights files, full training states (with every rank's
 generator states) and the EMA. A run restarted with the same run directory continues from its
-latest full state exactly where it stopped: same batches, same noise, same losses on CPU.
+latest full state exactly where it stopped: same batches, same noise, same losses on CPU, and
+the same logged series (the unfinished log window is part of the state), also after a kill.
 """
 
 from __future__ import annotations
