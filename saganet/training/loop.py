@@ -41,6 +41,7 @@ from saganet.training.checkpoint import (
     load_state,
     save_state,
     save_weights_file,
+    state_dir,
 )
 from saganet.training.config import SPLITS, TrainConfig
 from saganet.training.data import build_datasets, build_loader, build_split
@@ -306,6 +307,16 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_state(path)
+        newer = [found.name for step, found in list_states(self.run_dir) if step > state.step]
+        if newer:
+            # Another timeline: "auto" would later resume from those states, and skip their
+            # evaluations as done.
+            raise UserInputError(
+                f"checkpoint.resume names the state of step {state.step}, but the run "
+                f"directory holds newer training states ({', '.join(newer)}) that a later "
+                f"resume would continue from; move them out of {state_dir(self.run_dir)} "
+                f"(and the eval/<step> folders after step {state.step}) to go on from step "
+                f"{state.step}, or resume from the latest state", path)
         if state.trainable != self.trainable:
             raise UserInputError("the training state trains other parameters than this "
                                  "configuration (different variant or LoRA setting?)", path)

@@ -218,3 +218,28 @@ def test_a_resume_keeps_the_state_but_takes_the_configured_optimiser_settings(tm
                            first.optimizer.state[theirs]["exp_avg"])
     assert lower.train_step(next(iter(lower.train_loader)), lower.stats)
     assert lower.lr == pytest.approx(lr * lr_factor(first.step, lower.cfg.schedule))
+
+
+def test_resuming_from_a_state_older_than_the_run_is_refused(tmp_path):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str | Path) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}")
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    interval = first.cfg.checkpoint.state_interval
+    for step in (interval, 2 * interval):
+        first.step = step
+        first.save_state()
+    (older, older_path), (newest, _) = list_states(tmp_path)
+    assert trainer("auto").step == newest
+    # Going on from the older state would leave the newer one to a later "auto" resume.
+    with pytest.raises(UserInputError, match=rf"state of step {older}.*{newest:09d}"):
+        trainer(older_path)
+    assert [s for s, _ in list_states(tmp_path)] == [older, newest]
+    (state_dir(tmp_path) / f"state_{newest:09d}.pth").rename(tmp_path / "aside.pth")
+    assert trainer(older_path).step == older
