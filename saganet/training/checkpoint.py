@@ -15,8 +15,7 @@ Two kinds of files live in a run directory:
   state dict as it is during training (LoRA *not* merged, so resuming does not round the base
   weights), the names of the trainable tensors, optimiser, scheduler, step, the data sampler's
   epoch and position, every rank's random-number-generator states and unfinished log window,
-  and the EMA state. The last
-  ``keep_last`` states are kept.
+  and the EMA state. The last ``keep_last`` states are kept.
 
 Every file is written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a run killed mid-write never leaves a truncated file under the real name;
