@@ -11,7 +11,6 @@ random values, so that different inputs give different audio.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
 from saganet.codec.bigvgan import BigVGANConfig
 from saganet.errors import UserInputError, report_user_error
 from saganet.features import ClipEncoder, SynchformerConfig, SynchformerWithContext, tiny_clip
-from saganet.fileio import exclusive
+from saganet.fileio import locked_folder
 from saganet.model import CONFIG_44K_SA, build_network
 from saganet.models import SAGANetModels
 from saganet.state_dict import atomic_save, load_checkpoint_file
@@ -67,12 +66,7 @@ def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[st
     if all(p.exists() for p in paths.values()):
         return paths
     root = Path(root).expanduser()
-    with contextlib.ExitStack() as stack:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(exclusive(root / ".debug_weights.lock"))
-        except OSError as err:
-            raise _unwritable(root, err) from err
+    with locked_folder(root, ".debug_weights.lock", lambda err: _unwritable(root, err)):
         if not all(p.exists() for p in paths.values()):
             log.info("writing the debug variant's random weights to %s", root)
             write_debug_weights(root, seed=seed)

@@ -14,8 +14,8 @@ Names that would be one file where case is ignored are found before anything is 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from saganet.errors import UserInputError
@@ -112,3 +112,23 @@ def exclusive(lock_path: str | os.PathLike[str]) -> Iterator[None]:
     finally:
         lock_path.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextmanager
+def locked_folder(folder: Path, lock_name: str,
+                  unwritable: Callable[[OSError], Exception]) -> Iterator[None]:
+    """Create ``folder`` and hold the :func:`exclusive` lock ``folder/lock_name`` in it.
+
+    Args:
+        folder: the folder (created with its parents).
+        lock_name: the lock file's name in it.
+        unwritable: the one-line error raised (from the ``OSError``) when the folder cannot be
+            created or locked; errors of the body pass through unchanged.
+    """
+    with ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(folder / lock_name))
+        except OSError as err:
+            raise unwritable(err) from err
+        yield

@@ -14,12 +14,13 @@ Two kinds of files live in a run directory:
 * **Full training states** (``<run_dir>/checkpoints/state_<step>.pth``): every module's full
   state dict as it is during training (LoRA *not* merged, so resuming does not round the base
   weights), the names of the trainable tensors, optimiser, scheduler, step, the data sampler's
-  epoch and position, every rank's random-number-generator states and the EMA state. The last
-  ``keep_last`` states are kept.
+  epoch and position, every rank's random-number-generator states and unfinished log window,
+  and the EMA state. The last ``keep_last`` states are kept.
 
 Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a run killed mid-write never leaves a truncated file under the real name.
-All loads are ``weights_only=True``.
+``os.replace``, so a run killed mid-write never leaves a truncated file under the real name;
+the temporary file such a kill (SIGKILL, power loss) leaves behind is removed by the next save
+of that kind. All loads are ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "checkpoints"
 _STATE_NAME = re.compile(r"^state_(\d+)\.pth$")
+# saganet.fileio.temporary_sibling names the temporary file of an atomic save
+# ".<name>.<owner tag>.tmp" (hex digits and hyphens, see saganet.leftovers).
+_TEMPORARY = r"\.(?:{name})\.[0-9a-f-]+\.tmp"
 
 
 def cpu_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,6 +142,8 @@ class TrainingState:
         rng: one :class:`RNGState` dict per global rank (index = rank).
         ema: the EMA's state dict (empty when EMA is off).
         failed_samples: samples that failed to load so far (all ranks).
+        log_window: one dict per global rank: the training-loss sums since the last log point
+            (:meth:`saganet.training.logger.LossStats.state_dict`); empty in older states.
         config: the run's configuration as plain data (for the record).
     """
 
@@ -151,6 +157,7 @@ class TrainingState:
     rng: list[dict[str, Any]]
     ema: dict[str, Any] = field(default_factory=dict)
     failed_samples: int = 0
+    log_window: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +196,36 @@ def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:
     return states[-1][1] if states else None
 
 
+def remove_killed_saves(folder: Path, name: str) -> None:
+    """Delete the temporary files of atomic saves that were killed mid-write.
+
+    Only the rank-0 process of the run writes these names, one save at a time, so when it is
+    about to save, every such file is stale (each can be as large as a training state).
+
+    Args:
+        folder: where the saves go.
+        name: regular expression of the final file names.
+    """
+    if not folder.is_dir():
+        return
+    temporary = re.compile(_TEMPORARY.format(name=name))
+    for path in folder.iterdir():
+        if temporary.fullmatch(path.name):
+            log.info("removing %s, left by a save that was killed mid-write", path)
+            path.unlink(missing_ok=True)
+
+
+def save_weights_file(weights: dict[str, Any], path: Path) -> Path:
+    """Write a weights file atomically (see the module docstring).
+
+    Args:
+        weights: the published layout (``SAGANetModels.weights_file()``).
+        path: the file.
+    """
+    remove_killed_saves(path.parent, re.escape(path.name))
+    return atomic_save(weights, path)
+
+
 def save_state(state: TrainingState, run_dir: str | os.PathLike[str], keep_last: int) -> Path:
     """Write a full training state atomically and delete all but the newest ``keep_last``.
 
@@ -197,6 +234,7 @@ def save_state(state: TrainingState, run_dir: str | os.PathLike[str], keep_last:
         run_dir: the run directory.
         keep_last: how many states to keep (at least 1).
     """
+    remove_killed_saves(state_dir(run_dir), r"state_\d+\.pth")
     path = atomic_save(state.to_dict(), state_dir(run_dir) / f"state_{state.step:09d}.pth")
     for _, old in list_states(run_dir)[: -max(1, keep_last)]:
         old.unlink(missing_ok=True)

@@ -2,15 +2,18 @@
 
 :class:`LossStats` sums per-sample losses (overall and per bin of the flow time t), gradient
 norms and failed samples on every rank; :meth:`LossStats.reduce` adds them up over all ranks
-(one collective) and returns averages. :class:`RunLogger` writes them to TensorBoard and to a
-tqdm progress bar on rank 0 only; on other ranks it does nothing.
+(one collective) and returns averages. The sums of an unfinished window travel in training
+states (:meth:`LossStats.state_dict`), so the first log point after a resume averages the same
+steps as in an uninterrupted run. :class:`RunLogger` writes them to TensorBoard and to a tqdm
+progress bar on rank 0 only; on other ranks it does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -60,6 +63,36 @@ class LossStats:
             self.grad_norm_sum += float(grad_norm)
             self.steps += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's sums since the last reset, as plain data (for a training state)."""
+        return {"loss_sum": self.loss_sum, "samples": self.samples,
+                "grad_norm_sum": self.grad_norm_sum, "steps": self.steps, "failed": self.failed,
+                "bin_sum": self.bin_sum.clone(), "bin_count": self.bin_count.clone()}
+
+    def load_windows(self, windows: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the sums by those of saved windows, added up.
+
+        Args:
+            windows: :meth:`state_dict` results (one per rank of the run that saved them; a
+                rank resuming with another number of ranks takes all of them, or none).
+
+        Raises:
+            ValueError: a window has another number of time-step bins.
+        """
+        for window in windows:
+            if window["bin_sum"].numel() != self.t_bins:
+                raise ValueError(f"the saved log window has {window['bin_sum'].numel()} "
+                                 f"time-step bins, log.t_bins is {self.t_bins}")
+        self.reset()
+        for window in windows:
+            self.loss_sum += window["loss_sum"]
+            self.samples += window["samples"]
+            self.grad_norm_sum += window["grad_norm_sum"]
+            self.steps += window["steps"]
+            self.failed += window["failed"]
+            self.bin_sum += window["bin_sum"]
+            self.bin_count += window["bin_count"]
+
     def reduce(self, device: torch.device) -> dict[str, float]:
         """Averages over every rank's records since the last reset (a collective call).
 
@@ -92,17 +125,24 @@ class LossStats:
 class RunLogger:
     """TensorBoard scalars and a progress bar, on rank 0 only.
 
+    Every invocation of a run writes a new event file that starts with a purge mark after
+    ``initial_step``: TensorBoard then hides what earlier invocations logged after that step.
+    Those steps are taken (and logged) again: a run hard-killed after its last training state
+    would otherwise show every point between that state and the kill twice.
+
     Args:
         run_dir: TensorBoard event files go here.
         is_main: whether this process is rank 0.
         total_steps: progress-bar length.
-        initial_step: progress-bar start (resumed runs).
+        initial_step: the step this invocation starts at (resumed runs).
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], is_main: bool, total_steps: int,
                  initial_step: int = 0) -> None:
         self.is_main = is_main
-        self.writer = SummaryWriter(os.fspath(run_dir)) if is_main else None
+        self.purge_step = initial_step + 1
+        self.writer = (SummaryWriter(os.fspath(run_dir), purge_step=self.purge_step)
+                       if is_main else None)
         self.bar = (tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
                          dynamic_ncols=True) if is_main else None)
 
@@ -119,6 +159,12 @@ class RunLogger:
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
         self.writer.flush()
+
+    def hides(self, step: int) -> bool:
+        """Whether earlier invocations' scalars at ``step`` are hidden by this one (see the
+        class docstring): results recorded there without being computed again must be logged
+        again."""
+        return step >= self.purge_step
 
     def advance(self, step: int, postfix: Mapping[str, float] | None = None) -> None:
         """Move the progress bar to ``step`` (with an optional postfix)."""

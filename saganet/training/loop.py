@@ -6,7 +6,8 @@ One process per device (``torchrun``) or a single process. Every rank builds ide
 noise from its own generator (seed + global rank); DDP averages the gradients. Rank 0 writes
 TensorBoard scalars, the progress bar, weights files, full training states (with every rank's
 generator states) and the EMA. A run restarted with the same run directory continues from its
-latest full state exactly where it stopped: same batches, same noise, same losses on CPU.
+latest full state exactly where it stopped: same batches, same noise, same losses on CPU, and
+the same logged series (the unfinished log window is part of the state), also after a kill.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from saganet.fileio import atomic_output
 from saganet.model import CONFIG_44K_SA, FlowMatching
 from saganet.state_dict import (
     MismatchReport,
-    atomic_save,
     check_state_dict,
     load_state_dict_strict,
 )
@@ -44,6 +44,8 @@ from saganet.training.checkpoint import (
     list_states,
     load_state,
     save_state,
+    save_weights_file,
+    state_dir,
 )
 from saganet.training.config import SPLITS, TrainConfig
 from saganet.training.data import build_datasets, build_loader, build_split
@@ -74,7 +76,7 @@ from saganet.training.models import (
     load_base_weights,
     set_latent_stats,
 )
-from saganet.training.optim import build_optimizer, build_scheduler
+from saganet.training.optim import build_optimizer, build_scheduler, load_optimizer_state
 from saganet.training.step import flow_matching_loss, to_device
 from saganet.training.trainable import (
     TrainableFlow,
@@ -166,7 +168,7 @@ class Trainer:
         self.optimizer = build_optimizer(groups, cfg.optim, amp=amp,
                                          fused=device.type == "cuda")
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
-        self.lr = self.scheduler.get_last_lr()[0]  # the rate of the latest step (logged)
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step (logged)
         self.flow = FlowMatching(t_mean=cfg.loss.t_mean, t_scale=cfg.loss.t_scale)
 
         rank, world = info.rank, info.world_size
@@ -189,6 +191,8 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0
         self.failed_total = 0
+        # Training-loss sums since the last log point (saved in states, restored on resume).
+        self.stats = LossStats(cfg.log.t_bins)
         self.ema = None
         if cfg.ema.enabled and info.is_main:
             view = TrainableView({"network": network, "synchformer": synchformer})
@@ -307,6 +311,16 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_state(path)
+        newer = [found.name for step, found in list_states(self.run_dir) if step > state.step]
+        if newer:
+            # Another timeline: "auto" would later resume from those states, and skip their
+            # evaluations as done.
+            raise UserInputError(
+                f"checkpoint.resume names the state of step {state.step}, but the run "
+                f"directory holds newer training states ({', '.join(newer)}) that a later "
+                f"resume would continue from; move them out of {state_dir(self.run_dir)} "
+                f"(and the eval/<step> folders after step {state.step}) to go on from step "
+                f"{state.step}, or resume from the latest state", path)
         if state.trainable != self.trainable:
             raise UserInputError("the training state trains other parameters than this "
                                  "configuration (different variant or LoRA setting?)", path)
@@ -324,11 +338,15 @@ class Trainer:
                              what=f"{path}['network']")
         load_state_dict_strict(synchformer, state.modules["synchformer"],
                                what=f"{path}['synchformer']")
-        self.optimizer.load_state_dict(state.optimizer)
-        self.scheduler.load_state_dict(state.scheduler)
+        changed = load_optimizer_state(self.optimizer, self.scheduler, state.optimizer,
+                                       state.scheduler)
+        if changed:
+            log.warning("%s: the configuration changes optimiser settings from step %d on: %s",
+                        path, state.step, "; ".join(changed))
         self.step, self.epoch = state.step, state.epoch
         self.batches_in_epoch = state.batches_in_epoch
         self.failed_total = state.failed_samples
+        self._restore_log_window(state.log_window, path)
         generators = {"noise": self.noise, "val_noise": self.val_noise}
         if len(state.rng) == self.info.world_size:
             RNGState.from_dict(state.rng[self.info.rank]).restore(generators)
@@ -344,6 +362,24 @@ class Trainer:
         self.last_state = (state.step, path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                  self.epoch, self.batches_in_epoch)
+
+    def _restore_log_window(self, windows: list[dict], path: Path) -> None:
+        """Put back the loss sums since the last log point, so that the first point logged
+        after the resume averages the same steps as every other."""
+        world, rank = self.info.world_size, self.info.rank
+        if not windows:
+            if self.step % self.cfg.log.interval:
+                log.warning("%s holds no log window (an older state): the first training "
+                            "scalars after step %d average only the steps from there", path,
+                            self.step)
+            return
+        try:
+            # With another number of ranks rank 0 takes every window: the logs sum over ranks.
+            self.stats.load_windows([windows[rank]] if len(windows) == world
+                                    else windows if rank == 0 else [])
+        except ValueError as err:
+            log.warning("%s: %s; the first training scalars after step %d average only the "
+                        "steps from there", path, err, self.step)
 
     # ------------------------------------------------------------------ the loop
 
@@ -364,7 +400,6 @@ class Trainer:
         """
         cfg = self.cfg
         logger = RunLogger(self.run_dir, self.info.is_main, cfg.num_iterations, self.step)
-        stats = LossStats(cfg.log.t_bins)
         stop = self.stop_step
         try:
             with self._ctrl_c_stops_after_the_step():
@@ -372,10 +407,10 @@ class Trainer:
                     self.train_loader.sampler.set_position(
                         self.epoch, self.batches_in_epoch * self.local_batch)
                     for batch in self.train_loader:
-                        trained = self.train_step(batch, stats)
+                        trained = self.train_step(batch, self.stats)
                         self.batches_in_epoch += 1
                         if trained:
-                            self.after_step(logger, stats)
+                            self.after_step(logger, self.stats)
                         if self.step >= stop:
                             break
                     else:
@@ -463,7 +498,7 @@ class Trainer:
                                  autocast_dtype=self.autocast_dtype)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
-        self.lr = self.scheduler.get_last_lr()[0]
+        self.lr = self.optimizer.param_groups[0]["lr"]
         if torch.isfinite(grad_norm):
             self.optimizer.step()
         else:
@@ -479,7 +514,8 @@ class Trainer:
     def after_step(self, logger: RunLogger, stats: LossStats) -> None:
         """Periodic logging, validation, generation and saving after step ``self.step``."""
         cfg, step = self.cfg, self.step
-        if step % cfg.log.interval == 0 or step == self.stop_step:
+        # Not flushed at stop_after: the state saved there carries the window on.
+        if step % cfg.log.interval == 0 or step == cfg.num_iterations:
             values = stats.reduce(self.device)
             stats.reset()
             values.update(lr=self.lr, failed_total=self.failed_total)
@@ -567,6 +603,14 @@ class Trainer:
                                           self.core.synchformer, weights, label, weights_file)
         for name, values in results.items():
             logger.scalars(f"eval/{name}", values, self.step)
+        if self.info.is_main and logger.hides(self.step):
+            # Recorded by an invocation killed after its last state: not evaluated again, and
+            # its scalars are hidden with the rest of that invocation's later steps.
+            recorded = self.evaluator.recorded(self.step).get("splits", {})
+            for name in dict.fromkeys(names):
+                entry = recorded.get(name)
+                if name not in results and entry and entry.get("error") is None:
+                    logger.scalars(f"eval/{name}", entry["metrics"], self.step)
 
     def _ema_weights(self, final: bool) -> tuple[dict[str, torch.Tensor], str]:
         """The EMA of the trainable tensors on every rank, by view name, and what it is."""
@@ -592,17 +636,18 @@ class Trainer:
         """``<run_dir>/<exp_name>_last.pth`` in the published layout (rank 0)."""
         if self.info.is_main:
             path = self.run_dir / f"{self.cfg.exp_name}_last.pth"
-            atomic_save(self.models.weights_file(), path)
+            save_weights_file(self.models.weights_file(), path)
             log.info("step %d: weights -> %s", self.step, path)
 
     def save_state(self) -> None:
         """A full training state with every rank's generator states (written by rank 0)."""
         rng = RNGState.capture({"noise": self.noise, "val_noise": self.val_noise}).to_dict()
+        mine = {"rng": rng, "log_window": self.stats.state_dict()}
         if torch_dist.is_initialized():
             gathered: list = [None] * self.info.world_size
-            torch_dist.all_gather_object(gathered, rng)
+            torch_dist.all_gather_object(gathered, mine)
         else:
-            gathered = [rng]
+            gathered = [mine]
         if self.info.is_main:
             network, synchformer = self.models.network, self.models.synchformer
             state = TrainingState(
@@ -611,7 +656,9 @@ class Trainer:
                          "synchformer": synchformer.state_dict()},
                 trainable=self.trainable, optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), epoch=self.epoch,
-                batches_in_epoch=self.batches_in_epoch, rng=gathered,
+                batches_in_epoch=self.batches_in_epoch,
+                rng=[rank["rng"] for rank in gathered],
+                log_window=[rank["log_window"] for rank in gathered],
                 ema=self.ema.state_dict() if self.ema is not None else {},
                 failed_samples=self.failed_total, config=dataclasses.asdict(self.cfg))
             path = save_state(state, self.run_dir, self.cfg.checkpoint.keep_last)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,6 +12,9 @@ from torch import nn
 from saganet.training.config import OptimConfig, ScheduleConfig
 
 log = logging.getLogger(__name__)
+
+# Group settings that come from the configuration, also when a training state is loaded.
+CONFIGURED = ("initial_lr", "betas", "eps", "weight_decay")
 
 
 def build_optimizer(
@@ -70,3 +74,45 @@ def build_scheduler(optimizer: torch.optim.Optimizer,
         cfg: the schedule.
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer,
+                         scheduler: torch.optim.lr_scheduler.LambdaLR,
+                         optimizer_state: dict[str, Any],
+                         scheduler_state: dict[str, Any]) -> list[str]:
+    """Load a training state's optimiser and scheduler, keeping the configured settings.
+
+    ``Optimizer.load_state_dict`` takes every group's peak learning rate, betas, epsilon and
+    weight decay from the file (and the scheduler its base rates), so a run resumed with, say,
+    a lower ``optim.lr`` after a loss spike would go on with the old one, silently. The moments,
+    step counts and the schedule's position come from the state; those settings from the
+    configuration.
+
+    Args:
+        optimizer: built from the configuration (:func:`build_optimizer`).
+        scheduler: its scheduler (:func:`build_scheduler`).
+        optimizer_state: the saved ``optimizer.state_dict()``.
+        scheduler_state: the saved ``scheduler.state_dict()``.
+
+    Returns:
+        The settings the configuration changed, as ``"<group> <key> <saved> -> <now>"``.
+    """
+    configured = [{key: group[key] for key in CONFIGURED} for group in optimizer.param_groups]
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
+    changes = []
+    for index, (group, wanted) in enumerate(zip(optimizer.param_groups, configured,
+                                                strict=True)):
+        for key, value in wanted.items():
+            if _plain(group[key]) != _plain(value):
+                changes.append(f"{group.get('name', index)} {key} {group[key]} -> {value}")
+                group[key] = value
+        if scheduler.base_lrs[index] != group["initial_lr"]:
+            # The rate of the next step, as the scheduler computes it.
+            scheduler.base_lrs[index] = group["initial_lr"]
+            group["lr"] = group["initial_lr"] * scheduler.lr_lambdas[index](scheduler.last_epoch)
+    return changes

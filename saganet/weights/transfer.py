@@ -14,7 +14,6 @@ re-hashed only when one of them changes.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from saganet import __version__
 from saganet.errors import UserInputError
-from saganet.fileio import exclusive, temporary_sibling
+from saganet.fileio import locked_folder, temporary_sibling
 from saganet.leftovers import remove_dead
 
 logger = logging.getLogger(__name__)
@@ -175,14 +174,9 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             temporary file nor ``dest`` is left behind by the failed attempt.
     """
     dest = Path(dest)
-    with contextlib.ExitStack() as stack:
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(exclusive(dest.parent / f".{dest.name}.lock"))
-        except OSError as err:
-            raise DownloadError(f"cannot write to the weights folder ({err.strerror or err}); "
-                                "choose a writable one with --weights_dir or SAGANET_CACHE",
-                                dest.parent) from err
+    with locked_folder(dest.parent, f".{dest.name}.lock", lambda err: DownloadError(
+            f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
+            "one with --weights_dir or SAGANET_CACHE", dest.parent)):
         # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5)):
             return dest

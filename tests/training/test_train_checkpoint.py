@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +21,31 @@ from saganet.training.checkpoint import (
     list_states,
     load_state,
     save_state,
+    save_weights_file,
+    state_dir,
 )
+
+REPO = Path(__file__).resolve().parents[2]
+# Saves `path` from another process that SIGKILLs itself in the middle of writing it.
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+from saganet.state_dict import atomic_save
+
+class DiesWhileSaved:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+atomic_save({"w": torch.zeros(1000), "later": DiesWhileSaved()}, sys.argv[1])
+"""
+
+
+def _killed_save(path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not path.exists()
 
 
 def _state(step: int) -> TrainingState:
@@ -167,3 +195,83 @@ def test_resuming_from_a_state_broken_in_two_modules_names_both(tmp_path):
     for name, key in dropped.items():
         assert any(f"['{name}']" in line for line in rest)
         assert any(f"1 missing key(s): {key}" in line for line in rest)
+
+
+@pytest.mark.parametrize("kind", ["state", "weights"])
+def test_the_next_save_removes_what_a_save_killed_mid_write_left(tmp_path, kind):
+    folder = state_dir(tmp_path) if kind == "state" else tmp_path
+    target = folder / ("state_000000004.pth" if kind == "state" else "exp_last.pth")
+    _killed_save(target)
+    left = [p.name for p in folder.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".{target.name}.")  # the kill's leftover
+    other = folder / ".notes.txt"
+    other.write_text("not ours")
+    if kind == "state":
+        save_state(_state(8), tmp_path, keep_last=2)
+        expected = sorted([other.name, "state_000000008.pth"])
+    else:
+        save_weights_file({"w": torch.ones(2)}, target)
+        expected = sorted([other.name, target.name])
+    assert sorted(p.name for p in folder.iterdir()) == expected
+
+
+def test_a_resume_keeps_the_state_but_takes_the_configured_optimiser_settings(tmp_path, caplog):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from saganet.training.optim import lr_factor
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str, *overrides: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}", *overrides)
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    assert first.train_step(next(iter(first.train_loader)), first.stats)
+    first.save_state()
+    def settings(run: Trainer) -> list[dict]:
+        return [{k: v for k, v in group.items() if k != "params"}
+                for group in run.optimizer.param_groups]
+
+    assert settings(trainer("auto")) == settings(first)  # the same configuration: as saved
+
+    # Resumed with a lower peak rate and another weight decay (e.g. after a loss spike).
+    lr, decay = first.cfg.optim.lr / 4, first.cfg.optim.weight_decay * 10
+    caplog.clear()
+    lower = trainer("auto", f"optim.lr={lr}", f"optim.weight_decay={decay}")
+    assert lower.step == first.step and lower.scheduler.last_epoch == first.step
+    assert "initial_lr" in caplog.text and "weight_decay" in caplog.text
+    for group in lower.optimizer.param_groups:
+        assert group["initial_lr"] == lr and group["weight_decay"] == decay
+        assert group["lr"] == pytest.approx(lr * lr_factor(first.step, lower.cfg.schedule))
+    # The moments come from the state.
+    for mine, theirs in zip(lower.params, first.params, strict=True):
+        assert torch.equal(lower.optimizer.state[mine]["exp_avg"],
+                           first.optimizer.state[theirs]["exp_avg"])
+    assert lower.train_step(next(iter(lower.train_loader)), lower.stats)
+    assert lower.lr == pytest.approx(lr * lr_factor(first.step, lower.cfg.schedule))
+
+
+def test_resuming_from_a_state_older_than_the_run_is_refused(tmp_path):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str | Path) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}")
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    interval = first.cfg.checkpoint.state_interval
+    for step in (interval, 2 * interval):
+        first.step = step
+        first.save_state()
+    (older, older_path), (newest, _) = list_states(tmp_path)
+    assert trainer("auto").step == newest
+    # Going on from the older state would leave the newer one to a later "auto" resume.
+    with pytest.raises(UserInputError, match=rf"state of step {older}.*{newest:09d}"):
+        trainer(older_path)
+    assert [s for s, _ in list_states(tmp_path)] == [older, newest]
+    (state_dir(tmp_path) / f"state_{newest:09d}.pth").rename(tmp_path / "aside.pth")
+    assert trainer(older_path).step == older

@@ -62,10 +62,19 @@ def trainer(tmp_path_factory) -> Trainer:
 
 
 class _Scalars:
-    """Records what would go to TensorBoard."""
+    """Records what would go to TensorBoard.
 
-    def __init__(self) -> None:
+    Args:
+        purge_step: the invocation's first step hiding earlier invocations' scalars
+            (``RunLogger.hides``); None hides nothing.
+    """
+
+    def __init__(self, purge_step: int | None = None) -> None:
         self.logged: dict[str, dict[str, float]] = {}
+        self.purge_step = purge_step
+
+    def hides(self, step: int) -> bool:
+        return self.purge_step is not None and step >= self.purge_step
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         self.logged[f"{prefix}@{step}"] = dict(values)
@@ -99,6 +108,12 @@ def test_evaluation_writes_clips_metrics_and_is_not_repeated(trainer):
     again = _Scalars()
     trainer.evaluate(again, ["val"])
     assert again.logged == {} and {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
+    # A run resumed from before this step hides the scalars logged here: the recorded metrics
+    # are logged again, still without evaluating again.
+    resumed = _Scalars(purge_step=trainer.step - 1)
+    trainer.evaluate(resumed, ["val"])
+    assert resumed.logged == {f"eval/val@{trainer.step}": entry["metrics"]}
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
 
     # The same step with other weights (e.g. an EMA) gives other audio: the generation uses
     # the weights it is given, and the live ones come back afterwards.

@@ -1,0 +1,151 @@
+"""The logged series of a run that was hard-killed (SIGKILL: no state saved, nothing flushed)
+and resumed, or stopped with ``stop_after`` and resumed, is the series an uninterrupted run
+logs: the same log points, each averaging the same steps, once each in TensorBoard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from saganet.training.logger import LossStats
+
+REPO = Path(__file__).resolve().parents[2]
+HARD_KILL = Path(__file__).resolve().with_name("hard_kill.py")
+STEPS, LOG_EVERY, STATE_EVERY = 9, 3, 4
+KILL_AT = 7   # after the log point at 6, whose window started before the state at 4
+STOP_AT = 5   # between the state at 4 and the log point at 6
+EVAL_EVERY = LOG_EVERY * (KILL_AT // LOG_EVERY)  # evaluated by the killed run after its state
+ARGS = ["experiment=debug", f"num_iterations={STEPS}", f"log.interval={LOG_EVERY}",
+        f"log.val_interval={LOG_EVERY}", f"log.eval_interval={EVAL_EVERY}", "eval.during=[val]",
+        "eval.after=[]", "eval.num_clips=2", "eval.num_steps=2",
+        f"checkpoint.state_interval={STATE_EVERY}", f"checkpoint.weights_interval={STEPS}"]
+
+
+def launch(script: Path, run_dir: Path, args: list[str], nproc: int) -> subprocess.Popen:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([*launcher, str(script), *args, f"hydra.run.dir={run_dir}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    """Wait for a launched command; on timeout end its whole group (torchrun's workers)."""
+    try:
+        output, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"timed out:\n{output[-3000:]}")
+    return proc.returncode, output
+
+
+def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of a run as TensorBoard shows it: ``(step, value)`` in order,
+    with the points a restart purged left out."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_resumed_runs_log_what_an_uninterrupted_run_logs(tmp_path, nproc):
+    assert STATE_EVERY < EVAL_EVERY < KILL_AT < STEPS
+    assert STATE_EVERY < STOP_AT < EVAL_EVERY
+    run_dir = tmp_path / "run"
+    code, output = finish(launch(HARD_KILL, run_dir, [str(KILL_AT), *ARGS], nproc))
+    assert code != 0, output[-3000:]
+    killed = series(run_dir)
+    log_points = [s for s in range(LOG_EVERY, KILL_AT + 1, LOG_EVERY)]
+    assert [s for s, _ in killed["train/loss"]] == log_points
+    evaluated = [tag for tag in killed if tag.startswith("eval/val/")]
+    assert evaluated and all([s for s, _ in killed[tag]] == [EVAL_EVERY] for tag in evaluated)
+    assert [s.name for s in (run_dir / "checkpoints").iterdir()] == [f"state_{STATE_EVERY:09d}.pth"]
+
+    # Resume from the state before the kill, stop cleanly in the middle of a log window, and
+    # resume again to the end.
+    for extra in ([f"stop_after={STOP_AT}"], []):
+        code, output = finish(launch(REPO / "train.py", run_dir, [*ARGS, *extra], nproc))
+        assert code == 0, output[-5000:]
+
+    shown = series(run_dir)
+    every_point = [*range(LOG_EVERY, STEPS + 1, LOG_EVERY)]
+    every_point += [STEPS] if STEPS % LOG_EVERY else []
+    # One point per log step, none from the stop, none twice (the loss by time-step bin only
+    # where the window had samples in that bin).
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/samples", "val/loss"):
+        assert [s for s, _ in shown[tag]] == every_point, tag
+    reached = log_points[-1]
+    for tag, points in shown.items():
+        steps = [s for s, _ in points]
+        assert steps == sorted(set(steps)) and set(steps) <= set(every_point), (tag, steps)
+        # The log points the killed run reached averaged uninterrupted steps: the resumed runs
+        # log the same values there (every window, including the one cut by the kill).
+        assert [p for p in points if p[0] <= reached] == killed.get(tag, []), tag
+
+
+def _trainer(run_dir: Path, resume: str, *overrides: str):
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+               f"hydra.run.dir={run_dir}", *overrides)
+    return Trainer(cfg, dist.init("cpu"))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def test_a_state_carries_the_unfinished_log_window(tmp_path, caplog):
+    first = _trainer(tmp_path, "never")
+    batches = iter(first.train_loader)
+    steps = first.cfg.log.interval - 1  # a window the log has not closed yet
+    assert steps >= 1
+    for _ in range(steps):
+        assert first.train_step(next(batches), first.stats)
+    window = first.stats.state_dict()
+    assert window["steps"] == steps and window["samples"] == steps * first.local_batch
+    first.save_state()
+    resumed = _trainer(tmp_path, "auto")
+    assert resumed.step == steps and _same(resumed.stats.state_dict(), window)
+    # A state of another log.t_bins: the window starts over, with a warning.
+    bins = first.cfg.log.t_bins + 1
+    caplog.clear()
+    other = _trainer(tmp_path, "auto", f"log.t_bins={bins}")
+    assert other.step == steps and other.stats.state_dict()["samples"] == 0
+    assert "time-step bins" in caplog.text
+
+
+def test_windows_of_several_ranks_add_up_to_their_reduction():
+    per_rank = []
+    generator = torch.Generator().manual_seed(0)
+    for rank in range(3):
+        stats = LossStats(t_bins=4)
+        for _ in range(rank + 1):
+            stats.add(torch.rand(2, generator=generator), torch.rand(2, generator=generator),
+                      torch.rand((), generator=generator))
+        stats.failed = rank
+        per_rank.append(stats)
+    merged = LossStats(t_bins=4)
+    merged.load_windows([s.state_dict() for s in per_rank])
+    totals = merged.state_dict()
+    assert totals["steps"] == sum(s.steps for s in per_rank)
+    assert totals["failed"] == sum(s.failed for s in per_rank)
+    assert totals["loss_sum"] == pytest.approx(sum(s.loss_sum for s in per_rank))
+    assert torch.allclose(totals["bin_sum"], sum(s.bin_sum for s in per_rank))
+    assert totals["bin_count"].sum() == totals["samples"] == sum(s.samples for s in per_rank)
+    merged.load_windows([])
+    assert merged.state_dict()["samples"] == 0
