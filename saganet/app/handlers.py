@@ -7,7 +7,9 @@ input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a
 status line), never a stack trace, and the app goes on serving.
 
 Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
-and clicking while the models run. Annotations here are evaluated (no ``from __future__ import
+and clicking while the models run. They run as the session's job: closing the tab stops them
+(:class:`~saganet.cancel.CancelledError` at the next safe point), their files are removed and the
+event ends quietly. Annotations here are evaluated (no ``from __future__ import
 annotations``): Gradio reads them to pass ``gr.Request`` and ``gr.SelectData``.
 """
 
@@ -15,6 +17,7 @@ import copy
 import functools
 import html
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +35,7 @@ from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Session, Sessions
 from saganet.app.spectrogram import write_spectrogram
+from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
 from saganet.pipeline import pipeline_variant
 from saganet.segment.grid import GRID_FPS
@@ -57,6 +61,7 @@ class Job:
         track_range: seconds to track.
         run: the folder of the job's files.
         tracking: the session's tracking, if it fits these prompts and seconds.
+        cancel: stops the job (the tab closed).
     """
 
     video: Path
@@ -65,6 +70,7 @@ class Job:
     track_range: tuple[float, float]
     run: Path
     tracking: Tracking | None
+    cancel: CancelToken
 
 
 def user_message(err: UserInputError) -> str:
@@ -79,8 +85,9 @@ def tell(problem: str) -> None:
 
 
 def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
-    """Turn a user error into a message in the page and the status line. The event still
-    ends normally: an error raised to Gradio would paint "Error" over every output."""
+    """Turn a user error into a message in the page and the status line, and a stopped job
+    into a status line. The event still ends normally: an error raised to Gradio would paint
+    "Error" over every output."""
 
     @functools.wraps(handler)
     def wrapper(self: "Handlers", *args: Any, **kwargs: Any) -> Updates:
@@ -90,6 +97,8 @@ def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
             log.info("user error: %s", err)
             tell(user_message(err))
             return {self.page.status: f"**Error:** {html.escape(user_message(err))}"}
+        except CancelledError as err:
+            return {self.page.status: f"**Stopped:** {html.escape(err.reason)}."}
 
     return wrapper
 
@@ -192,6 +201,8 @@ class Handlers:
             tell(user_message(err))
             return {self.page.upload: None if session.video is None else str(session.video),
                     self.page.status: f"**Not loaded:** {html.escape(user_message(err))}"}
+        except CancelledError:
+            return {}  # the tab was closed
 
     @page_errors
     def example(self, request: gr.Request) -> Updates:
@@ -330,24 +341,32 @@ class Handlers:
     @contextmanager
     def _job(self, session: Session, options: GenerationOptions) -> Iterator[Job]:
         """Take what a Track or Generate needs from the session (a copy: the visitor may go
-        on scrubbing and clicking meanwhile) and mark the session busy until the job ends."""
+        on scrubbing and clicking meanwhile) and make it the session's job until it ends.
+
+        A stopped job's files are removed (all of the session's, if its tab was closed).
+
+        Raises:
+            CancelledError: the tab was closed before or while the job ran.
+        """
         with session.lock:
+            session.check_open()
             session.require_grid()
-            if session.busy:
-                raise UserInputError("this page is already tracking or generating; wait for it")
+            session.check_no_job()
             objects = copy.deepcopy(session.objects)
             self.limits.check_objects(len(objects))
             check_objects(objects)
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
-            job = Job(session.video, objects, prompts, (start, end), session.new_run(),
-                      session.tracking_for(prompts, start, end))
-            session.busy = True
+            run = session.new_run()
+            job = Job(session.video, objects, prompts, (start, end), run,
+                      session.tracking_for(prompts, start, end), session.start_job())
         try:
             yield job
+        except CancelledError:
+            shutil.rmtree(job.run, ignore_errors=True)
+            raise
         finally:
-            with session.lock:
-                session.busy = False
+            self.sessions.job_ended(session)
 
     @page_errors
     def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
@@ -359,7 +378,8 @@ class Handlers:
         began = time.perf_counter()
         with self._job(session, options) as job:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
-                                         progress=gradio_progress(progress))
+                                         progress=gradio_progress(progress),
+                                         cancel=job.cancel)
         with session.lock:
             updates = {}
             if session.video == job.video:
@@ -382,7 +402,8 @@ class Handlers:
         with self._job(session, options) as job:
             made = self.engine.soundtrack(job.video, job.objects, options, job.run / "out",
                                           job.track_range, tracking=job.tracking,
-                                          progress=gradio_progress(progress))
+                                          progress=gradio_progress(progress),
+                                          cancel=job.cancel)
         with session.lock:
             updates: Updates = {}
             if made.tracking is not job.tracking and session.video == job.video:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from saganet.cancel import CancelToken, checked
 from saganet.errors import UserInputError
 from saganet.inference import (
     GenerationBatch,
@@ -381,7 +382,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                      options: SamplingOptions | None = None, seed: int = 42,
                      overwrite: bool = False,
                      progress: ProgressFn | None = None,
-                     clip_features: ClipFeatures | None = None) -> SoundtrackResult:
+                     clip_features: ClipFeatures | None = None,
+                     cancel: CancelToken | None = None) -> SoundtrackResult:
     """Generate the sound of every object of a video, for any length, and write the files.
 
     Args:
@@ -395,12 +397,17 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         clip_features: every CLIP feature of the request, computed beforehand
             (:func:`~saganet.soundtrack.encode_clip_features`, for models loaded without CLIP);
             None: ``models.clip_encoder`` computes them window by window.
+        cancel: stops the work at its next progress report once cancelled (before each
+            window's features, Euler step, decoded chunk and file), leaving no file behind.
 
     Raises:
         UserInputError: bad inputs (checked before any decoding) or existing outputs.
         ValueError: ``clip_features`` computed for other windows.
+        CancelledError: ``cancel`` was cancelled before the outputs were in place.
     """
-    progress = progress or (lambda stage, done, total: None)
+    if cancel is not None:
+        cancel.check()
+    progress = checked(progress or (lambda stage, done, total: None), cancel)
     options = options or SamplingOptions()
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
@@ -524,10 +531,11 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         done += 1
         progress("writing", done, total)
     write_flac(staged[outputs.mix], mix, sr)
+    # Reported before the renames: the work can still stop here, and not after them.
+    progress("writing", total, total)
     check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced
     for path, written in staged.items():
         os.replace(written, path)
-    progress("writing", total, total)
     return level
 
 
