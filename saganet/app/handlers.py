@@ -7,10 +7,12 @@ input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a
 status line), never a stack trace, and the app goes on serving.
 
 Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
-and clicking while the models run. They run as the session's job: closing the tab stops them
-(:class:`~saganet.cancel.CancelledError` at the next safe point), their files are removed and the
-event ends quietly. Annotations here are evaluated (no ``from __future__ import
-annotations``): Gradio reads them to pass ``gr.Request`` and ``gr.SelectData``.
+and clicking while the models run. They run as the session's job: closing the tab or pressing
+Stop cancels it (:class:`~saganet.cancel.CancelledError` at its next safe point), its files
+are removed and the event ends with a status line.
+
+Annotations here are evaluated (no ``from __future__ import annotations``): Gradio reads them
+to pass ``gr.Request`` and ``gr.SelectData``.
 """
 
 import copy
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Updates = dict[Any, Any]
+
+STOPPED_ON_REQUEST = "stopped on request"
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,14 @@ class Handlers:
             updates |= self._results(made, job.run)
         took = time.perf_counter() - began
         return {**updates, self.page.status: generation_summary(made, took)}
+
+    @page_errors
+    def stop(self, request: gr.Request) -> Updates:
+        """The Stop button: the tab's running Track or Generate stops at its next safe point
+        (as when the tab closes); its event then says so in the status line."""
+        if self.session(request).stop_job(STOPPED_ON_REQUEST):
+            return {self.page.status: "Stopping..."}
+        return {self.page.status: "Nothing to stop: no tracking or generation is running."}
 
     def _results(self, made: Soundtrack, run: Path) -> Updates:
         page = self.page

@@ -262,6 +262,62 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
     assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
 
 
+def test_closing_the_tab_stops_its_generation(chromium, server, monkeypatch, caplog) -> None:
+    """Generate on the example with the most steps the app allows, close the tab while it
+    samples: the engine logs the generation stopped after its first step (held there until
+    the tab's session has ended, so that the close surely lands mid-run), nothing after
+    sampling ran, and the tab's files are gone."""
+    import logging
+    import threading
+
+    caplog.set_level(logging.INFO, logger="saganet.app")
+    engine, steps = server.engine, server.limits.max_steps
+    held, reports = threading.Event(), []
+    soundtrack = engine.soundtrack
+
+    def holding(*args, progress, cancel=None, **kwargs):
+        def report(stage: str, done: int, total: int) -> None:
+            reports.append((stage, done, total))
+            progress(stage, done, total)
+            if stage == "sampling" and not held.is_set():
+                held.set()
+                deadline = time.monotonic() + 60
+                while not cancel.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.02)
+
+        return soundtrack(*args, progress=report, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(engine, "soundtrack", holding)
+    page = chromium.new_page()
+    page.goto(server.url)
+    page.locator("#frame img").wait_for()
+    page.locator("#advanced").get_by_text("Advanced options").click()
+    page.locator("#example").click()
+    wait_text(page, "#status", "The example is loaded")
+    fields = {"#opt-duration input": 1.0, "#opt-steps input": steps}
+    for selector, value in fields.items():
+        page.locator(selector).fill(f"{value:g}")
+        page.locator(selector).press("Tab")
+    page.wait_for_timeout(500)
+    for selector, value in fields.items():
+        assert float(page.locator(selector).input_value()) == value
+    assert len(server.sessions) == 1
+    page.locator("#generate").click()
+    assert held.wait(300)
+    page.close()
+    deadline = time.monotonic() + 60
+    while len(server.sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(server.sessions) == 0
+    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+    sampled = [done for stage, done, _ in reports if stage == "sampling"]
+    assert sampled == [1] and {total for stage, _, total in reports
+                               if stage == "sampling"} == {steps}
+    assert reports[-1][0] == "sampling"  # no decoding, no files written
+    stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert stopped == [f"generation stopped after sampling 1/{steps}: the tab was closed"]
+
+
 def readme_picture(page, folder: Path) -> None:
     """The finished page, scaled to the README's width (also to $SAGANET_APP_SCREENSHOT)."""
     from PIL import Image

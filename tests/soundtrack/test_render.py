@@ -326,3 +326,35 @@ def test_mix_level_applies_one_gain_only_when_needed() -> None:
             MIX_PEAK / level.peak))
         np.testing.assert_allclose(out, level.gain * total, atol=1e-6)
         assert np.abs(out).max() <= MIX_PEAK + 1e-6
+
+
+@pytest.mark.parametrize("stage", ["features", "sampling", "decoding", "writing"])
+def test_a_cancelled_soundtrack_stops_at_its_next_check(models, tmp_path: Path,
+                                                        stage: str) -> None:
+    """A token cancelled during a stage's first report stops the work at the next report
+    (no later report arrives), raises CancelledError and leaves no file or folder behind."""
+    from saganet.cancel import CancelledError, CancelToken
+
+    scene = SyntheticScene(width=64, height=36, fps=25, duration=1.2)
+    video, masks = write_clip(tmp_path, scene)
+    before = set(tmp_path.rglob("*"))
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    request = SoundtrackRequest(video, objects, tmp_path / "out" / "nested")
+    token, reports = CancelToken(), []
+
+    def progress(name: str, done: int, total: int) -> None:
+        reports.append((name, done))
+        if name == stage and done > 0:
+            token.cancel(f"stop in {stage}")
+
+    with pytest.raises(CancelledError, match=f"stop in {stage}"):
+        write_soundtrack(models, request, options=OPTIONS, progress=progress, cancel=token)
+    first = next(k for k, (name, done) in enumerate(reports) if name == stage and done > 0)
+    assert len(reports) == first + 1  # the next check stopped it
+    assert set(tmp_path.rglob("*")) == before
+    if stage == "sampling":
+        assert reports[-1] == ("sampling", 1) and OPTIONS.num_steps > 1
+    reports.clear()
+    with pytest.raises(CancelledError):  # a token cancelled beforehand: nothing starts
+        write_soundtrack(models, request, options=OPTIONS, progress=progress, cancel=token)
+    assert reports == [] and set(tmp_path.rglob("*")) == before
