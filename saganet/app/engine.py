@@ -68,14 +68,25 @@ class _LastReport:
         return f"after {stage} {done}/{total}"
 
 
+# Whether this thread is inside a request already (a generation's tracking is part of it).
+_in_request = threading.local()
+
+
 @contextmanager
 def _logged_stop(what: str, reports: _LastReport) -> Iterator[None]:
-    """Log a request stopped through its token: what it was, how far it got and why."""
+    """Log a request stopped through its token: what it was, how far it got and why (once,
+    by the outermost request of the thread)."""
+    if getattr(_in_request, "active", False):
+        yield
+        return
+    _in_request.active = True
     try:
         yield
     except CancelledError as err:
         log.info("%s stopped %s: %s", what, reports.describe(), err.reason)
         raise
+    finally:
+        _in_request.active = False
 
 
 @dataclass(frozen=True)
@@ -247,19 +258,14 @@ class Engine:
                 missing model, or an object found in no frame.
             CancelledError: ``cancel`` was cancelled.
         """
-        reports = _LastReport(progress)
-        with _logged_stop("tracking", reports):
-            return self._track(video, objects, start, end, reports, cancel)
-
-    def _track(self, video: Path, objects: Sequence[AppObject], start: float,
-               end: float | None, progress: Progress, cancel: CancelToken | None) -> Tracking:
         prompts = [o.tracking_prompt() for o in objects]
-        with self.lock:
+        reports = _LastReport(progress)
+        with _logged_stop("tracking", reports), self.lock:
             return track_objects(
                 video, prompts, model=self.settings.tracker, text_model=self.settings.text_model,
                 weights_dir=self.settings.weights_dir, offline=self.settings.offline,
                 device=str(self.device), start=start, end=end,
-                on_progress=lambda done, total: progress("tracking", done, total),
+                on_progress=lambda done, total: reports("tracking", done, total),
                 models=self.segmenters, cancel=cancel)
 
     def soundtrack(self, video: Path, objects: Sequence[AppObject], options: GenerationOptions,
@@ -291,7 +297,8 @@ class Engine:
             if cancel is not None:
                 cancel.check()
             if tracking is None:
-                tracking = self._track(video, objects, *track_range, reports, cancel)
+                tracking = self.track(video, objects, *track_range, progress=reports,
+                                      cancel=cancel)
             variant = options.variant or self.settings.variant
             if self.loaded_variant != variant:
                 reports("loading", 0, 1)
