@@ -1,6 +1,6 @@
 """The page's handlers called directly (as Gradio calls them, without a browser): messages for
 bad input, clicks mapped to the video's pixels, tracking, generation with progress, reuse of
-a tracking, and the session's files."""
+a tracking, the session's files, and jobs stopped by a closing tab or by Stop."""
 
 from __future__ import annotations
 
