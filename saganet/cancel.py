@@ -1,11 +1,12 @@
 """Stopping long work from another thread, at the work's next safe point.
 
-A :class:`CancelToken` is handed to :func:`saganet.soundtrack.write_soundtrack` or
-:func:`saganet.segment.track_objects`; another thread calls :meth:`CancelToken.cancel` (the
-web app does when a tab closes, or when its visitor presses *Stop*). The work checks the token
-where stopping leaves nothing half done: before each tracked frame, each window's features,
-each Euler step, each decoded chunk and each file written. There it raises
-:class:`CancelledError`, and the usual clean-up on failure removes what it had written.
+A :class:`CancelToken` is handed to :func:`saganet.soundtrack.write_soundtrack`,
+:func:`saganet.inference.generate` or :func:`saganet.segment.track_objects`; another thread
+calls :meth:`CancelToken.cancel` (the web app does when a tab closes, or when its visitor
+presses *Stop*). The work checks the token where stopping leaves nothing half done: after each
+tracked frame, before each window's features, each network evaluation of the sampler, each
+decoded chunk and each file written. There it raises :class:`CancelledError`, and the usual
+clean-up on failure removes what it had written.
 
 Work given no token does no check at all: the sampling loop runs exactly as before.
 """

@@ -255,9 +255,11 @@ class _Generator:
 
     def __init__(self, models: SAGANetModels, request: SoundtrackRequest, segment: Segment,
                  plan: WindowPlan, options: SamplingOptions, seed: int,
-                 progress: ProgressFn, clip_features: ClipFeatures | None) -> None:
+                 progress: ProgressFn, clip_features: ClipFeatures | None,
+                 cancel: CancelToken | None) -> None:
         self.models, self.request, self.plan = models, request, plan
         self.segment, self.options, self.progress = segment, options, progress
+        self.cancel = cancel
         self.clip_features = clip_features
         self.objects = list(request.objects)
         self.hidden: list[set[int]] = [set() for _ in self.objects]
@@ -341,7 +343,7 @@ class _Generator:
         return sample(self.models, Conditions.cat(*(i.conditions for i in items)),
                       Conditions.cat(*(i.empty for i in items)),
                       torch.cat([self.window_noise(i) for i in items]), options=options,
-                      fuse=fuse, on_step=on_step)
+                      fuse=fuse, on_step=on_step, cancel=self.cancel)
 
 
 def _select(conditions: Conditions, index: int) -> Conditions:
@@ -397,8 +399,9 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         clip_features: every CLIP feature of the request, computed beforehand
             (:func:`~saganet.soundtrack.encode_clip_features`, for models loaded without CLIP);
             None: ``models.clip_encoder`` computes them window by window.
-        cancel: stops the work at its next progress report once cancelled (before each
-            window's features, Euler step, decoded chunk and file), leaving no file behind.
+        cancel: stops the work at its next check once cancelled (each progress report:
+            before each window's features, decoded chunk and file; and before every network
+            evaluation), leaving no file behind.
 
     Raises:
         UserInputError: bad inputs (checked before any decoding) or existing outputs.
@@ -425,7 +428,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         work = Path(tempfile.mkdtemp(prefix=f".{request.name}.work-", dir=folder))
         try:
             runner = _Generator(models, request, segment, plan, options, seed, progress,
-                                clip_features)
+                                clip_features, cancel)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
             with timed("generate"):
                 _run(runner, stems)
