@@ -7,8 +7,9 @@ pipeline of its own. One request uses the models at a time (Gradio's queue alrea
 one by one; the lock keeps that true for any other caller).
 
 A request may carry a :class:`~saganet.cancel.CancelToken`: it is checked once the models are
-free and again before and after a variant loads, and handed to both library functions, which
-stop at their next safe point. A stopped request is logged with the last progress it reached.
+free, and handed to both library functions, which check it when they start (after any variant
+loaded) and at every safe point. A stopped request is logged with the last progress it
+reached (``generation stopped after sampling 3/25: the tab was closed``).
 """
 
 from __future__ import annotations
