@@ -133,7 +133,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
     with gr.Row():
         track = gr.Button("Track", elem_id="track")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
-        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+        stop = gr.Button("Stop", variant="stop", scale=0, min_width=120, elem_id="stop")
     status = gr.Markdown(elem_id="status")
     with gr.Row():
         preview = gr.Video(label="Tracked objects", interactive=False, elem_id="preview")
