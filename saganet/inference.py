@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from saganet.cancel import CancelToken
 from saganet.features import encode_sync, focal_crop, focal_crop_boxes
 from saganet.model import Conditions, FlowMatching
 from saganet.models import SAGANetModels
@@ -186,7 +187,8 @@ long video's windows share their overlap this way (:mod:`saganet.soundtrack.join
 def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
            noise: torch.Tensor, *, options: SamplingOptions | None = None,
            fuse: VelocityFusion | None = None, progress: bool = False,
-           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+           on_step: Callable[[int], None] | None = None,
+           cancel: CancelToken | None = None) -> torch.Tensor:
     """Integrate the guided flow from ``noise`` to un-normalised latents ``(B, N, C)``.
 
     Args:
@@ -198,6 +200,8 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
         fuse: applied to every guided velocity before the step is taken.
         progress: show a progress bar over the network evaluations.
         on_step: called with the number of network evaluations done so far.
+        cancel: checked before every network evaluation (raises
+            :class:`~saganet.cancel.CancelledError` once cancelled).
     """
     options = options or SamplingOptions()
     net = models.network
@@ -208,6 +212,8 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
 
     def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         nonlocal calls
+        if cancel is not None:
+            cancel.check()
         parts = [net.ode_wrapper(t, x[i : i + chunk],
                                  conditions.select(slice(i, i + chunk)),
                                  empty.select(slice(i, i + chunk)),
@@ -242,6 +248,7 @@ def generate(
     options: SamplingOptions | None = None,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> GenerationResult:
     """Generate audio for a batch of clips.
 
@@ -254,13 +261,19 @@ def generate(
         options: sampler settings.
         progress: show a progress bar over the network evaluations.
         on_step: called with the number of network evaluations done so far.
+        cancel: checked before the features, every network evaluation and the decoding
+            (raises :class:`~saganet.cancel.CancelledError` once cancelled).
     """
     options = options or SamplingOptions()
+    if cancel is not None:
+        cancel.check()
     conditions, empty = encode_conditions(models, batch, options)
     net = models.network
     shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
     x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
     latents = sample(models, conditions, empty, x0, options=options, progress=progress,
-                     on_step=on_step)
+                     on_step=on_step, cancel=cancel)
+    if cancel is not None:
+        cancel.check()
     return GenerationResult(decode(models, latents), latents.float().cpu(),
                             models.codec.sampling_rate)

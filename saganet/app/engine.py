@@ -5,6 +5,11 @@ Tracking is :func:`saganet.segment.track_objects` and generation
 :func:`saganet.soundtrack.write_soundtrack`, the functions ``demo.py`` runs: the app adds no
 pipeline of its own. One request uses the models at a time (Gradio's queue already runs them
 one by one; the lock keeps that true for any other caller).
+
+A request may carry a :class:`~saganet.cancel.CancelToken`: it is checked once the models are
+free, and handed to both library functions, which check it when they start (after any variant
+loaded) and at every safe point. A stopped request is logged with the last progress it
+reached (``generation stopped after sampling 3/25: the tab was closed``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import torch
 from saganet import weights
 from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
+from saganet.cancel import CancelledError, CancelToken
 from saganet.cli import device_and_dtype
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
@@ -42,6 +49,45 @@ Progress = Callable[[str, int, int], None]
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     """Progress reports nobody reads."""
+
+
+class _LastReport:
+    """Passes progress reports on and remembers the latest (for the log of a stopped job)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.last: tuple[str, int, int] | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.last = (stage, done, total)
+        self.progress(stage, done, total)
+
+    def describe(self) -> str:
+        if self.last is None:
+            return "before it started"
+        stage, done, total = self.last
+        return f"after {stage} {done}/{total}"
+
+
+# Whether this thread is inside a request already (a generation's tracking is part of it).
+_in_request = threading.local()
+
+
+@contextmanager
+def _logged_stop(what: str, reports: _LastReport) -> Iterator[None]:
+    """Log a request stopped through its token: what it was, how far it got and why (once,
+    by the outermost request of the thread)."""
+    if getattr(_in_request, "active", False):
+        yield
+        return
+    _in_request.active = True
+    try:
+        yield
+    except CancelledError as err:
+        log.info("%s stopped %s: %s", what, reports.describe(), err.reason)
+        raise
+    finally:
+        _in_request.active = False
 
 
 @dataclass(frozen=True)
@@ -196,26 +242,38 @@ class Engine:
         self.segmenters.sam2(folder, self.device)
 
     def track(self, video: Path, objects: Sequence[AppObject], start: float = 0.0,
-              end: float | None = None, progress: Progress = _no_progress) -> Tracking:
+              end: float | None = None, progress: Progress = _no_progress,
+              cancel: CancelToken | None = None) -> Tracking:
         """Track the objects through ``start`` .. ``end`` seconds of the video.
+
+        Args:
+            video: the video.
+            objects: its objects.
+            start: first second tracked.
+            end: last second tracked (None: the end of the video).
+            progress: called as work advances.
+            cancel: stops the tracking at its next frame.
 
         Raises:
             UserInputError: bad prompts (see :func:`~saganet.segment.track_objects`), a
                 missing model, or an object found in no frame.
+            CancelledError: ``cancel`` was cancelled.
         """
         prompts = [o.tracking_prompt() for o in objects]
-        with self.lock:
+        reports = _LastReport(progress)
+        with _logged_stop("tracking", reports), self.lock:
             return track_objects(
                 video, prompts, model=self.settings.tracker, text_model=self.settings.text_model,
                 weights_dir=self.settings.weights_dir, offline=self.settings.offline,
                 device=str(self.device), start=start, end=end,
-                on_progress=lambda done, total: progress("tracking", done, total),
-                models=self.segmenters)
+                on_progress=lambda done, total: reports("tracking", done, total),
+                models=self.segmenters, cancel=cancel)
 
     def soundtrack(self, video: Path, objects: Sequence[AppObject], options: GenerationOptions,
                    output_dir: Path, track_range: tuple[float, float],
                    tracking: Tracking | None = None,
-                   progress: Progress = _no_progress) -> Soundtrack:
+                   progress: Progress = _no_progress,
+                   cancel: CancelToken | None = None) -> Soundtrack:
         """Generate the sound of every object: track them (unless given ``tracking`` of these
         objects), then write the stems, the mix and the MP4 into ``output_dir``.
 
@@ -227,26 +285,34 @@ class Engine:
             track_range: seconds to track (see :func:`tracking_range`).
             tracking: a tracking of these objects covering ``track_range``, to reuse.
             progress: called as work advances.
+            cancel: stops the work at its next safe point (a tracked frame, a window's
+                features, an Euler step, a decoded chunk, a file), leaving no file behind.
 
         Raises:
             UserInputError: bad objects or options, missing weights, a failed tracking.
+            CancelledError: ``cancel`` was cancelled.
         """
         check_objects(objects)
-        with self.lock:
+        reports = _LastReport(progress)
+        with _logged_stop("generation", reports), self.lock:
+            if cancel is not None:
+                cancel.check()
             if tracking is None:
-                tracking = self.track(video, objects, *track_range, progress=progress)
+                tracking = self.track(video, objects, *track_range, progress=reports,
+                                      cancel=cancel)
             variant = options.variant or self.settings.variant
             if self.loaded_variant != variant:
-                progress("loading", 0, 1)
+                reports("loading", 0, 1)
             models = self.models(variant)
             request = SoundtrackRequest(
                 video=video,
                 objects=tuple(o.sound_object(tracking.objects[o.name]) for o in objects),
                 output_dir=output_dir, start=options.start,
                 duration=options.segment_duration)
-            result = write_soundtrack(models, request, seed=options.seed, progress=progress,
+            result = write_soundtrack(models, request, seed=options.seed, progress=reports,
                                       options=SamplingOptions(cfg_strength=options.cfg_strength,
-                                                              num_steps=options.num_steps))
+                                                              num_steps=options.num_steps),
+                                      cancel=cancel)
         stems = dict(result.outputs.stems) or {objects[0].name: result.outputs.mix}
         return Soundtrack(tracking, result, stems, variant)
 

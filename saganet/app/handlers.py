@@ -7,14 +7,19 @@ input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a
 status line), never a stack trace, and the app goes on serving.
 
 Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
-and clicking while the models run. Annotations here are evaluated (no ``from __future__ import
-annotations``): Gradio reads them to pass ``gr.Request`` and ``gr.SelectData``.
+and clicking while the models run. They run as the session's job: closing the tab or pressing
+Stop cancels it (:class:`~saganet.cancel.CancelledError` at its next safe point), its files
+are removed and the event ends with a status line.
+
+Annotations here are evaluated (no ``from __future__ import annotations``): Gradio reads them
+to pass ``gr.Request`` and ``gr.SelectData``.
 """
 
 import copy
 import functools
 import html
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +37,7 @@ from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Session, Sessions
 from saganet.app.spectrogram import write_spectrogram
+from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
 from saganet.pipeline import pipeline_variant
 from saganet.segment.grid import GRID_FPS
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 
 Updates = dict[Any, Any]
 
+STOPPED_ON_REQUEST = "stopped on request"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -57,6 +65,7 @@ class Job:
         track_range: seconds to track.
         run: the folder of the job's files.
         tracking: the session's tracking, if it fits these prompts and seconds.
+        cancel: stops the job (the tab closed).
     """
 
     video: Path
@@ -65,6 +74,7 @@ class Job:
     track_range: tuple[float, float]
     run: Path
     tracking: Tracking | None
+    cancel: CancelToken
 
 
 def user_message(err: UserInputError) -> str:
@@ -79,8 +89,9 @@ def tell(problem: str) -> None:
 
 
 def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
-    """Turn a user error into a message in the page and the status line. The event still
-    ends normally: an error raised to Gradio would paint "Error" over every output."""
+    """Turn a user error into a message in the page and the status line, and a stopped job
+    into a status line. The event still ends normally: an error raised to Gradio would paint
+    "Error" over every output."""
 
     @functools.wraps(handler)
     def wrapper(self: "Handlers", *args: Any, **kwargs: Any) -> Updates:
@@ -90,6 +101,8 @@ def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
             log.info("user error: %s", err)
             tell(user_message(err))
             return {self.page.status: f"**Error:** {html.escape(user_message(err))}"}
+        except CancelledError as err:
+            return {self.page.status: f"**Stopped:** {html.escape(err.reason)}."}
 
     return wrapper
 
@@ -192,6 +205,8 @@ class Handlers:
             tell(user_message(err))
             return {self.page.upload: None if session.video is None else str(session.video),
                     self.page.status: f"**Not loaded:** {html.escape(user_message(err))}"}
+        except CancelledError:
+            return {}  # the tab was closed
 
     @page_errors
     def example(self, request: gr.Request) -> Updates:
@@ -330,24 +345,32 @@ class Handlers:
     @contextmanager
     def _job(self, session: Session, options: GenerationOptions) -> Iterator[Job]:
         """Take what a Track or Generate needs from the session (a copy: the visitor may go
-        on scrubbing and clicking meanwhile) and mark the session busy until the job ends."""
+        on scrubbing and clicking meanwhile) and make it the session's job until it ends.
+
+        A stopped job's files are removed (all of the session's, if its tab was closed).
+
+        Raises:
+            CancelledError: the tab was closed before or while the job ran.
+        """
         with session.lock:
+            session.check_open()
             session.require_grid()
-            if session.busy:
-                raise UserInputError("this page is already tracking or generating; wait for it")
+            session.check_no_job()
             objects = copy.deepcopy(session.objects)
             self.limits.check_objects(len(objects))
             check_objects(objects)
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
-            job = Job(session.video, objects, prompts, (start, end), session.new_run(),
-                      session.tracking_for(prompts, start, end))
-            session.busy = True
+            run = session.new_run()
+            job = Job(session.video, objects, prompts, (start, end), run,
+                      session.tracking_for(prompts, start, end), session.start_job())
         try:
             yield job
+        except CancelledError:
+            shutil.rmtree(job.run, ignore_errors=True)
+            raise
         finally:
-            with session.lock:
-                session.busy = False
+            self.sessions.job_ended(session)
 
     @page_errors
     def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
@@ -359,7 +382,8 @@ class Handlers:
         began = time.perf_counter()
         with self._job(session, options) as job:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
-                                         progress=gradio_progress(progress))
+                                         progress=gradio_progress(progress),
+                                         cancel=job.cancel)
         with session.lock:
             updates = {}
             if session.video == job.video:
@@ -382,7 +406,8 @@ class Handlers:
         with self._job(session, options) as job:
             made = self.engine.soundtrack(job.video, job.objects, options, job.run / "out",
                                           job.track_range, tracking=job.tracking,
-                                          progress=gradio_progress(progress))
+                                          progress=gradio_progress(progress),
+                                          cancel=job.cancel)
         with session.lock:
             updates: Updates = {}
             if made.tracking is not job.tracking and session.video == job.video:
@@ -391,6 +416,14 @@ class Handlers:
             updates |= self._results(made, job.run)
         took = time.perf_counter() - began
         return {**updates, self.page.status: generation_summary(made, took)}
+
+    @page_errors
+    def stop(self, request: gr.Request) -> Updates:
+        """The Stop button: the tab's running Track or Generate stops at its next safe point
+        (as when the tab closes); its event then says so in the status line."""
+        if self.session(request).stop_job(STOPPED_ON_REQUEST):
+            return {self.page.status: "Stopping..."}
+        return {self.page.status: "Nothing to stop: no tracking or generation is running."}
 
     def _results(self, made: Soundtrack, run: Path) -> Updates:
         page = self.page

@@ -3,7 +3,8 @@ calls (:func:`build_app`).
 
 Model work (Track, Generate and the ``/generate`` endpoint) shares one slot of Gradio's queue
 (``concurrency_id="model"``, limit 1): one generation at a time, the others wait in line with
-their place shown. Light events (scrubbing, clicks, edits) do not wait for it.
+their place shown. Light events (scrubbing, clicks, edits, Stop) do not wait for it. Closing
+the tab (Gradio's ``unload``) and Stop both cancel the tab's running job.
 """
 
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Page:
     options: list[gr.components.Component]
     track: gr.Button
     generate: gr.Button
+    stop: gr.Button
     status: gr.Markdown
     preview: gr.Video
     tracking_summary: gr.Markdown
@@ -131,6 +133,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
     with gr.Row():
         track = gr.Button("Track", elem_id="track")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
+        stop = gr.Button("Stop", variant="stop", scale=0, min_width=120, elem_id="stop")
     status = gr.Markdown(elem_id="status")
     with gr.Row():
         preview = gr.Video(label="Tracked objects", interactive=False, elem_id="preview")
@@ -150,7 +153,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
                         interactive=False, elem_id="downloads")
     return Page(upload, example, frame, time, video_info, object_choice, add_object,
                 remove_object, clear_clicks, negative_click, name, prompt, negative_prompt,
-                phrase, objects_table, options, track, generate, status, preview,
+                phrase, objects_table, options, track, generate, stop, status, preview,
                 tracking_summary, mix, mix_spectrogram, downloads, rows, stems, pictures)
 
 
@@ -208,6 +211,8 @@ def _wire(page: Page, handlers: Handlers) -> None:
         [*results, page.mix, page.mix_spectrogram, page.downloads, *page.stem_rows,
          *page.stems, *page.stem_spectrograms],
         api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    # Not in the model queue: it must reach the job it stops.
+    page.stop.click(handlers.stop, None, [page.status], **quiet)
 
 
 @dataclass

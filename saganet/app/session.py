@@ -6,6 +6,11 @@ hands them out by Gradio's session hash and removes a session's folder when its 
 (Gradio's ``unload`` event), and the whole root when the app closes or the process exits.
 Generated files live in the session's latest run folder only: Gradio serves copies from its
 own cache, so an older run is removed when a new one starts.
+
+A session runs one Track or Generate at a time, its *job*, with a
+:class:`~saganet.cancel.CancelToken`. A tab that closes cancels its job, which stops at its
+next safe point (a tracked frame, an Euler step, a window, a file); the session's folder goes
+once the job has stopped, and the closed session starts no further job.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import tempfile
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.app.frames import FrameView
 from saganet.app.limits import Limits
 from saganet.app.objects import AppObject, Click, free_name
+from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
 from saganet.media.video import VideoInfo
 from saganet.segment.grid import GRID_FPS, VideoGrid, frames_in
@@ -32,6 +39,11 @@ from saganet.segment.tracking import Tracking
 log = logging.getLogger(__name__)
 
 NO_VIDEO = "load a video first: upload one or pick the example"
+TAB_CLOSED = "the tab was closed"
+APP_CLOSED = "the app is closing"
+# Session hashes of closed tabs remembered, so that an event of a closed tab still in Gradio's
+# queue starts nothing (a reloaded tab gets a new hash); the oldest are forgotten first.
+ENDED_KEYS_KEPT = 10_000
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -59,6 +71,8 @@ class Session:
         self.tracked: tuple[ObjectPrompt, ...] | None = None
         self.view: FrameView | None = None  # the frame the page shows
         self.busy = False  # a Track or Generate of this session is running
+        self.job: CancelToken | None = None  # stops the running Track or Generate
+        self.ended = False  # the tab was closed: no more jobs, no more files
         self._runs = 0
         self.lock = threading.RLock()
 
@@ -68,6 +82,11 @@ class Session:
     def duration(self) -> float:
         """Seconds of the loaded video (from the first frame to the end of the last)."""
         return self.require_grid().index.duration
+
+    def check_open(self) -> None:
+        """Raises :class:`~saganet.cancel.CancelledError` once the tab was closed."""
+        if self.ended:
+            raise CancelledError(TAB_CLOSED)
 
     def check_idle(self) -> None:
         """Raises UserInputError while a Track or Generate of this session runs."""
@@ -102,6 +121,7 @@ class Session:
             UserInputError: not a readable video, or outside the limits.
         """
         name = Path(name or source.name).name
+        self.check_open()
         limits.check_video(source, name)
         folder = self.folder / f"video-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
@@ -190,8 +210,45 @@ class Session:
         """Remember a tracking and the prompts it was made from."""
         self.tracking, self.tracked = tracking, prompts
 
+    def start_job(self) -> CancelToken:
+        """Mark the session busy with a Track or Generate (call with :attr:`lock` held).
+
+        Returns:
+            the job's token: :meth:`stop_job` and a closing tab cancel it.
+
+        Raises:
+            CancelledError: the tab was closed (its queued job starts nothing).
+            UserInputError: a job of this session is already running.
+        """
+        self.check_open()
+        self.check_no_job()
+        self.busy, self.job = True, CancelToken()
+        return self.job
+
+    def check_no_job(self) -> None:
+        """Raises UserInputError while a Track or Generate of this session runs."""
+        if self.busy:
+            raise UserInputError("this page is already tracking or generating; wait for it")
+
+    def stop_job(self, reason: str) -> bool:
+        """Ask the running job to stop at its next safe point; False if none runs.
+
+        Args:
+            reason: why (logged, and shown in the page if it is still open).
+        """
+        with self.lock:
+            if self.job is None:
+                return False
+            self.job.cancel(reason)
+            return True
+
     def new_run(self) -> Path:
-        """A fresh folder for a generation; the previous run's folder is removed."""
+        """A fresh folder for a generation; the previous run's folder is removed.
+
+        Raises:
+            CancelledError: the tab was closed.
+        """
+        self.check_open()
         for old in self.folder.glob("run-*"):
             shutil.rmtree(old, ignore_errors=True)
         self._runs += 1
@@ -219,35 +276,68 @@ class Sessions:
             tempfile.mkdtemp(prefix="saganet-app-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, Session] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
     def get(self, key: str | None) -> Session:
-        """The session of ``key`` (a Gradio session hash), made on first use."""
-        key = _safe_key(key)
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
-                session = self._sessions[key] = Session(self.root / key)
-            return session
+        """The session of ``key`` (a Gradio session hash), made on first use.
 
-    def end(self, key: str | None) -> None:
-        """Remove a session's folder, then forget it (its tab was closed).
-
-        Forgotten only once the files are gone, so that a session no longer listed has none
-        left (the folder's removal waits for a job that still holds the session).
+        A closed tab's key gets an ended session that is not kept: it starts no job and makes
+        no folder.
         """
         key = _safe_key(key)
         with self._lock:
             session = self._sessions.get(key)
+            if session is None:
+                session = Session(self.root / key)
+                if key in self._ended:
+                    session.ended = True
+                else:
+                    self._sessions[key] = session
+            return session
+
+    def end(self, key: str | None) -> None:
+        """The tab of ``key`` was closed: stop its job, remove its folder, then forget it.
+
+        A running job is asked to stop (:meth:`Session.stop_job`), and the folder goes when
+        it has stopped (:meth:`job_ended`): this returns at once either way. Forgotten only
+        once the files are gone, so that a session no longer listed has none left.
+        """
+        key = _safe_key(key)
+        with self._lock:
+            session = self._sessions.get(key)
+            self._ended[key] = None
+            while len(self._ended) > ENDED_KEYS_KEPT:
+                self._ended.popitem(last=False)
         if session is None:
             return
         with session.lock:
+            session.ended = True
+            if session.stop_job(TAB_CLOSED):
+                log.info("session %s ended; its job is asked to stop", key)
+            if session.busy:
+                return
+        self._remove(session)
+
+    def job_ended(self, session: Session) -> None:
+        """A job of ``session`` has ended (finished, failed or stopped): the session is idle
+        again, or removed if its tab was closed meanwhile."""
+        with session.lock:
+            session.busy, session.job = False, None
+            if not session.ended:
+                return
+        self._remove(session)
+
+    def _remove(self, session: Session) -> None:
+        """Remove an ended, idle session's folder, then forget it."""
+        with session.lock:
             session.close()
         with self._lock:
-            if self._sessions.get(key) is session:
+            keys = [k for k, s in self._sessions.items() if s is session]
+            for key in keys:
                 del self._sessions[key]
-        log.info("session %s ended; its files are removed", key)
+        log.info("session %s ended; its files are removed", session.folder.name)
 
     def api_run(self) -> Path:
         """A fresh folder for one ``/generate`` call; earlier calls' folders are removed (their
@@ -263,9 +353,14 @@ class Sessions:
         return len(self._sessions)
 
     def close(self) -> None:
-        """End every session and remove the root."""
+        """Stop every session's job and remove the root (the app is closing)."""
         with self._lock:
+            sessions = list(self._sessions.values())
             self._sessions.clear()
+        for session in sessions:
+            with session.lock:
+                session.ended = True
+                session.stop_job(APP_CLOSED)
         self._cleanup()
 
 

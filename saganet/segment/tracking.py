@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from saganet.cancel import CancelToken
 from saganet.errors import UserInputError
 from saganet.media.video import PathLike, VideoInfo
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
@@ -173,7 +174,8 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
                   offline: bool | None = None, device: str = "cpu", start: float = 0.0,
                   end: float | None = None, progress: bool = False,
                   on_progress: Callable[[int, int], None] | None = None,
-                  models: SegmenterCache | None = None) -> Tracking:
+                  models: SegmenterCache | None = None,
+                  cancel: CancelToken | None = None) -> Tracking:
     """Track the objects the user pointed at through the video, on its 25 fps grid.
 
     Objects given by clicks and boxes are tracked together in one SAM 2.1 session (forwards
@@ -195,10 +197,13 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
         on_progress: called as ``on_progress(done, total)`` after each tracked frame (``total``
             counts every pass: one per model used), e.g. for a progress bar in a web page.
         models: keep loaded models here and reuse them (None: load them for this call).
+        cancel: stops the tracking once cancelled, before the models load and after each
+            tracked frame (tracking writes no file, so nothing is left behind).
 
     Raises:
         UserInputError: unreadable video, a prompt outside the frame or past the end, no SAM 3
             for a phrase, missing weights offline, or an object found in no frame.
+        CancelledError: ``cancel`` was cancelled before the tracking ended.
     """
     objects = list(objects)
     check_unique_names(objects)
@@ -219,6 +224,8 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
             stores[obj_id].set(slot, mask)
 
     models = models if models is not None else SegmenterCache()
+    if cancel is not None:
+        cancel.check()
     sam2 = models.sam2(sam2_path, device) if sam2_path is not None else None
     sam3 = models.sam3(sam3_path, device) if sam3_path is not None else None
     passes = int(sam2 is not None) + int(sam3 is not None)
@@ -228,6 +235,8 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
 
         def step(count: int) -> None:
             nonlocal done
+            if cancel is not None:
+                cancel.check()
             done += count
             bar.update(count)
             if on_progress is not None:

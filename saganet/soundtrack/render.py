@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from saganet.cancel import CancelToken, checked
 from saganet.errors import UserInputError
 from saganet.inference import (
     GenerationBatch,
@@ -253,9 +254,11 @@ class _Generator:
 
     def __init__(self, models: SAGANetModels, request: SoundtrackRequest, segment: Segment,
                  plan: WindowPlan, options: SamplingOptions, seed: int,
-                 progress: ProgressFn, clip_features: ClipFeatures | None) -> None:
+                 progress: ProgressFn, clip_features: ClipFeatures | None,
+                 cancel: CancelToken | None) -> None:
         self.models, self.request, self.plan = models, request, plan
         self.segment, self.options, self.progress = segment, options, progress
+        self.cancel = cancel
         self.clip_features = clip_features
         self.objects = list(request.objects)
         self.hidden: list[set[int]] = [set() for _ in self.objects]
@@ -339,7 +342,7 @@ class _Generator:
         return sample(self.models, Conditions.cat(*(i.conditions for i in items)),
                       Conditions.cat(*(i.empty for i in items)),
                       torch.cat([self.window_noise(i) for i in items]), options=options,
-                      fuse=fuse, on_step=on_step)
+                      fuse=fuse, on_step=on_step, cancel=self.cancel)
 
 
 def _select(conditions: Conditions, index: int) -> Conditions:
@@ -380,7 +383,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                      options: SamplingOptions | None = None, seed: int = 42,
                      overwrite: bool = False,
                      progress: ProgressFn | None = None,
-                     clip_features: ClipFeatures | None = None) -> SoundtrackResult:
+                     clip_features: ClipFeatures | None = None,
+                     cancel: CancelToken | None = None) -> SoundtrackResult:
     """Generate the sound of every object of a video, for any length, and write the files.
 
     Args:
@@ -394,12 +398,18 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         clip_features: every CLIP feature of the request, computed beforehand
             (:func:`~saganet.soundtrack.encode_clip_features`, for models loaded without CLIP);
             None: ``models.clip_encoder`` computes them window by window.
+        cancel: stops the work at its next check once cancelled (each progress report:
+            before each window's features, decoded chunk and file; and before every network
+            evaluation), leaving no file behind.
 
     Raises:
         UserInputError: bad inputs (checked before any decoding) or existing outputs.
         ValueError: ``clip_features`` computed for other windows.
+        CancelledError: ``cancel`` was cancelled before the outputs were in place.
     """
-    progress = progress or (lambda stage, done, total: None)
+    if cancel is not None:
+        cancel.check()
+    progress = checked(progress or (lambda stage, done, total: None), cancel)
     options = options or SamplingOptions()
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
@@ -418,7 +428,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         remove_dead(folder)
         with owned_folder(folder, f".{request.name}.work-") as work:
             runner = _Generator(models, request, segment, plan, options, seed, progress,
-                                clip_features)
+                                clip_features, cancel)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
             with timed("generate"):
                 _run(runner, stems)
@@ -522,10 +532,11 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         done += 1
         progress("writing", done, total)
     write_flac(staged[outputs.mix], mix, sr)
+    # Reported before the renames: the work can still stop here, and not after them.
+    progress("writing", total, total)
     check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced
     for path, written in staged.items():
         os.replace(written, path)
-    progress("writing", total, total)
     return level
 
 

@@ -8,9 +8,11 @@ scrub to a second, click on the violin (found from its mask video: the page must
 click on the violin, in the video's pixels), name and prompt it, choose a short duration and
 few steps, track (overlay video, visible time), generate (the progress bar goes through the
 stages); both players hold sound of the chosen length, the FLAC downloads, and closing the tab
-removes the session's files. Screenshots of every stage go into ``$SAGANET_TEST_ARTIFACTS``
-(default: a pytest temporary folder; the path is printed); ``$SAGANET_APP_SCREENSHOT`` names a
-file that also gets the finished page (the README's picture, ``docs/images/app.png``).
+removes the session's files. Then Stop, and closing the tab, during a generation: it stops
+after its next Euler step (the engine's log says where), and the closed tab leaves no file.
+Screenshots of every stage go into ``$SAGANET_TEST_ARTIFACTS`` (default: a pytest temporary
+folder; the path is printed); ``$SAGANET_APP_SCREENSHOT`` names a file that also gets the
+finished page (the README's picture, ``docs/images/app.png``).
 
 Playwright's own browser download cannot work offline, so the test uses Debian's binary
 (``apt-get install chromium``; ``.ci/run`` installs it). Without it the test skips, except
@@ -260,6 +262,78 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
         time.sleep(0.2)
     assert len(server.sessions) == 0
     assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+
+
+def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypatch,
+                                                      caplog) -> None:
+    """Generate on the example with the most steps the app allows and press Stop while it
+    samples, then generate again and close the tab: each time the engine logs the generation
+    stopped after its first Euler step (held there until its token is cancelled, so that the
+    click or the close surely lands mid-run), nothing after sampling ran; Stop leaves the page
+    working, the close leaves no file."""
+    import logging
+    import threading
+
+    caplog.set_level(logging.INFO, logger="saganet.app")
+    engine, steps = server.engine, server.limits.max_steps
+    held, reports = threading.Event(), []
+    soundtrack = engine.soundtrack
+
+    def holding(*args, progress, cancel=None, **kwargs):
+        def report(stage: str, done: int, total: int) -> None:
+            reports.append((stage, done, total))
+            progress(stage, done, total)
+            if stage == "sampling" and not held.is_set():
+                held.set()
+                deadline = time.monotonic() + 60
+                while not cancel.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.02)
+
+        return soundtrack(*args, progress=report, cancel=cancel, **kwargs)
+
+    def stopped_in_sampling(reason: str) -> None:
+        sampled = [done for stage, done, _ in reports if stage == "sampling"]
+        assert sampled == [1] and reports[-1][0] == "sampling"  # no decoding, no files
+        assert {total for stage, _, total in reports if stage == "sampling"} == {steps}
+        stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+        assert stopped == [f"generation stopped after sampling 1/{steps}: {reason}"]
+        reports.clear()
+        caplog.clear()
+        held.clear()
+
+    monkeypatch.setattr(engine, "soundtrack", holding)
+    page = chromium.new_page()
+    page.goto(server.url)
+    page.locator("#frame img").wait_for()
+    page.locator("#advanced").get_by_text("Advanced options").click()
+    page.locator("#example").click()
+    wait_text(page, "#status", "The example is loaded")
+    fields = {"#opt-duration input": 1.0, "#opt-steps input": steps}
+    for selector, value in fields.items():
+        page.locator(selector).fill(f"{value:g}")
+        page.locator(selector).press("Tab")
+    page.wait_for_timeout(500)
+    for selector, value in fields.items():
+        assert float(page.locator(selector).input_value()) == value
+
+    # Stop: its event is not queued behind the generation it stops.
+    page.locator("#generate").click()
+    assert held.wait(300)
+    page.locator("#stop").click()
+    wait_text(page, "#status", "Stopped: stopped on request")
+    stopped_in_sampling("stopped on request")
+
+    # Close the tab: the job stops, then the tab's files go.
+    assert len(server.sessions) == 1
+    page.locator("#generate").click()
+    assert held.wait(300)
+    page.close()
+    deadline = time.monotonic() + 60
+    while len(server.sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(server.sessions) == 0
+    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+    stopped_in_sampling("the tab was closed")
 
 
 def readme_picture(page, folder: Path) -> None:

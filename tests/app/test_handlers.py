@@ -1,6 +1,6 @@
 """The page's handlers called directly (as Gradio calls them, without a browser): messages for
 bad input, clicks mapped to the video's pixels, tracking, generation with progress, reuse of
-a tracking, and the session's files."""
+a tracking, the session's files, and jobs stopped by a closing tab or by Stop."""
 
 from __future__ import annotations
 
@@ -259,3 +259,122 @@ def test_messages_name_the_video_not_its_folder_on_the_server(app, clip, tmp_pat
     assert "not found in any frame" in status and clip.name in status
     folder = handlers.sessions.get("tab1").folder
     assert folder.name not in status and str(folder.parent) not in status
+
+
+def _prepared(handlers, clip, key: str) -> None:
+    """Tab ``key`` with the clip loaded and one object clicked."""
+    handlers.upload(str(clip), request(key))
+    handlers.click(False, 0.0, select(20, 20), request(key))
+
+
+@pytest.mark.parametrize("job", ["generate", "track"])
+def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> None:
+    """A tab closed while its job runs: the job stops at its next check (no later progress,
+    no decoding or files), the tab's files go, and its queued job starts nothing; another
+    tab's job, waiting for the models meanwhile, runs to the end."""
+    import logging
+    import threading
+
+    handlers, page, engine, sessions = app.handlers, app.page, app.handlers.engine, \
+        app.handlers.sessions
+    caplog.set_level(logging.INFO, logger="saganet.app")
+    stage = "sampling" if job == "generate" else "tracking"
+    steps = handlers.limits.max_steps
+    _prepared(handlers, clip, "closing")
+    _prepared(handlers, clip, "other")
+    held, tokens = threading.Event(), []
+    method = getattr(engine, "soundtrack" if job == "generate" else "track")
+
+    def holding(*args, progress, cancel=None, **kwargs):
+        def report(name: str, done: int, total: int) -> None:
+            progress(name, done, total)
+            if name == stage and cancel is tokens[0] and not held.is_set():
+                held.set()  # the tab closes now, in the middle of the stage
+                assert cancel.cancelled or _wait(lambda: cancel.cancelled)
+
+        tokens.append(cancel)
+        return method(*args, progress=report, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(engine, "soundtrack" if job == "generate" else "track", holding)
+    run = getattr(handlers, job)
+    closing, other, results = Recorder(), Recorder(), {}
+    threads = [threading.Thread(target=lambda: results.update(closing=run(
+        0.0, *options(1.0, steps=steps), request("closing"), closing)))]
+    threads[0].start()
+    assert held.wait(120)
+    threads.append(threading.Thread(target=lambda: results.update(other=run(
+        0.0, *options(1.0, steps=steps), request("other"), other))))
+    threads[1].start()
+    folder = sessions.get("closing").folder
+    sessions.end("closing")
+    for thread in threads:
+        thread.join(300)
+
+    assert results["closing"] == {page.status: "**Stopped:** the tab was closed."}
+    seen = [(name, done) for name, done, _ in closing.calls if name == stage]
+    total = next(count for name, _, count in closing.calls if name == stage)
+    assert seen[-1][1] == 1 < total  # held after the first report, stopped at the next
+    assert closing.stages()[-1] == stage  # nothing after it
+    assert not folder.exists() and len(sessions) == 1
+    assert any(f"stopped after {stage} 1/{total}: the tab was closed" in r.getMessage()
+               for r in caplog.records)
+    # A job of the closed tab still waiting in Gradio's queue starts nothing.
+    queued = Recorder()
+    assert run(0.0, *options(1.0, steps=steps), request("closing"), queued) == {
+        page.status: "**Stopped:** the tab was closed."}
+    assert queued.calls == [] and not folder.exists() and len(sessions) == 1
+    # The other tab's job was not touched.
+    done = [(done, count) for name, done, count in other.calls if name == stage]
+    assert done[-1][0] == done[-1][1] == total
+    expected = "Generated 1.00 s" if job == "generate" else "Tracked 1 object(s)"
+    assert expected in results["other"][page.status]
+    assert sessions.get("other").folder.is_dir()
+
+
+def _wait(condition, seconds: float = 60) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -> None:
+    """Stop cancels the tab's running generation through the same token as a closing tab:
+    it stops at its next Euler step, its run's files go, and the tab generates again."""
+    import threading
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    _prepared(handlers, clip, "tab1")
+    session = handlers.sessions.get("tab1")
+    assert "Nothing to stop" in handlers.stop(request())[page.status]
+    held = threading.Event()
+    soundtrack = engine.soundtrack
+
+    def holding(*args, progress, cancel=None, **kwargs):
+        def report(name: str, done: int, total: int) -> None:
+            progress(name, done, total)
+            if name == "sampling" and not held.is_set():
+                held.set()
+                assert _wait(lambda: cancel.cancelled)
+
+        return soundtrack(*args, progress=report, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(engine, "soundtrack", holding)
+    steps = handlers.limits.max_steps
+    progress, result = Recorder(), {}
+    worker = threading.Thread(target=lambda: result.update(handlers.generate(
+        0.0, *options(1.0, steps=steps), request(), progress)))
+    worker.start()
+    assert held.wait(120)
+    assert handlers.stop(request())[page.status] == "Stopping..."
+    worker.join(120)
+    assert result == {page.status: "**Stopped:** stopped on request."}
+    assert [done for name, done, _ in progress.calls if name == "sampling"] == [1] < [steps]
+    assert not list(session.folder.glob("run-*")) and session.video.is_file()
+    assert not session.busy and session.job is None
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    assert "Generated 1.00 s" in updates[page.status]

@@ -261,6 +261,53 @@ def test_an_ended_session_is_listed_until_its_files_are_gone(tmp_path) -> None:
     assert not ending.is_alive() and len(sessions) == 0 and not session.folder.exists()
 
 
+def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -> None:
+    """A closed tab's running job is cancelled and its files stay until the job ends; the
+    closed tab starts no job and makes no folder; another tab's job is not touched; closing
+    the app cancels every job; only the latest closed tabs are remembered."""
+    from saganet.app import session as session_module
+    from saganet.cancel import CancelledError
+
+    sessions = Sessions(tmp_path / "root")
+    closing, other = sessions.get("closing"), sessions.get("other")
+    tokens = {}
+    for session in (closing, other):
+        session.new_run()
+        with session.lock:
+            tokens[session.folder.name] = session.start_job()
+    with pytest.raises(UserInputError, match="already"):
+        closing.start_job()
+    sessions.end("closing")
+    assert tokens["closing"].cancelled and not tokens["other"].cancelled
+    with pytest.raises(CancelledError, match=session_module.TAB_CLOSED):
+        tokens["closing"].check()
+    assert len(sessions) == 2 and closing.folder.is_dir()  # the job has not stopped yet
+    sessions.job_ended(closing)
+    assert len(sessions) == 1 and not closing.folder.exists()
+    again = sessions.get("closing")  # an event of the closed tab still in the queue
+    assert again is not closing and again.ended and len(sessions) == 1
+    for start in (again.start_job, again.new_run):
+        with pytest.raises(CancelledError):
+            start()
+    assert not again.folder.exists()
+    sessions.job_ended(other)
+    assert other.folder.is_dir() and not other.busy and other.job is None
+    assert not other.stop_job("nothing runs")
+    with other.lock:
+        token = other.start_job()
+    sessions.close()
+    assert token.cancelled and token.reason == session_module.APP_CLOSED
+    assert not (tmp_path / "root").exists()
+
+    monkeypatch.setattr(session_module, "ENDED_KEYS_KEPT", 2)
+    sessions = Sessions(tmp_path / "second")
+    keys = [f"tab{k}" for k in range(session_module.ENDED_KEYS_KEPT + 1)]
+    for key in keys:
+        sessions.end(key)
+    assert not sessions.get(keys[0]).ended and all(sessions.get(k).ended for k in keys[1:])
+    sessions.close()
+
+
 def test_tracker_choice() -> None:
     assert ModelSettings(variant="debug").tracker == "debug"
     assert ModelSettings().tracker == "tiny"

@@ -279,3 +279,30 @@ def test_progress_callback_and_shared_models(tmp_path, sam2_folder, monkeypatch)
     assert len(cache) == 1 and len(loads) == 2  # the cache's load, and the run without it
     for other in (second, alone):
         assert np.array_equal(first.objects["a"].masks(), other.objects["a"].masks())
+
+
+def test_a_cancelled_tracking_stops_at_its_next_frame(tmp_path, sam2_folder):
+    """A token cancelled during the frame ``k`` report stops the tracking before frame
+    ``k + 1`` is reported; one cancelled beforehand stops it before any frame."""
+    from saganet.cancel import CancelledError, CancelToken
+
+    video = _video(tmp_path, count=12)
+    objects = [object_prompt("a", clicks=["5,5@0.2"])]
+    total = VideoGrid(video).scan().num_slots
+    stop_at = total // 2
+    token, calls = CancelToken(), []
+
+    def report(done: int, count: int) -> None:
+        calls.append(done)
+        if done == stop_at:
+            token.cancel("enough")
+
+    with pytest.raises(CancelledError, match="enough"):
+        track_objects(video, objects, model=sam2_folder, offline=True, on_progress=report,
+                      cancel=token)
+    assert calls == list(range(1, stop_at + 1))
+    calls.clear()
+    with pytest.raises(CancelledError):
+        track_objects(video, objects, model=sam2_folder, offline=True, on_progress=report,
+                      cancel=token)
+    assert calls == []

@@ -357,3 +357,75 @@ def test_mix_level_applies_one_gain_only_when_needed() -> None:
             MIX_PEAK / level.peak))
         np.testing.assert_allclose(out, level.gain * total, atol=1e-6)
         assert np.abs(out).max() <= MIX_PEAK + 1e-6
+
+
+@pytest.mark.parametrize("stage", ["features", "sampling", "decoding", "writing"])
+def test_a_cancelled_soundtrack_stops_at_its_next_check(models, tmp_path: Path, stage: str,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        ) -> None:
+    """A token cancelled during a stage's first report stops the work at the next report
+    (no later report arrives), raises CancelledError and leaves no file or folder behind."""
+    from saganet.cancel import CancelledError, CancelToken
+
+    scene = SyntheticScene(width=64, height=36, fps=25, duration=1.2)
+    video, masks = write_clip(tmp_path, scene)
+    before = set(tmp_path.rglob("*"))
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    request = SoundtrackRequest(video, objects, tmp_path / "out" / "nested")
+    token, reports, evaluations = CancelToken(), [], []
+    network = models.network
+    monkeypatch.setattr(network, "ode_wrapper", lambda *args, **kwargs: evaluations.append(
+        len(reports)) or type(network).ode_wrapper(network, *args, **kwargs))
+
+    def progress(name: str, done: int, total: int) -> None:
+        reports.append((name, done))
+        if name == stage and done > 0:
+            token.cancel(f"stop in {stage}")
+
+    with pytest.raises(CancelledError, match=f"stop in {stage}"):
+        write_soundtrack(models, request, options=OPTIONS, progress=progress, cancel=token)
+    first = next(k for k, (name, done) in enumerate(reports) if name == stage and done > 0)
+    assert len(reports) == first + 1  # the next check stopped it
+    assert set(tmp_path.rglob("*")) == before
+    if stage == "sampling":
+        # No network evaluation after the cancelling report (one per step: batched CFG).
+        assert reports[-1] == ("sampling", 1) and OPTIONS.num_steps > 1
+        assert evaluations == [first]
+    reports.clear()
+    with pytest.raises(CancelledError):  # a token cancelled beforehand: nothing starts
+        write_soundtrack(models, request, options=OPTIONS, progress=progress, cancel=token)
+    assert reports == [] and set(tmp_path.rglob("*")) == before
+
+
+def test_a_cancelled_generate_stops_before_its_next_network_evaluation(
+        models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate(cancel=...)``: cancelled during step ``k``'s report, no network evaluation
+    follows (one per step with batched CFG); an uncancelled token changes nothing."""
+    from saganet.cancel import CancelledError, CancelToken
+
+    scene = SyntheticScene(width=64, height=36, fps=25, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    inputs = load_video_inputs(video, next(iter(masks.values())), duration=scene.duration)
+    models.set_duration(inputs.duration)
+    batch = GenerationBatch(sync_frames=inputs.sync_frames[None], masks=inputs.masks[None],
+                            clip_frames=inputs.clip_frames[None], texts=["a"])
+    options = SamplingOptions(num_steps=OPTIONS.num_steps + 2)
+    stop_at = options.num_steps // 2
+    evaluations, token = [], CancelToken()
+    network = models.network
+    monkeypatch.setattr(network, "ode_wrapper", lambda *args, **kwargs: evaluations.append(
+        1) or type(network).ode_wrapper(network, *args, **kwargs))
+
+    def on_step(done: int) -> None:
+        if done == stop_at:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        generate(models, batch, generator=torch.Generator().manual_seed(1), options=options,
+                 on_step=on_step, cancel=token)
+    assert len(evaluations) == stop_at
+    plain = generate(models, batch, generator=torch.Generator().manual_seed(1),
+                     options=options)
+    checked = generate(models, batch, generator=torch.Generator().manual_seed(1),
+                       options=options, cancel=CancelToken())
+    assert torch.equal(plain.audio, checked.audio)
