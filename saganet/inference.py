@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from saganet.errors import UserInputError
 from saganet.features import encode_sync, focal_crop, focal_crop_boxes
+from saganet.inference_checks import checked_batch
 from saganet.model import Conditions, FlowMatching
+from saganet.model.flow_matching import METHODS as SAMPLING_METHODS
 from saganet.models import SAGANetModels
 
 if TYPE_CHECKING:
@@ -68,6 +71,22 @@ class SamplingOptions:
     network_chunk_size: int | None = None
     release_clip: bool = False
 
+    def __post_init__(self) -> None:
+        # Checked when built, not steps later inside the sampler (0 chunks meant "all").
+        if self.method not in SAMPLING_METHODS:
+            raise UserInputError(f"SamplingOptions.method {self.method!r} is unknown; choose "
+                                 f"one of {', '.join(SAMPLING_METHODS)}")
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) \
+                or self.num_steps < 1:
+            raise UserInputError(f"SamplingOptions.num_steps must be a positive int, got "
+                                 f"{self.num_steps!r}")
+        for name in ("clip_chunk_size", "sync_chunk_size", "network_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise UserInputError(f"SamplingOptions.{name} must be a positive int or None "
+                                     f"(all at once), got {value!r}")
+
 
 @dataclass
 class GenerationBatch:
@@ -106,7 +125,8 @@ class GenerationBatch:
 
 @dataclass
 class GenerationResult:
-    """Audio ``(B, 1, L)`` float32 in [-1, 1] at ``sampling_rate`` and latents ``(B, N, C)``."""
+    """Audio ``(B, 1, L)`` float32 in [-1, 1] at ``sampling_rate`` and latents ``(B, N, C)``,
+    ordinary CPU tensors (not inference tensors: they may be edited in place)."""
 
     audio: torch.Tensor
     latents: torch.Tensor
@@ -116,7 +136,18 @@ class GenerationResult:
 @torch.inference_mode()
 def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
                       options: SamplingOptions) -> tuple[Conditions, Conditions]:
-    """Features of a batch turned into the conditional and unconditional branch inputs."""
+    """Features of a batch turned into the conditional and unconditional branch inputs.
+
+    Args:
+        models: loaded models, set to the clips' duration.
+        batch: the clips (checked first; see :mod:`saganet.inference_checks`).
+        options: chunk sizes and ``release_clip``.
+
+    Raises:
+        UserInputError: a batch that does not fit itself or the models (one line).
+    """
+    clip = models.clip_encoder
+    batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
     net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
     # Everything CLIP computes comes first, so that CLIP can be released before the rest.
     if batch.clip_features is not None:
@@ -171,6 +202,11 @@ def initial_noise(shape: tuple[int, int, int],
     """Standard normal ``(B, N, C)`` noise from one generator, or from one generator per clip."""
     if isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator)
+                                                      for g in generator):
+        raise UserInputError(f"generator must be a torch.Generator or a list of one per clip, "
+                             f"got {type(generator).__name__} (a seed: "
+                             "torch.Generator(device).manual_seed(seed))")
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} clips")
     return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
@@ -233,7 +269,6 @@ def decode(models: SAGANetModels, latents: torch.Tensor) -> torch.Tensor:
     return models.codec.decode(latents).float().clamp(-1, 1).cpu()
 
 
-@torch.inference_mode()
 def generate(
     models: SAGANetModels,
     batch: GenerationBatch,
@@ -254,13 +289,21 @@ def generate(
         options: sampler settings.
         progress: show a progress bar over the network evaluations.
         on_step: called with the number of network evaluations done so far.
+
+    Raises:
+        UserInputError: a batch that does not fit itself or the models' duration (shapes,
+            frame counts, one prompt per clip), named in one line.
     """
     options = options or SamplingOptions()
-    conditions, empty = encode_conditions(models, batch, options)
-    net = models.network
-    shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
-    x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
-    latents = sample(models, conditions, empty, x0, options=options, progress=progress,
-                     on_step=on_step)
-    return GenerationResult(decode(models, latents), latents.float().cpu(),
+    with torch.inference_mode():
+        conditions, empty = encode_conditions(models, batch, options)
+        net = models.network
+        shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
+        x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
+        latents = sample(models, conditions, empty, x0, options=options, progress=progress,
+                         on_step=on_step)
+        audio = decode(models, latents)
+    # Copied outside inference mode: inference tensors refuse in-place edits (normalising the
+    # audio, `audio *= gain`) and autograd, which callers of a library may well do.
+    return GenerationResult(audio.clone(), latents.float().cpu().clone(),
                             models.codec.sampling_rate)

@@ -113,15 +113,19 @@ def load_models(
         vae_path = files["v1-44.pth"]
         vocoder_source = files[weights_registry.VOCODER_REPO]
         clip_source = files.get(weights_registry.CLIP_REPO)
-    network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)
-    # Inference only: fold the LoRA updates in once instead of adding them at every call (the
-    # same arithmetic, so the same values).
-    merge_lora(network)
-    codec_mode = "debug" if spec.debug else "44k"
-    vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
-    vocoder = load_vocoder(vocoder_source, local_files_only=True)
-    codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
-    clip = _build_clip(clip_source, spec.debug) if need_clip else None
+    # Building the modules draws their (overwritten) initial weights: from a forked generator,
+    # so that loading models leaves the caller's torch.manual_seed sequence where it was.
+    with torch.random.fork_rng(devices=[]):
+        network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt),
+                                                  spec.network)
+        # Inference only: fold the LoRA updates in once instead of adding them at every call
+        # (the same arithmetic, so the same values).
+        merge_lora(network)
+        codec_mode = "debug" if spec.debug else "44k"
+        vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
+        vocoder = load_vocoder(vocoder_source, local_files_only=True)
+        codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
+        clip = _build_clip(clip_source, spec.debug) if need_clip else None
     models = SAGANetModels(network, synchformer, clip, codec, CONFIG_44K_SA)
     models.to(device=device, dtype=dtype)
     models.set_duration(CONFIG_44K_SA.duration)
@@ -156,7 +160,9 @@ def load_clip(
     else:
         source = weights_registry.resolve_all([weights_registry.CLIP_REPO], weights_dir,
                                               offline)[weights_registry.CLIP_REPO]
-    return _build_clip(source, spec.debug).to(device=device, dtype=dtype)
+    with torch.random.fork_rng(devices=[]):  # as in load_models
+        clip = _build_clip(source, spec.debug)
+    return clip.to(device=device, dtype=dtype)
 
 
 def window_layout(variant: str) -> tuple[SequenceConfig, int]:

@@ -95,3 +95,17 @@ def test_weights_file_rebuilds_the_same_models(tmp_path: Path) -> None:
         expected = theirs.state_dict()
         assert list(ours.state_dict()) == list(expected)
         assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
+
+
+def test_loading_leaves_the_callers_random_sequence_and_threads(tmp_path: Path) -> None:
+    """A script's ``torch.manual_seed`` sequence does not depend on which models it loaded."""
+    from saganet.pipeline import load_clip
+
+    load_models("debug", weights_dir=tmp_path)  # the debug files are made (drawn) once
+    threads = torch.get_num_threads()
+    for load in (lambda: load_models("debug", weights_dir=tmp_path, need_clip=True),
+                 lambda: load_clip("debug", weights_dir=tmp_path)):
+        before = torch.random.get_rng_state()
+        load()
+        assert torch.equal(torch.random.get_rng_state(), before)
+        assert torch.get_num_threads() == threads

@@ -206,7 +206,8 @@ def check_outputs(outputs: SoundtrackOutputs | Sequence[Path], overwrite: bool,
             raise UserInputError("output would replace an input file; choose another output "
                                  "folder", path)
         if path.exists() and not overwrite:
-            raise UserInputError("output exists; pass --overwrite to replace it", path)
+            raise UserInputError("output exists; pass --overwrite (overwrite=True from "
+                                 "Python) to replace it", path)
 
 
 def _same_file(path: Path, other: Path) -> bool:
