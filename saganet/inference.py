@@ -22,6 +22,7 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,28 +77,35 @@ class SamplingOptions:
         if self.method not in SAMPLING_METHODS:
             raise UserInputError(f"SamplingOptions.method {self.method!r} is unknown; choose "
                                  f"one of {', '.join(SAMPLING_METHODS)}")
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) \
-                or self.num_steps < 1:
+        if not _positive_int(self.num_steps):
             raise UserInputError(f"SamplingOptions.num_steps must be a positive int, got "
                                  f"{self.num_steps!r}")
         for name in ("clip_chunk_size", "sync_chunk_size", "network_chunk_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+            if value is not None and not _positive_int(value):
                 raise UserInputError(f"SamplingOptions.{name} must be a positive int or None "
                                      f"(all at once), got {value!r}")
 
 
+def _positive_int(value: object) -> bool:
+    # Any integer type (Python, NumPy, a config's), not bool.
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass
 class GenerationBatch:
-    """Inputs for ``B`` clips of the same duration.
+    """Inputs for ``B`` clips of the same duration (the duration the models are set to).
+
+    Frames may also be uint8 (0-255) and masks uint8 (0/255) or bool, as read from files: they
+    are converted as :func:`saganet.media.load_video_inputs` converts them. Tensors may be on
+    any device. :func:`generate` checks the batch first (:mod:`saganet.inference_checks`).
 
     Args:
         sync_frames: ``(B, Ts, 3, 224, 224)`` 25 fps frames in [-1, 1].
         masks: ``(B, Ts, 1, 224, 224)`` 25 fps masks in [0, 1].
         clip_frames: ``(B, Tc, 3, S, S)`` 8 fps frames in [0, 1] at the CLIP size, or None for
             no CLIP condition (``--mask_away_clip``).
-        texts: one prompt per clip (None: the network's stored empty prompt).
+        texts: one prompt per clip, a list (None: the network's stored empty prompt).
         negative_texts: one negative prompt per clip, used by the unconditional branch
             (None: the stored empty prompt).
         detail_frames: focal-crop frames like ``sync_frames`` (computed from the masks if None).
