@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from saganet import dist
 from saganet import weights as weights_registry
 from saganet.checkpoint import build_from_weights, read_weights_file
 from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
@@ -90,13 +91,18 @@ def load_models(
             are generated there on first use.
         checkpoint: a weights file to use instead of the variant's published one (e.g. one
             written by ``train.py``); its ``config`` entry, if any, decides the sizes.
-        device: where the models run.
+        device: where the models run: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`; checked before
+            anything loads.
         dtype: parameter dtype (bf16 halves memory on GPUs; fp32 on CPU).
         offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
         need_clip: load CLIP (not needed when CLIP/text features are precomputed).
         need_vae_encoder: keep the VAE encoder (only feature extraction for training needs it).
     """
     spec = pipeline_variant(variant)
+    # Before any file is read: a machine without the device fails in a second, not after
+    # gigabytes of weights have loaded.
+    device = dist.resolve_device(device)
     if checkpoint is not None:
         # Before anything is fetched: a mistyped path must not wait for (or, offline, be
         # reported as) missing downloads.
@@ -150,11 +156,12 @@ def load_clip(
     Args:
         variant: a key of :data:`PIPELINES`.
         weights_dir: weights folder (default: the user cache).
-        device: where CLIP runs.
+        device: where CLIP runs (as for :func:`load_models`).
         dtype: parameter dtype.
         offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
     """
     spec = pipeline_variant(variant)
+    device = dist.resolve_device(device)
     if spec.debug:
         source = ensure_debug_weights(weights_registry.cache_dir(weights_dir))["clip"]
     else:

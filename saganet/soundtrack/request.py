@@ -11,6 +11,7 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +31,28 @@ class SoundObject:
 
     Args:
         name: short name, used in file names and track titles (letters, digits, ``_ .+-``).
-        masks: where its masks come from (a mask video, or tracking).
+        masks: where its masks come from: a mask video (its path, or a
+            :class:`~saganet.media.masks.MaskVideo`), or tracking.
         prompt: text prompt (None: no text condition).
         negative_prompt: text of the unconditional branch (None: ``""``, or the other objects'
             prompts with :attr:`SoundtrackRequest.negatives_from_others`).
     """
 
     name: str
-    masks: MaskSource
+    masks: MaskSource | str | os.PathLike[str]
     prompt: str | None = None
     negative_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        # A path is what a user has at hand: it names a mask video (frozen: set directly).
+        if isinstance(self.masks, (str, os.PathLike)):
+            object.__setattr__(self, "masks", MaskVideo(self.masks))
+        elif not callable(getattr(self.masks, "read", None)):
+            # Not isinstance(MaskSource): that evaluates the properties (a mask video's
+            # duration opens the file) long before the inputs are checked in order.
+            raise UserInputError(f"object {self.name!r}: masks must be a mask video's path or a "
+                                 f"saganet.media.masks.MaskSource, got "
+                                 f"{type(self.masks).__name__}")
 
 
 @dataclass(frozen=True)

@@ -326,3 +326,17 @@ def test_mix_level_applies_one_gain_only_when_needed() -> None:
             MIX_PEAK / level.peak))
         np.testing.assert_allclose(out, level.gain * total, atol=1e-6)
         assert np.abs(out).max() <= MIX_PEAK + 1e-6
+
+
+def test_an_object_takes_its_mask_video_as_a_path(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    results = {}
+    for kind, source in (("path", str(path)), ("mask_video", MaskVideo(path))):
+        request = SoundtrackRequest(video, (SoundObject(name, source, "violin"),),
+                                    tmp_path / kind, write_video=False)
+        results[kind] = read_flac(write_soundtrack(models, request, options=OPTIONS).outputs.mix)
+    assert np.array_equal(results["path"], results["mask_video"])
+    with pytest.raises(UserInputError, match="masks must be a mask video's path"):
+        SoundObject(name, np.zeros((3, 8, 8), bool), "violin")
