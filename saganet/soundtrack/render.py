@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -398,11 +399,13 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
             None: ``models.clip_encoder`` computes them window by window.
 
     Raises:
-        UserInputError: bad inputs (checked before any decoding) or existing outputs.
+        UserInputError: bad inputs (checked before any decoding: also a seed that is no
+            integer) or existing outputs.
         ValueError: ``clip_features`` computed for other windows.
     """
     progress = progress or (lambda stage, done, total: None)
     options = options or SamplingOptions()
+    seed = _check_seed(seed, len(request.objects))
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
@@ -431,6 +434,16 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return SoundtrackResult(outputs, segment, plan, silenced, level)
+
+
+def _check_seed(seed: int, objects: int) -> int:
+    """``seed`` as an int, if every object's seed (``seed + k``) is one a torch generator
+    takes."""
+    if not isinstance(seed, Integral) or isinstance(seed, bool):
+        raise UserInputError(f"seed must be an integer, got {seed!r}")
+    if not -(2**63) <= seed <= 2**63 - objects:
+        raise UserInputError(f"seed must be from -2^63 to 2^63 - {objects}, got {seed}")
+    return int(seed)
 
 
 @contextmanager

@@ -340,3 +340,19 @@ def test_an_object_takes_its_mask_video_as_a_path(models, tmp_path: Path) -> Non
     assert np.array_equal(results["path"], results["mask_video"])
     with pytest.raises(UserInputError, match="masks must be a mask video's path"):
         SoundObject(name, np.zeros((3, 8, 8), bool), "violin")
+
+
+def test_seeds_are_integers_of_any_type(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    request = SoundtrackRequest(video, objects, tmp_path / "out", write_video=False)
+    mixes = [read_flac(write_soundtrack(models, request, options=OPTIONS, seed=seed,
+                                        overwrite=True).outputs.mix)
+             for seed in (5, np.int64(5))]
+    assert np.array_equal(*mixes)
+    # Object k draws from seed + k: the last object's seed must fit a torch generator too.
+    for seed in (None, "5", 2.0, True, 2**63 - len(objects) + 1):
+        with pytest.raises(UserInputError, match="seed must be"):
+            write_soundtrack(models, request, options=OPTIONS, seed=seed, overwrite=True)
+    write_soundtrack(models, request, options=OPTIONS, seed=2**63 - len(objects), overwrite=True)
