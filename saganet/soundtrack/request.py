@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 from saganet.errors import UserInputError
@@ -86,7 +87,8 @@ class SoundtrackRequest:
         stem: file name stem of the outputs (default: the video's).
         start: seconds of the video to skip.
         duration: seconds to generate from ``start`` (None: to the end of the video); a
-            shorter video shortens it, with a warning.
+            shorter video shortens it, with a warning. Times may be any real numbers (NumPy
+            scalars too).
         join: how windows of a video longer than one window are joined: ``"joint"`` (joint
             sampling with fused overlaps) or ``"crossfade"`` (independent windows, equal-power
             crossfade); see :mod:`saganet.soundtrack.join`.
@@ -144,6 +146,14 @@ class SoundtrackRequest:
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")
+        for name in ("start", "duration", "overlap"):
+            value = getattr(self, name)
+            if value is None and name == "duration":
+                continue
+            if not isinstance(value, Real) or isinstance(value, bool):
+                raise UserInputError(f"{name} must be a number of seconds, got {value!r}")
+            # Plain floats: a NumPy scalar reached Fraction() deep in the window plan.
+            object.__setattr__(self, name, float(value))
         if not self.start >= 0:
             raise UserInputError(f"start must be at least 0 s, got {self.start}")
         if self.duration is not None and not self.duration > 0:

@@ -356,3 +356,20 @@ def test_seeds_are_integers_of_any_type(models, tmp_path: Path) -> None:
         with pytest.raises(UserInputError, match="seed must be"):
             write_soundtrack(models, request, options=OPTIONS, seed=seed, overwrite=True)
     write_soundtrack(models, request, options=OPTIONS, seed=2**63 - len(objects), overwrite=True)
+
+
+def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
+                                                                 tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=2.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    objects = (SoundObject(name, MaskVideo(path), "violin"),)
+    times = {"start": np.float64(0.25), "duration": np.float32(1.5), "overlap": np.float32(0.5)}
+    request = SoundtrackRequest(video, objects, tmp_path / "out", write_video=False, **times)
+    assert all(type(getattr(request, k)) is float for k in times)
+    result = write_soundtrack(models, request, options=OPTIONS)
+    assert result.segment.duration == pytest.approx(float(times["duration"]))
+    for field, value in (("duration", "full"), ("start", None), ("overlap", "1"),
+                         ("duration", True)):
+        with pytest.raises(UserInputError, match=f"{field} must be a number"):
+            SoundtrackRequest(video, objects, tmp_path / "out", **{field: value})
