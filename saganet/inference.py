@@ -273,7 +273,8 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
 
 @torch.inference_mode()
 def decode(models: SAGANetModels, latents: torch.Tensor) -> torch.Tensor:
-    """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU."""
+    """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU (an inference
+    tensor, like :func:`sample`'s latents: ``.clone()`` it to edit it in place)."""
     return models.codec.decode(latents).float().clamp(-1, 1).cpu()
 
 

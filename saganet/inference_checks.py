@@ -14,21 +14,18 @@ masks are converted exactly as :func:`saganet.media.load_video_inputs` converts 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from saganet.errors import UserInputError
-from saganet.media.video import clip_input, mask_input, sync_input
-from saganet.model.sequence import SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_SEGMENT_STEP
+from saganet.media.video import SYNC_SIZE, clip_input, mask_input, sync_input
+from saganet.model.sequence import CLIP_FPS, SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_SEGMENT_STEP
 
 if TYPE_CHECKING:
     from saganet.inference import GenerationBatch
     from saganet.model import SequenceConfig
-
-# Side of the Synchformer's square frames (its patch grid is fixed).
-SYNC_SIZE = 224
 
 
 def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
@@ -46,7 +43,7 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
     Raises:
         UserInputError: the first problem found, on one line.
     """
-    size = _batch_size(batch.sync_frames, "sync_frames")
+    size = len(_five_dims(batch.sync_frames, "sync_frames"))
     if size == 0:
         raise UserInputError("GenerationBatch is empty: sync_frames hold no clip")
     sync = _frames(batch.sync_frames, "sync_frames", 3, sync_input)
@@ -73,9 +70,9 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
             _square(clip_frames, "clip_frames", clip_image_size)
         if clip_frames.shape[1] != sequence.clip_seq_len:
             raise UserInputError(
-                f"GenerationBatch.clip_frames hold {clip_frames.shape[1]} frames, the models are "
-                f"set to {sequence.duration:g} s ({sequence.clip_seq_len} frames at 8 fps): "
-                "call models.set_duration() with the clips' duration")
+                f"GenerationBatch.clip_frames hold {clip_frames.shape[1]} frames, the models "
+                f"are set to {sequence.duration:g} s ({sequence.clip_seq_len} frames at "
+                f"{CLIP_FPS} fps): call models.set_duration() with the clips' duration")
     for name in ("text_features", "negative_text_features"):
         value = getattr(batch, name)
         if value is not None:
@@ -95,18 +92,18 @@ def _tensor(value: object, name: str) -> torch.Tensor:
     return value
 
 
-def _batch_size(value: object, name: str) -> int:
+def _five_dims(value: object, name: str) -> torch.Tensor:
     tensor = _tensor(value, name)
     if tensor.dim() != 5:
         raise UserInputError(f"GenerationBatch.{name} must be 5-D (B, T, C, H, W), got shape "
                              f"{tuple(tensor.shape)} (one clip: add the batch dimension, x[None])")
-    return tensor.shape[0]
+    return tensor
 
 
-def _frames(value: object, name: str, channels: int, convert) -> torch.Tensor:
+def _frames(value: object, name: str, channels: int,
+            convert: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """A 5-D frame or mask tensor with ``channels`` channels, uint8/bool converted to float."""
-    _batch_size(value, name)
-    tensor = _tensor(value, name)
+    tensor = _five_dims(value, name)
     if tensor.shape[2] != channels:
         raise UserInputError(f"GenerationBatch.{name} must have {channels} channel(s) in "
                              f"dimension 2 (B, T, C, H, W), got shape {tuple(tensor.shape)}")
