@@ -68,7 +68,8 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False,
     if path.is_dir():
         raise UserInputError("output is a folder", path)
     if path.exists() and not overwrite:
-        raise UserInputError("output exists; pass --overwrite to replace it", path)
+        raise UserInputError("output exists; pass --overwrite (overwrite=True from Python) "
+                             "to replace it", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path, suffix)
     with open(tmp, "x"):

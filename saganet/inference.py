@@ -22,14 +22,18 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from saganet.cancel import CancelToken
+from saganet.errors import UserInputError
 from saganet.features import encode_sync, focal_crop, focal_crop_boxes
+from saganet.inference_checks import checked_batch
 from saganet.model import Conditions, FlowMatching
+from saganet.model.flow_matching import METHODS as SAMPLING_METHODS
 from saganet.models import SAGANetModels
 
 if TYPE_CHECKING:
@@ -69,17 +73,40 @@ class SamplingOptions:
     network_chunk_size: int | None = None
     release_clip: bool = False
 
+    def __post_init__(self) -> None:
+        # Checked when built, not steps later inside the sampler (0 chunks meant "all").
+        if self.method not in SAMPLING_METHODS:
+            raise UserInputError(f"SamplingOptions.method {self.method!r} is unknown; choose "
+                                 f"one of {', '.join(SAMPLING_METHODS)}")
+        if not _positive_int(self.num_steps):
+            raise UserInputError(f"SamplingOptions.num_steps must be a positive int, got "
+                                 f"{self.num_steps!r}")
+        for name in ("clip_chunk_size", "sync_chunk_size", "network_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise UserInputError(f"SamplingOptions.{name} must be a positive int or None "
+                                     f"(all at once), got {value!r}")
+
+
+def _positive_int(value: object) -> bool:
+    # Any integer type (Python, NumPy, a config's), not bool.
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
 
 @dataclass
 class GenerationBatch:
-    """Inputs for ``B`` clips of the same duration.
+    """Inputs for ``B`` clips of the same duration (the duration the models are set to).
+
+    Frames may also be uint8 (0-255) and masks uint8 (0/255) or bool, as read from files: they
+    are converted as :func:`saganet.media.load_video_inputs` converts them. Tensors may be on
+    any device. :func:`generate` checks the batch first (:mod:`saganet.inference_checks`).
 
     Args:
         sync_frames: ``(B, Ts, 3, 224, 224)`` 25 fps frames in [-1, 1].
         masks: ``(B, Ts, 1, 224, 224)`` 25 fps masks in [0, 1].
         clip_frames: ``(B, Tc, 3, S, S)`` 8 fps frames in [0, 1] at the CLIP size, or None for
             no CLIP condition (``--mask_away_clip``).
-        texts: one prompt per clip (None: the network's stored empty prompt).
+        texts: one prompt per clip, a list (None: the network's stored empty prompt).
         negative_texts: one negative prompt per clip, used by the unconditional branch
             (None: the stored empty prompt).
         detail_frames: focal-crop frames like ``sync_frames`` (computed from the masks if None).
@@ -107,7 +134,8 @@ class GenerationBatch:
 
 @dataclass
 class GenerationResult:
-    """Audio ``(B, 1, L)`` float32 in [-1, 1] at ``sampling_rate`` and latents ``(B, N, C)``."""
+    """Audio ``(B, 1, L)`` float32 in [-1, 1] at ``sampling_rate`` and latents ``(B, N, C)``,
+    ordinary CPU tensors (not inference tensors: they may be edited in place)."""
 
     audio: torch.Tensor
     latents: torch.Tensor
@@ -117,7 +145,18 @@ class GenerationResult:
 @torch.inference_mode()
 def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
                       options: SamplingOptions) -> tuple[Conditions, Conditions]:
-    """Features of a batch turned into the conditional and unconditional branch inputs."""
+    """Features of a batch turned into the conditional and unconditional branch inputs.
+
+    Args:
+        models: loaded models, set to the clips' duration.
+        batch: the clips (checked first; see :mod:`saganet.inference_checks`).
+        options: chunk sizes and ``release_clip``.
+
+    Raises:
+        UserInputError: a batch that does not fit itself or the models (one line).
+    """
+    clip = models.clip_encoder
+    batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
     net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
     # Everything CLIP computes comes first, so that CLIP can be released before the rest.
     if batch.clip_features is not None:
@@ -172,6 +211,11 @@ def initial_noise(shape: tuple[int, int, int],
     """Standard normal ``(B, N, C)`` noise from one generator, or from one generator per clip."""
     if isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator)
+                                                      for g in generator):
+        raise UserInputError(f"generator must be a torch.Generator or a list of one per clip, "
+                             f"got {type(generator).__name__} (a seed: "
+                             "torch.Generator(device).manual_seed(seed))")
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} clips")
     return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
@@ -235,11 +279,11 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
 
 @torch.inference_mode()
 def decode(models: SAGANetModels, latents: torch.Tensor) -> torch.Tensor:
-    """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU."""
+    """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU (an inference
+    tensor, like :func:`sample`'s latents: ``.clone()`` it to edit it in place)."""
     return models.codec.decode(latents).float().clamp(-1, 1).cpu()
 
 
-@torch.inference_mode()
 def generate(
     models: SAGANetModels,
     batch: GenerationBatch,
@@ -263,17 +307,25 @@ def generate(
         on_step: called with the number of network evaluations done so far.
         cancel: checked before the features, every network evaluation and the decoding
             (raises :class:`~saganet.cancel.CancelledError` once cancelled).
+
+    Raises:
+        UserInputError: a batch that does not fit itself or the models' duration (shapes,
+            frame counts, one prompt per clip), named in one line.
     """
     options = options or SamplingOptions()
     if cancel is not None:
         cancel.check()
-    conditions, empty = encode_conditions(models, batch, options)
-    net = models.network
-    shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
-    x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
-    latents = sample(models, conditions, empty, x0, options=options, progress=progress,
-                     on_step=on_step, cancel=cancel)
-    if cancel is not None:
-        cancel.check()
-    return GenerationResult(decode(models, latents), latents.float().cpu(),
+    with torch.inference_mode():
+        conditions, empty = encode_conditions(models, batch, options)
+        net = models.network
+        shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
+        x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
+        latents = sample(models, conditions, empty, x0, options=options, progress=progress,
+                         on_step=on_step, cancel=cancel)
+        if cancel is not None:
+            cancel.check()
+        audio = decode(models, latents)
+    # Copied outside inference mode: inference tensors refuse in-place edits (normalising the
+    # audio, `audio *= gain`) and autograd, which callers of a library may well do.
+    return GenerationResult(audio.clone(), latents.float().cpu().clone(),
                             models.codec.sampling_rate)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from saganet import dist
 from saganet import weights as weights_registry
 from saganet.checkpoint import build_from_weights, read_weights_file
 from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
@@ -90,13 +91,18 @@ def load_models(
             are generated there on first use.
         checkpoint: a weights file to use instead of the variant's published one (e.g. one
             written by ``train.py``); its ``config`` entry, if any, decides the sizes.
-        device: where the models run.
+        device: where the models run: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`; checked before
+            anything loads.
         dtype: parameter dtype (bf16 halves memory on GPUs; fp32 on CPU).
         offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
         need_clip: load CLIP (not needed when CLIP/text features are precomputed).
         need_vae_encoder: keep the VAE encoder (only feature extraction for training needs it).
     """
     spec = pipeline_variant(variant)
+    # Before any file is read: a machine without the device fails in a second, not after
+    # gigabytes of weights have loaded.
+    device = dist.resolve_device(device)
     if checkpoint is not None:
         # Before anything is fetched: a mistyped path must not wait for (or, offline, be
         # reported as) missing downloads.
@@ -113,15 +119,19 @@ def load_models(
         vae_path = files["v1-44.pth"]
         vocoder_source = files[weights_registry.VOCODER_REPO]
         clip_source = files.get(weights_registry.CLIP_REPO)
-    network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt), spec.network)
-    # Inference only: fold the LoRA updates in once instead of adding them at every call (the
-    # same arithmetic, so the same values).
-    merge_lora(network)
-    codec_mode = "debug" if spec.debug else "44k"
-    vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
-    vocoder = load_vocoder(vocoder_source, local_files_only=True)
-    codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
-    clip = _build_clip(clip_source, spec.debug) if need_clip else None
+    # Building the modules draws their (overwritten) initial weights: from a forked generator,
+    # so that loading models leaves the caller's torch.manual_seed sequence where it was.
+    with torch.random.fork_rng(devices=[]):
+        network, synchformer = build_from_weights(read_weights_file(ckpt), str(ckpt),
+                                                  spec.network)
+        # Inference only: fold the LoRA updates in once instead of adding them at every call
+        # (the same arithmetic, so the same values).
+        merge_lora(network)
+        codec_mode = "debug" if spec.debug else "44k"
+        vae = load_vae(vae_path, codec_mode, need_encoder=need_vae_encoder)
+        vocoder = load_vocoder(vocoder_source, local_files_only=True)
+        codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
+        clip = _build_clip(clip_source, spec.debug) if need_clip else None
     models = SAGANetModels(network, synchformer, clip, codec, CONFIG_44K_SA)
     models.to(device=device, dtype=dtype)
     models.set_duration(CONFIG_44K_SA.duration)
@@ -146,17 +156,20 @@ def load_clip(
     Args:
         variant: a key of :data:`PIPELINES`.
         weights_dir: weights folder (default: the user cache).
-        device: where CLIP runs.
+        device: where CLIP runs (as for :func:`load_models`).
         dtype: parameter dtype.
         offline: never download (default: ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``).
     """
     spec = pipeline_variant(variant)
+    device = dist.resolve_device(device)
     if spec.debug:
         source = ensure_debug_weights(weights_registry.cache_dir(weights_dir))["clip"]
     else:
         source = weights_registry.resolve_all([weights_registry.CLIP_REPO], weights_dir,
                                               offline)[weights_registry.CLIP_REPO]
-    return _build_clip(source, spec.debug).to(device=device, dtype=dtype)
+    with torch.random.fork_rng(devices=[]):  # as in load_models
+        clip = _build_clip(source, spec.debug)
+    return clip.to(device=device, dtype=dtype)
 
 
 def window_layout(variant: str) -> tuple[SequenceConfig, int]:

@@ -158,3 +158,36 @@ def test_a_file_broken_in_one_entry_keeps_its_error(tmp_path: Path) -> None:
     first, *rest = str(info.value).splitlines()
     assert first == "one.pth['synchformer'] does not match SynchformerWithContext:"
     assert rest == [f"  1 missing key(s): {missing}"]
+
+
+def test_loading_leaves_the_callers_random_sequence_and_threads(tmp_path: Path) -> None:
+    """A script's ``torch.manual_seed`` sequence does not depend on which models it loaded."""
+    from saganet.pipeline import load_clip
+
+    load_models("debug", weights_dir=tmp_path)  # the debug files are made (drawn) once
+    threads = torch.get_num_threads()
+    for load in (lambda: load_models("debug", weights_dir=tmp_path, need_clip=True),
+                 lambda: load_clip("debug", weights_dir=tmp_path)):
+        before = torch.random.get_rng_state()
+        load()
+        assert torch.equal(torch.random.get_rng_state(), before)
+        assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99"])
+def test_a_device_this_machine_lacks_fails_before_anything_loads(tmp_path: Path,
+                                                                 device: str) -> None:
+    from saganet.pipeline import load_clip
+
+    for load in (load_models, load_clip):
+        with pytest.raises(UserInputError, match="device") as info:
+            load("debug", weights_dir=tmp_path / "cache", device=device)
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()  # not even the debug weights were made
+
+
+def test_auto_device_is_accepted_as_on_the_command_line(tmp_path: Path) -> None:
+    from saganet.dist import default_device
+
+    assert load_models("debug", weights_dir=tmp_path, device="auto").device.type == \
+        default_device().type

@@ -142,8 +142,8 @@ class AudioCodec(nn.Module):
             latents: channel-last latents, already un-normalised by the flow network (which
                 owns ``latent_mean/std``); cast to the codec's dtype.
         """
-        if latents.ndim != 3 or latents.shape[-1] != self.latent_dim:
-            raise ValueError(f"latents must be (B, N, {self.latent_dim}), got "
+        if latents.ndim != 3 or latents.shape[-1] != self.latent_dim or not latents.shape[1]:
+            raise ValueError(f"latents must be (B, N, {self.latent_dim}) with N >= 1, got "
                              f"{tuple(latents.shape)}")
         z = latents.transpose(1, 2).to(self._dtype())  # (B, C, N)
         return self.vae.decode(z)
@@ -167,8 +167,9 @@ class AudioCodec(nn.Module):
         """
         if not self.has_encoder:
             raise RuntimeError("this AudioCodec was built with need_encoder=False")
-        if waveform.ndim != 2 or waveform.shape[-1] % self.samples_per_latent:
-            raise ValueError(f"waveform must be (B, L) with L a multiple of "
+        if waveform.ndim != 2 or waveform.shape[-1] % self.samples_per_latent \
+                or not waveform.shape[-1]:
+            raise ValueError(f"waveform must be (B, L) with L a positive multiple of "
                              f"{self.samples_per_latent}, got {tuple(waveform.shape)}")
         mel = self.mel_converter(waveform).to(self._dtype())  # (B, num_mels, L / hop)
         moments = self.vae.encode(mel).moments  # (B, 2C, N)

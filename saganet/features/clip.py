@@ -212,6 +212,10 @@ class ClipEncoder(nn.Module):
         size = self.image_size
         if x.dim() != 5 or tuple(x.shape[2:]) != (3, size, size):
             raise ValueError(f"expected frames (B, T, 3, {size}, {size}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            # uint8 frames would pass through unscaled (0-255 read as [0, 1]).
+            raise ValueError(f"expected float frames in [0, 1], got {x.dtype} "
+                             "(saganet.media.video.clip_input converts uint8 frames)")
         # Clips that are the same memory (one video's frames expanded over the objects that
         # sound in it) are encoded once: CLIP is most of a clip's cost.
         first_of: dict[int, int] = {}

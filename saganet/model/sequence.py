@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 from saganet.errors import UserInputError
 
@@ -38,7 +39,11 @@ class SequenceConfig:
     hop: int
 
     def __post_init__(self) -> None:
-        if self.duration <= 0:
+        if not isinstance(self.duration, Real) or isinstance(self.duration, bool):
+            raise UserInputError(f"duration must be a number of seconds, got {self.duration!r}")
+        # A plain float (frozen: set directly): NumPy scalars would leak into every length.
+        object.__setattr__(self, "duration", float(self.duration))
+        if not self.duration > 0:
             raise UserInputError(f"duration must be positive, got {self.duration} s")
         if self.num_sync_frames < SYNC_SEGMENT_FRAMES:
             shortest = SYNC_SEGMENT_FRAMES / SYNC_FPS

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -206,7 +207,8 @@ def check_outputs(outputs: SoundtrackOutputs | Sequence[Path], overwrite: bool,
             raise UserInputError("output would replace an input file; choose another output "
                                  "folder", path)
         if path.exists() and not overwrite:
-            raise UserInputError("output exists; pass --overwrite to replace it", path)
+            raise UserInputError("output exists; pass --overwrite (overwrite=True from "
+                                 "Python) to replace it", path)
 
 
 def _same_file(path: Path, other: Path) -> bool:
@@ -403,7 +405,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
             evaluation), leaving no file behind.
 
     Raises:
-        UserInputError: bad inputs (checked before any decoding) or existing outputs.
+        UserInputError: bad inputs (checked before any decoding: also a seed that is no
+            integer) or existing outputs.
         ValueError: ``clip_features`` computed for other windows.
         CancelledError: ``cancel`` was cancelled before the outputs were in place.
     """
@@ -411,6 +414,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         cancel.check()
     progress = checked(progress or (lambda stage, done, total: None), cancel)
     options = options or SamplingOptions()
+    seed = _check_seed(seed, len(request.objects))
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
@@ -438,6 +442,16 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                 level = _write_outputs(request, outputs, segment, stems, work, overwrite,
                                        progress)
     return SoundtrackResult(outputs, segment, plan, silenced, level)
+
+
+def _check_seed(seed: int, objects: int) -> int:
+    """``seed`` as an int, if every object's seed (``seed + k``) is one a torch generator
+    takes."""
+    if not isinstance(seed, Integral) or isinstance(seed, bool):
+        raise UserInputError(f"seed must be an integer, got {seed!r}")
+    if not -(2**63) <= seed <= 2**63 - objects:
+        raise UserInputError(f"seed must be from -2^63 to 2^63 - {objects}, got {seed}")
+    return int(seed)
 
 
 @contextmanager

@@ -11,8 +11,10 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 from saganet.errors import UserInputError
@@ -30,16 +32,28 @@ class SoundObject:
 
     Args:
         name: short name, used in file names and track titles (letters, digits, ``_ .+-``).
-        masks: where its masks come from (a mask video, or tracking).
+        masks: where its masks come from: a mask video (its path, or a
+            :class:`~saganet.media.masks.MaskVideo`), or tracking.
         prompt: text prompt (None: no text condition).
         negative_prompt: text of the unconditional branch (None: ``""``, or the other objects'
             prompts with :attr:`SoundtrackRequest.negatives_from_others`).
     """
 
     name: str
-    masks: MaskSource
+    masks: MaskSource | str | os.PathLike[str]
     prompt: str | None = None
     negative_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        # A path is what a user has at hand: it names a mask video (frozen: set directly).
+        if isinstance(self.masks, (str, os.PathLike)):
+            object.__setattr__(self, "masks", MaskVideo(self.masks))
+        elif not callable(getattr(self.masks, "read", None)):
+            # Not isinstance(MaskSource): that evaluates the properties (a mask video's
+            # duration opens the file) long before the inputs are checked in order.
+            raise UserInputError(f"object {self.name!r}: masks must be a mask video's path or a "
+                                 f"saganet.media.masks.MaskSource, got "
+                                 f"{type(self.masks).__name__}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,8 @@ class SoundtrackRequest:
         stem: file name stem of the outputs (default: the video's).
         start: seconds of the video to skip.
         duration: seconds to generate from ``start`` (None: to the end of the video); a
-            shorter video shortens it, with a warning.
+            shorter video shortens it, with a warning. Times may be any real numbers (NumPy
+            scalars too).
         join: how windows of a video longer than one window are joined: ``"joint"`` (joint
             sampling with fused overlaps) or ``"crossfade"`` (independent windows, equal-power
             crossfade); see :mod:`saganet.soundtrack.join`.
@@ -131,6 +146,14 @@ class SoundtrackRequest:
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")
+        for name in ("start", "duration", "overlap"):
+            value = getattr(self, name)
+            if value is None and name == "duration":
+                continue
+            if not isinstance(value, Real) or isinstance(value, bool):
+                raise UserInputError(f"{name} must be a number of seconds, got {value!r}")
+            # Plain floats: a NumPy scalar reached Fraction() deep in the window plan.
+            object.__setattr__(self, name, float(value))
         if not self.start >= 0:
             raise UserInputError(f"start must be at least 0 s, got {self.start}")
         if self.duration is not None and not self.duration > 0:

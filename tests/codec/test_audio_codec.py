@@ -64,11 +64,15 @@ def test_decode_takes_channel_last_latents(codec: AudioCodec) -> None:
     torch.testing.assert_close(codec.decode_mel(latents), expected)
     with pytest.raises(ValueError, match="latents must be"):
         codec.decode(latents.transpose(1, 2))
+    with pytest.raises(ValueError, match="N >= 1"):  # not a convolution's error deep inside
+        codec.decode(latents[:, :0])
 
 
 def test_encode_rejects_partial_latent(codec: AudioCodec) -> None:
     with pytest.raises(ValueError, match="multiple of 1024"):
         codec.encode(torch.zeros(1, 1000))
+    with pytest.raises(ValueError, match="positive multiple"):
+        codec.encode(torch.zeros(1, 0))
 
 
 def test_frozen_and_stays_in_eval(codec: AudioCodec) -> None:

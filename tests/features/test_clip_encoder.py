@@ -47,6 +47,9 @@ def test_image_features(clip: ClipEncoder) -> None:
     torch.testing.assert_close(features[1, 2], direct[0], atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="384"):
         clip.encode_images(torch.rand(1, 1, 3, 224, 224))
+    # uint8 frames as read from a file would be taken as [0, 1] values, unscaled.
+    with pytest.raises(ValueError, match="clip_input"):
+        clip.encode_images((frames * 255).to(torch.uint8))
 
 
 @pytest.mark.parametrize("objects", [2, 3])

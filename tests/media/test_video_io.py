@@ -472,3 +472,17 @@ def test_duet_example() -> None:
     # The violinist sits on the right half of the frame.
     area = inputs.masks[:, 0] > 0.5
     assert area.any(dim=0)[:, 112:].sum() > 10 * area.any(dim=0)[:, :112].sum()
+
+
+def test_duration_takes_any_real_number_and_refuses_the_rest(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "video.mp4", level_frames(40, 32, 32), fps=25)
+    mask = write_video(tmp_path / "mask.mp4", box_frames(40, 32, 32, (0, 0, 1, 1)), fps=25)
+    expected = load_video_inputs(video, mask, duration=1.0)
+    for duration in (np.float32(1.0), np.int64(1), 1):
+        inputs = load_video_inputs(video, mask, duration=duration)
+        assert inputs.duration == expected.duration
+        assert torch.equal(inputs.sync_frames, expected.sync_frames)
+    assert load_video_frames(video, duration=np.float64(1.0)).duration == expected.duration
+    for duration in (None, "full", True, 0, float("nan")):
+        with pytest.raises(UserInputError, match="duration must be a positive number"):
+            load_video_inputs(video, mask, duration=duration)

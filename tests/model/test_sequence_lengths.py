@@ -48,3 +48,15 @@ def test_sync_tokens_are_whole_windows() -> None:
 def test_too_short_is_a_user_error() -> None:
     with pytest.raises(UserInputError, match="too short"):
         SequenceConfig(0.5, 44100, 512)
+
+
+def test_durations_are_plain_floats_from_any_real_number() -> None:
+    import numpy as np
+
+    for duration in (np.float32(2.0), np.int64(2), 2):
+        config = CONFIG_44K_SA.with_duration(duration)
+        assert type(config.duration) is float
+        assert config == CONFIG_44K_SA.with_duration(2.0)
+    for duration in ("2", None, True):
+        with pytest.raises(UserInputError, match="duration must be a number"):
+            CONFIG_44K_SA.with_duration(duration)

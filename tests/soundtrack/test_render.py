@@ -429,3 +429,50 @@ def test_a_cancelled_generate_stops_before_its_next_network_evaluation(
     checked = generate(models, batch, generator=torch.Generator().manual_seed(1),
                        options=options, cancel=CancelToken())
     assert torch.equal(plain.audio, checked.audio)
+
+
+def test_an_object_takes_its_mask_video_as_a_path(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    results = {}
+    for kind, source in (("path", str(path)), ("mask_video", MaskVideo(path))):
+        request = SoundtrackRequest(video, (SoundObject(name, source, "violin"),),
+                                    tmp_path / kind, write_video=False)
+        results[kind] = read_flac(write_soundtrack(models, request, options=OPTIONS).outputs.mix)
+    assert np.array_equal(results["path"], results["mask_video"])
+    with pytest.raises(UserInputError, match="masks must be a mask video's path"):
+        SoundObject(name, np.zeros((3, 8, 8), bool), "violin")
+
+
+def test_seeds_are_integers_of_any_type(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
+    request = SoundtrackRequest(video, objects, tmp_path / "out", write_video=False)
+    mixes = [read_flac(write_soundtrack(models, request, options=OPTIONS, seed=seed,
+                                        overwrite=True).outputs.mix)
+             for seed in (5, np.int64(5))]
+    assert np.array_equal(*mixes)
+    # Object k draws from seed + k: the last object's seed must fit a torch generator too.
+    for seed in (None, "5", 2.0, True, 2**63 - len(objects) + 1):
+        with pytest.raises(UserInputError, match="seed must be"):
+            write_soundtrack(models, request, options=OPTIONS, seed=seed, overwrite=True)
+    write_soundtrack(models, request, options=OPTIONS, seed=2**63 - len(objects), overwrite=True)
+
+
+def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
+                                                                 tmp_path: Path) -> None:
+    scene = SyntheticScene(width=64, height=36, duration=2.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    objects = (SoundObject(name, MaskVideo(path), "violin"),)
+    times = {"start": np.float64(0.25), "duration": np.float32(1.5), "overlap": np.float32(0.5)}
+    request = SoundtrackRequest(video, objects, tmp_path / "out", write_video=False, **times)
+    assert all(type(getattr(request, k)) is float for k in times)
+    result = write_soundtrack(models, request, options=OPTIONS)
+    assert result.segment.duration == pytest.approx(float(times["duration"]))
+    for field, value in (("duration", "full"), ("start", None), ("overlap", "1"),
+                         ("duration", True)):
+        with pytest.raises(UserInputError, match=f"{field} must be a number"):
+            SoundtrackRequest(video, objects, tmp_path / "out", **{field: value})
