@@ -31,6 +31,10 @@ from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, add_tiny_flag
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
 
+# The rows of the table: each stage alone, then the whole chain from conditions to audio.
+STAGES = ("clip_images", "clip_text", "synchformer", "sampling", "vae", "vocoder",
+          "conditions->audio")
+
 
 def _compare(reference: torch.Tensor, value: torch.Tensor) -> dict[str, float]:
     reference, value = reference.float().cpu(), value.float().cpu()
