@@ -26,7 +26,8 @@
 # GPU_CHECK_TINY (default 0; 1: a smoke run of this script in a few minutes on a CPU, the same
 # steps with the debug variant's sizes (benchmarks' --tiny), 1 s clips instead of 5 s, 6 s
 # videos instead of 30 s, 2 sampling steps, 2 training iterations, 2 one-second URMP clips, and
-# no torch.compile, which takes minutes on a CPU even for tiny models).
+# no torch.compile, which takes minutes on a CPU even for tiny models); GPU_CHECK_LIMIT_SCALE
+# (default 1: each step's time limit, sized for a GPU, times this; for a dry run on a busy CPU).
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -36,6 +37,7 @@ DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 ONLY=${GPU_CHECK_STEPS:-}
 TINY=${GPU_CHECK_TINY:-0}
+LIMIT_SCALE=${GPU_CHECK_LIMIT_SCALE:-1}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/saganet-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -47,7 +49,7 @@ START=$(date +%s)
 # run_step NAME LIMIT_S COMMAND...: run with a time limit (cut to the time left before the
 # deadline), log to $WORK/NAME.log, record "name status rc milliseconds limit" in $STEPS.
 run_step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(( $2 * LIMIT_SCALE ))
     shift 2
     if [[ -n $ONLY && ",$ONLY," != *",$name,"* ]]; then
         printf '%s\tskipped (not selected)\t-\t0\t0\n' "$name" >> "$STEPS"
@@ -120,8 +122,9 @@ PATHS=("paths.data_dir=$WORK/data" "paths.output_dir=$WORK/output" "paths.weight
 run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" "${PATHS[@]}" \
     "hydra.run.dir=$WORK/train" "${TRAIN[@]}"
 run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug "compile=$COMPILE" \
-    "device=$DEVICE" "${PATHS[@]}" dataset=urmp "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" \
-    "run_dir=$WORK/eval" num_workers=2 "${EVAL[@]}"
+    "device=$DEVICE" "${PATHS[@]}" dataset=urmp \
+    "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" "run_dir=$WORK/eval" num_workers=2 \
+    "${EVAL[@]}"
 run_step pipeline_30s_soundtrack 130 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" \
     --soundtrack --duration "$LONG_S" --objects 2 --json "$WORK/pipeline_30s_soundtrack.json" \
     "${BENCH[@]}"

@@ -19,6 +19,7 @@ do; sampling and vocoding have their own shapes per length (5 s by default).
 
     python benchmarks/headroom.py --threads 1                    # every stage, 5 s clip
     python benchmarks/headroom.py --duration 1 --stages clip_images,synchformer
+    python benchmarks/headroom.py --tiny --json headroom.json   # smoke run: debug sizes, 1 s
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on
     python benchmarks/pipeline.py --device cuda --dtype bfloat16 --compile --json out.json
     python benchmarks/pipeline.py --device cuda --duration 5 --warmup   # after one-off set-up
     python benchmarks/pipeline.py --soundtrack --duration 30 --objects 2   # demo.py's path
+    python benchmarks/pipeline.py --tiny --json out.json   # smoke run: debug sizes, 1 s, 2 steps
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ def test_gpu_check_dry_run_in_tiny_mode(tmp_path: Path) -> None:
     names = re.findall(r"^\s*run_step (\w+) ", script.read_text(), flags=re.MULTILINE)
     results = tmp_path / "results.json"
     env = {**_env(tmp_path), "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_TINY": "1",
-           "GPU_CHECK_DEADLINE_S": str(TIMEOUT_S), "TMPDIR": str(tmp_path),
+           "GPU_CHECK_DEADLINE_S": str(TIMEOUT_S), "GPU_CHECK_LIMIT_SCALE": "10",
+           "TMPDIR": str(tmp_path),
            "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(script), str(results)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S + 60)
