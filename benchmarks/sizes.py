@@ -10,13 +10,17 @@ before a rare GPU machine spends its minutes on it (``tests/test_benchmarks.py``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
-import torch
+# Imported where used: a script's --help, and threads.py's parent process, stay light.
+if TYPE_CHECKING:
+    import torch
 
-from saganet.codec import VOCODER_CONFIGS, AudioCodecConfig
-from saganet.codec.bigvgan import BigVGANConfig
-from saganet.features import SynchformerConfig
+    from saganet.codec import AudioCodecConfig
+    from saganet.codec.bigvgan import BigVGANConfig
+    from saganet.features import SynchformerConfig
 
 # CLIP ViT-H/14 at 384 px: open_clip's config of DFN5B-CLIP-ViT-H-14-384's architecture.
 CLIP_CONFIG = "ViT-H-14-378-quickgelu"
@@ -50,14 +54,20 @@ class Sizes:
 
     def vocoder(self) -> BigVGANConfig:
         """BigVGAN's architecture."""
+        from saganet.codec import VOCODER_CONFIGS
+
         return VOCODER_CONFIGS[self.vocoder_name]
 
     def codec(self) -> AudioCodecConfig:
         """The 44.1 kHz codec's architecture (VAE and vocoder)."""
+        from saganet.codec import AudioCodecConfig
+
         return AudioCodecConfig.debug() if self.tiny else AudioCodecConfig.for_mode("44k")
 
     def synchformer(self) -> SynchformerConfig:
         """The Synchformer's architecture (plain and segmentation-aware)."""
+        from saganet.features import SynchformerConfig
+
         return SynchformerConfig.debug() if self.tiny else SynchformerConfig()
 
     def clip_model_config(self) -> dict:
@@ -80,6 +90,7 @@ class Sizes:
     def clip(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         """CLIP with random weights (seeded), as ``ClipEncoder`` at 384 px."""
         import open_clip
+        import torch
 
         from saganet.features.clip import ClipEncoder
 
@@ -95,8 +106,8 @@ class Sizes:
         return clip.to(device=device, dtype=dtype)
 
 
-def add_tiny_flag(parser: object) -> None:
-    """``--tiny`` on a benchmark's argument parser (an ``argparse.ArgumentParser``)."""
+def add_tiny_flag(parser: argparse.ArgumentParser) -> None:
+    """``--tiny`` on a benchmark's argument parser."""
     parser.add_argument("--tiny", action="store_true",
                         help="the debug variant's tiny models and short inputs: a smoke run of "
                              "the same code in seconds (its figures mean nothing)")
