@@ -22,15 +22,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as top-level modules
-
-import headroom  # noqa: E402
-import long_form  # noqa: E402
-import pipeline  # noqa: E402
-import precision  # noqa: E402
-import sizes  # noqa: E402
-import threads  # noqa: E402
-import tracking  # noqa: E402
+# The scripts import each other as top-level modules: their folder is on the path while they
+# are imported here (for their definitions), and only then.
+sys.path.insert(0, str(BENCHMARKS))
+try:
+    import headroom
+    import long_form
+    import pipeline
+    import precision
+    import sizes
+    import threads
+    import tracking
+finally:
+    sys.path.remove(str(BENCHMARKS))
 
 from saganet.features.segments import SEGMENT_STRIDE  # noqa: E402
 from saganet.media.video import CLIP_FPS, CLIP_SIZE, SYNC_FPS, SYNC_SIZE  # noqa: E402
