@@ -167,38 +167,25 @@ def test_synthetic_media_writes_clips_and_a_urmp_set(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ slow scripts
 
 
-def _check_pipeline_paths(result: dict, stages: tuple[str, ...], one_path: set[str]) -> None:
-    """Both paths in the summary; each duration has every stage, with both paths' times
-    except ``one_path`` stages (the default path's only); finite numbers throughout."""
+def check_pipeline(result: dict, stages: tuple[str, ...], paths: tuple[str, ...],
+                   one_path: frozenset[str] = frozenset()) -> None:
+    """``benchmarks/pipeline.py``'s JSON: each duration has every stage in ``stages``, timed
+    on every path in ``paths`` except ``one_path`` stages (the default path's only); finite
+    numbers throughout; with both paths, their outputs compared."""
     assert_finite(result)
-    assert {"baseline", "default"} <= set(result)
+    assert set(paths) <= set(result)
+    assert result["durations"]
     for line in result["durations"]:
         assert set(line["stages"]) == set(stages)
-        for stage, paths in line["stages"].items():
-            expected = {"default"} if stage in one_path else set(pipeline.PATHS)
-            assert set(paths) == expected, stage
-            for value in paths.values():
+        for stage, times in line["stages"].items():
+            expected = {"default"} if stage in one_path else set(paths)
+            assert set(times) == expected, stage
+            for value in times.values():
                 assert value["wall_s"] >= 0 and value["peak_gib"] > 0
-        assert set(line["peak_gib"]) == set(pipeline.PATHS)
-        assert "relative" in line["audio"]  # the two paths' outputs were compared
+        assert set(line["peak_gib"]) == set(paths)
+        if len(paths) > 1:
+            assert "relative" in line["audio"]
         assert line.get("rss_ok", True)
-
-
-@pytest.mark.slow
-def test_pipeline_runs_every_stage_of_both_paths(tmp_path: Path) -> None:
-    result = run_script(tmp_path, "pipeline.py")
-    assert len(result["durations"]) == 1
-    _check_pipeline_paths(result, pipeline.STAGES, set())
-
-
-@pytest.mark.slow
-def test_pipeline_soundtrack_runs_demo_path_in_windows(tmp_path: Path) -> None:
-    # Longer than one window of the model, so windows are joined.
-    seconds = pipeline.GPU_TARGET_DURATION_S + 1
-    result = run_script(tmp_path, "pipeline.py", "--soundtrack", "--duration", str(seconds),
-                        "--objects", "2")
-    # The baseline encodes CLIP within "features": "clip" is the default path's pass only.
-    _check_pipeline_paths(result, pipeline.SOUNDTRACK_STAGES, {"clip"})
 
 
 @pytest.mark.slow
@@ -257,20 +244,11 @@ def test_tracking_streams_every_length_and_the_baseline(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_threads_builds_every_workload_tiny(tmp_path: Path) -> None:
-    workloads = [w for w in threads.WORKLOADS if w != "tiny"]  # tiny: tests/test_runtime.py
-    result = run_script(tmp_path, "threads.py", "--workloads", ",".join(workloads),
-                        "--threads", "1", "--processes", "1", "--repeats", "1",
-                        "--vocoder-seconds", "0.1")
-    assert [row["workload"] for row in result["rows"]] == workloads
-    for row in result["rows"]:
-        assert all(math.isfinite(s) and s > 0 for s in row["seconds"].values())
-
-
-@pytest.mark.slow
 def test_gpu_check_dry_run_in_tiny_mode(tmp_path: Path) -> None:
     """gpu_check.sh with GPU_CHECK_TINY=1 on the CPU: every step it defines runs and passes,
-    and the results file holds the benchmark tables and the files the steps wrote."""
+    and the results file holds the benchmark tables and the files the steps wrote. This is
+    also the test of benchmarks/pipeline.py (both paths with --warmup, --soundtrack, a subset
+    of stages on one path) and of every workload of benchmarks/threads.py."""
     script = BENCHMARKS / "gpu_check.sh"
     names = re.findall(r"^\s*run_step (\w+) ", script.read_text(), flags=re.MULTILINE)
     results = tmp_path / "results.json"
@@ -293,9 +271,18 @@ def test_gpu_check_dry_run_in_tiny_mode(tmp_path: Path) -> None:
     assert summary["all_ok"]
     written = re.findall(r'--json "\$WORK/(\w+)\.json"', script.read_text())
     assert sorted(summary["benchmarks"]) == sorted(written)
-    for name, table in summary["benchmarks"].items():
+    tables = summary["benchmarks"]
+    for table in tables.values():
         assert_finite(table)
-        if name.startswith("pipeline"):
-            assert table["durations"] and all(d["stages"] for d in table["durations"])
+    check_pipeline(tables["pipeline_5s"], pipeline.STAGES, pipeline.PATHS)
+    # The baseline encodes CLIP within "features": "clip" is the default path's pass only.
+    check_pipeline(tables["pipeline_30s_soundtrack"], pipeline.SOUNDTRACK_STAGES,
+                   pipeline.PATHS, frozenset({"clip"}))
+    compiled = re.search(r"pipeline_5s_compile .*?--paths (\S+) --stages (\S+)",
+                         script.read_text(), flags=re.DOTALL)
+    check_pipeline(tables["pipeline_5s_compile"], tuple(compiled[2].split(",")),
+                   tuple(compiled[1].split(",")))
+    # Every workload of benchmarks/threads.py, at tiny sizes.
+    assert [row["workload"] for row in tables["threads"]["rows"]] == list(threads.WORKLOADS)
     assert all(summary["outputs"].get(folder) for folder in ("demo", "train", "eval"))
     assert not list(tmp_path.glob("saganet-gpu-check.*"))  # its work folder is removed
