@@ -31,6 +31,7 @@ try:
     import pipeline
     import precision
     import sizes
+    import synthetic_media
     import threads
     import tracking
 finally:
@@ -154,7 +155,7 @@ def test_synthetic_media_writes_clips_and_a_urmp_set(tmp_path: Path) -> None:
     for video in videos:
         with av.open(str(video)) as container:
             frames = sum(1 for _ in container.decode(video=0))
-        assert frames >= seconds * 25
+        assert frames >= seconds * synthetic_media.FPS
     rows = (tmp_path / "urmp" / "metadata.tsv").read_text().splitlines()
     assert len(rows) == clips + 1
     header = rows[0].split("\t")
