@@ -9,17 +9,21 @@ features differ.
 
     python benchmarks/clip_attention.py --threads 1              # 4 images, 3 rounds
     python benchmarks/clip_attention.py --device cuda --dtype bfloat16
+    python benchmarks/clip_attention.py --tiny --json clip_attention.json   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from pipeline import build_clip
+from sizes import Sizes, add_tiny_flag
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -32,12 +36,16 @@ def main() -> int:
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    if args.tiny:
+        args.images, args.rounds = 2, 1
     from saganet.runtime import configure_runtime
 
-    configure_runtime(threads=args.threads)
+    configure_runtime(Sizes(args.tiny).network, threads=args.threads)
     device = torch.device(args.device)
-    clip = build_clip(device, DTYPES[args.dtype])
+    clip = build_clip(device, DTYPES[args.dtype], args.tiny)
     frames = torch.rand(1, args.images, 3, clip.image_size, clip.image_size,
                         generator=torch.Generator().manual_seed(0))
     cpu = device.type == "cpu"
@@ -68,8 +76,18 @@ def main() -> int:
           f"median {statistics.median(seconds[False]) / statistics.median(seconds[True]):.2f}")
     diff = features[True] - features[False]
     rms = features[False].pow(2).mean().sqrt()
-    print(f"features: RMS of the difference {diff.pow(2).mean().sqrt() / rms:.2e} relative, "
+    relative = (diff.pow(2).mean().sqrt() / rms).item()
+    print(f"features: RMS of the difference {relative:.2e} relative, "
           f"max {diff.abs().max():.2e}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "images": args.images, "rounds": args.rounds, "device": args.device,
+            "dtype": args.dtype, "unit": unit,
+            "per_image": {name: {"best": min(seconds[fast]),
+                                 "median": statistics.median(seconds[fast])}
+                          for fast, name in ((False, "reference"), (True, "sdpa"))},
+            "relative_difference": relative, "max_difference": diff.abs().max().item()},
+            indent=2))
     return 0
 
 

@@ -9,6 +9,7 @@ checks that both loads hold the same weights.
 
     python benchmarks/clip_load.py                   # writes ~3.9 GB to a temporary folder
     python benchmarks/clip_load.py --folder /data/clip --repeats 2   # keep and reuse it
+    python benchmarks/clip_load.py --tiny --json clip_load.json   # smoke run: a one-layer CLIP
 """
 
 from __future__ import annotations
@@ -21,21 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import CLIP_CONFIG, CLIP_IMAGE_SIZE, peak_rss_gib, rss_gib
+from pipeline import peak_rss_gib, rss_gib
+from sizes import Sizes, add_tiny_flag
 
 LOADERS = ("baseline", "saganet")
 
 
-def write_checkpoint(folder: Path) -> None:
-    """A random ViT-H/14 in the hub folder layout (skipped when the folder already has one)."""
+def write_checkpoint(folder: Path, tiny: bool = False) -> None:
+    """A random ViT-H/14 (``tiny``: a one-layer CLIP) in the hub folder layout (skipped when
+    the folder already has one)."""
     import open_clip
     import torch
 
     if (folder / "open_clip_pytorch_model.bin").is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    config = open_clip.get_model_config(CLIP_CONFIG)
-    config["vision_cfg"]["image_size"] = CLIP_IMAGE_SIZE
+    config = Sizes(tiny).clip_model_config()
     torch.manual_seed(0)
     model = open_clip.model.CLIP(**config)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None,
                         help="checkpoint folder to write or reuse (default: a temporary one)")
     parser.add_argument("--repeats", type=int, default=1, help="loads per loader, alternating")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     parser.add_argument("--measure", choices=LOADERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -79,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clip-load-") as scratch:
         folder = args.folder or Path(scratch)
         print(f"checkpoint folder {folder}")
-        write_checkpoint(folder)
+        write_checkpoint(folder, args.tiny)
         results: dict[str, list[dict]] = {name: [] for name in LOADERS}
         for round_ in range(args.repeats):
             for loader in LOADERS:
@@ -103,6 +107,10 @@ def main() -> None:
     same = abs(base["checksum"] - ours["checksum"]) <= 1e-9 * abs(base["checksum"])
     print(f"same weights: {'yes' if same else 'NO'} (checksums {base['checksum']:.6e}, "
           f"{ours['checksum']:.6e})")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"weights_gib": weights, "same_weights": same,
+                                         "loaders": {"baseline": base, "saganet": ours},
+                                         "rounds": results}, indent=2))
     if not same:
         sys.exit(1)
 

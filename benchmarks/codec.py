@@ -8,17 +8,21 @@ parametrisation (what running it straight after loading would cost).
     python benchmarks/codec.py                 # 5 s of audio (minutes on 2 busy cores)
     python benchmarks/codec.py --seconds 2     # shorter
     python benchmarks/codec.py --quick         # 1 s, 0.25 s for the baseline
+    python benchmarks/codec.py --tiny --json codec.json   # smoke run: debug-size codec, --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from sizes import Sizes, add_tiny_flag
 
-from saganet.codec import VOCODER_CONFIGS, AudioCodec, AudioCodecConfig, BigVGAN
+from saganet.codec import AudioCodec, BigVGAN
 
 
 def _time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
@@ -49,17 +53,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed calls (best is kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
-    if args.quick:
+    if args.quick or args.tiny:
         args.seconds, args.baseline_seconds = 1.0, 0.25
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    sizes = Sizes(args.tiny)
     torch.manual_seed(0)
-    codec = AudioCodec.from_config(AudioCodecConfig.for_mode("44k"), need_encoder=False)
+    codec = AudioCodec.from_config(sizes.codec(), need_encoder=False)
     # Baseline: a vocoder still carrying its weight-norm parametrisation (g * v / ||v|| is
     # recomputed at every call), as it is right after loading bigvgan_generator.pt.
-    parametrised = BigVGAN(VOCODER_CONFIGS["bigvgan_v2_44khz_128band_512x"]).eval()
+    parametrised = BigVGAN(sizes.vocoder()).eval()
     parametrised.requires_grad_(False)
 
     latents = _latents(codec, args.seconds)
@@ -87,6 +94,12 @@ def main() -> None:
     print(f"  {'baseline: weight-norm parametrised':40s} {baseline_s:8.3f} s")
     print(f"  {'folded weights (what AudioCodec runs)':40s} {folded_s:8.3f} s   "
           f"x{baseline_s / folded_s:.3f} speed-up")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "audio_s": audio_seconds, "vae_s": vae_s, "vocoder_s": vocoder_s,
+            "total_s": total_s, "baseline_audio_s": short_seconds,
+            "parametrised_vocoder_s": baseline_s, "folded_vocoder_s": folded_s,
+            "speed_up": baseline_s / folded_s}, indent=2))
 
 
 if __name__ == "__main__":

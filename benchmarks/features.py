@@ -7,15 +7,19 @@ ratio is what the focal-crop pass and the cross-attention cost.
     python benchmarks/features.py                 # 14 windows (5 s clip), CPU
     python benchmarks/features.py --quick         # 2 windows: a quick look on a small CPU
     python benchmarks/features.py --device cuda --dtype bfloat16
+    python benchmarks/features.py --tiny --json features.json   # smoke run: debug size, 2 windows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from sizes import Sizes, add_tiny_flag
 
 from saganet.features import (
     Synchformer,
@@ -51,8 +55,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
-    if args.quick:
+    if args.quick or args.tiny:
         args.windows = 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,8 +73,9 @@ def main() -> None:
     inputs = [t.to(device, dtype) for t in (frames, masks, detail_frames, detail_masks)]
 
     torch.manual_seed(0)
-    plain = Synchformer().eval().to(device, dtype)
-    context = SynchformerWithContext().eval().to(device, dtype)
+    config = Sizes(args.tiny).synchformer()
+    plain = Synchformer(config).eval().to(device, dtype)
+    context = SynchformerWithContext(config).eval().to(device, dtype)
     with torch.no_grad():  # open the gates so every path does real work
         for layer in context.vfeat_extractor.cross_attn_layers:
             layer.attn_factor.fill_(0.1)
@@ -88,6 +95,11 @@ def main() -> None:
                           ("segmentation-aware Synchformer", t_context)):
         print(f"{name:32s} {seconds:8.2f} s  {1000 * seconds / args.windows:8.1f} ms/window")
     print(f"ratio segmentation-aware / plain: {t_context / t_plain:.2f}x")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "windows": args.windows, "frames": num_frames, "device": str(device),
+            "dtype": args.dtype, "plain_s": t_plain, "segmentation_aware_s": t_context,
+            "ratio": t_context / t_plain}, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,12 @@
 # Environment: PYTHON (default python, else python3); GPU_CHECK_DEADLINE_S (default 480);
 # GPU_CHECK_DEVICE (default cuda; cpu runs the same steps as a dry run of the script itself);
 # GPU_CHECK_STEPS (comma-separated step names to run, default all: to run again what failed;
-# demo_30s_two_objects needs inputs_duet, batch_eval_compile needs inputs_urmp).
+# demo_30s_two_objects needs inputs_duet, batch_eval_compile needs inputs_urmp);
+# GPU_CHECK_TINY (default 0; 1: a smoke run of this script in a few minutes on a CPU, the same
+# steps with the debug variant's sizes (benchmarks' --tiny), 1 s clips instead of 5 s, 6 s
+# videos instead of 30 s, 2 sampling steps, 2 training iterations, 2 one-second URMP clips, and
+# no torch.compile, which takes minutes on a CPU even for tiny models); GPU_CHECK_LIMIT_SCALE
+# (default 1: each step's time limit, sized for a GPU, times this; for a dry run on a busy CPU).
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -31,6 +36,8 @@ PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 ONLY=${GPU_CHECK_STEPS:-}
+TINY=${GPU_CHECK_TINY:-0}
+LIMIT_SCALE=${GPU_CHECK_LIMIT_SCALE:-1}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/saganet-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,7 +49,7 @@ START=$(date +%s)
 # run_step NAME LIMIT_S COMMAND...: run with a time limit (cut to the time left before the
 # deadline), log to $WORK/NAME.log, record "name status rc milliseconds limit" in $STEPS.
 run_step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(( $2 * LIMIT_SCALE ))
     shift 2
     if [[ -n $ONLY && ",$ONLY," != *",$name,"* ]]; then
         printf '%s\tskipped (not selected)\t-\t0\t0\n' "$name" >> "$STEPS"
@@ -71,7 +78,26 @@ run_step() {
     tail -n 5 "$WORK/$name.log" | sed 's/^/   | /'
 }
 
-run_step nvidia_smi 20 nvidia-smi
+# Sizes of the steps: official (what the check measures) or, with GPU_CHECK_TINY=1, tiny.
+if [[ $TINY == 1 ]]; then
+    SHORT_S=1 LONG_S=6 URMP=(--clips 2 --seconds 1) COMPILE=false
+    BENCH=(--tiny) DEMO=(--num_steps 2) EVAL=(duration=1.0 num_steps=2)
+    TRAIN=(num_iterations=2 log.interval=1 log.val_interval=2 log.val_batches=1
+           log.eval_interval=2 checkpoint.weights_interval=2 checkpoint.state_interval=2
+           eval.num_clips=2 eval.num_steps=2 schedule.warmup_steps=1 "schedule.milestones=[1]")
+    THREADS=(--tiny --threads 1 --processes 1 --vocoder-seconds 0.25)
+else
+    SHORT_S=5 LONG_S=30 URMP=(--clips 4) COMPILE=true
+    BENCH=() DEMO=() EVAL=() TRAIN=() THREADS=(--vocoder-seconds 0.25)
+fi
+PIPELINE_COMPILE=()
+[[ $COMPILE == true ]] && PIPELINE_COMPILE=(--compile)
+
+if [[ $DEVICE == cpu ]]; then  # a dry run: there is no GPU to ask about
+    printf '%s\tskipped (no GPU)\t-\t0\t0\n' nvidia_smi >> "$STEPS"
+else
+    run_step nvidia_smi 20 nvidia-smi
+fi
 run_step environment 30 "$PYTHON" -c "import sys, torch
 print(sys.version)
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
@@ -80,37 +106,39 @@ if torch.cuda.is_available():
 
 # Inputs: a 30 s video with two moving objects and their masks; a 4-clip URMP-format set.
 run_step inputs_duet 60 "$PYTHON" benchmarks/synthetic_media.py clip "$WORK/duet" \
-    --seconds 30 --objects 2
+    --seconds "$LONG_S" --objects 2
 run_step inputs_urmp 60 "$PYTHON" benchmarks/synthetic_media.py urmp "$WORK/data/urmp/data" \
-    --clips 4
+    "${URMP[@]}"
 
-run_step pipeline_5s 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
-    --warmup --json "$WORK/pipeline_5s.json"
+run_step pipeline_5s 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" \
+    --duration "$SHORT_S" --warmup --json "$WORK/pipeline_5s.json" "${BENCH[@]}"
 run_step demo_30s_two_objects 75 "$PYTHON" demo.py --variant debug --device "$DEVICE" \
-    --weights_dir "$WORK/weights" --video "$WORK/duet/video.mp4" --duration 30 \
+    --weights_dir "$WORK/weights" --video "$WORK/duet/video.mp4" --duration "$LONG_S" \
     --object trumpet --mask_video "$WORK/duet/mask_0.mp4" --prompt trumpet \
     --object violin --mask_video "$WORK/duet/mask_1.mp4" --prompt violin \
-    --output "$WORK/demo"
+    --output "$WORK/demo" "${DEMO[@]}"
 # Hydra paths group: data, outputs and weights all under $WORK, nothing in the checkout.
 PATHS=("paths.data_dir=$WORK/data" "paths.output_dir=$WORK/output" "paths.weights_dir=$WORK/weights")
 run_step train_debug 75 "$PYTHON" train.py experiment=debug "device=$DEVICE" "${PATHS[@]}" \
-    "hydra.run.dir=$WORK/train"
-run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug compile=true "device=$DEVICE" \
-    "${PATHS[@]}" dataset=urmp "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" \
-    "run_dir=$WORK/eval" num_workers=2
+    "hydra.run.dir=$WORK/train" "${TRAIN[@]}"
+run_step batch_eval_compile 90 "$PYTHON" batch_eval.py model=debug "compile=$COMPILE" \
+    "device=$DEVICE" "${PATHS[@]}" dataset=urmp \
+    "dataset.metadata=$WORK/data/urmp/data/metadata.tsv" "run_dir=$WORK/eval" num_workers=2 \
+    "${EVAL[@]}"
 run_step pipeline_30s_soundtrack 130 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" \
-    --soundtrack --duration 30 --objects 2 --json "$WORK/pipeline_30s_soundtrack.json"
+    --soundtrack --duration "$LONG_S" --objects 2 --json "$WORK/pipeline_30s_soundtrack.json" \
+    "${BENCH[@]}"
 # torch.compile covers sampling and the vocoder; the stages before them are left out (the 5 s
 # step above has their times) so that the compilation itself gets the time.
-run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" --duration 5 \
-    --paths default --stages sampling,vae,vocoder --compile \
-    --json "$WORK/pipeline_5s_compile.json"
+run_step pipeline_5s_compile 120 "$PYTHON" benchmarks/pipeline.py --device "$DEVICE" \
+    --duration "$SHORT_S" --paths default --stages sampling,vae,vocoder "${PIPELINE_COMPILE[@]}" \
+    --json "$WORK/pipeline_5s_compile.json" "${BENCH[@]}"
 # The machine's CPU cores: the thread policy against the fastest count, 1 and 2 processes.
-run_step cpu_threads 100 "$PYTHON" benchmarks/threads.py --repeats 1 --vocoder-seconds 0.25 \
+run_step cpu_threads 100 "$PYTHON" benchmarks/threads.py --repeats 1 "${THREADS[@]}" \
     --json "$WORK/threads.json"
 
 # One results file: steps, log tails, benchmark tables and the files the runs wrote.
-"$PYTHON" - "$WORK" "$RESULTS" "$(( $(date +%s) - START ))" "$DEVICE" <<'EOF'
+"$PYTHON" - "$WORK" "$RESULTS" "$(( $(date +%s) - START ))" "$DEVICE" "$TINY" <<'EOF'
 import json, sys
 from pathlib import Path
 
@@ -122,13 +150,20 @@ for line in (work / "steps.tsv").read_text().splitlines():
     steps.append({"name": name, "status": status, "exit_code": rc,
                   "seconds": int(milliseconds) / 1000, "limit_s": int(limit),
                   "log_tail": log.read_text(errors="replace")[-12000:] if log.exists() else ""})
+# batch_eval.py exits 0 when clips fail (they are listed in its manifest): such a run failed.
+for step in steps:
+    if step["name"] == "batch_eval_compile" and step["status"] == "ok":
+        manifests = [json.loads(p.read_text()) for p in (work / "eval").rglob("manifest.json")]
+        failed = sum(len(m.get("failed", [])) for m in manifests)
+        if failed or not any(m.get("clips") for m in manifests):
+            step["status"] = f"failed ({failed} clip(s) failed)"
 benchmarks = {p.stem: json.loads(p.read_text())
               for p in sorted([*work.glob("pipeline_*.json"), *work.glob("threads.json")])}
 outputs = {folder: sorted(str(p.relative_to(work)) for p in (work / folder).rglob("*")
                           if p.suffix in {".flac", ".mp4", ".pth", ".json"})
            for folder in ("demo", "train", "eval") if (work / folder).exists()}
-ran = [s for s in steps if s["status"] != "skipped (not selected)"]
-summary = {"device": sys.argv[4], "elapsed_s": elapsed,
+ran = [s for s in steps if s["status"] not in ("skipped (not selected)", "skipped (no GPU)")]
+summary = {"device": sys.argv[4], "tiny": sys.argv[5] == "1", "elapsed_s": elapsed,
            "all_ok": all(s["status"] == "ok" for s in ran),
            "steps": steps, "benchmarks": benchmarks, "outputs": outputs}
 results.write_text(json.dumps(summary, indent=2))

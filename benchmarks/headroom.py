@@ -19,6 +19,7 @@ do; sampling and vocoding have their own shapes per length (5 s by default).
 
     python benchmarks/headroom.py --threads 1                    # every stage, 5 s clip
     python benchmarks/headroom.py --duration 1 --stages clip_images,synchformer
+    python benchmarks/headroom.py --tiny --json headroom.json   # smoke run: debug sizes, 1 s
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from pipeline import (
     CFG_STRENGTH,
-    CLIP_IMAGE_SIZE,
     NEGATIVE_PROMPT,
-    NETWORK,
     NUM_STEPS,
     PROMPT,
     SEED,
@@ -44,6 +43,7 @@ from pipeline import (
     build_clip,
     build_rest,
 )
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_tiny_flag
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -59,6 +59,7 @@ PRODUCT_KERNELS = frozenset({
     "aten::slow_conv_transpose2d", "aten::slow_conv_dilated2d", "aten::_convolution_depthwise2d",
 })
 PEAK_SIZES = (1024, 2048, 3072)
+TINY_PEAK_SIZES = (128, 256)
 
 
 def _cpu_attention_flops(query_shape: torch.Size, key_shape: torch.Size,
@@ -72,10 +73,11 @@ CPU_ATTENTION_FLOPS = {
 }
 
 
-def matmul_rate(repeats: int = 5) -> float:
-    """This CPU's fp32 matrix-product rate in GFLOP/s: the best of square products."""
+def matmul_rate(repeats: int = 5, sizes: tuple[int, ...] = PEAK_SIZES) -> float:
+    """This CPU's fp32 matrix-product rate in GFLOP/s: the best of square products of
+    ``sizes``."""
     best = 0.0
-    for size in PEAK_SIZES:
+    for size in sizes:
         a, b = torch.randn(size, size), torch.randn(size, size)
         a @ b  # warm-up: threads, pages
         for _ in range(repeats):
@@ -85,14 +87,15 @@ def matmul_rate(repeats: int = 5) -> float:
     return best
 
 
-def stage_inputs(duration: float) -> dict[str, torch.Tensor]:
-    """Random inputs of a ``duration`` s clip, in the shapes the demo feeds each stage."""
+def stage_inputs(duration: float, network: str) -> dict[str, torch.Tensor]:
+    """Random inputs of a ``duration`` s clip, in the shapes the demo feeds each stage of the
+    flow network variant ``network``."""
     from saganet.features import focal_crop
     from saganet.media.video import CLIP_FPS, SYNC_FPS
     from saganet.model import CONFIG_44K_SA, VARIANTS
 
     generator = torch.Generator().manual_seed(1)
-    config = VARIANTS[NETWORK].with_sequence(CONFIG_44K_SA.with_duration(duration))
+    config = VARIANTS[network].with_sequence(CONFIG_44K_SA.with_duration(duration))
     sync_frames = 2 * torch.rand(1, int(SYNC_FPS * duration), 3, 224, 224,
                                  generator=generator) - 1
     masks = torch.zeros(1, int(SYNC_FPS * duration), 1, 224, 224)
@@ -114,13 +117,13 @@ def stage_inputs(duration: float) -> dict[str, torch.Tensor]:
 
 
 def run_stage(name: str, models: Models, library: SAGANetModels | None,
-              inputs: dict[str, torch.Tensor]) -> None:
+              inputs: dict[str, torch.Tensor], num_steps: int = NUM_STEPS) -> None:
     """One stage of the default path (``generate``'s calls and options) on ``inputs``;
     ``library`` is ``models.library(duration)`` (None for CLIP's stages)."""
     from saganet.features import encode_sync
     from saganet.inference import SamplingOptions, initial_noise, sample
 
-    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS)
+    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=num_steps)
     if name == "clip_images":
         models.clip.encode_images(inputs["clip_frames"], chunk_size=options.clip_chunk_size)
     elif name == "clip_text":
@@ -150,7 +153,7 @@ def run_stage(name: str, models: Models, library: SAGANetModels | None,
 
 
 def count_flops(name: str, models: Models, library: SAGANetModels | None,
-                inputs: dict[str, torch.Tensor]) -> float:
+                inputs: dict[str, torch.Tensor], num_steps: int = NUM_STEPS) -> float:
     """FLOPs of one stage, counted on fake tensors (shapes only, nothing computed).
 
     Counted apart from the timed run: the counter's dispatch hooks cost as much as a third of
@@ -168,19 +171,19 @@ def count_flops(name: str, models: Models, library: SAGANetModels | None,
             warnings.filterwarnings("ignore", message=".*data pointer of FakeTensor")
             fake_inputs = {key: fake.from_tensor(value) for key, value in inputs.items()}
             with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-                run_stage(name, models, library, fake_inputs)
+                run_stage(name, models, library, fake_inputs, num_steps)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return float(counter.get_total_flops())
 
 
 def measure(name: str, models: Models, library: SAGANetModels | None,
-            inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+            inputs: dict[str, torch.Tensor], num_steps: int = NUM_STEPS) -> dict[str, float]:
     """Time, FLOPs and product-kernel time of one stage run."""
-    flops = count_flops(name, models, library, inputs)
+    flops = count_flops(name, models, library, inputs, num_steps)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         wall, cpu = time.perf_counter(), time.process_time()
-        run_stage(name, models, library, inputs)
+        run_stage(name, models, library, inputs, num_steps)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     events = prof.key_averages()
     total_us = sum(e.self_cpu_time_total for e in events)
@@ -194,7 +197,8 @@ def measure(name: str, models: Models, library: SAGANetModels | None,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of video")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds of video (default 5; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--threads", type=int, default=None,
@@ -202,45 +206,52 @@ def main() -> int:
     parser.add_argument("--count-only", action="store_true",
                         help="only count each stage's FLOPs (nothing is computed)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    if args.duration is None:
+        args.duration = 1.0 if args.tiny else 5.0
     unknown = sorted(set(args.stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages: {', '.join(unknown)}")
     from saganet.runtime import configure_runtime
 
-    threads = configure_runtime(threads=args.threads).intra_op  # what generate() runs under
+    sizes = Sizes(args.tiny)
+    num_steps = TINY_STEPS if args.tiny else NUM_STEPS
+    peak_sizes = TINY_PEAK_SIZES if args.tiny else PEAK_SIZES
+    # What generate() runs under (for the debug variant's models, one thread).
+    threads = configure_runtime(sizes.network, threads=args.threads).intra_op
     device, dtype = torch.device("cpu"), torch.float32
     models = Models(None, None, None, None)
     if {"clip_images", "clip_text"} & set(args.stages):
-        models.clip = build_clip(device, dtype)
+        models.clip = build_clip(device, dtype, args.tiny)
     library = None
     if set(args.stages) - {"clip_images", "clip_text"}:
-        build_rest(models, device, dtype)
+        build_rest(models, device, dtype, args.tiny)
         library = models.library(args.duration)
     for module in (models.clip, models.network, models.synchformer, models.codec):
         if module is not None:  # the FLOP counter's module hooks need frozen parameters
             module.requires_grad_(False)
-    inputs = stage_inputs(args.duration)
+    inputs = stage_inputs(args.duration, sizes.network)
     if args.count_only:
         print(f"{args.duration:g} s clip: FLOPs of the default path (matrix products, "
               "convolutions, attention)")
         with torch.inference_mode():
             for name in STAGES:
                 if name in args.stages:
-                    flops = count_flops(name, models, library, inputs)
+                    flops = count_flops(name, models, library, inputs, num_steps)
                     print(f"{name:12s} {flops / 1e12:9.3f} TFLOP", flush=True)
         return 0
-    rate = matmul_rate()
+    rate = matmul_rate(sizes=peak_sizes)
     print(f"{args.duration:g} s clip, {threads} threads; fp32 matrix products on this CPU: "
           f"{rate:.1f} GFLOP/s (best square product, measured now)", file=sys.stderr)
     results = {}
     with torch.inference_mode():
         for name in STAGES:
             if name in args.stages:
-                results[name] = measure(name, models, library, inputs)
+                results[name] = measure(name, models, library, inputs, num_steps)
                 print(f"  {name}: {results[name]['cpu_s']:.1f} CPU-s", file=sys.stderr,
                       flush=True)
-    rate_after = matmul_rate()
+    rate_after = matmul_rate(sizes=peak_sizes)
     print(f"\n{'stage':12s} {'GFLOP':>9s} {'CPU s':>8s} {'products':>9s} {'GFLOP/s':>8s} "
           f"{'bound s':>8s} {'headroom':>9s}  top kernels (share of the stage)")
     for name, r in results.items():

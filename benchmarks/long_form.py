@@ -23,6 +23,7 @@ whether windows agree), not about sound quality.
 
     python benchmarks/long_form.py                 # both parts (the 300 s clip takes a while)
     python benchmarks/long_form.py --quick         # 12 s clip; lengths 5, 20, 40 at 360p
+    python benchmarks/long_form.py --tiny --json long_form.json   # smoke run: 6 s, 2 s, 2 steps
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from sizes import TINY_STEPS, add_tiny_flag
 
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.inference import SamplingOptions
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1080, help="frame height of part 2")
     parser.add_argument("--steps", type=int, default=25, help="Euler steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--join", default="joint", help=argparse.SUPPRESS)
@@ -184,6 +188,9 @@ def main() -> None:
         return
     if args.quick:
         args.seconds, args.lengths, args.height, args.steps = 12.0, [5.0, 20.0, 40.0], 360, 4
+    if args.tiny:  # two windows in part 1, one short length in part 2
+        args.seconds, args.lengths, args.height, args.steps = 6.0, [2.0], 144, TINY_STEPS
+    results: dict[str, list[dict]] = {"joins": [], "lengths": []}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         print(f"part 1: {args.seconds:g} s clip, 2 objects, {args.steps} steps, debug variant, "
@@ -192,6 +199,7 @@ def main() -> None:
               f"{'disagreement':>13} {'flux ratio':>11}")
         for join in JOINS:
             row = _run_child(work, join, args.seconds, 180, args.steps, args.threads, True)
+            results["joins"].append(row)
             print(f"{join:<10} {row['windows']:>7} {row['s_per_audio_s']:>10.3f} "
                   f"{row['peak_rss_mib']:>8.0f} M {row['disagreement']:>13.4f} "
                   f"{row['flux_ratio']:>11.3f}")
@@ -201,9 +209,12 @@ def main() -> None:
             row = _run_child(work, "joint", seconds, args.height, args.steps, args.threads,
                              False)
             baseline = baseline or row["peak_rss_mib"]
+            results["lengths"].append({**row, "height": args.height})
             print(f"{seconds:>6g} s  {row['windows']:>3} windows  peak RSS "
                   f"{row['peak_rss_mib']:>6.0f} MiB  ({row['peak_rss_mib'] / baseline:.2f}x)  "
                   f"{row['s_per_audio_s']:.3f} s per s of audio")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ Official sizes are slow on a small CPU (CLIP ViT-H/14 is ~1 TFLOP per frame): on
     python benchmarks/pipeline.py --device cuda --dtype bfloat16 --compile --json out.json
     python benchmarks/pipeline.py --device cuda --duration 5 --warmup   # after one-off set-up
     python benchmarks/pipeline.py --soundtrack --duration 30 --objects 2   # demo.py's path
+    python benchmarks/pipeline.py --tiny --json out.json   # smoke run: debug sizes, 1 s, 2 steps
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_tiny_flag
 from synthetic_media import write_clip
 
 if TYPE_CHECKING:
@@ -82,9 +84,6 @@ NAME_WIDTH = max(len(name) for name in (*STAGES, *SOUNDTRACK_STAGES, *COMPILE_ST
 # Issue #16's GPU targets for the default path: a 5 s clip end to end after loading, in bf16.
 GPU_TARGET_DURATION_S, GPU_TARGET_WALL_S, GPU_TARGET_PEAK_BYTES = 5.0, 1.0, 3e9
 PROMPT, NEGATIVE_PROMPT = "violin", ""
-NETWORK = "small_44k_sa"
-CLIP_CONFIG = "ViT-H-14-378-quickgelu"
-CLIP_IMAGE_SIZE = 384
 CFG_STRENGTH, NUM_STEPS, SEED = 7.0, 25, 42
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -156,45 +155,39 @@ def _wake_up(module: torch.nn.Module, generator: torch.Generator) -> None:
             param.copy_(0.02 * torch.randn(param.shape, generator=generator))
 
 
-def build_clip(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """CLIP ViT-H/14 at 384 px with random weights (seeded)."""
-    import open_clip
-
-    from saganet.features.clip import ClipEncoder
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = open_clip.create_model(CLIP_CONFIG, pretrained=None,
-                                       force_image_size=CLIP_IMAGE_SIZE)
-    clip = ClipEncoder.from_model(model, open_clip.get_tokenizer(CLIP_CONFIG),
-                                  image_size=CLIP_IMAGE_SIZE)
-    return clip.to(device=device, dtype=dtype)
+def build_clip(device: torch.device, dtype: torch.dtype, tiny: bool = False) -> torch.nn.Module:
+    """CLIP ViT-H/14 at 384 px with random weights (seeded); ``tiny``: a one-layer CLIP."""
+    return Sizes(tiny).clip(device, dtype)
 
 
-def build_models(device: torch.device, dtype: torch.dtype, need_clip: bool) -> Models:
-    """Every module at its published size, random weights (seeded: both paths get the same)."""
+def build_models(device: torch.device, dtype: torch.dtype, need_clip: bool,
+                 tiny: bool = False) -> Models:
+    """Every module at its published size (``tiny``: the debug variant's), random weights
+    (seeded: both paths get the same)."""
     models = Models(None, None, None, None)
-    build_rest(models, device, dtype)
+    build_rest(models, device, dtype, tiny)
     if need_clip:
-        models.clip = build_clip(device, dtype)
+        models.clip = build_clip(device, dtype, tiny)
     return models
 
 
-def build_rest(models: Models, device: torch.device, dtype: torch.dtype) -> None:
+def build_rest(models: Models, device: torch.device, dtype: torch.dtype,
+               tiny: bool = False) -> None:
     """The flow network, the Synchformer and the codec into ``models`` (seeded apart from CLIP,
-    so the order of building does not change the weights)."""
-    from saganet.codec import AudioCodec, AudioCodecConfig
+    so the order of building does not change the weights); ``tiny``: the debug variant's."""
+    from saganet.codec import AudioCodec
     from saganet.features import SynchformerWithContext
     from saganet.model import build_network
 
+    sizes = Sizes(tiny)
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    network = build_network(NETWORK).eval()
+    network = build_network(sizes.network).eval()
     with torch.no_grad():
         network.latent_mean.zero_()
         network.latent_std.fill_(1.0)
-    synchformer = SynchformerWithContext().eval()
-    codec = AudioCodec.from_config(AudioCodecConfig.for_mode("44k"), need_encoder=False)
+    synchformer = SynchformerWithContext(sizes.synchformer()).eval()
+    codec = AudioCodec.from_config(sizes.codec(), need_encoder=False)
     for module in (network, synchformer):
         _wake_up(module, generator)
         module.requires_grad_(False)
@@ -321,6 +314,11 @@ def path_dtype(path: str, args: argparse.Namespace) -> torch.dtype:
     return torch.bfloat16
 
 
+def num_steps(args: argparse.Namespace) -> int:
+    """Guided Euler steps: the demo's 25, or a tiny run's few."""
+    return TINY_STEPS if args.tiny else NUM_STEPS
+
+
 def run_path(path: str, args: argparse.Namespace, duration: float, video: Path | None,
              mask: Path | None, models: Models, timer: StageTimer,
              out_dir: Path) -> dict[str, float]:
@@ -335,7 +333,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
 
     device, dtype = torch.device(args.device), path_dtype(path, args)
     baseline = path == "baseline"
-    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS,
+    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=num_steps(args),
                               batch_cfg=not baseline, release_clip=not baseline)
     clip_chunk = None if baseline else options.clip_chunk_size
     sync_chunk = None if baseline else options.sync_chunk_size
@@ -374,7 +372,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
     sync_batch = sync_frames[None].expand(objects, -1, -1, -1, -1)
 
     sequence = CONFIG_44K_SA.with_duration(duration)
-    config = VARIANTS[NETWORK].with_sequence(sequence)
+    config = VARIANTS[Sizes(args.tiny).network].with_sequence(sequence)
     facts = {"duration": duration, "inputs_gib": inputs_gib}
 
     if models.clip is not None:
@@ -399,7 +397,7 @@ def run_path(path: str, args: argparse.Namespace, duration: float, video: Path |
         # CLIP first, as demo.py does: the other models load into CLIP's former memory (built
         # outside inference mode, as load_models does: their weights are ordinary tensors).
         start = time.perf_counter()
-        build_rest(models, device, dtype)
+        build_rest(models, device, dtype, args.tiny)
         if args.compile:
             compile_models(models)
         facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
@@ -480,7 +478,6 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
     default path encodes CLIP first and releases it (``encode_clip_features``), as the demo
     does; the baseline keeps CLIP and encodes window by window with the reference operations,
     no chunks and two-pass guidance."""
-    from saganet.codec.audio_codec import AudioCodecConfig
     from saganet.codec.bigvgan import DEFAULT_CHUNK_FRAMES
     from saganet.inference import SamplingOptions
     from saganet.media.audio import load_mono_audio
@@ -497,7 +494,7 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
 
     device, dtype = torch.device(args.device), path_dtype(path, args)
     baseline = path == "baseline"
-    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=NUM_STEPS)
+    options = SamplingOptions(cfg_strength=CFG_STRENGTH, num_steps=num_steps(args))
     if baseline:
         options = dataclasses.replace(options, batch_cfg=False, clip_chunk_size=None,
                                       sync_chunk_size=None)
@@ -507,7 +504,7 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
                                   PROMPT) for k in range(args.objects)))
     segment = resolve_segment(request)
     plan = plan_soundtrack(request, segment, CONFIG_44K_SA,
-                           AudioCodecConfig.for_mode("44k").samples_per_latent)
+                           Sizes(args.tiny).codec().samples_per_latent)
     phases = PhaseTimer(timer)
     facts: dict[str, float] = {"duration": segment.duration, "inputs_gib": 0.0,
                                "windows": len(plan.windows), "window_s": plan.window_duration}
@@ -520,7 +517,7 @@ def run_soundtrack(path: str, args: argparse.Namespace, duration: float, video: 
         models.clip = None  # the path's only reference, as demo.py drops its encoder
         gc.collect()
         start = time.perf_counter()
-        build_rest(models, device, dtype)
+        build_rest(models, device, dtype, args.tiny)
         facts.update(rest_build_s=time.perf_counter() - start, rest_built_gib=rss_gib(),
                      rest_weights_gib=_weights_gib(models))
     for module in (models.network, models.synchformer, models.codec.vocoder):
@@ -547,7 +544,7 @@ def child(args: argparse.Namespace) -> None:
     from saganet.runtime import available_cores, choose_policy, keep_freed_memory
 
     device, dtype = torch.device(args.device), path_dtype(args.path, args)
-    threads = args.threads or choose_policy(available_cores(), tiny=False).intra_op
+    threads = args.threads or choose_policy(available_cores(), tiny=args.tiny).intra_op
     torch.set_num_threads(threads)
     if args.path == "default":
         keep_freed_memory()
@@ -561,9 +558,9 @@ def child(args: argparse.Namespace) -> None:
     # The default path loads CLIP alone and the rest once CLIP is released, as demo.py does.
     clip_first = need_clip and args.path == "default"
     if clip_first:
-        models = Models(None, None, build_clip(device, dtype), None)
+        models = Models(None, None, build_clip(device, dtype, args.tiny), None)
     else:
-        models = build_models(device, dtype, need_clip)
+        models = build_models(device, dtype, need_clip, args.tiny)
         if args.compile:
             compile_models(models)
     build_s = time.perf_counter() - start
@@ -588,7 +585,7 @@ def child(args: argparse.Namespace) -> None:
             if clip_first:
                 models = Models(None, None, None, None)
                 gc.collect()
-            models.clip = build_clip(device, dtype)
+            models.clip = build_clip(device, dtype, args.tiny)
         timer = StageTimer(device)
         run_dir = out_dir / "warm-up" if warm_up else out_dir
         run_dir.mkdir(exist_ok=True)
@@ -631,6 +628,8 @@ def _run_child(path: str, args: argparse.Namespace, work: Path, video_dir: Path 
         command.append("--compile")
     if args.warmup:
         command.append("--warmup")
+    if args.tiny:
+        command.append("--tiny")
     subprocess.run(command, check=True)
     return json.loads(result.read_text())
 
@@ -764,8 +763,8 @@ def _gpu_targets(duration: float, wall_s: float, peak_gib: float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, nargs="+", default=[5.0, 30.0],
-                        help="seconds of video (default: 5 and 30)")
+    parser.add_argument("--duration", type=float, nargs="+", default=None,
+                        help="seconds of video (default: 5 and 30; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}; skipped stages "
                              "feed random tensors of the right shape to the next ones")
@@ -799,11 +798,14 @@ def main() -> int:
     parser.add_argument("--max-extra-gb", type=float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     parser.add_argument("--child", choices=PATHS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--video-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.duration is None:
+        args.duration = [1.0] if args.tiny else [5.0, 30.0]
     unknown = sorted(set(args.stages) - set(STAGES)) + sorted(set(args.paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown stages or paths: {', '.join(unknown)}")

@@ -11,20 +11,29 @@ reason).
 
     python benchmarks/precision.py                   # CPU: about 10 minutes on 2 cores
     python benchmarks/precision.py --device cuda
+    python benchmarks/precision.py --tiny --json precision.json   # smoke run, debug sizes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pipeline import CFG_STRENGTH, NUM_STEPS, build_models
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, add_tiny_flag
 
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
+
+# The rows of the table: each stage alone, then the whole chain from conditions to audio.
+STAGES = ("clip_images", "clip_text", "synchformer", "sampling", "vae", "vocoder",
+          "conditions->audio")
 
 
 def _compare(reference: torch.Tensor, value: torch.Tensor) -> dict[str, float]:
@@ -52,7 +61,10 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=1,
                         help="CLIP frames compared (each costs ~1 TFLOP)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    num_steps = TINY_STEPS if args.tiny else NUM_STEPS
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -60,13 +72,14 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
-    models = build_models(device, torch.float32, need_clip=True)
+    models = build_models(device, torch.float32, need_clip=True, tiny=args.tiny)
     sequence = CONFIG_44K_SA.with_duration(args.seconds)
     models.network.update_seq_lengths(sequence.latent_seq_len, sequence.clip_seq_len,
                                       sequence.sync_seq_len)
 
     g = torch.Generator().manual_seed(0)
-    frames = torch.rand(1, args.clip_frames, 3, 384, 384, generator=g).to(device)
+    frames = torch.rand(1, args.clip_frames, 3, CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE,
+                        generator=g).to(device)
     sync_frames = (torch.rand(1, 16, 3, 224, 224, generator=g) * 2 - 1).to(device)
     masks = torch.zeros(1, 16, 1, 224, 224, device=device)
     masks[..., 60:150, 80:140] = 1.0
@@ -86,7 +99,7 @@ def main() -> None:
         cond = net.preprocess_conditions(*(conditions[k].to(dtype)
                                            for k in ("clip_f", "sync_f", "text_f")))
         empty = net.get_empty_conditions(1)
-        flow = FlowMatching(num_steps=NUM_STEPS)
+        flow = FlowMatching(num_steps=num_steps)
         return net.unnormalize(flow.to_data(
             lambda t, x: net.ode_wrapper(t, x, cond, empty, CFG_STRENGTH, batched=True),
             x0.to(dtype)))
@@ -130,12 +143,19 @@ def main() -> None:
         chain = codec.vocode(codec.decode_mel(sample(torch.bfloat16)))
         rows.append(("conditions->audio", _compare(audio[0], chain), float("nan")))
 
-    print(f"bf16 against fp32 on {device}, {args.seconds:g} s clip, random official-size "
+    size = "debug-size (--tiny)" if args.tiny else "official-size"
+    print(f"bf16 against fp32 on {device}, {args.seconds:g} s clip, random {size} "
           f"weights ({torch.get_num_threads()} CPU threads)")
     print(f"{'stage':18s} {'relative RMS':>13s} {'cosine':>9s} {'bf16/fp32 time':>15s}")
     for name, metrics, ratio in rows:
         print(f"{name:18s} {metrics['relative_rms']:13.2e} {metrics['cosine']:9.5f} "
               f"{ratio:15.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "device": str(device), "seconds": args.seconds,
+            "stages": {name: {**metrics,
+                              "bf16_vs_fp32_time": ratio if math.isfinite(ratio) else None}
+                       for name, metrics, ratio in rows}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ Prints seconds per clip and the batched / two-pass time ratio (< 1 means batchin
     python benchmarks/sampling.py                      # small_44k_sa, 25 steps, batch 1 and 4
     python benchmarks/sampling.py --quick              # 2 steps, batch 1
     python benchmarks/sampling.py --device cuda --dtype bf16
+    python benchmarks/sampling.py --tiny --json sampling.json   # smoke run: debug, 2 steps
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
+from sizes import TINY_STEPS, Sizes, add_tiny_flag
 
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
 
@@ -67,9 +71,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per setting; best is kept")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="2 steps, batch size 1")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_sizes = 2, [1]
+    if args.tiny:
+        args.variant, args.steps = Sizes(tiny=True).network, TINY_STEPS
     if args.cfg < 1:
         parser.error("--cfg below 1 runs the conditional pass only; nothing to compare")
     if args.threads:
@@ -83,6 +91,7 @@ def main() -> None:
     print(f"{args.variant} on {device} ({args.dtype}, {torch.get_num_threads()} CPU threads), "
           f"{args.steps} Euler steps, cfg {args.cfg}; {net.latent_seq_len} latent tokens")
     print(f"{'batch':>5} {'two-pass s/clip':>16} {'batched s/clip':>15} {'batched/two-pass':>17}")
+    rows = []
     with torch.inference_mode():
         for batch in args.batch_sizes:
             two_pass, one_pass = (
@@ -90,6 +99,12 @@ def main() -> None:
                               args.repeats) / batch
                 for batched in (False, True))
             print(f"{batch:>5} {two_pass:>16.3f} {one_pass:>15.3f} {one_pass / two_pass:>17.3f}")
+            rows.append({"batch": batch, "two_pass_s_per_clip": two_pass,
+                         "batched_s_per_clip": one_pass, "ratio": one_pass / two_pass})
+    if args.json is not None:
+        args.json.write_text(json.dumps({"variant": args.variant, "steps": args.steps,
+                                         "device": str(device), "dtype": args.dtype,
+                                         "batches": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ policy's time against the fastest one measured.
     python benchmarks/threads.py                               # all workloads, 1 and 2 processes
     python benchmarks/threads.py --workloads tiny --processes 1 2 4
     python benchmarks/threads.py --json threads.json
+    python benchmarks/threads.py --tiny --threads 1 --processes 1 --repeats 1   # smoke run
+
+``--tiny`` builds the ``network`` and ``vocoder`` workloads at the debug variant's sizes (a
+smoke run of the same code; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -31,20 +35,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sizes import Sizes, add_tiny_flag
+
 WORKLOADS = ("tiny", "network", "vocoder")
 CFG_STRENGTH = 4.5
 
 
-def make_workload(name: str, vocoder_seconds: float) -> Callable[[], object]:
-    """Build the workload's model (seeded random weights); returns one call of it."""
+def make_workload(name: str, vocoder_seconds: float, tiny: bool = False) -> Callable[[], object]:
+    """Build the workload's model (seeded random weights; ``tiny``: the debug variant's sizes
+    for every workload); returns one call of it."""
     import torch
 
-    from saganet.codec import VOCODER_CONFIGS, BigVGAN
+    from saganet.codec import BigVGAN
     from saganet.model import build_network
 
+    sizes = Sizes(tiny or name == "tiny")
     torch.manual_seed(0)
     if name in ("tiny", "network"):
-        net = build_network("debug" if name == "tiny" else "small_44k_sa").eval()
+        net = build_network(sizes.network).eval()
         config = net.config
         cond = net.preprocess_conditions(torch.randn(1, config.clip_seq_len, config.clip_dim),
                                          torch.randn(1, config.sync_seq_len, config.sync_dim),
@@ -54,7 +62,7 @@ def make_workload(name: str, vocoder_seconds: float) -> Callable[[], object]:
         t = torch.tensor(0.5)
         return lambda: net.ode_wrapper(t, x, cond, empty, CFG_STRENGTH)
     if name == "vocoder":
-        vocoder = BigVGAN(VOCODER_CONFIGS["bigvgan_v2_44khz_128band_512x"]).eval()
+        vocoder = BigVGAN(sizes.vocoder()).eval()
         frames = max(1, round(vocoder_seconds * 44100 / vocoder.config.hop_size))
         mel = torch.randn(1, vocoder.config.num_mels, frames) - 5
         return lambda: vocoder(mel)
@@ -62,11 +70,11 @@ def make_workload(name: str, vocoder_seconds: float) -> Callable[[], object]:
 
 
 def worker(name: str, thread_counts: list[int], repeats: int, vocoder_seconds: float,
-           barrier: mp.Barrier, results: mp.Queue, rank: int) -> None:
+           barrier: mp.Barrier, results: mp.Queue, rank: int, tiny: bool = False) -> None:
     """One process: the workload at each thread count, timed between two barriers."""
     import torch
 
-    call = make_workload(name, vocoder_seconds)
+    call = make_workload(name, vocoder_seconds, tiny)
     with torch.inference_mode():
         for threads in thread_counts:
             torch.set_num_threads(threads)
@@ -82,12 +90,13 @@ def worker(name: str, thread_counts: list[int], repeats: int, vocoder_seconds: f
 
 
 def measure(name: str, processes: int, thread_counts: list[int], repeats: int,
-            vocoder_seconds: float) -> dict[int, float]:
+            vocoder_seconds: float, tiny: bool = False) -> dict[int, float]:
     """Seconds per call at each thread count: the slowest of the concurrent processes."""
     context = mp.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
     workers = [context.Process(target=worker, args=(name, thread_counts, repeats,
-                                                    vocoder_seconds, barrier, results, rank))
+                                                    vocoder_seconds, barrier, results, rank,
+                                                    tiny))
                for rank in range(processes)]
     for process in workers:
         process.start()
@@ -139,6 +148,7 @@ def main() -> int:
     parser.add_argument("--vocoder-seconds", type=float, default=0.5,
                         help="audio the vocoder workload makes per call")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
@@ -153,9 +163,11 @@ def main() -> int:
     rows = []
     for name in args.workloads:
         for processes in args.processes:
-            policy = choose_policy(cores, tiny=name == "tiny", processes=processes).intra_op
+            policy = choose_policy(cores, tiny=args.tiny or name == "tiny",
+                                   processes=processes).intra_op
             counts = sorted(set(thread_counts) | {policy})
-            times = measure(name, processes, counts, args.repeats, args.vocoder_seconds)
+            times = measure(name, processes, counts, args.repeats, args.vocoder_seconds,
+                            args.tiny)
             best = min(times, key=times.get)
             print(f"\n{name}, {processes} process(es): policy {policy} thread(s), "
                   f"fastest {best}")

@@ -11,6 +11,7 @@ masks are noisy and cost ~75 KB a 1080p slot, a real object's outline a few KB);
 ratios show it. Time does not depend on what the masks show.
 
     python benchmarks/tracking.py [--lengths 10 30 60] [--input_size 256] [--threads 1]
+    python benchmarks/tracking.py --tiny --json tracking.json   # smoke run: 2 and 3 s at 180p
 """
 
 from __future__ import annotations
@@ -26,22 +27,28 @@ from pathlib import Path
 
 import av
 import numpy as np
+from sizes import add_tiny_flag
 
 HEIGHT, WIDTH, FPS = 1080, 1920, 25
+# --tiny: a 180p video (the layout scaled by 1/6), 2 and 3 s (the click is at 1 s), SAM 2 at
+# a 64-pixel input.
+TINY_SCALE, TINY_LENGTHS, TINY_INPUT_SIZE = 6, [2.0, 3.0], 64
 
 
-def _write_video(path: Path, seconds: float) -> None:
-    """A gradient with a moving disc (the object), H.264 at 1080p25."""
-    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
-    background = np.stack([xx * 255 // WIDTH, yy * 255 // HEIGHT,
+def _write_video(path: Path, seconds: float, scale: int = 1) -> None:
+    """A gradient with a moving disc (the object), H.264 at 1080p25 (divided by ``scale``)."""
+    height, width = HEIGHT // scale, WIDTH // scale
+    yy, xx = np.mgrid[:height, :width]
+    background = np.stack([xx * 255 // width, yy * 255 // height,
                            np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    side, margin = 150 // scale, 300 // scale
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(round(seconds * FPS)):
             image = background.copy()
-            cx = int(300 + (WIDTH - 600) * (i % 250) / 250)
-            image[HEIGHT // 2 - 150:HEIGHT // 2 + 150, cx - 150:cx + 150] = (240, 240, 240)
+            cx = int(margin + (width - 2 * margin) * (i % 250) / 250)
+            image[height // 2 - side:height // 2 + side, cx - side:cx + side] = (240, 240, 240)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -56,7 +63,8 @@ def _child(args: argparse.Namespace) -> None:
     if args.mode == "streamed":
         from saganet.segment import object_prompt, track_objects
 
-        tracking = track_objects(args.video, [object_prompt("disc", clicks=["450,540@1"])],
+        click = f"{450 // args.scale},{540 // args.scale}@1"
+        tracking = track_objects(args.video, [object_prompt("disc", clicks=[click])],
                                  model=args.model, offline=True)
         slots = len(tracking.objects["disc"])
         stored = tracking.objects["disc"].stored_bytes()
@@ -71,7 +79,8 @@ def _child(args: argparse.Namespace) -> None:
         session = segmenter.processor.init_video_session(video=frames.permute(0, 3, 1, 2))
         del frames
         segmenter.processor.add_inputs_to_inference_session(
-            session, frame_idx=FPS, obj_ids=0, input_points=[[[[450, 540]]]],
+            session, frame_idx=FPS, obj_ids=0,
+            input_points=[[[[450 // args.scale, 540 // args.scale]]]],
             input_labels=[[[1]]], original_size=(info.height, info.width))
         model = segmenter.model
         model(inference_session=session, frame_idx=FPS)
@@ -87,9 +96,10 @@ def _child(args: argparse.Namespace) -> None:
                       "slots": slots, "masks_mib": stored / 2**20}))
 
 
-def _measure(mode: str, video: Path, model: Path, threads: int) -> dict:
+def _measure(mode: str, video: Path, model: Path, threads: int, scale: int) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", mode, "--video", str(video),
-                             "--model", str(model), "--threads", str(threads)],
+                             "--model", str(model), "--threads", str(threads),
+                             "--scale", str(scale)],
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -101,6 +111,9 @@ def main() -> None:
                         help="model input side of the tiny SAM 2 (the real models use 1024)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no_baseline", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["streamed", "whole"], help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -109,6 +122,8 @@ def main() -> None:
         args.mode = args.child
         _child(args)
         return
+    if args.tiny:
+        args.scale, args.lengths, args.input_size = TINY_SCALE, TINY_LENGTHS, TINY_INPUT_SIZE
 
     from saganet.segment.debug_models import write_tiny_sam2
 
@@ -118,13 +133,14 @@ def main() -> None:
         rows = []
         for seconds in sorted(args.lengths):
             video = folder / f"clip_{seconds:g}s.mp4"
-            _write_video(video, seconds)
+            _write_video(video, seconds, args.scale)
             rows.append((f"track_objects {seconds:g} s", seconds,
-                         _measure("streamed", video, model, args.threads)))
+                         _measure("streamed", video, model, args.threads, args.scale)))
             if not args.no_baseline and seconds == min(args.lengths):
                 rows.append((f"whole-video session {seconds:g} s (baseline)", seconds,
-                             _measure("whole", video, model, args.threads)))
-    print(f"1080p25 synthetic video, tiny random SAM 2 at {args.input_size}px input, "
+                             _measure("whole", video, model, args.threads, args.scale)))
+    print(f"{HEIGHT // args.scale}p25 synthetic video, tiny random SAM 2 at "
+          f"{args.input_size}px input, "
           f"{args.threads} torch thread(s), one object clicked at 1 s")
     print(f"{'case':<42} {'slots':>6} {'peak RSS':>10} {'masks':>9} {'wall':>8} {'cpu':>8} "
           f"{'ms/slot':>8}")
@@ -142,6 +158,11 @@ def main() -> None:
     if baseline:
         print(f"whole-video session / track_objects at {short:g} s: "
               f"{baseline[0]['peak_mib'] / first['peak_mib']:.2f}x peak RSS")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "height": HEIGHT // args.scale, "input_size": args.input_size,
+            "cases": [{"case": name, "seconds": seconds, **r} for name, seconds, r in rows]},
+            indent=2))
 
 
 if __name__ == "__main__":

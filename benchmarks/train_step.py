@@ -9,6 +9,7 @@ backward, gradient clipping over the trainable parameters, AdamW.
     python benchmarks/train_step.py                  # CPU, 1 s clips (two Synchformer windows)
     python benchmarks/train_step.py --quick          # 0.64 s clips (one window)
     python benchmarks/train_step.py --device cuda --amp --duration 5 --steps 20 --warmup 3
+    python benchmarks/train_step.py --tiny --json train_step.json   # smoke run: debug sizes
 
 The default clip is 1 s, not the recipe's 5 s: the Synchformer's backward keeps the
 activations of all 14 windows of a 5 s clip (about 50 GB in fp32), more than a typical CPU
@@ -19,11 +20,14 @@ memory is there.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
+from sizes import Sizes, add_tiny_flag
 
-from saganet.features import SynchformerConfig, SynchformerWithContext
+from saganet.features import SynchformerWithContext
 from saganet.model import CONFIG_44K_SA, FlowMatching, build_network
 from saganet.training.config import LossConfig, OptimConfig
 from saganet.training.optim import build_optimizer
@@ -78,8 +82,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.64 s clips, 1 timed step")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
-    if args.quick:
+    if args.quick or args.tiny:
         args.duration, args.steps = 0.64, 1
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,12 +93,13 @@ def main() -> None:
     autocast = torch.bfloat16 if args.amp else None
     torch.manual_seed(0)
 
+    sizes = Sizes(args.tiny)
     sequence = CONFIG_44K_SA.with_duration(args.duration)
-    network = build_network("small_44k_sa", sequence)
+    network = build_network(sizes.network, sequence)
     with torch.no_grad():
         network.latent_mean.zero_()
         network.latent_std.fill_(1.0)
-    synchformer = SynchformerWithContext(SynchformerConfig())
+    synchformer = SynchformerWithContext(sizes.synchformer())
     groups = configure_trainable(network, synchformer, use_lora=True)
     core = TrainableFlow(network, synchformer).to(device).train()
     c, frames = network.config, int(sequence.num_sync_frames)
@@ -106,7 +113,8 @@ def main() -> None:
         "masks": (torch.rand(1, frames, 1, 224, 224, device=device) > 0.5).float(),
         "detail_masks": (torch.rand(1, frames, 1, 224, 224, device=device) > 0.5).float(),
     }
-    print(f"saganet_small recipe, batch 1, {args.duration:g} s clips "
+    recipe = "debug (--tiny)" if args.tiny else "saganet_small"
+    print(f"{recipe} recipe, batch 1, {args.duration:g} s clips "
           f"({c.latent_seq_len} latents, {c.sync_seq_len} sync tokens), {device}, "
           f"{'bf16 autocast' if autocast else 'fp32'}, {torch.get_num_threads()} CPU threads")
     sync_f = torch.randn(1, c.sync_seq_len, c.sync_dim, device=device)
@@ -117,6 +125,11 @@ def main() -> None:
                       args.steps, args.warmup, autocast)
     print(f"with online Synchformer:      {1 / full:8.3f} steps/s  ({full:.3f} s/step)")
     print(f"ratio (full / network only):  {full / base:8.2f}x time per step")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "network": sizes.network, "duration": args.duration, "device": str(device),
+            "amp": args.amp, "network_only_s_per_step": base,
+            "with_synchformer_s_per_step": full, "ratio": full / base}, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,18 @@ stops after the needed seconds. Both produce the same tensors (checked). Prints 
 and the ratios.
 
     python benchmarks/video_io.py [--video V] [--mask M] [--duration 5] [--repeats 3] [--quick]
+    python benchmarks/video_io.py --tiny --json video_io.json   # smoke run: 1 s synthetic clip
+
+With ``--tiny`` the video and mask are a synthetic 1 s clip (``synthetic_media.py``, 640x360)
+written to a temporary folder, read once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -23,6 +29,8 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from sizes import add_tiny_flag
+from synthetic_media import write_clip
 from torchvision.transforms.v2 import functional as TF
 
 from saganet.media.video import (
@@ -100,23 +108,42 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one repeat")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
-    repeats = 1 if args.quick else args.repeats
+    repeats = 1 if args.quick or args.tiny else args.repeats
+    if args.tiny:
+        args.duration = 1.0
+        with tempfile.TemporaryDirectory(prefix="saganet-video-io-") as folder:
+            args.video, (args.mask,) = write_clip(Path(folder), args.duration)
+            result = run(args, repeats)
+    else:
+        result = run(args, repeats)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
 
+
+def run(args: argparse.Namespace, repeats: int) -> dict:
+    """Both readers on ``args.video`` and ``args.mask``; prints and returns the results."""
     print(f"video {args.video.name}, mask {args.mask.name}, {args.duration:g} s, "
           f"torch threads {torch.get_num_threads()}, best of {repeats}")
     wall_naive, cpu_naive, expected = best_time(
         lambda: naive_load(args.video, args.mask, args.duration), repeats)
     wall_ours, cpu_ours, got = best_time(lambda: ours(args.video, args.mask, args.duration),
                                          repeats)
+    differences = {}
     for name, a, b in zip(("clip", "sync", "mask"), got, expected, strict=True):
         diff = (a - b).abs().max().item() if a.shape == b.shape else float("nan")
         print(f"  {name}: shape {tuple(a.shape)}, max |ours - naive| {diff:.3g}")
+        differences[name] = {"shape": list(a.shape), "max_difference": diff}
     print(f"naive (full-size decode, resize in torch): {wall_naive:.3f} s wall, "
           f"{cpu_naive:.3f} s CPU")
     print(f"load_video_inputs:                                 {wall_ours:.3f} s wall, "
           f"{cpu_ours:.3f} s CPU")
     print(f"speed-up: {wall_naive / wall_ours:.2f}x wall, {cpu_naive / cpu_ours:.2f}x CPU time")
+    return {"duration": args.duration, "repeats": repeats, "tensors": differences,
+            "naive": {"wall_s": wall_naive, "cpu_s": cpu_naive},
+            "load_video_inputs": {"wall_s": wall_ours, "cpu_s": cpu_ours}}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""The model sizes the benchmarks build: the published ones they measure, or tiny ones.
+
+Every benchmark measures at the published sizes (random weights, nothing downloaded). With
+``--tiny`` it builds the ``debug`` variant's sizes instead (flow network ``debug``, the debug
+Synchformer, VAE and vocoder, a one-layer CLIP) and otherwise runs the same code: the same
+stages, both paths, the same tables and JSON, in seconds on a small CPU. The figures of a
+tiny run mean nothing; it is a smoke run that catches a library change breaking a benchmark
+before a rare GPU machine spends its minutes on it (``tests/test_benchmarks.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import TYPE_CHECKING
+
+# Imported where used: a script's --help, and threads.py's parent process, stay light.
+if TYPE_CHECKING:
+    import torch
+
+    from saganet.codec import AudioCodecConfig
+    from saganet.codec.bigvgan import BigVGANConfig
+    from saganet.features import SynchformerConfig
+
+# CLIP ViT-H/14 at 384 px: open_clip's config of DFN5B-CLIP-ViT-H-14-384's architecture.
+CLIP_CONFIG = "ViT-H-14-378-quickgelu"
+CLIP_IMAGE_SIZE = 384
+# The tiny CLIP has saganet.features.tiny_clip's layout (one layer per tower, 64-px patches of
+# the same 384-px frames, the real 77-token tokenizer) and the debug network's feature widths.
+TINY_PATCH_SIZE = 64
+# Euler steps of a tiny run: the sampling loop is the same code at any count.
+TINY_STEPS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Which sizes to build.
+
+    Args:
+        tiny: the debug variant's sizes instead of the published ones.
+    """
+
+    tiny: bool = False
+
+    @property
+    def network(self) -> str:
+        """The flow network's variant name (``saganet.model.VARIANTS``)."""
+        return "debug" if self.tiny else "small_44k_sa"
+
+    @property
+    def vocoder_name(self) -> str:
+        """The vocoder's name in ``saganet.codec.VOCODER_CONFIGS``."""
+        return "debug" if self.tiny else "bigvgan_v2_44khz_128band_512x"
+
+    def vocoder(self) -> BigVGANConfig:
+        """BigVGAN's architecture."""
+        from saganet.codec import VOCODER_CONFIGS
+
+        return VOCODER_CONFIGS[self.vocoder_name]
+
+    def codec(self) -> AudioCodecConfig:
+        """The 44.1 kHz codec's architecture (VAE and vocoder)."""
+        from saganet.codec import AudioCodecConfig
+
+        return AudioCodecConfig.debug() if self.tiny else AudioCodecConfig.for_mode("44k")
+
+    def synchformer(self) -> SynchformerConfig:
+        """The Synchformer's architecture (plain and segmentation-aware)."""
+        from saganet.features import SynchformerConfig
+
+        return SynchformerConfig.debug() if self.tiny else SynchformerConfig()
+
+    def clip_model_config(self) -> dict:
+        """open_clip's model config (``open_clip.model.CLIP(**config)``) at 384 px."""
+        import open_clip
+
+        if not self.tiny:
+            config = open_clip.get_model_config(CLIP_CONFIG)
+            config["vision_cfg"]["image_size"] = CLIP_IMAGE_SIZE
+            return config
+        from saganet.model import VARIANTS
+
+        network = VARIANTS[self.network]
+        return {"embed_dim": network.clip_dim, "quick_gelu": True,
+                "vision_cfg": {"layers": 1, "width": 64, "head_width": 32,
+                               "patch_size": TINY_PATCH_SIZE, "image_size": CLIP_IMAGE_SIZE},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408,
+                             "width": network.text_dim, "heads": 2, "layers": 1}}
+
+    def clip(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        """CLIP with random weights (seeded), as ``ClipEncoder`` at 384 px."""
+        import open_clip
+        import torch
+
+        from saganet.features.clip import ClipEncoder
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            if self.tiny:
+                model = open_clip.model.CLIP(**self.clip_model_config())
+            else:
+                model = open_clip.create_model(CLIP_CONFIG, pretrained=None,
+                                               force_image_size=CLIP_IMAGE_SIZE)
+        clip = ClipEncoder.from_model(model, open_clip.get_tokenizer(CLIP_CONFIG),
+                                      image_size=CLIP_IMAGE_SIZE)
+        return clip.to(device=device, dtype=dtype)
+
+
+def add_tiny_flag(parser: argparse.ArgumentParser) -> None:
+    """``--tiny`` on a benchmark's argument parser."""
+    parser.add_argument("--tiny", action="store_true",
+                        help="the debug variant's tiny models and short inputs: a smoke run of "
+                             "the same code in seconds (its figures mean nothing)")
