@@ -150,7 +150,8 @@ for line in (work / "steps.tsv").read_text().splitlines():
     steps.append({"name": name, "status": status, "exit_code": rc,
                   "seconds": int(milliseconds) / 1000, "limit_s": int(limit),
                   "log_tail": log.read_text(errors="replace")[-12000:] if log.exists() else ""})
-# batch_eval.py exits 0 when clips fail (they are listed in its manifest): such a run failed.
+# batch_eval.py exits 1 when clips fail; a run that says ok must also have written clips and
+# listed no failure in its manifest (the results file then says why).
 for step in steps:
     if step["name"] == "batch_eval_compile" and step["status"] == "ok":
         manifests = [json.loads(p.read_text()) for p in (work / "eval").rglob("manifest.json")]
