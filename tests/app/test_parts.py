@@ -21,6 +21,7 @@ from saganet.app.session import Sessions
 from saganet.app.spectrogram import HEIGHT, colorize, write_spectrogram
 from saganet.errors import UserInputError
 from saganet.example import synthetic_example
+from saganet.media.masks import MaskVideo
 from saganet.media.output import write_flac
 from saganet.media.video import SYNC_FPS, probe_video, read_frames
 from saganet.segment.grid import VideoGrid
@@ -72,9 +73,10 @@ def test_objects_from_json() -> None:
     assert second.name == free_name(["violin"]) == "object1"
     assert (second.boxes[0].x0, second.boxes[0].y1) == (100, 520)
     assert voice.tracking_prompt().text == "singer" and voice.earliest() is None
-    sound = violin.sound_object(masks=None)
-    assert (sound.prompt, sound.negative_prompt) == ("violin", None)
-    assert second.sound_object(masks=None).prompt is None
+    masks = MaskVideo("violin_mask.mp4")  # not opened: the object only carries it
+    sound = violin.sound_object(masks=masks)
+    assert (sound.prompt, sound.negative_prompt, sound.masks) == ("violin", None, masks)
+    assert second.sound_object(masks=masks).prompt is None
     for bad in ["violin", [1], [{"name": "a", "click": ["1,1"]}], [{"clicks": "1,1@f3"}],
                 [{"boxes": ["1,1,4,4@f3"]}],
                 [{"clicks": [1, 2]}], [{"prompt": 3}], [{"clicks": ["1,x"]}]]:
