@@ -12,6 +12,10 @@ that runs again is taken for the owner). Entries of another machine
 (a shared file system) or of a process that still runs are left alone; the former get one
 line that names them, since nobody here can tell whether their owner still runs.
 
+Temporary names are hidden (``.<name>.<tag>...``). A visible work folder in a folder shared
+with other programs (the app's root in the system's temporary folder) is named
+``<prefix><tag>``, and only names with that prefix are judged there.
+
 Lock files need no owner: a flock lock dies with its holder. One is removed only while this
 process holds its lock (taken without waiting, so a held lock is never touched) and after
 checking that the path still names the file locked, the protocol that
@@ -110,14 +114,17 @@ def owner_tag() -> str:
     return f"{pid}-{_start_time(pid) or 0}-{machine_id()}-{secrets.token_hex(4)}"
 
 
-def owner_of(name: str) -> Owner | None:
+def owner_of(name: str, prefix: str | None = None) -> Owner | None:
     """What is known of the owner of an entry named ``name``; None when the name carries no
     owner tag (not a saganet temporary).
 
     Args:
         name: a file or folder name (no folder).
+        prefix: judge only the name ``<prefix><owner tag>`` (a visible folder of
+            :func:`make_owned_folder`); None: the hidden temporary names.
     """
-    match = _TAGGED.fullmatch(name)
+    pattern = _TAGGED if prefix is None else re.compile(re.escape(prefix) + _TAG)
+    match = pattern.fullmatch(name)
     if match is None:
         return None
     if match["machine"] != machine_id():
@@ -131,17 +138,30 @@ def owner_of(name: str) -> Owner | None:
     return Owner.ALIVE
 
 
+def make_owned_folder(parent: Path, prefix: str) -> Path:
+    """Create a fresh private folder ``<parent>/<prefix><owner tag>``; the caller removes it,
+    or a later :func:`remove_dead` once this process is dead.
+
+    Args:
+        parent: an existing folder.
+        prefix: start of the name: hidden (``".clip.work-"``), or a visible one that the
+            sweep of ``parent`` names (``remove_dead(parent, prefix=...)``).
+    """
+    folder = parent / f"{prefix}{owner_tag()}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
 @contextmanager
 def owned_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A fresh private folder ``<parent>/<prefix><owner tag>``, removed with its content when
-    the block ends (or by a later :func:`remove_dead` if this process is killed).
+    """A fresh private folder (:func:`make_owned_folder`), removed with its content when the
+    block ends (or by a later :func:`remove_dead` if this process is killed).
 
     Args:
         parent: an existing folder.
         prefix: start of the name, e.g. ``".clip.work-"`` (hidden).
     """
-    folder = parent / f"{prefix}{owner_tag()}"
-    folder.mkdir(mode=0o700)
+    folder = make_owned_folder(parent, prefix)
     try:
         yield folder
     finally:
@@ -175,7 +195,8 @@ def remove_abandoned_lock(path: Path) -> bool:
         os.close(fd)
 
 
-def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> list[Path]:
+def remove_dead(folder: str | os.PathLike[str], locks: str | None = None,
+                prefix: str | None = None) -> list[Path]:
     """Remove what dead processes left directly in ``folder``: tagged temporary files and work
     folders whose owner is proven dead and, with ``locks``, abandoned lock files.
 
@@ -188,6 +209,8 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> lis
             files it matches. Only names that are all locks of
             :func:`saganet.fileio.exclusive`: another program's lock file may be held with a
             lock that flock does not see.
+        prefix: judge only the visible names ``<prefix><owner tag>`` and nothing else (a
+            folder shared with other programs, such as the system's temporary folder).
 
     Returns:
         The removed paths.
@@ -199,7 +222,7 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> lis
         return []
     removed, unknown = [], []
     for path in entries:
-        owner = owner_of(path.name)
+        owner = owner_of(path.name, prefix)
         if owner is Owner.UNKNOWN:
             unknown.append(path.name)
         elif owner is Owner.DEAD and _remove(path):
