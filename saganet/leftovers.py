@@ -33,6 +33,8 @@ import re
 import secrets
 import shutil
 import socket
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -47,6 +49,11 @@ except ImportError:  # Windows: filelock's locks, which nothing here removes.
 logger = logging.getLogger(__name__)
 
 _hinted: set[Path] = set()  # entries already named in a warning, so batches say it once
+# Folders already swept by remove_dead_once, the most recently used last; the oldest are
+# forgotten first (then swept again on their next use, which is harmless).
+_swept: OrderedDict[str, None] = OrderedDict()
+_swept_lock = threading.Lock()
+SWEPT_KEPT = 4096
 
 # The owner tag and the rest of a temporary name: ``.<name>.<tag><suffix>`` (files) or
 # ``.<name>.work-<tag>`` (work folders).
@@ -238,6 +245,28 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None,
         logger.warning("%s: left alone, made on another machine that may still use them: %s",
                        folder, ", ".join(unknown))
     return removed
+
+
+def remove_dead_once(folder: str | os.PathLike[str]) -> list[Path]:
+    """:func:`remove_dead` the first time this process asks for ``folder``, nothing after: a
+    writer sweeps its output folder before its first temporary there, and a batch of outputs
+    in one folder costs one listing of it, not one per file.
+
+    Args:
+        folder: the folder (need not exist).
+
+    Returns:
+        The removed paths.
+    """
+    key = os.path.abspath(folder)
+    with _swept_lock:
+        if key in _swept:
+            _swept.move_to_end(key)
+            return []
+        _swept[key] = None
+        while len(_swept) > SWEPT_KEPT:
+            _swept.popitem(last=False)
+    return remove_dead(key)
 
 
 def _remove(path: Path) -> bool:

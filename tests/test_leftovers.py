@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from saganet.fileio import exclusive, temporary_sibling
-from saganet.leftovers import Owner, machine_id, owner_of, owner_tag, remove_dead
+from saganet.leftovers import (
+    Owner,
+    machine_id,
+    owner_of,
+    owner_tag,
+    remove_dead,
+    remove_dead_once,
+)
 from tests.killed import Holder
 
 
@@ -67,12 +74,14 @@ def test_owner_of_tells_dead_alive_and_unknown(holders: list[Holder], tmp_path: 
 
 def test_only_what_dead_processes_left_is_removed(holders: list[Holder], tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    # Reproduce: what runs killed with SIGKILL leave behind.
-    dead = [_work_folder(holders, tmp_path, "clip").kill(),
-            _temporary(holders, tmp_path / "clip.mp4").kill()]
-    assert all(path.exists() for path in dead)
+    # A writer's first temporary sweeps its folder: the processes that make one start before
+    # the kills they would clean up.
     live = [_work_folder(holders, tmp_path, "clip").path,
             _temporary(holders, tmp_path / "clip.mp4").path]
+    # Reproduce: what runs killed with SIGKILL leave behind.
+    dead = [_temporary(holders, tmp_path / "clip.mp4").kill(),
+            _work_folder(holders, tmp_path, "clip").kill()]
+    assert all(path.exists() for path in dead)
     foreign = tmp_path / f".clip.work-{_foreign(owner_tag())}"
     foreign.mkdir()
     others = [tmp_path / "clip.mp4", tmp_path / ".hidden", tmp_path / ".x.work-12-34"]
@@ -143,3 +152,12 @@ def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None
     assert len(lines) == 2 * turns * len(workers)
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):
         assert enter.startswith("in ") and leave == f"out {enter[3:]}"
+
+
+def test_a_folder_is_swept_once_per_process(holders: list[Holder], tmp_path: Path) -> None:
+    dead = _temporary(holders, tmp_path / "a.mp4").kill()
+    assert remove_dead_once(f"{tmp_path}/") == [dead]
+    # Later leftovers in that folder wait for another process (or a plain remove_dead).
+    later = _temporary(holders, tmp_path / "b.mp4").kill()
+    assert remove_dead_once(tmp_path) == [] and later.exists()
+    assert remove_dead(tmp_path) == [later]
