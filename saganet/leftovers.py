@@ -12,6 +12,8 @@ that runs again is taken for the owner). Entries of another machine
 (a shared file system) or of a process that still runs are left alone; the former get one
 line that names them, since nobody here can tell whether their owner still runs.
 
+Every writer sweeps its own output folder: :func:`saganet.fileio.temporary_sibling` calls
+:func:`remove_dead_once` before the first temporary name a process takes in a folder.
 Temporary names are hidden (``.<name>.<tag>...``). A visible work folder in a folder shared
 with other programs (the app's root in the system's temporary folder) is named
 ``<prefix><tag>``, and only names with that prefix are judged there.
@@ -224,11 +226,16 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None,
     """
     folder = Path(folder)
     try:
-        entries = sorted(folder.iterdir())
+        names = os.listdir(folder)
     except OSError:
         return []
+    # Every writer sweeps its output folder, which may hold many outputs: only names that can
+    # be ours are looked at closely (tagged names start so; lock patterns are few and short).
+    start = "." if prefix is None else prefix
+    names = [name for name in names if name.startswith(start)
+             or (locks and fnmatch.fnmatchcase(name, locks))]
     removed, unknown = [], []
-    for path in entries:
+    for path in (folder / name for name in sorted(names)):
         owner = owner_of(path.name, prefix)
         if owner is Owner.UNKNOWN:
             unknown.append(path.name)
