@@ -6,8 +6,9 @@ temporary name in its destination folder and renamed into place when complete, s
 Ctrl-C never leaves a half-written file under the final name. Temporary files are opened with
 mode ``0o666`` filtered by the umask, like any file the user creates (``tempfile.mkstemp``
 would make them private, 0600). Temporary names carry their owner, so that what a process
-killed outright leaves can be removed later (:mod:`saganet.leftovers`). Cross-process locks
-remove their lock file when released.
+killed outright leaves can be removed later (:mod:`saganet.leftovers`): the first temporary
+name a process takes in a folder removes there the temporaries of dead processes. Cross-process
+locks remove their lock file when released.
 Names that would be one file where case is ignored are found before anything is written.
 """
 
@@ -19,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from saganet.errors import UserInputError
-from saganet.leftovers import owner_tag
+from saganet.leftovers import owner_tag, remove_dead_once
 
 try:
     import fcntl
@@ -43,7 +44,17 @@ def name_clash(names: Sequence[str]) -> str | None:
 
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
     """A unique hidden name in the folder of ``path`` (same file system: renames are atomic)
-    that names this process as its owner (see :mod:`saganet.leftovers`)."""
+    that names this process as its owner (see :mod:`saganet.leftovers`).
+
+    The first such name of this process in a folder first removes there what processes killed
+    outright left (:func:`saganet.leftovers.remove_dead_once`: one listing of the folder), so
+    every writer that stages its outputs here sweeps its own output folder.
+
+    Args:
+        path: the final file.
+        suffix: suffix of the temporary name (some writers choose the format by it).
+    """
+    remove_dead_once(path.parent)
     return path.with_name(f".{path.name}.{owner_tag()}{suffix}")
 
 

@@ -12,6 +12,12 @@ that runs again is taken for the owner). Entries of another machine
 (a shared file system) or of a process that still runs are left alone; the former get one
 line that names them, since nobody here can tell whether their owner still runs.
 
+Every writer sweeps its own output folder: :func:`saganet.fileio.temporary_sibling` calls
+:func:`remove_dead_once` before the first temporary name a process takes in a folder.
+Temporary names are hidden (``.<name>.<tag>...``). A visible work folder in a folder shared
+with other programs (the app's root in the system's temporary folder) is named
+``<prefix><tag>``, and only names with that prefix are judged there.
+
 Lock files need no owner: a flock lock dies with its holder. One is removed only while this
 process holds its lock (taken without waiting, so a held lock is never touched) and after
 checking that the path still names the file locked, the protocol that
@@ -29,6 +35,8 @@ import re
 import secrets
 import shutil
 import socket
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -43,6 +51,11 @@ except ImportError:  # Windows: filelock's locks, which nothing here removes.
 logger = logging.getLogger(__name__)
 
 _hinted: set[Path] = set()  # entries already named in a warning, so batches say it once
+# Folders already swept by remove_dead_once, the most recently used last; the oldest are
+# forgotten first (then swept again on their next use, which is harmless).
+_swept: OrderedDict[str, None] = OrderedDict()
+_swept_lock = threading.Lock()
+SWEPT_KEPT = 4096
 
 # The owner tag and the rest of a temporary name: ``.<name>.<tag><suffix>`` (files) or
 # ``.<name>.work-<tag>`` (work folders).
@@ -110,14 +123,17 @@ def owner_tag() -> str:
     return f"{pid}-{_start_time(pid) or 0}-{machine_id()}-{secrets.token_hex(4)}"
 
 
-def owner_of(name: str) -> Owner | None:
+def owner_of(name: str, prefix: str | None = None) -> Owner | None:
     """What is known of the owner of an entry named ``name``; None when the name carries no
     owner tag (not a saganet temporary).
 
     Args:
         name: a file or folder name (no folder).
+        prefix: judge only the name ``<prefix><owner tag>`` (a visible folder of
+            :func:`make_owned_folder`); None: the hidden temporary names.
     """
-    match = _TAGGED.fullmatch(name)
+    pattern = _TAGGED if prefix is None else re.compile(re.escape(prefix) + _TAG)
+    match = pattern.fullmatch(name)
     if match is None:
         return None
     if match["machine"] != machine_id():
@@ -131,17 +147,30 @@ def owner_of(name: str) -> Owner | None:
     return Owner.ALIVE
 
 
+def make_owned_folder(parent: Path, prefix: str) -> Path:
+    """Create a fresh private folder ``<parent>/<prefix><owner tag>``; the caller removes it,
+    or a later :func:`remove_dead` once this process is dead.
+
+    Args:
+        parent: an existing folder.
+        prefix: start of the name: hidden (``".clip.work-"``), or a visible one that the
+            sweep of ``parent`` names (``remove_dead(parent, prefix=...)``).
+    """
+    folder = parent / f"{prefix}{owner_tag()}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
 @contextmanager
 def owned_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A fresh private folder ``<parent>/<prefix><owner tag>``, removed with its content when
-    the block ends (or by a later :func:`remove_dead` if this process is killed).
+    """A fresh private folder (:func:`make_owned_folder`), removed with its content when the
+    block ends (or by a later :func:`remove_dead` if this process is killed).
 
     Args:
         parent: an existing folder.
         prefix: start of the name, e.g. ``".clip.work-"`` (hidden).
     """
-    folder = parent / f"{prefix}{owner_tag()}"
-    folder.mkdir(mode=0o700)
+    folder = make_owned_folder(parent, prefix)
     try:
         yield folder
     finally:
@@ -175,7 +204,8 @@ def remove_abandoned_lock(path: Path) -> bool:
         os.close(fd)
 
 
-def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> list[Path]:
+def remove_dead(folder: str | os.PathLike[str], locks: str | None = None,
+                prefix: str | None = None) -> list[Path]:
     """Remove what dead processes left directly in ``folder``: tagged temporary files and work
     folders whose owner is proven dead and, with ``locks``, abandoned lock files.
 
@@ -188,18 +218,25 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> lis
             files it matches. Only names that are all locks of
             :func:`saganet.fileio.exclusive`: another program's lock file may be held with a
             lock that flock does not see.
+        prefix: judge only the visible names ``<prefix><owner tag>`` and nothing else (a
+            folder shared with other programs, such as the system's temporary folder).
 
     Returns:
         The removed paths.
     """
     folder = Path(folder)
     try:
-        entries = sorted(folder.iterdir())
+        names = os.listdir(folder)
     except OSError:
         return []
+    # Every writer sweeps its output folder, which may hold many outputs: only names that can
+    # be ours are looked at closely (tagged names start so; lock patterns are few and short).
+    start = "." if prefix is None else prefix
+    names = [name for name in names if name.startswith(start)
+             or (locks and fnmatch.fnmatchcase(name, locks))]
     removed, unknown = [], []
-    for path in entries:
-        owner = owner_of(path.name)
+    for path in (folder / name for name in sorted(names)):
+        owner = owner_of(path.name, prefix)
         if owner is Owner.UNKNOWN:
             unknown.append(path.name)
         elif owner is Owner.DEAD and _remove(path):
@@ -215,6 +252,28 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None) -> lis
         logger.warning("%s: left alone, made on another machine that may still use them: %s",
                        folder, ", ".join(unknown))
     return removed
+
+
+def remove_dead_once(folder: str | os.PathLike[str]) -> list[Path]:
+    """:func:`remove_dead` the first time this process asks for ``folder``, nothing after: a
+    writer sweeps its output folder before its first temporary there, and a batch of outputs
+    in one folder costs one listing of it, not one per file.
+
+    Args:
+        folder: the folder (need not exist).
+
+    Returns:
+        The removed paths.
+    """
+    key = os.path.abspath(folder)
+    with _swept_lock:
+        if key in _swept:
+            _swept.move_to_end(key)
+            return []
+        _swept[key] = None
+        while len(_swept) > SWEPT_KEPT:
+            _swept.popitem(last=False)
+    return remove_dead(key)
 
 
 def _remove(path: Path) -> bool:

@@ -1,13 +1,15 @@
-"""Shared pytest hooks and fixtures: the thread policy, tiny random SAM 2 / SAM 3 folders, and
-how many golden cases ran."""
+"""Shared pytest hooks and fixtures: the thread policy, tiny random SAM 2 / SAM 3 folders,
+processes to kill with SIGKILL, and how many golden cases ran."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from saganet.runtime import configure_runtime
+from tests.killed import Holder
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +32,17 @@ def sam3_folder(tmp_path_factory) -> Path:
     from saganet.segment.debug_models import write_tiny_sam3
 
     return write_tiny_sam3(tmp_path_factory.mktemp("sam3") / "present", object_present=True)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[Holder]]:
+    """A list to put :class:`~tests.killed.Holder` processes in; those still running when the
+    test ends are killed."""
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        if holder.proc.poll() is None:
+            holder.kill()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

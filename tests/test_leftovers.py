@@ -8,57 +8,34 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from saganet.fileio import exclusive, temporary_sibling
-from saganet.leftovers import Owner, machine_id, owner_of, owner_tag, remove_dead
+from saganet.leftovers import (
+    Owner,
+    machine_id,
+    owner_of,
+    owner_tag,
+    remove_dead,
+    remove_dead_once,
+)
+from tests.killed import Holder
 
 
-class _Holder:
-    """A Python process that runs ``code``: a ``with`` block that prints one line (the path it
-    made), then sleeps in the block until it is killed."""
-
-    def __init__(self, code: str) -> None:
-        script = f"{code}    __import__('time').sleep(600)\n"
-        self.proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline().strip()
-        assert line, "the holder process ended before it made anything"
-        self.path = Path(line)
-
-    def kill(self) -> Path:
-        """SIGKILL, as the OOM killer or a power loss would; reaped (a zombie still runs)."""
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        self.proc.stdout.close()
-        assert self.proc.returncode == -9
-        return self.path
-
-
-@pytest.fixture
-def holders() -> Iterator[list[_Holder]]:
-    started: list[_Holder] = []
-    yield started
-    for holder in started:
-        if holder.proc.poll() is None:
-            holder.kill()
-
-
-def _temporary(holders: list[_Holder], dest: Path) -> _Holder:
+def _temporary(holders: list[Holder], dest: Path) -> Holder:
     """A process that stages ``dest`` (an atomic write under way)."""
-    holder = _Holder("from pathlib import Path\nfrom saganet.fileio import atomic_output\n"
+    holder = Holder("from pathlib import Path\nfrom saganet.fileio import atomic_output\n"
                      f"with atomic_output(Path({str(dest)!r}), suffix='.mp4') as tmp:\n"
                      "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n")
     holders.append(holder)
     return holder
 
 
-def _work_folder(holders: list[_Holder], folder: Path, name: str) -> _Holder:
+def _work_folder(holders: list[Holder], folder: Path, name: str) -> Holder:
     """A process with a work folder in ``folder``, as the soundtrack writer makes one."""
-    holder = _Holder("from pathlib import Path\nfrom saganet.leftovers import owned_folder\n"
+    holder = Holder("from pathlib import Path\nfrom saganet.leftovers import owned_folder\n"
                      f"with owned_folder(Path({str(folder)!r}), '.{name}.work-') as work:\n"
                      "    (work / 'mix.npy').write_bytes(b'0' * 64)\n"
                      "    print(work, flush=True)\n")
@@ -66,8 +43,8 @@ def _work_folder(holders: list[_Holder], folder: Path, name: str) -> _Holder:
     return holder
 
 
-def _lock_holder(holders: list[_Holder], lock: Path) -> _Holder:
-    holder = _Holder("from saganet.fileio import exclusive\n"
+def _lock_holder(holders: list[Holder], lock: Path) -> Holder:
+    holder = Holder("from saganet.fileio import exclusive\n"
                      f"with exclusive({str(lock)!r}):\n    print({str(lock)!r}, flush=True)\n")
     holders.append(holder)
     return holder
@@ -80,7 +57,7 @@ def _foreign(tag: str) -> str:
     return f"{pid}-{start}-{other}-{rand}"
 
 
-def test_owner_of_tells_dead_alive_and_unknown(holders: list[_Holder], tmp_path: Path) -> None:
+def test_owner_of_tells_dead_alive_and_unknown(holders: list[Holder], tmp_path: Path) -> None:
     dead = _temporary(holders, tmp_path / "a.mp4").kill()
     live = _temporary(holders, tmp_path / "b.mp4").path
     mine = temporary_sibling(tmp_path / "c.flac")
@@ -95,14 +72,16 @@ def test_owner_of_tells_dead_alive_and_unknown(holders: list[_Holder], tmp_path:
     assert owner_of("a.mp4") is None and owner_of(".a.mp4.lock") is None
 
 
-def test_only_what_dead_processes_left_is_removed(holders: list[_Holder], tmp_path: Path,
+def test_only_what_dead_processes_left_is_removed(holders: list[Holder], tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    # Reproduce: what runs killed with SIGKILL leave behind.
-    dead = [_work_folder(holders, tmp_path, "clip").kill(),
-            _temporary(holders, tmp_path / "clip.mp4").kill()]
-    assert all(path.exists() for path in dead)
+    # A writer's first temporary sweeps its folder: the processes that make one start before
+    # the kills they would clean up.
     live = [_work_folder(holders, tmp_path, "clip").path,
             _temporary(holders, tmp_path / "clip.mp4").path]
+    # Reproduce: what runs killed with SIGKILL leave behind.
+    dead = [_temporary(holders, tmp_path / "clip.mp4").kill(),
+            _work_folder(holders, tmp_path, "clip").kill()]
+    assert all(path.exists() for path in dead)
     foreign = tmp_path / f".clip.work-{_foreign(owner_tag())}"
     foreign.mkdir()
     others = [tmp_path / "clip.mp4", tmp_path / ".hidden", tmp_path / ".x.work-12-34"]
@@ -125,7 +104,7 @@ def test_only_what_dead_processes_left_is_removed(holders: list[_Holder], tmp_pa
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_abandoned_lock_files_are_removed_held_ones_kept(holders: list[_Holder],
+def test_abandoned_lock_files_are_removed_held_ones_kept(holders: list[Holder],
                                                          tmp_path: Path) -> None:
     dead = _lock_holder(holders, tmp_path / ".a.pth.lock").kill()
     assert dead.exists()  # reproduced: SIGKILL leaves the lock file
@@ -173,3 +152,12 @@ def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None
     assert len(lines) == 2 * turns * len(workers)
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):
         assert enter.startswith("in ") and leave == f"out {enter[3:]}"
+
+
+def test_a_folder_is_swept_once_per_process(holders: list[Holder], tmp_path: Path) -> None:
+    dead = _temporary(holders, tmp_path / "a.mp4").kill()
+    assert remove_dead_once(f"{tmp_path}/") == [dead]
+    # Later leftovers in that folder wait for another process (or a plain remove_dead).
+    later = _temporary(holders, tmp_path / "b.mp4").kill()
+    assert remove_dead_once(tmp_path) == [] and later.exists()
+    assert remove_dead(tmp_path) == [later]

@@ -4,6 +4,9 @@ Every browser tab (a Gradio session) gets a :class:`Session`: its own folder und
 temporary root, the video it loaded, its objects and its latest tracking. :class:`Sessions`
 hands them out by Gradio's session hash and removes a session's folder when its tab closes
 (Gradio's ``unload`` event), and the whole root when the app closes or the process exits.
+An app killed outright (SIGKILL, the OOM killer) cannot: its root is named after its process
+(:mod:`saganet.leftovers`), and the next app started removes the roots of apps that no longer
+run.
 Generated files live in the session's latest run folder only: Gradio serves copies from its
 own cache, so an older run is removed when a new one starts.
 
@@ -31,6 +34,7 @@ from saganet.app.limits import Limits
 from saganet.app.objects import AppObject, Click, free_name
 from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
+from saganet.leftovers import make_owned_folder, remove_dead
 from saganet.media.video import VideoInfo
 from saganet.segment.grid import GRID_FPS, VideoGrid, frames_in
 from saganet.segment.prompts import ObjectPrompt
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 NO_VIDEO = "load a video first: upload one or pick the example"
 TAB_CLOSED = "the tab was closed"
 APP_CLOSED = "the app is closing"
+# Start of the name of an app's root in the system's temporary folder (then its owner tag).
+ROOT_PREFIX = "saganet-app-"
 # Session hashes of closed tabs remembered, so that an event of a closed tab still in Gradio's
 # queue starts nothing (a reloaded tab gets a new hash); the oldest are forgotten first.
 ENDED_KEYS_KEPT = 10_000
@@ -267,14 +273,19 @@ class Sessions:
     """The sessions of one running app, by Gradio session hash, under one temporary root.
 
     Args:
-        root: the folder for all sessions (default: a new temporary folder, removed when the
-            app closes or the process exits).
+        root: the folder for all sessions (default: a new folder ``saganet-app-<owner>`` in
+            the system's temporary folder, removed when the app closes or the process exits;
+            the roots there of apps killed outright are removed first).
     """
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root is not None else Path(
-            tempfile.mkdtemp(prefix="saganet-app-"))
-        self.root.mkdir(parents=True, exist_ok=True)
+        if root is None:
+            temporary = Path(tempfile.gettempdir())
+            remove_dead(temporary, prefix=ROOT_PREFIX)
+            self.root = make_owned_folder(temporary, ROOT_PREFIX)
+        else:
+            self.root = Path(root)
+            self.root.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()

@@ -61,6 +61,7 @@ from saganet.evaluation.datasets import (
     build_eval_dataset,
 )
 from saganet.features import focal_crop
+from saganet.fileio import temporary_sibling
 from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
@@ -177,7 +178,7 @@ def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
 
 def write_json_atomic(path: Path, content: Mapping[str, Any]) -> None:
     """Write JSON under a temporary name and rename it, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path, ".tmp")
     try:
         tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)

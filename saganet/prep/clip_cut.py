@@ -33,6 +33,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from saganet.fileio import temporary_sibling
+
 log = logging.getLogger(__name__)
 
 JobAction = Literal["cut", "copy", "existing", "missing"]
@@ -95,8 +97,9 @@ class ClipResult:
 
 
 def _partial_path(dest: Path) -> Path:
-    """A per-process temporary name next to ``dest`` (same file system, so rename is atomic)."""
-    return dest.with_name(f".{dest.stem}.{os.getpid()}.partial{dest.suffix}")
+    """A temporary name next to ``dest`` (same file system, so rename is atomic) that names
+    this process, so that a later run removes it if this one is killed."""
+    return temporary_sibling(dest, dest.suffix)
 
 
 def _even(n: int) -> int:

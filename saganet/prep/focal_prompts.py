@@ -43,6 +43,7 @@ from tqdm import tqdm
 from saganet.data.sms_dataset import FRAME_SIZE, LOAD_ERRORS, SYNC_FPS, sms_paths
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
+from saganet.fileio import temporary_sibling
 from saganet.media.video import read_frames
 from saganet.prep.sms_metadata import SMS_SUBSETS, plan_sms_jobs, read_sms_metadata
 
@@ -175,7 +176,7 @@ def write_h264(path: str | os.PathLike[str], frames: torch.Tensor, fps: int = 25
     path.parent.mkdir(parents=True, exist_ok=True)
     gray = frames.shape[1] == 1
     height, width = frames.shape[-2:]
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
+    tmp = temporary_sibling(path, ".mp4")
     try:
         with av.open(str(tmp), "w", format="mp4") as out:
             stream = out.add_stream(DETAIL_CODEC, rate=fps)

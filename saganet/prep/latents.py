@@ -44,6 +44,7 @@ from saganet import dist
 from saganet.codec import AudioCodec
 from saganet.data.sms_dataset import LOAD_ERRORS, ClipPaths, sms_paths, write_memmap_ids
 from saganet.errors import UserInputError
+from saganet.fileio import temporary_sibling
 from saganet.media.audio import load_mono_audio
 from saganet.media.video import CLIP_FPS, CLIP_SIZE, clip_input, read_frames
 from saganet.model.sequence import SequenceConfig
@@ -298,9 +299,12 @@ class ShardWriter:
             for key in FEATURE_KEYS:
                 content[key] = torch.cat([f[key] for f in self._features])
         path = self.shard_dir / f"r{self.rank:04d}_{self.written:06d}.pt"
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(content, tmp)
-        os.replace(tmp, path)
+        tmp = temporary_sibling(path, ".tmp")
+        try:
+            torch.save(content, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.written += 1
         self._ids, self._features, self._failed = [], [], []
 
@@ -397,13 +401,16 @@ def merge_shards(outputs: SplitOutputs, labels: dict[str, str]) -> MergeSummary:
     write_memmap_ids(tmp_dir, order)
     del memmap, shards
 
-    tsv_tmp = outputs.tsv.with_name(f".{outputs.tsv.name}.tmp")
-    with tsv_tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "label"])
-        writer.writerows([clip_id, labels[clip_id]] for clip_id in order)
-    _replace_dir(tmp_dir, outputs.memmap_dir)
-    os.replace(tsv_tmp, outputs.tsv)
+    tsv_tmp = temporary_sibling(outputs.tsv, ".tmp")
+    try:
+        with tsv_tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["id", "label"])
+            writer.writerows([clip_id, labels[clip_id]] for clip_id in order)
+        _replace_dir(tmp_dir, outputs.memmap_dir)
+        os.replace(tsv_tmp, outputs.tsv)
+    finally:
+        tsv_tmp.unlink(missing_ok=True)
     shutil.rmtree(outputs.shard_dir)
     return MergeSummary(rows=len(order), failed=failed, shapes=shapes)
 

@@ -19,6 +19,8 @@ import av
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from saganet.fileio import temporary_sibling
+
 log = logging.getLogger(__name__)
 
 
@@ -124,7 +126,7 @@ def masks_to_video(
     gray = np.where(frames != 0, 255, 0).astype(np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    partial = temporary_sibling(path, path.suffix)
     rate = Fraction(fps).limit_denominator(1001)
     try:
         with av.open(str(partial), "w", format="mp4") as out:

@@ -21,7 +21,7 @@ from saganet.features.checkpoint import load_mmaudio_synchformer
 from saganet.features.config import SYNCHFORMER_SIZES
 from saganet.features.synchformer import CONTEXT_PARAMETER_PREFIXES, SynchformerWithContext
 from saganet.model import FlowNetwork, SequenceConfig, build_network
-from saganet.state_dict import load_checkpoint_file
+from saganet.state_dict import MismatchReport, load_checkpoint_file
 from saganet.training.checkpoint import cpu_state_dict
 from saganet.training.config import ModelSetup
 
@@ -110,21 +110,32 @@ def load_base_weights(models: TrainModels, setup: ModelSetup,
         models: networks from :func:`build_models`.
         setup: the base files.
         weights_dir: weights cache folder (None: the default cache).
+
+    Raises:
+        CheckpointMismatchError: a base file does not fit its module; when both do not, one
+            error lists the missing, unexpected and mis-shaped keys of each.
     """
     network, synchformer = models.network, models.synchformer
     debug_network, debug_synchformer = (
         _debug_base_weights() if DEBUG_INIT in (setup.network_init, setup.synchformer_init)
         else ({}, {}))
-    if setup.network_init == DEBUG_INIT:
-        network.load_weights(debug_network, base_only=setup.use_lora, what="debug base weights")
-    elif setup.network_init:
-        path = _resolve(setup.network_init, weights_dir)
-        network.load_weights(load_checkpoint_file(str(path)), base_only=setup.use_lora,
-                             what=str(path))
-    if setup.synchformer_init == DEBUG_INIT:
-        load_mmaudio_synchformer(synchformer, debug_synchformer)
-    elif setup.synchformer_init:
-        load_mmaudio_synchformer(synchformer, _resolve(setup.synchformer_init, weights_dir))
+    # Both files are tried, so that one error names every part that does not fit; the models
+    # are fresh from build_models, and a run whose base weights fail is not started.
+    report = MismatchReport("base weights")
+    with report.part():
+        if setup.network_init == DEBUG_INIT:
+            network.load_weights(debug_network, base_only=setup.use_lora,
+                                 what="debug base weights")
+        elif setup.network_init:
+            path = _resolve(setup.network_init, weights_dir)
+            network.load_weights(load_checkpoint_file(str(path)), base_only=setup.use_lora,
+                                 what=str(path))
+    with report.part():
+        if setup.synchformer_init == DEBUG_INIT:
+            load_mmaudio_synchformer(synchformer, debug_synchformer)
+        elif setup.synchformer_init:
+            load_mmaudio_synchformer(synchformer, _resolve(setup.synchformer_init, weights_dir))
+    report.raise_if_any()
 
 
 def build_from_weights_file(path: str | os.PathLike[str]) -> TrainModels:

@@ -24,6 +24,7 @@ import torch
 from saganet.data.sms_dataset import sms_paths
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
+from saganet.leftovers import owner_of
 from saganet.media.video import read_frames
 from saganet.prep.focal_prompts import (
     list_split_clips,
@@ -190,7 +191,8 @@ def test_extraction_writes_skips_and_reports(mini_sms: MiniSMS, tmp_path: Path,
         # The box is not the whole frame: the crop really zooms in on the object.
         assert not torch.equal(want_masks[0], masks)
         stamps[clip_id] = (paths.detail.stat().st_mtime_ns, paths.mask_detail.stat().st_mtime_ns)
-    assert not list(mini_sms.root.rglob(".*.tmp-*")), "temporary files left behind"
+    assert not [path for path in mini_sms.root.rglob(".*") if owner_of(path.name) is not None], \
+        "temporary files left behind"
 
     assert main(args) == 0
     assert capsys.readouterr().out.startswith("done 0, skipped (already written) 3, failed 1")
