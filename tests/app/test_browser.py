@@ -125,6 +125,26 @@ def wait_text(page, selector: str, text: str, timeout: float = 60) -> None:
         timeout=timeout * 1000)
 
 
+def close_and_check_gone(page, server, seconds: float) -> None:
+    """Close the tab; within ``seconds`` its session ends and leaves no files."""
+    page.close()
+    deadline = time.monotonic() + seconds
+    while len(server.sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(server.sessions) == 0
+    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+
+
+def set_options(page, fields: dict[str, float]) -> None:
+    """Type each number into its field (selector -> value) and check the page kept it."""
+    for selector, value in fields.items():
+        page.locator(selector).fill(f"{value:g}")
+        page.locator(selector).press("Tab")
+    page.wait_for_timeout(500)
+    for selector, value in fields.items():
+        assert float(page.locator(selector).input_value()) == value
+
+
 def wait_message(page, text: str) -> None:
     """A message (toast) with ``text`` shows in the page; it is closed afterwards."""
     toast = page.locator(".toast-body").filter(has_text=text)
@@ -209,13 +229,7 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
     shot(page, artifacts, "04-clicked.png")
 
     # Short and fast: the advanced options (opened at the start).
-    fields = {"#opt-duration input": SECONDS, "#opt-steps input": STEPS}
-    for selector, value in fields.items():
-        page.locator(selector).fill(f"{value:g}")
-        page.locator(selector).press("Tab")
-    page.wait_for_timeout(500)
-    for selector, value in fields.items():
-        assert float(page.locator(selector).input_value()) == value
+    set_options(page, {"#opt-duration input": SECONDS, "#opt-steps input": STEPS})
 
     # Track: the overlay video and the violin's visible time.
     page.locator("#track").click()
@@ -256,12 +270,7 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
 
     # Closing the tab ends the session: its files go.
     assert len(server.sessions) == 1
-    page.close()
-    deadline = time.monotonic() + 30
-    while len(server.sessions) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(server.sessions) == 0
-    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+    close_and_check_gone(page, server, seconds=30)
 
 
 def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypatch,
@@ -308,13 +317,7 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
     page.locator("#advanced").get_by_text("Advanced options").click()
     page.locator("#example").click()
     wait_text(page, "#status", "The example is loaded")
-    fields = {"#opt-duration input": 1.0, "#opt-steps input": steps}
-    for selector, value in fields.items():
-        page.locator(selector).fill(f"{value:g}")
-        page.locator(selector).press("Tab")
-    page.wait_for_timeout(500)
-    for selector, value in fields.items():
-        assert float(page.locator(selector).input_value()) == value
+    set_options(page, {"#opt-duration input": 1.0, "#opt-steps input": steps})
 
     # Stop: its event is not queued behind the generation it stops.
     page.locator("#generate").click()
@@ -327,12 +330,7 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
     assert len(server.sessions) == 1
     page.locator("#generate").click()
     assert held.wait(300)
-    page.close()
-    deadline = time.monotonic() + 60
-    while len(server.sessions) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(server.sessions) == 0
-    assert not [p for p in server.sessions.root.iterdir() if p.name != "api-calls"]
+    close_and_check_gone(page, server, seconds=60)
     stopped_in_sampling("the tab was closed")
 
 

@@ -5,7 +5,6 @@ logs: the same log points, each averaging the same steps, once each in TensorBoa
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from saganet.training.logger import LossStats
+from tests.training.test_train_run import finish
 
 REPO = Path(__file__).resolve().parents[2]
 HARD_KILL = Path(__file__).resolve().with_name("hard_kill.py")
@@ -35,17 +35,6 @@ def launch(script: Path, run_dir: Path, args: list[str], nproc: int) -> subproce
     return subprocess.Popen([*launcher, str(script), *args, f"hydra.run.dir={run_dir}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def finish(proc: subprocess.Popen) -> tuple[int, str]:
-    """Wait for a launched command; on timeout end its whole group (torchrun's workers)."""
-    try:
-        output, _ = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"timed out:\n{output[-3000:]}")
-    return proc.returncode, output
 
 
 def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

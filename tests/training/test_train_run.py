@@ -34,13 +34,20 @@ def run(command: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    code, output = finish(proc, " ".join(command))
+    assert code == 0, output[-5000:]
+
+
+def finish(proc: subprocess.Popen, what: str = "") -> tuple[int, str]:
+    """Wait for a command started in its own process group; on timeout end the whole group
+    (torchrun's workers) and fail."""
     try:
         output, _ = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
-        pytest.fail(f"timed out: {' '.join(command)}\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-5000:]
+        pytest.fail(f"timed out: {what}\n{output[-3000:]}")
+    return proc.returncode, output
 
 
 def train(run_dir: Path, *overrides: str, nproc: int = 2) -> None:
