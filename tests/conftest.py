@@ -18,12 +18,6 @@ def pytest_configure(config: pytest.Config) -> None:
     configure_runtime("debug")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Slow tests first (otherwise in their order): `pytest -n 2` hands tests out in this order,
-    # and a minutes-long test that starts last leaves one worker idle until it ends.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def sam2_folder(tmp_path_factory) -> Path:
     """A tiny random SAM 2 video model that always reports the object present."""
