@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 _hinted: set[Path] = set()  # entries already named in a warning, so batches say it once
 # Folders already swept by remove_dead_once, the most recently used last; the oldest are
 # forgotten first (then swept again on their next use, which is harmless).
-_swept: OrderedDict[str, None] = OrderedDict()
+_swept: OrderedDict[tuple[str, str | None], None] = OrderedDict()
 _swept_lock = threading.Lock()
 SWEPT_KEPT = 4096
 
@@ -254,18 +254,19 @@ def remove_dead(folder: str | os.PathLike[str], locks: str | None = None,
     return removed
 
 
-def remove_dead_once(folder: str | os.PathLike[str]) -> list[Path]:
-    """:func:`remove_dead` the first time this process asks for ``folder``, nothing after: a
-    writer sweeps its output folder before its first temporary there, and a batch of outputs
-    in one folder costs one listing of it, not one per file.
+def remove_dead_once(folder: str | os.PathLike[str], locks: str | None = None) -> list[Path]:
+    """:func:`remove_dead` the first time this process asks for ``folder`` (with these
+    ``locks``), nothing after: a writer sweeps its output folder before its first temporary
+    there, and a batch of outputs in one folder costs one listing of it, not one per file.
 
     Args:
         folder: the folder (need not exist).
+        locks: as for :func:`remove_dead`.
 
     Returns:
         The removed paths.
     """
-    key = os.path.abspath(folder)
+    key = (os.path.abspath(folder), locks)
     with _swept_lock:
         if key in _swept:
             _swept.move_to_end(key)
@@ -273,7 +274,7 @@ def remove_dead_once(folder: str | os.PathLike[str]) -> list[Path]:
         _swept[key] = None
         while len(_swept) > SWEPT_KEPT:
             _swept.popitem(last=False)
-    return remove_dead(key)
+    return remove_dead(key[0], locks=locks)
 
 
 def _remove(path: Path) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from saganet import weights
+from saganet import leftovers, weights
 from saganet.errors import UserInputError
 from saganet.weights import (
     GROUPS,
@@ -222,7 +222,7 @@ def test_debug_weights_lock_of_a_killed_run_is_removed(tmp_path: Path) -> None:
     holder.kill()
     holder.communicate(timeout=30)
     assert lock.exists()  # reproduced: SIGKILL leaves the lock file
-    weights.cache._cleaned.clear()  # a new run
+    leftovers._swept.clear()  # a new run
     assert weights.remove_leftovers(tmp_path) == [lock] and not lock.exists()
 
 

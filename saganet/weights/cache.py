@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.errors import UserInputError
-from saganet.leftovers import remove_dead
+from saganet.leftovers import remove_dead_once
 from saganet.weights.registry import Entry, HubRepo, WeightFile, group_members, lookup
 from saganet.weights.transfer import DownloadError, download, has_valid_stamp, verify_file
 
@@ -181,7 +181,6 @@ def _download_hub(repo: HubRepo, hf_cache: Path) -> Path:
 _LOCKS = {".": ".debug_weights.lock", "weights": ".*.lock", "ext_weights": ".*.lock",
           "example": ".*.lock", "example/synthetic": ".write.lock",
           "debug": ".sam2_video.lock"}
-_cleaned: set[Path] = set()
 
 
 def remove_leftovers(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -197,11 +196,8 @@ def remove_leftovers(weights_dir: str | os.PathLike[str] | None = None) -> list[
         The removed paths.
     """
     root = cache_dir(weights_dir)
-    if root in _cleaned:
-        return []
-    _cleaned.add(root)
     return [path for sub, locks in _LOCKS.items()
-            for path in remove_dead(root / sub, locks=locks)]
+            for path in remove_dead_once(root / sub, locks=locks)]
 
 
 def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None,
