@@ -7,7 +7,9 @@ unreadable file, a video that is too short, a mask of the wrong shape, an unknow
 
 from __future__ import annotations
 
+import math
 import sys
+from numbers import Real
 from os import PathLike
 
 
@@ -18,6 +20,20 @@ class UserInputError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+def check_seconds(value: object, name: str, *, positive: bool = False) -> float:
+    """``value`` as a plain float of seconds, or a :class:`UserInputError` naming ``name``.
+
+    Anything real and finite is accepted (ints, NumPy scalars); bools, strings, None, inf and
+    nan are refused. The result is a Python float because NumPy scalars reached ``Fraction()``
+    deep in the window arithmetic, which refuses them.
+    """
+    kind = "a positive number" if positive else "a number"
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value) \
+            or (positive and not value > 0):
+        raise UserInputError(f"{name} must be {kind} of seconds, got {value!r}")
+    return float(value)
 
 
 USER_ERROR_STATUS = 2

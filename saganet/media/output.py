@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from av.video.reformatter import ColorRange, VideoReformatter
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 from saganet.fileio import atomic_output
 from saganet.media.video import SYNC_FPS, PathLike, open_video, probe_video
 
@@ -479,8 +479,7 @@ def write_video_with_audio(
             False.
     """
     src, out_path = Path(src_video), Path(out_path)
-    if not duration > 0 or not math.isfinite(duration):
-        raise UserInputError(f"duration must be a positive number of seconds, got {duration}")
+    duration = check_seconds(duration, "duration", positive=True)
     if not start >= 0 or not math.isfinite(start):
         raise UserInputError(f"start must be a non-negative number of seconds, got {start}")
     is_tracks = isinstance(audio, Sequence) and not isinstance(audio, np.ndarray) and all(

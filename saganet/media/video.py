@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from numbers import Real
 from pathlib import Path
 
 import av
@@ -41,7 +40,7 @@ import torch
 from av.video.reformatter import ColorRange, VideoReformatter
 from torchvision.transforms.v2 import functional as TF
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -806,16 +805,6 @@ def _video_requests(duration: float) -> list[_Request]:
             FrameRequest(SYNC_FPS, SYNC_SIZE, end=duration).slots()]
 
 
-def _check_duration_arg(duration: float) -> float:
-    """``duration`` as a float, or a user error (also for None, strings and bools)."""
-    if not isinstance(duration, Real) or isinstance(duration, bool) \
-            or not duration > 0 or not math.isfinite(duration):
-        raise UserInputError(f"duration must be a positive number of seconds, got "
-                             f"{duration!r}")
-    # A NumPy scalar would reach Fraction() further on, which refuses it.
-    return float(duration)
-
-
 def clip_input(frames: torch.Tensor) -> torch.Tensor:
     """uint8 CLIP frames -> float32 in [0, 1] (``x / 255``)."""
     return frames.float().div_(255)
@@ -876,7 +865,7 @@ def load_video_frames(path: PathLike, duration: float = 5.0) -> VideoFrames:
     Raises:
         UserInputError: unreadable file, or less than one Synchformer window (0.64 s).
     """
-    duration = _check_duration_arg(duration)
+    duration = check_seconds(duration, "duration", positive=True)
     path = Path(path)
     with _VideoSource(path) as source:
         clip, sync = _decode_requests(source, _video_requests(duration))
@@ -938,7 +927,7 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
         UserInputError: unreadable file, mask of another aspect ratio, or an overlap shorter
             than one Synchformer window (0.64 s).
     """
-    duration = _check_duration_arg(duration)
+    duration = check_seconds(duration, "duration", positive=True)
     video_path, mask_path = Path(video_path), Path(mask_path)
     video_requests = _video_requests(duration)
     mask_requests = [FrameRequest(SYNC_FPS, SYNC_SIZE, gray=True, end=duration).slots()]

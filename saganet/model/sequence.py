@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from numbers import Real
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 
 # Fixed by the feature extractors, not by the user.
 LATENT_DOWNSAMPLE = 2  # VAE: one latent per two mel frames
@@ -39,12 +38,9 @@ class SequenceConfig:
     hop: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.duration, Real) or isinstance(self.duration, bool):
-            raise UserInputError(f"duration must be a number of seconds, got {self.duration!r}")
         # A plain float (frozen: set directly): NumPy scalars would leak into every length.
-        object.__setattr__(self, "duration", float(self.duration))
-        if not self.duration > 0:
-            raise UserInputError(f"duration must be positive, got {self.duration} s")
+        object.__setattr__(self, "duration",
+                           check_seconds(self.duration, "duration", positive=True))
         if self.num_sync_frames < SYNC_SEGMENT_FRAMES:
             shortest = SYNC_SEGMENT_FRAMES / SYNC_FPS
             raise UserInputError(f"duration {self.duration} s is too short: Synchformer needs at "

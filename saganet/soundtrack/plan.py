@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 from saganet.model.sequence import SYNC_FPS, SYNC_SEGMENT_FRAMES, SequenceConfig
 
 
@@ -103,8 +103,7 @@ def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: 
         UserInputError: a duration below one Synchformer window, or an overlap that does not
             fit.
     """
-    if not duration > 0 or not math.isfinite(duration):
-        raise UserInputError(f"duration must be a positive number of seconds, got {duration}")
+    duration = check_seconds(duration, "duration", positive=True)
     if int(duration * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
         raise UserInputError(f"{duration:.3f} s is too short: need at least "
                              f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)")

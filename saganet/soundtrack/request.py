@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from numbers import Real
 from pathlib import Path
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 from saganet.fileio import name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
@@ -150,14 +149,9 @@ class SoundtrackRequest:
             value = getattr(self, name)
             if value is None and name == "duration":
                 continue
-            if not isinstance(value, Real) or isinstance(value, bool):
-                raise UserInputError(f"{name} must be a number of seconds, got {value!r}")
-            # Plain floats: a NumPy scalar reached Fraction() deep in the window plan.
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, check_seconds(value, name, positive=name == "duration"))
         if not self.start >= 0:
             raise UserInputError(f"start must be at least 0 s, got {self.start}")
-        if self.duration is not None and not self.duration > 0:
-            raise UserInputError(f"duration must be positive, got {self.duration}")
 
     @property
     def name(self) -> str:

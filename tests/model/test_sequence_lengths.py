@@ -57,6 +57,6 @@ def test_durations_are_plain_floats_from_any_real_number() -> None:
         config = CONFIG_44K_SA.with_duration(duration)
         assert type(config.duration) is float
         assert config == CONFIG_44K_SA.with_duration(2.0)
-    for duration in ("2", None, True):
-        with pytest.raises(UserInputError, match="duration must be a number"):
+    for duration in ("2", None, True, float("inf"), 0, -1.5):
+        with pytest.raises(UserInputError, match="duration must be a positive number of seconds"):
             CONFIG_44K_SA.with_duration(duration)
