@@ -62,14 +62,15 @@ class _Handler(BaseHTTPRequestHandler):
         missing = 1000 if self.path in server.truncated else 0
         self.send_header("Content-Length", str(len(body) + missing))
         self.end_headers()
-        # A slow transfer: the body in small pieces with pauses (the caller can interrupt it).
-        piece = 1 << 12 if self.path in server.slow else len(body) or 1
+        # A held transfer stops half-way until the test releases it: however slowly the test
+        # or the caller runs, the caller is still downloading when the test interrupts it.
+        held = self.path in server.held
+        first = len(body) // 2 if held else len(body)
         try:
-            for start in range(0, len(body), piece):
-                self.wfile.write(body[start:start + piece])
-                if self.path in server.slow:
-                    self.wfile.flush()
-                    time.sleep(0.05)
+            self.wfile.write(body[:first])
+            if held:
+                server.released.wait()
+            self.wfile.write(body[first:])
         except OSError:  # the client hung up
             pass
         self.close_connection = True
@@ -83,7 +84,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.truncated: set[str] = set()
-        self.slow: set[str] = set()
+        self.held: set[str] = set()
+        self.released = threading.Event()
         self.hits: Counter[str] = Counter()
         self.delay = 0.0
         self.lock = threading.Lock()
@@ -102,6 +104,7 @@ def server() -> Iterator[_Server]:
     thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield srv
+    srv.released.set()  # held transfers end (into closed connections)
     srv.shutdown()
     srv.server_close()
 
@@ -157,9 +160,10 @@ def test_interrupted_transfer_leaves_nothing(server: _Server, tmp_path: Path) ->
 
 
 def _start_fetch(server: _Server, root: Path, name: str, body: bytes) -> subprocess.Popen:
-    """``python -m saganet.weights fetch`` of one file served slowly, once its part exists."""
+    """``python -m saganet.weights fetch`` of one file whose body the server holds back
+    half-way (until the test sets ``server.released``), once its part exists."""
     url = server.serve(f"/{name}", body)
-    server.slow.add(f"/{name}")
+    server.held.add(f"/{name}")
     script = ("import sys; from saganet.weights import WeightFile; "
               "from saganet.weights.__main__ import main; "
               f"sys.exit(main(['fetch', 'g', '--weights_dir', {str(root)!r}], "
@@ -171,6 +175,19 @@ def _start_fetch(server: _Server, root: Path, name: str, body: bytes) -> subproc
         assert fetch.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     return fetch
+
+
+def _terminate(fetch: subprocess.Popen) -> int:
+    """SIGTERM a fetch of :func:`_start_fetch` and return its exit status. Its body is still
+    held back, so the fetch can only end by reacting to the signal, never by completing."""
+    fetch.terminate()
+    try:
+        fetch.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        fetch.kill()
+        fetch.communicate()
+        pytest.fail("the fetch still ran 30 s after SIGTERM")
+    return fetch.returncode
 
 
 def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(
@@ -206,9 +223,8 @@ def test_a_running_download_is_left_alone(server: _Server, tmp_path: Path) -> No
                 progress=False)
         assert all(p.exists() for p in running)
     finally:
-        fetch.terminate()
-        fetch.communicate(timeout=30)
-    assert fetch.returncode == 128 + 15
+        status = _terminate(fetch)
+    assert status == 128 + 15
 
 
 def test_debug_weights_lock_of_a_killed_run_is_removed(tmp_path: Path) -> None:
@@ -228,9 +244,7 @@ def test_debug_weights_lock_of_a_killed_run_is_removed(tmp_path: Path) -> None:
 
 def test_sigterm_during_fetch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
     fetch = _start_fetch(server, tmp_path, "a.pth", os.urandom(1 << 20))
-    fetch.terminate()
-    fetch.communicate(timeout=30)
-    assert fetch.returncode == 128 + 15
+    assert _terminate(fetch) == 128 + 15
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == []
 
 
