@@ -65,5 +65,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv[1:] = rename_overrides(sys.argv[1:], REFERENCE_NAMES)
-    preflight(PROG, CONFIG_DIR, "batch_eval", register_batch_eval_schema)
+    sys.argv += preflight(PROG, CONFIG_DIR, "batch_eval", register_batch_eval_schema)
     main()

@@ -6,7 +6,8 @@
 Hydra composes ``config/train.yaml`` over the schema :class:`saganet.training.config.
 TrainConfig`, with the chosen experiment and any ``key=value`` overrides; the run directory is
 ``output/<experiment>`` (``hydra.run.dir=...`` to change it). Running the same command again
-resumes from the run's latest training state. User errors print one line ``train.py: error:
+resumes from the run's latest training state; each invocation keeps its own Hydra files
+(``.hydra/``, then ``.hydra/resume-<n>/``). User errors print one line ``train.py: error:
 ...`` and exit with status 2, leaving nothing behind; Ctrl-C stops at the end of the current
 step, saves a training state and says where (exit status 130).
 """
@@ -46,5 +47,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight(PROG, CONFIG_DIR, "train", register_train_schema)
+    sys.argv += preflight(PROG, CONFIG_DIR, "train", register_train_schema)
     main()

@@ -20,11 +20,16 @@ before it creates the run directory), so such mistakes print the one-line ``prog
 ...`` of every other entry point and exit with status 2. :func:`user_errors` does the same for
 :class:`~saganet.errors.UserInputError` raised inside the run, and removes the run directory
 when this invocation created it and wrote nothing into it but Hydra's own files.
+
+**Hydra's files.** A run directory can serve several invocations (a resumed training run):
+:func:`preflight` points each later one's ``hydra.output_subdir`` to a folder of its own
+(:func:`invocation_output_subdir`), so the configuration of every invocation stays on disk.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HYDRA_OUTPUT_SUBDIR = ".hydra"
+RESUME_PREFIX = "resume-"
 
 
 @dataclass(kw_only=True)
@@ -199,11 +205,40 @@ def _existing_parent(path: Path) -> Path:
     return current
 
 
+def invocation_output_subdir(run_dir: Path, output_subdir: str | None,
+                             rank: int) -> str | None:
+    """Where this invocation writes Hydra's files, so that none overwrites an earlier one's.
+
+    Hydra writes ``config.yaml``, ``overrides.yaml`` and ``hydra.yaml`` into
+    ``<run_dir>/<output_subdir>`` on every invocation, and a run directory serves several (a
+    resumed training run): the first keeps ``output_subdir``, each later one takes the next
+    ``<output_subdir>/resume-<n>`` (n = 1, 2...). Only global rank 0 writes them: under
+    ``torchrun`` the ranks would otherwise race to choose the folder.
+
+    Args:
+        run_dir: the run directory.
+        output_subdir: ``hydra.output_subdir`` as configured (None: no files).
+        rank: this process's global rank.
+
+    Returns:
+        The ``hydra.output_subdir`` of this invocation (None: no files).
+    """
+    if output_subdir is None or rank != 0:
+        return None
+    folder = run_dir / output_subdir
+    if not (folder / "config.yaml").is_file():
+        return output_subdir
+    numbers = [path.name.removeprefix(RESUME_PREFIX) for path in folder.glob(f"{RESUME_PREFIX}*")]
+    taken = [int(number) for number in numbers if number.isdigit()]
+    return f"{output_subdir}/{RESUME_PREFIX}{max(taken, default=0) + 1}"
+
+
 def preflight(prog: str, config_dir: str | Path, config_name: str,
-              register: Callable[[], None], argv: Sequence[str] | None = None) -> None:
+              register: Callable[[], None], argv: Sequence[str] | None = None) -> list[str]:
     """Compose the configuration as Hydra will, before Hydra starts; exit 2 on a mistake.
 
-    Also records the run directory and what existed before it, for :func:`user_errors`.
+    Also records the run directory and what existed before it, for :func:`user_errors`, and
+    chooses where this invocation's Hydra files go (:func:`invocation_output_subdir`).
     Skipped when the command line holds Hydra flags (``--help``, ``--cfg``, ``-m``...).
 
     Args:
@@ -212,6 +247,9 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         config_name: the primary config.
         register: puts the schema into the ConfigStore.
         argv: the command line without the program (default ``sys.argv[1:]``).
+
+    Returns:
+        Overrides to append to the command line Hydra reads (``hydra.output_subdir``).
     """
     global _RUN_DIR
     from hydra import compose, initialize_config_dir
@@ -223,16 +261,21 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     if any(arg.startswith("-") for arg in overrides):
         # Hydra flags print help or configs, or sweep over several configurations: Hydra
         # handles those command lines itself.
-        return
+        return []
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides,
                           return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             run_dir = Path(str(cfg.hydra.run.dir))
+            configured = cfg.hydra.output_subdir
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
     _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir))
+    subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
+    if subdir == configured:
+        return []
+    return [f"hydra.output_subdir={'null' if subdir is None else repr(subdir)}"]
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from saganet.evaluation.batch_config import BatchEvalConfig, batch_eval_config
-from saganet.hydra_config import RunDirRecord, rename_overrides
+from saganet.hydra_config import RunDirRecord, invocation_output_subdir, rename_overrides
 from saganet.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +149,22 @@ def test_run_dir_clean_up_keeps_anything_the_run_wrote(tmp_path):
     existed = RunDirRecord(run, run)
     run.mkdir(parents=True)
     assert not existed.clean_up(["train_rank*.log"]) and run.is_dir()
+
+
+def test_each_invocation_of_a_run_dir_writes_hydra_files_of_its_own(tmp_path):
+    run = tmp_path / "run"
+    assert invocation_output_subdir(run, ".hydra", 0) == ".hydra"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("first")
+    for number in (1, 2):
+        subdir = invocation_output_subdir(run, ".hydra", 0)
+        assert subdir == f".hydra/resume-{number}"
+        (run / subdir).mkdir()
+        (run / subdir / "config.yaml").write_text("later")
+    # Other ranks write none (they would race rank 0 for the folder), as does a program
+    # configured without them.
+    assert invocation_output_subdir(run, ".hydra", 1) is None
+    assert invocation_output_subdir(run, None, 0) is None
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -23,7 +23,10 @@ Every ``log.eval_interval`` steps (and at the last step) the trainer evaluates t
    listed as skipped with the reason. The log says which one ran.
 4. **Record.** ``<run_dir>/eval/<step>/metrics.json`` gains the split's entry (written under
    a temporary name and renamed), TensorBoard gets ``eval/<split>/<metric>``. A split whose
-   entry exists is not evaluated again, so resuming a run never redoes an evaluation.
+   entry exists is not evaluated again. A run resumed from its state at step S takes the
+   steps after S again: what an invocation killed after that state evaluated there scored
+   weights this run does not have, so :func:`drop_evaluations_after` removes those folders
+   when the run starts, and it evaluates those steps itself.
 
 After the last step, ``eval.after`` may also name an **evaluation dataset** (raw videos, masks
 and true audio, e.g. the URMP test set, ``config/eval/dataset/urmp.yaml``). It goes through the
@@ -40,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -562,6 +566,30 @@ class TrainingEvaluator:
         for name in PAPER_METRICS:
             results.skip(name, f"needs av-benchmark ({reason})")
         return results
+
+
+def drop_evaluations_after(run_dir: str | os.PathLike[str], step: int) -> list[Path]:
+    """Remove the evaluations recorded after ``step``: ``<run_dir>/eval/<later step>/``.
+
+    Called when a run starts at ``step`` (the state it resumes from, or 0): it trains the later
+    steps again, so what was evaluated there (by an invocation killed after that state) must
+    not count as done. The ground-truth caches (``eval/cache``) stay.
+
+    Args:
+        run_dir: the run directory.
+        step: the step the run starts at.
+
+    Returns:
+        The folders removed, in step order.
+    """
+    root = Path(run_dir) / EVAL_DIR
+    if not root.is_dir():
+        return []
+    later = sorted((int(path.name), path) for path in root.iterdir()
+                   if path.is_dir() and path.name.isdigit() and int(path.name) > step)
+    for _, path in later:
+        shutil.rmtree(path)
+    return [path for _, path in later]
 
 
 def check_dataset(spec: EvalDatasetConfig, duration: float) -> None:

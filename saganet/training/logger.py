@@ -140,8 +140,7 @@ class RunLogger:
     def __init__(self, run_dir: str | os.PathLike[str], is_main: bool, total_steps: int,
                  initial_step: int = 0) -> None:
         self.is_main = is_main
-        self.purge_step = initial_step + 1
-        self.writer = (SummaryWriter(os.fspath(run_dir), purge_step=self.purge_step)
+        self.writer = (SummaryWriter(os.fspath(run_dir), purge_step=initial_step + 1)
                        if is_main else None)
         self.bar = (tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
                          dynamic_ncols=True) if is_main else None)
@@ -159,12 +158,6 @@ class RunLogger:
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
         self.writer.flush()
-
-    def hides(self, step: int) -> bool:
-        """Whether earlier invocations' scalars at ``step`` are hidden by this one (see the
-        class docstring): results recorded there without being computed again must be logged
-        again."""
-        return step >= self.purge_step
 
     def advance(self, step: int, postfix: Mapping[str, float] | None = None) -> None:
         """Move the progress bar to ``step`` (with an optional postfix)."""

@@ -68,6 +68,7 @@ from saganet.training.evaluation import (
     build_codec,
     check_dataset,
     choose_feature_source,
+    drop_evaluations_after,
 )
 from saganet.training.logger import LossStats, RunLogger
 from saganet.training.models import (
@@ -202,6 +203,15 @@ class Trainer:
         self._interrupted = False
         if state_path is not None:
             self._resume(state_path)
+        if info.is_main:
+            # The steps after this one are taken again (also from step 0, after a run killed
+            # before its first state): what was evaluated there scored other weights. Rank 0
+            # removes it before any rank can evaluate: the others wait for it in the first
+            # collective (DDP's set-up or the first step).
+            for folder in drop_evaluations_after(self.run_dir, self.step):
+                log.warning("%s: evaluated after step %d, where this run starts; removed (the "
+                            "run evaluates that step again when it gets there)", folder,
+                            self.step)
         if world > 1:
             self.model: torch.nn.Module = DistributedDataParallel(
                 self.core, device_ids=[device.index] if device.type == "cuda" else None,
@@ -313,14 +323,12 @@ class Trainer:
         state = load_state(path)
         newer = [found.name for step, found in list_states(self.run_dir) if step > state.step]
         if newer:
-            # Another timeline: "auto" would later resume from those states, and skip their
-            # evaluations as done.
+            # Another timeline: "auto" would later jump back to those states.
             raise UserInputError(
                 f"checkpoint.resume names the state of step {state.step}, but the run "
                 f"directory holds newer training states ({', '.join(newer)}) that a later "
                 f"resume would continue from; move them out of {state_dir(self.run_dir)} "
-                f"(and the eval/<step> folders after step {state.step}) to go on from step "
-                f"{state.step}, or resume from the latest state", path)
+                f"to go on from step {state.step}, or resume from the latest state", path)
         if state.trainable != self.trainable:
             raise UserInputError("the training state trains other parameters than this "
                                  "configuration (different variant or LoRA setting?)", path)
@@ -603,14 +611,6 @@ class Trainer:
                                           self.core.synchformer, weights, label, weights_file)
         for name, values in results.items():
             logger.scalars(f"eval/{name}", values, self.step)
-        if self.info.is_main and logger.hides(self.step):
-            # Recorded by an invocation killed after its last state: not evaluated again, and
-            # its scalars are hidden with the rest of that invocation's later steps.
-            recorded = self.evaluator.recorded(self.step).get("splits", {})
-            for name in dict.fromkeys(names):
-                entry = recorded.get(name)
-                if name not in results and entry and entry.get("error") is None:
-                    logger.scalars(f"eval/{name}", entry["metrics"], self.step)
 
     def _ema_weights(self, final: bool) -> tuple[dict[str, torch.Tensor], str]:
         """The EMA of the trainable tensors on every rank, by view name, and what it is."""

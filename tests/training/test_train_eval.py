@@ -62,19 +62,10 @@ def trainer(tmp_path_factory) -> Trainer:
 
 
 class _Scalars:
-    """Records what would go to TensorBoard.
+    """Records what would go to TensorBoard."""
 
-    Args:
-        purge_step: the invocation's first step hiding earlier invocations' scalars
-            (``RunLogger.hides``); None hides nothing.
-    """
-
-    def __init__(self, purge_step: int | None = None) -> None:
+    def __init__(self) -> None:
         self.logged: dict[str, dict[str, float]] = {}
-        self.purge_step = purge_step
-
-    def hides(self, step: int) -> bool:
-        return self.purge_step is not None and step >= self.purge_step
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         self.logged[f"{prefix}@{step}"] = dict(values)
@@ -108,12 +99,6 @@ def test_evaluation_writes_clips_metrics_and_is_not_repeated(trainer):
     again = _Scalars()
     trainer.evaluate(again, ["val"])
     assert again.logged == {} and {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
-    # A run resumed from before this step hides the scalars logged here: the recorded metrics
-    # are logged again, still without evaluating again.
-    resumed = _Scalars(purge_step=trainer.step - 1)
-    trainer.evaluate(resumed, ["val"])
-    assert resumed.logged == {f"eval/val@{trainer.step}": entry["metrics"]}
-    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
 
     # The same step with other weights (e.g. an EMA) gives other audio: the generation uses
     # the weights it is given, and the live ones come back afterwards.
@@ -229,13 +214,19 @@ def test_debug_run_evaluates_at_interval_and_end_on_one_and_two_ranks_and_resume
     assert sorted(p.name for p in (double / "eval" / f"{STEPS:09d}" / "test").glob("*.flac")) \
         == sorted(p.name for p in (single / "eval" / f"{STEPS:09d}" / "test").glob("*.flac"))
 
-    # Resume from the state before the last evaluation: steps 3 and 4 run again, their
-    # evaluations are not.
+    # Resume from the state before the last evaluation (as after a kill before the last
+    # state): steps 3 and 4 run again, and so does the evaluation at 4, which scored the
+    # steps taken before; the evaluation at 2, before the state, is not run again.
     (single / "checkpoints" / f"state_{STEPS:09d}.pth").unlink()
-    before = {p: p.stat().st_mtime_ns for p in (single / "eval").rglob("*")}
+    kept = {p: p.stat().st_mtime_ns for p in (single / "eval" / f"{INTERVAL:09d}").rglob("*")}
+    last = single / "eval" / f"{STEPS:09d}" / METRICS_FILE
+    last.write_text(last.read_text().replace('"weights": "current"', '"weights": "killed"'))
     _train(single, 1)
-    assert {p: p.stat().st_mtime_ns for p in (single / "eval").rglob("*")} == before
+    assert {p: p.stat().st_mtime_ns
+            for p in (single / "eval" / f"{INTERVAL:09d}").rglob("*")} == kept
+    assert '"killed"' not in last.read_text()
+    assert _metrics(single) == metrics  # no learning (optim.lr=0): the same numbers
     log = (single / "train_rank0.log").read_text()
     assert f"resumed from {single / 'checkpoints' / f'state_{INTERVAL:09d}.pth'}" in log
-    assert f"step {STEPS}: val already evaluated" in log
-    assert f"step {STEPS}: test already evaluated" in log
+    assert f"{last.parent}: evaluated after step {INTERVAL}" in log
+    assert "already evaluated" not in log

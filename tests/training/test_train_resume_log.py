@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from saganet.training.logger import LossStats
+from saganet.training.logger import LossStats, RunLogger
 from tests.training.test_train_run import finish
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,14 +85,71 @@ def test_resumed_runs_log_what_an_uninterrupted_run_logs(tmp_path, nproc):
         assert [p for p in points if p[0] <= reached] == killed.get(tag, []), tag
 
 
-def _trainer(run_dir: Path, resume: str, *overrides: str):
+def _trainer(run_dir: Path, resume: str, *overrides: str, evaluate: bool = False):
     from saganet import dist
     from saganet.training.loop import Trainer
     from tests.training.test_train_config import load
 
-    cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-               f"hydra.run.dir={run_dir}", *overrides)
+    cfg = load("experiment=debug", f"checkpoint.resume={resume}",
+               f"eval.enabled={str(evaluate).lower()}", f"hydra.run.dir={run_dir}", *overrides)
     return Trainer(cfg, dist.init("cpu"))
+
+
+@pytest.mark.parametrize("resume", ["auto", "explicit"])
+def test_a_resume_evaluates_again_the_steps_after_its_state(tmp_path, resume):
+    """A killed invocation evaluated a step after its last state: that evaluation scored a
+    course the resumed run does not take, so the resumed run evaluates the step again and
+    TensorBoard shows its values; the evaluations up to the state stay as they are."""
+    state_at, killed_at = 1, 2
+    args = [f"num_iterations={killed_at + 1}", "log.interval=1", "log.val_interval=0",
+            "log.eval_interval=1", f"checkpoint.state_interval={killed_at + 1}",
+            "eval.during=[val]", "eval.after=[]", "eval.num_clips=2", "eval.num_steps=1"]
+    killed = _trainer(tmp_path, "never", *args, evaluate=True)
+    logger = RunLogger(tmp_path, True, killed_at)
+    batches = iter(killed.train_loader)
+    for step in range(1, killed_at + 1):
+        if step > state_at:
+            # The killed invocation's steps after its state took another course than the
+            # resumed run's (another batch here; on a GPU, rounding may do it).
+            next(batches)
+        assert killed.train_step(next(batches), killed.stats) and killed.step == step
+        killed.after_step(logger, killed.stats)
+        if step == state_at:
+            killed.save_state()
+    logger.close()  # the kill: no state after step state_at
+    evaluator = killed.evaluator
+    state = tmp_path / "checkpoints" / f"state_{state_at:09d}.pth"
+    assert [p.name for p in state.parent.iterdir()] == [state.name]
+    abandoned = evaluator.recorded(killed_at)["splits"]["val"]["metrics"]
+    kept = {p: p.stat().st_mtime_ns for step in range(1, state_at + 1)
+            for p in evaluator.step_dir(step).rglob("*")}
+    before = series(tmp_path)
+
+    resumed = _trainer(tmp_path, "auto" if resume == "auto" else str(state), *args,
+                       f"stop_after={killed_at}", evaluate=True)
+    assert resumed.step == state_at
+    resumed.run()
+
+    redone = evaluator.recorded(killed_at)["splits"]["val"]["metrics"]
+    assert redone != abandoned  # evaluated again
+    assert {p: p.stat().st_mtime_ns for step in range(1, state_at + 1)
+            for p in evaluator.step_dir(step).rglob("*")} == kept
+    shown = series(tmp_path)
+    for metric, value in redone.items():
+        points = shown[f"eval/val/{metric}"]
+        assert [s for s, _ in points] == [*range(1, killed_at + 1)], metric
+        assert points[:state_at] == before[f"eval/val/{metric}"][:state_at], metric
+        assert points[killed_at - 1][1] == pytest.approx(value), metric
+
+
+def test_a_run_killed_before_its_first_state_evaluates_every_step_again(tmp_path):
+    evaluated = tmp_path / "eval" / f"{1:09d}"
+    evaluated.mkdir(parents=True)
+    (evaluated / "metrics.json").write_text('{"step": 1, "splits": {}}')
+    cache = tmp_path / "eval" / "cache"
+    cache.mkdir()
+    trainer = _trainer(tmp_path, "auto")
+    assert trainer.step == 0 and not evaluated.exists() and cache.is_dir()
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from saganet.debug_weights import write_debug_weights
@@ -108,6 +109,25 @@ def test_two_ranks_learn_on_disjoint_shards_and_resume_exactly(tmp_path):
     assert sample_ids(split)[1] == {s: ids[1][s] for s in ids[1]}
     assert not (full / "eval").exists()
     assert (full / "debug_last.pth").is_file()
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_hydra_files_of_every_invocation(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["experiment=debug", "num_iterations=2", "log.val_interval=0", "eval.enabled=false"]
+    first, resumed = [*args, "stop_after=1"], [*args, "optim.lr=0.02"]
+    train(run_dir, *first, nproc=1)
+    train(run_dir, *resumed, nproc=1)
+    hydra = run_dir / ".hydra"
+    later = hydra / "resume-1"
+    assert sorted(p.name for p in hydra.iterdir()) == ["config.yaml", "hydra.yaml",
+                                                        "overrides.yaml", later.name]
+    assert sorted(p.name for p in later.iterdir()) == ["config.yaml", "hydra.yaml",
+                                                       "overrides.yaml"]
+    assert yaml.safe_load((hydra / "overrides.yaml").read_text()) == first
+    assert yaml.safe_load((later / "overrides.yaml").read_text()) == resumed
+    assert [yaml.safe_load((folder / "config.yaml").read_text())["optim"]["lr"]
+            for folder in (hydra, later)] == [0.01, 0.02]
 
 
 @pytest.mark.slow
