@@ -17,6 +17,17 @@ pixels of the upright frame and seconds, ``negative_clicks``, boxes ``"X0,Y0,X1,
 ``text`` phrase (SAM 3); options are those of :class:`~saganet.app.options.GenerationOptions`.
 ``stems`` lists one FLAC per object in the given order (for one object, the mix itself);
 ``info`` says how long the sound is, where each object was visible and where it is silent.
+
+A call runs with a :class:`~saganet.cancel.CancelToken` listed under the client's session hash
+(:meth:`~saganet.app.session.Sessions.api_call`). When the client goes away (``client.close()``,
+its process ends or is killed), Gradio notices that its heartbeat connection closed and runs
+the page's ``unload`` handler for that session hash, which cancels every call of the client:
+a running one stops at its next safe point, a queued one starts nothing, and neither leaves
+files behind. ``job.cancel()`` of ``gradio_client`` does not stop a running call: Gradio
+cancels the event's asyncio task, but a synchronous function runs on in its worker thread and
+Gradio offers it no public way to learn of the cancellation (the progress callback does not
+raise, the request carries no signal). Gradio then frees the queue slot, so the next call
+starts, and waits for the models (the engine's lock) until the cancelled one has finished.
 """
 
 from pathlib import Path
@@ -30,6 +41,7 @@ from saganet.app.limits import Limits
 from saganet.app.objects import objects_from_json
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Sessions
+from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
 from saganet.segment.grid import VideoGrid
 
@@ -58,7 +70,7 @@ class GenerateEndpoint:
 
     Args:
         engine: the shared models.
-        sessions: where the call's files go.
+        sessions: where the call's files go, and the tokens that stop it.
         limits: what the app accepts.
     """
 
@@ -67,17 +79,26 @@ class GenerateEndpoint:
         self.sessions = sessions
         self.limits = limits
 
-    def __call__(self, video: str | None, objects: Any, options: Any,
+    def __call__(self, video: str | None, objects: Any, options: Any, request: gr.Request,
                  progress=gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
                  ) -> tuple[str, list[str], str | None, dict[str, Any]]:
-        """Generate the objects' sound: the mix, the stems, the MP4 and ``info``."""
+        """Generate the objects' sound: the mix, the stems, the MP4 and ``info``.
+
+        A call stopped because its client went away ends with an error saying so (a client
+        still listening, e.g. another thread of a script that closed its ``Client``, reads it
+        as ``AppError``), as a page's stopped job ends with a status line.
+        """
         try:
-            return self._run(video, objects, options, progress)
+            with self.sessions.api_call(request.session_hash) as call:
+                return self._run(video, objects, options, call.folder, call.cancel, progress)
         except UserInputError as err:
             raise gr.Error(user_message(err), print_exception=False) from None
+        except CancelledError as err:
+            raise gr.Error(f"stopped: {err.reason}", print_exception=False) from None
 
-    def _run(self, video: str | None, objects: Any, options: Any,
-             progress: gr.Progress) -> tuple[str, list[str], str | None, dict[str, Any]]:
+    def _run(self, video: str | None, objects: Any, options: Any, folder: Path,
+             cancel: CancelToken, progress: gr.Progress,
+             ) -> tuple[str, list[str], str | None, dict[str, Any]]:
         if not video:
             raise UserInputError("no video: pass one with handle_file(path)")
         path = Path(video)
@@ -89,10 +110,9 @@ class GenerateEndpoint:
         self.limits.check_video(path)
         seconds = VideoGrid(path).scan().duration
         self.limits.check_length(seconds, path.name)
-        folder = self.sessions.api_run()
         made = self.engine.soundtrack(path, items, chosen, folder,
                                       tracking_range(items, chosen, seconds),
-                                      progress=gradio_progress(progress))
+                                      progress=gradio_progress(progress), cancel=cancel)
         outputs = made.result.outputs
         return (str(outputs.mix), [str(p) for p in made.stems.values()],
                 None if outputs.video is None else str(outputs.video), endpoint_info(made))

@@ -4,7 +4,8 @@ calls (:func:`build_app`).
 Model work (Track, Generate and the ``/generate`` endpoint) shares one slot of Gradio's queue
 (``concurrency_id="model"``, limit 1): one generation at a time, the others wait in line with
 their place shown. Light events (scrubbing, clicks, edits, Stop) do not wait for it. Closing
-the tab (Gradio's ``unload``) and Stop both cancel the tab's running job.
+the tab (Gradio's ``unload``) and Stop both cancel the tab's running job; the same ``unload``
+runs for a ``gradio_client`` client that goes away, and cancels its ``/generate`` calls.
 """
 
 from dataclasses import dataclass, field

@@ -14,6 +14,11 @@ A session runs one Track or Generate at a time, its *job*, with a
 :class:`~saganet.cancel.CancelToken`. A tab that closes cancels its job, which stops at its
 next safe point (a tracked frame, an Euler step, a window, a file); the session's folder goes
 once the job has stopped, and the closed session starts no further job.
+
+Calls of the ``/generate`` endpoint are keyed the same way, by the session hash of the
+``gradio_client.Client`` that made them, but a client may queue several: each call gets its
+own token (:meth:`Sessions.api_call`). A client that goes away (closed, killed, cut off) ends
+its session like a closed tab: its running calls stop and its queued ones start nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.app.frames import FrameView
@@ -45,10 +52,14 @@ log = logging.getLogger(__name__)
 NO_VIDEO = "load a video first: upload one or pick the example"
 TAB_CLOSED = "the tab was closed"
 APP_CLOSED = "the app is closing"
+CLIENT_GONE = "the client disconnected"
+# Under the root, the folder of /generate calls' files (a dash: never a session hash).
+API_FOLDER = "api-calls"
 # Start of the name of an app's root in the system's temporary folder (then its owner tag).
 ROOT_PREFIX = "saganet-app-"
-# Session hashes of closed tabs remembered, so that an event of a closed tab still in Gradio's
-# queue starts nothing (a reloaded tab gets a new hash); the oldest are forgotten first.
+# Session hashes of closed tabs (and gone clients) remembered, so that an event of theirs still
+# in Gradio's queue starts nothing (a reloaded tab gets a new hash); the oldest are forgotten
+# first.
 ENDED_KEYS_KEPT = 10_000
 
 
@@ -269,6 +280,19 @@ class Session:
         self.forget_tracking()
 
 
+@dataclass(frozen=True, eq=False)
+class ApiCall:
+    """One running ``/generate`` call.
+
+    Args:
+        cancel: stops the call (its client went away, or the app is closing).
+        folder: where its files go.
+    """
+
+    cancel: CancelToken
+    folder: Path
+
+
 class Sessions:
     """The sessions of one running app, by Gradio session hash, under one temporary root.
 
@@ -288,6 +312,9 @@ class Sessions:
             self.root.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
+        # The running /generate calls of each client (a set: a client may queue several).
+        self._api_calls: dict[str, set[ApiCall]] = {}
+        self._closed = False
         self._lock = threading.Lock()
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
@@ -309,11 +336,13 @@ class Sessions:
             return session
 
     def end(self, key: str | None) -> None:
-        """The tab of ``key`` was closed: stop its job, remove its folder, then forget it.
+        """The tab (or ``gradio_client`` client) of ``key`` was closed: stop its job and its
+        ``/generate`` calls, remove its folder, then forget it.
 
         A running job is asked to stop (:meth:`Session.stop_job`), and the folder goes when
         it has stopped (:meth:`job_ended`): this returns at once either way. Forgotten only
-        once the files are gone, so that a session no longer listed has none left.
+        once the files are gone, so that a session no longer listed has none left. Running
+        calls are asked to stop too; each removes its own files (:meth:`api_call`).
         """
         key = _safe_key(key)
         with self._lock:
@@ -321,6 +350,12 @@ class Sessions:
             self._ended[key] = None
             while len(self._ended) > ENDED_KEYS_KEPT:
                 self._ended.popitem(last=False)
+            calls = list(self._api_calls.get(key, ()))
+        for call in calls:
+            call.cancel.cancel(CLIENT_GONE)
+        if calls:
+            log.info("client %s went away; its %d /generate call(s) are asked to stop", key,
+                     len(calls))
         if session is None:
             return
         with session.lock:
@@ -350,28 +385,76 @@ class Sessions:
                 del self._sessions[key]
         log.info("session %s ended; its files are removed", session.folder.name)
 
-    def api_run(self) -> Path:
-        """A fresh folder for one ``/generate`` call; earlier calls' folders are removed (their
-        files were copied to Gradio's cache when they returned; calls run one at a time)."""
-        folder = self.root / "api-calls"  # a dash: never a session hash
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+    def _api_folder(self) -> Path:
+        """A fresh folder for one ``/generate`` call (call with :attr:`_lock` held). The
+        folders of calls that have ended are removed: a call that returned had its files
+        copied to Gradio's cache before the next one could start (one queue slot). A call
+        still running keeps its folder: after ``job.cancel()`` of ``gradio_client``, Gradio
+        starts the next call while the cancelled one runs on in its thread."""
+        folder = self.root / API_FOLDER
+        running = {call.folder for calls in self._api_calls.values() for call in calls}
+        if folder.is_dir():
+            for old in folder.iterdir():
+                if old not in running:
+                    shutil.rmtree(old, ignore_errors=True)
         run = folder / uuid.uuid4().hex[:12]
         run.mkdir(parents=True)
         return run
+
+    @contextmanager
+    def api_call(self, key: str | None) -> Iterator[ApiCall]:
+        """One ``/generate`` call of the client ``key``, while it runs: its token and a fresh
+        folder.
+
+        The call is listed under ``key`` until it ends, next to any other call of the same
+        client; :meth:`end` and :meth:`close` cancel its token. A call that fails or is
+        stopped removes its folder: it returns no file, so nobody would fetch them. A call
+        that returns keeps it until another call starts.
+
+        Args:
+            key: the client's session hash.
+
+        Raises:
+            CancelledError: the client was already gone (or the app closing) when the call
+                came to run: it starts nothing and makes no folder.
+        """
+        key = _safe_key(key)
+        with self._lock:
+            if self._closed or key in self._ended:
+                reason = APP_CLOSED if self._closed else CLIENT_GONE
+                log.info("a /generate call of client %s starts nothing: %s", key, reason)
+                raise CancelledError(reason)
+            call = ApiCall(CancelToken(), self._api_folder())
+            self._api_calls.setdefault(key, set()).add(call)
+        try:
+            yield call
+        except BaseException:
+            shutil.rmtree(call.folder, ignore_errors=True)
+            raise
+        finally:
+            with self._lock:
+                calls = self._api_calls[key]
+                calls.discard(call)
+                if not calls:
+                    del self._api_calls[key]
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def close(self) -> None:
-        """Stop every session's job and remove the root (the app is closing)."""
+        """Stop every session's job and ``/generate`` call, and remove the root (the app is
+        closing); a call that comes later starts nothing."""
         with self._lock:
+            self._closed = True
             sessions = list(self._sessions.values())
             self._sessions.clear()
+            calls = [call for running in self._api_calls.values() for call in running]
         for session in sessions:
             with session.lock:
                 session.ended = True
                 session.stop_job(APP_CLOSED)
+        for call in calls:
+            call.cancel.cancel(APP_CLOSED)
         self._cleanup()
 
 

@@ -1,10 +1,13 @@
 """The ``/generate`` endpoint through ``gradio_client``, against the app served in-process on
 127.0.0.1 with debug weights and tiny random SAM 2 / SAM 3 models: stems and mix of the right
 length, the MP4's tracks, messages for bad input (and serving on), one generation at a time,
-models loaded once."""
+models loaded once, and the call of a client that goes away stopped."""
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +18,8 @@ import numpy as np
 import pytest
 
 from saganet.app.example import deepest_point
+from saganet.app.session import API_FOLDER, CLIENT_GONE
+from saganet.cancel import CancelledError
 from saganet.media.video import SYNC_FPS
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -186,3 +191,104 @@ def test_upload_size_limit(engine, clip) -> None:
         assert small.view_api(return_format="dict", print_info=False)["named_endpoints"]
     finally:
         app.close()
+
+
+# Seconds between the server's heartbeats in the test below: how soon it notices a client gone.
+HEARTBEAT = 0.5
+# A script that submits a call and waits for it (killed by the test while the call runs).
+SCRIPT = """
+import sys
+from gradio_client import Client, handle_file
+client = Client(sys.argv[1], verbose=False)
+client.submit(handle_file(sys.argv[2]), [{"name": "a", "clicks": ["20,20@0"]}],
+              {"num_steps": int(sys.argv[3])}, api_name="/generate").result()
+"""
+
+
+def _until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("how", ["close", "kill"])
+def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplog, tmp_path,
+                                                how) -> None:
+    """A client gone while its call samples (``client.close()``, or its process killed): the
+    call stops at its next Euler step, soon after the server notices, and leaves no files;
+    the next client's call runs."""
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT))  # read per connection
+    caplog.set_level(logging.INFO, logger="saganet.app")
+    engine, steps = server.engine, server.limits.max_steps
+    objects = [{"name": "a", "clicks": ["20,20@0"]}]
+    short = {"duration": 0.7, "num_steps": 1}
+    other = gradio_client.Client(server.url, verbose=False)
+    began = time.perf_counter()
+    other.predict(gradio_client.handle_file(str(clip)), objects, short, api_name="/generate")
+    alone = time.perf_counter() - began  # a whole call, tracking and files included
+    held, release, long = threading.Event(), threading.Event(), {}
+    soundtrack = engine.soundtrack
+
+    def holding(*args, progress, cancel=None, **kwargs):
+        if args[2].num_steps != steps:
+            return soundtrack(*args, progress=progress, cancel=cancel, **kwargs)
+        long["folder"] = args[3]
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress(stage, done, total)
+            if stage == "sampling":
+                long["sampled"] = (done, total)
+                if not held.is_set():  # the client goes now, in the middle of sampling
+                    held.set()
+                    _until(lambda: release.is_set()
+                           or (cancel is not None and cancel.cancelled), 300)
+
+        try:
+            return soundtrack(*args, progress=report, cancel=cancel, **kwargs)
+        except CancelledError as err:
+            long["stopped"] = err.reason
+            raise
+        finally:
+            long["ended"] = time.perf_counter()
+
+    monkeypatch.setattr(engine, "soundtrack", holding)
+    # The whole clip with the most steps the app takes: held at its first step until stopped.
+    if how == "close":
+        gone = gradio_client.Client(server.url, verbose=False)
+        job = gone.submit(gradio_client.handle_file(str(clip)), objects, {"num_steps": steps},
+                          api_name="/generate")
+    else:
+        with (tmp_path / "client.log").open("w") as log:
+            process = subprocess.Popen([sys.executable, "-c", SCRIPT, server.url, str(clip),
+                                        str(steps)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert held.wait(120), how == "kill" and (tmp_path / "client.log").read_text()
+        left = time.perf_counter()
+        if how == "close":
+            gone.close()
+        else:
+            process.kill()
+            process.wait(30)
+        # Noticed within a few heartbeats; then one Euler step, far shorter than a whole call.
+        bound = 4 * HEARTBEAT + 2 * alone
+        assert _until(lambda: "ended" in long, bound), f"still running {bound:.1f} s after"
+        took = long["ended"] - left
+    finally:
+        release.set()
+        if how == "kill" and process.poll() is None:
+            process.kill()
+            process.wait(30)
+    assert long["stopped"] == CLIENT_GONE and long["sampled"] == (1, steps)
+    assert any(f"stopped after sampling 1/{steps}: {CLIENT_GONE}" in r.getMessage()
+               for r in caplog.records)
+    assert _until(lambda: not long["folder"].exists(), 10), "the stopped call left files"
+    assert not list((server.sessions.root / API_FOLDER).iterdir())
+    if how == "close":  # the closed client's job thread reads why
+        with pytest.raises(gradio_client.exceptions.AppError, match=f"stopped: {CLIENT_GONE}"):
+            job.result(timeout=60)
+    # The models are free: the next call runs as it did alone.
+    other.predict(gradio_client.handle_file(str(clip)), objects, short, api_name="/generate")
+    print(f"{how}: stopped {took:.2f} s after the client went; a call alone {alone:.2f} s")

@@ -239,8 +239,10 @@ def test_session_folders(tmp_path, clip, scene) -> None:
         one.add_object(limits)
     with pytest.raises(UserInputError, match="at most"):
         one.add_object(limits)
-    api = sessions.api_run()
-    assert sessions.api_run().parent == api.parent and not api.exists()
+    with sessions.api_call("script") as first:
+        pass
+    with sessions.api_call("script") as second:
+        assert second.folder.parent == first.folder.parent and not first.folder.exists()
     sessions.end("abc")
     assert not one.folder.exists() and len(sessions) == 1
     sessions.close()
@@ -308,6 +310,40 @@ def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -
         sessions.end(key)
     assert not sessions.get(keys[0]).ended and all(sessions.get(k).ended for k in keys[1:])
     sessions.close()
+
+
+def test_api_calls_are_stopped_per_client(tmp_path) -> None:
+    """A client's ``/generate`` calls each get a token and a folder, all cancelled when the
+    client goes (another client's are not); a new call keeps the running calls' folders; a
+    stopped or failed call removes its folder, a finished one keeps it until the next call; a
+    gone client's later call, and any call once the app closes, starts nothing."""
+    from saganet.app import session as session_module
+    from saganet.cancel import CancelledError
+
+    sessions = Sessions(tmp_path / "root")
+    with sessions.api_call("gone") as first, sessions.api_call("gone") as second, \
+            sessions.api_call("other") as other:
+        assert first.cancel is not second.cancel
+        assert all(c.folder.is_dir() for c in (first, second, other))
+        sessions.end("gone")
+        assert first.cancel.cancelled and second.cancel.cancelled
+        assert first.cancel.reason == session_module.CLIENT_GONE
+        assert not other.cancel.cancelled
+    assert other.folder.is_dir()  # returned: Gradio copies its files from there
+    with pytest.raises(CancelledError, match=session_module.CLIENT_GONE), \
+            sessions.api_call("gone"):
+        pytest.fail("a gone client's call ran")
+    for failure in (CancelledError("stopped"), UserInputError("bad")):
+        with pytest.raises(type(failure)), sessions.api_call("other") as call:
+            raise failure
+        assert not call.folder.exists()
+    assert not sessions._api_calls  # every call that ended is forgotten
+    with sessions.api_call("late") as running:
+        sessions.close()
+        assert running.cancel.reason == session_module.APP_CLOSED
+    with pytest.raises(CancelledError, match=session_module.APP_CLOSED), \
+            sessions.api_call("later"):
+        pytest.fail("a call ran after the app closed")
 
 
 def test_tracker_choice() -> None:
