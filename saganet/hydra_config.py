@@ -272,6 +272,8 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
     _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir))
+    # torchrun's variable read directly: saganet.dist imports torch, which a command line that
+    # is about to be refused should not wait for.
     subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
     if subdir == configured:
         return []
