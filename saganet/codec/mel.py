@@ -1,7 +1,9 @@
 """Log-mel spectrogram of a waveform, as the VAE was trained on (44.1 kHz and 16 kHz).
 
 Used to encode training audio; inference never computes a mel (it decodes latents).
-The filterbank is librosa's Slaney-scale, Slaney-normalised one; frames come from an
+The filterbank is librosa's Slaney-scale, Slaney-normalised one (:func:`slaney_filterbank`
+computes the same numbers without importing librosa, whose filters pull in SciPy's signal
+package: two seconds at every start of a program that builds a codec). Frames come from an
 uncentred STFT after reflect padding of ``(n_fft - hop) / 2`` samples, so a waveform of
 ``L`` samples (a multiple of the hop) gives exactly ``L / hop`` frames.
 """
@@ -13,10 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-import librosa
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# The Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (a factor
+# of 6.4 every 27 mels).
+_LINEAR_HZ_PER_MEL = 200.0 / 3
+_LOG_START_HZ = 1000.0
+_LOG_START_MEL = _LOG_START_HZ / _LINEAR_HZ_PER_MEL
+_LOG_STEP = np.log(6.4) / 27.0
 
 # Floors: magnitude offset inside the square root and mel-energy clamp before the log.
 _MAGNITUDE_EPS = 1e-9
@@ -88,6 +97,47 @@ def mel_config(mode: str) -> MelConfig:
     return named_mode(MEL_CONFIGS, mode, "mel")
 
 
+def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Frequencies in Hz -> Slaney mels (float64)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    above = hz >= _LOG_START_HZ
+    # np.maximum keeps the logarithm's argument positive where the linear branch is chosen.
+    logarithmic = _LOG_START_MEL + np.log(np.maximum(hz, _LOG_START_HZ) / _LOG_START_HZ) / _LOG_STEP
+    return np.where(above, logarithmic, hz / _LINEAR_HZ_PER_MEL)
+
+
+def slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Slaney mels -> frequencies in Hz (float64)."""
+    mels = np.asarray(mels, dtype=np.float64)
+    above = mels >= _LOG_START_MEL
+    logarithmic = _LOG_START_HZ * np.exp(_LOG_STEP * (np.maximum(mels, _LOG_START_MEL)
+                                                      - _LOG_START_MEL))
+    return np.where(above, logarithmic, _LINEAR_HZ_PER_MEL * mels)
+
+
+def slaney_filterbank(sampling_rate: int, n_fft: int, num_mels: int, fmin: float,
+                      fmax: float) -> np.ndarray:
+    """Triangular mel filters ``(num_mels, n_fft // 2 + 1)``, float32, the values of
+    ``librosa.filters.mel`` (Slaney scale and area normalisation; ``tests/codec/test_mel.py``
+    checks they are bit for bit the same).
+
+    Filter ``i`` rises from edge ``i`` to edge ``i + 1`` and falls to edge ``i + 2`` of
+    ``num_mels + 2`` edges evenly spaced in mels from ``fmin`` to ``fmax``, and is scaled by
+    ``2 / (edge[i + 2] - edge[i])`` (in Hz) so that every filter has the same area.
+    """
+    bins = np.fft.rfftfreq(n_fft, d=1.0 / sampling_rate)
+    low, high = hz_to_slaney_mel(np.array([fmin, fmax]))
+    edges = slaney_mel_to_hz(np.linspace(low, high, num_mels + 2))
+    widths = np.diff(edges)
+    offsets = edges[:, None] - bins[None, :]  # (edges, bins)
+    rising = -offsets[:num_mels] / widths[:num_mels, None]
+    falling = offsets[2:] / widths[1:, None]
+    # Rounded to float32 before the scaling, as librosa stores the triangles first.
+    triangles = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+    scale = 2.0 / (edges[2:] - edges[:num_mels])
+    return (triangles * scale[:, None]).astype(np.float32)
+
+
 class MelConverter(nn.Module):
     """Waveform ``(B, L)`` in [-1, 1] -> log-mel ``(B, num_mels, L / hop)``.
 
@@ -101,8 +151,8 @@ class MelConverter(nn.Module):
     def __init__(self, config: MelConfig, persistent: bool = True) -> None:
         super().__init__()
         self.config = config
-        basis = librosa.filters.mel(sr=config.sampling_rate, n_fft=config.n_fft,
-                                    n_mels=config.num_mels, fmin=config.fmin, fmax=config.fmax)
+        basis = slaney_filterbank(config.sampling_rate, config.n_fft, config.num_mels,
+                                  config.fmin, config.fmax)
         self.register_buffer("mel_basis", torch.as_tensor(basis, dtype=torch.float32),
                              persistent=persistent)  # (num_mels, n_fft / 2 + 1)
         self.register_buffer("hann_window", torch.hann_window(config.win_size),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import librosa
 import numpy as np
 import pytest
 import torch
 
 from saganet.codec import MEL_CONFIGS, mel_converter
+from saganet.codec.mel import slaney_filterbank
 
 
 def _tone(freq: float, sampling_rate: int, num_samples: int) -> torch.Tensor:
@@ -25,6 +29,37 @@ def test_pure_tone_peaks_in_nearest_band(mode: str, freq: float) -> None:
     centres = librosa.mel_frequencies(config.num_mels + 2, fmin=config.fmin,
                                       fmax=config.fmax)[1:-1]
     assert peak == int(np.abs(centres - freq).argmin())
+
+
+def _filterbank_cases() -> list[tuple[int, int, int, float, float]]:
+    cases = [(c.sampling_rate, c.n_fft, c.num_mels, c.fmin, c.fmax) for c in MEL_CONFIGS.values()]
+    rng = np.random.default_rng(0)
+    for _ in range(40):  # band edges on both sides of the scale's 1 kHz knee, odd FFT sizes
+        rate = int(rng.choice([8000, 16_000, 22_050, 44_100, 48_000]))
+        fmin = float(rng.choice([0.0, rng.uniform(0, 2000)]))
+        fmax = float(rng.choice([rate / 2, rng.uniform(fmin + 1, rate / 2)]))
+        cases.append((rate, int(rng.choice([255, 512, 1024, 2048])), int(rng.integers(1, 160)),
+                      fmin, fmax))
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore:Empty filters detected")
+@pytest.mark.parametrize("case", _filterbank_cases())
+def test_filterbank_is_librosas_bit_for_bit(case: tuple[int, int, int, float, float]) -> None:
+    rate, n_fft, num_mels, fmin, fmax = case
+    expected = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    ours = slaney_filterbank(rate, n_fft, num_mels, fmin, fmax)
+    assert ours.dtype == expected.dtype and ours.shape == expected.shape
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_building_a_converter_leaves_librosa_unimported() -> None:
+    # Its filters import SciPy's signal package: seconds at the start of every command.
+    code = ("import sys; from saganet.codec import mel_converter; mel_converter('44k'); "
+            "print(sorted(m for m in ('librosa', 'scipy.signal') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("mode", ["44k", "16k"])

@@ -66,7 +66,13 @@ def test_chunked_audio_equals_one_pass(name: str, fast: bool) -> None:
     mel = torch.randn(2, model.config.num_mels, frames, dtype=torch.float64)
     with torch.no_grad():
         expected = _one_pass(model, mel)
-        for chunk in (1, radius, frames // 3, frames - 1):
+        chunks = [radius, frames // 3, frames - 1]
+        if name != "debug":
+            # One-frame chunks vocode 2 * radius + 1 frames each: at the debug vocoder's 512
+            # samples per frame, most of this file's time. The chunking code is the same for
+            # every config, so the 8-sample-hop ones cover them.
+            chunks.insert(0, 1)
+        for chunk in chunks:
             model.chunk_frames = chunk
             torch.testing.assert_close(model(mel), expected, rtol=1e-9, atol=1e-12,
                                        msg=f"chunks of {chunk} frames")
