@@ -11,6 +11,12 @@ width, which replaces the trainable tensors of the last weights file::
 
 writes ``<run_dir>/<exp_name>_ema_final.pth`` in the published weights layout.
 
+The synthesis combines every snapshot in the folder, so the folder must hold one course of
+training. The EMA's running state travels in the training states, so a resumed run snapshots
+what an uninterrupted one would, under the same names; what an invocation killed after its last
+state snapshotted later belongs to a course the resumed run does not take, and
+:func:`drop_snapshots_after` removes it when the run starts.
+
 Only trainable tensors are tracked (frozen ones are constant, so their EMA is themselves);
 this keeps snapshots small (the LoRA factors and the Synchformer's context layers). For LoRA
 the EMA is taken over the factors, and the merged ``qkv.weight`` of the output is rebuilt from
@@ -93,6 +99,34 @@ def build_post_hoc_ema(view: TrainableView, run_dir: str | os.PathLike[str],
     return PostHocEMA(view, sigma_rels=tuple(sigma_rels), update_every=1,
                       checkpoint_every_num_steps=snapshot_every,
                       checkpoint_folder=str(folder), checkpoint_dtype=torch.float32)
+
+
+def drop_snapshots_after(run_dir: str | os.PathLike[str], step: int) -> list[Path]:
+    """Remove the EMA snapshots of steps after ``step`` (``ema_snapshots/<k>.<later>.pt``).
+
+    Called when a run starts at ``step`` (the state it resumes from, or 0). The resumed run
+    rewrites the snapshots of the steps it takes again under the same names, but not those of
+    steps it never reaches (it stops earlier, or snapshots at another interval), and until it
+    gets there the folder would hold two courses of training, both combined by the synthesis.
+
+    Args:
+        run_dir: the run directory.
+        step: the step the run starts at.
+
+    Returns:
+        The files removed, in step order.
+    """
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    if not folder.is_dir():
+        return []
+    later = []
+    for path in folder.glob("*.pt"):
+        parts = path.stem.split(".")
+        if len(parts) == 2 and all(part.isdigit() for part in parts) and int(parts[1]) > step:
+            later.append((int(parts[1]), int(parts[0]), path))
+    for *_, path in later:
+        path.unlink()
+    return [path for *_, path in sorted(later)]
 
 
 def tracked_ema_parameters(ema: PostHocEMA, sigma_rels: Sequence[float], target: float

@@ -53,6 +53,7 @@ from saganet.training.ema import (
     SNAPSHOT_DIR,
     TrainableView,
     build_post_hoc_ema,
+    drop_snapshots_after,
     encode_name,
     synthesize,
     tracked_ema_parameters,
@@ -212,6 +213,14 @@ class Trainer:
                 log.warning("%s: evaluated after step %d, where this run starts; removed (the "
                             "run evaluates that step again when it gets there)", folder,
                             self.step)
+            # Same for EMA snapshots: the synthesis combines all in the folder, and those of
+            # steps this run never reaches again would not be overwritten.
+            dropped = drop_snapshots_after(self.run_dir, self.step)
+            if dropped:
+                log.warning("%s: removed %d EMA snapshot(s) of steps after %d, where this run "
+                            "starts (%s ... %s); the run snapshots its own steps",
+                            dropped[0].parent, len(dropped), self.step, dropped[0].name,
+                            dropped[-1].name)
         if world > 1:
             self.model: torch.nn.Module = DistributedDataParallel(
                 self.core, device_ids=[device.index] if device.type == "cuda" else None,

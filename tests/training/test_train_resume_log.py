@@ -13,6 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from saganet.training.ema import EMA_INFO_FILE, SNAPSHOT_DIR
 from saganet.training.logger import LossStats, RunLogger
 from tests.training.test_train_run import finish
 
@@ -148,8 +149,68 @@ def test_a_run_killed_before_its_first_state_evaluates_every_step_again(tmp_path
     (evaluated / "metrics.json").write_text('{"step": 1, "splits": {}}')
     cache = tmp_path / "eval" / "cache"
     cache.mkdir()
+    snapshot = tmp_path / SNAPSHOT_DIR / "0.1.pt"
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(b"")
+    (snapshot.parent / EMA_INFO_FILE).write_text("{}")
     trainer = _trainer(tmp_path, "auto")
     assert trainer.step == 0 and not evaluated.exists() and cache.is_dir()
+    assert [p.name for p in snapshot.parent.iterdir()] == [EMA_INFO_FILE]
+
+
+def _snapshots(run_dir: Path) -> dict[str, dict]:
+    return {p.name: torch.load(p, weights_only=True)
+            for p in (run_dir / SNAPSHOT_DIR).glob("*.pt")}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_a_resume_synthesises_the_ema_of_its_own_course_only(tmp_path, caplog):
+    """A killed invocation snapshotted the EMA after its last state, up to a step the resumed
+    run never reaches (it ends earlier): the resumed run's snapshots and synthesised EMA are
+    an uninterrupted run's, and its EMA goes on from the state's."""
+    state_at, end, killed_at = 1, 2, 4
+    assert state_at < end < killed_at
+    args = ["ema.enabled=true", "ema.snapshot_every=1", "log.interval=1", "log.val_interval=0",
+            f"checkpoint.state_interval={killed_at + 1}"]
+    straight_dir, run_dir = tmp_path / "straight", tmp_path / "run"
+    _trainer(straight_dir, "never", *args, f"num_iterations={end}").run()
+    straight = _snapshots(straight_dir)
+
+    killed = _trainer(run_dir, "never", *args, f"num_iterations={killed_at}")
+    batches = iter(killed.train_loader)
+    for step in range(1, killed_at + 1):
+        if step > state_at:
+            next(batches)  # the killed invocation's course after its state is not retaken
+        assert killed.train_step(next(batches), killed.stats) and killed.step == step
+        if step == state_at:
+            killed.batches_in_epoch = step  # the data position run() keeps
+            killed.save_state()
+    written = {p.name for p in (run_dir / SNAPSHOT_DIR).glob("*.pt")}
+    sigmas = range(len(killed.cfg.ema.sigma_rels))
+    assert written == {f"{k}.{s}.pt" for k in sigmas for s in range(1, killed_at + 1)}
+
+    resumed = _trainer(run_dir, "auto", *args, f"num_iterations={end}")
+    assert resumed.step == state_at
+    for k in sigmas:  # the EMA's running state (averages and step count) is the state's
+        assert _same(resumed.ema.ema_models[k].state_dict(), straight[f"{k}.{state_at}.pt"])
+    resumed.run()
+    final = f"{resumed.cfg.exp_name}_ema_final.pth"
+    assert _same(_flat(torch.load(run_dir / final, weights_only=True)),
+                 _flat(torch.load(straight_dir / final, weights_only=True)))
+    snapshots = _snapshots(run_dir)
+    assert snapshots.keys() == straight.keys()
+    assert all(_same(snapshots[name], straight[name]) for name in straight)
+    removed = len(sigmas) * (killed_at - state_at)
+    assert f"removed {removed} EMA snapshot(s) of steps after {state_at}" in caplog.text
 
 
 def _same(a: dict, b: dict) -> bool:
