@@ -9,6 +9,8 @@ failure: CI must run every test.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,13 @@ def need(*paths: Path) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI must provide ../shared)")
     pytest.skip(reason)
+
+
+def wait_until(condition: Callable[[], object], seconds: float, poll: float = 0.01) -> bool:
+    """Whether ``condition()`` became true within ``seconds`` (checked every ``poll`` s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True

@@ -29,6 +29,8 @@ import logging
 import os
 import random
 import re
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,23 @@ def list_states(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def remove_after(found: Iterable[tuple[int, Path]], step: int) -> list[Path]:
+    """Remove the files and folders of ``found`` (``(step, path)`` pairs) of steps after
+    ``step``; return them in step order.
+
+    A run that starts at ``step`` (the state it resumes from, or 0) takes the later steps
+    again: what an invocation killed after that state wrote for them (evaluations, EMA
+    snapshots) belongs to a course of training this run does not follow.
+    """
+    later = sorted((found_step, path) for found_step, path in found if found_step > step)
+    for _, path in later:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return [path for _, path in later]
 
 
 def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:

@@ -15,7 +15,7 @@ The synthesis combines every snapshot in the folder, so the folder must hold one
 training. The EMA's running state travels in the training states, so a resumed run snapshots
 what an uninterrupted one would, under the same names; what an invocation killed after its last
 state snapshotted later belongs to a course the resumed run does not take, and
-:func:`drop_snapshots_after` removes it when the run starts.
+:func:`~saganet.training.checkpoint.remove_after` removes it when the run starts.
 
 Only trainable tensors are tracked (frozen ones are constant, so their EMA is themselves);
 this keeps snapshots small (the LoRA factors and the Synchformer's context layers). For LoRA
@@ -101,32 +101,17 @@ def build_post_hoc_ema(view: TrainableView, run_dir: str | os.PathLike[str],
                       checkpoint_folder=str(folder), checkpoint_dtype=torch.float32)
 
 
-def drop_snapshots_after(run_dir: str | os.PathLike[str], step: int) -> list[Path]:
-    """Remove the EMA snapshots of steps after ``step`` (``ema_snapshots/<k>.<later>.pt``).
-
-    Called when a run starts at ``step`` (the state it resumes from, or 0). The resumed run
-    rewrites the snapshots of the steps it takes again under the same names, but not those of
-    steps it never reaches (it stops earlier, or snapshots at another interval), and until it
-    gets there the folder would hold two courses of training, both combined by the synthesis.
-
-    Args:
-        run_dir: the run directory.
-        step: the step the run starts at.
-
-    Returns:
-        The files removed, in step order.
-    """
+def snapshot_steps(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, file)`` of every EMA snapshot of a run (``ema_snapshots/<k>.<step>.pt``)."""
     folder = Path(run_dir) / SNAPSHOT_DIR
     if not folder.is_dir():
         return []
-    later = []
+    found = []
     for path in folder.glob("*.pt"):
         parts = path.stem.split(".")
-        if len(parts) == 2 and all(part.isdigit() for part in parts) and int(parts[1]) > step:
-            later.append((int(parts[1]), int(parts[0]), path))
-    for *_, path in later:
-        path.unlink()
-    return [path for *_, path in sorted(later)]
+        if len(parts) == 2 and all(part.isdigit() for part in parts):
+            found.append((int(parts[1]), path))
+    return sorted(found)
 
 
 def tracked_ema_parameters(ema: PostHocEMA, sigma_rels: Sequence[float], target: float

@@ -25,8 +25,9 @@ Every ``log.eval_interval`` steps (and at the last step) the trainer evaluates t
    a temporary name and renamed), TensorBoard gets ``eval/<split>/<metric>``. A split whose
    entry exists is not evaluated again. A run resumed from its state at step S takes the
    steps after S again: what an invocation killed after that state evaluated there scored
-   weights this run does not have, so :func:`drop_evaluations_after` removes those folders
-   when the run starts, and it evaluates those steps itself.
+   weights this run does not have, so the trainer removes those folders when the run starts
+   (:func:`recorded_steps`, :func:`~saganet.training.checkpoint.remove_after`), and it
+   evaluates those steps itself.
 
 After the last step, ``eval.after`` may also name an **evaluation dataset** (raw videos, masks
 and true audio, e.g. the URMP test set, ``config/eval/dataset/urmp.yaml``). It goes through the
@@ -43,7 +44,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -568,28 +568,14 @@ class TrainingEvaluator:
         return results
 
 
-def drop_evaluations_after(run_dir: str | os.PathLike[str], step: int) -> list[Path]:
-    """Remove the evaluations recorded after ``step``: ``<run_dir>/eval/<later step>/``.
-
-    Called when a run starts at ``step`` (the state it resumes from, or 0): it trains the later
-    steps again, so what was evaluated there (by an invocation killed after that state) must
-    not count as done. The ground-truth caches (``eval/cache``) stay.
-
-    Args:
-        run_dir: the run directory.
-        step: the step the run starts at.
-
-    Returns:
-        The folders removed, in step order.
-    """
+def recorded_steps(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every evaluation recorded in a run (``<run_dir>/eval/<step>/``;
+    the ground-truth caches, ``eval/cache``, are not steps)."""
     root = Path(run_dir) / EVAL_DIR
     if not root.is_dir():
         return []
-    later = sorted((int(path.name), path) for path in root.iterdir()
-                   if path.is_dir() and path.name.isdigit() and int(path.name) > step)
-    for _, path in later:
-        shutil.rmtree(path)
-    return [path for _, path in later]
+    return sorted((int(path.name), path) for path in root.iterdir()
+                  if path.is_dir() and path.name.isdigit())
 
 
 def check_dataset(spec: EvalDatasetConfig, duration: float) -> None:

@@ -43,6 +43,7 @@ from saganet.training.checkpoint import (
     latest_state,
     list_states,
     load_state,
+    remove_after,
     save_state,
     save_weights_file,
     state_dir,
@@ -53,8 +54,8 @@ from saganet.training.ema import (
     SNAPSHOT_DIR,
     TrainableView,
     build_post_hoc_ema,
-    drop_snapshots_after,
     encode_name,
+    snapshot_steps,
     synthesize,
     tracked_ema_parameters,
     weights_file_parameters,
@@ -69,7 +70,7 @@ from saganet.training.evaluation import (
     build_codec,
     check_dataset,
     choose_feature_source,
-    drop_evaluations_after,
+    recorded_steps,
 )
 from saganet.training.logger import LossStats, RunLogger
 from saganet.training.models import (
@@ -209,13 +210,13 @@ class Trainer:
             # before its first state): what was evaluated there scored other weights. Rank 0
             # removes it before any rank can evaluate: the others wait for it in the first
             # collective (DDP's set-up or the first step).
-            for folder in drop_evaluations_after(self.run_dir, self.step):
+            for folder in remove_after(recorded_steps(self.run_dir), self.step):
                 log.warning("%s: evaluated after step %d, where this run starts; removed (the "
                             "run evaluates that step again when it gets there)", folder,
                             self.step)
             # Same for EMA snapshots: the synthesis combines all in the folder, and those of
             # steps this run never reaches again would not be overwritten.
-            dropped = drop_snapshots_after(self.run_dir, self.step)
+            dropped = remove_after(snapshot_steps(self.run_dir), self.step)
             if dropped:
                 log.warning("%s: removed %d EMA snapshot(s) of steps after %d, where this run "
                             "starts (%s ... %s); the run snapshots its own steps",

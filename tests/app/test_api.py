@@ -21,6 +21,7 @@ from saganet.app.example import deepest_point
 from saganet.app.session import API_FOLDER, CLIENT_GONE
 from saganet.cancel import CancelledError
 from saganet.media.video import SYNC_FPS
+from tests.shared import wait_until
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -205,15 +206,6 @@ client.submit(handle_file(sys.argv[2]), [{"name": "a", "clicks": ["20,20@0"]}],
 """
 
 
-def _until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.mark.parametrize("how", ["close", "kill"])
 def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplog, tmp_path,
                                                 how) -> None:
@@ -243,7 +235,7 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
                 long["sampled"] = (done, total)
                 if not held.is_set():  # the client goes now, in the middle of sampling
                     held.set()
-                    _until(lambda: release.is_set()
+                    wait_until(lambda: release.is_set()
                            or (cancel is not None and cancel.cancelled), 300)
 
         try:
@@ -274,7 +266,7 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
             process.wait(30)
         # Noticed within a few heartbeats; then one Euler step, far shorter than a whole call.
         bound = 4 * HEARTBEAT + 2 * alone
-        assert _until(lambda: "ended" in long, bound), f"still running {bound:.1f} s after"
+        assert wait_until(lambda: "ended" in long, bound), f"still running {bound:.1f} s after"
         took = long["ended"] - left
     finally:
         release.set()
@@ -284,7 +276,7 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
     assert long["stopped"] == CLIENT_GONE and long["sampled"] == (1, steps)
     assert any(f"stopped after sampling 1/{steps}: {CLIENT_GONE}" in r.getMessage()
                for r in caplog.records)
-    assert _until(lambda: not long["folder"].exists(), 10), "the stopped call left files"
+    assert wait_until(lambda: not long["folder"].exists(), 10), "the stopped call left files"
     assert not list((server.sessions.root / API_FOLDER).iterdir())
     if how == "close":  # the closed client's job thread reads why
         with pytest.raises(gradio_client.exceptions.AppError, match=f"stopped: {CLIENT_GONE}"):

@@ -17,6 +17,7 @@ from saganet.app.layout import build_app
 from saganet.app.limits import Limits, min_seconds
 from saganet.app.session import Sessions
 from saganet.media.video import SYNC_FPS
+from tests.shared import wait_until
 from tests.videos import write_video
 
 
@@ -290,7 +291,7 @@ def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> Non
             progress(name, done, total)
             if name == stage and cancel is tokens[0] and not held.is_set():
                 held.set()  # the tab closes now, in the middle of the stage
-                assert cancel.cancelled or _wait(lambda: cancel.cancelled)
+                assert cancel.cancelled or wait_until(lambda: cancel.cancelled, 60)
 
         tokens.append(cancel)
         return method(*args, progress=report, cancel=cancel, **kwargs)
@@ -331,17 +332,6 @@ def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> Non
     assert sessions.get("other").folder.is_dir()
 
 
-def _wait(condition, seconds: float = 60) -> bool:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -> None:
     """Stop cancels the tab's running generation through the same token as a closing tab:
     it stops at its next Euler step, its run's files go, and the tab generates again."""
@@ -359,7 +349,7 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -
             progress(name, done, total)
             if name == "sampling" and not held.is_set():
                 held.set()
-                assert _wait(lambda: cancel.cancelled)
+                assert wait_until(lambda: cancel.cancelled, 60)
 
         return soundtrack(*args, progress=report, cancel=cancel, **kwargs)
 

@@ -20,10 +20,13 @@ from saganet.training.checkpoint import (
     latest_state,
     list_states,
     load_state,
+    remove_after,
     save_state,
     save_weights_file,
     state_dir,
 )
+from saganet.training.ema import SNAPSHOT_DIR, snapshot_steps
+from saganet.training.evaluation import EVAL_DIR, recorded_steps
 
 REPO = Path(__file__).resolve().parents[2]
 # Saves `path` from another process that SIGKILLs itself in the middle of writing it.
@@ -275,3 +278,30 @@ def test_resuming_from_a_state_older_than_the_run_is_refused(tmp_path):
     assert [s for s, _ in list_states(tmp_path)] == [older, newest]
     (state_dir(tmp_path) / f"state_{newest:09d}.pth").rename(tmp_path / "aside.pth")
     assert trainer(older_path).step == older
+
+
+def test_remove_after_takes_what_a_later_step_wrote_and_nothing_else(tmp_path: Path) -> None:
+    # A run's evaluations (folders by step, beside the caches) and EMA snapshots (files
+    # <k>.<step>.pt, beside ema.json), as an invocation killed after its state at step 2 left.
+    steps = [1, 2, 3, 10]
+    for step in steps:
+        (tmp_path / EVAL_DIR / str(step)).mkdir(parents=True)
+        (tmp_path / EVAL_DIR / str(step) / "metrics.json").write_text("{}")
+        for k in (0, 1):
+            (tmp_path / SNAPSHOT_DIR).mkdir(exist_ok=True)
+            (tmp_path / SNAPSHOT_DIR / f"{k}.{step}.pt").write_bytes(b"")
+    (tmp_path / EVAL_DIR / "cache").mkdir()
+    (tmp_path / SNAPSHOT_DIR / "ema.json").write_text("{}")
+    start = steps[1]
+    later = [s for s in steps if s > start]
+
+    removed = remove_after(recorded_steps(tmp_path), start)
+    assert removed == [tmp_path / EVAL_DIR / str(s) for s in later]
+    assert sorted(p.name for p in (tmp_path / EVAL_DIR).iterdir()) == sorted(
+        ["cache", *(str(s) for s in steps if s <= start)])
+
+    removed = remove_after(snapshot_steps(tmp_path), start)
+    assert [p.name for p in removed] == [f"{k}.{s}.pt" for s in later for k in (0, 1)]
+    assert sorted(p.name for p in (tmp_path / SNAPSHOT_DIR).iterdir()) == sorted(
+        ["ema.json", *(f"{k}.{s}.pt" for s in steps if s <= start for k in (0, 1))])
+    assert remove_after(snapshot_steps(tmp_path), start) == []
