@@ -474,5 +474,6 @@ def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
     assert result.segment.duration == pytest.approx(float(times["duration"]))
     for field, value in (("duration", "full"), ("start", None), ("overlap", "1"),
                          ("duration", True)):
-        with pytest.raises(UserInputError, match=f"{field} must be a number"):
+        message = f"^{field} must be a (positive )?number of seconds, got "
+        with pytest.raises(UserInputError, match=message):
             SoundtrackRequest(video, objects, tmp_path / "out", **{field: value})
