@@ -376,7 +376,13 @@ class Trainer:
             if state.ema:
                 self.ema.load_state_dict(state.ema)
             else:
-                log.warning("%s has no EMA state: EMA restarts at step %d", path, self.step)
+                # Counted from the trainer's step, not 0: snapshots are named by the EMA's
+                # count and the synthesis reads those names as training steps. Its first
+                # update copies the weights of this step.
+                for ema_model in self.ema.ema_models:
+                    ema_model.step.fill_(self.step)
+                log.warning("%s has no EMA state (written with the EMA off): the EMA restarts "
+                            "at step %d from that step's weights", path, self.step)
         self.last_state = (state.step, path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                  self.epoch, self.batches_in_epoch)

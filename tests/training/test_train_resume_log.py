@@ -213,6 +213,25 @@ def test_a_resume_synthesises_the_ema_of_its_own_course_only(tmp_path, caplog):
     assert f"removed {removed} EMA snapshot(s) of steps after {state_at}" in caplog.text
 
 
+def test_an_ema_switched_on_at_a_resume_counts_from_the_resumed_step(tmp_path, caplog):
+    """A state written with the EMA off: the EMA starts at the state's step, from its weights,
+    and its snapshots are named by the training steps they were taken at."""
+    state_at, end = 2, 3
+    first = _trainer(tmp_path, "never", "ema.enabled=false", f"num_iterations={state_at}",
+                     f"checkpoint.state_interval={state_at}")
+    first.run()
+    resumed = _trainer(tmp_path, "auto", "ema.enabled=true", "ema.snapshot_every=1",
+                       f"num_iterations={end}")
+    assert resumed.step == state_at
+    assert [int(m.step) for m in resumed.ema.ema_models] == [state_at] * len(
+        resumed.cfg.ema.sigma_rels)
+    assert f"the EMA restarts at step {state_at}" in caplog.text
+    resumed.run()
+    sigmas = range(len(resumed.cfg.ema.sigma_rels))
+    assert {p.name for p in (tmp_path / SNAPSHOT_DIR).glob("*.pt")} == {
+        f"{k}.{s}.pt" for k in sigmas for s in range(state_at + 1, end + 1)}
+
+
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
