@@ -575,11 +575,11 @@ def child(args: argparse.Namespace) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(args.work_dir)
-    _freeze_imports(need_clip=args.soundtrack or bool({"clip_images", "clip_text"}
-                                                      & set(args.stages)))
+    need_clip = args.soundtrack or bool({"clip_images", "clip_text"} & set(args.stages))
+    _freeze_imports(need_clip)
+    # The interpreter with the libraries imported (build_s therefore leaves their import out).
     base_gib = rss_gib()
     start = time.perf_counter()
-    need_clip = args.soundtrack or bool({"clip_images", "clip_text"} & set(args.stages))
     # The default path loads CLIP alone and the rest once CLIP is released, as demo.py does.
     clip_first = need_clip and args.path == "default"
     if clip_first:
@@ -756,7 +756,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, work: Path)
             line["rss_budget_gib"] = budget
             line["rss_ok"] = peaks["default"] <= budget
             print(f"peak RSS check: {peaks['default']:.2f} GiB <= {budget:.2f} GiB "
-                  f"(resident after building {built:.2f} [interpreter "
+                  f"(resident after building {built:.2f} [interpreter and libraries "
                   f"{default['base_gib']:.2f} + {held} + build leftovers] + inputs "
                   f"{run['inputs_gib']:.2f} + {args.max_extra_gb:.2f} activations): "
                   f"{'ok' if line['rss_ok'] else 'EXCEEDED'}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -277,7 +278,20 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
     if subdir == configured:
         return []
-    return [f"hydra.output_subdir={'null' if subdir is None else repr(subdir)}"]
+    return [f"hydra.output_subdir={'null' if subdir is None else hydra_quoted(subdir)}"]
+
+
+def hydra_quoted(text: str) -> str:
+    """``text`` as a quoted value of a Hydra command-line override, read back unchanged.
+
+    In Hydra's quoted strings a backslash is literal except before a quote or at the end, so
+    those runs are doubled and the quotes escaped (Python's ``repr`` escapes every backslash,
+    which Hydra then keeps doubled). ``${...}`` is left alone: Hydra interpolates it, as it
+    does in the configured value itself.
+    """
+    escaped = re.sub(r"(\\*)'", lambda match: match[1] * 2 + "\\'", text)
+    escaped = re.sub(r"(\\+)$", lambda match: match[1] * 2, escaped)
+    return f"'{escaped}'"
 
 
 @contextmanager

@@ -14,7 +14,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from saganet.evaluation.batch_config import BatchEvalConfig, batch_eval_config
-from saganet.hydra_config import RunDirRecord, invocation_output_subdir, rename_overrides
+from saganet.hydra_config import (
+    RunDirRecord,
+    hydra_quoted,
+    invocation_output_subdir,
+    rename_overrides,
+)
 from saganet.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +170,17 @@ def test_each_invocation_of_a_run_dir_writes_hydra_files_of_its_own(tmp_path):
     # configured without them.
     assert invocation_output_subdir(run, ".hydra", 1) is None
     assert invocation_output_subdir(run, None, 0) is None
+
+
+@pytest.mark.parametrize("folder", [".hydra/resume-1", "with space/resume-2", "a,b=c/resume-1",
+                                    "back\\slash/resume-1", "it's/resume-3", "ends in\\",
+                                    "quote\\'d", "[x]/resume-1"])
+def test_quoted_override_values_read_back_unchanged(folder: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(
+        f"hydra.output_subdir={hydra_quoted(folder)}")
+    assert override.value() == folder
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -53,6 +53,10 @@ NO_VIDEO = "load a video first: upload one or pick the example"
 TAB_CLOSED = "the tab was closed"
 APP_CLOSED = "the app is closing"
 CLIENT_GONE = "the client disconnected"
+# A call under a session hash that has ended: the script may still be there (a proxy cut its
+# heartbeat connection), and only a new session hash gets it through.
+CLIENT_ENDED = ("this client's session ended (its heartbeat connection to the app closed); "
+                "make a new Client to call again")
 # Under the root, the folder of /generate calls' files (a dash: never a session hash).
 API_FOLDER = "api-calls"
 # Start of the name of an app's root in the system's temporary folder (then its owner tag).
@@ -421,7 +425,7 @@ class Sessions:
         key = _safe_key(key)
         with self._lock:
             if self._closed or key in self._ended:
-                reason = APP_CLOSED if self._closed else CLIENT_GONE
+                reason = APP_CLOSED if self._closed else CLIENT_ENDED
                 log.info("a /generate call of client %s starts nothing: %s", key, reason)
                 raise CancelledError(reason)
             call = ApiCall(CancelToken(), self._api_folder())
