@@ -30,10 +30,14 @@ def check_seconds(value: object, name: str, *, positive: bool = False) -> float:
     deep in the window arithmetic, which refuses them.
     """
     kind = "a positive number" if positive else "a number"
-    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value) \
-            or (positive and not value > 0):
+    try:
+        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
+            else math.nan
+    except OverflowError:  # an int beyond float's range
+        number = math.nan
+    if not math.isfinite(number) or (positive and not number > 0):
         raise UserInputError(f"{name} must be {kind} of seconds, got {value!r}")
-    return float(value)
+    return number
 
 
 USER_ERROR_STATUS = 2

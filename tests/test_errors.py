@@ -19,7 +19,8 @@ def test_real_numbers_become_plain_floats(value: object) -> None:
     assert result == float(value)
 
 
-@pytest.mark.parametrize("value", ["2", None, True, math.inf, -math.inf, math.nan, [2.0]])
+@pytest.mark.parametrize("value", ["2", None, True, math.inf, -math.inf, math.nan, [2.0],
+                                   10**400])
 def test_other_values_name_the_field(value: object) -> None:
     with pytest.raises(UserInputError, match=r"^overlap must be a number of seconds, got "):
         check_seconds(value, "overlap")
