@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -61,6 +62,9 @@ CLIENT_ENDED = ("this client's session ended (its heartbeat connection to the ap
 API_FOLDER = "api-calls"
 # Start of the name of an app's root in the system's temporary folder (then its owner tag).
 ROOT_PREFIX = "saganet-app-"
+# How long closing the app waits for running jobs and calls to reach their next safe point
+# before it removes their files anyway (a window of CPU work can take longer).
+CLOSE_WAIT_S = 10.0
 # Session hashes of closed tabs (and gone clients) remembered, so that an event of theirs still
 # in Gradio's queue starts nothing (a reloaded tab gets a new hash); the oldest are forgotten
 # first.
@@ -445,9 +449,14 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Stop every session's job and ``/generate`` call, and remove the root (the app is
-        closing); a call that comes later starts nothing."""
+        closing); a call that comes later starts nothing.
+
+        Jobs and calls stop at their next safe point; the root goes once they have, or after
+        ``wait_s`` seconds: removed under a job writing its last file, it failed with a
+        missing folder (and a traceback) instead of stopping.
+        """
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
@@ -459,7 +468,15 @@ class Sessions:
                 session.stop_job(APP_CLOSED)
         for call in calls:
             call.cancel.cancel(APP_CLOSED)
+        deadline = time.monotonic() + wait_s
+        while (any(session.busy for session in sessions) or self._calls_running()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._cleanup()
+
+    def _calls_running(self) -> bool:
+        with self._lock:
+            return any(self._api_calls.values())
 
 
 def _safe_key(key: str | None) -> str:

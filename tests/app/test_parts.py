@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,6 +346,49 @@ def test_api_calls_are_stopped_per_client(tmp_path) -> None:
     with pytest.raises(CancelledError, match=session_module.APP_CLOSED), \
             sessions.api_call("later"):
         pytest.fail("a call ran after the app closed")
+
+
+def test_closing_waits_for_jobs_and_calls_to_stop_before_removing_their_files(tmp_path) -> None:
+    """A job or call that sees the app closing may still finish the file it is writing: the
+    root goes once both have stopped, not under them."""
+    sessions = Sessions(tmp_path / "root")
+    session = sessions.get("tab")
+    with session.lock:
+        job = session.start_job()
+    written: list[Path] = []
+    errors: list[BaseException] = []
+    started = threading.Semaphore(0)
+
+    def finish_last_file(cancel, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            started.release()
+            while not cancel.cancelled:
+                time.sleep(0.01)
+            time.sleep(0.2)  # the rest of a FLAC
+            (folder / "last.flac").write_bytes(b"audio")
+            written.append(folder)
+        except BaseException as err:  # reported by the assertion below
+            errors.append(err)
+
+    def page_job() -> None:
+        finish_last_file(job, session.folder)
+        sessions.job_ended(session)
+
+    def api_call() -> None:
+        with sessions.api_call("script") as call:
+            finish_last_file(call.cancel, call.folder)
+
+    threads = [threading.Thread(target=page_job), threading.Thread(target=api_call)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        assert started.acquire(timeout=30)
+    sessions.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and len(written) == len(threads)
+    assert not sessions.root.exists()
 
 
 def test_tracker_choice() -> None:
