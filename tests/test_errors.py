@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from saganet.errors import UserInputError, check_seconds
+from saganet.media.output import write_video_with_audio
 from saganet.soundtrack.request import SoundObject, SoundtrackRequest
 
 
@@ -42,3 +44,17 @@ def test_request_times_are_checked(field: str, value: object, message: str) -> N
     objects = (SoundObject("violin", "violin_mask.mp4"),)
     with pytest.raises(UserInputError, match=f"^{message}$"):
         SoundtrackRequest("duet.mp4", objects, "out", **{field: value})
+
+
+@pytest.mark.parametrize(("start", "message"), [
+    ("1", "start must be a number of seconds, got '1'"),
+    (math.nan, "start must be a number of seconds, got nan"),
+    (-0.5, "start must be a non-negative number of seconds, got -0.5"),
+])
+def test_video_writer_times_are_checked_before_any_file(tmp_path, start: object,
+                                                         message: str) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        write_video_with_audio(tmp_path / "absent.mp4", np.zeros(441, np.float32), 44_100, out,
+                               1.0, start=start)
+    assert not out.exists()
