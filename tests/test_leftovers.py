@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from saganet.leftovers import (
     remove_dead_once,
 )
 from tests.killed import Holder
+from tests.shared import wait_until
 
 
 def _temporary(holders: list[Holder], dest: Path) -> Holder:
@@ -131,6 +133,63 @@ def test_a_lock_held_by_this_process_is_not_removed(tmp_path: Path) -> None:
     with exclusive(lock):
         assert remove_dead(tmp_path, locks=".*.lock") == []
         assert lock.exists()
+
+
+class _FlockInterrupted:
+    """``fcntl`` whose blocking ``flock`` is interrupted at once, as by Ctrl-C while waiting."""
+
+    LOCK_EX, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_NB
+
+    @staticmethod
+    def flock(fd: int, operation: int) -> None:
+        if not operation & fcntl.LOCK_NB:
+            raise KeyboardInterrupt
+        fcntl.flock(fd, operation)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_interrupted_before_holding_leaves_no_lock_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = tmp_path / ".a.lock"
+    monkeypatch.setattr("saganet.fileio.fcntl", _FlockInterrupted)
+    before = _open_fds()
+    with pytest.raises(KeyboardInterrupt), exclusive(lock):
+        pytest.fail("the body ran without the lock")
+    assert not lock.exists()
+    assert _open_fds() == before
+
+
+def _waiting_on_flock(pid: int) -> bool:
+    # Blocked flock requests appear in /proc/locks as "N: -> FLOCK ... <pid> ...".
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any("->" in line and f" {pid} " in line for line in lines)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="needs /proc/locks")
+def test_interrupted_while_waiting_keeps_the_holders_lock(holders: list[Holder],
+                                                         tmp_path: Path) -> None:
+    held = _lock_holder(holders, tmp_path / ".a.lock").path
+    waiter = subprocess.Popen([sys.executable, "-c", "from saganet.fileio import exclusive\n"
+                               f"with exclusive({str(held)!r}):\n    print('got it')\n"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: _waiting_on_flock(waiter.pid), 60)
+        waiter.send_signal(signal.SIGINT)
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
+    assert waiter.returncode != 0 and "KeyboardInterrupt" in err and "got it" not in out
+    assert held.exists()
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
 
 
 def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None:
