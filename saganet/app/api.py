@@ -23,13 +23,14 @@ A call runs with a :class:`~saganet.cancel.CancelToken` listed under the client'
 its process ends or is killed), Gradio notices that its heartbeat connection closed and runs
 the page's ``unload`` handler for that session hash, which cancels every call of the client:
 a running one stops at its next safe point, a queued one starts nothing, and neither leaves
-files behind. ``job.cancel()`` of ``gradio_client`` does not stop a running call: Gradio
-cancels the event's asyncio task, but a synchronous function runs on in its worker thread and
-Gradio offers it no public way to learn of the cancellation (the progress callback does not
-raise, the request carries no signal). Gradio then frees the queue slot, so the next call
-starts, and waits for the models (the engine's lock) until the cancelled one has finished.
+files behind. ``job.cancel()`` of ``gradio_client`` stops the one call: Gradio cancels the
+event's asyncio task, which only an ``async`` function notices (a synchronous one would run on
+in its worker thread), so the endpoint is a coroutine that runs the work in a thread and, when
+cancelled, cancels the call's token and waits for the work to stop before the queue slot frees.
 """
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from saganet.app.handlers import gradio_progress, user_message
 from saganet.app.limits import Limits
 from saganet.app.objects import objects_from_json
 from saganet.app.options import GenerationOptions
-from saganet.app.session import Sessions
+from saganet.app.session import CALL_CANCELLED, Sessions
 from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
 from saganet.segment.grid import VideoGrid
@@ -66,7 +67,9 @@ def endpoint_info(made: Soundtrack) -> dict[str, Any]:
 
 
 class GenerateEndpoint:
-    """The function behind ``/generate``.
+    """The function behind ``/generate`` (:meth:`generate`: a coroutine, so that it learns of
+    Gradio's cancellation; an instance with an ``async __call__`` would be called as a plain
+    function).
 
     Args:
         engine: the shared models.
@@ -79,17 +82,35 @@ class GenerateEndpoint:
         self.sessions = sessions
         self.limits = limits
 
-    def __call__(self, video: str | None, objects: Any, options: Any, request: gr.Request,
-                 progress=gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
-                 ) -> tuple[str, list[str], str | None, dict[str, Any]]:
+    async def generate(self, video: str | None, objects: Any, options: Any,
+                       request: gr.Request,
+                       progress=gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
+                       ) -> tuple[str, list[str], str | None, dict[str, Any]]:
         """Generate the objects' sound: the mix, the stems, the MP4 and ``info``.
 
         A call stopped because its client went away ends with an error saying so (a client
         still listening, e.g. another thread of a script that closed its ``Client``, reads it
-        as ``AppError``), as a page's stopped job ends with a status line.
+        as ``AppError``), as a page's stopped job ends with a status line. A call cancelled
+        by its client (``job.cancel()``) stops at its next safe point; the queue's next call
+        starts once it has, when the models are free again.
         """
+        cancel = CancelToken()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            self._call, video, objects, options, request.session_hash, cancel, progress))
         try:
-            with self.sessions.api_call(request.session_hash) as call:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.cancel(CALL_CANCELLED)
+            # Its error (the stop itself) has no reader: the client has cancelled.
+            with contextlib.suppress(Exception):
+                await work
+            raise
+
+    def _call(self, video: str | None, objects: Any, options: Any, key: str | None,
+              cancel: CancelToken, progress: gr.Progress,
+              ) -> tuple[str, list[str], str | None, dict[str, Any]]:
+        try:
+            with self.sessions.api_call(key, cancel) as call:
                 return self._run(video, objects, options, call.folder, call.cancel, progress)
         except UserInputError as err:
             raise gr.Error(user_message(err), print_exception=False) from None

@@ -169,7 +169,7 @@ def _endpoint(endpoint: GenerateEndpoint) -> None:
         mp4 = gr.File(label="video with the sound")
         info = gr.JSON(label="info")
         trigger = gr.Button("generate")
-    trigger.click(endpoint, [video, objects, options], [mix, stems, mp4, info],
+    trigger.click(endpoint.generate, [video, objects, options], [mix, stems, mp4, info],
                   api_name=API_NAME, concurrency_id=MODEL_QUEUE, concurrency_limit=1,
                   api_description="Generate the sound of the objects of a video: "
                                   "mix, stems (one FLAC per object), MP4 and info")

@@ -54,6 +54,7 @@ NO_VIDEO = "load a video first: upload one or pick the example"
 TAB_CLOSED = "the tab was closed"
 APP_CLOSED = "the app is closing"
 CLIENT_GONE = "the client disconnected"
+CALL_CANCELLED = "the client cancelled the call"
 # A call under a session hash that has ended: the script may still be there (a proxy cut its
 # heartbeat connection), and only a new session hash gets it through.
 CLIENT_ENDED = ("this client's session ended (its heartbeat connection to the app closed); "
@@ -410,7 +411,7 @@ class Sessions:
         return run
 
     @contextmanager
-    def api_call(self, key: str | None) -> Iterator[ApiCall]:
+    def api_call(self, key: str | None, cancel: CancelToken | None = None) -> Iterator[ApiCall]:
         """One ``/generate`` call of the client ``key``, while it runs: its token and a fresh
         folder.
 
@@ -421,18 +422,21 @@ class Sessions:
 
         Args:
             key: the client's session hash.
+            cancel: the call's token, when the caller also cancels it (a new one by default).
 
         Raises:
-            CancelledError: the client was already gone (or the app closing) when the call
-                came to run: it starts nothing and makes no folder.
+            CancelledError: the client was already gone (or the app closing), or ``cancel``
+                already cancelled, when the call came to run: it starts nothing and makes no
+                folder.
         """
         key = _safe_key(key)
         with self._lock:
-            if self._closed or key in self._ended:
-                reason = APP_CLOSED if self._closed else CLIENT_ENDED
+            reason = (APP_CLOSED if self._closed else CLIENT_ENDED if key in self._ended
+                      else cancel.reason if cancel is not None and cancel.cancelled else None)
+            if reason is not None:
                 log.info("a /generate call of client %s starts nothing: %s", key, reason)
                 raise CancelledError(reason)
-            call = ApiCall(CancelToken(), self._api_folder())
+            call = ApiCall(cancel or CancelToken(), self._api_folder())
             self._api_calls.setdefault(key, set()).add(call)
         try:
             yield call

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from saganet.app.example import deepest_point
-from saganet.app.session import API_FOLDER, CLIENT_GONE
+from saganet.app.session import API_FOLDER, CALL_CANCELLED, CLIENT_GONE
 from saganet.cancel import CancelledError
 from saganet.media.video import SYNC_FPS
 from tests.shared import wait_until
@@ -206,12 +206,12 @@ client.submit(handle_file(sys.argv[2]), [{"name": "a", "clicks": ["20,20@0"]}],
 """
 
 
-@pytest.mark.parametrize("how", ["close", "kill"])
+@pytest.mark.parametrize("how", ["close", "kill", "cancel"])
 def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplog, tmp_path,
                                                 how) -> None:
-    """A client gone while its call samples (``client.close()``, or its process killed): the
-    call stops at its next Euler step, soon after the server notices, and leaves no files;
-    the next client's call runs."""
+    """A client gone while its call samples (``client.close()``, or its process killed), or
+    one that cancels the call (``job.cancel()``): the call stops at its next Euler step, soon
+    after the server notices, and leaves no files; the next client's call runs."""
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT))  # read per connection
     caplog.set_level(logging.INFO, logger="saganet.app")
     engine, steps = server.engine, server.limits.max_steps
@@ -248,7 +248,7 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
 
     monkeypatch.setattr(engine, "soundtrack", holding)
     # The whole clip with the most steps the app takes: held at its first step until stopped.
-    if how == "close":
+    if how != "kill":
         gone = gradio_client.Client(server.url, verbose=False)
         job = gone.submit(gradio_client.handle_file(str(clip)), objects, {"num_steps": steps},
                           api_name="/generate")
@@ -261,6 +261,8 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
         left = time.perf_counter()
         if how == "close":
             gone.close()
+        elif how == "cancel":
+            assert job.cancel()
         else:
             process.kill()
             process.wait(30)
@@ -273,8 +275,9 @@ def test_a_client_that_goes_away_stops_its_call(server, clip, monkeypatch, caplo
         if how == "kill" and process.poll() is None:
             process.kill()
             process.wait(30)
-    assert long["stopped"] == CLIENT_GONE and long["sampled"] == (1, steps)
-    assert any(f"stopped after sampling 1/{steps}: {CLIENT_GONE}" in r.getMessage()
+    reason = CALL_CANCELLED if how == "cancel" else CLIENT_GONE
+    assert long["stopped"] == reason and long["sampled"] == (1, steps)
+    assert any(f"stopped after sampling 1/{steps}: {reason}" in r.getMessage()
                for r in caplog.records)
     assert wait_until(lambda: not long["folder"].exists(), 10), "the stopped call left files"
     assert not list((server.sessions.root / API_FOLDER).iterdir())

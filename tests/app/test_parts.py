@@ -320,7 +320,7 @@ def test_api_calls_are_stopped_per_client(tmp_path) -> None:
     stopped or failed call removes its folder, a finished one keeps it until the next call; a
     gone client's later call, and any call once the app closes, starts nothing."""
     from saganet.app import session as session_module
-    from saganet.cancel import CancelledError
+    from saganet.cancel import CancelledError, CancelToken
 
     sessions = Sessions(tmp_path / "root")
     with sessions.api_call("gone") as first, sessions.api_call("gone") as second, \
@@ -340,6 +340,16 @@ def test_api_calls_are_stopped_per_client(tmp_path) -> None:
             raise failure
         assert not call.folder.exists()
     assert not sessions._api_calls  # every call that ended is forgotten
+    # A call cancelled by its client (job.cancel()) before it came to run.
+    token = CancelToken()
+    token.cancel(session_module.CALL_CANCELLED)
+    folders = set((tmp_path / "root").rglob("*"))
+    with pytest.raises(CancelledError, match=session_module.CALL_CANCELLED), \
+            sessions.api_call("other", token):
+        pytest.fail("a cancelled call ran")
+    assert set((tmp_path / "root").rglob("*")) == folders and not sessions._api_calls
+    with sessions.api_call("other", mine := CancelToken()) as call:
+        assert call.cancel is mine
     with sessions.api_call("late") as running:
         sessions.close()
         assert running.cancel.reason == session_module.APP_CLOSED
