@@ -1,5 +1,6 @@
-"""Shared pytest hooks and fixtures: the thread policy, tiny random SAM 2 / SAM 3 folders,
-processes to kill with SIGKILL, and how many golden cases ran."""
+"""Shared pytest hooks and fixtures: the thread policy (set once, restored after every test),
+tiny random SAM 2 / SAM 3 folders, processes to kill with SIGKILL, and how many golden cases
+ran."""
 
 from __future__ import annotations
 
@@ -7,15 +8,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from saganet.runtime import configure_runtime
 from tests.killed import Holder
+
+# The intra-op thread count every test starts with (set by pytest_configure).
+_POLICY_THREADS = pytest.StashKey[int]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The tests run tiny models: one thread per process (see saganet/runtime.py), so that
     # `pytest -n 2` workers never wait on each other's cores.
-    configure_runtime("debug")
+    config.stash[_POLICY_THREADS] = configure_runtime("debug").intra_op
+
+
+@pytest.fixture(autouse=True)
+def _policy_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Put the intra-op thread count back after each test. Entry points called in-process
+    (``main([...])``) apply their own model's policy (a full-size or unknown model gets this
+    worker's share of the cores), and some tests set a count of their own; the next test on
+    the worker would otherwise compute on another count than its module's fixtures did, and
+    products and convolutions may round differently with another split."""
+    yield
+    threads = request.config.stash[_POLICY_THREADS]
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,6 @@ from saganet.model import VARIANTS
 from saganet.pipeline import PIPELINES
 
 
-@pytest.fixture
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", [*VARIANTS, *PIPELINES])
 def test_tiny_models_are_the_narrow_ones(name: str) -> None:
     network = PIPELINES[name].network if name in PIPELINES else name
@@ -70,8 +63,8 @@ def test_cgroup_quota_caps_the_affinity_mask(tmp_path: Path) -> None:
     assert runtime.available_cores(tmp_path / "absent") == affinity
 
 
-def test_configure_applies_the_policy(monkeypatch: pytest.MonkeyPatch,
-                                      restore_threads: None) -> None:
+def test_configure_applies_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The thread counts it sets are put back after the test by tests/conftest.py.
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
@@ -82,6 +75,26 @@ def test_configure_applies_the_policy(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert runtime.configure_runtime("debug").intra_op == torch.get_num_threads() == 3
     assert runtime.configure_runtime("debug", threads=2).intra_op == 2
+
+
+def test_a_tests_thread_count_does_not_reach_the_next_test(tmp_path: Path) -> None:
+    """tests/conftest.py puts the policy's thread count back after every test, so that a test
+    (or an entry point's main() run in-process) setting another one leaves it to nobody."""
+    (tmp_path / "test_pair.py").write_text(
+        "import torch\n\n"
+        "START = []\n\n"
+        "def test_sets_another_count():\n"
+        "    START.append(torch.get_num_threads())\n"
+        "    torch.set_num_threads(START[0] + 2)\n\n"
+        "def test_starts_on_the_same_count():\n"
+        "    assert torch.get_num_threads() == START[0]\n")
+    repo = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest",
+                           "-p", "no:cacheprovider", "-p", "no:xdist", "test_pair.py"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 passed" in done.stdout
 
 
 def test_loader_workers_capped_at_the_process_share(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,11 +57,17 @@ def test_weights_buffers_and_features_equal_open_clips_own_loading(clip_folder: 
     assert not any(t.is_meta for t in [*ours.parameters(), *ours.buffers()])
     images = torch.rand(2, 3, 384, 384, generator=torch.Generator().manual_seed(0))
     tokens = open_clip.tokenize(["a violin", "a trumpet played softly"])
+    # Bit for bit where both models' weights lie in freshly allocated (64-byte aligned) memory.
+    # Weights assigned from a safetensors file stay where they lie in its buffer, and a BLAS
+    # (MKL outside its reproducible mode) may round a product differently when its operands
+    # are aligned differently: there the same values, equal up to float rounding.
+    aligned = all(t.data_ptr() % 64 == 0 for t in ours.state_dict().values())
+    tolerance = {"rtol": 0, "atol": 0} if aligned else {"rtol": 1e-5, "atol": 1e-6}
     with torch.no_grad():
         torch.testing.assert_close(ours.encode_image(images), theirs.encode_image(images),
-                                   rtol=0, atol=0)
+                                   **tolerance)
         torch.testing.assert_close(ours.encode_text(tokens), theirs.encode_text(tokens),
-                                   rtol=0, atol=0)
+                                   **tolerance)
 
 
 def test_the_encoder_loads_through_it(clip_folder: Path) -> None:
