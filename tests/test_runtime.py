@@ -89,9 +89,11 @@ def test_a_tests_thread_count_does_not_reach_the_next_test(tmp_path: Path) -> No
         "def test_starts_on_the_same_count():\n"
         "    assert torch.get_num_threads() == START[0]\n")
     repo = Path(__file__).parents[1]
+    # The child runs its two tests in order, in one process: no options of this run (-n ...).
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest",
                            "-p", "no:cacheprovider", "-p", "no:xdist", "test_pair.py"],
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)},
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(repo)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 passed" in done.stdout
