@@ -19,7 +19,8 @@
 #
 #   bash benchmarks/gpu_check.sh [results.json]     # default: gpu_check_results.json
 #
-# Environment: PYTHON (default python, else python3); GPU_CHECK_DEADLINE_S (default 480);
+# Environment: PYTHON (default python3, else python: the interpreter that the documented
+# `python3 -m pip install --target` filled); GPU_CHECK_DEADLINE_S (default 480);
 # GPU_CHECK_DEVICE (default cuda; cpu runs the same steps as a dry run of the script itself);
 # GPU_CHECK_STEPS (comma-separated step names to run, default all: to run again what failed;
 # demo_30s_two_objects needs inputs_duet, batch_eval_compile needs inputs_urmp);
@@ -32,7 +33,7 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 2
 RESULTS=$(realpath -m "${1:-gpu_check_results.json}")
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 ONLY=${GPU_CHECK_STEPS:-}
@@ -98,11 +99,21 @@ if [[ $DEVICE == cpu ]]; then  # a dry run: there is no GPU to ask about
 else
     run_step nvidia_smi 20 nvidia-smi
 fi
-run_step environment 30 "$PYTHON" -c "import sys, torch
-print(sys.version)
+# torch.compile on CUDA runs Triton, which builds its launchers with a C compiler against
+# Python.h when first used: a machine without them fails both compile steps, said here first.
+run_step environment 30 "$PYTHON" -c "import os, shutil, sys, sysconfig, torch
+from importlib import metadata
+print(sys.executable, sys.version)
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
 if torch.cuda.is_available():
-    print(torch.cuda.get_device_name(0), 'free/total bytes', torch.cuda.mem_get_info())"
+    print(torch.cuda.get_device_name(0), 'free/total bytes', torch.cuda.mem_get_info())
+try:
+    print('triton', metadata.version('triton'))
+except metadata.PackageNotFoundError:
+    print('triton missing')
+cc = os.environ.get('CC') or next(filter(None, map(shutil.which, ('cc', 'gcc', 'clang'))), None)
+header = os.path.join(sysconfig.get_paths()['include'], 'Python.h')
+print('C compiler', cc or 'missing', '| Python.h', header if os.path.exists(header) else 'missing')"
 
 # Inputs: a 30 s video with two moving objects and their masks; a 4-clip URMP-format set.
 run_step inputs_duet 60 "$PYTHON" benchmarks/synthetic_media.py clip "$WORK/duet" \

@@ -287,3 +287,33 @@ def test_gpu_check_dry_run_in_tiny_mode(tmp_path: Path) -> None:
     assert [row["workload"] for row in tables["threads"]["rows"]] == list(threads.WORKLOADS)
     assert all(summary["outputs"].get(folder) for folder in ("demo", "train", "eval"))
     assert not list(tmp_path.glob("saganet-gpu-check.*"))  # its work folder is removed
+
+
+def test_gpu_check_prefers_python3(tmp_path: Path) -> None:
+    """Without PYTHON, gpu_check.sh runs python3, the interpreter that the documented
+    `python3 -m pip install --target` filled, even where another `python` comes first on the
+    PATH (a system Python 2, another environment); the environment step names it and what
+    torch.compile on CUDA needs (Triton, a C compiler, Python.h)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    other = bin_dir / "python"
+    other.write_text("#!/bin/sh\necho 'not the check interpreter' >&2\nexit 3\n")
+    other.chmod(0o755)
+    python3 = bin_dir / "python3"  # a wrapper: a symlink would leave the virtual environment
+    python3.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python3.chmod(0o755)
+    results = tmp_path / "results.json"
+    env = {**_env(tmp_path), "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_STEPS": "environment",
+           "TMPDIR": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHON", None)
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(results)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = {step["name"]: step for step in json.loads(results.read_text())["steps"]}
+    log = steps["environment"]["log_tail"]
+    assert steps["environment"]["status"] == "ok", log
+    assert log.startswith(sys.executable)
+    lines = log.splitlines()
+    for start in ("torch ", "triton ", "C compiler "):
+        assert any(line.startswith(start) for line in lines), (start, log)
+    assert "| Python.h " in log
