@@ -52,6 +52,16 @@ def _lock_holder(holders: list[Holder], lock: Path) -> Holder:
     return holder
 
 
+def _assert_held(lock: Path) -> None:
+    """Someone holds ``lock``: nobody else can take it."""
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 def _foreign(tag: str) -> str:
     """``tag`` as another machine (another host, boot or pid namespace) would write it."""
     pid, start, machine, rand = tag.split("-")
@@ -116,12 +126,7 @@ def test_abandoned_lock_files_are_removed_held_ones_kept(holders: list[Holder],
     assert remove_dead(tmp_path, locks=".*.pth.lock") == [dead]
     assert not dead.exists() and held.exists() and foreign_lock.exists()
     # The held lock still excludes: nobody else can take it.
-    fd = os.open(held, os.O_RDONLY)
-    try:
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        os.close(fd)
+    _assert_held(held)
     # The removed lock works as before.
     with exclusive(dead):
         assert dead.exists()
@@ -184,12 +189,7 @@ def test_interrupted_while_waiting_keeps_the_holders_lock(holders: list[Holder],
         waiter.kill()
     assert waiter.returncode != 0 and "KeyboardInterrupt" in err and "got it" not in out
     assert held.exists()
-    fd = os.open(held, os.O_RDONLY)
-    try:
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        os.close(fd)
+    _assert_held(held)
 
 
 def test_removing_abandoned_locks_keeps_mutual_exclusion(tmp_path: Path) -> None:
