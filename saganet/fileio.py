@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from saganet.errors import UserInputError
-from saganet.leftovers import owner_tag, remove_dead_once
+from saganet.leftovers import owner_tag, remove_abandoned_lock, remove_dead_once
 
 try:
     import fcntl
@@ -121,29 +121,14 @@ def exclusive(lock_path: str | os.PathLike[str]) -> Iterator[None]:
         except BaseException:
             # Interrupted before holding it (Ctrl-C, a signal's exception while waiting): the
             # file this process may just have created would stay behind, held by nobody.
-            _drop_if_free(fd, lock_path)
+            os.close(fd)
+            remove_abandoned_lock(lock_path)
             raise
         os.close(fd)
     try:
         yield
     finally:
         lock_path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _drop_if_free(fd: int, lock_path: Path) -> None:
-    """Close ``fd``, first removing its lock file if nobody holds the lock.
-
-    Taking the lock without waiting and then removing the file is what a holder's release
-    does, so waiters on that file start over as usual; a file someone holds is theirs to remove.
-    """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
-            lock_path.unlink()
-    except OSError:
-        pass
-    finally:
         os.close(fd)
 
 
