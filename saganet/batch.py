@@ -307,9 +307,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         UserInputError: a usage error (bad jobs file, unloadable weights).
     """
-    from tqdm.auto import tqdm
-
     from saganet.pipeline import load_models, pipeline_variant
+    from saganet.progress import progress_bar
 
     pipeline_variant(args.variant)
     try:
@@ -352,16 +351,17 @@ def run(args: argparse.Namespace) -> int:
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline)
-        for job in tqdm(todo, desc="jobs", unit="job"):
+        bar = progress_bar(todo, desc="jobs", unit="job")
+        for job in bar:
             try:
                 _run_job(job, models, args)
             except JOB_ERRORS as err:
                 failures.append((job.video, _reason(err, job)))
-                # tqdm.write keeps the line apart from the progress bar.
-                tqdm.write(f"FAILED {job.video}: {failures[-1][1]}", file=sys.stderr)
+                # The bar's write keeps the line apart from the bar on a terminal.
+                bar.write(f"FAILED {job.video}: {failures[-1][1]}", file=sys.stderr)
                 continue
             ok += 1
-            tqdm.write(str(job.output), file=sys.stdout)
+            bar.write(str(job.output), file=sys.stdout)
     summary = f"{ok} ok, {len(failures)} failed"
     print(summary + (f", {skipped} skipped (outputs exist)" if skipped else ""), file=sys.stderr)
     return 1 if failures else 0

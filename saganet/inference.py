@@ -26,7 +26,6 @@ from numbers import Integral
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from saganet.cancel import CancelToken
 from saganet.errors import UserInputError
@@ -35,6 +34,7 @@ from saganet.inference_checks import checked_batch
 from saganet.model import Conditions, FlowMatching
 from saganet.model.flow_matching import METHODS as SAMPLING_METHODS
 from saganet.models import SAGANetModels
+from saganet.progress import progress_bar
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder
@@ -250,8 +250,8 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
     options = options or SamplingOptions()
     net = models.network
     chunk = options.network_chunk_size or len(noise)
-    bar = tqdm(total=options.num_steps if options.method == "euler" else None,
-               desc="sampling", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=options.num_steps if options.method == "euler" else None,
+                       desc="sampling", unit="step", disable=not progress, leave=False)
     calls = 0
 
     def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

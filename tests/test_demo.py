@@ -70,11 +70,15 @@ def test_debug_demo_needs_no_argument_and_no_download(tmp_path: Path) -> None:
     try:
         result = subprocess.run(
             [sys.executable, "demo.py", "--variant", "debug", "--num_steps", "2", "--output",
-             str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+             str(out)], cwd=REPO, env=env, capture_output=True, timeout=600)
     finally:
         os.umask(old_umask)
-    assert result.returncode == 0, result.stderr[-2000:]
-    printed = [Path(line) for line in result.stdout.split()]
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr[-2000:]
+    # stderr is a pipe, as in a log: no progress bar redrawn in place (bytes, since text mode
+    # would turn carriage returns into newlines).
+    assert "\r" not in stderr, stderr[-2000:]
+    printed = [Path(line) for line in stdout.split()]
     example = synthetic_example(cache / "example" / "synthetic")
     assert {p.name for p in printed} == (
         {f"{example.video.stem}.flac", f"{example.video.stem}.mp4"}

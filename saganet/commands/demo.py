@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saganet import dist
 from saganet.cli import (
@@ -38,6 +39,9 @@ from saganet.cli import (
     terminate_cleanly,
 )
 from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("saganet.demo")
 
@@ -265,18 +269,18 @@ def _check_prompt_length(encoder, name: str, prompt: str) -> None:
 
 
 def _progress_bars():
-    """tqdm bars per stage for the terminal."""
-    from tqdm.auto import tqdm
+    """A progress bar per stage (one line per interval in a log)."""
+    from saganet.progress import progress_bar
 
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False)
+            bar = bars[stage] = progress_bar(total=total, desc=stage, leave=False)
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        # update(), not n= and refresh(): it keeps the bar's interval between redraws.
+        bar.update(done - bar.n)
         if done >= total:
             bar.close()
 

@@ -42,7 +42,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 import saganet
 from saganet import dist
@@ -67,6 +66,7 @@ from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, load_models
+from saganet.progress import progress_bar
 from saganet.runtime import loader_workers
 from saganet.state_dict import check_weights_file
 
@@ -414,8 +414,8 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
     device = models.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if config.amp and device.type == "cuda" else nullcontext())
-    bar = tqdm(total=len(indices), unit="clip", disable=not info.is_main,
-               desc=f"{config.dataset.name} (rank 0 of {info.world_size})")
+    bar = progress_bar(total=len(indices), unit="clip", disable=not info.is_main,
+                       desc=f"{config.dataset.name} (rank 0 of {info.world_size})")
     try:
         for samples, failures in loader:
             for failure in failures:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import list_audio_files, load_for_extractor
@@ -33,6 +32,7 @@ from saganet.evaluation.protocol import (
     match_names,
 )
 from saganet.evaluation.results import MetricResults
+from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def embed_files(
     names = list(files)
     outputs: dict[str, list[np.ndarray]] = defaultdict(list)
     starts = range(0, len(names), batch_size)
-    for start in tqdm(starts, desc=desc or embedder.name, leave=False):
+    for start in progress_bar(starts, desc=desc or embedder.name, leave=False):
         waves = [
             load_for_extractor(
                 files[n], embedder.sample_rate, audio_length, remove_dc=embedder.remove_dc

@@ -31,9 +31,9 @@ from typing import Literal
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from saganet.fileio import temporary_sibling
+from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ def run_jobs(
     """
     results: list[ClipResult | None] = [None] * len(jobs)
     moves = _move_flags(jobs, move)
-    bar = tqdm(total=len(jobs), desc="clips", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="clips", unit="clip", disable=not progress)
     pooled = [i for i, job in enumerate(jobs) if job.action == "cut"] if workers > 1 else []
     if pooled:
         # spawn: forking a process that holds threads (tqdm, HTTP, PyAV) can deadlock the child.

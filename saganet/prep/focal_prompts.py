@@ -38,7 +38,6 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange
-from tqdm import tqdm
 
 from saganet.data.sms_dataset import FRAME_SIZE, LOAD_ERRORS, SYNC_FPS, sms_paths
 from saganet.errors import UserInputError
@@ -46,6 +45,7 @@ from saganet.features.focal_crop import focal_crop
 from saganet.fileio import temporary_sibling
 from saganet.media.video import read_frames
 from saganet.prep.sms_metadata import SMS_SUBSETS, plan_sms_jobs, read_sms_metadata
+from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,8 @@ def make_focal_prompts(root: str | os.PathLike[str], clip_ids: Sequence[str],
     if workers < 1:
         raise UserInputError(f"workers must be at least 1, got {workers}")
     results: list[FocalPromptResult | None] = [None] * len(clip_ids)
-    bar = tqdm(total=len(clip_ids), desc="focal prompts", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(clip_ids), desc="focal prompts", unit="clip",
+                       disable=not progress)
     if workers == 1:
         for i, clip_id in enumerate(clip_ids):
             results[i] = make_focal_prompt(root, clip_id, duration, overwrite)

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from saganet import dist
 from saganet.codec import AudioCodec
@@ -49,6 +48,7 @@ from saganet.media.audio import load_mono_audio
 from saganet.media.video import CLIP_FPS, CLIP_SIZE, clip_input, read_frames
 from saganet.model.sequence import SequenceConfig
 from saganet.prep.focal_prompts import SplitClip, write_problem_list
+from saganet.progress import progress_bar
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder
@@ -327,7 +327,7 @@ def extract_part(dataset: ClipSource, extractor: FeatureExtractor, writer: Shard
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_clips)
     failed = 0
-    for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
+    for batch in progress_bar(loader, desc="features", unit="batch", disable=not progress):
         features = extractor(batch) if batch.ids else None
         writer.add(batch.ids, features, batch.failed)
         failed += len(batch.failed)

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from tqdm import tqdm
-
 from saganet.errors import UserInputError
 from saganet.prep.clip_cut import ClipJob
+from saganet.progress import progress_bar
 from saganet.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def fetch_public_files(
     names = _listed_names(listing.read_text(encoding="utf-8"))
     todo = [name for name in names if not (output_dir / name).exists()]
     log.info("%d files listed, %d to download", len(names), len(todo))
-    for name in tqdm(todo, desc="downloading", unit="file", disable=not progress):
+    for name in progress_bar(todo, desc="downloading", unit="file", disable=not progress):
         download(f"{base}/{quote(name)}", output_dir / name, progress=False)
     return [output_dir / name for name in names]
 

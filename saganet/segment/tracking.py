@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from saganet.cancel import CancelToken
 from saganet.errors import UserInputError
 from saganet.media.video import PathLike, VideoInfo
+from saganet.progress import progress_bar
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
 from saganet.segment.models import DEFAULT_MODEL, SegmenterCache, sam2_folder, sam3_folder
 from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names
@@ -231,7 +230,7 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
     passes = int(sam2 is not None) + int(sam3 is not None)
     total = passes * (stop - first)
     done = 0
-    with tqdm(total=total, desc="tracking", unit="frame", disable=not progress) as bar:
+    with progress_bar(total=total, desc="tracking", unit="frame", disable=not progress) as bar:
 
         def step(count: int) -> None:
             nonlocal done

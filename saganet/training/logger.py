@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
+
+from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,8 @@ class RunLogger:
         self.is_main = is_main
         self.writer = (SummaryWriter(os.fspath(run_dir), purge_step=initial_step + 1)
                        if is_main else None)
-        self.bar = (tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
-                         dynamic_ncols=True) if is_main else None)
+        self.bar = (progress_bar(total=total_steps, initial=initial_step, desc="train",
+                                 unit="step", dynamic_ncols=True) if is_main else None)
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
         """Write ``<prefix>/<name>`` scalars.

@@ -22,12 +22,11 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from tqdm import tqdm
-
 from saganet import __version__
 from saganet.errors import UserInputError
 from saganet.fileio import locked_folder, temporary_sibling
 from saganet.leftovers import remove_dead
+from saganet.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +127,8 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
                 open(tmp, "xb") as out:
             length = response.headers.get("Content-Length")
             expected = int(length) if length is not None else None
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=dest.name, disable=not progress, leave=False) as bar:
+            with progress_bar(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc=dest.name, disable=not progress, leave=False) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
