@@ -268,10 +268,7 @@ def _request(job: Job, args: argparse.Namespace):
     from saganet.media.masks import MaskVideo
     from saganet.soundtrack import SoundObject, SoundtrackRequest
 
-    try:
-        duration = segment_duration(args)
-    except ValueError as err:
-        raise UserInputError(str(err)) from None
+    duration = segment_duration(args)
     return SoundtrackRequest(
         video=job.video,
         objects=tuple(SoundObject(o.name, MaskVideo(o.mask), o.prompt, o.negative_prompt)
@@ -311,10 +308,7 @@ def run(args: argparse.Namespace) -> int:
     from saganet.progress import progress_bar
 
     pipeline_variant(args.variant)
-    try:
-        segment_duration(args)  # a usage error, not one of every job
-    except ValueError as err:
-        raise UserInputError(str(err)) from None
+    segment_duration(args)  # a usage error, not one of every job
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []
     else:

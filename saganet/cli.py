@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saganet.errors import check_time_range
 from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
@@ -220,12 +221,14 @@ def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
 
 def segment_duration(args: argparse.Namespace) -> float | None:
     """Seconds to generate from ``--start``: ``--end - --start``, ``--duration``, or None for
-    ``--duration full``."""
-    if args.end is not None:
-        if not args.end > args.start:
-            raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
-        return args.end - args.start
-    return None if math.isinf(args.duration) else args.duration
+    ``--duration full``.
+
+    Raises:
+        UserInputError: a bad ``--start``, ``--end`` or ``--duration``, named by its flag.
+    """
+    duration = None if math.isinf(args.duration) else args.duration
+    return check_time_range(args.start, args.end, duration,
+                            names=("--start", "--end", "--duration"))[1]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,22 +22,59 @@ class UserInputError(Exception):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
-def check_seconds(value: object, name: str, *, positive: bool = False) -> float:
+def check_seconds(value: object, name: str, *, positive: bool = False,
+                  nonnegative: bool = False) -> float:
     """``value`` as a plain float of seconds, or a :class:`UserInputError` naming ``name``.
 
     Anything real and finite is accepted (ints, NumPy scalars); bools, strings, None, inf and
-    nan are refused. The result is a Python float because NumPy scalars reached ``Fraction()``
+    nan are refused, and so are zero and less with ``positive``, less than zero with
+    ``nonnegative``. The result is a Python float because NumPy scalars reached ``Fraction()``
     deep in the window arithmetic, which refuses them.
     """
-    kind = "a positive number" if positive else "a number"
+    kind = ("a positive number" if positive else
+            "a non-negative number" if nonnegative else "a number")
     try:
         number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
             else math.nan
     except OverflowError:  # an int beyond float's range
         number = math.nan
-    if not math.isfinite(number) or (positive and not number > 0):
+    if (not math.isfinite(number) or (positive and not number > 0)
+            or (nonnegative and not number >= 0)):
         raise UserInputError(f"{name} must be {kind} of seconds, got {value!r}")
     return number
+
+
+def check_time_range(start: object, end: object = None, duration: object = None, *,
+                     names: tuple[str, str, str] = ("start", "end", "duration"),
+                     ) -> tuple[float, float | None]:
+    """A part of a video given by its start and its end or duration, checked once for every
+    command, the app and the library.
+
+    Args:
+        start: seconds skipped, zero or more.
+        end: the second to stop at, after ``start`` (None: not given). It takes the place of
+            ``duration``.
+        duration: seconds from ``start``, positive (None: to the end of the video).
+        names: what the messages call start, end and duration (e.g. a command's flags).
+
+    Returns:
+        ``(start, seconds from start)``, the latter None for "to the end of the video".
+
+    Raises:
+        UserInputError: a value that is not a finite number, a negative start, a duration
+            that is not positive, an end not after the start.
+    """
+    start_name, end_name, duration_name = names
+    first = check_seconds(start, start_name, nonnegative=True)
+    length = (None if duration is None else
+              check_seconds(duration, duration_name, positive=True))
+    if end is None:
+        return first, length
+    last = check_seconds(end, end_name)
+    if not last > first:
+        raise UserInputError(f"{end_name} ({last:g} s) must come after {start_name} "
+                             f"({first:g} s)")
+    return first, last - first
 
 
 USER_ERROR_STATUS = 2

@@ -206,5 +206,5 @@ def test_end_before_start_is_one_usage_error(media, tmp_path, capsys):
     table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
     args = _debug_run(table, media / "weights", tmp_path / "out")
     assert main([*args, "--start", "1", "--end", "0.5"]) == 2
-    assert "must be after --start" in capsys.readouterr().err
+    assert "--end (0.5 s) must come after --start (1 s)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

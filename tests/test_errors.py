@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from saganet.errors import UserInputError, check_seconds
+from saganet.errors import UserInputError, check_seconds, check_time_range
 from saganet.media.output import write_video_with_audio
 from saganet.soundtrack.request import SoundObject, SoundtrackRequest
 
@@ -38,7 +38,7 @@ def test_positive_refuses_zero_and_below(value: object) -> None:
     ("duration", math.inf, "duration must be a positive number of seconds, got inf"),
     ("duration", 0, "duration must be a positive number of seconds, got 0"),
     ("overlap", math.nan, "overlap must be a number of seconds, got nan"),
-    ("start", "1", "start must be a number of seconds, got '1'"),
+    ("start", "1", "start must be a non-negative number of seconds, got '1'"),
 ])
 def test_request_times_are_checked(field: str, value: object, message: str) -> None:
     objects = (SoundObject("violin", "violin_mask.mp4"),)
@@ -47,8 +47,8 @@ def test_request_times_are_checked(field: str, value: object, message: str) -> N
 
 
 @pytest.mark.parametrize(("start", "message"), [
-    ("1", "start must be a number of seconds, got '1'"),
-    (math.nan, "start must be a number of seconds, got nan"),
+    ("1", "start must be a non-negative number of seconds, got '1'"),
+    (math.nan, "start must be a non-negative number of seconds, got nan"),
     (-0.5, "start must be a non-negative number of seconds, got -0.5"),
 ])
 def test_video_writer_times_are_checked_before_any_file(tmp_path, start: object,
@@ -58,3 +58,59 @@ def test_video_writer_times_are_checked_before_any_file(tmp_path, start: object,
         write_video_with_audio(tmp_path / "absent.mp4", np.zeros(441, np.float32), 44_100, out,
                                1.0, start=start)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("start", "end", "duration", "expected"), [
+    (0, None, None, (0.0, None)),
+    (1.5, None, 2, (1.5, 2.0)),
+    (1, 4, None, (1.0, 3.0)),
+    (1, 4, 10, (1.0, 3.0)),  # the end takes the duration's place
+])
+def test_a_time_range_is_start_and_length(start, end, duration, expected) -> None:
+    assert check_time_range(start, end, duration) == expected
+
+
+@pytest.mark.parametrize(("start", "end", "duration", "message"), [
+    (-0.5, None, None, "start must be a non-negative number of seconds, got -0.5"),
+    (math.inf, None, None, "start must be a non-negative number of seconds, got inf"),
+    (0, math.nan, None, "end must be a number of seconds, got nan"),
+    (0, None, 0, "duration must be a positive number of seconds, got 0"),
+    (0, 4, -1, "duration must be a positive number of seconds, got -1"),
+    (2, 2, None, "end (2 s) must come after start (2 s)"),
+    (2, 1.5, None, "end (1.5 s) must come after start (2 s)"),
+])
+def test_a_bad_time_range_is_named(start, end, duration, message) -> None:
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        check_time_range(start, end, duration)
+    flags = message.replace("start", "--start").replace("end", "--end").replace(
+        "duration", "--duration")
+    with pytest.raises(UserInputError, match=f"^{re.escape(flags)}$"):
+        check_time_range(start, end, duration, names=("--start", "--end", "--duration"))
+
+
+@pytest.mark.parametrize(("start", "end"), [(-1.0, None), (3.0, 2.0), (0.0, math.inf)])
+def test_the_app_the_tracker_and_the_commands_say_the_same(start, end) -> None:
+    """One check behind every place a user gives a time range."""
+    import argparse
+
+    from saganet.app.options import GenerationOptions
+    from saganet.cli import segment_duration
+    from saganet.segment.grid import GridIndex
+    from saganet.segment.tracking import _tracked_range
+
+    with pytest.raises(UserInputError) as expected:
+        check_time_range(start, end)
+    message = str(expected.value)
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        GenerationOptions(start=start, end=end)
+    index = GridIndex.__new__(GridIndex)  # the range is refused before the video is needed
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        _tracked_range(index, start, end)
+    args = argparse.Namespace(start=start, end=end, duration=5.0)
+    with pytest.raises(UserInputError, match=re.escape(message.replace("start", "--start")
+                                                       .replace("end", "--end"))):
+        segment_duration(args)
+    if end is None:
+        with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+            SoundtrackRequest("duet.mp4", (SoundObject("violin", "violin_mask.mp4"),), "out",
+                              start=start)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from saganet.app.limits import Limits
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_time_range
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,7 @@ class GenerationOptions:
     variant: str | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.start) and self.start >= 0):
-            raise UserInputError(f"start must be zero or more seconds, got {self.start:g}")
-        if self.duration is not None and not (math.isfinite(self.duration)
-                                              and self.duration > 0):
-            raise UserInputError(f"duration must be positive seconds, got {self.duration:g}")
-        if self.end is not None and not (math.isfinite(self.end) and self.end > self.start):
-            raise UserInputError(f"end ({self.end:g} s) must come after start "
-                                 f"({self.start:g} s)")
+        check_time_range(self.start, self.end, self.duration)
         if not math.isfinite(self.cfg_strength):
             raise UserInputError("guidance strength must be a number")
         if self.num_steps < 1:

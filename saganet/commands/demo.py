@@ -208,10 +208,7 @@ def _request(args: argparse.Namespace, debug: bool):
         if obj.tracked == (obj.mask_video is not None):
             raise UserInputError(f"object {object_name(obj, k)!r} needs either --mask_video or "
                                  "--click/--box/--segment_text (one of the two)", video)
-    try:
-        duration = segment_duration(args)
-    except ValueError as err:
-        raise UserInputError(str(err)) from None
+    duration = segment_duration(args)
     names = [object_name(o, k) for k, o in enumerate(objects)]
     prompts = {name: object_prompt(name, o.clicks, o.negative_clicks, o.boxes, o.segment_text)
                for name, o in zip(names, objects, strict=True) if o.tracked}

@@ -480,9 +480,7 @@ def write_video_with_audio(
     """
     src, out_path = Path(src_video), Path(out_path)
     duration = check_seconds(duration, "duration", positive=True)
-    start = check_seconds(start, "start")
-    if start < 0:
-        raise UserInputError(f"start must be a non-negative number of seconds, got {start}")
+    start = check_seconds(start, "start", nonnegative=True)
     is_tracks = isinstance(audio, Sequence) and not isinstance(audio, np.ndarray) and all(
         isinstance(t, AudioTrack) for t in audio)
     tracks = list(audio) if is_tracks else [AudioTrack(audio)]

@@ -11,14 +11,13 @@ directly, and which writes lossless mask videos and a preview.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.cancel import CancelToken
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_time_range
 from saganet.media.video import PathLike, VideoInfo
 from saganet.progress import progress_bar
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
@@ -152,10 +151,8 @@ def slot_prompts(objects: Sequence[ObjectPrompt], index: GridIndex, first: int,
 
 def _tracked_range(index: GridIndex, start: float, end: float | None) -> tuple[int, int]:
     # Checked here, not left to the slot arithmetic: an exact fraction of inf or nan fails.
-    if not (math.isfinite(start) and start >= 0):
-        raise UserInputError(f"start must be zero or more seconds, got {start}")
-    if end is not None and not math.isfinite(end):
-        raise UserInputError(f"end must be a number of seconds, got {end}")
+    start, length = check_time_range(start, end)
+    end = None if length is None else start + length
     first = frames_in(start)
     stop = index.num_slots if end is None else min(index.num_slots, frames_in(end))
     if first >= index.num_slots:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saganet.errors import UserInputError, check_seconds
+from saganet.errors import UserInputError, check_seconds, check_time_range
 from saganet.fileio import name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
@@ -145,13 +145,10 @@ class SoundtrackRequest:
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")
-        for name in ("start", "duration", "overlap"):
-            value = getattr(self, name)
-            if value is None and name == "duration":
-                continue
-            object.__setattr__(self, name, check_seconds(value, name, positive=name == "duration"))
-        if not self.start >= 0:
-            raise UserInputError(f"start must be at least 0 s, got {self.start}")
+        start, duration = check_time_range(self.start, duration=self.duration)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "duration", duration)
+        object.__setattr__(self, "overlap", check_seconds(self.overlap, "overlap"))
 
     @property
     def name(self) -> str:

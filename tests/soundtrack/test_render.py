@@ -474,6 +474,6 @@ def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
     assert result.segment.duration == pytest.approx(float(times["duration"]))
     for field, value in (("duration", "full"), ("start", None), ("overlap", "1"),
                          ("duration", True)):
-        message = f"^{field} must be a (positive )?number of seconds, got "
+        message = f"^{field} must be a (positive |non-negative )?number of seconds, got "
         with pytest.raises(UserInputError, match=message):
             SoundtrackRequest(video, objects, tmp_path / "out", **{field: value})
