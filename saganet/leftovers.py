@@ -3,12 +3,13 @@
 Such a process cannot clean up: its hidden temporary files and work folders and its lock files
 stay. So the temporary files and work folders that saganet makes beside its outputs (and in the
 weights cache) carry their owner in their name, ``<pid>-<start>-<machine>-<rand>``:
-the process id, the process's start time (clock ticks since boot, from ``/proc``; 0 where there
-is no ``/proc``) and a digest of the host name, the boot id and the pid namespace. A later run
+the process id, the process's start time (clock ticks since boot, from ``/proc``; where there
+is no ``/proc``, as on macOS, seconds since the epoch from ``ps``; 0 where neither tells) and
+a digest of the host name, the boot id and the pid namespace. A later run
 removes such an entry only when it can prove the owner dead: same machine digest (same host,
 same boot, same pid namespace, so the pid means the same process table) and no process with
-that pid, or one that started at another time (the pid was reused; without ``/proc`` a pid
-that runs again is taken for the owner). Entries of another machine
+that pid, or one that started at another time (the pid was reused, also after a reboot; where
+no start time can be read a pid that runs again is taken for the owner). Entries of another machine
 (a shared file system) or of a process that still runs are left alone; the former get one
 line that names them, since nobody here can tell whether their owner still runs.
 
@@ -27,6 +28,7 @@ locks afresh.
 
 from __future__ import annotations
 
+import calendar
 import fnmatch
 import hashlib
 import logging
@@ -35,6 +37,7 @@ import re
 import secrets
 import shutil
 import socket
+import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -95,17 +98,16 @@ def _pid_namespace() -> str:
         return ""
 
 
+def _has_proc() -> bool:
+    return os.path.isdir("/proc/self")
+
+
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot; None when it does not exist, 0
-    where this system does not say (no ``/proc``)."""
-    if not os.path.isdir("/proc/self"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except OSError:  # exists, but belongs to another user
-            pass
-        return 0
+    """The process's start time in clock ticks since boot (``/proc``) or in seconds since the
+    epoch (``ps``, where there is no ``/proc``); None when it does not exist, 0 where this
+    system does not say."""
+    if not _has_proc():
+        return _start_time_from_ps(pid)
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -117,10 +119,46 @@ def _start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _start_time_from_ps(pid: int) -> int | None:
+    """The start time ``ps`` reports (macOS, the BSDs), in whole seconds since the epoch."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # exists, but belongs to another user
+        pass
+    # UTC and the C locale: the same process must read the same on every call, across
+    # daylight-saving changes and whatever the caller's language.
+    env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True,
+                             text=True, env=env, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):  # no ps: nothing to tell
+        return 0
+    # "Tue Dec  1 23:00:46 2026"; parsed here, since strptime's names follow the locale.
+    fields = out.split()
+    try:
+        _, month, day, clock, year = fields
+        hour, minute, second = map(int, clock.split(":"))
+        return calendar.timegm((int(year), _MONTHS.index(month) + 1, int(day), hour, minute,
+                                second, 0, 0, 0))
+    except ValueError:  # it ended meanwhile, or an unknown format
+        return 0
+
+
 def owner_tag() -> str:
     """A fresh tag naming this process as the owner, plus 8 random hex digits."""
     pid = os.getpid()
-    return f"{pid}-{_start_time(pid) or 0}-{machine_id()}-{secrets.token_hex(4)}"
+    return f"{pid}-{_own_start_time(pid)}-{machine_id()}-{secrets.token_hex(4)}"
+
+
+@cache
+def _own_start_time(pid: int) -> int:
+    # Per pid, so a forked child reads its own; cached, since without /proc it runs ps.
+    return _start_time(pid) or 0
 
 
 def owner_of(name: str, prefix: str | None = None) -> Owner | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from saganet import leftovers
 from saganet.fileio import exclusive, temporary_sibling
 from saganet.leftovers import (
     Owner,
@@ -26,9 +28,9 @@ from tests.killed import Holder
 from tests.shared import wait_until
 
 
-def _temporary(holders: list[Holder], dest: Path) -> Holder:
-    """A process that stages ``dest`` (an atomic write under way)."""
-    holder = Holder("from pathlib import Path\nfrom saganet.fileio import atomic_output\n"
+def _temporary(holders: list[Holder], dest: Path, prelude: str = "") -> Holder:
+    """A process that stages ``dest`` (an atomic write under way), after running ``prelude``."""
+    holder = Holder(prelude + "from pathlib import Path\nfrom saganet.fileio import atomic_output\n"
                      f"with atomic_output(Path({str(dest)!r}), suffix='.mp4') as tmp:\n"
                      "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n")
     holders.append(holder)
@@ -69,9 +71,27 @@ def _foreign(tag: str) -> str:
     return f"{pid}-{start}-{other}-{rand}"
 
 
-def test_owner_of_tells_dead_alive_and_unknown(holders: list[Holder], tmp_path: Path) -> None:
-    dead = _temporary(holders, tmp_path / "a.mp4").kill()
-    live = _temporary(holders, tmp_path / "b.mp4").path
+# Start times from /proc (Linux), or from ps as where there is no /proc (macOS, the BSDs).
+WITHOUT_PROC = "import saganet.leftovers\nsaganet.leftovers._has_proc = lambda: False\n"
+
+
+@pytest.fixture(params=["proc", "ps"])
+def start_times(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The code a holder runs first so that it reads start times as this process does."""
+    if request.param == "proc":
+        return ""
+    if shutil.which("ps") is None:
+        pytest.skip("no ps on this machine")
+    monkeypatch.setattr(leftovers, "_has_proc", lambda: False)
+    leftovers._own_start_time.cache_clear()
+    request.addfinalizer(leftovers._own_start_time.cache_clear)
+    return WITHOUT_PROC
+
+
+def test_owner_of_tells_dead_alive_and_unknown(holders: list[Holder], tmp_path: Path,
+                                               start_times: str) -> None:
+    dead = _temporary(holders, tmp_path / "a.mp4", start_times).kill()
+    live = _temporary(holders, tmp_path / "b.mp4", start_times).path
     mine = temporary_sibling(tmp_path / "c.flac")
     pid, start, machine, rand = owner_tag().split("-")
     assert int(pid) == os.getpid() and machine == machine_id()
