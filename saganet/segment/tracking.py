@@ -151,8 +151,8 @@ def slot_prompts(objects: Sequence[ObjectPrompt], index: GridIndex, first: int,
 
 def _tracked_range(index: GridIndex, start: float, end: float | None) -> tuple[int, int]:
     # Checked here, not left to the slot arithmetic: an exact fraction of inf or nan fails.
-    start, length = check_time_range(start, end)
-    end = None if length is None else start + length
+    start = check_time_range(start, end)[0]
+    end = None if end is None else float(end)  # the given end: start + length may round off it
     first = frames_in(start)
     stop = index.num_slots if end is None else min(index.num_slots, frames_in(end))
     if first >= index.num_slots:
