@@ -53,10 +53,11 @@ class LineWriter:
         return False
 
 
-def _in_notebook() -> bool:
+def _notebook_bar() -> type[tqdm] | None:
+    """tqdm's widget class when running in a Jupyter kernel, else None."""
     from tqdm.autonotebook import tqdm as auto
 
-    return any(cls.__module__ == "tqdm.notebook" for cls in auto.__mro__)
+    return auto if any(cls.__module__ == "tqdm.notebook" for cls in auto.__mro__) else None
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -82,9 +83,8 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, file: TextIO | None =
     stream = sys.stderr if file is None else file
     if _is_terminal(stream):
         return tqdm(iterable, file=stream, **options)
-    if stream is sys.stderr and _in_notebook():
-        from tqdm.autonotebook import tqdm as notebook_bar
-
+    notebook_bar = _notebook_bar() if stream is sys.stderr else None
+    if notebook_bar is not None:
         return notebook_bar(iterable, **options)
     # The monitor thread refreshes a bar idle for maxinterval, so it is raised too; delay
     # keeps tasks shorter than one interval out of the log altogether.
