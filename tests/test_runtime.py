@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from saganet import runtime
-from saganet.cli import add_model_arguments, device_and_dtype
+from saganet.cli import CPU_BF16_HINT, add_model_arguments, device_and_dtype
 from saganet.errors import UserInputError
 from saganet.model import VARIANTS
 from saganet.pipeline import PIPELINES
@@ -146,6 +146,25 @@ def test_cpu_bf16_is_opt_in(device: str, options: list[str], expected: torch.dty
     add_model_arguments(parser)
     args = parser.parse_args(["--device", device, *options])
     assert device_and_dtype(args) == (torch.device(device), expected)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(("options", "hinted_if_fast"), [
+    ([], True), (["--cpu_bf16"], False), (["--full_precision"], False)])
+def test_fp32_on_a_bf16_cpu_hints_at_cpu_bf16(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture, fast: bool,
+                                               options: list[str], hinted_if_fast: bool) -> None:
+    """Only a CPU that multiplies bf16 natively, running fp32 by default, suggests
+    --cpu_bf16; one without the instructions warns when it is asked for bf16 instead."""
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    with caplog.at_level("INFO", logger="saganet.cli"):
+        device_and_dtype(parser.parse_args(["--device", "cpu", *options]))
+    messages = [record.getMessage() for record in caplog.records]
+    assert (CPU_BF16_HINT in messages) == (fast and hinted_if_fast)
+    warned = any("no bf16 matrix instructions" in m for m in messages)
+    assert warned == (not fast and "--cpu_bf16" in options)
 
 
 def test_cpu_bf16_contradicts_full_precision() -> None:
