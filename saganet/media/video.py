@@ -52,6 +52,10 @@ SYNC_SIZE = 224
 SYNC_WINDOW_FRAMES = 16
 # Relative aspect-ratio difference tolerated between a video and its mask (rounding of sizes).
 MASK_ASPECT_TOLERANCE = 0.01
+# How far short of its stated length a video's packets may end before probe_video measures
+# the length from the packets instead: more than the spread of last-packet durations and
+# edit-list trims seen in normal files, less than anything worth a warning.
+END_TOLERANCE_S = 0.25
 # Masks are read as brightness, the object white (255): one whose brightest value stays below
 # this over an area (0/1 masks, colour or grey masks) reaches the model faint, e.g. 1/255.
 DIM_MASK_PEAK = 128
@@ -305,7 +309,36 @@ def probe_video(path: PathLike) -> VideoInfo:
         info = source.info
     if info.duration is None:
         info = replace(info, duration=_packet_duration(info.path))
+    elif not _packets_reach(info.path, info.duration):
+        # A file cut short (a stopped download or copy) keeps the header of the whole one;
+        # trusting it would hold the last frame for the missing seconds, without a word.
+        held = _packet_duration(info.path)
+        if held is not None and held < info.duration:
+            logger.warning("%s: the header says %.2f s of video but the file holds %.2f s "
+                           "(cut short?); using %.2f s", info.path, info.duration, held, held)
+            info = replace(info, duration=held)
     return info
+
+
+def _packets_reach(path: Path, seconds: float) -> bool:
+    """Whether the video stream's packets reach ``seconds`` after its first one (within
+    :data:`END_TOLERANCE_S`), reading only the packets from a second before that."""
+    with open_video(path) as (container, stream):
+        time_base = stream.time_base
+        if not time_base:
+            return True
+        first = stream.start_time or 0
+        end = None
+        try:
+            container.seek(first + max(0, int((seconds - 1.0) / time_base)), stream=stream,
+                           backward=True)
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+        except av.error.FFmpegError:
+            return False
+    return end is not None and float((end - first) * time_base) >= seconds - END_TOLERANCE_S
 
 
 def _packet_duration(path: Path) -> float | None:

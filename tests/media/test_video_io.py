@@ -454,6 +454,33 @@ def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
     assert torch.equal(frames, read_frames(whole, 25, 32)[: len(frames)])
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_file_cut_short_is_as_long_as_what_it_holds(tmp_path: Path, suffix: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The header of a cut file still states the whole length; the probe measures the packets
+    instead, warns, and comes close to the frames that decode."""
+    fps = 25
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4 * fps)]
+    whole = write_video(tmp_path / f"whole{suffix}", noise, fps=fps, options={},
+                        faststart=suffix == ".mp4")
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    stated = probe_video(whole).duration
+    with caplog.at_level(logging.WARNING):
+        held = probe_video(cut).duration
+    decoded = len(read_frames(cut, fps, 32)) / fps
+    assert held < stated - 1
+    # Packets cut mid-way are counted but do not decode: a few frames' difference at most.
+    assert decoded - 1 / fps <= held <= decoded + video_module.END_TOLERANCE_S
+    assert any("cut short" in r.getMessage() and str(cut) in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert probe_video(whole).duration == stated
+    assert not caplog.records
+
+
 # -------------------------------------------------------------------------------------------
 # The shared duet example (1080p)
 
