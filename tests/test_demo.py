@@ -7,6 +7,8 @@ masks matter (skipped without it, except under CI).
 from __future__ import annotations
 
 import gc
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 import demo
 from saganet.debug_weights import write_debug_weights
 from saganet.example import SyntheticScene, synthetic_example
+from saganet.media.video import probe_video
 from tests.shared import DUET, TRUMPET, VIOLIN, need
 from tests.videos import read_audio, stream_ends, write_video
 
@@ -292,6 +295,24 @@ def test_overlong_prompt_warns_and_runs(weights_dir: Path, tmp_path: Path, clip,
             "--duration", "1", "--skip_video_composite"]
     assert run_demo(weights_dir, tmp_path / "out", *args) == 0
     assert any("tokens" in r.message and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_object_silent_throughout_warns(weights_dir: Path, tmp_path: Path, clip,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """An all-black mask gives a silent stem: a warning for that object, nothing for one
+    that is visible."""
+    info = probe_video(clip.video)
+    black = write_video(tmp_path / "black.mp4",
+                        (np.zeros((info.height, info.width, 3), np.uint8)
+                         for _ in range(math.ceil(info.duration * info.fps))), info.fps)
+    visible, mask = next(iter(clip.masks.items()))
+    args = ["--video", str(clip.video), "--object", visible, "--mask_video", str(mask),
+            "--object", "hidden", "--mask_video", str(black), "--skip_video_composite"]
+    with caplog.at_level(logging.INFO):
+        assert run_demo(weights_dir, tmp_path / "out", *args) == 0
+    empty = [r for r in caplog.records if "mask empty" in r.getMessage()]
+    assert [(r.getMessage().split(":")[0], r.levelname) for r in empty] == [
+        ("hidden", "WARNING")]
 
 
 def test_cli_user_error_has_no_traceback(tmp_path: Path, clip) -> None:

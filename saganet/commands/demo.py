@@ -162,7 +162,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     for name, spans in result.silenced.items():
         where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
         hint = empty_mask_hint(mask_videos[name].info) if name in mask_videos else ""
-        log.info("%s: mask empty, silent at %s%s", name, where, hint)
+        # An object hidden all the time gets a silent stem: most likely the wrong mask.
+        whole = sum(b - a for a, b in spans) >= segment.duration - 1e-3
+        log.log(logging.WARNING if whole else logging.INFO, "%s: mask empty, silent at %s%s",
+                name, where, hint)
     if result.mix_level is not None and result.mix_level.gain < 1:
         log.info("mix levelled by %.2f dB (peak of the sum %.2f)",
                  20 * math.log10(result.mix_level.gain), result.mix_level.peak)
