@@ -38,7 +38,8 @@ _ALIASES = {"base_plus": "base-plus", "baseplus": "base-plus", "b+": "base-plus"
 SAM3_ACCESS = (f"text prompts need SAM 3 ({SAM3_REPO}, gated, SAM License), which is never "
                f"downloaded automatically: request access at https://huggingface.co/{SAM3_REPO}"
                ", log in with `hf auth login`, then run `python -m saganet.weights fetch "
-               "segment_text`; or pass --text_model with a local copy")
+               "segment_text`; or pass a local copy with --segment_text_model (demo.py, the "
+               "batch command) or --text_model (app.py, python -m saganet.segment)")
 
 
 @dataclass

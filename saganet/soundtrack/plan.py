@@ -15,6 +15,7 @@ share whole latents (which joint sampling needs).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from saganet.errors import UserInputError, check_seconds
@@ -88,7 +89,7 @@ class WindowPlan:
 
 
 def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: int, *,
-                 overlap: float = 1.0) -> WindowPlan:
+                 overlap: float = 1.0, source: str | os.PathLike | None = None) -> WindowPlan:
     """Windows of ``sequence.duration`` seconds covering ``duration`` seconds.
 
     Args:
@@ -98,6 +99,8 @@ def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: 
         overlap: least overlap between neighbouring windows, in seconds (less than half a
             window, so that at most two windows meet anywhere unless the video is barely
             longer than one window).
+        source: the video the seconds come from, named by the error for too short a
+            duration (the usual cause is the file, not a flag).
 
     Raises:
         UserInputError: a duration below one Synchformer window, or an overlap that does not
@@ -106,7 +109,8 @@ def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: 
     duration = check_seconds(duration, "duration", positive=True)
     if int(duration * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
         raise UserInputError(f"{duration:.3f} s is too short: need at least "
-                             f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)")
+                             f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)",
+                             source)
     window_frames = round(sequence.duration * SYNC_FPS)
     if not 0 <= overlap < sequence.duration / 2:
         raise UserInputError(f"overlap must be at least 0 and below half a window "

@@ -154,7 +154,8 @@ def plan_soundtrack(request: SoundtrackRequest, segment: Segment, sequence: Sequ
         sequence: the models' training clip (``models.training_sequence``).
         samples_per_latent: waveform samples per latent (``models.codec.samples_per_latent``).
     """
-    return plan_windows(segment.duration, sequence, samples_per_latent, overlap=request.overlap)
+    return plan_windows(segment.duration, sequence, samples_per_latent, overlap=request.overlap,
+                        source=request.video)
 
 
 def window_start(segment: Segment, window: Window) -> float:
