@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from saganet.errors import UserInputError
 from saganet.fileio import name_clash
 
-# Object names become parts of file names: keep them portable.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Object names become parts of file names: keep them portable. Used with fullmatch: "$" would
+# let a final newline in.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -102,7 +103,7 @@ class ObjectPrompt:
     text: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise UserInputError(f"object name {self.name!r} must start with a letter or digit "
                                  "and hold only letters, digits, '_', '.' and '-'")
         if self.text is not None:

@@ -21,8 +21,10 @@ from saganet.fileio import name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
 
-# Object names become file names and track titles.
-_NAME = re.compile(r"^[\w][\w .+-]*$")
+# Object names become file names and track titles: no spaces or control characters, and no
+# leading . + - (hidden files, options). Used with fullmatch: "$" would let a final newline in.
+_NAME = re.compile(r"\w[\w.+-]*")
+_NAME_RULE = "letters, digits and _ . + - only, starting with a letter, digit or _"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class SoundObject:
     """One object to sonify.
 
     Args:
-        name: short name, used in file names and track titles (letters, digits, ``_ .+-``).
+        name: short name, used in file names and track titles (letters, digits and ``_ . + -``
+            only, starting with a letter, digit or ``_``: no spaces).
         masks: where its masks come from: a mask video (its path, or a
             :class:`~saganet.media.masks.MaskVideo`), or tracking.
         prompt: text prompt (None: no text condition).
@@ -124,9 +127,9 @@ class SoundtrackRequest:
             raise UserInputError("no object to sonify: give at least one mask or prompt")
         names = [o.name for o in self.objects]
         for name in names:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise UserInputError(f"object name {name!r} is not usable in file names "
-                                     "(letters, digits and _ . + - only)")
+                                     f"({_NAME_RULE})")
         # Without case: the names become file names.
         clash = name_clash(names)
         if clash:

@@ -61,6 +61,9 @@ def test_object_needs_a_usable_prompt():
         object_prompt("a", text="  ")
     with pytest.raises(UserInputError, match="object name"):
         object_prompt("../x", clicks=["1,2"])
+    # "$" matches before a final newline: the whole name must match.
+    with pytest.raises(UserInputError, match="object name"):
+        object_prompt("a\n", clicks=["1,2"])
     obj = object_prompt("a", clicks=["1,2"], negative_clicks=["3,4@f2"])
     assert obj.points == (PointPrompt(1, 2), PointPrompt(3, 4, False, PromptTime(None, 2)))
 
