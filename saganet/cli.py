@@ -13,6 +13,7 @@ import math
 import re
 import signal
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,13 +167,23 @@ def add_object_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def object_name(args: ObjectArgs, index: int) -> str:
-    """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``."""
+    """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``.
+
+    A name made from a prompt passes every check of a name given by the user (the request's
+    and the tracker's, which is the stricter): ASCII letters, digits and ``_ . -``, starting
+    with a letter or digit, at most 40 characters. Accents are dropped (``violín``: ``violin``),
+    any other run of characters becomes ``_``.
+    """
     if args.name:
         return args.name
     if args.prompt:
-        safe = re.sub(r"[^\w.+-]+", "_", args.prompt.strip()).strip("_")
+        ascii_prompt = unicodedata.normalize("NFKD", args.prompt).encode("ascii", "ignore")
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_prompt.decode())
+        # The user gave no name, so a prompt such as ".22 rifle" or "../x" must not make one
+        # that a check refuses: a leading . or - (hidden files, options) is dropped.
+        safe = re.sub(r"^[^A-Za-z0-9]+", "", safe)[:40].rstrip("_")
         if safe:
-            return safe[:40]
+            return safe
     return f"object{index + 1}"
 
 

@@ -1,0 +1,42 @@
+"""Helpers of the command lines (saganet.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saganet.cli import ObjectArgs, object_name
+from saganet.segment.prompts import object_prompt
+from saganet.soundtrack import SoundObject, SoundtrackRequest
+
+
+@pytest.mark.parametrize(("prompt", "name"), [
+    ("violin", "violin"),
+    ("a violin, bowed", "a_violin_bowed"),
+    (".22 rifle", "22_rifle"),
+    ("../../etc/x", "etc_x"),
+    ("-rf /", "rf"),
+    ("+1 dog", "1_dog"),
+    ("_x_", "x"),
+    ("violín", "violin"),
+    ("C++ code", "C_code"),
+    ("line\nbreak\n", "line_break"),
+    ("x" * 50, "x" * 40),
+    ("a" * 39 + " b", "a" * 39),
+    ("...", "object3"),
+    ("小提琴", "object3"),
+    ("  ", "object3"),
+])
+def test_a_name_from_a_prompt_is_always_usable(prompt: str, name: str, tmp_path: Path) -> None:
+    """The user gave no name: whatever the prompt, the derived one passes the request's check
+    and the tracker's."""
+    derived = object_name(ObjectArgs(prompt=prompt), 2)
+    assert derived == name
+    SoundtrackRequest(tmp_path / "v.mp4", (SoundObject(derived, tmp_path / "m.mp4"),), tmp_path)
+    object_prompt(derived, clicks=["1,2"])
+
+
+def test_a_given_name_is_kept() -> None:
+    assert object_name(ObjectArgs(name="cello", prompt="violin"), 0) == "cello"
+    assert object_name(ObjectArgs(), 1) == "object2"
