@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from saganet.errors import UserInputError
-from saganet.leftovers import owner_tag, remove_abandoned_lock, remove_dead_once
+from saganet.leftovers import name_part, owner_tag, remove_abandoned_lock, remove_dead_once
 
 try:
     import fcntl
@@ -55,7 +55,7 @@ def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
         suffix: suffix of the temporary name (some writers choose the format by it).
     """
     remove_dead_once(path.parent)
-    return path.with_name(f".{path.name}.{owner_tag()}{suffix}")
+    return path.with_name(f".{name_part(path.name)}.{owner_tag()}{suffix}")
 
 
 @contextmanager

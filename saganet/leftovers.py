@@ -149,6 +149,30 @@ def _start_time_from_ps(pid: int) -> int | None:
         return 0
 
 
+# Bytes of a final name kept in a temporary's name. With the dots, the owner tag (about 50
+# bytes) and a suffix, a temporary name then stays far below the 255 bytes most file systems
+# allow for a name, however close to that limit the final name is.
+NAME_PART_BYTES = 100
+
+
+def name_part(name: str) -> str:
+    """``name`` as the part of a temporary's name that tells what it is for: a long one is
+    cut short and ends in ``~`` and a digest of the whole (the temporary names are internal;
+    the digest keeps different long names apart).
+
+    Args:
+        name: a final file's name, or an output stem.
+    """
+    if len(os.fsencode(name)) <= NAME_PART_BYTES:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    head = name
+    # By characters, not bytes: a cut inside a multi-byte character would not decode.
+    while len(os.fsencode(head)) > NAME_PART_BYTES - len(digest) - 1:
+        head = head[:-1]
+    return f"{head}~{digest}"
+
+
 def owner_tag() -> str:
     """A fresh tag naming this process as the owner, plus 8 random hex digits."""
     pid = os.getpid()

@@ -19,6 +19,8 @@ from saganet.fileio import exclusive, temporary_sibling
 from saganet.leftovers import (
     Owner,
     machine_id,
+    make_owned_folder,
+    name_part,
     owner_of,
     owner_tag,
     remove_dead,
@@ -102,6 +104,25 @@ def test_owner_of_tells_dead_alive_and_unknown(holders: list[Holder], tmp_path: 
     assert owner_of(reused) is Owner.DEAD
     assert owner_of(f".e.flac.{_foreign(owner_tag())}.part") is Owner.UNKNOWN
     assert owner_of("a.mp4") is None and owner_of(".a.mp4.lock") is None
+
+
+@pytest.mark.parametrize("name", ["x" * 255, "é" * 125 + ".flac", "short.flac"])
+def test_temporaries_of_the_longest_names_fit(name: str, tmp_path: Path) -> None:
+    """The final name may take all 255 bytes a name has; the temporaries beside it (a file,
+    a work folder) still fit, and are still known as temporaries of this process."""
+    final = tmp_path / name
+    final.touch()  # a legal name
+    temporary = temporary_sibling(final, ".part")
+    temporary.touch()
+    work = make_owned_folder(tmp_path, f".{name_part(name)}.work-")
+    assert owner_of(temporary.name) is Owner.ALIVE and owner_of(work.name) is Owner.ALIVE
+    assert temporary.name.startswith(f".{name}.") == (name == "short.flac")
+
+
+def test_long_names_keep_apart_in_temporary_names() -> None:
+    long = "a" * 300
+    assert name_part(long) != name_part(long[:-1] + "b")
+    assert name_part(long).startswith("a" * 80) and name_part("a" * 100) == "a" * 100
 
 
 def test_only_what_dead_processes_left_is_removed(holders: list[Holder], tmp_path: Path,

@@ -39,7 +39,7 @@ from saganet.inference import (
     encode_conditions,
     sample,
 )
-from saganet.leftovers import owned_folder, remove_dead
+from saganet.leftovers import name_part, owned_folder, remove_dead
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
 from saganet.media.output import write_video_with_audio as write_mp4
@@ -202,14 +202,50 @@ def check_outputs(outputs: SoundtrackOutputs | Sequence[Path], overwrite: bool,
     """
     paths = outputs.all() if isinstance(outputs, SoundtrackOutputs) else list(outputs)
     for path in paths:
+        _check_name_lengths(path)
+        try:
+            exists = path.exists()
+        except OSError as err:  # e.g. a path longer than the system takes
+            raise UserInputError(f"cannot use this output: {err.strerror}", path) from None
         if path.is_dir():
             raise UserInputError("output is a folder", path)
-        if path.exists() and any(_same_file(path, source) for source in inputs):
+        if exists and any(_same_file(path, source) for source in inputs):
             raise UserInputError("output would replace an input file; choose another output "
                                  "folder", path)
-        if path.exists() and not overwrite:
+        if exists and not overwrite:
             raise UserInputError("output exists; pass --overwrite (overwrite=True from "
                                  "Python) to replace it", path)
+
+
+def _check_name_lengths(path: Path) -> None:
+    """Fail if a name in ``path`` that does not exist yet (the file's, or a folder's to be
+    created) is longer than the file system allows: found before any work, where creating it
+    would fail after all of it.
+
+    Args:
+        path: a file to write.
+    """
+    existing = path.parent
+    # os.path.isdir, not Path.is_dir: a name too long makes the latter raise.
+    while not os.path.isdir(existing) and existing.parent != existing:
+        existing = existing.parent
+    limit = _name_max(existing)
+    created = existing
+    for name in path.relative_to(existing).parts:
+        created /= name
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise UserInputError(f"name too long: {size} bytes, where this file system takes "
+                                 f"at most {limit}", created)
+
+
+def _name_max(folder: Path) -> int:
+    """The longest name in bytes that ``folder``'s file system takes (255 where unknown)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # no pathconf (Windows), or not known
+        return 255
+    return limit if limit > 0 else 255  # -1: no limit known
 
 
 def _same_file(path: Path, other: Path) -> bool:
@@ -431,7 +467,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     with _output_folder(Path(request.output_dir)) as folder:
         # What runs killed outright (SIGKILL, power loss) left here; see saganet.leftovers.
         remove_dead(folder)
-        with owned_folder(folder, f".{request.name}.work-") as work:
+        with owned_folder(folder, f".{name_part(request.name)}.work-") as work:
             runner = _Generator(models, request, segment, plan, options, seed, progress,
                                 clip_features, cancel)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")

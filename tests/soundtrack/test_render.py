@@ -153,6 +153,29 @@ def test_crossfade_join_writes_the_same_files(models, tmp_path: Path) -> None:
     assert np.abs(audio).max() > 1e-3
 
 
+def test_names_as_long_as_the_file_system_takes(models, tmp_path: Path) -> None:
+    """An output name of 255 bytes is written (the hidden work folder beside it is named
+    shorter); a longer one, or a longer folder name, is refused before any work."""
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    objects = (SoundObject(name, MaskVideo(path), name),)
+    stem = "s" * (255 - len(".flac"))
+    result = write_soundtrack(models, SoundtrackRequest(video, objects, tmp_path / "out",
+                                                        stem=stem), options=OPTIONS, seed=0)
+    assert result.outputs.mix.name == f"{stem}.flac" and result.outputs.mix.is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{stem}.flac",
+                                                                    f"{stem}.mp4"]
+    too_long = {"": SoundtrackRequest(video, objects, tmp_path / "out2", stem=stem + "s"),
+                "d" * 256: SoundtrackRequest(video, objects, tmp_path / ("d" * 256) / "x")}
+    for folder, request in too_long.items():
+        with pytest.raises(UserInputError, match=r"name too long: 25[67] bytes") as err:
+            write_soundtrack(models, request, options=OPTIONS, seed=0)
+        assert err.value.path == str(tmp_path / folder if folder else request.outputs().mix)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("d", "out"))) == [
+        "out"]
+
+
 def test_one_window_equals_generate(models, tmp_path: Path) -> None:
     """A clip shorter than a window goes through exactly ``generate()``."""
     scene = SyntheticScene(width=96, height=54, duration=2.0)
