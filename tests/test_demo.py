@@ -242,6 +242,28 @@ def test_existing_output_needs_overwrite(weights_dir: Path, tmp_path: Path, clip
     assert (out / f"{clip.video.stem}.flac").read_bytes() == b"keep me"
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_made_fails_before_the_work(
+        weights_dir: Path, clip, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """/proc is a folder root may write to, yet no folder can be made there: only trying
+    tells, and that happens before the models load."""
+    from saganet import pipeline
+
+    def load_models(*args, **kwargs):
+        raise AssertionError("the models load before the output folder is checked")
+
+    monkeypatch.setattr(pipeline, "load_models", load_models)
+    out = Path("/proc/saganet_out")
+    mask = next(iter(clip.masks.values()))
+    status = run_demo(weights_dir, out / "a", "--video", str(clip.video), "--mask_video",
+                      str(mask))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [f"demo.py: error: {out / 'a'}: cannot create the output "
+                                   "folder: No such file or directory"]
+    assert not out.exists()
+
+
 def test_output_into_the_inputs_folder_never_replaces_the_video(
         weights_dir: Path, tmp_path: Path, clip, capsys: pytest.CaptureFixture[str]) -> None:
     mask = next(iter(clip.masks.values()))

@@ -500,15 +500,28 @@ def _output_folder(folder: Path) -> Iterator[Path]:
         if path.exists():
             break
         created.append(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. under /proc: found only by trying
+        _remove_empty(created)
+        raise UserInputError(f"cannot create the output folder: {err.strerror}",
+                             folder) from None
     try:
         yield folder
     except BaseException:
-        for path in created:
-            if any(path.iterdir()):
-                break
-            path.rmdir()
+        _remove_empty(created)
         raise
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders made for the output folder (the deepest first) while they are
+    empty; a failed ``mkdir`` may have made only the outer ones."""
+    for path in created:
+        if not path.is_dir():
+            continue
+        if any(path.iterdir()):
+            break
+        path.rmdir()
 
 
 def _run(runner: _Generator, stems: _Stems) -> None:

@@ -176,6 +176,18 @@ def test_names_as_long_as_the_file_system_takes(models, tmp_path: Path) -> None:
         "out"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_made_is_a_user_error(models, tmp_path: Path) -> None:
+    scene = SyntheticScene(width=96, height=54, duration=1.0)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    out = Path("/proc/saganet_out/a")
+    request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),), out)
+    with pytest.raises(UserInputError, match="cannot create the output folder") as err:
+        write_soundtrack(models, request, options=OPTIONS, seed=0)
+    assert err.value.path == str(out) and not out.parent.exists()
+
+
 def test_one_window_equals_generate(models, tmp_path: Path) -> None:
     """A clip shorter than a window goes through exactly ``generate()``."""
     scene = SyntheticScene(width=96, height=54, duration=2.0)
