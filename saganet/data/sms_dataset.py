@@ -27,7 +27,9 @@ None; :class:`saganet.training.data.CountingCollate` drops and counts it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from saganet.tables import read_table
 log = logging.getLogger(__name__)
 
 MEMMAP_IDS_FILE = "ids.txt"
+MEMMAP_META_FILE = "meta.json"
 METADATA_COLUMNS = ("id", "label")
 SYNC_FPS = 25.0
 FRAME_SIZE = 224
@@ -266,7 +269,7 @@ class SMSDataset(Dataset):
     @property
     def features(self) -> TensorDict:
         if self._features is None:
-            self._features = TensorDict.load_memmap(self.memmap_dir)
+            self._features = open_feature_memmap(self.memmap_dir)
         return self._features
 
     def __getstate__(self) -> dict[str, Any]:
@@ -340,3 +343,39 @@ class SMSDataset(Dataset):
                 "a_mean": feats["mean"].clone(), "a_std": feats["std"].clone(),
                 "clip_features": feats["clip_features"].clone(),
                 "text_features": feats["text_features"].clone(), **videos}
+
+
+def open_feature_memmap(memmap_dir: Path) -> TensorDict:
+    """The feature memmap of ``memmap_dir``, after checking that every file holds the bytes
+    its ``meta.json`` states.
+
+    TensorDict opens the files writable and grows a short one with zeros, so a truncated copy
+    would be trained on as zero rows, and the file on disk changed, without a word.
+
+    Raises:
+        UserInputError: ``meta.json`` missing or unreadable, or a file of the wrong size.
+    """
+    meta_file = memmap_dir / MEMMAP_META_FILE
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserInputError(f"cannot read the memmap description: {err.strerror}",
+                             meta_file) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserInputError(f"not a memmap description: {err}", meta_file) from None
+    if not isinstance(meta, dict):
+        raise UserInputError("not a memmap description (no JSON object)", meta_file)
+    for key, entry in meta.items():
+        if not (isinstance(entry, dict) and "shape" in entry and "dtype" in entry):
+            continue  # the folder's own fields (batch size, format version)
+        dtype = getattr(torch, str(entry["dtype"]).removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype):
+            raise UserInputError(f"{key!r} has unknown dtype {entry['dtype']!r}", meta_file)
+        expected = math.prod(entry["shape"]) * torch.empty((), dtype=dtype).element_size()
+        data = memmap_dir / f"{key}.memmap"
+        size = data.stat().st_size if data.is_file() else None
+        if size != expected:
+            found = "missing" if size is None else f"{size} bytes"
+            raise UserInputError(f"{found}, expected {expected} for {key!r} of shape "
+                                 f"{tuple(entry['shape'])} (truncated or partly copied?)", data)
+    return TensorDict.load_memmap(memmap_dir)

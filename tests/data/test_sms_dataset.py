@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tensordict import TensorDict
 
 from saganet.data.sms_dataset import (
     MEMMAP_IDS_FILE,
+    MEMMAP_META_FILE,
     ClipPaths,
     SampleShapes,
     SMSDataset,
@@ -162,6 +164,30 @@ def test_memmap_problems_are_user_errors(split, tmp_path):
         write_memmap_ids(empty, ["x", "x"])
     with pytest.raises(UserInputError, match="not found"):
         SMSDataset(split["root"], tmp_path / "none.tsv", split["memmap"], SHAPES, duration=1.0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "grown", "no meta", "bad meta"])
+def test_damaged_memmap_is_refused_and_left_as_it_is(split, tmp_path, damage):
+    """A memmap file of the wrong size, or no readable meta.json, is a user error naming the
+    file, and nothing in the folder changes (TensorDict would zero-fill a short file)."""
+    memmap = tmp_path / "memmap"
+    shutil.copytree(split["memmap"], memmap)
+    data = memmap / "mean.memmap"
+    meta = memmap / MEMMAP_META_FILE
+    if damage == "truncated":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage == "grown":
+        data.write_bytes(data.read_bytes() + bytes(4))
+    elif damage == "no meta":
+        meta.unlink()
+    else:
+        meta.write_text("{bad")
+    before = {f.name: f.read_bytes() for f in memmap.iterdir()}
+    named = meta if "meta" in damage else data
+    with pytest.raises(UserInputError) as err:
+        SMSDataset(split["root"], split["tsv"], memmap, SHAPES, duration=1.0)
+    assert err.value.path == str(named) and "\n" not in str(err.value)
+    assert {f.name: f.read_bytes() for f in memmap.iterdir()} == before
 
 
 def test_urmp_paths():
