@@ -41,7 +41,8 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -> DistInfo:
+def init(device: str | torch.device | None = None, timeout_minutes: int = 120, *,
+         use_cpu: str = "--device cpu") -> DistInfo:
     """Join the process group if launched by torchrun; otherwise describe a single process.
 
     Args:
@@ -50,8 +51,10 @@ def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -
             the GPU of its local rank.
         timeout_minutes: collective timeout (long, because rank 0 may download weights while
             the others wait).
+        use_cpu: how the caller's user asks for the CPU, named in the error for a missing
+            device (see :func:`resolve_device`).
     """
-    device = resolve_device(device)
+    device = resolve_device(device, use_cpu=use_cpu)
     if not launched_by_torchrun():
         return DistInfo(0, 0, 1, device)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -66,9 +69,15 @@ def init(device: str | torch.device | None = None, timeout_minutes: int = 120) -
     return DistInfo(rank, local_rank, world, device)
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
+def resolve_device(name: str | torch.device | None, *,
+                   use_cpu: str = "--device cpu") -> torch.device:
     """The device a user named, checked: ``auto``/None (CUDA, then MPS, then CPU), ``cpu``,
     ``cuda``, ``cuda:N`` or ``mps``.
+
+    Args:
+        name: the device name.
+        use_cpu: how the caller's user asks for the CPU, suggested when the device is missing:
+            a command's flag (``--device cpu``) or a Hydra override (``device=cpu``).
 
     Raises:
         UserInputError: an unknown name, or a device this machine does not have.
@@ -83,14 +92,14 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserInputError(f"device {name!r}: CUDA is not available here (no NVIDIA GPU, "
-                                 "or a PyTorch build without CUDA); use --device cpu")
+                                 f"or a PyTorch build without CUDA); use {use_cpu}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserInputError(f"device {name!r}: this machine has "
                                  f"{torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise UserInputError(f"device {name!r}: Apple MPS is not available here; use "
-                                 "--device cpu")
+                                 f"{use_cpu}")
     elif device.type != "cpu":
         raise UserInputError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device

@@ -707,7 +707,8 @@ def fit(cfg: TrainConfig) -> Path:
     Args:
         cfg: the validated configuration (see :func:`saganet.training.config.from_hydra`).
     """
-    info = dist.init(cfg.device)
+    # The config's key, as train.py's command line overrides it.
+    info = dist.init(cfg.device, use_cpu="device=cpu")
     if not info.is_main:
         # Rank-0 logging: other ranks report only warnings and errors.
         logging.getLogger().setLevel(logging.WARNING)
