@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saganet.errors import check_time_range
+from saganet.errors import MAX_CFG_STRENGTH, check_time_range
 from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
@@ -211,9 +211,13 @@ def positive_int(text: str) -> int:
     return int(_number(text, int, "a whole number", lambda v: v >= 1, "must be at least 1"))
 
 
-def finite_float(text: str) -> float:
-    """A finite number (``--cfg_strength``: NaN or infinity would make every sample NaN)."""
-    return _number(text, float, "a number", math.isfinite, "must be a finite number")
+def guidance_strength(text: str) -> float:
+    """``--cfg_strength``: a finite number of magnitude at most
+    :data:`~saganet.errors.MAX_CFG_STRENGTH` (NaN, infinity or a huge strength would make
+    every sample NaN, found only after all the compute)."""
+    return _number(text, float, "a number",
+                   lambda v: math.isfinite(v) and abs(v) <= MAX_CFG_STRENGTH,
+                   f"must be a finite number from {-MAX_CFG_STRENGTH:g} to {MAX_CFG_STRENGTH:g}")
 
 
 def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +277,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
-    parser.add_argument("--cfg_strength", type=finite_float, default=7.0,
+    parser.add_argument("--cfg_strength", type=guidance_strength, default=7.0,
                         help="classifier-free guidance strength")
     parser.add_argument("--num_steps", type=positive_int, default=25, help="Euler steps")
     parser.add_argument("--seed", type=int, default=42, help="seed of the initial noise")

@@ -44,6 +44,31 @@ def check_seconds(value: object, name: str, *, positive: bool = False,
     return number
 
 
+# Guidance strengths in use are 1 to about 10 (the paper's 4.5, the demo's 7). The guided
+# velocity is s * v_cond + (1 - s) * v_uncond, so every Euler step grows with s: around 1e20
+# (debug model, fp32) the latents overflow and the audio comes out NaN, after all the compute.
+# 1e3 is a hundred times past any useful strength and many orders below that overflow, in fp32
+# and in bf16 (same exponent range) alike.
+MAX_CFG_STRENGTH = 1e3
+
+
+def check_cfg_strength(value: object, name: str = "cfg_strength") -> float:
+    """``value`` as a float guidance strength, or a :class:`UserInputError` naming ``name``.
+
+    Finite numbers with ``|value| <= MAX_CFG_STRENGTH`` are accepted (below 1 the conditional
+    flow is used alone); bools, strings, NaN, infinity and larger magnitudes are refused.
+    """
+    try:
+        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
+            else math.nan
+    except OverflowError:  # an int beyond float's range
+        number = math.nan
+    if not (math.isfinite(number) and abs(number) <= MAX_CFG_STRENGTH):
+        raise UserInputError(f"{name} must be a finite number from {-MAX_CFG_STRENGTH:g} to "
+                             f"{MAX_CFG_STRENGTH:g}, got {value!r}")
+    return number
+
+
 def check_time_range(start: object, end: object = None, duration: object = None, *,
                      names: tuple[str, str, str] = ("start", "end", "duration"),
                      ) -> tuple[float, float | None]:

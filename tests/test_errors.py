@@ -9,7 +9,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from saganet.errors import UserInputError, check_seconds, check_time_range
+from saganet.errors import (
+    MAX_CFG_STRENGTH,
+    UserInputError,
+    check_cfg_strength,
+    check_seconds,
+    check_time_range,
+)
 from saganet.media.output import write_video_with_audio
 from saganet.soundtrack.request import SoundObject, SoundtrackRequest
 
@@ -26,6 +32,21 @@ def test_real_numbers_become_plain_floats(value: object) -> None:
 def test_other_values_name_the_field(value: object) -> None:
     with pytest.raises(UserInputError, match=r"^overlap must be a number of seconds, got "):
         check_seconds(value, "overlap")
+
+
+@pytest.mark.parametrize("value", [4.5, 0, -1, np.float32(7), MAX_CFG_STRENGTH,
+                                   -MAX_CFG_STRENGTH])
+def test_guidance_strengths_in_range_become_plain_floats(value: object) -> None:
+    result = check_cfg_strength(value)
+    assert type(result) is float and result == float(value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e308, 1000.5, -2e3,
+                                   10**400, "4.5", None, True])
+def test_guidance_strengths_that_would_make_nan_audio_are_refused(value: object) -> None:
+    with pytest.raises(UserInputError, match=r"^guidance must be a finite number from -1000 "
+                                             r"to 1000, got "):
+        check_cfg_strength(value, "guidance")
 
 
 @pytest.mark.parametrize("value", [0, -0.5, np.float64(-1)])

@@ -6,13 +6,12 @@ The page's advanced options and the ``/generate`` endpoint's ``options`` mapping
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from saganet.app.limits import Limits
-from saganet.errors import UserInputError, check_time_range
+from saganet.errors import UserInputError, check_cfg_strength, check_time_range
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,7 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
-        if not math.isfinite(self.cfg_strength):
-            raise UserInputError("guidance strength must be a number")
+        check_cfg_strength(self.cfg_strength, "guidance strength")
         if self.num_steps < 1:
             raise UserInputError(f"steps must be at least 1, got {self.num_steps}")
         # Object k draws its noise from seed + k, and a torch generator takes 64-bit seeds.

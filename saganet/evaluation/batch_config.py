@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_cfg_strength, check_seconds
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ class BatchEvalConfig:
         skip_video_composite: write only ``.flac`` (else also an ``.mp4`` per clip).
         ground_truth: also write each clip's true audio to ``<dataset>-ground_truth``.
         detail_files: use precomputed focal-crop videos when present.
-        cfg_strength: classifier-free guidance strength.
+        cfg_strength: classifier-free guidance strength, finite, at most
+            :data:`~saganet.errors.MAX_CFG_STRENGTH` in magnitude.
         num_steps: Euler steps.
         seed: base seed of the per-clip noise.
         amp: bf16 autocast on CUDA (weights stay fp32); ignored elsewhere.
@@ -123,8 +124,10 @@ class BatchEvalConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.num_steps < 1 or self.num_workers < 0:
             raise UserInputError("batch_size and num_steps must be >= 1, num_workers >= 0")
-        if not self.duration > 0:
-            raise UserInputError(f"duration must be positive, got {self.duration}")
+        # Non-finite values would run the whole batch and fail only when the NaN audio is
+        # written, leaving the manifest and ground truth of a run that cannot succeed.
+        check_seconds(self.duration, "duration", positive=True)
+        check_cfg_strength(self.cfg_strength)
         if self.output_name is not None and (not self.output_name
                                              or self.output_name == GROUND_TRUTH_SUFFIX
                                              or "/" in self.output_name):

@@ -41,6 +41,7 @@ def test_options_from_page_and_json() -> None:
     assert GenerationOptions.from_mapping({"duration": 2}).segment_duration == 2
     bad = [{"steps": 2}, {"num_steps": 2.5}, {"num_steps": 0}, {"seed": "x"}, {"start": -1},
            {"duration": 0}, {"start": 3, "end": 2}, {"cfg_strength": "nan"}, {"variant": 3},
+           {"cfg_strength": 1e308},
            {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
            {"seed": -(2**63) - 1}]
     for values in bad:
