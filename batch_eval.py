@@ -53,7 +53,8 @@ def main(cfg: DictConfig) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         try:
-            info = dist.init(config.device)
+            # Named as a Hydra override: this command has no --device flag.
+            info = dist.init(config.device, use_cpu="device=cpu")
             if not info.is_main:
                 _quiet_console()
             report = run_batch_eval(config, info)
@@ -64,6 +65,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = rename_overrides(sys.argv[1:], REFERENCE_NAMES)
-    sys.argv += preflight(PROG, CONFIG_DIR, "batch_eval", register_batch_eval_schema)
+    with user_errors(PROG, LOG_FILES):  # nothing to clean up yet: Hydra has not started
+        sys.argv[1:] = rename_overrides(sys.argv[1:], REFERENCE_NAMES)
+    sys.argv += preflight(PROG, CONFIG_DIR, "batch_eval", register_batch_eval_schema,
+                          run_dir_name="run_dir")
     main()

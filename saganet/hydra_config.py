@@ -185,7 +185,17 @@ def rename_overrides(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
     Args:
         argv: the command line without the program.
         renames: reference key -> our key (top-level keys).
+
+    Raises:
+        UserInputError: both names of one setting are given, with different values (Hydra
+            would silently keep the later one).
     """
+    given = {key: value for key, sep, value in (arg.partition("=") for arg in argv) if sep}
+    for theirs, ours in renames.items():
+        if theirs in given and ours in given and given[theirs] != given[ours]:
+            raise UserInputError(f"{theirs}={given[theirs]} and {ours}={given[ours]} set the "
+                                 f"same setting ({theirs} is the reference's name for {ours}); "
+                                 f"give one of them")
     renamed = []
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -234,9 +244,41 @@ def invocation_output_subdir(run_dir: Path, output_subdir: str | None,
     return f"{output_subdir}/{RESUME_PREFIX}{max(taken, default=0) + 1}"
 
 
+def check_run_dir(run_dir: Path, name: str = "run directory") -> None:
+    """Raise a :class:`UserInputError` when Hydra could not make ``run_dir`` or write its log
+    file there.
+
+    Hydra creates the run directory and opens its log file before the program runs, so these
+    mistakes would otherwise end in Hydra's traceback (FileExistsError, PermissionError,
+    "Unable to configure handler 'file'").
+
+    Args:
+        run_dir: the run directory.
+        name: what the message calls it (the setting it comes from, e.g. ``run_dir``).
+    """
+    try:
+        parent = _existing_parent(run_dir)
+        is_dir = parent.is_dir()
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise UserInputError(f"{name} cannot be checked: {err.strerror}", run_dir) from None
+    # Write to add entries, search to reach them: both are needed to make the log file.
+    writable = os.access(parent, os.W_OK | os.X_OK)
+    if parent == run_dir:
+        if not is_dir:
+            raise UserInputError(f"{name} exists and is not a folder", run_dir)
+        if not writable:
+            raise UserInputError(f"{name} is a folder this user cannot write to", run_dir)
+    elif not is_dir:
+        raise UserInputError(f"{name} cannot be created: {parent} is not a folder", run_dir)
+    elif not writable:
+        raise UserInputError(f"{name} cannot be created: {parent} is not writable", run_dir)
+
+
 def preflight(prog: str, config_dir: str | Path, config_name: str,
-              register: Callable[[], None], argv: Sequence[str] | None = None) -> list[str]:
-    """Compose the configuration as Hydra will, before Hydra starts; exit 2 on a mistake.
+              register: Callable[[], None], argv: Sequence[str] | None = None,
+              run_dir_name: str = "run directory") -> list[str]:
+    """Compose the configuration as Hydra will, before Hydra starts; exit 2 on a mistake,
+    including a run directory that Hydra could not make or write to (:func:`check_run_dir`).
 
     Also records the run directory and what existed before it, for :func:`user_errors`, and
     chooses where this invocation's Hydra files go (:func:`invocation_output_subdir`).
@@ -248,6 +290,7 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         config_name: the primary config.
         register: puts the schema into the ConfigStore.
         argv: the command line without the program (default ``sys.argv[1:]``).
+        run_dir_name: what errors about the run directory call it (the setting it comes from).
 
     Returns:
         Overrides to append to the command line Hydra reads (``hydra.output_subdir``).
@@ -270,8 +313,11 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
             HydraConfig.instance().set_config(cfg)
             run_dir = Path(str(cfg.hydra.run.dir))
             configured = cfg.hydra.output_subdir
+        check_run_dir(run_dir, run_dir_name)
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
+    except UserInputError as err:
+        sys.exit(report_user_error(prog, err))
     _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir))
     # torchrun's variable read directly: saganet.dist imports torch, which a command line that
     # is about to be refused should not wait for.

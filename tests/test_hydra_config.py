@@ -13,9 +13,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from saganet.errors import UserInputError
 from saganet.evaluation.batch_config import BatchEvalConfig, batch_eval_config
 from saganet.hydra_config import (
     RunDirRecord,
+    check_run_dir,
     hydra_quoted,
     invocation_output_subdir,
     rename_overrides,
@@ -137,6 +139,33 @@ def test_reference_override_names_are_renamed():
         "duration=5", "dataset=urmp", "model=small_44k_sa", "x.duration_s=1"]
 
 
+@pytest.mark.parametrize("argv", [["duration_s=2", "duration=3"],
+                                  ["duration=3", "dataset=urmp", "duration_s=2"]])
+def test_both_names_of_one_setting_with_different_values_are_refused(argv):
+    # Hydra keeps the later override: one of the two values would be dropped silently.
+    with pytest.raises(UserInputError, match=r"^duration_s=2 and duration=3 set the same "
+                                             r"setting .*; give one of them$"):
+        rename_overrides(argv, {"duration_s": "duration"})
+    assert rename_overrides(["duration_s=2", "duration=2"], {"duration_s": "duration"}) == [
+        "duration=2", "duration=2"]
+
+
+def test_run_dir_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    read_only = {tmp_path / "locked"}
+    (tmp_path / "locked").mkdir()
+    # Simulated: the tests may run as root, whom file modes do not stop.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in read_only
+                        and real_access(path, mode))
+    check_run_dir(tmp_path / "new" / "run")  # made by Hydra: fine
+    with pytest.raises(UserInputError, match=r"locked: run_dir is a folder this user cannot "
+                                             r"write to$"):
+        check_run_dir(tmp_path / "locked", "run_dir")
+    with pytest.raises(UserInputError, match=r"locked/a/b: run_dir cannot be created: "
+                                             r".*locked is not writable$"):
+        check_run_dir(tmp_path / "locked" / "a" / "b", "run_dir")
+
+
 def test_run_dir_clean_up_keeps_anything_the_run_wrote(tmp_path):
     run = tmp_path / "output" / "exp"
     record = RunDirRecord(run, tmp_path)
@@ -201,6 +230,15 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                  "batch_eval.py: error: missing/urmp/data: dataset root is not a folder",
                  marks=pytest.mark.slow),
     ("batch_eval.py", ["foo=1"], "batch_eval.py: error: Could not override 'foo'."),
+    # Non-finite or huge values used to fail only when the NaN audio was written.
+    ("batch_eval.py", ["cfg_strength=nan"],
+     "batch_eval.py: error: cfg_strength must be a finite number from -1000 to 1000, got nan"),
+    ("batch_eval.py", ["cfg_strength=1e308"],
+     "batch_eval.py: error: cfg_strength must be a finite number from -1000 to 1000, got 1e+308"),
+    ("batch_eval.py", ["duration=inf"],
+     "batch_eval.py: error: duration must be a positive number of seconds, got inf"),
+    ("batch_eval.py", ["duration_s=2", "duration=3"],
+     "batch_eval.py: error: duration_s=2 and duration=3 set the same setting"),
 ])
 def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, script, args, message):
     result = _run(script, *args, cwd=tmp_path)
@@ -209,3 +247,30 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, script, arg
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no output/<exp>/.hydra, no log, no empty folders
+
+
+@pytest.mark.parametrize(("run_dir", "problem"), [
+    ("taken", "taken: run_dir exists and is not a folder"),
+    ("taken/eval", "taken/eval: run_dir cannot be created: taken is not a folder"),
+])
+def test_run_dir_hydra_cannot_make_is_one_line_before_hydra_starts(tmp_path, run_dir, problem):
+    (tmp_path / "taken").write_text("keep me")
+    result = _run("batch_eval.py", f"run_dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [f"batch_eval.py: error: {problem}"]
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_missing_cuda_names_the_hydra_override(tmp_path):
+    # An empty CUDA_VISIBLE_DEVICES hides every GPU, so CUDA is missing on any machine.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), "device=cuda"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("batch_eval.py: error: device 'cuda': CUDA is not available")
+    assert last.endswith("; use device=cpu") and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
