@@ -194,6 +194,9 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0
         self.failed_total = 0
+        # Batches skipped one after the other: an epoch's worth means nothing can load, and
+        # the loop would otherwise go on skipping (and logging) for ever.
+        self.skipped_in_a_row = 0
         # Training-loss sums since the last log point (saved in states, restored on resume).
         self.stats = LossStats(cfg.log.t_bins)
         self.ema = None
@@ -434,7 +437,10 @@ class Trainer:
                         trained = self.train_step(batch, self.stats)
                         self.batches_in_epoch += 1
                         if trained:
+                            self.skipped_in_a_row = 0
                             self.after_step(logger, self.stats)
+                        else:
+                            self._check_something_loads()
                         if self.step >= stop:
                             break
                     else:
@@ -451,6 +457,15 @@ class Trainer:
                                       self.info.is_main) from None
         finally:
             logger.close()
+
+    def _check_something_loads(self) -> None:
+        """Count a skipped batch; a whole epoch of them is an error (the same on every rank:
+        batches are skipped together)."""
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= len(self.train_loader):
+            raise UserInputError(f"a whole epoch ({self.skipped_in_a_row} batches) without a "
+                                 f"loadable training sample ({self.failed_total} failed; see the "
+                                 "warnings above): check the videos of the training data")
 
     def _interrupt_message(self, saved_now: bool) -> str:
         if saved_now and self.last_state is not None:

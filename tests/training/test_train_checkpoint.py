@@ -305,3 +305,22 @@ def test_remove_after_takes_what_a_later_step_wrote_and_nothing_else(tmp_path: P
     assert sorted(p.name for p in (tmp_path / SNAPSHOT_DIR).iterdir()) == sorted(
         ["ema.json", *(f"{k}.{s}.pt" for s in steps if s <= start for k in (0, 1))])
     assert remove_after(snapshot_steps(tmp_path), start) == []
+
+
+def test_an_epoch_without_a_loadable_sample_stops_the_run(tmp_path, monkeypatch):
+    """Every sample failing to load is an error after one epoch of skipped batches, not an
+    endless loop of warnings."""
+    from saganet import dist
+    from saganet.data.synthetic import SyntheticClips
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    cfg = load("experiment=debug", "eval.enabled=false", "log.val_interval=0",
+               f"hydra.run.dir={tmp_path}")
+    trainer = Trainer(cfg, dist.init("cpu"))
+    monkeypatch.setattr(SyntheticClips, "__getitem__", lambda self, index: None)
+    with pytest.raises(UserInputError, match="whole epoch") as err:
+        trainer.run()
+    batches = len(trainer.train_loader)
+    assert f"({batches} batches)" in str(err.value)
+    assert trainer.step == 0 and trainer.batches_in_epoch == batches
