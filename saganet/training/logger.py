@@ -11,6 +11,7 @@ progress bar on rank 0 only; on other ranks it does nothing.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -101,8 +102,8 @@ class LossStats:
             device: device for the collective (the process group's device).
 
         Returns:
-            ``loss``, ``grad_norm`` (if steps were recorded), ``failed`` (sum) and
-            ``loss_t<lo>-<hi>`` per non-empty bin.
+            ``loss`` (NaN without samples), ``grad_norm`` (if steps were recorded),
+            ``failed`` (sum) and ``loss_t<lo>-<hi>`` per non-empty bin.
         """
         packed = torch.cat([
             torch.tensor([self.loss_sum, self.samples, self.grad_norm_sum, self.steps,
@@ -114,7 +115,9 @@ class LossStats:
         loss_sum, samples, gn_sum, steps, failed = packed[:5].tolist()
         k = self.t_bins
         bin_sum, bin_count = packed[5:5 + k], packed[5 + k:]
-        out = {"loss": loss_sum / max(samples, 1), "failed": failed, "samples": samples}
+        # No sample, no loss: NaN, not a plausible-looking 0.
+        out = {"loss": loss_sum / samples if samples else math.nan, "failed": failed,
+               "samples": samples}
         if steps:
             out["grad_norm"] = gn_sum / steps
         for i in range(k):

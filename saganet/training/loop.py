@@ -596,7 +596,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation loss with the training loss function and a reset noise generator."""
+        """Validation loss with the training loss function and a reset noise generator (no
+        ``loss`` when no validation sample loaded)."""
         self.core.eval()
         self.val_noise.set_state(self.val_noise_start)
         stats = LossStats(self.cfg.log.t_bins)
@@ -615,7 +616,13 @@ class Trainer:
         finally:
             self.core.train()
         values = stats.reduce(self.device)
-        if self.info.is_main:
+        if not values["samples"]:
+            # Logged as a point, a missing loss would read as a real one.
+            del values["loss"]
+            if self.info.is_main:
+                log.warning("step %d: no validation loss: no validation sample loaded "
+                            "(%d failed)", self.step, int(values["failed"]))
+        elif self.info.is_main:
             log.info("step %d: validation loss %.4f over %d samples", self.step,
                      values["loss"], int(values["samples"]))
         return values

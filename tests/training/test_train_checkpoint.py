@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import subprocess
@@ -324,3 +325,24 @@ def test_an_epoch_without_a_loadable_sample_stops_the_run(tmp_path, monkeypatch)
     batches = len(trainer.train_loader)
     assert f"({batches} batches)" in str(err.value)
     assert trainer.step == 0 and trainer.batches_in_epoch == batches
+
+
+def test_validation_without_a_loaded_sample_has_no_loss(tmp_path, monkeypatch, caplog):
+    """No validation sample loaded: no loss point (a 0 would pass for a real loss) and a
+    warning; with samples, a finite loss over all of them."""
+    from saganet import dist
+    from saganet.data.synthetic import SyntheticClips
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    cfg = load("experiment=debug", "eval.enabled=false", "log.val_batches=0",
+               f"hydra.run.dir={tmp_path}")
+    trainer = Trainer(cfg, dist.init("cpu"))
+    values = trainer.validate()
+    assert math.isfinite(values["loss"]) and values["samples"] == len(trainer.val_set)
+    monkeypatch.setattr(SyntheticClips, "__getitem__", lambda self, index: None)
+    with caplog.at_level("WARNING"):
+        values = trainer.validate()
+    assert "loss" not in values
+    assert values["samples"] == 0 and values["failed"] == len(trainer.val_set)
+    assert any("no validation loss" in r.getMessage() for r in caplog.records)
