@@ -156,7 +156,7 @@ def weights_file_parameters(path: str | os.PathLike[str], names: Iterable[str]
 
 def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
                output: str | os.PathLike[str] | None = None,
-               step: int | None = None) -> Path:
+               step: int | None = None, overwrite: bool = False) -> Path:
     """Combine a run's EMA snapshots into one EMA and write it as a weights file.
 
     Args:
@@ -164,6 +164,12 @@ def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
         sigma_rel: relative width of the EMA to synthesise.
         output: destination; default ``<run_dir>/<exp_name>_ema_final.pth``.
         step: synthesise the EMA as of this step (default: the last snapshot).
+        overwrite: replace an existing ``output`` (the run's own final weights, which its
+            evaluations were made with, are otherwise kept).
+
+    Raises:
+        UserInputError: no snapshots, snapshots that do not fit the model, or an existing
+            output without ``overwrite``.
     """
     from saganet.training.models import build_from_weights_file
 
@@ -174,6 +180,10 @@ def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
         raise UserInputError("no EMA snapshots (was the run trained with ema.enabled=true?)",
                              info_path)
     info = json.loads(info_path.read_text())
+    output = Path(output) if output else run_dir / f"{info['exp_name']}_ema_final.pth"
+    if output.exists() and not overwrite:
+        raise UserInputError("exists (pass --overwrite to replace it, or --output to write "
+                             "elsewhere)", output)
     snapshots = sorted(folder.glob("*.pt"))
     if not snapshots:
         raise UserInputError("no EMA snapshot files", folder)
@@ -196,7 +206,6 @@ def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
     ema = build_post_hoc_ema(view, run_dir, info["sigma_rels"], "manual")
     synthesized = ema.synthesize_ema_model(sigma_rel=sigma_rel, step=step)
     synthesized.copy_params_from_ema_to_model()  # writes into the live network/synchformer
-    output = Path(output) if output else run_dir / f"{info['exp_name']}_ema_final.pth"
     atomic_save(models.weights_file(), output)
     log.info("synthesised EMA sigma_rel=%g from %d snapshots -> %s", sigma_rel,
              len(snapshots), output)
@@ -212,11 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     syn.add_argument("run_dir", help="training run directory")
     syn.add_argument("--sigma_rel", type=float, default=0.05, help="EMA width to synthesise")
     syn.add_argument("--step", type=int, default=None, help="as of this step (default: last)")
-    syn.add_argument("--output", default=None, help="output file")
+    syn.add_argument("--output", default=None,
+                     help="output file (default: <run_dir>/<exp_name>_ema_final.pth)")
+    syn.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = synthesize(args.run_dir, args.sigma_rel, args.output, args.step)
+        path = synthesize(args.run_dir, args.sigma_rel, args.output, args.step,
+                          overwrite=args.overwrite)
     except UserInputError as err:
         return report_user_error("python -m saganet.training.ema", err)
     print(path)

@@ -584,7 +584,7 @@ class Trainer:
         complete = self.step >= self.cfg.num_iterations
         if complete and self.ema is not None:
             self.ema.checkpoint()  # the last snapshot anchors the synthesis at the final step
-            synthesize(self.run_dir, self.cfg.ema.output_sigma_rel)
+            synthesize(self.run_dir, self.cfg.ema.output_sigma_rel, overwrite=True)
         dist.barrier()
         if complete:
             self.evaluate(logger, [*self.cfg.eval.during, *self.cfg.eval.after], final=True)

@@ -79,3 +79,18 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "exp_ema_final.pth").is_file()
     assert main(["synthesize", str(tmp_path / "missing")]) == 2
     assert "no EMA snapshots" in capsys.readouterr().err
+
+
+def test_cli_keeps_an_existing_output_unless_told(tmp_path, capsys):
+    """The run's final weights (its evaluations were made with them) are not replaced by a
+    synthesis at another width without --overwrite."""
+    trained_run(tmp_path, steps=6)
+    final = tmp_path / "exp_ema_final.pth"
+    assert main(["synthesize", str(tmp_path), "--sigma_rel", "0.05"]) == 0
+    first = final.read_bytes()
+    assert main(["synthesize", str(tmp_path), "--sigma_rel", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert str(final) in err[-1] and "--overwrite" in err[-1]
+    assert final.read_bytes() == first
+    assert main(["synthesize", str(tmp_path), "--sigma_rel", "0.1", "--overwrite"]) == 0
+    assert final.read_bytes() != first
