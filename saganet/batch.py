@@ -306,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from saganet.pipeline import load_models, pipeline_variant
     from saganet.progress import progress_bar
+    from saganet.soundtrack import check_seed
 
     pipeline_variant(args.variant)
     segment_duration(args)  # a usage error, not one of every job
@@ -324,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as err:  # e.g. object names: that job fails, not the batch
             failures.append((job.video, _reason(err, job)))
             continue
+        # A usage error, found before the models load (all jobs share --seed).
+        check_seed(args.seed, len(request.objects), "--seed")
         outputs = request.outputs().all()
         # Every file, not only the mix: one job's stem may be another's mix (a_violin.flac).
         for path in outputs:

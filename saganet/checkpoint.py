@@ -14,7 +14,12 @@ from collections.abc import Mapping
 
 from saganet.features import SynchformerConfig, SynchformerWithContext, load_saganet_synchformer
 from saganet.model import FlowNetwork, NetworkConfig, build_network, lora_state_dict
-from saganet.state_dict import CheckpointMismatchError, MismatchReport, load_checkpoint_file
+from saganet.state_dict import (
+    CheckpointMismatchError,
+    MismatchReport,
+    check_weights_file,
+    load_checkpoint_file,
+)
 
 WEIGHTS_FILE_ENTRIES = ("network", "synchformer", "lora", "config")
 MAX_NAMED_ENTRIES = 12
@@ -35,9 +40,22 @@ def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
     return content
 
 
-def read_weights_file(path: str | os.PathLike[str]) -> dict:
-    """Load a SAGANet weights file and check its top-level layout."""
-    content = load_checkpoint_file(os.fspath(path))
+def check_weights_layout(path: str | os.PathLike[str]) -> None:
+    """Before anything slow runs: ``path`` is a SAGANet weights file (its top-level layout;
+    the tensors are mapped, not read, so this costs about the pickle). The strict check of
+    every key happens when it is loaded.
+
+    Raises:
+        UserInputError: missing, empty, not a PyTorch checkpoint, or another layout.
+    """
+    check_weights_file(path)
+    read_weights_file(path, mmap=True)
+
+
+def read_weights_file(path: str | os.PathLike[str], *, mmap: bool = False) -> dict:
+    """Load a SAGANet weights file and check its top-level layout (``mmap``: tensors mapped
+    from the file, see :func:`load_checkpoint_file`)."""
+    content = load_checkpoint_file(os.fspath(path), mmap=mmap)
     expected = "expected entries network, synchformer [, lora, config]"
     if not isinstance(content, Mapping):
         raise CheckpointMismatchError(f"{path}: not a SAGANet weights file: {expected}, found "

@@ -138,10 +138,12 @@ def load_state_dict_strict(
     module.load_state_dict(complete, strict=True, assign=assign)
 
 
-def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load`` with ``weights_only=True`` and a one-line error that names the file."""
+def load_checkpoint_file(path: str, *, map_location: str | torch.device = "cpu",
+                         mmap: bool = False) -> dict:
+    """``torch.load`` with ``weights_only=True`` and a one-line error that names the file;
+    ``mmap``: tensors stay in the file until used (reads little more than the pickle)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several unrelated types for corrupt/unsafe files

@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 import demo
 from saganet.debug_weights import write_debug_weights
@@ -166,6 +167,8 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
     shorter_mask = make_video(tmp / "shorter_mask.mp4", 1.0, 25, 64, 36, gray_box=True)
     not_weights = tmp / "notes.pth"
     not_weights.write_text("these are not weights\n")
+    other_layout = tmp / "state_dict.pth"
+    torch.save({"blocks.0.weight": torch.zeros(2)}, other_layout)
     # A regular file where a folder is needed: unwritable even for root (CI runs as root).
     blocker = tmp / "blocker"
     blocker.write_text("")
@@ -192,6 +195,10 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
         "no cuda": ([*missing, "--device", "cuda"], "cuda", "not available"),
         "no mps": ([*missing, "--device", "mps"], "mps", "not available"),
         "checkpoint": ([*missing, "--checkpoint", str(not_weights)], "notes.pth", "weights"),
+        "checkpoint layout": ([*missing, "--checkpoint", str(other_layout)], "state_dict.pth",
+                              "not a saganet weights file"),
+        "seed": ([*video, *mask, "--object", "b", *mask, "--seed", str(2**63 - 1)], "",
+                 "--seed must be"),
         "duplicate names": ([*video, "--object", "a", *mask, "--object", "a", *mask], "",
                             "different name"),
     }

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Generate what the arguments ask for; returns the files written."""
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
+    from saganet.checkpoint import check_weights_layout
     from saganet.inference import SamplingOptions
     from saganet.media.masks import MaskVideo
     from saganet.media.video import empty_mask_hint
@@ -85,18 +86,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     from saganet.segment.models import tracker_for
     from saganet.soundtrack import (
         check_outputs,
+        check_seed,
         encode_clip_features,
         plan_soundtrack,
         resolve_segment,
         timed,
         write_soundtrack,
     )
-    from saganet.state_dict import check_weights_file
 
     spec = pipeline_variant(args.variant)  # fail on an unknown name before any work
     device, dtype = device_and_dtype(args)
     if args.checkpoint is not None:
-        check_weights_file(args.checkpoint)
+        check_weights_layout(args.checkpoint)
     segment_model = tracker_for(args.segment_model, spec.debug)
     tracked = [o for o in args.objects if o.tracked]
     if weights.is_offline(args.offline):
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             names += tracker_files(segment_model)
         weights.resolve_all(names, args.weights_dir, offline=True)
     request, prompts = _request(args, spec.debug)
+    check_seed(args.seed, len(request.objects), "--seed")
     mask_files = _mask_files(request, prompts)
     check_outputs([*request.outputs().all(), *mask_files.values()], args.overwrite,
                   request.input_files())

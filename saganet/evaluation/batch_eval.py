@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Subset
 
 import saganet
 from saganet import dist
+from saganet.checkpoint import check_weights_layout
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
 from saganet.evaluation.batch_config import (
@@ -68,7 +69,6 @@ from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, load_models
 from saganet.progress import progress_bar
 from saganet.runtime import loader_workers
-from saganet.state_dict import check_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
     variant = resolve_variant(config.model)
     if config.checkpoint is not None:
         # Checked here, before the output folder is written, not when the models load.
-        check_weights_file(config.checkpoint)
+        check_weights_layout(config.checkpoint)
     if PIPELINES[variant].debug:
         if config.checkpoint is None:
             return "debug"

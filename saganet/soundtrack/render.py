@@ -451,7 +451,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         cancel.check()
     progress = checked(progress or (lambda stage, done, total: None), cancel)
     options = options or SamplingOptions()
-    seed = _check_seed(seed, len(request.objects))
+    seed = check_seed(seed, len(request.objects))
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
@@ -481,13 +481,13 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     return SoundtrackResult(outputs, segment, plan, silenced, level)
 
 
-def _check_seed(seed: int, objects: int) -> int:
+def check_seed(seed: int, objects: int, name: str = "seed") -> int:
     """``seed`` as an int, if every object's seed (``seed + k``) is one a torch generator
-    takes."""
+    takes; ``name`` is what the error calls it (a command's flag)."""
     if not isinstance(seed, Integral) or isinstance(seed, bool):
-        raise UserInputError(f"seed must be an integer, got {seed!r}")
+        raise UserInputError(f"{name} must be an integer, got {seed!r}")
     if not -(2**63) <= seed <= 2**63 - objects:
-        raise UserInputError(f"seed must be from -2^63 to 2^63 - {objects}, got {seed}")
+        raise UserInputError(f"{name} must be from -2^63 to 2^63 - {objects}, got {seed}")
     return int(seed)
 
 
