@@ -345,6 +345,16 @@ def test_object_silent_throughout_warns(weights_dir: Path, tmp_path: Path, clip,
         ("hidden", "WARNING")]
 
 
+def test_overlay_without_a_video_is_a_usage_error(tmp_path: Path, clip,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--video", str(clip.video), "--mask_overlay", "--skip_video_composite",
+                   "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--skip_video_composite" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_user_error_has_no_traceback(tmp_path: Path, clip) -> None:
     mask = next(iter(clip.masks.values()))
     result = subprocess.run(

@@ -309,7 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
-    args = begin(build_parser(), argv)
+    parser = build_parser()
+    args = begin(parser, argv)
+    if args.mask_overlay and args.skip_video_composite:
+        parser.error("--mask_overlay tints the MP4, which --skip_video_composite does not write")
     try:
         info = dist.init(args.device)
     except UserInputError as err:
