@@ -304,11 +304,13 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         UserInputError: a usage error (bad jobs file, unloadable weights).
     """
-    from saganet.pipeline import load_models, pipeline_variant
+    from saganet.pipeline import check_checkpoint, load_models, pipeline_variant
     from saganet.progress import progress_bar
     from saganet.soundtrack import check_seed
 
     pipeline_variant(args.variant)
+    if args.checkpoint is not None:
+        check_checkpoint(args.variant, args.checkpoint)
     segment_duration(args)  # a usage error, not one of every job
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []

@@ -40,16 +40,22 @@ def weights_file_dict(network: FlowNetwork, synchformer: SynchformerWithContext,
     return content
 
 
-def check_weights_layout(path: str | os.PathLike[str]) -> None:
+def check_weights_layout(path: str | os.PathLike[str]) -> str | None:
     """Before anything slow runs: ``path`` is a SAGANet weights file (its top-level layout;
     the tensors are mapped, not read, so this costs about the pickle). The strict check of
     every key happens when it is loaded.
+
+    Returns:
+        The network variant the file records (files written by training do), else None (the
+        published files).
 
     Raises:
         UserInputError: missing, empty, not a PyTorch checkpoint, or another layout.
     """
     check_weights_file(path)
-    read_weights_file(path, mmap=True)
+    config = read_weights_file(path, mmap=True).get("config")
+    variant = config.get("variant") if isinstance(config, Mapping) else None
+    return variant if isinstance(variant, str) else None
 
 
 def read_weights_file(path: str | os.PathLike[str], *, mmap: bool = False) -> dict:

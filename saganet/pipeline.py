@@ -17,7 +17,7 @@ import torch
 
 from saganet import dist
 from saganet import weights as weights_registry
-from saganet.checkpoint import build_from_weights, read_weights_file
+from saganet.checkpoint import build_from_weights, check_weights_layout, read_weights_file
 from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
 from saganet.debug_weights import ensure_debug_weights, load_debug_clip
 from saganet.errors import UserInputError
@@ -58,6 +58,22 @@ def pipeline_variant(name: str) -> PipelineVariant:
     if name not in PIPELINES:
         raise UserInputError(f"unknown variant {name!r}; choose one of {', '.join(PIPELINES)}")
     return PIPELINES[name]
+
+
+def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str]) -> None:
+    """Before anything slow runs: ``checkpoint`` is a SAGANet weights file whose network (when
+    it records one, as training's files do) is the one of pipeline ``variant``.
+
+    Raises:
+        UserInputError: not such a file, or another network (naming the variants that fit).
+    """
+    recorded = check_weights_layout(checkpoint)
+    expected = pipeline_variant(variant).network
+    if recorded is not None and recorded != expected:
+        fitting = [name for name, spec in PIPELINES.items() if spec.network == recorded]
+        hint = f"; pass --variant {' or '.join(fitting)}" if fitting else ""
+        raise UserInputError(f"holds a {recorded!r} network, variant {variant!r} runs "
+                             f"{expected!r}{hint}", checkpoint)
 
 
 def required_files(variant: str, *, checkpoint: str | os.PathLike[str] | None = None,

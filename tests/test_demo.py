@@ -169,6 +169,8 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
     not_weights.write_text("these are not weights\n")
     other_layout = tmp / "state_dict.pth"
     torch.save({"blocks.0.weight": torch.zeros(2)}, other_layout)
+    trained_debug = tmp / "debug_last.pth"
+    torch.save({"network": {}, "synchformer": {}, "config": {"variant": "debug"}}, trained_debug)
     # A regular file where a folder is needed: unwritable even for root (CI runs as root).
     blocker = tmp / "blocker"
     blocker.write_text("")
@@ -197,6 +199,8 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
         "checkpoint": ([*missing, "--checkpoint", str(not_weights)], "notes.pth", "weights"),
         "checkpoint layout": ([*missing, "--checkpoint", str(other_layout)], "state_dict.pth",
                               "not a saganet weights file"),
+        "checkpoint variant": ([*missing, "--checkpoint", str(trained_debug), "--variant",
+                                "saganet_small"], "debug_last.pth", "pass --variant debug"),
         "seed": ([*video, *mask, "--object", "b", *mask, "--seed", str(2**63 - 1)], "",
                  "--seed must be"),
         "duplicate names": ([*video, "--object", "a", *mask, "--object", "a", *mask], "",

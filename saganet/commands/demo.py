@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Generate what the arguments ask for; returns the files written."""
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
-    from saganet.checkpoint import check_weights_layout
     from saganet.inference import SamplingOptions
     from saganet.media.masks import MaskVideo
     from saganet.media.video import empty_mask_hint
     from saganet.pipeline import (
+        check_checkpoint,
         load_clip,
         load_models,
         pipeline_variant,
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     spec = pipeline_variant(args.variant)  # fail on an unknown name before any work
     device, dtype = device_and_dtype(args)
     if args.checkpoint is not None:
-        check_weights_layout(args.checkpoint)
+        check_checkpoint(args.variant, args.checkpoint)
     segment_model = tracker_for(args.segment_model, spec.debug)
     tracked = [o for o in args.objects if o.tracked]
     if weights.is_offline(args.offline):
