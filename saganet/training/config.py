@@ -11,12 +11,13 @@ and no ``nn.Module`` sees any of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_cfg_strength
 from saganet.evaluation.batch_config import EvalDatasetConfig
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
@@ -319,8 +320,37 @@ class TrainConfig:
                   for name, value in at_least_zero.items() if value < 0])
         if self.stop_after is not None and self.stop_after < 1:
             bad.append(f"stop_after={self.stop_after} (must be >= 1, or null)")
+        bad += self._optimiser_problems()
+        try:
+            check_cfg_strength(self.eval.cfg_strength, "eval.cfg_strength")
+        except UserInputError as err:
+            bad.append(str(err))
         if bad:
             raise UserInputError("invalid configuration: " + ", ".join(bad))
+
+    def _optimiser_problems(self) -> list[str]:
+        """What is wrong with the ``optim`` and ``schedule`` settings: torch's AdamW would
+        refuse most of these only when it is built (a traceback), and a NaN rate or a
+        non-positive clipping norm would train on without a complaint."""
+        optim, schedule = self.optim, self.schedule
+        bad = []
+        if not (math.isfinite(optim.lr) and optim.lr > 0):
+            bad.append(f"optim.lr={optim.lr} (must be a finite number > 0)")
+        if len(optim.betas) != 2 or not all(0 <= beta < 1 for beta in optim.betas):
+            bad.append(f"optim.betas={list(optim.betas)} (two numbers, each >= 0 and < 1)")
+        if optim.eps is not None and not (math.isfinite(optim.eps) and optim.eps > 0):
+            bad.append(f"optim.eps={optim.eps} (must be a finite number > 0, or null)")
+        if not (math.isfinite(optim.weight_decay) and optim.weight_decay >= 0):
+            bad.append(f"optim.weight_decay={optim.weight_decay} (must be a finite number >= 0)")
+        if not optim.grad_clip > 0:  # inf is allowed: no clipping, the norm still logged
+            bad.append(f"optim.grad_clip={optim.grad_clip} (must be > 0)")
+        if schedule.warmup_steps < 0:
+            bad.append(f"schedule.warmup_steps={schedule.warmup_steps} (must be >= 0)")
+        if any(m < 0 for m in schedule.milestones):
+            bad.append(f"schedule.milestones={list(schedule.milestones)} (must be >= 0)")
+        if not (math.isfinite(schedule.gamma) and schedule.gamma > 0):
+            bad.append(f"schedule.gamma={schedule.gamma} (must be a finite number > 0)")
+        return bad
 
 
 def register_train_schema() -> None:

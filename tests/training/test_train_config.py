@@ -107,3 +107,27 @@ def test_zero_intervals_and_sizes_fail_before_training(override):
     with pytest.raises(UserInputError, match=r"log\.val_interval=-1"):
         load("experiment=debug", "log.val_interval=-1")
     assert load("experiment=debug", "log.val_interval=0", "log.eval_interval=0").log.interval
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("optim.lr=-1", r"optim\.lr=-1\.0"), ("optim.lr=nan", r"optim\.lr=nan"),
+    ("optim.betas=[0.9,1.0]", r"optim\.betas=\[0\.9, 1\.0\]"),
+    ("optim.betas=[-0.1,0.9]", r"optim\.betas="), ("optim.eps=0", r"optim\.eps=0\.0"),
+    ("optim.weight_decay=-1", r"optim\.weight_decay=-1\.0"),
+    ("optim.grad_clip=0", r"optim\.grad_clip=0\.0"),
+    ("schedule.warmup_steps=-1", r"schedule\.warmup_steps=-1"),
+    ("schedule.milestones=[10,-5]", r"schedule\.milestones="),
+    ("schedule.gamma=0", r"schedule\.gamma=0\.0"),
+    ("eval.cfg_strength=1e9", r"eval\.cfg_strength must be a finite number"),
+])
+def test_invalid_optimiser_settings_fail_before_training(override, named):
+    # optim.lr=-1 used to end in a traceback from torch's AdamW when the trainer built it.
+    with pytest.raises(UserInputError, match=rf"^invalid configuration: {named}") as info:
+        load("experiment=debug", override)
+    assert "\n" not in str(info.value)
+
+
+def test_valid_edge_optimiser_settings_are_accepted():
+    cfg = load("experiment=debug", "optim.betas=[0,0.999]", "optim.weight_decay=0",
+               "optim.grad_clip=inf", "schedule.warmup_steps=0", "eval.cfg_strength=1")
+    assert cfg.optim.grad_clip == float("inf") and cfg.schedule.warmup_steps == 0
