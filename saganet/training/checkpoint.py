@@ -31,7 +31,7 @@ import random
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,36 @@ class RNGState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RNGState:
+        """Rebuild a captured state.
+
+        Raises:
+            MalformedStateError: ``data`` is not a dict or lacks one of the sources.
+        """
+        _check_parts(data, cls, "")
         return cls(**data)
+
+
+class MalformedStateError(ValueError):
+    """A training state whose layout is not the one :func:`save_state` writes."""
+
+
+def _check_parts(data: object, cls: type, where: str) -> None:
+    """Refuse ``data`` unless it is a dict holding every field of the dataclass ``cls``
+    without a default, and no other key (``cls(**data)`` would raise a bare TypeError)."""
+    if not isinstance(data, dict):
+        raise MalformedStateError(f"{where or 'the state'} is a {type(data).__name__}, not a dict")
+    known = {f.name for f in fields(cls)}
+    required = [f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    unknown = sorted(str(key) for key in data if key not in known)
+    def named(key: str) -> str:
+        return f"{where}[{key!r}]" if where else repr(key)
+
+    problems = ([f"no {', '.join(map(named, missing))}"] if missing else []) \
+        + ([f"unknown part(s) {', '.join(map(named, unknown))}"] if unknown else [])
+    if problems:
+        raise MalformedStateError("; ".join(problems))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,10 +196,41 @@ class TrainingState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingState:
+        """Rebuild a state read from a file, checking its layout (a hand-edited or foreign
+        file would otherwise fail deep in the resume with a KeyError or TypeError).
+
+        Raises:
+            ValueError: ``data`` is not a training state at all (no or another format).
+            MalformedStateError: it is one, but a part is missing or of the wrong kind.
+        """
         data = dict(data)
         fmt = data.pop("format", None)
         if fmt != "saganet-training-state-v1":
             raise ValueError(f"not a saganet training state (format {fmt!r})")
+        _check_parts(data, cls, "")
+        kinds = {"step": int, "epoch": int, "batches_in_epoch": int, "failed_samples": int,
+                 "modules": dict, "trainable": dict, "optimizer": dict, "scheduler": dict,
+                 "rng": list, "ema": dict, "log_window": list, "config": dict}
+        for name, kind in kinds.items():
+            value = data.get(name, kind())
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise MalformedStateError(f"{name!r} is a {type(value).__name__}, not a "
+                                          f"{kind.__name__}")
+        for name, module in data["modules"].items():
+            if not isinstance(module, dict):
+                raise MalformedStateError(f"modules[{name!r}] is a {type(module).__name__}, "
+                                          f"not a state dict")
+        # What Optimizer.load_state_dict and LRScheduler.load_state_dict index.
+        for part, keys in (("optimizer", ("state", "param_groups")),
+                           ("scheduler", ("last_epoch", "base_lrs"))):
+            missing = [key for key in keys if key not in data[part]]
+            if missing:
+                raise MalformedStateError(
+                    f"no {', '.join(f'{part}[{key!r}]' for key in missing)}")
+        if not data["rng"]:
+            raise MalformedStateError("'rng' holds no rank's random generator states")
+        for rank, rng in enumerate(data["rng"]):
+            _check_parts(rng, RNGState, f"rng[{rank}]")
         return cls(**data)
 
 
@@ -276,7 +336,9 @@ def load_state(path: str | os.PathLike[str]) -> TrainingState:
         if not isinstance(data, dict):
             raise ValueError(f"not a saganet training state (a {type(data).__name__})")
         return TrainingState.from_dict(data)
-    except (ValueError, TypeError) as err:
+    except MalformedStateError as err:
+        raise UserInputError(f"malformed training state: {err}", path) from None
+    except ValueError as err:
         raise UserInputError(f"{err}; training resumes from the full states in "
                              f"<run_dir>/{STATE_DIR}/state_<step>.pth, not from weights files",
                              path) from None

@@ -342,6 +342,10 @@ class Trainer:
                 f"directory holds newer training states ({', '.join(newer)}) that a later "
                 f"resume would continue from; move them out of {state_dir(self.run_dir)} "
                 f"to go on from step {state.step}, or resume from the latest state", path)
+        missing = [name for name in ("network", "synchformer") if name not in state.modules]
+        if missing:
+            raise UserInputError(f"malformed training state: no {' or '.join(missing)} weights "
+                                 f"(modules {sorted(state.modules)})", path)
         if state.trainable != self.trainable:
             raise UserInputError("the training state trains other parameters than this "
                                  "configuration (different variant or LoRA setting?)", path)
@@ -359,8 +363,14 @@ class Trainer:
                              what=f"{path}['network']")
         load_state_dict_strict(synchformer, state.modules["synchformer"],
                                what=f"{path}['synchformer']")
-        changed = load_optimizer_state(self.optimizer, self.scheduler, state.optimizer,
-                                       state.scheduler)
+        try:
+            changed = load_optimizer_state(self.optimizer, self.scheduler, state.optimizer,
+                                           state.scheduler)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            # The layout was checked when the file was read; what torch still refuses is
+            # content that does not fit these parameter groups (sizes, kinds).
+            raise UserInputError(f"malformed training state: its optimiser or scheduler "
+                                 f"state does not fit this run: {err}", path) from None
         if changed:
             log.warning("%s: the configuration changes optimiser settings from step %d on: %s",
                         path, state.step, "; ".join(changed))
@@ -370,7 +380,12 @@ class Trainer:
         self._restore_log_window(state.log_window, path)
         generators = {"noise": self.noise, "val_noise": self.val_noise}
         if len(state.rng) == self.info.world_size:
-            RNGState.from_dict(state.rng[self.info.rank]).restore(generators)
+            try:
+                RNGState.from_dict(state.rng[self.info.rank]).restore(generators)
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise UserInputError(f"malformed training state: the random generator states "
+                                     f"of rank {self.info.rank} cannot be restored: {err}",
+                                     path) from None
         else:
             log.warning("%s was written by %d rank(s), this run has %d: random streams are "
                         "re-seeded (the run continues, but not bit for bit)", path,

@@ -54,8 +54,10 @@ def _killed_save(path: Path) -> None:
 
 def _state(step: int) -> TrainingState:
     return TrainingState(step=step, modules={"network": {"w": torch.full((2,), float(step))}},
-                         trainable={"network": ["w"]}, optimizer={"state": {}},
-                         scheduler={"last_epoch": step}, epoch=1, batches_in_epoch=3,
+                         trainable={"network": ["w"]},
+                         optimizer={"state": {}, "param_groups": []},
+                         scheduler={"last_epoch": step, "base_lrs": []}, epoch=1,
+                         batches_in_epoch=3,
                          rng=[RNGState.capture({}).to_dict()], config={"betas": (0.9, 0.95)})
 
 
@@ -346,3 +348,42 @@ def test_validation_without_a_loaded_sample_has_no_loss(tmp_path, monkeypatch, c
     assert "loss" not in values
     assert values["samples"] == 0 and values["failed"] == len(trainer.val_set)
     assert any("no validation loss" in r.getMessage() for r in caplog.records)
+
+
+def _without(part: dict, key: str) -> dict:
+    return {k: v for k, v in part.items() if k != key}
+
+
+@pytest.mark.parametrize(("break_it", "problem"), [
+    (lambda d: d.update(modules=_without(d["modules"], "synchformer")),
+     r"no synchformer weights"),
+    (lambda d: d.update(optimizer=_without(d["optimizer"], "state")), r"no optimizer\['state'\]"),
+    (lambda d: d.update(rng=[{}]), r"no rng\[0\]\['torch_cpu'\]"),
+    (lambda d: d.update(rng=[]), r"'rng' holds no rank"),
+    (lambda d: d.pop("scheduler"), r"no 'scheduler'"),
+    (lambda d: d.update(step="10"), r"'step' is a str"),
+    (lambda d: d.update(modules={**d["modules"], "network": [1]}), r"modules\['network'\] is a"),
+    (lambda d: d["optimizer"].update(param_groups=[]), r"optimiser or scheduler state does not"),
+    (lambda d: d["rng"][0].update(torch_cpu=torch.zeros(3)), r"random generator states of rank 0"),
+])
+def test_resuming_from_a_malformed_state_is_a_one_line_error(tmp_path, break_it, problem):
+    # Each of these used to end in a KeyError or TypeError traceback deep in the resume.
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}")
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    path = latest_state(tmp_path)
+    data = torch.load(path, weights_only=True)
+    break_it(data)
+    atomic_save(data, path)
+    with pytest.raises(UserInputError, match=rf"malformed training state: .*{problem}") as info:
+        trainer(str(path))
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
