@@ -234,6 +234,46 @@ class TrainingState:
         return cls(**data)
 
 
+# Configuration keys (and sections) a resume changes without a warning: how long the run goes
+# and what it logs, saves and evaluates (extending a run with a higher ``num_iterations`` is the
+# usual resume), where things are, and speed or memory knobs that do not change the trained
+# numbers. The base weights are replaced by the state's. The optimiser's group settings are
+# reported by ``load_optimizer_state`` from the groups themselves, which also catches an
+# epsilon that the device changed.
+UNWATCHED = ("run_dir", "paths", "num_iterations", "stop_after", "val_batch_size", "sync_chunk",
+             "cudnn_benchmark", "data.num_workers", "data.pin_memory", "model.network_init",
+             "model.synchformer_init", "optim.lr", "optim.betas", "optim.eps",
+             "optim.weight_decay", "log", "eval", "checkpoint")
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value, with tuples as lists (``asdict`` keeps tuples, a reload may not)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings a resume changes, as ``"<key> <saved> -> <now>"``, outside
+    :data:`UNWATCHED`.
+
+    Keys only one side has (a state written by another version of the code) are left out.
+
+    Args:
+        saved: the state's ``config`` entry.
+        current: this run's configuration as plain data (``dataclasses.asdict``).
+    """
+    before, now = _flat(saved), _flat(current)
+    return [f"{key} {before[key]} -> {now[key]}" for key in before
+            if key in now and before[key] != now[key]
+            and not any(key == skip or key.startswith(f"{skip}.") for skip in UNWATCHED)]
+
+
 def state_dir(run_dir: str | os.PathLike[str]) -> Path:
     """Folder of the full training states of a run."""
     return Path(run_dir) / STATE_DIR

@@ -40,6 +40,7 @@ from saganet.state_dict import (
 from saganet.training.checkpoint import (
     RNGState,
     TrainingState,
+    config_changes,
     latest_state,
     list_states,
     load_state,
@@ -371,9 +372,12 @@ class Trainer:
             # content that does not fit these parameter groups (sizes, kinds).
             raise UserInputError(f"malformed training state: its optimiser or scheduler "
                                  f"state does not fit this run: {err}", path) from None
+        changed = config_changes(state.config, dataclasses.asdict(self.cfg)) + changed
         if changed:
-            log.warning("%s: the configuration changes optimiser settings from step %d on: %s",
-                        path, state.step, "; ".join(changed))
+            # Not refused: a resume may change settings on purpose (a lower rate after a loss
+            # spike); but the run is then no longer the one the state began.
+            log.warning("%s: this run's settings differ from the state's; training goes on "
+                        "from step %d with this run's: %s", path, state.step, "; ".join(changed))
         self.step, self.epoch = state.step, state.epoch
         self.batches_in_epoch = state.batches_in_epoch
         self.failed_total = state.failed_samples

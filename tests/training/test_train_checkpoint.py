@@ -387,3 +387,45 @@ def test_resuming_from_a_malformed_state_is_a_one_line_error(tmp_path, break_it,
     with pytest.raises(UserInputError, match=rf"malformed training state: .*{problem}") as info:
         trainer(str(path))
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_a_resume_with_other_settings_warns_once_listing_each(tmp_path, caplog):
+    # A run resumed with another duration, batch size, seed or loss went on silently.
+    import logging
+
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    def trainer(resume: str, *overrides: str) -> Trainer:
+        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+                   f"hydra.run.dir={tmp_path}", *overrides)
+        return Trainer(cfg, dist.init("cpu"))
+
+    first = trainer("never")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    cfg = first.cfg
+
+    def differences() -> list[str]:
+        return [record.getMessage() for record in caplog.records
+                if record.levelno == logging.WARNING and "settings differ" in record.message]
+
+    caplog.clear()
+    # Extending the run or logging, saving and evaluating otherwise: no warning.
+    trainer("auto", f"num_iterations={cfg.num_iterations * 2}", "log.interval=7",
+            "checkpoint.keep_last=5", "eval.num_steps=3", "data.num_workers=0")
+    assert differences() == []
+    caplog.clear()
+    trainer("auto", f"seed={cfg.seed + 1}", f"batch_size={cfg.batch_size * 2}",
+            "loss.t_mean=0.5", f"duration={cfg.duration * 2}", "optim.grad_clip=0.5",
+            "data.synthetic_train_size=48", f"num_iterations={cfg.num_iterations * 2}")
+    [warning] = differences()
+    for change in (f"seed {cfg.seed} -> {cfg.seed + 1}",
+                   f"batch_size {cfg.batch_size} -> {cfg.batch_size * 2}",
+                   f"loss.t_mean {cfg.loss.t_mean} -> 0.5",
+                   f"duration {cfg.duration} -> {cfg.duration * 2}",
+                   f"optim.grad_clip {cfg.optim.grad_clip} -> 0.5",
+                   f"data.synthetic_train_size {cfg.data.synthetic_train_size} -> 48"):
+        assert change in warning
+    assert "num_iterations" not in warning
