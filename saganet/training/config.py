@@ -334,8 +334,9 @@ class TrainConfig:
         non-positive clipping norm would train on without a complaint."""
         optim, schedule = self.optim, self.schedule
         bad = []
-        if not (math.isfinite(optim.lr) and optim.lr > 0):
-            bad.append(f"optim.lr={optim.lr} (must be a finite number > 0)")
+        # 0 is allowed: a run that only evaluates (or checks resuming) without learning.
+        if not (math.isfinite(optim.lr) and optim.lr >= 0):
+            bad.append(f"optim.lr={optim.lr} (must be a finite number >= 0)")
         if len(optim.betas) != 2 or not all(0 <= beta < 1 for beta in optim.betas):
             bad.append(f"optim.betas={list(optim.betas)} (two numbers, each >= 0 and < 1)")
         if optim.eps is not None and not (math.isfinite(optim.eps) and optim.eps > 0):

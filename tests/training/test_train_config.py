@@ -128,6 +128,6 @@ def test_invalid_optimiser_settings_fail_before_training(override, named):
 
 
 def test_valid_edge_optimiser_settings_are_accepted():
-    cfg = load("experiment=debug", "optim.betas=[0,0.999]", "optim.weight_decay=0",
+    cfg = load("experiment=debug", "optim.lr=0", "optim.betas=[0,0.999]", "optim.weight_decay=0",
                "optim.grad_clip=inf", "schedule.warmup_steps=0", "eval.cfg_strength=1")
     assert cfg.optim.grad_clip == float("inf") and cfg.schedule.warmup_steps == 0
