@@ -7,7 +7,9 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -28,6 +30,9 @@ from saganet.training.checkpoint import (
 )
 from saganet.training.ema import SNAPSHOT_DIR, snapshot_steps
 from saganet.training.evaluation import EVAL_DIR, recorded_steps
+
+if TYPE_CHECKING:
+    from saganet.training.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 # Saves `path` from another process that SIGKILLs itself in the middle of writing it.
@@ -59,6 +64,17 @@ def _state(step: int) -> TrainingState:
                          scheduler={"last_epoch": step, "base_lrs": []}, epoch=1,
                          batches_in_epoch=3,
                          rng=[RNGState.capture({}).to_dict()], config={"betas": (0.9, 0.95)})
+
+
+def resumed_trainer(run_dir: Path, resume: str | Path, *overrides: str) -> Trainer:
+    """A debug-experiment trainer in ``run_dir``, resuming as ``checkpoint.resume`` says."""
+    from saganet import dist
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
+               f"hydra.run.dir={run_dir}", *overrides)
+    return Trainer(cfg, dist.init("cpu"))
 
 
 def test_atomic_save_replaces_without_leftovers(tmp_path):
@@ -149,14 +165,10 @@ def test_a_weights_file_given_as_a_state_is_a_user_error(tmp_path):
 
 
 def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
-    from saganet import dist
-    from saganet.training.loop import SAMPLE_IDS_DIR, Trainer
-    from tests.training.test_train_config import load
+    from saganet.training.loop import SAMPLE_IDS_DIR
 
     def trainer(resume: str) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   "log.record_sample_ids=true", f"hydra.run.dir={tmp_path}")
-        return Trainer(cfg, dist.init("cpu"))
+        return resumed_trainer(tmp_path, resume, "log.record_sample_ids=true")
 
     first = trainer("never")
     first.step = first.cfg.checkpoint.state_interval
@@ -172,15 +184,9 @@ def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
 
 
 def test_resuming_from_a_state_broken_in_two_modules_names_both(tmp_path):
-    from saganet import dist
     from saganet.state_dict import CheckpointMismatchError
-    from saganet.training.loop import Trainer
-    from tests.training.test_train_config import load
 
-    def trainer(resume: str) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   f"hydra.run.dir={tmp_path}")
-        return Trainer(cfg, dist.init("cpu"))
+    trainer = partial(resumed_trainer, tmp_path)
 
     first = trainer("never")
     first.step = first.cfg.checkpoint.state_interval
@@ -222,15 +228,9 @@ def test_the_next_save_removes_what_a_save_killed_mid_write_left(tmp_path, kind)
 
 
 def test_a_resume_keeps_the_state_but_takes_the_configured_optimiser_settings(tmp_path, caplog):
-    from saganet import dist
-    from saganet.training.loop import Trainer
     from saganet.training.optim import lr_factor
-    from tests.training.test_train_config import load
 
-    def trainer(resume: str, *overrides: str) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   f"hydra.run.dir={tmp_path}", *overrides)
-        return Trainer(cfg, dist.init("cpu"))
+    trainer = partial(resumed_trainer, tmp_path)
 
     first = trainer("never")
     assert first.train_step(next(iter(first.train_loader)), first.stats)
@@ -259,14 +259,8 @@ def test_a_resume_keeps_the_state_but_takes_the_configured_optimiser_settings(tm
 
 
 def test_resuming_from_a_state_older_than_the_run_is_refused(tmp_path):
-    from saganet import dist
-    from saganet.training.loop import Trainer
-    from tests.training.test_train_config import load
 
-    def trainer(resume: str | Path) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   f"hydra.run.dir={tmp_path}")
-        return Trainer(cfg, dist.init("cpu"))
+    trainer = partial(resumed_trainer, tmp_path)
 
     first = trainer("never")
     interval = first.cfg.checkpoint.state_interval
@@ -368,14 +362,8 @@ def _without(part: dict, key: str) -> dict:
 ])
 def test_resuming_from_a_malformed_state_is_a_one_line_error(tmp_path, break_it, problem):
     # Each of these used to end in a KeyError or TypeError traceback deep in the resume.
-    from saganet import dist
-    from saganet.training.loop import Trainer
-    from tests.training.test_train_config import load
 
-    def trainer(resume: str) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   f"hydra.run.dir={tmp_path}")
-        return Trainer(cfg, dist.init("cpu"))
+    trainer = partial(resumed_trainer, tmp_path)
 
     first = trainer("never")
     first.step = first.cfg.checkpoint.state_interval
@@ -393,14 +381,8 @@ def test_a_resume_with_other_settings_warns_once_listing_each(tmp_path, caplog):
     # A run resumed with another duration, batch size, seed or loss went on silently.
     import logging
 
-    from saganet import dist
-    from saganet.training.loop import Trainer
-    from tests.training.test_train_config import load
 
-    def trainer(resume: str, *overrides: str) -> Trainer:
-        cfg = load("experiment=debug", f"checkpoint.resume={resume}", "eval.enabled=false",
-                   f"hydra.run.dir={tmp_path}", *overrides)
-        return Trainer(cfg, dist.init("cpu"))
+    trainer = partial(resumed_trainer, tmp_path)
 
     first = trainer("never")
     first.step = first.cfg.checkpoint.state_interval
