@@ -288,8 +288,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
     """The device of ``--device`` and the parameter dtype: bf16 on CUDA unless
     ``--full_precision``, fp32 elsewhere (bf16 matmuls are slow on most CPUs) unless
-    ``--cpu_bf16`` on a CPU. A CPU with bf16 matrix instructions running fp32 without
-    ``--full_precision`` logs :data:`CPU_BF16_HINT`.
+    ``--cpu_bf16`` on a CPU. A CPU with bf16 matrix instructions running a full-size model
+    in fp32 without ``--full_precision`` logs :data:`CPU_BF16_HINT`.
 
     Args:
         args: parsed model arguments, or anything with their ``device``, ``full_precision``
@@ -300,7 +300,7 @@ def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
 
     from saganet import dist
     from saganet.errors import UserInputError
-    from saganet.runtime import cpu_has_fast_bf16
+    from saganet.runtime import cpu_has_fast_bf16, is_tiny_model
 
     device = dist.resolve_device(args.device)
     if getattr(args, "cpu_bf16", False):
@@ -311,7 +311,9 @@ def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
                 log.warning("--cpu_bf16: this CPU has no bf16 matrix instructions (AVX512-BF16 "
                             "or AMX); bf16 will be several times slower than fp32 here")
             return device, torch.bfloat16
-    elif device.type == "cpu" and not args.full_precision and cpu_has_fast_bf16():
+    elif (device.type == "cpu" and not args.full_precision and cpu_has_fast_bf16()
+          and not is_tiny_model(getattr(args, "variant", None))):
+        # Not for the debug variant's tiny models: nothing there is worth the switch.
         log.info(CPU_BF16_HINT)
     half = device.type == "cuda" and not args.full_precision
     return device, torch.bfloat16 if half else torch.float32

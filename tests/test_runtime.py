@@ -154,15 +154,19 @@ def test_cpu_bf16_is_opt_in(device: str, options: list[str], expected: torch.dty
 def test_fp32_on_a_bf16_cpu_hints_at_cpu_bf16(monkeypatch: pytest.MonkeyPatch,
                                                caplog: pytest.LogCaptureFixture, fast: bool,
                                                options: list[str], hinted_if_fast: bool) -> None:
-    """Only a CPU that multiplies bf16 natively, running fp32 by default, suggests
-    --cpu_bf16; one without the instructions warns when it is asked for bf16 instead."""
+    """Only a CPU that multiplies bf16 natively, running a full-size model in fp32 by default,
+    suggests --cpu_bf16; one without the instructions warns when it is asked for bf16."""
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast)
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     with caplog.at_level("INFO", logger="saganet.cli"):
         device_and_dtype(parser.parse_args(["--device", "cpu", *options]))
+        hinted = CPU_BF16_HINT in [record.getMessage() for record in caplog.records]
+        caplog.clear()
+        device_and_dtype(parser.parse_args(["--device", "cpu", "--variant", "debug", *options]))
     messages = [record.getMessage() for record in caplog.records]
-    assert (CPU_BF16_HINT in messages) == (fast and hinted_if_fast)
+    assert hinted == (fast and hinted_if_fast)
+    assert CPU_BF16_HINT not in messages  # the debug variant's tiny models: no hint
     warned = any("no bf16 matrix instructions" in m for m in messages)
     assert warned == (not fast and "--cpu_bf16" in options)
 
