@@ -44,7 +44,12 @@ from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
 from saganet.fileio import temporary_sibling
 from saganet.media.video import read_frames
-from saganet.prep.sms_metadata import SMS_SUBSETS, plan_sms_jobs, read_sms_metadata
+from saganet.prep.sms_metadata import (
+    SMS_SUBSETS,
+    is_path_component,
+    plan_sms_jobs,
+    read_sms_metadata,
+)
 from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,9 @@ def list_split_clips(metadata: str | os.PathLike[str], root: str | os.PathLike[s
     duplicates = 0
     for row, job in zip(selected, jobs, strict=True):
         if job.action != "existing" or job.dest is None:
-            missing.append((job.clip_id, _missing_reason(job.reason, root)))
+            # Named like the clips that exist (<label>/<stem>), where the label can be a folder.
+            name = f"{row.label}/{job.clip_id}" if is_path_component(row.label) else job.clip_id
+            missing.append((name, _missing_reason(job.reason, root)))
             continue
         clip_id = job.dest.relative_to(root).with_suffix("").as_posix()
         if clip_id in seen:

@@ -277,7 +277,7 @@ def _parse_ms(text: str) -> int | None:
     return int(value) if value.is_integer() and value >= 0 else None
 
 
-def _is_path_component(name: str) -> bool:
+def is_path_component(name: str) -> bool:
     """Whether a metadata value can safely be one folder or file name."""
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
@@ -323,15 +323,15 @@ def plan_sms_jobs(
             unknown[row.subset] = unknown.get(row.subset, 0) + 1
             jobs.append(missing(f"unknown subset {row.subset!r}"))
             continue
-        if not _is_path_component(row.label):
+        if not is_path_component(row.label):
             jobs.append(missing(f"line {row.line}: unusable label {row.label!r}"))
             continue
         folder = out_dir / row.label
         # Only cutting needs the time range; an already-cut clip can be copied without it.
         valid_range = start is not None and end is not None and end > start
-        can_cut = valid_range and _is_path_component(row.ytid)
+        can_cut = valid_range and is_path_component(row.ytid)
         cut_name = f"{row.ytid}_{start}_{end}.mp4" if can_cut else None
-        copy_name = f"{row.filename}.mp4" if _is_path_component(row.filename) else None
+        copy_name = f"{row.filename}.mp4" if is_path_component(row.filename) else None
         if cut_name is None and copy_name is None:
             jobs.append(missing(
                 f"line {row.line}: nothing to look for (YTID {row.ytid!r}, time range "
@@ -397,7 +397,7 @@ def plan_urmp_jobs(
         def missing(reason: str, row: UrmpRow = row) -> ClipJob:
             return ClipJob("urmp", URMP_SPLIT, row.video_id, "missing", reason=reason)
 
-        if len(parts) != 2 or not all(_is_path_component(p) for p in parts):
+        if len(parts) != 2 or not all(is_path_component(p) for p in parts):
             jobs.append(missing(f"line {row.line}: video_id is not <dir>/<name>"))
             continue
         piece, name = parts

@@ -148,7 +148,8 @@ def test_listing_resolves_clips_by_metadata(mini_sms: MiniSMS) -> None:
     listing = list_split_clips(mini_sms.metadata, mini_sms.root, "train")
     assert [c.id for c in listing.clips] == [c.id for c in MINI_CLIPS[:4]]  # metadata order
     assert [c.label for c in listing.clips] == ["violin", "cello", "flute", "violin"]
-    assert [name for name, _ in listing.missing] == ["vidE_0_5200"]
+    # Named like the listed clips (label folder and stem), though no such file exists.
+    assert [name for name, _ in listing.missing] == [MINI_CLIPS[4].id]
     assert "load_sms" in listing.missing[0][1]
     assert [c.id for c in list_split_clips(mini_sms.metadata, mini_sms.root, "val").clips] == [
         MINI_CLIPS[5].id]
@@ -168,7 +169,7 @@ def test_extraction_writes_skips_and_reports(mini_sms: MiniSMS, tmp_path: Path,
     rows = [line.split("\t") for line in failed_list.read_text().splitlines()]
     assert rows[0] == ["id", "status", "reason"]
     assert [(r[0], r[1]) for r in rows[1:]] == [(MINI_CLIPS[3].id, "failed"),
-                                                ("vidE_0_5200", "missing")]
+                                                (MINI_CLIPS[4].id, "missing")]
 
     stamps = {}
     for clip_id in GOOD_IDS:

@@ -106,8 +106,8 @@ def test_output_loads_in_the_training_dataset(setup: tuple[MiniSMS, Path],
 
     problems = [line.split("\t") for line in outputs.failed_list.read_text().splitlines()]
     assert problems[0] == ["id", "status", "reason"]
-    assert [(p[0], p[1]) for p in problems[1:]] == [("violin/vidD_0_1000", "failed"),
-                                                    ("vidE_0_5200", "missing")]
+    assert [(p[0], p[1]) for p in problems[1:]] == [(MINI_CLIPS[3].id, "failed"),
+                                                    (MINI_CLIPS[4].id, "missing")]
     assert "too short" in problems[1][2]
 
 
