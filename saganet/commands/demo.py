@@ -15,7 +15,6 @@ or, for ``--variant debug``, a synthetic clip made on the spot (nothing is downl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import logging
@@ -250,31 +249,19 @@ def _example_object(example, obj: ObjectArgs) -> ObjectArgs:
 
 
 def _check_output_folder(folder: Path) -> None:
-    """The output folder can be created and written, checked before the slow work: the
-    folders missing are created and removed again (a failed run must leave nothing behind),
-    since only trying tells (``/proc`` is a folder that root may write, yet holds none)."""
-    missing = []
+    """The output folder can be created and written, checked before the slow work (and
+    created only to be removed again: a failed run must leave nothing behind)."""
+    from saganet.soundtrack import check_output_folder
+
     existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        missing.append(existing)
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
         raise UserInputError(f"cannot create the output folder: {existing} is not a folder",
                              folder)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserInputError(f"output folder is not writable ({existing})", folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserInputError(f"cannot create the output folder: {err.strerror}",
-                             folder) from None
-    finally:
-        for path in missing:  # the deepest first
-            # Not created, or another process put something in it meanwhile: left as it is.
-            with contextlib.suppress(OSError):
-                path.rmdir()
+    check_output_folder(folder)
 
 
 def _check_prompt_length(encoder, name: str, prompt: str) -> None:

@@ -10,6 +10,7 @@ from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features
 from saganet.soundtrack.render import (
     Segment,
     SoundtrackResult,
+    check_output_folder,
     check_outputs,
     check_seed,
     plan_soundtrack,
@@ -26,6 +27,7 @@ __all__ = [
     "SoundtrackOutputs",
     "SoundtrackRequest",
     "SoundtrackResult",
+    "check_output_folder",
     "check_outputs",
     "check_seed",
     "encode_clip_features",

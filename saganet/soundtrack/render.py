@@ -495,6 +495,31 @@ def check_seed(seed: int, objects: int, name: str = "seed") -> int:
 def _output_folder(folder: Path) -> Iterator[Path]:
     """The output folder, created if needed and removed again (with the folders created for
     it) when the block fails and leaves it empty."""
+    created = _make_output_folder(folder)
+    try:
+        yield folder
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def check_output_folder(folder: Path) -> None:
+    """Create the output folder as :func:`write_soundtrack` will, and remove what was made:
+    a folder that cannot be created (e.g. under ``/proc``, which root may write, yet holds
+    none) is found only by trying, and better before the slow work than after it.
+
+    Raises:
+        UserInputError: the folder cannot be created.
+    """
+    _remove_empty(_make_output_folder(folder))
+
+
+def _make_output_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, the deepest first.
+
+    Raises:
+        UserInputError: it cannot be created (whatever was made on the way is removed).
+    """
     created = []
     for path in [folder, *folder.parents]:
         if path.exists():
@@ -502,15 +527,11 @@ def _output_folder(folder: Path) -> Iterator[Path]:
         created.append(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # e.g. under /proc: found only by trying
+    except OSError as err:
         _remove_empty(created)
         raise UserInputError(f"cannot create the output folder: {err.strerror}",
                              folder) from None
-    try:
-        yield folder
-    except BaseException:
-        _remove_empty(created)
-        raise
+    return created
 
 
 def _remove_empty(created: list[Path]) -> None:
