@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saganet.errors import MAX_CFG_STRENGTH, check_time_range
+from saganet.errors import CFG_STRENGTH_RULE, cfg_strength_ok, check_time_range
 from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
@@ -215,9 +215,7 @@ def guidance_strength(text: str) -> float:
     """``--cfg_strength``: a finite number of magnitude at most
     :data:`~saganet.errors.MAX_CFG_STRENGTH` (NaN, infinity or a huge strength would make
     every sample NaN, found only after all the compute)."""
-    return _number(text, float, "a number",
-                   lambda v: math.isfinite(v) and abs(v) <= MAX_CFG_STRENGTH,
-                   f"must be a finite number from {-MAX_CFG_STRENGTH:g} to {MAX_CFG_STRENGTH:g}")
+    return _number(text, float, "a number", cfg_strength_ok, f"must be {CFG_STRENGTH_RULE}")
 
 
 def add_long_form_arguments(parser: argparse.ArgumentParser) -> None:

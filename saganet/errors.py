@@ -33,11 +33,7 @@ def check_seconds(value: object, name: str, *, positive: bool = False,
     """
     kind = ("a positive number" if positive else
             "a non-negative number" if nonnegative else "a number")
-    try:
-        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
-            else math.nan
-    except OverflowError:  # an int beyond float's range
-        number = math.nan
+    number = _as_float(value)
     if (not math.isfinite(number) or (positive and not number > 0)
             or (nonnegative and not number >= 0)):
         raise UserInputError(f"{name} must be {kind} of seconds, got {value!r}")
@@ -52,21 +48,36 @@ def check_seconds(value: object, name: str, *, positive: bool = False,
 MAX_CFG_STRENGTH = 1e3
 
 
+# What a guidance strength must be, in the words of every message that refuses one.
+CFG_STRENGTH_RULE = f"a finite number from {-MAX_CFG_STRENGTH:g} to {MAX_CFG_STRENGTH:g}"
+
+
+def cfg_strength_ok(number: float) -> bool:
+    """Whether ``number`` is a usable guidance strength (:data:`CFG_STRENGTH_RULE`)."""
+    return math.isfinite(number) and abs(number) <= MAX_CFG_STRENGTH
+
+
 def check_cfg_strength(value: object, name: str = "cfg_strength") -> float:
     """``value`` as a float guidance strength, or a :class:`UserInputError` naming ``name``.
 
     Finite numbers with ``|value| <= MAX_CFG_STRENGTH`` are accepted (below 1 the conditional
     flow is used alone); bools, strings, NaN, infinity and larger magnitudes are refused.
     """
-    try:
-        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) \
-            else math.nan
-    except OverflowError:  # an int beyond float's range
-        number = math.nan
-    if not (math.isfinite(number) and abs(number) <= MAX_CFG_STRENGTH):
-        raise UserInputError(f"{name} must be a finite number from {-MAX_CFG_STRENGTH:g} to "
-                             f"{MAX_CFG_STRENGTH:g}, got {value!r}")
+    number = _as_float(value)
+    if not cfg_strength_ok(number):
+        raise UserInputError(f"{name} must be {CFG_STRENGTH_RULE}, got {value!r}")
     return number
+
+
+def _as_float(value: object) -> float:
+    """``value`` as a Python float if it is a real number (ints, NumPy scalars), else NaN
+    (bools, strings, None, ints beyond float's range), for the checks to refuse."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 def check_time_range(start: object, end: object = None, duration: object = None, *,
