@@ -307,9 +307,12 @@ def probe_video(path: PathLike) -> VideoInfo:
     """
     with _VideoSource(Path(path)) as source:
         info = source.info
+        # While the file is open: the first frame is decoded, nothing else reads it.
+        reaches = info.duration is None or _packets_reach(source.container, source.stream,
+                                                          info.duration)
     if info.duration is None:
         info = replace(info, duration=_packet_duration(info.path))
-    elif not _packets_reach(info.path, info.duration):
+    elif not reaches:
         # A file cut short (a stopped download or copy) keeps the header of the whole one;
         # trusting it would hold the last frame for the missing seconds, without a word.
         held = _packet_duration(info.path)
@@ -320,24 +323,25 @@ def probe_video(path: PathLike) -> VideoInfo:
     return info
 
 
-def _packets_reach(path: Path, seconds: float) -> bool:
+def _packets_reach(container: av.container.InputContainer, stream: av.VideoStream,
+                   seconds: float) -> bool:
     """Whether the video stream's packets reach ``seconds`` after its first one (within
-    :data:`END_TOLERANCE_S`), reading only the packets from a second before that."""
-    with open_video(path) as (container, stream):
-        time_base = stream.time_base
-        if not time_base:
-            return True
-        first = stream.start_time or 0
-        end = None
-        try:
-            container.seek(first + max(0, int((seconds - 1.0) / time_base)), stream=stream,
-                           backward=True)
-            for packet in container.demux(stream):
-                if packet.size and packet.pts is not None:
-                    stop = packet.pts + (packet.duration or 0)
-                    end = stop if end is None else max(end, stop)
-        except av.error.FFmpegError:
-            return False
+    :data:`END_TOLERANCE_S`), reading only the packets from a second before that (it moves
+    the container's read position)."""
+    time_base = stream.time_base
+    if not time_base:
+        return True
+    first = stream.start_time or 0
+    end = None
+    try:
+        container.seek(first + max(0, int((seconds - 1.0) / time_base)), stream=stream,
+                       backward=True)
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+    except av.error.FFmpegError:
+        return False
     return end is not None and float((end - first) * time_base) >= seconds - END_TOLERANCE_S
 
 
