@@ -156,6 +156,18 @@ class LossConfig:
     null_text_prob: float = 0.5
 
 
+# The widest power-function EMA: sigma_rel^2 = (g+1) / ((g+2)^2 (g+3)) at exponent g = 0
+# (Karras et al. 2024, eq. 3); wider widths need g < 0, an average that weights late steps
+# more and more.
+MAX_SIGMA_REL = 12 ** -0.5
+SIGMA_REL_RULE = f"> 0 and < {MAX_SIGMA_REL:.4f}"
+
+
+def sigma_rel_ok(sigma_rel: float) -> bool:
+    """Whether ``sigma_rel`` is a relative EMA width a power-function EMA can have."""
+    return 0 < sigma_rel < MAX_SIGMA_REL
+
+
 @dataclass(kw_only=True)
 class EMAConfig:
     """Post-hoc EMA (Karras et al. 2024) of the trainable parameters.
@@ -320,7 +332,7 @@ class TrainConfig:
                   for name, value in at_least_zero.items() if value < 0])
         if self.stop_after is not None and self.stop_after < 1:
             bad.append(f"stop_after={self.stop_after} (must be >= 1, or null)")
-        bad += self._optimiser_problems()
+        bad += self._optimiser_problems() + self._objective_problems()
         try:
             check_cfg_strength(self.eval.cfg_strength, "eval.cfg_strength")
         except UserInputError as err:
@@ -351,6 +363,30 @@ class TrainConfig:
             bad.append(f"schedule.milestones={list(schedule.milestones)} (must be >= 0)")
         if not (math.isfinite(schedule.gamma) and schedule.gamma > 0):
             bad.append(f"schedule.gamma={schedule.gamma} (must be a finite number > 0)")
+        return bad
+
+    def _objective_problems(self) -> list[str]:
+        """What is wrong with the ``loss`` and ``ema`` settings: a probability above 1 or a
+        NaN time-step mean trained on silently, one EMA width failed in ema_pytorch's
+        assertion (a traceback) and a width past :data:`MAX_SIGMA_REL` gave a negative
+        exponent (an average that grows with the step) without a complaint."""
+        loss, ema = self.loss, self.ema
+        bad = [f"loss.{name}={value} (must be a finite number)"
+               for name, value in (("t_mean", loss.t_mean), ("t_scale", loss.t_scale))
+               if not math.isfinite(value)]
+        bad += [f"loss.{name}={value} (a probability: 0 to 1)"
+                for name, value in (("null_video_prob", loss.null_video_prob),
+                                    ("null_text_prob", loss.null_text_prob))
+                if not 0 <= value <= 1]
+        if ema.enabled:
+            widths = list(ema.sigma_rels)
+            if (len(widths) < 2 or len(set(widths)) != len(widths)
+                    or not all(sigma_rel_ok(w) for w in widths)):
+                bad.append(f"ema.sigma_rels={widths} (at least two distinct widths, "
+                           f"each {SIGMA_REL_RULE})")
+            if not sigma_rel_ok(ema.output_sigma_rel):
+                bad.append(f"ema.output_sigma_rel={ema.output_sigma_rel} "
+                           f"(must be {SIGMA_REL_RULE})")
         return bad
 
 

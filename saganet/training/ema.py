@@ -39,6 +39,7 @@ from torch import nn
 
 from saganet.errors import UserInputError, report_user_error
 from saganet.state_dict import atomic_save
+from saganet.training.config import SIGMA_REL_RULE, sigma_rel_ok
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,13 @@ def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
             evaluations were made with, are otherwise kept).
 
     Raises:
-        UserInputError: no snapshots, snapshots that do not fit the model, or an existing
-            output without ``overwrite``.
+        UserInputError: a width no EMA can have, no snapshots, snapshots that do not fit
+            the model, or an existing output without ``overwrite``.
     """
     from saganet.training.models import build_from_weights_file
 
+    if not sigma_rel_ok(sigma_rel):
+        raise UserInputError(f"sigma_rel={sigma_rel} (must be {SIGMA_REL_RULE})")
     run_dir = Path(run_dir)
     folder = run_dir / SNAPSHOT_DIR
     info_path = folder / EMA_INFO_FILE

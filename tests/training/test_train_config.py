@@ -119,15 +119,31 @@ def test_zero_intervals_and_sizes_fail_before_training(override):
     ("schedule.milestones=[10,-5]", r"schedule\.milestones="),
     ("schedule.gamma=0", r"schedule\.gamma=0\.0"),
     ("eval.cfg_strength=1e9", r"eval\.cfg_strength must be a finite number"),
+    ("loss.t_mean=nan", r"loss\.t_mean=nan \(must be a finite number\)"),
+    ("loss.t_scale=inf", r"loss\.t_scale=inf"),
+    ("loss.null_video_prob=1.5", r"loss\.null_video_prob=1\.5 \(a probability: 0 to 1\)"),
+    ("loss.null_text_prob=-0.1", r"loss\.null_text_prob=-0\.1"),
+    ("ema.sigma_rels=[0.05]", r"ema\.sigma_rels=\[0\.05\] \(at least two distinct widths"),
+    ("ema.sigma_rels=[0.05,0.05]", r"ema\.sigma_rels="),
+    ("ema.sigma_rels=[0.05,0.3]", r"ema\.sigma_rels=.*each > 0 and < 0\.2887"),
+    ("ema.output_sigma_rel=0", r"ema\.output_sigma_rel=0\.0 \(must be > 0 and < 0\.2887\)"),
 ])
-def test_invalid_optimiser_settings_fail_before_training(override, named):
-    # optim.lr=-1 used to end in a traceback from torch's AdamW when the trainer built it.
+def test_invalid_training_settings_fail_before_training(override, named):
+    if override.startswith("ema."):
+        override = f"ema.enabled=true {override}"
+    # optim.lr=-1 used to end in a traceback from torch's AdamW when the trainer built it,
+    # ema.sigma_rels=[0.05] in one from ema_pytorch's assertion.
     with pytest.raises(UserInputError, match=rf"^invalid configuration: {named}") as info:
-        load("experiment=debug", override)
+        load("experiment=debug", *override.split())
     assert "\n" not in str(info.value)
 
 
-def test_valid_edge_optimiser_settings_are_accepted():
+def test_valid_edge_training_settings_are_accepted():
     cfg = load("experiment=debug", "optim.lr=0", "optim.betas=[0,0.999]", "optim.weight_decay=0",
-               "optim.grad_clip=inf", "schedule.warmup_steps=0", "eval.cfg_strength=1")
+               "optim.grad_clip=inf", "schedule.warmup_steps=0", "eval.cfg_strength=1",
+               "loss.null_video_prob=0", "loss.null_text_prob=1", "loss.t_scale=0",
+               "ema.enabled=true", "ema.sigma_rels=[0.001,0.288]", "ema.output_sigma_rel=0.288")
     assert cfg.optim.grad_clip == float("inf") and cfg.schedule.warmup_steps == 0
+    assert list(cfg.ema.sigma_rels) == [0.001, 0.288] and cfg.loss.null_text_prob == 1
+    # A disabled EMA's widths are never used: a leftover override does not stop a run.
+    assert not load("experiment=debug", "ema.sigma_rels=[0.5]").ema.enabled

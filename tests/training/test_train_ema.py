@@ -94,3 +94,14 @@ def test_cli_keeps_an_existing_output_unless_told(tmp_path, capsys):
     assert final.read_bytes() == first
     assert main(["synthesize", str(tmp_path), "--sigma_rel", "0.1", "--overwrite"]) == 0
     assert final.read_bytes() != first
+
+
+def test_cli_refuses_a_width_no_ema_has(tmp_path, capsys):
+    """A width past 1/sqrt(12) needs a negative exponent (an average that grows with the step);
+    ema_pytorch synthesised one without a complaint."""
+    trained_run(tmp_path, steps=6)
+    for width in ("0.3", "0", "nan"):
+        assert main(["synthesize", str(tmp_path), "--sigma_rel", width]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "sigma_rel=" in err[0] and "< 0.2887" in err[0]
+    assert not (tmp_path / "exp_ema_final.pth").exists()
