@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,33 +134,42 @@ class RunDirRecord:
     Args:
         path: the run directory.
         existing_parent: the nearest folder at or above ``path`` that existed beforehand.
+        new_config_dir: the folder of this invocation's Hydra files when it did not exist
+            beforehand (e.g. ``.hydra/resume-2`` of a run being resumed), else None.
+        started: when this invocation started (``time.time()``); in an existing run directory
+            only files written since then count as written by this invocation.
     """
 
     path: Path
     existing_parent: Path
+    new_config_dir: Path | None = None
+    started: float = 0.0
 
     @property
     def created(self) -> bool:
         return self.existing_parent != self.path
 
     def clean_up(self, log_names: Sequence[str]) -> bool:
-        """Remove the run directory if this invocation created it and left only Hydra's files.
+        """Remove what this invocation made before it failed, unless it wrote a file of its own.
 
+        A run directory this invocation created goes entirely; in a run directory that existed,
+        only this invocation's new Hydra files folder goes (a failed command on an existing run
+        would otherwise leave a ``resume-<n>`` folder describing a run that never happened).
         Hydra's files are the ``.hydra`` folder and the log files ``log_names``; any other file
-        (a training state, an event file, generated audio) keeps everything in place. Empty
-        parent folders created for it are removed too. Returns whether anything was removed.
+        this invocation wrote (a training state, an event file, generated audio) keeps
+        everything in place. Empty parent folders created for the run directory are removed
+        too. Returns whether anything was removed.
 
         Args:
             log_names: glob patterns of the log files Hydra writes in the run directory.
         """
-        if not self.created or not self.path.is_dir():
+        if not self.path.is_dir() or self._wrote_own_files(log_names):
             return False
-        hydra_files = {p for pattern in log_names for p in self.path.glob(pattern)}
-        hydra_dir = self.path / HYDRA_OUTPUT_SUBDIR
-        for path in self.path.rglob("*"):
-            inside_hydra = hydra_dir in path.parents or path == hydra_dir
-            if path.is_file() and not inside_hydra and path not in hydra_files:
+        if not self.created:
+            if self.new_config_dir is None or not self.new_config_dir.is_dir():
                 return False
+            shutil.rmtree(self.new_config_dir, ignore_errors=True)
+            return True
         for handler in logging.getLogger().handlers:
             # Close Hydra's file handlers before their files go away.
             if isinstance(handler, logging.FileHandler) and Path(
@@ -174,6 +184,22 @@ class RunDirRecord:
                 break
             folder = folder.parent
         return True
+
+    def _wrote_own_files(self, log_names: Sequence[str]) -> bool:
+        """Whether the run directory holds a file other than Hydra's that this invocation
+        wrote (any such file when it created the directory)."""
+        since = float("-inf") if self.created else self.started
+        hydra_files = {p for pattern in log_names for p in self.path.glob(pattern)}
+        hydra_dir = self.path / HYDRA_OUTPUT_SUBDIR
+        for path in self.path.rglob("*"):
+            if hydra_dir in path.parents or path == hydra_dir or path in hydra_files:
+                continue
+            try:
+                if path.is_file() and path.stat().st_mtime >= since:
+                    return True
+            except OSError:  # removed meanwhile
+                continue
+        return False
 
 
 def rename_overrides(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
@@ -296,6 +322,7 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         Overrides to append to the command line Hydra reads (``hydra.output_subdir``).
     """
     global _RUN_DIR
+    started = time.time()
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
@@ -318,10 +345,13 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
     except UserInputError as err:
         sys.exit(report_user_error(prog, err))
-    _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir))
     # torchrun's variable read directly: saganet.dist imports torch, which a command line that
     # is about to be refused should not wait for.
     subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
+    files_dir = None if subdir is None else run_dir / subdir
+    _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir),
+                            None if files_dir is None or files_dir.exists() else files_dir,
+                            started)
     if subdir == configured:
         return []
     return [f"hydra.output_subdir={'null' if subdir is None else hydra_quoted(subdir)}"]
@@ -345,7 +375,7 @@ def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
     """Turn a :class:`UserInputError` into ``prog: error: ...`` and exit status 2.
 
     The run directory is removed when this invocation created it and nothing but Hydra's
-    files are in it (see :meth:`RunDirRecord.clean_up`).
+    files are in it, else this invocation's new Hydra files (see :meth:`RunDirRecord.clean_up`).
 
     Args:
         prog: the program name in the message.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,45 @@ def test_run_dir_clean_up_keeps_anything_the_run_wrote(tmp_path):
     existed = RunDirRecord(run, run)
     run.mkdir(parents=True)
     assert not existed.clean_up(["train_rank*.log"]) and run.is_dir()
+
+
+def test_failure_on_an_existing_run_removes_only_its_own_hydra_files(tmp_path):
+    run = tmp_path / "run"
+    earlier = [run / ".hydra" / "config.yaml", run / "train_rank0.log",
+               run / "checkpoints" / "state_000000001.pth"]
+    for path in earlier:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("earlier run")
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 60))
+    started = time.time()
+    own = run / ".hydra" / "resume-1"
+    own.mkdir()
+    (own / "config.yaml").write_text("this invocation")
+    (run / "train_rank0.log").write_text("appended by this invocation")
+    assert not RunDirRecord(run, run, None, started).clean_up(["train_rank*.log"])
+    assert RunDirRecord(run, run, own, started).clean_up(["train_rank*.log"])
+    assert not own.exists() and all(path.is_file() for path in earlier)
+    # A file of its own (a training state written before the failure) keeps the record.
+    own.mkdir()
+    (run / "checkpoints" / "state_000000002.pth").write_text("this invocation")
+    assert not RunDirRecord(run, run, own, started).clean_up(["train_rank*.log"])
+    assert own.is_dir()
+
+
+@pytest.mark.slow
+def test_failed_command_on_an_existing_run_leaves_no_resume_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("earlier run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state_000000001.pth").write_text("earlier run")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = _run("train.py", "experiment=debug", "device=cpu", "data=urmp",
+                  "paths.data_dir=missing", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error: missing/")
+    after = sorted(p.relative_to(run) for p in run.rglob("*") if not p.name.endswith(".log"))
+    assert after == before
 
 
 def test_each_invocation_of_a_run_dir_writes_hydra_files_of_its_own(tmp_path):
