@@ -350,10 +350,30 @@ class MergeSummary:
     shapes: dict[str, tuple[int, ...]]
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+def _install(memmap_tmp: Path, tsv_tmp: Path, outputs: SplitOutputs) -> None:
+    """Put the new memmap folder and table in place of the old pair, or leave the old pair.
+
+    Two paths cannot be renamed at once, so the old memmap folder is moved aside (under a name
+    that :mod:`saganet.leftovers` removes once this process is dead) and put back when a rename
+    fails; a table that does not match its memmap is never left behind by an error.
+    """
+    final = outputs.memmap_dir
+    old = temporary_sibling(final, ".old") if final.exists() else None
+    if old is not None:
+        os.replace(final, old)
+    moved_in = False
+    try:
+        os.replace(memmap_tmp, final)
+        moved_in = True
+        os.replace(tsv_tmp, outputs.tsv)
+    except BaseException:
+        if moved_in:
+            shutil.rmtree(final, ignore_errors=True)
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def merge_shards(outputs: SplitOutputs, labels: dict[str, str]) -> MergeSummary:
@@ -384,10 +404,30 @@ def merge_shards(outputs: SplitOutputs, labels: dict[str, str]) -> MergeSummary:
     template = TensorDict(
         {key: torch.zeros(1, *shape).expand(len(order), *shape) for key, shape in shapes.items()},
         batch_size=[len(order)])
-    tmp_dir = outputs.memmap_dir.with_name(f".{outputs.memmap_dir.name}.tmp")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    memmap = template.memmap_like(str(tmp_dir))  # zero-filled files, nothing in RAM
+    tmp_dir = temporary_sibling(outputs.memmap_dir, ".tmp")
+    try:
+        _write_memmap(tmp_dir, template, shards, shapes, row_of, order)
+        tsv_tmp = temporary_sibling(outputs.tsv, ".tmp")
+        try:
+            with tsv_tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+                writer.writerow(["id", "label"])
+                writer.writerows([clip_id, labels[clip_id]] for clip_id in order)
+            _install(tmp_dir, tsv_tmp, outputs)
+        finally:
+            tsv_tmp.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    del shards
+    shutil.rmtree(outputs.shard_dir)
+    return MergeSummary(rows=len(order), failed=failed, shapes=shapes)
+
+
+def _write_memmap(folder: Path, template: TensorDict, shards: list[dict[str, Any]],
+                  shapes: dict[str, tuple[int, ...]], row_of: dict[str, int],
+                  order: list[str]) -> None:
+    """Write every shard's rows into a new memmap folder, with its ids file."""
+    memmap = template.memmap_like(str(folder))  # zero-filled files, nothing in RAM
     for shard in shards:
         if not shard["ids"]:
             continue
@@ -398,21 +438,7 @@ def merge_shards(outputs: SplitOutputs, labels: dict[str, str]) -> MergeSummary:
                                  f"{tuple(tensor.shape[1:])} vs {shapes[key]}")
         rows = torch.tensor([row_of[clip_id] for clip_id in shard["ids"]])
         memmap[rows] = TensorDict(part, batch_size=[len(rows)])
-    write_memmap_ids(tmp_dir, order)
-    del memmap, shards
-
-    tsv_tmp = temporary_sibling(outputs.tsv, ".tmp")
-    try:
-        with tsv_tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["id", "label"])
-            writer.writerows([clip_id, labels[clip_id]] for clip_id in order)
-        _replace_dir(tmp_dir, outputs.memmap_dir)
-        os.replace(tsv_tmp, outputs.tsv)
-    finally:
-        tsv_tmp.unlink(missing_ok=True)
-    shutil.rmtree(outputs.shard_dir)
-    return MergeSummary(rows=len(order), failed=failed, shapes=shapes)
+    write_memmap_ids(folder, order)
 
 
 def extract_split_features(root: str | os.PathLike[str], clips: Sequence[SplitClip],

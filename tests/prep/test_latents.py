@@ -27,7 +27,14 @@ from saganet.media.audio import load_mono_audio
 from saganet.media.video import read_frames
 from saganet.model.sequence import CONFIG_44K_SA
 from saganet.prep.focal_prompts import SplitClip
-from saganet.prep.latents import FEATURE_KEYS, ClipSource, FeatureExtractor, SplitOutputs
+from saganet.prep.latents import (
+    FEATURE_KEYS,
+    ClipSource,
+    FeatureExtractor,
+    ShardWriter,
+    SplitOutputs,
+    merge_shards,
+)
 from tests.prep.test_focal_prompts import (
     GOOD_IDS,
     MINI_CLIPS,
@@ -270,3 +277,60 @@ def test_two_processes_give_the_same_memmap(setup: tuple[MiniSMS, Path], extract
     assert set(a.keys()) == set(b.keys()) == set(FEATURE_KEYS)
     for key in FEATURE_KEYS:
         assert torch.equal(a[key], b[key]), key
+
+
+def _write_shards(outputs: SplitOutputs, ids: list[str], fill: float, rows: int = 2) -> None:
+    """Shards of ``rows`` clips each, every feature filled with ``fill`` (small feature shapes)."""
+    outputs.shard_dir.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(outputs.shard_dir, rank=0, samples_per_shard=rows)
+    for start in range(0, len(ids), rows):
+        part = ids[start:start + rows]
+        writer.add(part, {key: torch.full((len(part), 2, 3), fill) for key in FEATURE_KEYS})
+    writer.flush()
+
+
+def test_a_failed_overwrite_keeps_the_old_memmap_and_table(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = SplitOutputs.for_split(tmp_path, "sms", "train")
+    old_ids = [f"old{i}" for i in range(3)]
+    _write_shards(outputs, old_ids, 1.0)
+    merge_shards(outputs, {clip_id: "violin" for clip_id in old_ids})
+    old_table = outputs.tsv.read_text()
+
+    new_ids = [f"new{i}" for i in range(5)]
+    _write_shards(outputs, new_ids, 2.0)
+    real_replace = os.replace
+
+    def table_cannot_be_replaced(src, dst) -> None:
+        if Path(dst) == outputs.tsv:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", table_cannot_be_replaced)
+    with pytest.raises(OSError, match="disk full"):
+        merge_shards(outputs, {clip_id: "cello" for clip_id in new_ids})
+    assert outputs.tsv.read_text() == old_table
+    assert read_memmap_ids(outputs.memmap_dir) == old_ids
+    features = TensorDict.load_memmap(outputs.memmap_dir)
+    assert all(bool((features[key] == 1.0).all()) for key in FEATURE_KEYS)
+    # Nothing half-made beside the outputs; the shards stay for another try.
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [outputs.shard_dir.name]
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    merge_shards(outputs, {clip_id: "cello" for clip_id in new_ids})
+    assert read_memmap_ids(outputs.memmap_dir) == new_ids
+    assert len(outputs.tsv.read_text().splitlines()) == len(new_ids) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [outputs.memmap_dir.name, outputs.tsv.name])
+
+
+def test_shards_that_disagree_leave_no_half_made_memmap(tmp_path: Path) -> None:
+    outputs = SplitOutputs.for_split(tmp_path, "sms", "train")
+    _write_shards(outputs, ["a", "b"], 1.0)
+    writer = ShardWriter(outputs.shard_dir, rank=1)
+    writer.add(["c"], {key: torch.zeros(1, 4, 3) for key in FEATURE_KEYS})
+    writer.flush()
+    with pytest.raises(ValueError, match="shards disagree"):
+        merge_shards(outputs, {"a": "x", "b": "x", "c": "x"})
+    assert [p.name for p in tmp_path.iterdir()] == [outputs.shard_dir.name]
