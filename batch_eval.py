@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from saganet.evaluation.batch_config import batch_eval_config, register_batch_eval_schema
-from saganet.hydra_config import preflight, rename_overrides, user_errors
+from saganet.hydra_config import configuration_errors, preflight, rename_overrides, user_errors
 
 PROG = "batch_eval.py"
 CONFIG_DIR = Path(__file__).resolve().parent / "config" / "eval"
@@ -41,7 +41,8 @@ def _quiet_console() -> None:
 @hydra.main(version_base="1.3", config_path="config/eval", config_name="batch_eval")
 def main(cfg: DictConfig) -> None:
     with user_errors(PROG, LOG_FILES):
-        config = batch_eval_config(cfg)
+        with configuration_errors():
+            config = batch_eval_config(cfg)
         # Imported once the configuration is valid: torch and the models take seconds.
         import torch
 
@@ -65,7 +66,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with user_errors(PROG, LOG_FILES):  # nothing to clean up yet: Hydra has not started
+    # Nothing to clean up yet: Hydra has not started.
+    with user_errors(PROG, LOG_FILES), configuration_errors():
         sys.argv[1:] = rename_overrides(sys.argv[1:], REFERENCE_NAMES)
     sys.argv += preflight(PROG, CONFIG_DIR, "batch_eval", register_batch_eval_schema,
                           run_dir_name="run_dir")

@@ -14,6 +14,7 @@ step, saves a training state and says where (exit status 130).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from saganet.hydra_config import preflight, user_errors
+from saganet.hydra_config import configuration_errors, preflight, user_errors
 from saganet.training.config import from_hydra, register_train_schema
 
 PROG = "train.py"
@@ -32,7 +33,11 @@ LOG_FILES = ("train_rank*.log",)
 @hydra.main(version_base="1.3", config_path="config", config_name="train")
 def main(cfg: DictConfig) -> None:
     with user_errors(PROG, LOG_FILES):
-        config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+        with configuration_errors():
+            config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+            # Checked before torch is imported and the ranks join a process group. torchrun's
+            # variable read directly: saganet.dist imports torch.
+            config.local_batch_size(int(os.environ.get("WORLD_SIZE", "1")))
         # Imported once the configuration is valid: torch and the models take seconds.
         from saganet.runtime import configure_runtime
         from saganet.training.loop import INTERRUPTED_STATUS, TrainingInterruptedError, fit

@@ -14,11 +14,16 @@ from os import PathLike
 
 
 class UserInputError(Exception):
-    """Bad input from the user. The message names the file (if any) and the problem."""
+    """Bad input from the user. The message names the file (if any) and the problem.
+
+    ``every_rank`` is set where the error cannot depend on the process (a configuration
+    mistake): every rank of a ``torchrun`` job raises it, and rank 0 alone reports it.
+    """
 
     def __init__(self, problem: str, path: str | PathLike[str] | None = None) -> None:
         self.path = None if path is None else str(path)
         self.problem = problem
+        self.every_rank = False
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 

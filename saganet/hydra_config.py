@@ -44,13 +44,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from saganet.errors import UserInputError, report_user_error
+from saganet.errors import USER_ERROR_STATUS, UserInputError, report_user_error
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HYDRA_OUTPUT_SUBDIR = ".hydra"
 RESUME_PREFIX = "resume-"
+# How long the other ranks of a torchrun job wait for rank 0 to report a configuration error
+# that they share (torchrun stops them as soon as rank 0 exits).
+OTHER_RANKS_WAIT_S = 5.0
 
 
 @dataclass(kw_only=True)
@@ -342,9 +345,9 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
             configured = cfg.hydra.output_subdir
         check_run_dir(run_dir, run_dir_name)
     except (HydraException, OmegaConfBaseException) as err:
-        sys.exit(report_user_error(prog, UserInputError(_one_line(err))))
+        sys.exit(_report(prog, UserInputError(_one_line(err)), every_rank=True))
     except UserInputError as err:
-        sys.exit(report_user_error(prog, err))
+        sys.exit(_report(prog, err, every_rank=True))
     # torchrun's variable read directly: saganet.dist imports torch, which a command line that
     # is about to be refused should not wait for.
     subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
@@ -386,4 +389,27 @@ def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
     except UserInputError as err:
         if _RUN_DIR is not None:
             _RUN_DIR.clean_up(log_names)
-        sys.exit(report_user_error(prog, err))
+        sys.exit(_report(prog, err, every_rank=err.every_rank))
+
+
+@contextmanager
+def configuration_errors() -> Iterator[None]:
+    """Mark the :class:`UserInputError` raised inside as one every rank raises (see
+    :func:`user_errors`): code that only reads the configuration."""
+    try:
+        yield
+    except UserInputError as err:
+        err.every_rank = True
+        raise
+
+
+def _report(prog: str, err: UserInputError, every_rank: bool) -> int:
+    """Report ``err`` (see :func:`saganet.errors.report_user_error`) and return exit status 2;
+    an error raised on every rank of a ``torchrun`` job is printed by rank 0 alone."""
+    # torchrun's variable read directly, as in preflight: no torch import on this path.
+    if every_rank and int(os.environ.get("RANK", "0")) != 0:
+        # torchrun stops every process once one fails: the others wait for rank 0 to print
+        # and exit first, so that it is named as the root cause and is not stopped mid-way.
+        time.sleep(OTHER_RANKS_WAIT_S)
+        return USER_ERROR_STATUS
+    return report_user_error(prog, err)

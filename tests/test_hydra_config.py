@@ -289,6 +289,28 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, script, arg
     assert list(tmp_path.iterdir()) == []  # no output/<exp>/.hydra, no log, no empty folders
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mistake", ["batch_size", "seed=abc", "optim.lr=-1"])
+def test_a_configuration_error_under_torchrun_is_reported_once(tmp_path, mistake):
+    ranks = 2
+    override = f"batch_size={ranks + 1}" if mistake == "batch_size" else mistake
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+         "--standalone", str(REPO / "train.py"), "experiment=debug", "device=cpu", override,
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert len(ours) == 1, result.stderr[-3000:]
+    if mistake == "batch_size":
+        assert f"batch_size {ranks + 1} is not divisible by the {ranks} ranks" in ours[0]
+    # torchrun names rank 0, which printed the line, as the root cause.
+    cause = result.stderr.split("Root Cause")[-1]
+    assert "rank      : 0 " in cause and "exitcode  : 2 " in cause, result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("run_dir", "problem"), [
     ("taken", "taken: run_dir exists and is not a folder"),
     ("taken/eval", "taken/eval: run_dir cannot be created: taken is not a folder"),

@@ -340,6 +340,18 @@ class TrainConfig:
         if bad:
             raise UserInputError("invalid configuration: " + ", ".join(bad))
 
+    def local_batch_size(self, world_size: int) -> int:
+        """Clips per rank and step when ``world_size`` processes train.
+
+        Raises:
+            UserInputError: ``batch_size`` does not divide evenly over the ranks.
+        """
+        if self.batch_size % world_size:
+            raise UserInputError(f"batch_size {self.batch_size} is not divisible by the "
+                                 f"{world_size} ranks (set batch_size to a multiple of the "
+                                 f"number of processes)")
+        return self.batch_size // world_size
+
     def _optimiser_problems(self) -> list[str]:
         """What is wrong with the ``optim`` and ``schedule`` settings: torch's AdamW would
         refuse most of these only when it is built (a traceback), and a NaN rate or a

@@ -134,10 +134,7 @@ class Trainer:
         self.cfg, self.info = cfg, info
         self.device = device = info.device
         self.run_dir = Path(cfg.run_dir)
-        if cfg.batch_size % info.world_size:
-            raise UserInputError(f"batch_size {cfg.batch_size} is not divisible by the "
-                                 f"{info.world_size} ranks")
-        self.local_batch = cfg.batch_size // info.world_size
+        self.local_batch = cfg.local_batch_size(info.world_size)
         amp = cfg.amp and device.type == "cuda"
         self.autocast_dtype = torch.bfloat16 if amp else None
         if device.type == "cuda":
