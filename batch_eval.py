@@ -40,7 +40,8 @@ def _quiet_console() -> None:
 
 @hydra.main(version_base="1.3", config_path="config/eval", config_name="batch_eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors(PROG, LOG_FILES):
+    with user_errors(PROG, LOG_FILES, interrupted="; the clips written so far are kept (run "
+                     "the same command again to go on)"):
         with configuration_errors():
             config = batch_eval_config(cfg)
         # Imported once the configuration is valid: torch and the models take seconds.

@@ -32,7 +32,8 @@ LOG_FILES = ("train_rank*.log",)
 
 @hydra.main(version_base="1.3", config_path="config", config_name="train")
 def main(cfg: DictConfig) -> None:
-    with user_errors(PROG, LOG_FILES):
+    # Ctrl-C during training is handled by fit(); one before it starts ends here.
+    with user_errors(PROG, LOG_FILES, interrupted=" before training started; nothing saved"):
         with configuration_errors():
             config = from_hydra(cfg, run_dir=HydraConfig.get().runtime.output_dir)
             # Checked before torch is imported and the ranks join a process group. torchrun's

@@ -44,7 +44,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from saganet.errors import USER_ERROR_STATUS, UserInputError, report_user_error
+from saganet.errors import (
+    INTERRUPTED_STATUS,
+    USER_ERROR_STATUS,
+    UserInputError,
+    report_user_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +379,10 @@ def hydra_quoted(text: str) -> str:
 
 
 @contextmanager
-def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
-    """Turn a :class:`UserInputError` into ``prog: error: ...`` and exit status 2.
+def user_errors(prog: str, log_names: Sequence[str], interrupted: str = "") -> Iterator[None]:
+    """Turn a :class:`UserInputError` into ``prog: error: ...`` and exit status 2, and Ctrl-C
+    (a KeyboardInterrupt that reaches here) into ``prog: interrupted...`` and exit status 130,
+    without a traceback.
 
     The run directory is removed when this invocation created it and nothing but Hydra's
     files are in it, else this invocation's new Hydra files (see :meth:`RunDirRecord.clean_up`).
@@ -383,6 +390,7 @@ def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
     Args:
         prog: the program name in the message.
         log_names: glob patterns of Hydra's log files in the run directory.
+        interrupted: what the Ctrl-C line adds after ``interrupted`` (e.g. what was kept).
     """
     try:
         yield
@@ -390,6 +398,13 @@ def user_errors(prog: str, log_names: Sequence[str]) -> Iterator[None]:
         if _RUN_DIR is not None:
             _RUN_DIR.clean_up(log_names)
         sys.exit(_report(prog, err, every_rank=err.every_rank))
+    except KeyboardInterrupt:
+        if _RUN_DIR is not None:
+            _RUN_DIR.clean_up(log_names)
+        # torchrun passes Ctrl-C to every rank: one line is enough.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{prog}: interrupted{interrupted}", file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)
 
 
 @contextmanager

@@ -58,3 +58,28 @@ def test_ctrl_c_saves_a_state_and_says_where(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {state} at step {step}" in (run_dir / "train_rank0.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_training_starts_is_one_line_and_leaves_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}",
+                             *ARGS], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        # Logged once the configuration is valid, before the models and data are built.
+        log = run_dir / "train_rank0.log"
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and "CPU threads" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no start-up log line"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines() == [
+        "train.py: interrupted before training started; nothing saved"]
+    assert list(tmp_path.iterdir()) == []
