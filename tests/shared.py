@@ -9,6 +9,9 @@ failure: CI must run every test.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +51,26 @@ def wait_until(condition: Callable[[], object], seconds: float, poll: float = 0.
             return False
         time.sleep(poll)
     return True
+
+
+def ctrl_c_once(script: str, args: list[str], cwd: Path, ready: Callable[[], object],
+                timeout: float = 300) -> tuple[int, str]:
+    """Run one of the repository's scripts, press Ctrl-C once ``ready()`` is true, and return
+    its exit status and standard error; the test fails if the script ends before that."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"{script} ended early:\n{proc.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{script}: not ready to be interrupted after {timeout} s")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr

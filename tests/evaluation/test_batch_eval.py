@@ -41,6 +41,7 @@ from saganet.features import focal_crop
 from saganet.hydra_config import PathsConfig
 from saganet.media.video import read_frames
 from tests.evaluation.audio_files import tone, write_audio
+from tests.shared import ctrl_c_once
 from tests.videos import write_video as encode_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -395,32 +396,18 @@ def test_torchrun_writes_each_clip_once_and_resumes(tmp_path, debug_weights):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_clips_written_and_says_so(tmp_path, debug_weights):
-    import signal
-    import time
-
     root = tmp_path / "urmp"
     table = make_urmp(root, clips=4)
     run_dir = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    # Many steps: the clips take long enough that Ctrl-C lands while they are generated.
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "batch_eval.py"), "dataset=urmp", f"dataset.root={root}",
-         f"dataset.metadata={table}", "model=debug", f"paths.weights_dir={debug_weights}",
-         f"run_dir={run_dir}", f"duration={DURATION}", "num_steps=400", "batch_size=1",
-         "num_workers=0", "device=cpu", "amp=false"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     out = run_dir / "urmp"
-    try:
-        deadline = time.monotonic() + 300
-        while not any(out.glob("*.flac")):
-            assert proc.poll() is None and time.monotonic() < deadline, "no clip written"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr[-3000:]
+    # Many steps: the clips take long enough that Ctrl-C lands while they are generated.
+    status, stderr = ctrl_c_once(
+        "batch_eval.py", ["dataset=urmp", f"dataset.root={root}", f"dataset.metadata={table}",
+                          "model=debug", f"paths.weights_dir={debug_weights}",
+                          f"run_dir={run_dir}", f"duration={DURATION}", "num_steps=400",
+                          "batch_size=1", "num_workers=0", "device=cpu", "amp=false"],
+        tmp_path, lambda: any(out.glob("*.flac")))
+    assert status == 130, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == (
         "batch_eval.py: interrupted; the clips written so far are kept (run the same command "
         "again to go on)"), stderr[-3000:]
