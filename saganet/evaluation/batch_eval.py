@@ -422,12 +422,20 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
                 log.warning("%s: cannot load: %s", failure.clip.id, failure.error)
                 failed.append({"id": failure.clip.id, "error": failure.error})
             if samples:
+                # torch.compile specialises on the batch size: a short batch (the last one,
+                # or one with clips that failed to load) would compile the network again,
+                # which takes far longer than generating a few clips. The last clip is
+                # repeated to fill it, and the copies' audio dropped (its noise comes from its
+                # own generator, so the clip's audio does not change).
+                filled = list(samples)
+                if config.compile:
+                    filled += [samples[-1]] * (config.batch_size - len(samples))
                 generators = [torch.Generator(device=device).manual_seed(
-                    clip_seed(config.seed, s.clip.id)) for s in samples]
+                    clip_seed(config.seed, s.clip.id)) for s in filled]
                 with autocast:
-                    result = generate(models, generation_batch(samples), generator=generators,
+                    result = generate(models, generation_batch(filled), generator=generators,
                                       options=options)
-                for sample, audio in zip(samples, result.audio, strict=True):
+                for sample, audio in zip(samples, result.audio[:len(samples)], strict=True):
                     _write_outputs(config, sample.clip, audio, result.sampling_rate)
                     written.append(sample.clip.id)
             bar.update(len(samples) + len(failures))

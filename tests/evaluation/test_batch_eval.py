@@ -295,6 +295,23 @@ def test_noise_does_not_depend_on_batch_composition(urmp, debug_weights, tmp_pat
     assert np.abs(audio[1][0] - audio[1][1]).max() > 0.01
 
 
+def test_compiled_runs_fill_short_batches_without_changing_a_clip(urmp, debug_weights, tmp_path,
+                                                                  batches):
+    root, table = urmp
+    clips = len(table.read_text().splitlines()) - 1  # after the header
+    size = clips - 1  # so that the last batch is short
+    runs = {compile: run_batch_eval(config(root, table, tmp_path / str(compile), debug_weights,
+                                           batch_size=size, seed=7, ground_truth=False,
+                                           compile=compile), _single_process())
+            for compile in (False, True)}
+    short = clips - size
+    assert batches == [size, short, size, size]  # one compilation, one batch size
+    assert runs[True].written == runs[False].written and len(runs[True].written) == clips
+    for clip_id in runs[True].written:
+        np.testing.assert_array_equal(*(read_audio(run.output_dir / f"{clip_id}.flac")[0]
+                                        for run in runs.values()))
+
+
 def test_debug_checkpoints_do_not_share_a_folder_and_a_missing_one_writes_nothing(
         urmp, debug_weights, tmp_path, batches):
     from saganet.debug_weights import debug_paths, write_debug_weights
