@@ -218,9 +218,15 @@ class _VideoSource:
         self.container, self.stream = self._exit.enter_context(open_video(path))
         try:
             self.stream.thread_type = "AUTO"  # frame + slice threads in the decoder
-            self._decoder = self.container.decode(self.stream)
-            self._first = self._next_frame()
+            # Packets that did not decode, as (seconds, reason); why the packets ended early.
+            self._damaged: list[tuple[float | None, str]] = []
+            self._stopped: str | None = None
+            self._decoder = self._decode()
+            self._first = next(self._decoder, None)
             if self._first is None:
+                if self._damaged or self._stopped:
+                    reason = self._damaged[0][1] if self._damaged else self._stopped
+                    raise UserInputError(f"cannot decode the video: {reason}", path)
                 raise UserInputError("the video stream has no decodable frame", path)
             self.info = self._describe(self._first)
         except BaseException:
@@ -233,12 +239,29 @@ class _VideoSource:
     def __exit__(self, *exc_info: object) -> None:
         self._exit.close()
 
-    def _next_frame(self) -> av.VideoFrame | None:
-        try:
-            return next(self._decoder, None)
-        except av.error.FFmpegError as err:
-            raise UserInputError(f"cannot decode the video: {_ffmpeg_reason(err)}",
-                                 self.path) from None
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames in order. A packet that does not decode (damage inside the file) is
+        skipped, as FFmpeg's own tools do, so that the frames after it still come (the frame
+        before it holds its time); damage to the container's structure ends the packets."""
+        packets = self.container.demux(self.stream)
+        time_base = self.stream.time_base
+        start = self.stream.start_time or 0
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.error.FFmpegError as err:
+                self._stopped = _ffmpeg_reason(err)
+                return
+            if packet is None:
+                return
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                seconds = (float((packet.pts - start) * time_base)
+                           if packet.pts is not None and time_base else None)
+                self._damaged.append((seconds, _ffmpeg_reason(err)))
+                continue
+            yield from frames
 
     def _describe(self, frame: av.VideoFrame) -> VideoInfo:
         stream, container = self.stream, self.container
@@ -268,20 +291,22 @@ class _VideoSource:
         )
 
     def frames(self) -> Iterator[av.VideoFrame]:
-        """Every decoded frame; a damaged stream ends early (with a warning)."""
+        """Every decoded frame; what damage skipped or cut short is told in a warning."""
         yield self._first
         count = 1
-        while True:
-            try:
-                frame = next(self._decoder, None)
-            except av.error.FFmpegError as err:
-                logger.warning("%s: decoding stopped after %d frames (%s); using what was "
-                               "decoded", self.path, count, _ffmpeg_reason(err))
-                return
-            if frame is None:
-                return
+        for frame in self._decoder:
             count += 1
             yield frame
+        if self._damaged:
+            seconds, reason = self._damaged[0]
+            # Threaded decoders report an error a few packets late: the time is approximate.
+            where = "" if seconds is None else f", the first around {seconds:.2f} s"
+            logger.warning("%s: %d damaged packet(s) did not decode%s (%s); the frame before "
+                           "each stands in for it", self.path, len(self._damaged), where,
+                           reason)
+        if self._stopped:
+            logger.warning("%s: decoding stopped after %d frames (%s); using what was "
+                           "decoded", self.path, count, self._stopped)
 
 
 def _tag_seconds(text: str | None) -> float | None:

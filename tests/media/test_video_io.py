@@ -9,6 +9,7 @@ output frame can be read back from its mean.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -452,6 +453,36 @@ def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
     frames = read_frames(cut, 25, 32)
     assert 16 <= len(frames) < 50
     assert torch.equal(frames, read_frames(whole, 25, 32)[: len(frames)])
+
+
+def test_a_damaged_packet_is_skipped_and_the_frames_after_it_decode(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fps = 25
+    rng = np.random.default_rng(2)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2 * fps)]
+    # Every frame a keyframe, lossless: a frame after the damage decodes exactly.
+    whole = write_video(tmp_path / "whole.mp4", noise, fps=fps, options={"qp": "0"},
+                        gop_size=1, faststart=True)
+    with av.open(str(whole)) as container:
+        packets = [p.pos for p in container.demux(container.streams.video[0]) if p.size]
+    damaged_index = len(packets) // 2
+    data = bytearray(whole.read_bytes())
+    # An impossible NAL unit length: the decoder refuses the packet.
+    data[packets[damaged_index]:packets[damaged_index] + 4] = b"\xff" * 4
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    expected = read_frames(whole, fps, 32)
+    with caplog.at_level(logging.WARNING):
+        frames = read_frames(damaged, fps, 32)
+    assert len(frames) == len(expected)
+    differ = [i for i in range(len(frames)) if not torch.equal(frames[i], expected[i])]
+    assert differ == [damaged_index]
+    assert torch.equal(frames[damaged_index], expected[damaged_index - 1])
+    (message,) = [r.getMessage() for r in caplog.records if str(damaged) in r.getMessage()]
+    found = re.search(r"(\d+) damaged packet\(s\) did not decode, the first around "
+                      r"([\d.]+) s", message)
+    assert found and int(found[1]) == 1, message
+    assert damaged_index / fps - 0.01 <= float(found[2]) < len(noise) / fps, message
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
