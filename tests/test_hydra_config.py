@@ -290,7 +290,8 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, script, arg
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mistake", ["batch_size", "seed=abc", "optim.lr=-1"])
+# One mistake found before Hydra starts, one after (with the run directory made).
+@pytest.mark.parametrize("mistake", ["seed=abc", "batch_size"])
 def test_a_configuration_error_under_torchrun_is_reported_once(tmp_path, mistake):
     ranks = 2
     override = f"batch_size={ranks + 1}" if mistake == "batch_size" else mistake
