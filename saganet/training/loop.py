@@ -464,8 +464,12 @@ class Trainer:
                         self.batches_in_epoch = 0
                 self.finish(logger)
         except _StopRequestedError:
-            if self.last_state is None or self.last_state[0] != self.step:
-                self.save_state()
+            try:
+                if self.last_state is None or self.last_state[0] != self.step:
+                    self.save_state()
+            except KeyboardInterrupt:  # a second Ctrl-C while saving: the save is abandoned
+                raise TrainingInterruptedError(self._interrupt_message(saved_now=False),
+                                          self.info.is_main) from None
             raise TrainingInterruptedError(self._interrupt_message(saved_now=True),
                                       self.info.is_main) from None
         except KeyboardInterrupt:

@@ -57,3 +57,24 @@ def test_ctrl_c_before_training_starts_is_one_line_and_leaves_nothing(tmp_path):
     assert stderr.strip().splitlines() == [
         "train.py: interrupted before training started; nothing saved"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_ctrl_c_while_saving_abandons_the_save_in_one_line(tmp_path, monkeypatch):
+    from saganet import dist
+    from saganet.training.loop import Trainer, TrainingInterruptedError, _StopRequestedError
+    from tests.training.test_train_config import load
+
+    trainer = Trainer(load("experiment=debug", "eval.enabled=false",
+                           f"hydra.run.dir={tmp_path}"), dist.init("cpu"))
+
+    def first_ctrl_c(*args: object) -> bool:
+        raise _StopRequestedError
+
+    def second_ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_step", first_ctrl_c)
+    monkeypatch.setattr(trainer, "save_state", second_ctrl_c)
+    with pytest.raises(TrainingInterruptedError,
+                       match=rf"^interrupted at step {trainer.step}; no training state saved"):
+        trainer.run()
