@@ -254,6 +254,22 @@ def test_http_error_is_reported(server: _Server, tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_folder_in_the_way_of_a_download_is_an_error(server: _Server, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    in_the_way = tmp_path / "weights" / "a.pth"
+    (in_the_way / "inside").mkdir(parents=True)
+    for md5 in (_md5(b"a"), None):  # hashed, or taken as delivered: neither is a file
+        registry = {"a.pth": WeightFile("a.pth", server.serve("/a.pth", b"a"), md5, "weights")}
+        code = main(["fetch", "g", "--weights_dir", str(tmp_path)], registry=registry,
+                    groups={"g": ("a.pth",)})
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{in_the_way}: is in the way of the download" in err
+    assert server.hits["/a.pth"] == 0
+    assert [p.name for p in in_the_way.iterdir()] == ["inside"]
+
+
 # ---- resolve() / fetch_group() --------------------------------------------------------------
 
 def test_concurrent_resolves_download_once(server: _Server, tmp_path: Path) -> None:

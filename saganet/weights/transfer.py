@@ -173,6 +173,10 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             temporary file nor ``dest`` is left behind by the failed attempt.
     """
     dest = Path(dest)
+    # Not a file to verify or replace: hashing a folder fails, and one is not a download.
+    if dest.exists() and not dest.is_file():
+        raise DownloadError("is in the way of the download: it is not a file (a folder?); "
+                            "move it away and try again", dest)
     with locked_folder(dest.parent, f".{dest.name}.lock", lambda err: DownloadError(
             f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
             "one with --weights_dir or SAGANET_CACHE", dest.parent)):
