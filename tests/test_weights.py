@@ -52,6 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         with server.lock:
             server.hits[self.path] += 1
+        if self.path in server.redirects:
+            self.send_response(302)
+            self.send_header("Location", server.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -84,6 +90,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.truncated: set[str] = set()
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.held: set[str] = set()
         self.released = threading.Event()
         self.hits: Counter[str] = Counter()
@@ -252,6 +259,19 @@ def test_http_error_is_reported(server: _Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="HTTP 404"):
         download(server.url("/absent"), tmp_path / "a.pth", progress=False)
     assert _leftovers(tmp_path) == []
+
+
+def test_redirect_loop_is_one_line(server: _Server, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    server.redirects["/a.pth"] = "/a.pth"
+    registry = {"a.pth": WeightFile("a.pth", server.url("/a.pth"), _md5(b"a"), "weights")}
+    code = main(["fetch", "g", "--weights_dir", str(tmp_path)], registry=registry,
+                groups={"g": ("a.pth",)})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "HTTP 302" in err and "infinite loop" in err
+    assert server.hits["/a.pth"] > 1  # the redirect was followed, then refused
+    assert _leftovers(tmp_path / "weights") == []
 
 
 def test_folder_in_the_way_of_a_download_is_an_error(server: _Server, tmp_path: Path,

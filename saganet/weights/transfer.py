@@ -117,6 +117,12 @@ def verify_file(path: str | os.PathLike[str], md5: str, size: int | None = None)
     return True
 
 
+def _one_line(reason: object) -> str:
+    """``reason`` on one line: urllib's reasons may span several (a redirect loop's says
+    "...would lead to an infinite loop.\nThe last 30x error message was:\nFound")."""
+    return " ".join(str(reason).split())
+
+
 def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) -> str:
     """Stream ``url`` into ``tmp``; return the md5 of what arrived."""
     request = urllib.request.Request(url, headers={"User-Agent": f"saganet/{__version__}"})
@@ -135,11 +141,11 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
                     received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as err:
-        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}",
+        raise DownloadError(f"cannot download {url}: HTTP {err.code} {_one_line(err.reason)}",
                             dest) from err
     except (urllib.error.URLError, HTTPException, OSError) as err:
         # Covers refused connections, DNS failures, timeouts and connections reset mid-body.
-        reason = getattr(err, "reason", err)
+        reason = _one_line(getattr(err, "reason", err))
         raise DownloadError(f"download from {url} failed after {received} bytes ({reason}); "
                             "nothing was kept, try again (or place the file by hand and use "
                             "offline mode)", dest) from err
