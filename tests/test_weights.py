@@ -66,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         # A truncated transfer: announce more bytes than are sent, then close the connection.
         missing = 1000 if self.path in server.truncated else 0
-        self.send_header("Content-Length", str(len(body) + missing))
+        self.send_header("Content-Length", server.lengths.get(self.path, str(len(body) + missing)))
         self.end_headers()
         # A held transfer stops half-way until the test releases it: however slowly the test
         # or the caller runs, the caller is still downloading when the test interrupts it.
@@ -91,6 +91,7 @@ class _Server(ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.truncated: set[str] = set()
         self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.lengths: dict[str, str] = {}  # path -> Content-Length sent instead of the true one
         self.held: set[str] = set()
         self.released = threading.Event()
         self.hits: Counter[str] = Counter()
@@ -272,6 +273,15 @@ def test_redirect_loop_is_one_line(server: _Server, tmp_path: Path,
     assert "HTTP 302" in err and "infinite loop" in err
     assert server.hits["/a.pth"] > 1  # the redirect was followed, then refused
     assert _leftovers(tmp_path / "weights") == []
+
+
+def test_content_length_that_is_no_number_reads_to_the_end(server: _Server,
+                                                          tmp_path: Path) -> None:
+    body = os.urandom(3000)
+    url = server.serve("/a", body)
+    server.lengths["/a"] = "lots"
+    dest = download(url, tmp_path / "a.pth", _md5(body), progress=False)
+    assert dest.read_bytes() == body
 
 
 def test_folder_in_the_way_of_a_download_is_an_error(server: _Server, tmp_path: Path,

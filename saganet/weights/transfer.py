@@ -131,8 +131,10 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response, \
                 open(tmp, "xb") as out:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length is not None else None
+            # http.client itself ignores a Content-Length that is not a number and reads to
+            # the end of the connection, so that length is unknown here too, not an error.
+            length = response.headers.get("Content-Length", "").strip()
+            expected = int(length) if length.isdigit() else None
             with progress_bar(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                               desc=dest.name, disable=not progress, leave=False) as bar:
                 while chunk := response.read(_CHUNK):
