@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -253,6 +254,22 @@ def test_debug_weights_lock_of_a_killed_run_is_removed(tmp_path: Path) -> None:
 def test_sigterm_during_fetch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
     fetch = _start_fetch(server, tmp_path, "a.pth", os.urandom(1 << 20))
     assert _terminate(fetch) == 128 + 15
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == []
+
+
+def test_ctrl_c_during_fetch_is_one_line_and_leaves_nothing(server: _Server,
+                                                           tmp_path: Path) -> None:
+    fetch = _start_fetch(server, tmp_path, "a.pth", os.urandom(1 << 20))
+    fetch.send_signal(signal.SIGINT)
+    try:
+        _, err = fetch.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        fetch.kill()
+        fetch.communicate()
+        pytest.fail("the fetch still ran 30 s after Ctrl-C")
+    assert fetch.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("python -m saganet.weights: interrupted")
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == []
 
 

@@ -1,7 +1,8 @@
 """Command line for the weight cache: ``python -m saganet.weights {fetch,list} ...``.
 
 Sub-commands are rows of ``SUBCOMMANDS``: a help line, a function adding its arguments and a
-function running it. User errors print one line on stderr and exit with status 2.
+function running it. User errors print one line on stderr and exit with status 2;
+Ctrl-C prints one line and exits with status 130.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from saganet.cli import terminate_cleanly
-from saganet.errors import UserInputError, report_user_error
+from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 from saganet.weights.cache import entry_status, fetch_group
 from saganet.weights.registry import GROUPS, REGISTRY, Entry, HubRepo
 
@@ -109,6 +110,13 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Entry] | N
             return SUBCOMMANDS[args.command].run(args, tables)
     except UserInputError as err:
         return report_user_error("python -m saganet.weights", err)
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, as in the other commands: one line, the shell's status
+        # (on a line of its own: a progress bar may hold the current one). The download
+        # removed its part on the way out.
+        print("\npython -m saganet.weights: interrupted; files already in place are kept, "
+              "the one being downloaded is not", file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 if __name__ == "__main__":
