@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -436,6 +437,29 @@ def test_hub_files_placed_by_hand_are_found_offline(tmp_path: Path) -> None:
         hub_snapshot("org/repo", ["config.json", "model.pt"], tmp_path, offline=True)
     (folder / "model.pt").write_bytes(b"w")
     assert hub_snapshot("org/repo", ["config.json", "model.pt"], tmp_path, offline=True) == folder
+
+
+def test_hub_download_that_cannot_write_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hf_cache = hf_cache_dir(tmp_path)
+
+    def full_disk(repo_id: str, *, local_files_only: bool = False, **kwargs: object) -> str:
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        blob = hf_cache / f"models--{repo_id.replace('/', '--')}" / "blobs" / "x.incomplete"
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(blob))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", full_disk)
+    registry = {"org/repo": HubRepo("org/repo", ("config.json",))}
+    code = main(["fetch", "g", "--weights_dir", str(tmp_path)], registry=registry,
+                groups={"g": ("org/repo",)})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "org/repo" in err and str(hf_cache) in err and os.strerror(errno.ENOSPC) in err
 
 
 def test_hub_cache_snapshot_is_found_offline(tmp_path: Path) -> None:

@@ -169,6 +169,13 @@ def _download_hub(repo: HubRepo, hf_cache: Path) -> Path:
     except (HfHubHTTPError, LocalEntryNotFoundError) as err:
         raise DownloadError(f"cannot download {repo.repo_id} from the Hugging Face hub "
                             f"({type(err).__name__}: {err})".replace("\n", " ")) from err
+    except OSError as err:
+        # Mostly a hub cache that cannot be written (a file in the way, no permission, a
+        # full disk); the hub resumes its own .incomplete files, so only the remedy is left.
+        raise DownloadError(f"cannot download {repo.repo_id} into this Hugging Face cache "
+                            f"({err.strerror or err}); if it cannot be written, choose "
+                            "another with --weights_dir, SAGANET_CACHE or HF_HUB_CACHE",
+                            hf_cache) from err
     lacking = [name for name in repo.files if not (snapshot / name).is_file()]
     if lacking:
         raise DownloadError(f"hub repository {repo.repo_id} has no file(s) "
