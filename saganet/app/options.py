@@ -6,6 +6,7 @@ The page's advanced options and the ``/generate`` endpoint's ``options`` mapping
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -111,6 +112,10 @@ def _convert(name: str, value: Any) -> Any:
         number = float(value)
     except (TypeError, ValueError):
         raise UserInputError(f"option {name} must be a number, got {value!r}") from None
+    except OverflowError:
+        # JSON carries whole numbers of any length; float() refuses those past its range.
+        raise UserInputError(f"option {name} is too large a number (beyond "
+                             f"{sys.float_info.max:.3g})") from None
     if name in _INTEGERS:
         if not number.is_integer():
             raise UserInputError(f"option {name} must be a whole number, got {value!r}")

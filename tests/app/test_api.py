@@ -104,6 +104,7 @@ def test_generate_clicks_boxes_and_a_phrase(client, clip, scene) -> None:
     ([{"name": "a", "clicks": ["10,10"]}], {"num_steps": 26}, "at most 25"),
     ([{"name": "a", "clicks": ["10,10"]}], {"steps": 2}, "unknown option"),
     ([{"name": "a", "clicks": ["10,10"]}], {"start": 5}, "past the end"),
+    ([{"name": "a", "clicks": ["10,10"]}], {"start": 10**400}, "too large a number"),
     ("violin", None, "JSON list"),
 ])
 def test_bad_requests_give_messages(client, clip, objects, options, message) -> None:

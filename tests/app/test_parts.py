@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,15 @@ def test_options_from_page_and_json() -> None:
     GenerationOptions(num_steps=4).check(limits)
     with pytest.raises(UserInputError, match="at most 4"):
         GenerationOptions(num_steps=5).check(limits)
+
+
+def test_options_whole_numbers_beyond_float_range_are_user_errors() -> None:
+    # JSON may carry a whole number of any length; float() cannot convert one past its range.
+    huge = int(sys.float_info.max) * 10
+    for name in ("start", "duration", "end", "cfg_strength"):
+        for value in (huge, -huge):
+            with pytest.raises(UserInputError, match=f"option {name} is too large a number"):
+                GenerationOptions.from_mapping({name: value})
 
 
 def test_objects_from_json() -> None:
