@@ -360,6 +360,18 @@ def test_file_placed_by_hand_in_flat_folder_is_used(server: _Server, tmp_path: P
     assert (tmp_path / "a.pth.md5ok").is_file()
 
 
+def test_damaged_stamp_is_hashed_again_and_rewritten(server: _Server, tmp_path: Path) -> None:
+    body = b"weights"
+    registry = _registry(server, **{"a.pth": body})
+    path = resolve("a.pth", tmp_path, registry=registry, progress=False)
+    stamp = path.with_name(path.name + transfer.STAMP_SUFFIX)
+    good = stamp.read_bytes()
+    stamp.write_bytes(b"\xff\xfe" + good[2:])  # not UTF-8 any more
+    assert resolve("a.pth", tmp_path, offline=True, registry=registry) == path
+    assert stamp.read_bytes() == good and path.read_bytes() == body
+    assert server.hits["/a.pth"] == 1
+
+
 def test_corrupted_file_is_downloaded_again(server: _Server, tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     registry = _registry(server, **{"a.pth": b"weights"})

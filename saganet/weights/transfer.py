@@ -75,7 +75,9 @@ def has_valid_stamp(path: str | os.PathLike[str], md5: str) -> bool:
     try:
         stamp = _stamp_path(path).read_text()
         stat = path.stat()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
+        # No stamp, or one damaged (a crash, a disk error): the file is hashed again and the
+        # stamp rewritten.
         return False
     return stamp == _stamp_text(md5.lower(), stat)
 
