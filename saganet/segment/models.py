@@ -165,12 +165,17 @@ def sam3_folder(model: str | os.PathLike[str] | None = None,
         raise UserInputError(f"{SAM3_ACCESS} (or put its files into {where}/)") from err
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        from saganet import dist
+def check_device(device: str | torch.device) -> torch.device:
+    """The device a caller named, checked (:func:`saganet.dist.resolve_device`): ``auto``,
+    ``cpu``, ``cuda[:N]`` or ``mps``.
 
-        return dist.default_device()
-    return torch.device(device)
+    Raises:
+        UserInputError: an unknown name, or a device this machine does not have (a typo or
+            ``cuda`` without a GPU would otherwise fail inside torch, after the video scan).
+    """
+    from saganet import dist
+
+    return dist.resolve_device(device)
 
 
 def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
@@ -206,7 +211,7 @@ def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     model, info = Sam2VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
                                                  output_loading_info=True)
     _check_loading(info, str(folder))
-    device = _device(device)
+    device = check_device(device)
     size = {"height": config.image_size, "width": config.image_size}
     processor = Sam2VideoProcessor(image_processor=Sam2ImageProcessor(size=size),
                                    video_processor=Sam2VideoVideoProcessor(size=size),
@@ -235,7 +240,7 @@ def load_sam3(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     model, info = Sam3VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
                                                  output_loading_info=True)
     _check_loading(info, str(folder))
-    device = _device(device)
+    device = check_device(device)
     return Segmenter(model.to(device).eval(), processor, str(folder), device)
 
 
@@ -252,7 +257,7 @@ class SegmenterCache:
         self._lock = threading.Lock()
 
     def _get(self, kind: str, folder: Path, device: str | torch.device) -> Segmenter:
-        key = (kind, Path(folder).resolve(), str(_device(device)))
+        key = (kind, Path(folder).resolve(), str(check_device(device)))
         with self._lock:
             if key not in self._loaded:
                 loader = load_sam2 if kind == "sam2" else load_sam3

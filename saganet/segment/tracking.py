@@ -21,7 +21,13 @@ from saganet.errors import UserInputError, check_time_range
 from saganet.media.video import PathLike, VideoInfo
 from saganet.progress import progress_bar
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
-from saganet.segment.models import DEFAULT_MODEL, SegmenterCache, sam2_folder, sam3_folder
+from saganet.segment.models import (
+    DEFAULT_MODEL,
+    SegmenterCache,
+    check_device,
+    sam2_folder,
+    sam3_folder,
+)
 from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names
 from saganet.segment.session import Sam2Tracker, SlotPrompt
 from saganet.segment.store import Span, TrackedMasks
@@ -198,11 +204,14 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
 
     Raises:
         UserInputError: unreadable video, a prompt outside the frame or past the end, no SAM 3
-            for a phrase, missing weights offline, or an object found in no frame.
+            for a phrase, missing weights offline, an unknown device or one this machine
+            lacks, or an object found in no frame.
         CancelledError: ``cancel`` was cancelled before the tracking ended.
     """
     objects = list(objects)
     check_unique_names(objects)
+    # Checked first: a typo or a missing GPU is found before the video is scanned.
+    device = check_device(device)
     grid = VideoGrid(video)
     index = grid.scan()
     first, stop = _tracked_range(index, start, end)

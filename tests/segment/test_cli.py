@@ -67,6 +67,7 @@ def small_video(tmp_path) -> Path:
     (["--click", "5,5", "--model", "giant"], "unknown segmentation model"),
     (["--click", "5,5", "--end", "nan"], "end must be"),
     (["--click", "5,5", "--start", "inf"], "start must be"),
+    (["--click", "5,5", "--device", "gpu0"], "unknown device 'gpu0'"),
 ])
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, small_video, capsys, argv, match):
     out = tmp_path / "out"
