@@ -106,12 +106,24 @@ def objects_from_args(items: Sequence[tuple[str, str]]) -> list:
 
 def _outputs(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict[str, Path],
                                                                       Path | None]:
+    """The files to write, checked before the tracking: each name fits the file system (a
+    long object name makes a long file name), none exists unless ``--overwrite``, and the
+    output folder can be created (not under a file). Otherwise these are found only when
+    writing, after all the tracking.
+
+    Raises:
+        UserInputError: an output that cannot or may not be written.
+    """
+    from saganet.soundtrack import check_output_folder, check_outputs
+
     stem = args.video.stem
     masks = {name: args.output / f"{stem}_{name}_mask.mp4" for name in names}
     preview = args.output / f"{stem}_preview.mp4" if args.preview else None
-    for path in [*masks.values(), preview]:
-        if path is not None and path.exists() and not args.overwrite:
-            raise UserInputError("output exists; pass --overwrite to replace it", path)
+    paths = [*masks.values(), *([preview] if preview is not None else [])]
+    check_outputs(paths, args.overwrite, [args.video])
+    if args.output.exists() and not args.output.is_dir():
+        raise UserInputError("output is not a folder", args.output)
+    check_output_folder(args.output)
     return masks, preview
 
 
@@ -120,8 +132,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     from saganet.segment.tracking import track_objects
 
     objects = objects_from_args(args.prompt_items or [])
-    if args.output.exists() and not args.output.is_dir():
-        raise UserInputError("output is not a folder", args.output)
     masks, preview = _outputs(args, [obj.name for obj in objects])
     tracking = track_objects(args.video, objects, model=args.model, text_model=args.text_model,
                              weights_dir=args.weights_dir, offline=args.offline,

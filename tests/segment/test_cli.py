@@ -99,6 +99,34 @@ def test_cli_refuses_to_overwrite_before_tracking(tmp_path, small_video):
     assert existing.read_bytes() == b"keep"
 
 
+@pytest.mark.parametrize("case", ["name too long", "folder under a file"])
+def test_cli_refuses_unwritable_outputs_before_tracking(tmp_path, small_video, monkeypatch,
+                                                        capsys, case):
+    def never(*args, **kwargs):
+        raise AssertionError("tracked although the outputs cannot be written")
+
+    monkeypatch.setattr("saganet.segment.tracking.track_objects", never)
+    out, name = tmp_path / "out", "violin"
+    if case == "name too long":
+        # One byte more than this file system takes in the mask file's name.
+        limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+        name = "v" * (limit + 1 - len(f"{small_video.stem}__mask.mp4"))
+        expected = f"{small_video.stem}_{name}_mask.mp4"
+    else:
+        blocker = tmp_path / "blocker"
+        blocker.write_bytes(b"keep")
+        out = blocker / "masks"
+        expected = str(out)
+    status = main([str(small_video), "--output", str(out), "--object", name, "--click", "5,5"])
+    assert status == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m saganet.segment: error: ")
+    assert expected in lines[0]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [small_video.name, *(["blocker"] if case != "name too long" else [])])
+
+
 def test_help_and_prompt_errors_do_not_import_transformers(small_video):
     code = ("import sys\n"
             "from saganet.segment.__main__ import main\n"
