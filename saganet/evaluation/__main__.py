@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from saganet.errors import UserInputError, report_user_error
+from saganet.cli import positive_int
+from saganet.errors import UserInputError, check_seconds, report_user_error
 from saganet.evaluation.embedders import embedder_names
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
 from saganet.fileio import atomic_output
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing JSON report"
     )
     parser.add_argument(
-        "--audio_length", type=float, default=5.0, help="seconds kept per clip (default 5)"
+        "--audio_length", type=float, default=5.0,
+        help="seconds kept per clip, positive (default 5)",
     )
     parser.add_argument(
         "--embedder",
@@ -47,12 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"feature source, repeatable (default {AV_BENCH}: the paper's protocol; melstats "
         "is a built-in diagnostic whose numbers are not comparable to the paper's)",
     )
-    parser.add_argument("--batch_size", type=int, default=32, help="batch for generated audio")
+    parser.add_argument(
+        "--batch_size", type=positive_int, default=32, help="batch for generated audio"
+    )
     group = parser.add_argument_group("av-bench")
     group.add_argument("--gt_cache", type=Path, default=None, help="default GT_DIR/cache")
     group.add_argument("--pred_cache", type=Path, default=None, help="default PRED_DIR/cache")
     group.add_argument("--device", default="cuda", help="torch device (default cuda)")
-    group.add_argument("--gt_batch_size", type=int, default=1, help="batch for ground truth")
+    group.add_argument(
+        "--gt_batch_size", type=positive_int, default=1, help="batch for ground truth"
+    )
     group.add_argument("--num_workers", type=int, default=8, help="data-loader workers")
     group.add_argument("--recompute", action="store_true", help="re-extract cached features")
     group.add_argument("--skip_video_related", action="store_true", help="skip IB-Score and DeSync")
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m saganet.evaluation"
     try:
         # Refused before the features are computed, not after minutes of work.
+        check_seconds(args.audio_length, "--audio_length", positive=True)
         if out.is_dir():
             raise UserInputError("output is a folder", out)
         if out.exists() and not args.overwrite:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_seconds
 from saganet.evaluation.audio import list_audio_files, load_for_extractor
 from saganet.evaluation.av_bench import run_av_bench
 from saganet.evaluation.embedders import EMBEDDING, LOGITS, AudioEmbedder, build_embedder
@@ -212,9 +212,17 @@ def evaluate_directories(
         batch_size: clips per call for registered embedders.
 
     Raises:
-        UserInputError: missing folders or files, unpaired names, an unknown source, or
-            av-benchmark not installed (with the install command).
+        UserInputError: missing folders or files, unpaired names, an unknown source,
+            av-benchmark not installed (with the install command), an ``audio_length`` that is
+            not a positive finite number, or a ``batch_size`` below 1.
     """
+    # Zero or negative lengths truncate every clip to nothing and still "score" it (silently
+    # meaningless numbers); NaN and infinity fail deep in the slicing.
+    audio_length = check_seconds(audio_length, "audio_length", positive=True)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        # range() fails on 0 and yields no batch for less: no features, an empty report.
+        raise UserInputError(f"batch_size must be a whole number of at least 1, got "
+                             f"{batch_size!r}")
     pred_files, gt_files = list_audio_files(pred_dir), list_audio_files(gt_dir)
     report = EvaluationReport(
         pred_dir=str(pred_dir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from saganet.errors import UserInputError
+from saganet.evaluation import evaluate_directories
 from saganet.evaluation.__main__ import main
 from saganet.evaluation.av_bench import INSTALL_COMMAND
 from tests.evaluation.audio_files import tone, write_audio
@@ -126,3 +129,38 @@ def test_cli_report_path_that_is_a_folder_is_refused_before_scoring(audio_dirs, 
     assert main([str(pred), str(gt), "--embedder", "melstats", "--out", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "output is a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("length", ["0", "-1", "nan", "inf"])
+def test_cli_refuses_an_audio_length_that_is_not_positive(audio_dirs, capsys, length):
+    # Zero or less cut every clip to nothing and "scored" the empty clips; nan and inf crashed.
+    pred, gt = audio_dirs
+    assert main([str(pred), str(gt), "--embedder", "melstats", "--audio_length", length]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--audio_length must be a positive number" in lines[0]
+    assert not (pred / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--batch_size", "--gt_batch_size"])
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_cli_refuses_a_batch_size_below_one(audio_dirs, capsys, flag, size):
+    # 0 crashed in range(); less gave no batch at all and wrote an empty report.
+    pred, gt = audio_dirs
+    with pytest.raises(SystemExit) as stop:
+        main([str(pred), str(gt), "--embedder", "melstats", flag, size])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be at least 1" in err and "Traceback" not in err
+    assert not (pred / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("keywords", "match"), [
+    ({"audio_length": 0.0}, "audio_length must be"),
+    ({"audio_length": math.nan}, "audio_length must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"batch_size": -2}, "batch_size must be"),
+])
+def test_evaluate_directories_checks_its_numbers(audio_dirs, keywords, match):
+    pred, gt = audio_dirs
+    with pytest.raises(UserInputError, match=match):
+        evaluate_directories(pred, gt, feature_sources=["melstats"], **keywords)
