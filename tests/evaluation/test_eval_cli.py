@@ -164,3 +164,20 @@ def test_evaluate_directories_checks_its_numbers(audio_dirs, keywords, match):
     pred, gt = audio_dirs
     with pytest.raises(UserInputError, match=match):
         evaluate_directories(pred, gt, feature_sources=["melstats"], **keywords)
+
+
+def test_cli_report_under_a_file_is_refused_before_scoring(audio_dirs, tmp_path, monkeypatch,
+                                                           capsys):
+    pred, gt = audio_dirs
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep")
+    out = blocker / "reports" / "metrics.json"
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored although the report cannot be written")
+
+    monkeypatch.setattr("saganet.evaluation.__main__.evaluate_directories", never)
+    assert main([str(pred), str(gt), "--embedder", "melstats", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and f"{blocker} is not a folder" in lines[0]
+    assert blocker.read_text() == "keep"
