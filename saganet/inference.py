@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from saganet.cancel import CancelToken
-from saganet.errors import UserInputError
+from saganet.errors import UserInputError, check_cfg_strength
 from saganet.features import encode_sync, focal_crop, focal_crop_boxes
 from saganet.inference_checks import checked_batch
 from saganet.model import Conditions, FlowMatching
@@ -74,7 +74,10 @@ class SamplingOptions:
     release_clip: bool = False
 
     def __post_init__(self) -> None:
-        # Checked when built, not steps later inside the sampler (0 chunks meant "all").
+        # Checked when built, not steps later inside the sampler (0 chunks meant "all"; a NaN
+        # guidance strength gave NaN audio without an error).
+        object.__setattr__(self, "cfg_strength",
+                           check_cfg_strength(self.cfg_strength, "SamplingOptions.cfg_strength"))
         if self.method not in SAMPLING_METHODS:
             raise UserInputError(f"SamplingOptions.method {self.method!r} is unknown; choose "
                                  f"one of {', '.join(SAMPLING_METHODS)}")
@@ -86,6 +89,18 @@ class SamplingOptions:
             if value is not None and not _positive_int(value):
                 raise UserInputError(f"SamplingOptions.{name} must be a positive int or None "
                                      f"(all at once), got {value!r}")
+
+
+def checked_options(options: SamplingOptions | None) -> SamplingOptions:
+    """``options``, or the defaults for None; anything else (a dict of settings) is a
+    :class:`UserInputError` here, not an ``AttributeError`` once the work has started."""
+    if options is None:
+        return SamplingOptions()
+    if not isinstance(options, SamplingOptions):
+        hint = " (SamplingOptions(**settings) builds one)" if isinstance(options, dict) else ""
+        raise UserInputError(f"options must be a saganet.inference.SamplingOptions or None, "
+                             f"got {type(options).__name__}{hint}")
+    return options
 
 
 def _positive_int(value: object) -> bool:
@@ -155,6 +170,7 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
     Raises:
         UserInputError: a batch that does not fit itself or the models (one line).
     """
+    options = checked_options(options)
     clip = models.clip_encoder
     batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
     net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
@@ -247,7 +263,7 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
         cancel: checked before every network evaluation (raises
             :class:`~saganet.cancel.CancelledError` once cancelled).
     """
-    options = options or SamplingOptions()
+    options = checked_options(options)
     net = models.network
     chunk = options.network_chunk_size or len(noise)
     bar = progress_bar(total=options.num_steps if options.method == "euler" else None,
@@ -312,7 +328,7 @@ def generate(
         UserInputError: a batch that does not fit itself or the models' duration (shapes,
             frame counts, one prompt per clip), named in one line.
     """
-    options = options or SamplingOptions()
+    options = checked_options(options)
     if cancel is not None:
         cancel.check()
     with torch.inference_mode():

@@ -171,10 +171,17 @@ def test_a_seed_instead_of_a_generator_is_a_user_error(models, generator) -> Non
 
 @pytest.mark.parametrize("options", [
     {"num_steps": 0}, {"num_steps": 2.5}, {"method": "rk4"}, {"clip_chunk_size": 0},
-    {"sync_chunk_size": -1}, {"network_chunk_size": 0}])
+    {"sync_chunk_size": -1}, {"network_chunk_size": 0}, {"cfg_strength": float("nan")},
+    {"cfg_strength": float("inf")}, {"cfg_strength": "7"}])
 def test_sampling_options_are_checked_when_built(options: dict) -> None:
     with pytest.raises(UserInputError, match=next(iter(options))):
         SamplingOptions(**options)
+
+
+def test_options_given_as_a_dict_are_a_user_error(models) -> None:
+    with pytest.raises(UserInputError, match=r"options.*SamplingOptions\(\*\*settings\)"):
+        generate(models, uint8_batch(models, 1), generator=torch.Generator().manual_seed(0),
+                 options={"num_steps": 2})
 
 
 def test_importing_saganet_leaves_torch_global_state_alone() -> None:

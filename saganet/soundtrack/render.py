@@ -35,6 +35,7 @@ from saganet.errors import UserInputError
 from saganet.inference import (
     GenerationBatch,
     SamplingOptions,
+    checked_options,
     decode,
     encode_conditions,
     sample,
@@ -450,7 +451,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     if cancel is not None:
         cancel.check()
     progress = checked(progress or (lambda stage, done, total: None), cancel)
-    options = options or SamplingOptions()
+    options = checked_options(options)
     seed = check_seed(seed, len(request.objects))
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())

@@ -227,6 +227,11 @@ def test_bad_requests_are_user_errors(models, tmp_path: Path) -> None:
                                     SoundObject(name.swapcase(), MaskVideo(other_path)))),
         "file names": dict(objects=(SoundObject("a/b", MaskVideo(path)),)),
     }
+    with pytest.raises(UserInputError, match="SamplingOptions"):
+        write_soundtrack(models, SoundtrackRequest(video, output_dir=tmp_path / "out",
+                                                   objects=(SoundObject(name, path),)),
+                         options={"num_steps": 2}, seed=0)
+    assert not (tmp_path / "out").exists()
     for problem, fields in cases.items():
         out = tmp_path / "out"
         with pytest.raises(UserInputError, match=problem):
