@@ -225,17 +225,29 @@ def initial_noise(shape: tuple[int, int, int],
                   generator: torch.Generator | Sequence[torch.Generator],
                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Standard normal ``(B, N, C)`` noise from one generator, or from one generator per clip."""
+    check_generator(generator, shape[0])
     if isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
+                      for g in generator])
+
+
+def check_generator(generator: object, size: int) -> None:
+    """``generator`` is one ``torch.Generator`` or a list of one per clip of a batch of ``size``.
+
+    Raises:
+        UserInputError: a seed or anything else, or a list of another length than the batch.
+    """
+    if isinstance(generator, torch.Generator):
+        return
     if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator)
                                                       for g in generator):
         raise UserInputError(f"generator must be a torch.Generator or a list of one per clip, "
                              f"got {type(generator).__name__} (a seed: "
                              "torch.Generator(device).manual_seed(seed))")
-    if len(generator) != shape[0]:
-        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} clips")
-    return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
-                      for g in generator])
+    if len(generator) != size:
+        raise UserInputError(f"generator: {len(generator)} generator(s) for a batch of {size} "
+                             "clip(s): give one per clip, or a single one")
 
 
 VelocityFusion = Callable[[torch.Tensor], torch.Tensor]
@@ -329,6 +341,11 @@ def generate(
             frame counts, one prompt per clip), named in one line.
     """
     options = checked_options(options)
+    # The batch, then the generators against its size, before the features are encoded
+    # (encode_conditions checks the converted batch again, at no cost).
+    clip = models.clip_encoder
+    batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
+    check_generator(generator, len(batch))
     if cancel is not None:
         cancel.check()
     with torch.inference_mode():

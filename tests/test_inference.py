@@ -169,6 +169,16 @@ def test_a_seed_instead_of_a_generator_is_a_user_error(models, generator) -> Non
         generate(models, uint8_batch(models, 1), generator=generator, options=OPTIONS)
 
 
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_a_generator_list_of_another_length_is_a_user_error_before_any_model_runs(
+        models, extra: int, monkeypatch) -> None:
+    batch = uint8_batch(models, 2)
+    generators = [torch.Generator().manual_seed(k) for k in range(len(batch) + extra)]
+    monkeypatch.setattr(models.synchformer, "forward", None)  # any model run would fail
+    with pytest.raises(UserInputError, match=r"generator.*one per clip"):
+        generate(models, batch, generator=generators, options=OPTIONS)
+
+
 @pytest.mark.parametrize("options", [
     {"num_steps": 0}, {"num_steps": 2.5}, {"method": "rk4"}, {"clip_chunk_size": 0},
     {"sync_chunk_size": -1}, {"network_chunk_size": 0}, {"cfg_strength": float("nan")},
