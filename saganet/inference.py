@@ -171,8 +171,7 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
         UserInputError: a batch that does not fit itself or the models (one line).
     """
     options = checked_options(options)
-    clip = models.clip_encoder
-    batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
+    batch = _checked(models, batch)
     net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
     # Everything CLIP computes comes first, so that CLIP can be released before the rest.
     if batch.clip_features is not None:
@@ -213,6 +212,14 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
                          chunk_size=options.sync_chunk_size)
     conditions = net.preprocess_conditions(clip_f, sync_f, text_f)
     return conditions, net.get_empty_conditions(b, negative_text_features=negative)
+
+
+def _checked(models: SAGANetModels, batch: GenerationBatch) -> GenerationBatch:
+    """``batch`` checked against the models (:func:`~saganet.inference_checks.checked_batch`)."""
+    clip, config = models.clip_encoder, models.network.config
+    return checked_batch(batch, models.sequence, None if clip is None else clip.image_size,
+                         clip_dim=config.clip_dim,
+                         text_shape=(config.text_seq_len, config.text_dim))
 
 
 def _clip_encoder(models: SAGANetModels) -> ClipEncoder:
@@ -343,8 +350,7 @@ def generate(
     options = checked_options(options)
     # The batch, then the generators against its size, before the features are encoded
     # (encode_conditions checks the converted batch again, at no cost).
-    clip = models.clip_encoder
-    batch = checked_batch(batch, models.sequence, None if clip is None else clip.image_size)
+    batch = _checked(models, batch)
     check_generator(generator, len(batch))
     if cancel is not None:
         cancel.check()

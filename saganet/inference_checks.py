@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
-                  clip_image_size: int | None) -> GenerationBatch:
+                  clip_image_size: int | None, *, clip_dim: int | None = None,
+                  text_shape: tuple[int, int] | None = None) -> GenerationBatch:
     """``batch`` checked against the models' clip length, with uint8/bool inputs converted.
 
     Float tensors are passed on as they are (not copied: clips that share memory are encoded
@@ -39,6 +40,8 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
         batch: the clips.
         sequence: the clip length the models are set to (``models.sequence``).
         clip_image_size: side of CLIP's frames (None: no CLIP encoder loaded).
+        clip_dim: channels of the network's CLIP features (None: not checked).
+        text_shape: tokens and channels of the network's text features (None: not checked).
 
     Raises:
         UserInputError: the first problem found, on one line.
@@ -62,7 +65,7 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
         _same_frames(detail_masks, "detail_masks", sync, "sync_frames")
     clip_frames = None
     if batch.clip_features is not None:
-        _features(batch.clip_features, "clip_features", size, sequence.clip_seq_len)
+        _features(batch.clip_features, "clip_features", size, sequence.clip_seq_len, clip_dim)
     elif batch.clip_frames is not None:
         clip_frames = _frames(batch.clip_frames, "clip_frames", 3, clip_input)
         _batch_matches(clip_frames, "clip_frames", size)
@@ -76,7 +79,7 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
     for name in ("text_features", "negative_text_features"):
         value = getattr(batch, name)
         if value is not None:
-            _features(value, name, size, None)
+            _features(value, name, size, *(text_shape or (None, None)))
     for name in ("texts", "negative_texts"):
         _texts(getattr(batch, name), name, size)
     return dataclasses.replace(batch, sync_frames=sync, masks=masks,
@@ -151,16 +154,23 @@ def _check_sync_length(sync: torch.Tensor, sequence: SequenceConfig) -> None:
             "clips' duration")
 
 
-def _features(value: object, name: str, size: int, length: int | None) -> None:
+def _features(value: object, name: str, size: int, length: int | None,
+              channels: int | None = None) -> None:
     tensor = _tensor(value, name)
     if tensor.dim() != 3:
         raise UserInputError(f"GenerationBatch.{name} must be 3-D (B, N, C), got shape "
                              f"{tuple(tensor.shape)}")
     _batch_matches(tensor, name, size)
     if length is not None and tensor.shape[1] != length:
+        # Only CLIP frame features follow the duration; text features are always 77 tokens.
+        fix = (": call models.set_duration() with the clips' duration" if name == "clip_features"
+               else " (features of another text encoder?)")
         raise UserInputError(f"GenerationBatch.{name} hold {tensor.shape[1]} frames, the models "
-                             f"expect {length}: call models.set_duration() with the clips' "
-                             "duration")
+                             f"expect {length}{fix}")
+    if channels is not None and tensor.shape[2] != channels:
+        # Otherwise a matrix-shape error from inside the network's projection.
+        raise UserInputError(f"GenerationBatch.{name} have {tensor.shape[2]} channels, the "
+                             f"network takes {channels} (features of another encoder?)")
 
 
 def _texts(value: Sequence[str] | None, name: str, size: int) -> None:

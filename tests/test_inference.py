@@ -152,6 +152,24 @@ def test_bad_batches_are_one_line_user_errors(models, mistake: str) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("field", ["clip_features", "text_features", "negative_text_features"])
+@pytest.mark.parametrize("wrong", ["channels", "tokens"])
+def test_precomputed_features_of_another_shape_are_user_errors(models, field: str,
+                                                               wrong: str) -> None:
+    """Features of another encoder (other channels) or another length are named, not a
+    matrix-shape error from inside the network."""
+    config, sequence = models.network.config, models.sequence
+    tokens, channels = {"clip_features": (sequence.clip_seq_len, config.clip_dim)}.get(
+        field, (config.text_seq_len, config.text_dim))
+    shape = (1, tokens + 1, channels) if wrong == "tokens" else (1, tokens, channels + 1)
+    replaced = {"clip_features": "clip_frames", "text_features": "texts"}.get(
+        field, "negative_texts")
+    batch = dataclasses.replace(uint8_batch(models, 1), **{field: torch.zeros(shape),
+                                                           replaced: None})
+    with pytest.raises(UserInputError, match=f"{field} .*{wrong if wrong == 'channels' else ''}"):
+        run(models, batch)
+
+
 def test_models_set_to_another_duration_say_how_to_fix_it(models) -> None:
     batch = uint8_batch(models, 1)
     models.set_duration(2 * DURATION)
