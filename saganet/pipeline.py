@@ -116,9 +116,10 @@ def load_models(
         need_vae_encoder: keep the VAE encoder (only feature extraction for training needs it).
     """
     spec = pipeline_variant(variant)
-    # Before any file is read: a machine without the device fails in a second, not after
-    # gigabytes of weights have loaded.
+    # Before any file is read: a machine without the device (or a dtype torch cannot cast
+    # modules to) fails in a second, not after gigabytes of weights have loaded.
     device = dist.resolve_device(device)
+    check_dtype(dtype)
     if checkpoint is not None:
         # Before anything is fetched: a mistyped path must not wait for (or, offline, be
         # reported as) missing downloads.
@@ -178,6 +179,7 @@ def load_clip(
     """
     spec = pipeline_variant(variant)
     device = dist.resolve_device(device)
+    check_dtype(dtype)
     if spec.debug:
         source = ensure_debug_weights(weights_registry.cache_dir(weights_dir))["clip"]
     else:
@@ -186,6 +188,18 @@ def load_clip(
     with torch.random.fork_rng(devices=[]):  # as in load_models
         clip = _build_clip(source, spec.debug)
     return clip.to(device=device, dtype=dtype)
+
+
+def check_dtype(dtype: object) -> torch.dtype:
+    """``dtype`` if models can run in it: a floating-point ``torch.dtype``.
+
+    Raises:
+        UserInputError: anything else (a string such as ``"bfloat16"``, an integer dtype).
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise UserInputError(f"dtype must be a floating-point torch.dtype (torch.float32, "
+                             f"torch.bfloat16, torch.float16), got {dtype!r}")
+    return dtype
 
 
 def window_layout(variant: str) -> tuple[SequenceConfig, int]:

@@ -170,6 +170,16 @@ def test_precomputed_features_of_another_shape_are_user_errors(models, field: st
         run(models, batch)
 
 
+def test_models_cast_to_double_generate_audio(models) -> None:
+    """``models.to(torch.float64)`` runs: the codec's norms accumulate in at least fp32, not
+    in exactly fp32, which a float64 input refused deep inside torch."""
+    double = build_debug_models(seed=0).to(torch.float64)
+    double.set_duration(models.sequence.duration)
+    audio = run(double, float_batch(uint8_batch(models, 1)))
+    assert audio.dtype == torch.float32 and audio.isfinite().all()
+    assert audio.shape == (1, 1, double.sequence.num_audio_samples)
+
+
 def test_models_set_to_another_duration_say_how_to_fix_it(models) -> None:
     batch = uint8_batch(models, 1)
     models.set_duration(2 * DURATION)

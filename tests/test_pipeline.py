@@ -191,3 +191,15 @@ def test_auto_device_is_accepted_as_on_the_command_line(tmp_path: Path) -> None:
 
     assert load_models("debug", weights_dir=tmp_path, device="auto").device.type == \
         default_device().type
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", torch.int8, None])
+def test_a_dtype_models_cannot_take_fails_before_anything_loads(tmp_path: Path,
+                                                                dtype: object) -> None:
+    from saganet.pipeline import load_clip
+
+    for load in (load_models, load_clip):
+        with pytest.raises(UserInputError, match="dtype") as info:
+            load("debug", weights_dir=tmp_path / "cache", dtype=dtype)
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()

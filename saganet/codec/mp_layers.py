@@ -35,7 +35,8 @@ def normalize(x: torch.Tensor, dim: int | Sequence[int] | None = None,
     """
     if dim is None:
         dim = list(range(1, x.ndim))
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True,
+                                    dtype=torch.promote_types(x.dtype, torch.float32))
     # RMS = norm / sqrt(number of reduced elements); add eps and rescale in one fused op.
     rms_scale = math.sqrt(norm.numel() / x.numel())
     norm = torch.add(eps, norm, alpha=rms_scale)
