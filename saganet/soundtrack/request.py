@@ -47,6 +47,14 @@ class SoundObject:
     negative_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        # Types first: a prompt given as a list failed later as an AttributeError/TypeError.
+        if not isinstance(self.name, str):
+            raise UserInputError(f"object name must be a string, got {self.name!r}")
+        for field_name in ("prompt", "negative_prompt"):
+            value = getattr(self, field_name)
+            if value is not None and not isinstance(value, str):
+                raise UserInputError(f"object {self.name!r}: {field_name} must be a string or "
+                                     f"None, got {type(value).__name__}")
         # A path is what a user has at hand: it names a mask video (frozen: set directly).
         if isinstance(self.masks, (str, os.PathLike)):
             object.__setattr__(self, "masks", MaskVideo(self.masks))
@@ -122,7 +130,21 @@ class SoundtrackRequest:
         # Paths may be given as strings; the fields always hold Paths (frozen: set directly).
         object.__setattr__(self, "video", Path(self.video))
         object.__setattr__(self, "output_dir", Path(self.output_dir))
+        if isinstance(self.objects, SoundObject):
+            raise UserInputError("objects must be a tuple or list of SoundObjects: "
+                                 "objects=(SoundObject(...),)")
         object.__setattr__(self, "objects", tuple(self.objects))
+        for obj in self.objects:
+            if not isinstance(obj, SoundObject):
+                raise UserInputError(f"objects must be SoundObjects, got "
+                                     f"{type(obj).__name__}")
+        if self.stem is not None and (
+                not isinstance(self.stem, str) or self.stem in (".", "..")
+                or any(sep and sep in self.stem for sep in ("/", os.sep, os.altsep, "\0"))):
+            # A stem is a file name in output_dir: a path in it failed with FileNotFoundError
+            # after the work had started, or wrote outside output_dir.
+            raise UserInputError(f"stem {self.stem!r} must be a file name without folders; "
+                                 "put the folder in output_dir")
         if not self.objects:
             raise UserInputError("no object to sonify: give at least one mask or prompt")
         names = [o.name for o in self.objects]

@@ -28,3 +28,31 @@ def test_file_safe_names_are_taken(name: str, tmp_path: Path) -> None:
 def test_other_names_are_refused(name: str, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="not usable in file names"):
         request(name, tmp_path)
+
+
+@pytest.mark.parametrize("stem", ["sub/take", "../take", "..", "."])
+def test_a_stem_with_folders_is_refused(stem: str, tmp_path: Path) -> None:
+    """The stem names files in output_dir: a path in it failed once the work had started."""
+    with pytest.raises(UserInputError, match="stem"):
+        SoundtrackRequest(tmp_path / "clip.mp4", (SoundObject("v", tmp_path / "m.mp4"),),
+                          tmp_path / "out", stem=stem)
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(name=1), "name must be a string"),
+    (dict(prompt=["violin"]), "prompt must be a string"),
+    (dict(negative_prompt=3), "negative_prompt must be a string"),
+])
+def test_object_fields_of_another_type_are_refused(fields: dict, words: str,
+                                                   tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=words):
+        SoundObject(**{"name": "v", "masks": tmp_path / "m.mp4", **fields})
+
+
+@pytest.mark.parametrize("objects", ["single", "strings"])
+def test_objects_that_are_no_tuple_of_sound_objects_are_refused(objects: str,
+                                                                tmp_path: Path) -> None:
+    obj = SoundObject("v", tmp_path / "m.mp4")
+    with pytest.raises(UserInputError, match="SoundObject"):
+        SoundtrackRequest(tmp_path / "clip.mp4", obj if objects == "single" else ("v",),
+                          tmp_path / "out")
