@@ -142,8 +142,9 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         default_negative: negative prompt of jobs that give none.
 
     Raises:
-        UserInputError: unreadable file, missing columns, a row with more cells than columns,
-            no rows, counts that do not match, or two jobs with one output.
+        UserInputError: unreadable file, missing, repeated or unknown columns, a row with
+            more cells than columns, no rows, counts that do not match, or two jobs with one
+            output.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -155,11 +156,22 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise UserInputError(f"cannot read the jobs file ({reason})", path) from err
+    columns = "columns: video, mask [, name, prompt, negative_prompt, output]"
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
         raise UserInputError(f"the header lacks column(s) {', '.join(missing)} (has: "
-                             f"{', '.join(header) or 'nothing'}); columns: video, mask "
-                             f"[, name, prompt, negative_prompt, output]", path)
+                             f"{', '.join(header) or 'nothing'}); {columns}", path)
+    # A column given twice would be read from its last cell alone, and a misspelt one
+    # ("promt", "negative prompt") not at all: either way every job would silently run
+    # without what the user wrote.
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:
+        raise UserInputError(f"column(s) {', '.join(repeated)} given twice in the header; "
+                             f"{columns}", path)
+    unknown = [c for c in header if c and c not in CSV_REQUIRED + CSV_OPTIONAL]
+    if unknown:
+        raise UserInputError(f"unknown column(s) {', '.join(unknown)} in the header; "
+                             f"{columns}", path)
     base = path.parent
     jobs = []
     for line, row in rows:

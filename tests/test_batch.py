@@ -66,6 +66,24 @@ def test_csv_usage_errors(tmp_path):
         jobs_from_csv(table, tmp_path)
 
 
+def test_repeated_or_unknown_columns_are_refused(tmp_path):
+    # Read as they were, a repeated column kept its last cell and a misspelt one was dropped:
+    # every job ran silently with another prompt or none.
+    table = tmp_path / "jobs.csv"
+    for column, header in [("prompt", "video,mask,prompt,prompt"),
+                           ("promt", "video,mask,promt"),
+                           ("negative prompt", "video,mask,negative prompt")]:
+        cells = ["v.mp4", "m.mp4", *["violin"] * (header.count(",") - 1)]
+        table.write_text(f"{header}\n{','.join(cells)}\n")
+        with pytest.raises(UserInputError, match=f"column\\(s\\) {column} ") as caught:
+            jobs_from_csv(table, tmp_path / "out")
+        assert caught.value.path == str(table)
+    # An unnamed column (a trailing comma) holds nothing and stays harmless.
+    table.write_text("video,mask,prompt,\nv.mp4,m.mp4,violin,\n")
+    (job,) = jobs_from_csv(table, tmp_path / "out")
+    assert job.objects[0].prompt == "violin"
+
+
 def test_csv_errors_name_the_line_of_the_file(tmp_path):
     table = tmp_path / "jobs.csv"
     # Blank lines and a quoted line break come before the broken row.
