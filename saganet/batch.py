@@ -300,6 +300,13 @@ def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> None:
                                              num_steps=args.num_steps))
 
 
+def _file_key(path: Path) -> str:
+    """Where ``path`` is in the file system, to tell when two jobs name one file: its folder
+    with symbolic links resolved, and its own name (writing replaces that name, not the file
+    a link of that name points to)."""
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 def _reason(err: Exception, job: Job) -> str:
     """One-line reason, without repeating the job's video path."""
     if isinstance(err, UserInputError) and err.path == str(job.video):
@@ -329,10 +336,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         jobs, unpaired = jobs_from_dir(args.input_dir, args.output_dir, args.prompt,
                                        args.negative_prompt)
+    source = args.csv if args.csv is not None else args.input_dir
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
     todo, skipped = [], 0
     writers: dict[str, Job] = {}
+    # The files every job reads: with --overwrite a job writing one of them would replace
+    # another job's input (which then reads the replacement, or is gone for the next run).
+    readers: dict[str, list[Job]] = {}
+    for job in jobs:
+        for read in (job.video, *(o.mask for o in job.objects)):
+            for key in {_file_key(read), os.path.realpath(read)}:
+                readers.setdefault(key, []).append(job)
     for job in jobs:
         try:
             request = _request(job, args)
@@ -344,10 +359,16 @@ def run(args: argparse.Namespace) -> int:
         outputs = request.outputs().all()
         # Every file, not only the mix: one job's stem may be another's mix (a_violin.flac).
         for path in outputs:
-            other = writers.setdefault(os.path.abspath(path), job)
+            other = writers.setdefault(_file_key(path), job)
             if other is not job:
                 raise UserInputError(f"two jobs write {path} ({other.video.name}, "
-                                     f"{job.video.name}); give them distinct outputs")
+                                     f"{job.video.name}); give them distinct outputs", source)
+            # A job's own input is its own check (write_soundtrack's), failing that job alone.
+            reader = next((r for r in readers.get(_file_key(path), []) if r is not job), None)
+            if reader is not None:
+                raise UserInputError(f"the job of {job.video.name} would write {path}, which "
+                                     f"the job of {reader.video.name} reads; give it another "
+                                     "output", source)
         if not args.overwrite and all(path.is_file() for path in outputs):
             skipped += 1
         else:

@@ -117,6 +117,26 @@ def test_jobs_writing_one_file_are_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("read", ["video", "mask"])
+def test_a_job_writing_another_jobs_input_is_refused(tmp_path, capsys, read):
+    # With --overwrite the first job replaced the second one's video (or mask), which then
+    # made its sound from the first job's output.
+    inputs = {name: tmp_path / f"{name}.mp4" for name in ("a", "a_mask", "b", "b_mask")}
+    for path in inputs.values():
+        path.write_bytes(b"x")
+    victim = inputs["b" if read == "video" else "b_mask"]
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"video,mask,output\na.mp4,a_mask.mp4,{victim.stem}\n"
+                     "b.mp4,b_mask.mp4,c\n")
+    before = {path: path.read_bytes() for path in inputs.values()}
+    assert main(["--csv", str(table), "--variant", "debug", "--offline", "--weights_dir",
+                 str(tmp_path / "weights"), "--output_dir", str(tmp_path), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"{table}: the job of a.mp4 would write {victim}, which the job of b.mp4 reads" in err
+    assert {path: path.read_bytes() for path in inputs.values()} == before
+    assert sorted(tmp_path.iterdir()) == sorted([table, *inputs.values()])
+
+
 def test_input_dir_pairs_videos_with_masks(tmp_path):
     for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4", "d.mp4", "d_mask_x.mp4",
                  "d_mask_y.mp4"):
