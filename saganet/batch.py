@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from saganet.pipeline import check_checkpoint, load_models, pipeline_variant
     from saganet.progress import progress_bar
-    from saganet.soundtrack import check_seed
+    from saganet.soundtrack import check_output_folder, check_seed
 
     pipeline_variant(args.variant)
     if args.checkpoint is not None:
@@ -337,6 +337,9 @@ def run(args: argparse.Namespace) -> int:
         jobs, unpaired = jobs_from_dir(args.input_dir, args.output_dir, args.prompt,
                                        args.negative_prompt)
     source = args.csv if args.csv is not None else args.input_dir
+    if any(args.output_dir in job.output.parents for job in jobs):
+        # Every job writing there would fail alone: one usage error instead.
+        check_output_folder(args.output_dir)
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
     todo, skipped = [], 0
@@ -371,8 +374,13 @@ def run(args: argparse.Namespace) -> int:
                                      "output", source)
         if not args.overwrite and all(path.is_file() for path in outputs):
             skipped += 1
-        else:
-            todo.append(job)
+            continue
+        try:  # before the models load, not after them for every job
+            check_output_folder(job.output.parent)
+        except UserInputError as err:
+            failures.append((job.video, _reason(err, job)))
+            continue
+        todo.append(job)
     for video, reason in failures:
         print(f"FAILED {video}: {reason}", file=sys.stderr)
     if skipped:

@@ -137,6 +137,34 @@ def test_a_job_writing_another_jobs_input_is_refused(tmp_path, capsys, read):
     assert sorted(tmp_path.iterdir()) == sorted([table, *inputs.values()])
 
 
+def test_an_output_folder_under_a_file_is_refused_before_the_models_load(
+        tmp_path, capsys, monkeypatch):
+    # It failed every job after the models had loaded, each with mkdir's "File exists".
+    import saganet.pipeline
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the models were loaded")
+
+    monkeypatch.setattr(saganet.pipeline, "load_models", no_load)
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    base = ["--csv", str(table), "--variant", "debug"]
+    for out in (blocker, blocker / "sub"):
+        assert main([*base, "--output_dir", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"python -m saganet.batch: error: {out}: cannot create the output "
+                       f"folder: {blocker} is not a folder")
+    # A job whose own output lies under a file fails alone, also before any model loads.
+    table.write_text(f"video,mask,output\nv.mp4,v_mask.mp4,{blocker / 'x'}\n")
+    assert main([*base, "--output_dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {tmp_path / 'v.mp4'}: {blocker}: cannot create the output folder: " \
+           f"{blocker} is not a folder" in err
+    assert blocker.read_text() == "a file" and not (tmp_path / "out").exists()
+
+
 def test_input_dir_pairs_videos_with_masks(tmp_path):
     for name in ("a.mp4", "a_mask.mp4", "b.mp4", "c_mask.mp4", "d.mp4", "d_mask_x.mp4",
                  "d_mask_y.mp4"):

@@ -524,6 +524,10 @@ def _make_output_folder(folder: Path) -> list[Path]:
     created = []
     for path in [folder, *folder.parents]:
         if path.exists():
+            # mkdir would only say "File exists" or "Not a directory", naming neither.
+            if not path.is_dir():
+                raise UserInputError(f"cannot create the output folder: {path} is not a "
+                                     "folder", folder)
             break
         created.append(path)
     try:
