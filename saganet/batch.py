@@ -89,7 +89,10 @@ class Job:
 def _flac_path(output_dir: Path, name: str) -> Path:
     path = Path(name)
     path = path if path.is_absolute() else output_dir / path
-    return path if path.suffix.lower() == ".flac" else path.with_name(f"{path.name}.flac")
+    # The mix is always written as <stem>.flac: "a.FLAC" names that file, not another one.
+    if path.suffix.lower() == ".flac":
+        return path.with_suffix(".flac")
+    return path.with_name(f"{path.name}.flac")
 
 
 def _split(value: str) -> list[str]:

@@ -27,6 +27,17 @@ def test_csv_columns_by_name_with_optional_ones(tmp_path):
     assert unnamed.prompt is None and unnamed.name
 
 
+def test_the_output_is_the_file_the_job_writes(tmp_path):
+    # "a.FLAC" was reported (and compared with other jobs' outputs) as a.FLAC while the job
+    # wrote a.flac.
+    table = tmp_path / "jobs.csv"
+    outputs = ["upper.FLAC", "plain.flac", "bare"]
+    table.write_text("video,mask,output\n" + "".join(f"v.mp4,m.mp4,{o}\n" for o in outputs))
+    args = build_parser().parse_args(["--csv", str(table)])
+    for job in jobs_from_csv(table, tmp_path / "out"):
+        assert job.output == _request(job, args).outputs().mix
+
+
 def test_csv_row_with_several_objects(tmp_path):
     table = tmp_path / "jobs.csv"
     masks, names, prompts = ["a.mp4", "b.mp4", "c.mp4"], ["x", "y", "z"], ["p", "q", "r"]
