@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import logging
 import os
 import sys
@@ -95,6 +96,11 @@ def _flac_path(output_dir: Path, name: str) -> Path:
     return path.with_name(f"{path.name}.flac")
 
 
+def _column_key(name: str) -> str:
+    """A header cell as a column name would be spelt: lower case, ``_`` for spaces and dashes."""
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(LIST_SEPARATOR)]
 
@@ -171,10 +177,18 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
     if repeated:
         raise UserInputError(f"column(s) {', '.join(repeated)} given twice in the header; "
                              f"{columns}", path)
-    unknown = [c for c in header if c and c not in CSV_REQUIRED + CSV_OPTIONAL]
+    known = CSV_REQUIRED + CSV_OPTIONAL
+    unknown = [c for c in header if c and c not in known]
+    # A near miss of a column's name is a mistake; anything else is the user's own column
+    # (notes, a take number), which jobs do not read.
+    misspelt = {c: close[0] for c in unknown
+                if (close := difflib.get_close_matches(_column_key(c), known, n=1, cutoff=0.75))}
+    if misspelt:
+        raise UserInputError("unknown column(s) " + ", ".join(
+            f"{c} (did you mean {m}?)" for c, m in misspelt.items()) + f" in the header; "
+            f"{columns}", path)
     if unknown:
-        raise UserInputError(f"unknown column(s) {', '.join(unknown)} in the header; "
-                             f"{columns}", path)
+        log.warning("%s: column(s) %s are not read (%s)", path, ", ".join(unknown), columns)
     base = path.parent
     jobs = []
     for line, row in rows:

@@ -3,6 +3,7 @@ broken job."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -77,22 +78,26 @@ def test_csv_usage_errors(tmp_path):
         jobs_from_csv(table, tmp_path)
 
 
-def test_repeated_or_unknown_columns_are_refused(tmp_path):
+def test_repeated_or_misspelt_columns_are_refused(tmp_path, caplog):
     # Read as they were, a repeated column kept its last cell and a misspelt one was dropped:
     # every job ran silently with another prompt or none.
     table = tmp_path / "jobs.csv"
     for column, header in [("prompt", "video,mask,prompt,prompt"),
                            ("promt", "video,mask,promt"),
-                           ("negative prompt", "video,mask,negative prompt")]:
+                           ("negative prompt", "video,mask,negative prompt"),
+                           ("Output", "video,mask,Output")]:
         cells = ["v.mp4", "m.mp4", *["violin"] * (header.count(",") - 1)]
         table.write_text(f"{header}\n{','.join(cells)}\n")
         with pytest.raises(UserInputError, match=f"column\\(s\\) {column} ") as caught:
             jobs_from_csv(table, tmp_path / "out")
         assert caught.value.path == str(table)
-    # An unnamed column (a trailing comma) holds nothing and stays harmless.
-    table.write_text("video,mask,prompt,\nv.mp4,m.mp4,violin,\n")
-    (job,) = jobs_from_csv(table, tmp_path / "out")
+    # An unnamed column (a trailing comma) holds nothing and stays harmless; a column of the
+    # user's own (no near miss of ours) is not read, with a warning.
+    table.write_text("video,mask,prompt,,notes\nv.mp4,m.mp4,violin,,second take\n")
+    with caplog.at_level(logging.WARNING):
+        (job,) = jobs_from_csv(table, tmp_path / "out")
     assert job.objects[0].prompt == "violin"
+    assert [r.getMessage() for r in caplog.records if "notes" in r.getMessage()]
 
 
 def test_csv_errors_name_the_line_of_the_file(tmp_path):
