@@ -174,14 +174,16 @@ def test_loading_leaves_the_callers_random_sequence_and_threads(tmp_path: Path) 
         assert torch.get_num_threads() == threads
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda:99"])
-def test_a_device_this_machine_lacks_fails_before_anything_loads(tmp_path: Path,
-                                                                 device: str) -> None:
+@pytest.mark.parametrize(("setting", "value"), [
+    ("device", "gpu"), ("device", "cuda:99"),
+    ("dtype", "bfloat16"), ("dtype", torch.int8), ("dtype", None)])
+def test_a_device_or_dtype_models_cannot_take_fails_before_anything_loads(
+        tmp_path: Path, setting: str, value: object) -> None:
     from saganet.pipeline import load_clip
 
     for load in (load_models, load_clip):
-        with pytest.raises(UserInputError, match="device") as info:
-            load("debug", weights_dir=tmp_path / "cache", device=device)
+        with pytest.raises(UserInputError, match=setting) as info:
+            load("debug", weights_dir=tmp_path / "cache", **{setting: value})
         assert "\n" not in str(info.value)
     assert not (tmp_path / "cache").exists()  # not even the debug weights were made
 
@@ -191,15 +193,3 @@ def test_auto_device_is_accepted_as_on_the_command_line(tmp_path: Path) -> None:
 
     assert load_models("debug", weights_dir=tmp_path, device="auto").device.type == \
         default_device().type
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", torch.int8, None])
-def test_a_dtype_models_cannot_take_fails_before_anything_loads(tmp_path: Path,
-                                                                dtype: object) -> None:
-    from saganet.pipeline import load_clip
-
-    for load in (load_models, load_clip):
-        with pytest.raises(UserInputError, match="dtype") as info:
-            load("debug", weights_dir=tmp_path / "cache", dtype=dtype)
-        assert "\n" not in str(info.value)
-    assert not (tmp_path / "cache").exists()
