@@ -81,7 +81,9 @@ def read_slot(grid: VideoGrid, slot: int) -> np.ndarray:
 
 def render_frame(grid: VideoGrid, slot: int, objects: Sequence[AppObject],
                  tracking: Tracking | None = None, current: int | None = None,
-                 max_side: int = MAX_SHOWN_SIDE) -> tuple[np.ndarray, FrameView]:
+                 max_side: int = MAX_SHOWN_SIDE,
+                 tracked_names: Sequence[str | None] | None = None,
+                 ) -> tuple[np.ndarray, FrameView]:
     """The frame of ``slot`` as the page shows it: scaled down, each tracked object tinted in
     its colour, and the clicks made on this frame drawn as dots (positive) and crosses
     (negative); the current object's clicks are larger.
@@ -93,6 +95,8 @@ def render_frame(grid: VideoGrid, slot: int, objects: Sequence[AppObject],
         tracking: the latest tracking, if any.
         current: index of the object being edited.
         max_side: longest side shown.
+        tracked_names: the name of each object's masks in ``tracking`` (None: not tracked);
+            default: its own name.
     """
     frame = read_slot(grid, slot)
     height, width = frame.shape[:2]
@@ -100,8 +104,10 @@ def render_frame(grid: VideoGrid, slot: int, objects: Sequence[AppObject],
     image = Image.fromarray(frame).resize((shown_w, shown_h), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.float32).copy()
     if tracking is not None:
-        for k, obj in enumerate(objects):
-            masks = tracking.objects.get(obj.name)
+        if tracked_names is None:
+            tracked_names = [obj.name for obj in objects]
+        for k, name in enumerate(tracked_names):
+            masks = None if name is None else tracking.objects.get(name)
             if masks is None or not tracking.first <= slot < min(tracking.stop, len(masks)):
                 continue
             mask = Image.fromarray(masks.masks(slot, slot + 1)[0]).resize(

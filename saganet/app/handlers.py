@@ -61,6 +61,7 @@ class Job:
     Args:
         video: the video.
         objects: copies of the session's objects.
+        originals: the session's objects themselves (the tracking is theirs).
         prompts: their tracking prompts.
         track_range: seconds to track.
         run: the folder of the job's files.
@@ -70,6 +71,7 @@ class Job:
 
     video: Path
     objects: list[AppObject]
+    originals: tuple[AppObject, ...]
     prompts: tuple[ObjectPrompt, ...]
     track_range: tuple[float, float]
     run: Path
@@ -145,7 +147,8 @@ class Handlers:
         grid = session.require_grid()
         slot = session.slot(time_s or 0.0)
         image, view = render_frame(grid, slot, session.objects, session.tracking,
-                                   session.current)
+                                   session.current, tracked_names=[
+                                       session.tracked_name(o) for o in session.objects])
         session.view = view
         return {self.page.frame: image}
 
@@ -362,7 +365,7 @@ class Handlers:
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
             run = session.new_run()
-            job = Job(session.video, objects, prompts, (start, end), run,
+            job = Job(session.video, objects, tuple(session.objects), prompts, (start, end), run,
                       session.tracking_for(prompts, start, end), session.start_job())
         try:
             yield job
@@ -387,7 +390,7 @@ class Handlers:
         with session.lock:
             updates = {}
             if session.video == job.video:
-                session.keep_tracking(tracking, job.prompts)
+                session.keep_tracking(tracking, job.prompts, job.originals)
                 updates = self._tracking_view(session, tracking, time_s, job.run)
         took = time.perf_counter() - began
         return {**updates, self.page.status: f"Tracked {len(job.objects)} object(s) in "
@@ -411,7 +414,7 @@ class Handlers:
         with session.lock:
             updates: Updates = {}
             if made.tracking is not job.tracking and session.video == job.video:
-                session.keep_tracking(made.tracking, job.prompts)
+                session.keep_tracking(made.tracking, job.prompts, job.originals)
                 updates = self._tracking_view(session, made.tracking, time_s, job.run)
             updates |= self._results(made, job.run)
         took = time.perf_counter() - began
@@ -468,8 +471,9 @@ def objects_table(session: Session) -> str:
         if obj.text:
             how = f'"{html.escape(obj.text)}"' + ("" if not obj.clicks else f"; {how}")
         visible = ""
-        if tracking is not None and obj.name in tracking.objects:
-            spans = tracking.spans(obj.name)
+        tracked = session.tracked_name(obj)
+        if tracking is not None and tracked is not None:
+            spans = tracking.spans(tracked)
             visible = ", ".join(f"{s.start:.2f}-{s.end:.2f} s" for s in spans) or "not found"
         cells = [f"{marker} {_swatch(k)}", html.escape(obj.name), html.escape(obj.prompt),
                  html.escape(obj.negative_prompt), how, visible]

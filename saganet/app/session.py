@@ -95,6 +95,10 @@ class Session:
         self.current = 0
         self.tracking: Tracking | None = None
         self.tracked: tuple[ObjectPrompt, ...] | None = None
+        # Which object each of the tracking's masks belongs to: by identity, not by name (an
+        # object removed, and the next one added, gets the same free name; an object renamed
+        # after tracking keeps its masks).
+        self._tracked_objects: list[tuple[AppObject, str]] = []
         self.view: FrameView | None = None  # the frame the page shows
         self.busy = False  # a Track or Generate of this session is running
         self.job: CancelToken | None = None  # stops the running Track or Generate
@@ -222,6 +226,7 @@ class Session:
 
     def forget_tracking(self) -> None:
         self.tracking, self.tracked = None, None
+        self._tracked_objects = []
 
     def tracking_for(self, prompts: tuple[ObjectPrompt, ...], start: float,
                      end: float) -> Tracking | None:
@@ -232,9 +237,27 @@ class Session:
         stop = min(frames_in(end), self.require_grid().index.num_slots)
         return tracking if tracking.first <= frames_in(start) and tracking.stop >= stop else None
 
-    def keep_tracking(self, tracking: Tracking, prompts: tuple[ObjectPrompt, ...]) -> None:
-        """Remember a tracking and the prompts it was made from."""
+    def keep_tracking(self, tracking: Tracking, prompts: tuple[ObjectPrompt, ...],
+                      objects: Sequence[AppObject]) -> None:
+        """Remember a tracking and the prompts it was made from.
+
+        Args:
+            tracking: the tracking.
+            prompts: the prompts it was made from.
+            objects: the session's objects it was made for, in the order of ``prompts`` (the
+                objects themselves, not the job's copies): each shows the masks of its prompt's
+                name, whatever it is called now; an object not among them shows none.
+        """
         self.tracking, self.tracked = tracking, prompts
+        self._tracked_objects = [(obj, prompt.name)
+                                 for obj, prompt in zip(objects, prompts, strict=True)]
+
+    def tracked_name(self, obj: AppObject) -> str | None:
+        """The name of ``obj``'s masks in the latest tracking (None: it was not tracked)."""
+        if self.tracking is None:
+            return None
+        name = next((name for o, name in self._tracked_objects if o is obj), None)
+        return name if name in self.tracking.objects else None
 
     def start_job(self) -> CancelToken:
         """Mark the session busy with a Track or Generate (call with :attr:`lock` held).

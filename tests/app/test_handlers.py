@@ -368,3 +368,40 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -
     assert not session.busy and session.job is None
     updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
     assert "Generated 1.00 s" in updates[page.status]
+
+
+def test_a_new_object_does_not_show_a_removed_objects_tracking(app, clip) -> None:
+    """The tracked masks belong to the objects tracked, not to their names: an object added
+    after one was removed gets the removed one's free name but shows no masks and no visible
+    time, and an object renamed after tracking keeps its own."""
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "tab1")
+    handlers.add_object(0.0, request())
+    handlers.click(False, 0.0, select(60, 60), request())
+    session = handlers.sessions.get("tab1")
+    first, second = (o.name for o in session.objects)
+    untinted = handlers.scrub(0.0, request())[page.frame]
+    handlers.track(0.0, *options(), request(), Recorder())
+    handlers.choose_object(0, 0.0, request())
+    handlers.remove_object(0.0, request())
+    updates = handlers.add_object(0.0, request())
+    added = session.current_object()
+    assert added.name == first and not added.clicks  # the removed object's name again
+    rows = updates[page.objects_table].splitlines()
+    assert rows[-1].endswith("| (no click yet) |  |")  # no visible time
+    handlers.choose_object(0, 0.0, request())
+    updates = handlers.edit_name("renamed", 0, request())
+    assert "renamed" in updates[page.objects_table]
+    assert updates[page.objects_table].splitlines()[2].rstrip(" |").endswith(" s")
+    # The frame tints the renamed object's masks only, none of the removed object's (the
+    # clicks drawn differ too: the removed object's has gone).
+    shown = handlers.scrub(0.0, request())[page.frame]
+    assert shown.shape == untinted.shape  # shown at the video's size: masks map 1:1
+    kept_mask = session.tracking.objects[second].masks(0, 1)[0]
+    removed_mask = session.tracking.objects[first].masks(0, 1)[0]
+    changed = np.any(shown != untinted, axis=-1)
+    near_click = np.zeros_like(changed)
+    for x, y in ((20, 20), (60, 60)):  # _prepared's click and this test's
+        near_click[y - 12:y + 13, x - 12:x + 13] = True
+    assert (removed_mask & ~kept_mask & ~near_click).any()  # the old code tinted these
+    assert not (changed & ~kept_mask & ~near_click).any()
