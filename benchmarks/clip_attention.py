@@ -15,15 +15,13 @@ features differ.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from pipeline import build_clip
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -36,7 +34,7 @@ def main() -> int:
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.tiny:
@@ -80,14 +78,13 @@ def main() -> int:
     print(f"features: RMS of the difference {relative:.2e} relative, "
           f"max {diff.abs().max():.2e}")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "images": args.images, "rounds": args.rounds, "device": args.device,
             "dtype": args.dtype, "unit": unit,
             "per_image": {name: {"best": min(seconds[fast]),
                                  "median": statistics.median(seconds[fast])}
                           for fast, name in ((False, "reference"), (True, "sdpa"))},
-            "relative_difference": relative, "max_difference": diff.abs().max().item()},
-            indent=2))
+            "relative_difference": relative, "max_difference": diff.abs().max().item()})
     return 0
 
 

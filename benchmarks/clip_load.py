@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline import peak_rss_gib, rss_gib
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 LOADERS = ("baseline", "saganet")
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None,
                         help="checkpoint folder to write or reuse (default: a temporary one)")
     parser.add_argument("--repeats", type=int, default=1, help="loads per loader, alternating")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--measure", choices=LOADERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,9 +108,9 @@ def main() -> None:
     print(f"same weights: {'yes' if same else 'NO'} (checksums {base['checksum']:.6e}, "
           f"{ours['checksum']:.6e})")
     if args.json is not None:
-        args.json.write_text(json.dumps({"weights_gib": weights, "same_weights": same,
-                                         "loaders": {"baseline": base, "saganet": ours},
-                                         "rounds": results}, indent=2))
+        write_json(args.json, {"weights_gib": weights, "same_weights": same,
+                               "loaders": {"baseline": base, "saganet": ours},
+                               "rounds": results})
     if not same:
         sys.exit(1)
 

@@ -14,13 +14,11 @@ parametrisation (what running it straight after loading would cost).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 from saganet.codec import AudioCodec, BigVGAN
 
@@ -53,7 +51,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed calls (best is kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick or args.tiny:
@@ -95,11 +93,11 @@ def main() -> None:
     print(f"  {'folded weights (what AudioCodec runs)':40s} {folded_s:8.3f} s   "
           f"x{baseline_s / folded_s:.3f} speed-up")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "audio_s": audio_seconds, "vae_s": vae_s, "vocoder_s": vocoder_s,
             "total_s": total_s, "baseline_audio_s": short_seconds,
             "parametrised_vocoder_s": baseline_s, "folded_vocoder_s": folded_s,
-            "speed_up": baseline_s / folded_s}, indent=2))
+            "speed_up": baseline_s / folded_s})
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ ratio is what the focal-crop pass and the cross-attention cost.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 from saganet.features import (
     Synchformer,
@@ -55,7 +53,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick or args.tiny:
@@ -96,10 +94,10 @@ def main() -> None:
         print(f"{name:32s} {seconds:8.2f} s  {1000 * seconds / args.windows:8.1f} ms/window")
     print(f"ratio segmentation-aware / plain: {t_context / t_plain:.2f}x")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "windows": args.windows, "frames": num_frames, "device": str(device),
             "dtype": args.dtype, "plain_s": t_plain, "segmentation_aware_s": t_context,
-            "ratio": t_context / t_plain}, indent=2))
+            "ratio": t_context / t_plain})
 
 
 if __name__ == "__main__":

@@ -25,11 +25,9 @@ do; sampling and vocoding have their own shapes per length (5 s by default).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,7 +41,7 @@ from pipeline import (
     build_clip,
     build_rest,
 )
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_tiny_flag
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -205,7 +203,7 @@ def main() -> int:
                         help="torch threads (default: saganet.runtime's policy)")
     parser.add_argument("--count-only", action="store_true",
                         help="only count each stage's FLOPs (nothing is computed)")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.duration is None:
@@ -265,9 +263,9 @@ def main() -> int:
     print(f"\nmatrix-product rate before / after the stages: {rate:.1f} / {rate_after:.1f} "
           "GFLOP/s (the higher is the bound's rate; a large gap means the CPU was shared)")
     if args.json is not None:
-        args.json.write_text(json.dumps({"duration": args.duration, "threads": threads,
-                                         "matmul_gflops": [rate, rate_after],
-                                         "stages": results}, indent=2))
+        write_json(args.json, {"duration": args.duration, "threads": threads,
+                               "matmul_gflops": [rate, rate_after],
+                               "stages": results})
     return 0
 
 

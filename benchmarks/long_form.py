@@ -41,7 +41,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from sizes import TINY_STEPS, add_tiny_flag
+from sizes import TINY_STEPS, add_json_flag, add_tiny_flag, write_json
 
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.inference import SamplingOptions
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1080, help="frame height of part 2")
     parser.add_argument("--steps", type=int, default=25, help="Euler steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -214,7 +214,7 @@ def main() -> None:
                   f"{row['peak_rss_mib']:>6.0f} MiB  ({row['peak_rss_mib'] / baseline:.2f}x)  "
                   f"{row['s_per_audio_s']:.3f} s per s of audio")
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_tiny_flag
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
 from synthetic_media import write_clip
 
 if TYPE_CHECKING:
@@ -822,7 +822,7 @@ def main() -> int:
                              f"{','.join(SOUNDTRACK_STAGES)}); needs no --stages")
     parser.add_argument("--max-extra-gb", type=float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--child", choices=PATHS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -869,7 +869,7 @@ def main() -> int:
         results = {path: value for path, value in results.items() if value}
         summary = report(results, args, work)
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2))
+        write_json(args.json, summary)
     budget_ok = all(line.get("rss_ok", True) for line in summary["durations"])
     return 0 if budget_ok else 1
 

@@ -17,16 +17,14 @@ reason).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pipeline import CFG_STRENGTH, NUM_STEPS, build_models
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, add_tiny_flag
+from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, add_json_flag, add_tiny_flag, write_json
 
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
@@ -61,7 +59,7 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=1,
                         help="CLIP frames compared (each costs ~1 TFLOP)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     num_steps = TINY_STEPS if args.tiny else NUM_STEPS
@@ -151,11 +149,11 @@ def main() -> None:
         print(f"{name:18s} {metrics['relative_rms']:13.2e} {metrics['cosine']:9.5f} "
               f"{ratio:15.2f}")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "device": str(device), "seconds": args.seconds,
             "stages": {name: {**metrics,
                               "bf16_vs_fp32_time": ratio if math.isfinite(ratio) else None}
-                       for name, metrics, ratio in rows}}, indent=2))
+                       for name, metrics, ratio in rows}})
 
 
 if __name__ == "__main__":

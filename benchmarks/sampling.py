@@ -14,12 +14,10 @@ Prints seconds per clip and the batched / two-pass time ratio (< 1 means batchin
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from sizes import TINY_STEPS, Sizes, add_tiny_flag
+from sizes import TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
 
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
 
@@ -71,7 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per setting; best is kept")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="2 steps, batch size 1")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick:
@@ -102,9 +100,9 @@ def main() -> None:
             rows.append({"batch": batch, "two_pass_s_per_clip": two_pass,
                          "batched_s_per_clip": one_pass, "ratio": one_pass / two_pass})
     if args.json is not None:
-        args.json.write_text(json.dumps({"variant": args.variant, "steps": args.steps,
-                                         "device": str(device), "dtype": args.dtype,
-                                         "batches": rows}, indent=2))
+        write_json(args.json, {"variant": args.variant, "steps": args.steps,
+                               "device": str(device), "dtype": args.dtype,
+                               "batches": rows})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Imported where used: a script's --help, and threads.py's parent process, stay light.
@@ -111,3 +115,52 @@ def add_tiny_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="the debug variant's tiny models and short inputs: a smoke run of "
                              "the same code in seconds (its figures mean nothing)")
+
+
+def json_output(text: str) -> Path:
+    """``--json``'s type: a file that can be written once the benchmark is done. Checked while
+    parsing, so that a folder that is missing or read-only, or a path that is a folder, fails at
+    once instead of as a traceback after all the timing."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name in it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} of {text!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} of {text!r} is not writable")
+    return path
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json FILE`` on a benchmark's argument parser (write it with :func:`write_json`)."""
+    parser.add_argument("--json", type=json_output, default=None, metavar="FILE",
+                        help="also write results here, when the run is done (an existing "
+                             "file is replaced)")
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write ``value`` to ``path`` as indented JSON, whole or not at all: written next to it
+    and renamed, so that an interrupted or failed write leaves no half file (and keeps a
+    previous one)."""
+    text = json.dumps(value, indent=2)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def check_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """The device ``--device`` names, or the parser's error (exit 2) when it is unknown or this
+    machine lacks it: before any model is built, not as a driver traceback inside the run."""
+    from saganet.dist import resolve_device
+    from saganet.errors import UserInputError
+
+    try:
+        return resolve_device(name)
+    except UserInputError as error:
+        parser.error(f"argument --device: {error}")

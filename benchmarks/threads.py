@@ -27,15 +27,13 @@ smoke run of the same code; its figures mean nothing).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import queue
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 WORKLOADS = ("tiny", "network", "vocoder")
 CFG_STRENGTH = 4.5
@@ -147,7 +145,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls; the best is kept")
     parser.add_argument("--vocoder-seconds", type=float, default=0.5,
                         help="audio the vocoder workload makes per call")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     unknown = set(args.workloads) - set(WORKLOADS)
@@ -182,7 +180,7 @@ def main() -> int:
                          "fastest_threads": best, "seconds": times,
                          "policy_vs_fastest": times[policy] / times[best]})
     if args.json is not None:
-        args.json.write_text(json.dumps({"cores": cores, "rows": rows}, indent=2))
+        write_json(args.json, {"cores": cores, "rows": rows})
     return 0
 
 

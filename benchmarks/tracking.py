@@ -27,7 +27,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from sizes import add_tiny_flag
+from sizes import add_json_flag, add_tiny_flag, write_json
 
 HEIGHT, WIDTH, FPS = 1080, 1920, 25
 # --tiny: a 180p video (the layout scaled by 1/6), 2 and 3 s (the click is at 1 s), SAM 2 at
@@ -111,7 +111,7 @@ def main() -> None:
                         help="model input side of the tiny SAM 2 (the real models use 1024)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no_baseline", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["streamed", "whole"], help=argparse.SUPPRESS)
@@ -159,10 +159,9 @@ def main() -> None:
         print(f"whole-video session / track_objects at {short:g} s: "
               f"{baseline[0]['peak_mib'] / first['peak_mib']:.2f}x peak RSS")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "height": HEIGHT // args.scale, "input_size": args.input_size,
-            "cases": [{"case": name, "seconds": seconds, **r} for name, seconds, r in rows]},
-            indent=2))
+            "cases": [{"case": name, "seconds": seconds, **r} for name, seconds, r in rows]})
 
 
 if __name__ == "__main__":

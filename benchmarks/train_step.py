@@ -20,12 +20,10 @@ memory is there.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from sizes import Sizes, add_tiny_flag
+from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
 from saganet.features import SynchformerWithContext
 from saganet.model import CONFIG_44K_SA, FlowMatching, build_network
@@ -82,7 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.64 s clips, 1 timed step")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick or args.tiny:
@@ -126,10 +124,10 @@ def main() -> None:
     print(f"with online Synchformer:      {1 / full:8.3f} steps/s  ({full:.3f} s/step)")
     print(f"ratio (full / network only):  {full / base:8.2f}x time per step")
     if args.json is not None:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "network": sizes.network, "duration": args.duration, "device": str(device),
             "amp": args.amp, "network_only_s_per_step": base,
-            "with_synchformer_s_per_step": full, "ratio": full / base}, indent=2))
+            "with_synchformer_s_per_step": full, "ratio": full / base})
 
 
 if __name__ == "__main__":

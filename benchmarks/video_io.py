@@ -18,7 +18,6 @@ written to a temporary folder, read once.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from sizes import add_tiny_flag
+from sizes import add_json_flag, add_tiny_flag, write_json
 from synthetic_media import write_clip
 from torchvision.transforms.v2 import functional as TF
 
@@ -108,7 +107,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one repeat")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()
     repeats = 1 if args.quick or args.tiny else args.repeats
@@ -120,7 +119,7 @@ def main() -> None:
     else:
         result = run(args, repeats)
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 def run(args: argparse.Namespace, repeats: int) -> dict:

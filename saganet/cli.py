@@ -211,6 +211,18 @@ def positive_int(text: str) -> int:
     return int(_number(text, int, "a whole number", lambda v: v >= 1, "must be at least 1"))
 
 
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a benchmark's seconds or budget): NaN or infinity would run
+    the whole benchmark and only then fail, or time nothing."""
+    return _number(text, float, "a number", lambda v: math.isfinite(v) and v > 0,
+                   "must be a finite number above 0")
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (untimed warm-up steps)."""
+    return int(_number(text, int, "a whole number", lambda v: v >= 0, "must be at least 0"))
+
+
 def guidance_strength(text: str) -> float:
     """``--cfg_strength``: a finite number of magnitude at most
     :data:`~saganet.errors.MAX_CFG_STRENGTH` (NaN, infinity or a huge strength would make

@@ -64,6 +64,43 @@ def run_script(tmp_path: Path, script: str, *args: str, tiny: bool = True) -> di
     return json.loads(out.read_text())
 
 
+def refused(tmp_path: Path, script: str, *args: str) -> str:
+    """Run ``benchmarks/<script> --tiny`` with a bad argument: it must stop at once as a usage
+    error (exit 2, one ``<script>: error:`` line, no traceback); returns that line."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--tiny"], cwd=REPO,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 2, (script, args, done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{script}: error: "), line
+    return line
+
+
+# Every script with a --json file (its usage names the flag).
+JSON_SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py")
+                      if "--json" in path.read_text() and path.name != "sizes.py")
+
+
+@pytest.mark.parametrize("script", JSON_SCRIPTS)
+def test_json_in_a_missing_folder_is_refused_before_the_run(tmp_path: Path, script: str) -> None:
+    missing = tmp_path / "no such folder" / "out.json"
+    line = refused(tmp_path, script, "--json", str(missing))
+    assert "--json" in line and str(missing.parent) in line
+    assert not missing.parent.exists()
+
+
+def test_json_that_is_a_folder_is_refused_and_a_file_is_written_whole(tmp_path: Path) -> None:
+    line = refused(tmp_path, "threads.py", "--json", str(tmp_path))
+    assert "--json" in line and "folder" in line
+    # What is written replaces an existing file in one step (no half file, no temporary left).
+    out = tmp_path / "out.json"
+    out.write_text("old")
+    value = {"rows": [1.5, 2]}
+    sizes.write_json(out, value)
+    assert json.loads(out.read_text()) == value
+    assert sorted(tmp_path.iterdir()) == [out]
+
+
 def numbers(value: object) -> list[float]:
     """Every number in a JSON value (booleans are not numbers here)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
