@@ -21,7 +21,7 @@ import time
 
 import torch
 from pipeline import build_clip
-from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -42,7 +42,7 @@ def main() -> int:
     from saganet.runtime import configure_runtime
 
     configure_runtime(Sizes(args.tiny).network, threads=args.threads)
-    device = torch.device(args.device)
+    device = check_device(parser, args.device)
     clip = build_clip(device, DTYPES[args.dtype], args.tiny)
     frames = torch.rand(1, args.images, 3, clip.image_size, clip.image_size,
                         generator=torch.Generator().manual_seed(0))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
 from saganet.features import (
     Synchformer,
@@ -60,7 +60,7 @@ def main() -> None:
         args.windows = 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device, dtype = check_device(parser, args.device), getattr(torch, args.dtype)
 
     num_frames = 16 + SEGMENT_STRIDE * (args.windows - 1)
     g = torch.Generator().manual_seed(0)

@@ -64,7 +64,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import (
+    CLIP_IMAGE_SIZE,
+    TINY_STEPS,
+    Sizes,
+    add_json_flag,
+    add_tiny_flag,
+    check_device,
+    write_json,
+)
 from synthetic_media import write_clip
 
 if TYPE_CHECKING:
@@ -834,6 +842,9 @@ def main() -> int:
     unknown = sorted(set(args.stages) - set(STAGES)) + sorted(set(args.paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown stages or paths: {', '.join(unknown)}")
+    # The name as the children and the report compare it ("cpu", "cuda:1"), checked here:
+    # a missing CUDA was a child's traceback, after the parent had written the inputs.
+    args.device = str(check_device(parser, args.device))
     if args.soundtrack:
         if args.compile:
             parser.error("--soundtrack does not combine with --compile")

@@ -24,7 +24,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from pipeline import CFG_STRENGTH, NUM_STEPS, build_models
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, add_json_flag, add_tiny_flag, write_json
+from sizes import (
+    CLIP_IMAGE_SIZE,
+    TINY_STEPS,
+    add_json_flag,
+    add_tiny_flag,
+    check_device,
+    write_json,
+)
 
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
@@ -65,7 +72,7 @@ def main() -> None:
     num_steps = TINY_STEPS if args.tiny else NUM_STEPS
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = check_device(parser, args.device)
     if device.type == "cuda":  # a true fp32 reference
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -17,7 +17,7 @@ import argparse
 import time
 
 import torch
-from sizes import TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
 
@@ -81,7 +81,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = check_device(parser, args.device), DTYPES[args.dtype]
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

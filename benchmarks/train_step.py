@@ -23,7 +23,7 @@ import argparse
 import time
 
 import torch
-from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
 from saganet.features import SynchformerWithContext
 from saganet.model import CONFIG_44K_SA, FlowMatching, build_network
@@ -87,7 +87,7 @@ def main() -> None:
         args.duration, args.steps = 0.64, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = check_device(parser, args.device)
     autocast = torch.bfloat16 if args.amp else None
     torch.manual_seed(0)
 

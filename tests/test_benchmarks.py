@@ -101,6 +101,23 @@ def test_json_that_is_a_folder_is_refused_and_a_file_is_written_whole(tmp_path: 
     assert sorted(tmp_path.iterdir()) == [out]
 
 
+# Every script with a --device option.
+DEVICE_SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py")
+                        if '"--device"' in path.read_text() and path.name != "sizes.py")
+
+
+@pytest.mark.parametrize("script", DEVICE_SCRIPTS)
+def test_a_device_this_machine_lacks_is_refused_before_the_run(tmp_path: Path,
+                                                                script: str) -> None:
+    import torch
+
+    # One past the last CUDA device: missing on every machine, with or without CUDA.
+    missing = f"cuda:{torch.cuda.device_count()}"
+    line = refused(tmp_path, script, "--device", missing, "--json", str(tmp_path / "out.json"))
+    assert "--device" in line and missing in line
+    assert not (tmp_path / "out.json").exists()
+
+
 def numbers(value: object) -> list[float]:
     """Every number in a JSON value (booleans are not numbers here)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
