@@ -29,6 +29,7 @@ import torch
 
 from saganet.app.engine import _LastReport
 from saganet.cancel import CancelToken, checked
+from saganet.cli import positive_float, positive_int
 from saganet.debug_weights import build_debug_models
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.inference import SamplingOptions
@@ -61,10 +62,10 @@ def time_run(models, request: SoundtrackRequest, options: SamplingOptions,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds, 8 steps")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps")
-    parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds")
+    parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps")
+    parser.add_argument("--seconds", type=positive_float, default=2.0, help="clip length")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps = 2, 8

@@ -23,16 +23,20 @@ import torch
 from pipeline import build_clip
 from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
+from saganet.cli import positive_int
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4, help="frames per call (one chunk)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path")
+    parser.add_argument("--images", type=positive_int, default=4,
+                        help="frames per call (one chunk)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="alternating rounds per path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
     add_json_flag(parser)
     add_tiny_flag(parser)

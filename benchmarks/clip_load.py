@@ -25,6 +25,8 @@ from pathlib import Path
 from pipeline import peak_rss_gib, rss_gib
 from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
+from saganet.cli import positive_int
+
 LOADERS = ("baseline", "saganet")
 
 
@@ -71,7 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=None,
                         help="checkpoint folder to write or reuse (default: a temporary one)")
-    parser.add_argument("--repeats", type=int, default=1, help="loads per loader, alternating")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="loads per loader, alternating")
     add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--measure", choices=LOADERS, help=argparse.SUPPRESS)

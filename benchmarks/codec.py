@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
+from saganet.cli import positive_float, positive_int
 from saganet.codec import AudioCodec, BigVGAN
 
 
@@ -45,11 +46,13 @@ def _latents(codec: AudioCodec, seconds: float) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="audio duration to decode")
-    parser.add_argument("--baseline-seconds", type=float, default=1.0,
+    parser.add_argument("--seconds", type=positive_float, default=5.0,
+                        help="audio duration to decode")
+    parser.add_argument("--baseline-seconds", type=positive_float, default=1.0,
                         help="duration for the folded-vs-parametrised vocoder comparison")
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls (best is kept)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="timed calls (best is kept)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
     add_json_flag(parser)
     add_tiny_flag(parser)

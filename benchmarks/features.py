@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
+from saganet.cli import positive_int
 from saganet.features import (
     Synchformer,
     SynchformerWithContext,
@@ -45,14 +46,16 @@ def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--windows", type=int, default=14, help="16-frame windows (14 = 5 s)")
+    parser.add_argument("--windows", type=positive_int, default=14,
+                        help="16-frame windows (14 = 5 s)")
     parser.add_argument("--quick", action="store_true", help="2 windows (overrides --windows)")
-    parser.add_argument("--chunk-size", type=int, default=None,
+    parser.add_argument("--chunk-size", type=positive_int, default=None,
                         help="windows per forward pass (default: all)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is shown")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="timed runs; the best is shown")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

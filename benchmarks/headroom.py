@@ -46,6 +46,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from saganet.cli import positive_float, positive_int
+
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
 
@@ -195,11 +197,11 @@ def measure(name: str, models: Models, library: SAGANetModels | None,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--duration", type=positive_float, default=None,
                         help="seconds of video (default 5; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
     parser.add_argument("--count-only", action="store_true",
                         help="only count each stage's FLOPs (nothing is computed)")

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from sizes import TINY_STEPS, add_json_flag, add_tiny_flag, write_json
 
+from saganet.cli import positive_float, positive_int
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.inference import SamplingOptions
 from saganet.media.masks import MaskVideo
@@ -170,12 +171,13 @@ def _run_child(work: Path, join: str, seconds: float, height: int, steps: int, t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short clips, 360p")
-    parser.add_argument("--seconds", type=float, default=30.0, help="clip length of part 1")
-    parser.add_argument("--lengths", type=float, nargs="+", default=[10.0, 60.0, 300.0],
+    parser.add_argument("--seconds", type=positive_float, default=30.0,
+                        help="clip length of part 1")
+    parser.add_argument("--lengths", type=positive_float, nargs="+", default=[10.0, 60.0, 300.0],
                         help="clip lengths of part 2")
-    parser.add_argument("--height", type=int, default=1080, help="frame height of part 2")
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--height", type=positive_int, default=1080, help="frame height of part 2")
+    parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
     add_json_flag(parser)
     add_tiny_flag(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

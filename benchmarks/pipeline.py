@@ -75,6 +75,8 @@ from sizes import (
 )
 from synthetic_media import write_clip
 
+from saganet.cli import positive_float, positive_int
+
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
 
@@ -796,14 +798,14 @@ def _gpu_targets(duration: float, wall_s: float, peak_gib: float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, nargs="+", default=None,
+    parser.add_argument("--duration", type=positive_float, nargs="+", default=None,
                         help="seconds of video (default: 5 and 30; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}; skipped stages "
                              "feed random tensors of the right shape to the next ones")
     parser.add_argument("--paths", type=lambda s: s.split(","), default=list(PATHS),
                         help="baseline,default or one of them")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=positive_int, default=1,
                         help="runs per path, alternating; the best is kept")
     parser.add_argument("--quick", action="store_true",
                         help="one 1 s clip (8 CLIP frames, 2 Synchformer windows)")
@@ -817,18 +819,18 @@ def main() -> int:
     parser.add_argument("--warmup", action="store_true",
                         help="run the first duration once, untimed, before the timed runs "
                              "(one-off GPU set-up is not a clip's cost)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads (default: saganet.runtime's policy)")
     parser.add_argument("--video", type=Path, default=None,
                         help="read this video instead of a synthetic one (needs --mask)")
     parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")
-    parser.add_argument("--objects", type=int, default=1,
+    parser.add_argument("--objects", type=positive_int, default=1,
                         help="objects sounding in the (synthetic) video, one clip each")
     parser.add_argument("--soundtrack", action="store_true",
                         help="run each duration as demo.py runs a video (windows of 5 s, joint "
                              "sampling, stems and mix written; stages become its phases: "
                              f"{','.join(SOUNDTRACK_STAGES)}); needs no --stages")
-    parser.add_argument("--max-extra-gb", type=float, default=1.5,
+    parser.add_argument("--max-extra-gb", type=positive_float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
     add_json_flag(parser)
     add_tiny_flag(parser)

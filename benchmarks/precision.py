@@ -33,6 +33,7 @@ from sizes import (
     write_json,
 )
 
+from saganet.cli import positive_float, positive_int
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
 
@@ -62,10 +63,10 @@ def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seconds", type=float, default=1.0, help="clip length (>= 0.64)")
-    parser.add_argument("--clip-frames", type=int, default=1,
+    parser.add_argument("--seconds", type=positive_float, default=1.0, help="clip length (>= 0.64)")
+    parser.add_argument("--clip-frames", type=positive_int, default=1,
                         help="CLIP frames compared (each costs ~1 TFLOP)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

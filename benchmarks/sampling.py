@@ -19,6 +19,7 @@ import time
 import torch
 from sizes import TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
+from saganet.cli import guidance_strength, positive_int
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -61,13 +62,15 @@ def time_sampling(net: FlowNetwork, batch: int, steps: int, cfg: float, batched:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="small_44k_sa", choices=list(VARIANTS))
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps (default 25)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--cfg", type=float, default=4.5, help="guidance strength (>= 1)")
+    parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps (default 25)")
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 4])
+    parser.add_argument("--cfg", type=guidance_strength, default=4.5,
+                        help="guidance strength (>= 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    parser.add_argument("--repeats", type=int, default=1, help="runs per setting; best is kept")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="runs per setting; best is kept")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="2 steps, batch size 1")
     add_json_flag(parser)
     add_tiny_flag(parser)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from saganet.cli import positive_int
 from saganet.fileio import atomic_output
 from saganet.leftovers import remove_dead
 
@@ -38,8 +39,10 @@ def _write(scratch: Path, round_: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000, help="files in the swept folder")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (best kept)")
+    parser.add_argument("--entries", type=positive_int, default=10_000,
+                        help="files in the swept folder")
+    parser.add_argument("--rounds", type=positive_int, default=7,
+                        help="alternating rounds (best kept)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sweep-cost-") as name:
         scratch = Path(name)

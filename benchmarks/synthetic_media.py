@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from saganet.cli import positive_float, positive_int
+
 FPS = 25
 SIZE = (640, 360)
 COLOURS = ((230, 200, 40), (40, 220, 90), (60, 120, 240), (220, 60, 160))
@@ -116,12 +118,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="kind", required=True)
     clip = sub.add_parser("clip", help="a video and one mask video per object")
     clip.add_argument("out", type=Path)
-    clip.add_argument("--seconds", type=float, default=5.0)
-    clip.add_argument("--objects", type=int, default=1)
+    clip.add_argument("--seconds", type=positive_float, default=5.0)
+    clip.add_argument("--objects", type=positive_int, default=1)
     urmp = sub.add_parser("urmp", help="a tiny URMP-format evaluation set")
     urmp.add_argument("out", type=Path)
-    urmp.add_argument("--clips", type=int, default=4)
-    urmp.add_argument("--seconds", type=float, default=5.0)
+    urmp.add_argument("--clips", type=positive_int, default=4)
+    urmp.add_argument("--seconds", type=positive_float, default=5.0)
     args = parser.parse_args()
     if args.kind == "clip":
         video, masks = write_clip(args.out, args.seconds, args.objects)

@@ -35,6 +35,8 @@ from collections.abc import Callable
 
 from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
 
+from saganet.cli import positive_float, positive_int
+
 WORKLOADS = ("tiny", "network", "vocoder")
 CFG_STRENGTH = 4.5
 
@@ -137,13 +139,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(WORKLOADS),
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
+    parser.add_argument("--threads", type=positive_int, nargs="+", default=None,
                         help="intra-op thread counts to try (default: powers of two up to "
                              "the available cores, and that number)")
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
+    parser.add_argument("--processes", type=positive_int, nargs="+", default=[1, 2],
                         help="concurrent processes sharing the machine (default: 1 and 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls; the best is kept")
-    parser.add_argument("--vocoder-seconds", type=float, default=0.5,
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed calls; the best is kept")
+    parser.add_argument("--vocoder-seconds", type=positive_float, default=0.5,
                         help="audio the vocoder workload makes per call")
     add_json_flag(parser)
     add_tiny_flag(parser)

@@ -29,6 +29,8 @@ import av
 import numpy as np
 from sizes import add_json_flag, add_tiny_flag, write_json
 
+from saganet.cli import positive_float, positive_int
+
 HEIGHT, WIDTH, FPS = 1080, 1920, 25
 # --tiny: a 180p video (the layout scaled by 1/6), 2 and 3 s (the click is at 1 s), SAM 2 at
 # a 64-pixel input.
@@ -106,14 +108,14 @@ def _measure(mode: str, video: Path, model: Path, threads: int, scale: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=float, nargs="+", default=[10, 30, 60])
-    parser.add_argument("--input_size", type=int, default=256,
+    parser.add_argument("--lengths", type=positive_float, nargs="+", default=[10, 30, 60])
+    parser.add_argument("--input_size", type=positive_int, default=256,
                         help="model input side of the tiny SAM 2 (the real models use 1024)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--no_baseline", action="store_true")
     add_json_flag(parser)
     add_tiny_flag(parser)
-    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=positive_int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["streamed", "whole"], help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)

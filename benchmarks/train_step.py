@@ -25,6 +25,7 @@ import time
 import torch
 from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
 
+from saganet.cli import non_negative_int, positive_float, positive_int
 from saganet.features import SynchformerWithContext
 from saganet.model import CONFIG_44K_SA, FlowMatching, build_network
 from saganet.training.config import LossConfig, OptimConfig
@@ -73,13 +74,13 @@ def time_steps(model, core: TrainableFlow, inputs: dict, params: list, steps: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per setting")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--duration", type=float, default=1.0,
+    parser.add_argument("--steps", type=positive_int, default=2, help="timed steps per setting")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed steps first")
+    parser.add_argument("--duration", type=positive_float, default=1.0,
                         help="clip length in seconds (the recipe uses 5)")
     parser.add_argument("--quick", action="store_true", help="0.64 s clips, 1 timed step")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

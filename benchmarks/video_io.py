@@ -32,6 +32,7 @@ from sizes import add_json_flag, add_tiny_flag, write_json
 from synthetic_media import write_clip
 from torchvision.transforms.v2 import functional as TF
 
+from saganet.cli import positive_float, positive_int
 from saganet.media.video import (
     CLIP_FPS,
     CLIP_SIZE,
@@ -104,8 +105,8 @@ def main() -> None:
                         default=EXAMPLES / "Vid_09_Jesus_tpt_vn_159092_164092.mp4")
     parser.add_argument("--mask", type=Path,
                         default=EXAMPLES / "Masks_02_vn_09_Jesus_159092_164092.mp4")
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=positive_float, default=5.0)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--quick", action="store_true", help="one repeat")
     add_json_flag(parser)
     add_tiny_flag(parser)

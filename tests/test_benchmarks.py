@@ -118,6 +118,18 @@ def test_a_device_this_machine_lacks_is_refused_before_the_run(tmp_path: Path,
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize(("script", "flag", "value"), [
+    ("codec.py", "--seconds", "0"), ("codec.py", "--seconds", "nan"),
+    ("codec.py", "--threads", "0"), ("sampling.py", "--batch-sizes", "0"),
+    ("sampling.py", "--cfg", "nan"), ("pipeline.py", "--duration", "-1"),
+    ("train_step.py", "--warmup", "-1")])
+def test_a_count_or_length_out_of_range_is_refused(tmp_path: Path, script: str, flag: str,
+                                                   value: str) -> None:
+    line = refused(tmp_path, script, flag, value, "--json", str(tmp_path / "out.json"))
+    assert f"argument {flag}" in line and value in line
+    assert not (tmp_path / "out.json").exists()
+
+
 def numbers(value: object) -> list[float]:
     """Every number in a JSON value (booleans are not numbers here)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
