@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,18 +139,13 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def write_json(path: Path, value: object) -> None:
-    """Write ``value`` to ``path`` as indented JSON, whole or not at all: written next to it
-    and renamed, so that an interrupted or failed write leaves no half file (and keeps a
-    previous one)."""
+    """Write ``value`` to ``path`` as indented JSON, whole or not at all (a temporary file
+    renamed into place: an interrupted or failed write leaves no half file)."""
+    from saganet.fileio import atomic_output
+
     text = json.dumps(value, indent=2)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True, suffix=".json") as temporary:
+        temporary.write_text(text)
 
 
 def check_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
