@@ -353,9 +353,7 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         sys.exit(_report(prog, UserInputError(_one_line(err)), every_rank=True))
     except UserInputError as err:
         sys.exit(_report(prog, err, every_rank=True))
-    # torchrun's variable read directly: saganet.dist imports torch, which a command line that
-    # is about to be refused should not wait for.
-    subdir = invocation_output_subdir(run_dir, configured, int(os.environ.get("RANK", "0")))
+    subdir = invocation_output_subdir(run_dir, configured, _launcher_rank())
     files_dir = None if subdir is None else run_dir / subdir
     _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir),
                             None if files_dir is None or files_dir.exists() else files_dir,
@@ -402,7 +400,7 @@ def user_errors(prog: str, log_names: Sequence[str], interrupted: str = "") -> I
         if _RUN_DIR is not None:
             _RUN_DIR.clean_up(log_names)
         # torchrun passes Ctrl-C to every rank: one line is enough.
-        if int(os.environ.get("RANK", "0")) == 0:
+        if _launcher_rank() == 0:
             print(f"{prog}: interrupted{interrupted}", file=sys.stderr)
         sys.exit(INTERRUPTED_STATUS)
 
@@ -418,11 +416,17 @@ def configuration_errors() -> Iterator[None]:
         raise
 
 
+def _launcher_rank() -> int:
+    """This process's global rank as torchrun sets it (0 without torchrun). The variable is
+    read directly: saganet.dist imports torch, which a command line that is about to be
+    refused, or a one-line report, should not wait for."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _report(prog: str, err: UserInputError, every_rank: bool) -> int:
     """Report ``err`` (see :func:`saganet.errors.report_user_error`) and return exit status 2;
     an error raised on every rank of a ``torchrun`` job is printed by rank 0 alone."""
-    # torchrun's variable read directly, as in preflight: no torch import on this path.
-    if every_rank and int(os.environ.get("RANK", "0")) != 0:
+    if every_rank and _launcher_rank() != 0:
         # torchrun stops every process once one fails: the others wait for rank 0 to print
         # and exit first, so that it is named as the root cause and is not stopped mid-way.
         time.sleep(OTHER_RANKS_WAIT_S)

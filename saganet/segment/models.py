@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from saganet import weights
+from saganet.dist import resolve_device
 from saganet.errors import UserInputError
 from saganet.fileio import exclusive
 from saganet.leftovers import owned_folder
@@ -165,19 +166,6 @@ def sam3_folder(model: str | os.PathLike[str] | None = None,
         raise UserInputError(f"{SAM3_ACCESS} (or put its files into {where}/)") from err
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """The device a caller named, checked (:func:`saganet.dist.resolve_device`): ``auto``,
-    ``cpu``, ``cuda[:N]`` or ``mps``.
-
-    Raises:
-        UserInputError: an unknown name, or a device this machine does not have (a typo or
-            ``cuda`` without a GPU would otherwise fail inside torch, after the video scan).
-    """
-    from saganet import dist
-
-    return dist.resolve_device(device)
-
-
 def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     """Load a SAM 2.1 video model and build its processor.
 
@@ -211,7 +199,7 @@ def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     model, info = Sam2VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
                                                  output_loading_info=True)
     _check_loading(info, str(folder))
-    device = check_device(device)
+    device = resolve_device(device)
     size = {"height": config.image_size, "width": config.image_size}
     processor = Sam2VideoProcessor(image_processor=Sam2ImageProcessor(size=size),
                                    video_processor=Sam2VideoVideoProcessor(size=size),
@@ -240,7 +228,7 @@ def load_sam3(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     model, info = Sam3VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
                                                  output_loading_info=True)
     _check_loading(info, str(folder))
-    device = check_device(device)
+    device = resolve_device(device)
     return Segmenter(model.to(device).eval(), processor, str(folder), device)
 
 
@@ -257,7 +245,7 @@ class SegmenterCache:
         self._lock = threading.Lock()
 
     def _get(self, kind: str, folder: Path, device: str | torch.device) -> Segmenter:
-        key = (kind, Path(folder).resolve(), str(check_device(device)))
+        key = (kind, Path(folder).resolve(), str(resolve_device(device)))
         with self._lock:
             if key not in self._loaded:
                 loader = load_sam2 if kind == "sam2" else load_sam3

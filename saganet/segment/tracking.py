@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.cancel import CancelToken
+from saganet.dist import resolve_device
 from saganet.errors import UserInputError, check_time_range
 from saganet.media.video import PathLike, VideoInfo
 from saganet.progress import progress_bar
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
-from saganet.segment.models import (
-    DEFAULT_MODEL,
-    SegmenterCache,
-    check_device,
-    sam2_folder,
-    sam3_folder,
-)
+from saganet.segment.models import DEFAULT_MODEL, SegmenterCache, sam2_folder, sam3_folder
 from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names
 from saganet.segment.session import Sam2Tracker, SlotPrompt
 from saganet.segment.store import Span, TrackedMasks
@@ -211,7 +206,7 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
     objects = list(objects)
     check_unique_names(objects)
     # Checked first: a typo or a missing GPU is found before the video is scanned.
-    device = check_device(device)
+    device = resolve_device(device)
     grid = VideoGrid(video)
     index = grid.scan()
     first, stop = _tracked_range(index, start, end)
