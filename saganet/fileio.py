@@ -42,6 +42,41 @@ def name_clash(names: Sequence[str]) -> str | None:
     return None
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its closest ancestor that does: where creating it
+    would begin. A dangling link counts as existing (nothing can be created in its place); a
+    name that cannot exist (too long, under a file, past a folder that cannot be searched)
+    does not, so the walk goes on up instead of raising.
+    """
+    current = path
+    # os.path.lexists, not Path.exists: the latter follows links and raises on some names.
+    while not os.path.lexists(current) and current.parent != current:
+        current = current.parent
+    return current
+
+
+def check_folder_creatable(folder: Path, what: str, named: Path | None = None) -> Path:
+    """Fail unless ``folder`` is a folder or could be created as one (no file stands where it,
+    or a folder on its way, must be); checked before slow work that would fail at the end.
+
+    Args:
+        folder: the folder.
+        what: what the message calls it (``"output folder"``).
+        named: the path the message starts with, when not ``folder`` (the file to go there).
+
+    Returns:
+        The nearest existing folder (``folder`` itself when it exists).
+
+    Raises:
+        UserInputError: ``folder`` or one on its way is not a folder.
+    """
+    existing = nearest_existing(folder)
+    if not os.path.isdir(existing):
+        where = "it" if existing == folder else str(existing)
+        raise UserInputError(f"cannot use the {what}: {where} is not a folder", named or folder)
+    return existing
+
+
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
     """A unique hidden name in the folder of ``path`` (same file system: renames are atomic)
     that names this process as its owner (see :mod:`saganet.leftovers`).

@@ -50,6 +50,7 @@ from saganet.errors import (
     UserInputError,
     report_user_error,
 )
+from saganet.fileio import nearest_existing
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +244,6 @@ def rename_overrides(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
 _RUN_DIR: RunDirRecord | None = None
 
 
-def _existing_parent(path: Path) -> Path:
-    current = path
-    while not current.exists() and current != current.parent:
-        current = current.parent
-    return current
-
-
 def invocation_output_subdir(run_dir: Path, output_subdir: str | None,
                              rank: int) -> str | None:
     """Where this invocation writes Hydra's files, so that none overwrites an earlier one's.
@@ -290,11 +284,8 @@ def check_run_dir(run_dir: Path, name: str = "run directory") -> None:
         run_dir: the run directory.
         name: what the message calls it (the setting it comes from, e.g. ``run_dir``).
     """
-    try:
-        parent = _existing_parent(run_dir)
-        is_dir = parent.is_dir()
-    except OSError as err:  # a folder on the way that cannot be searched
-        raise UserInputError(f"{name} cannot be checked: {err.strerror}", run_dir) from None
+    parent = nearest_existing(run_dir)
+    is_dir = os.path.isdir(parent)
     # Write to add entries, search to reach them: both are needed to make the log file.
     writable = os.access(parent, os.W_OK | os.X_OK)
     if parent == run_dir:
@@ -355,7 +346,7 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         sys.exit(_report(prog, err, every_rank=True))
     subdir = invocation_output_subdir(run_dir, configured, _launcher_rank())
     files_dir = None if subdir is None else run_dir / subdir
-    _RUN_DIR = RunDirRecord(run_dir, _existing_parent(run_dir),
+    _RUN_DIR = RunDirRecord(run_dir, nearest_existing(run_dir),
                             None if files_dir is None or files_dir.exists() else files_dir,
                             started)
     if subdir == configured:

@@ -1,5 +1,6 @@
-"""saganet.fileio.locked_folder: creates the folder, holds the lock, turns only its own
-OSErrors into the caller's one-line error, and leaves no lock file behind."""
+"""saganet.fileio: locked_folder (creates the folder, holds the lock, turns only its own
+OSErrors into the caller's one-line error, leaves no lock file behind) and the checks of
+where a folder can be created."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from saganet.errors import UserInputError
-from saganet.fileio import locked_folder
+from saganet.fileio import check_folder_creatable, locked_folder, nearest_existing
 
 
 def _unwritable(folder: Path):
@@ -37,3 +38,31 @@ def test_errors_of_the_body_pass_through(tmp_path):
           locked_folder(tmp_path, ".x.lock", _unwritable(tmp_path))):
         (tmp_path / "missing").read_bytes()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nearest_existing_stops_at_links_and_walks_past_impossible_names(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "gone")
+    assert nearest_existing(tmp_path / "a" / "b") == tmp_path
+    assert nearest_existing(blocker / "sub" / "deeper") == blocker
+    # A dangling link exists: nothing can be created where it stands.
+    assert nearest_existing(dangling / "sub") == dangling
+    # A name longer than any file system takes cannot exist; Path.exists raises on it.
+    assert nearest_existing(tmp_path / ("n" * 5000) / "x") == tmp_path
+
+
+@pytest.mark.parametrize("make", ["file", "dangling link", "file on the way"])
+def test_check_folder_creatable_names_what_is_in_the_way(tmp_path, make):
+    blocker = tmp_path / "thing"
+    if make == "dangling link":
+        blocker.symlink_to(tmp_path / "gone")
+    else:
+        blocker.write_bytes(b"")
+    folder = blocker / "sub" if make == "file on the way" else blocker
+    where = "it" if folder == blocker else str(blocker)
+    with pytest.raises(UserInputError, match=f"cannot use the out folder: {where} is not a"):
+        check_folder_creatable(folder, "out folder")
+    ok = tmp_path / "new" / "deeper"
+    assert check_folder_creatable(ok, "out folder") == tmp_path and not ok.parent.exists()

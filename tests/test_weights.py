@@ -502,6 +502,24 @@ def test_cache_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert hf_cache_dir(tmp_path / "arg") == tmp_path / "arg" / "hf"
 
 
+@pytest.mark.parametrize("where", ["SAGANET_CACHE", "XDG_CACHE_HOME", "weights_dir"])
+def test_a_cache_that_is_a_file_is_one_clear_error(where: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    if where == "weights_dir":
+        with pytest.raises(UserInputError, match="weights folder: it is not a folder"):
+            cache_dir(blocker)
+        return
+    monkeypatch.setenv(where, str(blocker))
+    with pytest.raises(UserInputError, match=f"{where} folder: it is not a folder"
+                       if where == "SAGANET_CACHE" else f"under {where}: {blocker} is not"):
+        cache_dir()
+    # Offline mode used to list the file as missing "under" the file.
+    with pytest.raises(UserInputError, match="is not a folder"):
+        resolve(next(iter(REGISTRY)), offline=True)
+
+
 # ---- the published registry -----------------------------------------------------------------
 
 def test_groups_name_registered_entries() -> None:
@@ -563,7 +581,7 @@ def test_cli_unwritable_cache_exits_2_with_one_line(
                 groups={"g": ("a.pth",)})
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "cannot write to the weights folder" in err and str(blocker / "cache") in err
+    assert f"weights folder: {blocker} is not a folder" in err and str(blocker / "cache") in err
     assert server.hits["/a.pth"] == 0
 
 

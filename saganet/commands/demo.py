@@ -39,6 +39,7 @@ from saganet.cli import (
     terminate_cleanly,
 )
 from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
+from saganet.fileio import check_folder_creatable
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -253,12 +254,7 @@ def _check_output_folder(folder: Path) -> None:
     created only to be removed again: a failed run must leave nothing behind)."""
     from saganet.soundtrack import check_output_folder
 
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserInputError(f"cannot create the output folder: {existing} is not a folder",
-                             folder)
+    existing = check_folder_creatable(folder, "output folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserInputError(f"output folder is not writable ({existing})", folder)
     check_output_folder(folder)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from saganet.cli import positive_int
 from saganet.errors import UserInputError, check_seconds, report_user_error
 from saganet.evaluation.embedders import embedder_names
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
-from saganet.fileio import atomic_output
+from saganet.fileio import atomic_output, check_folder_creatable
 
 log = logging.getLogger("saganet.evaluation")
 
@@ -66,21 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_report_folder(out: Path) -> None:
-    """The report's folder exists or can be created: no file stands where a folder of the
-    path must be (found before the scoring, where writing would fail after it).
-
-    Raises:
-        UserInputError: a file on the way to ``out``.
-    """
-    existing = out.parent
-    # os.path.isdir / lexists, not Path methods: they raise on some names instead of saying no.
-    while not os.path.lexists(existing) and existing.parent != existing:
-        existing = existing.parent
-    if not os.path.isdir(existing):
-        raise UserInputError(f"cannot write the report: {existing} is not a folder", out)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status.
 
@@ -108,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError("output is a folder", out)
         if out.exists() and not args.overwrite:
             raise UserInputError("report exists; pass --overwrite to replace it", out)
-        if args.out is not None:  # the default's folder is PRED_DIR, checked as it is read
-            _check_report_folder(out)
+        if args.out is not None:
+            # The default's folder is PRED_DIR, checked as it is read.
+            check_folder_creatable(out.parent, "report's folder", named=out)
         report = evaluate_directories(
             args.pred_dir,
             args.gt_dir,

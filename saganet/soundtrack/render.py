@@ -32,6 +32,7 @@ import torch
 
 from saganet.cancel import CancelToken, checked
 from saganet.errors import UserInputError
+from saganet.fileio import nearest_existing
 from saganet.inference import (
     GenerationBatch,
     SamplingOptions,
@@ -226,10 +227,7 @@ def _check_name_lengths(path: Path) -> None:
     Args:
         path: a file to write.
     """
-    existing = path.parent
-    # os.path.isdir, not Path.is_dir: a name too long makes the latter raise.
-    while not os.path.isdir(existing) and existing.parent != existing:
-        existing = existing.parent
+    existing = nearest_existing(path.parent)
     limit = _name_max(existing)
     created = existing
     for name in path.relative_to(existing).parts:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saganet.errors import UserInputError
+from saganet.fileio import check_folder_creatable
 from saganet.leftovers import remove_dead_once
 from saganet.weights.registry import Entry, HubRepo, WeightFile, group_members, lookup
 from saganet.weights.transfer import DownloadError, download, has_valid_stamp, verify_file
@@ -40,13 +41,23 @@ def cache_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path:
         weights_dir: explicit folder (the CLIs' ``--weights_dir``); wins over everything.
             Otherwise ``$SAGANET_CACHE``, else ``$XDG_CACHE_HOME/saganet``, else
             ``~/.cache/saganet``.
+
+    Raises:
+        UserInputError: the folder, or one on its way, is a file.
     """
     if weights_dir is not None:
-        return Path(weights_dir).expanduser()
-    if os.environ.get("SAGANET_CACHE"):
-        return Path(os.environ["SAGANET_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "saganet"
+        folder, source = Path(weights_dir).expanduser(), "weights folder"
+    elif os.environ.get("SAGANET_CACHE"):
+        folder, source = Path(os.environ["SAGANET_CACHE"]).expanduser(), "SAGANET_CACHE folder"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        folder = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "saganet"
+        source = "weights folder under XDG_CACHE_HOME"
+    else:
+        folder, source = Path.home() / ".cache" / "saganet", "weights folder"
+    # Every use of the cache starts here: a file in its place would otherwise surface as
+    # whichever NotADirectoryError the first write meets, or as files "missing" under it.
+    check_folder_creatable(folder, source)
+    return folder
 
 
 def hf_cache_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path:
