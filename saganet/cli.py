@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import signal
+import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,29 @@ def _variant(args: argparse.Namespace) -> str | None:
     return getattr(args, "variant", None)
 
 
+# Options whose value may begin with "-": a point left of or above the frame, refused later
+# with the reason. argparse takes "-1,5" for an unknown option (only "-1" or "-1.5" pass as
+# values) and would say just "expected one argument".
+POINT_OPTIONS = ("--click", "--negative_click", "--box")
+_DASH_VALUE = re.compile(r"-[\d.]")
+
+
+def attach_dash_values(argv: Sequence[str], options: Sequence[str] = POINT_OPTIONS
+                       ) -> list[str]:
+    """``argv`` with ``--click -1,5`` written ``--click=-1,5`` (for each of ``options``), the
+    form argparse takes; what follows ``--`` is left alone."""
+    out: list[str] = []
+    rest = list(argv)
+    while rest:
+        token = rest.pop(0)
+        if token == "--":
+            return [*out, token, *rest]
+        if token in options and rest and _DASH_VALUE.match(rest[0]):
+            token = f"{token}={rest.pop(0)}"
+        out.append(token)
+    return out
+
+
 def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
           model: Callable[[argparse.Namespace], str | None] = _variant) -> argparse.Namespace:
     """What every command does first: parse ``argv``, log to stderr, and apply the CPU
@@ -52,7 +76,7 @@ def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         model: the variant about to run, from the parsed arguments (default: ``--variant``;
             None counts as full size).
     """
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     configure_runtime(model(args))
     return args

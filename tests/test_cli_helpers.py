@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from saganet.cli import ObjectArgs, object_name
+from saganet.cli import ObjectArgs, attach_dash_values, begin, object_name
 from saganet.segment.prompts import object_prompt
 from saganet.soundtrack import SoundObject, SoundtrackRequest
 
@@ -40,3 +40,23 @@ def test_a_name_from_a_prompt_is_always_usable(prompt: str, name: str, tmp_path:
 def test_a_given_name_is_kept() -> None:
     assert object_name(ObjectArgs(name="cello", prompt="violin"), 0) == "cello"
     assert object_name(ObjectArgs(), 1) == "object2"
+
+
+@pytest.mark.parametrize("value", ["-1,5", "-3,4,5,6@f2", "-.5,2@1.5"])
+def test_a_point_left_of_the_frame_reaches_the_checks(value: str) -> None:
+    """argparse took ``--click -1,5`` for an unknown option and said only "expected one
+    argument"; the value must reach the check that says it is outside the frame."""
+    from saganet.commands.demo import build_parser as demo_parser
+    from saganet.segment.__main__ import build_parser as segment_parser
+
+    args = begin(segment_parser(), ["v.mp4", "--output", "o", "--click", value,
+                                    "--negative_click", value, "--box", value])
+    assert args.prompt_items == [("click", value), ("negative_click", value), ("box", value)]
+    args = begin(demo_parser(), ["--variant", "debug", "--click", value, "--box", value])
+    assert args.objects[0].clicks == [value] and args.objects[0].boxes == [value]
+
+
+def test_only_point_values_are_attached() -> None:
+    argv = ["--prompt", "-1,5", "--click", "-1,5", "--", "--click", "-2,5"]
+    assert attach_dash_values(argv) == ["--prompt", "-1,5", "--click=-1,5", "--", "--click",
+                                        "-2,5"]
