@@ -13,6 +13,7 @@ from typing import Any
 
 from saganet.app.limits import Limits
 from saganet.errors import UserInputError, check_cfg_strength, check_time_range
+from saganet.soundtrack import check_seed
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,8 @@ class GenerationOptions:
         check_cfg_strength(self.cfg_strength, "guidance strength")
         if self.num_steps < 1:
             raise UserInputError(f"steps must be at least 1, got {self.num_steps}")
-        # Object k draws its noise from seed + k, and a torch generator takes 64-bit seeds.
-        if not -(2**63) <= self.seed < 2**63:
-            raise UserInputError(f"seed must be a whole number from -2^63 to 2^63 - 1, got "
-                                 f"{self.seed}")
+        # The objects are not known yet: the request checks seed + k for each when it runs.
+        check_seed(self.seed, 1)
 
     @property
     def segment_duration(self) -> float | None:

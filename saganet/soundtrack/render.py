@@ -486,7 +486,9 @@ def check_seed(seed: int, objects: int, name: str = "seed") -> int:
     if not isinstance(seed, Integral) or isinstance(seed, bool):
         raise UserInputError(f"{name} must be an integer, got {seed!r}")
     if not -(2**63) <= seed <= 2**63 - objects:
-        raise UserInputError(f"{name} must be from -2^63 to 2^63 - {objects}, got {seed}")
+        # A seed of 10**300 (typed as 1e300 in the app) would be 301 digits in the message.
+        shown = f"{seed:.3e}" if abs(seed) >= 10**20 else str(seed)
+        raise UserInputError(f"{name} must be from -2^63 to 2^63 - {objects}, got {shown}")
     return int(seed)
 
 

@@ -21,7 +21,7 @@ from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.masks import MaskVideo
 from saganet.media.output import write_mask_video
 from saganet.media.video import load_video_inputs, probe_video
-from saganet.soundtrack import SoundObject, SoundtrackRequest, write_soundtrack
+from saganet.soundtrack import SoundObject, SoundtrackRequest, check_seed, write_soundtrack
 from saganet.soundtrack import render as render_module
 from saganet.soundtrack.mix import MIX_PEAK, level_mix
 from tests.videos import read_audio, stream_ends, write_video
@@ -499,6 +499,14 @@ def test_seeds_are_integers_of_any_type(models, tmp_path: Path) -> None:
         with pytest.raises(UserInputError, match="seed must be"):
             write_soundtrack(models, request, options=OPTIONS, seed=seed, overwrite=True)
     write_soundtrack(models, request, options=OPTIONS, seed=2**63 - len(objects), overwrite=True)
+
+
+@pytest.mark.parametrize("seed", [10**300, -(10**40), 2**63])
+def test_a_huge_seed_is_refused_in_a_short_message(seed: int) -> None:
+    with pytest.raises(UserInputError, match="seed must be") as info:
+        check_seed(seed, 2)
+    message = str(info.value)
+    assert len(message) < 80 and (str(seed) in message or f"{seed:.3e}" in message)
 
 
 def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
