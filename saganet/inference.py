@@ -170,8 +170,12 @@ def encode_conditions(models: SAGANetModels, batch: GenerationBatch,
     Raises:
         UserInputError: a batch that does not fit itself or the models (one line).
     """
-    options = checked_options(options)
-    batch = _checked(models, batch)
+    return _encode(models, _checked(models, batch), checked_options(options))
+
+
+def _encode(models: SAGANetModels, batch: GenerationBatch,
+            options: SamplingOptions) -> tuple[Conditions, Conditions]:
+    """:func:`encode_conditions` of a batch and options already checked."""
     net, device, dtype, b = models.network, models.device, models.dtype, len(batch)
     # Everything CLIP computes comes first, so that CLIP can be released before the rest.
     if batch.clip_features is not None:
@@ -348,14 +352,13 @@ def generate(
             frame counts, one prompt per clip), named in one line.
     """
     options = checked_options(options)
-    # The batch, then the generators against its size, before the features are encoded
-    # (encode_conditions checks the converted batch again, at no cost).
+    # The batch, then the generators against its size, before the features are encoded.
     batch = _checked(models, batch)
     check_generator(generator, len(batch))
     if cancel is not None:
         cancel.check()
     with torch.inference_mode():
-        conditions, empty = encode_conditions(models, batch, options)
+        conditions, empty = _encode(models, batch, options)
         net = models.network
         shape = (len(batch), net.config.latent_seq_len, net.config.latent_dim)
         x0 = initial_noise(shape, generator, models.device, models.dtype)  # (B, N, C)
