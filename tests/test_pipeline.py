@@ -41,16 +41,22 @@ def test_missing_checkpoint_is_reported_before_any_other_file(tmp_path: Path) ->
 def test_debug_weights_in_an_unwritable_folder_are_a_user_error(tmp_path: Path, capsys) -> None:
     from saganet.debug_weights import main
 
-    # A folder that cannot be created (under a file) stands for one without write permission,
-    # which the tests cannot make when they run as root.
-    blocker = tmp_path / "file"
-    blocker.write_bytes(b"")
+    # /proc is a folder in which even root can create nothing: it stands for one without
+    # write permission, which the tests cannot make when they run as root.
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc (Linux)")
+    unwritable = Path("/proc") / f"saganet-test-{tmp_path.name}"
     with pytest.raises(UserInputError, match="cannot write the debug weights") as info:
-        load_models("debug", weights_dir=blocker / "cache")
-    assert str(blocker / "cache") in str(info.value)
-    assert main([str(blocker / "cache")]) == 2
+        load_models("debug", weights_dir=unwritable)
+    assert str(unwritable) in str(info.value)
+    assert main([str(unwritable)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write the debug weights" in err
+    # A file where a folder of the cache must be is named as such, before anything is tried.
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(UserInputError, match=f"{blocker} is not a folder"):
+        load_models("debug", weights_dir=blocker / "cache")
 
 
 def test_weights_file_layout_is_checked(tmp_path: Path) -> None:

@@ -573,8 +573,17 @@ def test_cli_offline_missing_file_exits_2_with_one_line(
 def test_cli_unwritable_cache_exits_2_with_one_line(
         server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry = _registry(server, **{"a.pth": b"a"})
-    # A folder that cannot be created (under a file) stands for one without write permission,
-    # which the tests cannot make when they run as root.
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc (Linux)")
+    # /proc is a folder in which even root can create nothing: it stands for one without
+    # write permission, which the tests cannot make when they run as root.
+    unwritable = Path("/proc") / f"saganet-test-{tmp_path.name}"
+    code = main(["fetch", "g", "--weights_dir", str(unwritable)], registry=registry,
+                groups={"g": ("a.pth",)})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot write to the weights folder" in err and str(unwritable) in err
+    # A file where a folder must be: named before anything is fetched.
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
     code = main(["fetch", "g", "--weights_dir", str(blocker / "cache")], registry=registry,
