@@ -26,6 +26,7 @@ import timeit
 from pathlib import Path
 
 import torch
+from sizes import add_threads_flag
 
 from saganet.app.engine import _LastReport
 from saganet.cancel import CancelToken, checked
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds")
     parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps")
     parser.add_argument("--seconds", type=positive_float, default=2.0, help="clip length")
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    add_threads_flag(parser, default=1, help="torch threads")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps = 2, 8

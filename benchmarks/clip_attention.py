@@ -21,7 +21,7 @@ import time
 
 import torch
 from pipeline import build_clip
-from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
+from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, check_device, write_json
 
 from saganet.cli import positive_int
 
@@ -36,8 +36,7 @@ def main() -> int:
                         help="alternating rounds per path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: saganet.runtime's policy)")
+    add_threads_flag(parser)
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

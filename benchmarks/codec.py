@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.codec import AudioCodec, BigVGAN
@@ -52,7 +52,7 @@ def main() -> None:
                         help="duration for the folded-vs-parametrised vocoder comparison")
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="timed calls (best is kept)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_threads_flag(parser, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
     add_json_flag(parser)
     add_tiny_flag(parser)

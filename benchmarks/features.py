@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_json_flag, add_tiny_flag, check_device, write_json
+from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, check_device, write_json
 
 from saganet.cli import positive_int
 from saganet.features import (
@@ -55,7 +55,7 @@ def main() -> None:
                         help="timed runs; the best is shown")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_threads_flag(parser, help="torch CPU threads")
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

@@ -41,12 +41,20 @@ from pipeline import (
     build_clip,
     build_rest,
 )
-from sizes import CLIP_IMAGE_SIZE, TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, write_json
+from sizes import (
+    CLIP_IMAGE_SIZE,
+    TINY_STEPS,
+    Sizes,
+    add_json_flag,
+    add_threads_flag,
+    add_tiny_flag,
+    write_json,
+)
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from saganet.cli import positive_float, positive_int
+from saganet.cli import positive_float
 
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
@@ -201,8 +209,7 @@ def main() -> int:
                         help="seconds of video (default 5; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: saganet.runtime's policy)")
+    add_threads_flag(parser)
     parser.add_argument("--count-only", action="store_true",
                         help="only count each stage's FLOPs (nothing is computed)")
     add_json_flag(parser)

@@ -69,6 +69,7 @@ from sizes import (
     TINY_STEPS,
     Sizes,
     add_json_flag,
+    add_threads_flag,
     add_tiny_flag,
     check_device,
     write_json,
@@ -819,8 +820,7 @@ def main() -> int:
     parser.add_argument("--warmup", action="store_true",
                         help="run the first duration once, untimed, before the timed runs "
                              "(one-off GPU set-up is not a clip's cost)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: saganet.runtime's policy)")
+    add_threads_flag(parser)
     parser.add_argument("--video", type=Path, default=None,
                         help="read this video instead of a synthetic one (needs --mask)")
     parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")

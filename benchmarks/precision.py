@@ -28,6 +28,7 @@ from sizes import (
     CLIP_IMAGE_SIZE,
     TINY_STEPS,
     add_json_flag,
+    add_threads_flag,
     add_tiny_flag,
     check_device,
     write_json,
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=positive_float, default=1.0, help="clip length (>= 0.64)")
     parser.add_argument("--clip-frames", type=positive_int, default=1,
                         help="CLIP frames compared (each costs ~1 TFLOP)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_threads_flag(parser, help="torch CPU threads")
     add_json_flag(parser)
     add_tiny_flag(parser)
     args = parser.parse_args()

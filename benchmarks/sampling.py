@@ -17,7 +17,15 @@ import argparse
 import time
 
 import torch
-from sizes import TINY_STEPS, Sizes, add_json_flag, add_tiny_flag, check_device, write_json
+from sizes import (
+    TINY_STEPS,
+    Sizes,
+    add_json_flag,
+    add_threads_flag,
+    add_tiny_flag,
+    check_device,
+    write_json,
+)
 
 from saganet.cli import guidance_strength, positive_int
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
@@ -70,7 +78,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="runs per setting; best is kept")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_threads_flag(parser, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="2 steps, batch size 1")
     add_json_flag(parser)
     add_tiny_flag(parser)

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,28 @@ class Sizes:
         clip = ClipEncoder.from_model(model, open_clip.get_tokenizer(CLIP_CONFIG),
                                       image_size=CLIP_IMAGE_SIZE)
         return clip.to(device=device, dtype=dtype)
+
+
+def thread_count(text: str) -> int:
+    """``--threads``'s type: a positive count; one above the cores this process may use is
+    taken (benchmarks/threads.py measures such runs on purpose) with a warning, because the
+    threads then wait for each other and the figures measure the contention."""
+    from saganet.cli import positive_int
+    from saganet.runtime import available_cores
+
+    count = positive_int(text)
+    cores = available_cores()
+    if count > cores:
+        print(f"warning: --threads {count} is more than the {cores} core(s) this process may "
+              "use: the threads will wait for each other", file=sys.stderr)
+    return count
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, default: int | None = None,
+                     help: str = "torch CPU threads (default: saganet.runtime's policy)"
+                     ) -> None:
+    """``--threads N`` on a benchmark's argument parser (see :func:`thread_count`)."""
+    parser.add_argument("--threads", type=thread_count, default=default, help=help)
 
 
 def add_tiny_flag(parser: argparse.ArgumentParser) -> None:

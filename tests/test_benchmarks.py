@@ -130,6 +130,22 @@ def test_a_count_or_length_out_of_range_is_refused(tmp_path: Path, script: str, 
     assert not (tmp_path / "out.json").exists()
 
 
+def test_more_threads_than_cores_are_taken_with_a_warning(capsys) -> None:
+    import argparse
+
+    from saganet.runtime import available_cores
+
+    cores = available_cores()
+    assert sizes.thread_count(str(cores)) == cores
+    assert capsys.readouterr().err == ""
+    # benchmarks/threads.py oversubscribes on purpose; elsewhere it is likely a mistake.
+    assert sizes.thread_count(str(cores + 1)) == cores + 1
+    warning = capsys.readouterr().err
+    assert f"--threads {cores + 1}" in warning and f"{cores} core(s)" in warning
+    with pytest.raises(argparse.ArgumentTypeError):
+        sizes.thread_count("0")
+
+
 def numbers(value: object) -> list[float]:
     """Every number in a JSON value (booleans are not numbers here)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
