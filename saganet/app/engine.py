@@ -38,7 +38,13 @@ from saganet.segment.grid import GRID_FPS
 from saganet.segment.models import SegmenterCache, sam2_folder, tracker_for
 from saganet.segment.models import required_files as tracker_files
 from saganet.segment.tracking import Tracking, track_objects
-from saganet.soundtrack import SoundtrackRequest, SoundtrackResult, write_soundtrack
+from saganet.soundtrack import (
+    SoundtrackOutputs,
+    SoundtrackRequest,
+    SoundtrackResult,
+    check_outputs,
+    write_soundtrack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -289,10 +295,12 @@ class Engine:
                 features, an Euler step, a decoded chunk, a file), leaving no file behind.
 
         Raises:
-            UserInputError: bad objects or options, missing weights, a failed tracking.
+            UserInputError: bad objects or options (a name too long for a file name: before
+                the tracking), missing weights, a failed tracking.
             CancelledError: ``cancel`` was cancelled.
         """
         check_objects(objects)
+        check_output_names(video, objects, output_dir)
         reports = _LastReport(progress)
         with _logged_stop("generation", reports), self.lock:
             if cancel is not None:
@@ -327,3 +335,21 @@ def check_objects(objects: Sequence[AppObject]) -> None:
         if not obj.pointed:
             raise UserInputError(f"object {obj.name!r} has no click yet: click on it in the "
                                  "frame (or give a box or a phrase)")
+
+
+def check_output_names(video: Path, objects: Sequence[AppObject], output_dir: Path) -> None:
+    """The files a generation of ``objects`` writes into ``output_dir`` can be made: the check
+    :func:`~saganet.soundtrack.write_soundtrack` makes before its work, made before the
+    tracking that comes first here (an object's name is part of its stem's file name, and one
+    too long for the file system was refused only after all the tracking).
+
+    Args:
+        video: the video (its name is the files' stem).
+        objects: its objects.
+        output_dir: where the files go.
+
+    Raises:
+        UserInputError: a file name the file system does not take, or an output already there.
+    """
+    outputs = SoundtrackOutputs.named(output_dir, video.stem, [o.name for o in objects])
+    check_outputs(outputs, overwrite=False, inputs=[video])

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from saganet.app.engine import Engine, Progress, Soundtrack, check_objects, tracking_range
+from saganet.app.engine import (
+    Engine,
+    Progress,
+    Soundtrack,
+    check_objects,
+    check_output_names,
+    tracking_range,
+)
 from saganet.app.example import load_example
 from saganet.app.frames import object_color, render_frame
 from saganet.app.limits import Limits
@@ -52,6 +59,8 @@ log = logging.getLogger(__name__)
 Updates = dict[Any, Any]
 
 STOPPED_ON_REQUEST = "stopped on request"
+# The folder of a run that holds Generate's files (the stems, the mix, the MP4).
+OUTPUTS = "out"
 
 
 @dataclass(frozen=True)
@@ -350,9 +359,12 @@ class Handlers:
         """Take what a Track or Generate needs from the session (a copy: the visitor may go
         on scrubbing and clicking meanwhile) and make it the session's job until it ends.
 
-        A stopped job's files are removed (all of the session's, if its tab was closed).
+        A stopped job's files are removed (all of the session's, if its tab was closed). The
+        names of the files a Generate writes are checked here, for Track too: a name too long
+        for the file system is refused before any tracking, not after it.
 
         Raises:
+            UserInputError: the objects or their names cannot be tracked or generated.
             CancelledError: the tab was closed before or while the job ran.
         """
         with session.lock:
@@ -365,6 +377,11 @@ class Handlers:
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
             run = session.new_run()
+            try:
+                check_output_names(session.video, objects, run / OUTPUTS)
+            except UserInputError:
+                shutil.rmtree(run, ignore_errors=True)
+                raise
             job = Job(session.video, objects, tuple(session.objects), prompts, (start, end), run,
                       session.tracking_for(prompts, start, end), session.start_job())
         try:
@@ -407,7 +424,7 @@ class Handlers:
         options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
         began = time.perf_counter()
         with self._job(session, options) as job:
-            made = self.engine.soundtrack(job.video, job.objects, options, job.run / "out",
+            made = self.engine.soundtrack(job.video, job.objects, options, job.run / OUTPUTS,
                                           job.track_range, tracking=job.tracking,
                                           progress=gradio_progress(progress),
                                           cancel=job.cancel)

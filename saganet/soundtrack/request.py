@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,23 @@ class SoundtrackOutputs:
     mix: Path
     stems: dict[str, Path] = field(default_factory=dict)
     video: Path | None = None
+
+    @classmethod
+    def named(cls, folder: Path, stem: str, names: Sequence[str],
+              write_video: bool = True) -> SoundtrackOutputs:
+        """The files of a request with objects called ``names``: known before their masks
+        are (a caller that tracks them first checks these names before the tracking).
+
+        Args:
+            folder: the output folder.
+            stem: the file name stem.
+            names: the objects' names, in order (one object's sound is the mix: no stem).
+            write_video: the ``.mp4`` is written too.
+        """
+        stems = {} if len(names) == 1 else {name: folder / f"{stem}_{name}.flac"
+                                            for name in names}
+        video = folder / f"{stem}.mp4" if write_video else None
+        return cls(folder / f"{stem}.flac", stems, video)
 
     def all(self) -> list[Path]:
         """Every file, the ``.flac`` of the mix last (it marks a finished job)."""
@@ -182,11 +200,8 @@ class SoundtrackRequest:
 
     def outputs(self) -> SoundtrackOutputs:
         """Where the results go."""
-        folder = Path(self.output_dir)
-        stems = {} if len(self.objects) == 1 else {
-            o.name: folder / f"{self.name}_{o.name}.flac" for o in self.objects}
-        video = folder / f"{self.name}.mp4" if self.write_video else None
-        return SoundtrackOutputs(folder / f"{self.name}.flac", stems, video)
+        return SoundtrackOutputs.named(Path(self.output_dir), self.name,
+                                       [o.name for o in self.objects], self.write_video)
 
     def input_files(self) -> list[Path]:
         """The files the request reads: the video and the mask videos."""

@@ -97,6 +97,39 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     refused(handlers.track(0.0, *options(), request(), Recorder()), page, "must start with")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_a_name_too_long_for_a_file_is_refused_before_tracking(app, clip, tmp_path) -> None:
+    """With several objects, each one's name is part of its stem's file name
+    (``<video>_<name>.flac``): a name the file system does not take there is refused by Track
+    and Generate before any tracking, leaving no run folder, and by the engine's generation
+    (the ``/generate`` endpoint's path) before its tracking. It was refused only when the
+    generation came to write its files, after all the tracking. A single object's sound is
+    the mix, named after the video: its name may be that long."""
+    from saganet.app.engine import check_output_names
+    from saganet.app.options import GenerationOptions
+    from saganet.errors import UserInputError
+
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "tab1")
+    handlers.add_object(0.0, request())
+    handlers.click(False, 0.0, select(60, 60), request())
+    long = "a" * 250  # a file name of its own, but not with "shapes_" and ".flac" around it
+    handlers.edit_name(long, 1, request())
+    session = handlers.sessions.get("tab1")
+    for run in (handlers.track, handlers.generate):
+        progress = Recorder()
+        refused(run(0.0, *options(1.0), request(), progress), page, "name too long")
+        assert progress.calls == [] and not list(session.folder.glob("run-*"))
+        assert not session.busy and session.tracking is None
+    reports = []
+    with pytest.raises(UserInputError, match="name too long"):
+        handlers.engine.soundtrack(clip, session.objects, GenerationOptions(duration=1.0),
+                                   tmp_path / "out", (0.0, 1.0),
+                                   progress=lambda *report: reports.append(report))
+    assert reports == [] and not (tmp_path / "out").exists()
+    check_output_names(clip, session.objects[1:], tmp_path / "out")
+
+
 def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
     """A click on the shown (smaller) frame lands on the video's pixel under it, at the time of
     the frame scrubbed to; another tab's session is separate."""
