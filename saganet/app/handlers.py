@@ -9,7 +9,10 @@ status line), never a stack trace, and the app goes on serving.
 Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
 and clicking while the models run. They run as the session's job: closing the tab or pressing
 Stop cancels it (:class:`~saganet.cancel.CancelledError` at its next safe point), its files
-are removed and the event ends with a status line.
+are removed and the event ends with a status line. A Track or Generate still waiting for the
+models (another tab's job has them) has its token already, from the event's validator, which
+Gradio runs as it queues the event: Stop cancels it there, and has the page drop the event
+from the queue, so that it starts nothing.
 
 Annotations here are evaluated (no ``from __future__ import annotations``): Gradio reads them
 to pass ``gr.Request`` and ``gr.SelectData``.
@@ -59,6 +62,10 @@ log = logging.getLogger(__name__)
 Updates = dict[Any, Any]
 
 STOPPED_ON_REQUEST = "stopped on request"
+STOPPED_WAITING = "stopped on request before it started"
+# The kinds of job, as a visitor reads them: each has its event, and its token while the event
+# waits in Gradio's queue (Session.waiting).
+TRACKING, GENERATION = "tracking", "generation"
 # The folder of a run that holds Generate's files (the stems, the mix, the MP4).
 OUTPUTS = "out"
 
@@ -69,16 +76,18 @@ class Job:
 
     Args:
         video: the video.
+        options: the job's options.
         objects: copies of the session's objects.
         originals: the session's objects themselves (the tracking is theirs).
         prompts: their tracking prompts.
         track_range: seconds to track.
         run: the folder of the job's files.
         tracking: the session's tracking, if it fits these prompts and seconds.
-        cancel: stops the job (the tab closed).
+        cancel: stops the job (Stop, or the tab closed).
     """
 
     video: Path
+    options: GenerationOptions
     objects: list[AppObject]
     originals: tuple[AppObject, ...]
     prompts: tuple[ObjectPrompt, ...]
@@ -355,19 +364,30 @@ class Handlers:
                 self.page.objects_table: objects_table(session), **self._frame(session, time_s)}
 
     @contextmanager
-    def _job(self, session: Session, options: GenerationOptions) -> Iterator[Job]:
+    def _job(self, session: Session, kind: str, values: tuple[Any, ...]) -> Iterator[Job]:
         """Take what a Track or Generate needs from the session (a copy: the visitor may go
         on scrubbing and clicking meanwhile) and make it the session's job until it ends.
 
-        A stopped job's files are removed (all of the session's, if its tab was closed). The
-        names of the files a Generate writes are checked here, for Track too: a name too long
-        for the file system is refused before any tracking, not after it.
+        First of all, under the session's lock, the event takes the token it got when Gradio
+        queued it: a *Stop* pressed while it waited has cancelled it, and it starts nothing;
+        a *Stop* pressed from here on finds the running job. A stopped job's files are removed
+        (all of the session's, if its tab was closed). The names of the files a Generate
+        writes are checked here, for Track too: a name too long for the file system is
+        refused before any tracking, not after it.
+
+        Args:
+            session: the visitor's session.
+            kind: :data:`TRACKING` or :data:`GENERATION`.
+            values: the advanced options' fields, as :meth:`_options` takes them.
 
         Raises:
-            UserInputError: the objects or their names cannot be tracked or generated.
-            CancelledError: the tab was closed before or while the job ran.
+            UserInputError: bad options, or objects (or their names) that cannot be tracked or
+                generated.
+            CancelledError: *Stop* was pressed, or the tab closed, before or while the job ran.
         """
         with session.lock:
+            cancel = session.take_token(kind)
+            options = self._options(*values)
             session.check_open()
             session.require_grid()
             session.check_no_job()
@@ -382,8 +402,9 @@ class Handlers:
             except UserInputError:
                 shutil.rmtree(run, ignore_errors=True)
                 raise
-            job = Job(session.video, objects, tuple(session.objects), prompts, (start, end), run,
-                      session.tracking_for(prompts, start, end), session.start_job())
+            session.start_job(cancel)
+            job = Job(session.video, options, objects, tuple(session.objects), prompts,
+                      (start, end), run, session.tracking_for(prompts, start, end), cancel)
         try:
             yield job
         except CancelledError:
@@ -398,9 +419,9 @@ class Handlers:
               progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Track button: track every object, show the overlay video and visible times."""
         session = self.session(request)
-        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
         began = time.perf_counter()
-        with self._job(session, options) as job:
+        values = (start, duration, end, cfg_strength, num_steps, seed, variant)
+        with self._job(session, TRACKING, values) as job:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
                                          progress=gradio_progress(progress),
                                          cancel=job.cancel)
@@ -421,10 +442,10 @@ class Handlers:
                  progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Generate button: track (if needed) and generate, then players and downloads."""
         session = self.session(request)
-        options = self._options(start, duration, end, cfg_strength, num_steps, seed, variant)
         began = time.perf_counter()
-        with self._job(session, options) as job:
-            made = self.engine.soundtrack(job.video, job.objects, options, job.run / OUTPUTS,
+        values = (start, duration, end, cfg_strength, num_steps, seed, variant)
+        with self._job(session, GENERATION, values) as job:
+            made = self.engine.soundtrack(job.video, job.objects, job.options, job.run / OUTPUTS,
                                           job.track_range, tracking=job.tracking,
                                           progress=gradio_progress(progress),
                                           cancel=job.cancel)
@@ -437,13 +458,51 @@ class Handlers:
         took = time.perf_counter() - began
         return {**updates, self.page.status: generation_summary(made, took)}
 
+    def queued(self, kind: str) -> Callable[..., list[dict[str, Any]]]:
+        """The validator of the ``kind`` event (Track or Generate), which gives the event its
+        token (:meth:`Session.job_queued`) as Gradio puts it in its queue.
+
+        Gradio runs an event's validator when it is about to queue that event, and only then
+        (not for a click it ignores because the last one still waits, nor for inputs it
+        refuses): a token is made for each event queued, and for nothing else. One made when
+        the handler starts would come too late for a *Stop* pressed while the event waits for
+        another tab's job. Every input is declared valid: the handler checks them.
+        """
+
+        # The request first: Gradio passes it to a positional parameter annotated with it.
+        def validator(request: gr.Request, *values: Any) -> list[dict[str, Any]]:
+            self.session(request).job_queued(kind)
+            return [gr.validate(True, "") for _ in values]
+
+        return validator
+
     @page_errors
     def stop(self, request: gr.Request) -> Updates:
         """The Stop button: the tab's running Track or Generate stops at its next safe point
-        (as when the tab closes); its event then says so in the status line."""
-        if self.session(request).stop_job(STOPPED_ON_REQUEST):
-            return {self.page.status: "Stopping..."}
-        return {self.page.status: "Nothing to stop: no tracking or generation is running."}
+        (as when the tab closes), and its event then says so in the status line; one waiting
+        in Gradio's queue starts nothing.
+
+        The page also drops a stopped waiting event from the queue: the update of its
+        :attr:`~saganet.app.layout.Page.stop_waiting` state fires that state's change event,
+        which cancels the event in the page (Gradio takes it out of its queue, and its
+        button works again at once). Only the waiting ones: a running event cancelled that
+        way would lose its status line and free the models' queue slot while it still ran.
+        """
+        session = self.session(request)
+        with session.lock:
+            running = session.stop_job(STOPPED_ON_REQUEST)
+            waiting = session.stop_waiting(STOPPED_WAITING)
+        # Any new value fires the change event.
+        updates: Updates = {self.page.stop_waiting[kind]: time.monotonic_ns()
+                            for kind in waiting}
+        if waiting:
+            held = f"the {' and the '.join(waiting)} waiting in line will not start"
+            message = (f"Stopping... ({held})." if running
+                       else f"**Stopped:** {held}.")
+        else:
+            message = ("Stopping..." if running else
+                       "Nothing to stop: no tracking or generation is running or waiting.")
+        return {**updates, self.page.status: message}
 
     def _results(self, made: Soundtrack, run: Path) -> Updates:
         page = self.page

@@ -1,11 +1,14 @@
 """The page: its components (:class:`Page`), their arrangement, and which handler each event
 calls (:func:`build_app`).
 
-Model work (Track, Generate and the ``/generate`` endpoint) shares one slot of Gradio's queue
-(``concurrency_id="model"``, limit 1): one generation at a time, the others wait in line with
-their place shown. Light events (scrubbing, clicks, edits, Stop) do not wait for it. Closing
-the tab (Gradio's ``unload``) and Stop both cancel the tab's running job; the same ``unload``
-runs for a ``gradio_client`` client that goes away, and cancels its ``/generate`` calls.
+Model work (Track, Generate, the example and the ``/generate`` endpoint) shares one slot of
+Gradio's queue (``concurrency_id="model"``, limit 1): one generation at a time, the others wait
+in line with their place shown. Light events (scrubbing, clicks, edits, Stop) do not wait for
+it. Closing the tab (Gradio's ``unload``) and Stop both cancel the tab's running job; Stop
+also cancels its Track or Generate waiting in line, through the token Gradio's queue gave the
+event (its validator) and by dropping the event from the queue (a state whose change cancels
+it). The same ``unload`` runs for a ``gradio_client`` client that goes away, and cancels its
+``/generate`` calls.
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ import gradio as gr
 from saganet.app.api import API_NAME, GenerateEndpoint
 from saganet.app.engine import Engine
 from saganet.app.frames import placeholder
-from saganet.app.handlers import Handlers
+from saganet.app.handlers import GENERATION, TRACKING, Handlers
 from saganet.app.limits import Limits
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Sessions
@@ -57,6 +60,8 @@ class Page:
     track: gr.Button
     generate: gr.Button
     stop: gr.Button
+    # Per kind of job: set by Stop when it stopped that kind's event waiting in the queue.
+    stop_waiting: dict[str, gr.State]
     status: gr.Markdown
     preview: gr.Video
     tracking_summary: gr.Markdown
@@ -135,6 +140,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
         track = gr.Button("Track", elem_id="track")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", scale=0, min_width=120, elem_id="stop")
+    stop_waiting = {kind: gr.State() for kind in (TRACKING, GENERATION)}
     status = gr.Markdown(elem_id="status")
     with gr.Row():
         preview = gr.Video(label="Tracked objects", interactive=False, elem_id="preview")
@@ -154,8 +160,9 @@ def _page(limits: Limits, default_variant: str) -> Page:
                         interactive=False, elem_id="downloads")
     return Page(upload, example, frame, time, video_info, object_choice, add_object,
                 remove_object, clear_clicks, negative_click, name, prompt, negative_prompt,
-                phrase, objects_table, options, track, generate, stop, status, preview,
-                tracking_summary, mix, mix_spectrogram, downloads, rows, stems, pictures)
+                phrase, objects_table, options, track, generate, stop, stop_waiting, status,
+                preview, tracking_summary, mix, mix_spectrogram, downloads, rows, stems,
+                pictures)
 
 
 def _endpoint(endpoint: GenerateEndpoint) -> None:
@@ -205,15 +212,23 @@ def _wire(page: Page, handlers: Handlers) -> None:
                    trigger_mode="always_last", **quiet)
     results = [page.frame, page.objects_table, page.status, page.preview,
                page.tracking_summary]
-    page.track.click(handlers.track, [page.time, *page.options], results,
-                     api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    page.generate.click(
-        handlers.generate, [page.time, *page.options],
-        [*results, page.mix, page.mix_spectrogram, page.downloads, *page.stem_rows,
-         *page.stems, *page.stem_spectrograms],
-        api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    jobs = {
+        TRACKING: page.track.click(
+            handlers.track, [page.time, *page.options], results, api_visibility="private",
+            concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(TRACKING)),
+        GENERATION: page.generate.click(
+            handlers.generate, [page.time, *page.options],
+            [*results, page.mix, page.mix_spectrogram, page.downloads, *page.stem_rows,
+             *page.stems, *page.stem_spectrograms],
+            api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+            validator=handlers.queued(GENERATION)),
+    }
     # Not in the model queue: it must reach the job it stops.
-    page.stop.click(handlers.stop, None, [page.status], **quiet)
+    page.stop.click(handlers.stop, None, [page.status, *page.stop_waiting.values()], **quiet)
+    # Stop changes a kind's state only when that kind's event waits in line (Handlers.stop):
+    # the page then cancels the event, and Gradio takes it out of its queue.
+    for kind, event in jobs.items():
+        page.stop_waiting[kind].change(None, None, None, cancels=[event])
 
 
 @dataclass

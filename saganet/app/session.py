@@ -13,7 +13,10 @@ own cache, so an older run is removed when a new one starts.
 A session runs one Track or Generate at a time, its *job*, with a
 :class:`~saganet.cancel.CancelToken`. A tab that closes cancels its job, which stops at its
 next safe point (a tracked frame, an Euler step, a window, a file); the session's folder goes
-once the job has stopped, and the closed session starts no further job.
+once the job has stopped, and the closed session starts no further job. A Track or Generate
+still waiting in Gradio's queue (another tab's job has the models) already has its token,
+made when Gradio queued it (:meth:`Session.job_queued`): *Stop* cancels it there, and the job
+it would have become starts nothing.
 
 Calls of the ``/generate`` endpoint are keyed the same way, by the session hash of the
 ``gradio_client.Client`` that made them, but a client may queue several: each call gets its
@@ -102,6 +105,10 @@ class Session:
         self.view: FrameView | None = None  # the frame the page shows
         self.busy = False  # a Track or Generate of this session is running
         self.job: CancelToken | None = None  # stops the running Track or Generate
+        # The tokens of this tab's Track and Generate events waiting in Gradio's queue, by
+        # kind: the page sends no second event of a kind while one waits (Gradio ignores the
+        # click), so a kind's token is that of its one waiting event.
+        self.waiting: dict[str, CancelToken] = {}
         self.ended = False  # the tab was closed: no more jobs, no more files
         self._runs = 0
         self.lock = threading.RLock()
@@ -259,11 +266,38 @@ class Session:
         name = next((name for o, name in self._tracked_objects if o is obj), None)
         return name if name in self.tracking.objects else None
 
-    def start_job(self) -> CancelToken:
+    def job_queued(self, kind: str) -> None:
+        """Gradio has queued a Track or Generate of this session: its token is made now, so
+        that *Stop* reaches the event before it starts.
+
+        A newer event of a kind replaces the token of the last one, which has started (and
+        taken it) or was dropped from the queue (*Stop* has Gradio remove it): an old token,
+        cancelled or not, never reaches a later job.
+
+        Args:
+            kind: which event (``"tracking"`` or ``"generation"``).
+        """
+        with self.lock:
+            self.waiting[kind] = CancelToken()
+
+    def take_token(self, kind: str) -> CancelToken:
+        """The token of the ``kind`` event starting now: the one it got when Gradio queued it
+        (taken: the next event of the kind gets its own), or a new one for an event that did
+        not come through the queue (call with :attr:`lock` held).
+
+        Raises:
+            CancelledError: *Stop* was pressed while the event waited: it starts nothing.
+        """
+        token = self.waiting.pop(kind, None) or CancelToken()
+        token.check()
+        return token
+
+    def start_job(self, cancel: CancelToken) -> None:
         """Mark the session busy with a Track or Generate (call with :attr:`lock` held).
 
-        Returns:
-            the job's token: :meth:`stop_job` and a closing tab cancel it.
+        Args:
+            cancel: the job's token (:meth:`take_token`): :meth:`stop_job` and a closing tab
+                cancel it.
 
         Raises:
             CancelledError: the tab was closed (its queued job starts nothing).
@@ -271,8 +305,7 @@ class Session:
         """
         self.check_open()
         self.check_no_job()
-        self.busy, self.job = True, CancelToken()
-        return self.job
+        self.busy, self.job = True, cancel
 
     def check_no_job(self) -> None:
         """Raises UserInputError while a Track or Generate of this session runs."""
@@ -290,6 +323,22 @@ class Session:
                 return False
             self.job.cancel(reason)
             return True
+
+    def stop_waiting(self, reason: str) -> list[str]:
+        """Cancel the tokens of the Track and Generate events waiting in Gradio's queue: each
+        starts nothing when its turn comes.
+
+        Args:
+            reason: why (shown in the page if the event still starts).
+
+        Returns:
+            the kinds of the events stopped now (not those stopped before).
+        """
+        with self.lock:
+            stopped = [kind for kind, token in self.waiting.items() if not token.cancelled]
+            for kind in stopped:
+                self.waiting[kind].cancel(reason)
+            return stopped
 
     def new_run(self) -> Path:
         """A fresh folder for a generation; the previous run's folder is removed.

@@ -334,6 +334,77 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
     stopped_in_sampling("the tab was closed")
 
 
+def test_stop_a_generation_waiting_in_line(chromium, server, monkeypatch) -> None:
+    """Two tabs on the example: the first generates (held at its first Euler step until the
+    test lets it go on), the second presses Generate, which waits in line for the models,
+    then Stop. The second tab's status line says its generation will not start, and its
+    Generate works again at once; that generation waits, then runs to the end after the first
+    tab's, untouched by the earlier Stop. The stopped one never reaches its handler (Gradio
+    dropped it from its queue). A Stop with nothing running or waiting says so, and the tabs
+    leave no file."""
+    import threading
+
+    from saganet.app.session import Session
+
+    engine = server.engine
+    soundtrack, take_token = engine.soundtrack, Session.take_token
+    held, release = threading.Event(), threading.Event()
+    taken, ran = [], []
+
+    def holding(*args, progress, **kwargs):
+        first = not ran
+        ran.append(kwargs["cancel"])
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress(stage, done, total)
+            if first and stage == "sampling" and not held.is_set():
+                held.set()
+                release.wait(300)
+
+        return soundtrack(*args, progress=report, **kwargs)
+
+    def taking(session, kind: str):
+        taken.append(kind)
+        return take_token(session, kind)
+
+    monkeypatch.setattr(engine, "soundtrack", holding)
+    monkeypatch.setattr(Session, "take_token", taking)
+    pages = []
+    try:
+        for _ in range(2):
+            page = chromium.new_page()
+            page.goto(server.url)
+            page.locator("#frame img").wait_for()
+            page.locator("#advanced").get_by_text("Advanced options").click()
+            page.locator("#example").click()  # in the models' line too: before generating
+            wait_text(page, "#status", "The example is loaded")
+            set_options(page, {"#opt-duration input": 1.0, "#opt-steps input": 2})
+            pages.append(page)
+        first, second = pages
+        first.locator("#generate").click()
+        assert held.wait(300)
+        second.locator("#generate").click()
+        wait_text(second, "#status", "queue")  # its place in line
+        second.locator("#stop").click()
+        wait_text(second, "#status", "Stopped: the generation waiting in line will not start")
+        second.wait_for_function(
+            "!document.querySelector('#status').innerText.includes('queue')", timeout=30_000)
+        second.locator("#generate").click()
+        wait_text(second, "#status", "queue")
+        release.set()
+        wait_text(first, "#status", "Generated 1.00 s", timeout=300)
+        wait_text(second, "#status", "Generated 1.00 s", timeout=300)
+    finally:
+        release.set()
+    # The first tab's generation and the second's second one: each took its token and ran.
+    assert taken == ["generation"] * 2 and len(ran) == 2
+    assert not any(token.cancelled for token in ran)
+    second.locator("#stop").click()
+    wait_text(second, "#status", "Nothing to stop")
+    first.close()
+    close_and_check_gone(second, server, seconds=30)
+
+
 def readme_picture(page, folder: Path) -> None:
     """The finished page, scaled to the README's width (also to $SAGANET_APP_SCREENSHOT)."""
     from PIL import Image

@@ -403,6 +403,53 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -
     assert "Generated 1.00 s" in updates[page.status]
 
 
+def test_stop_while_waiting_in_the_queue(app, clip) -> None:
+    """A Generate waiting in Gradio's queue (its validator ran, its handler has not) is
+    stopped by Stop: the page's state for it changes (which has the page drop it from the
+    queue), and if it starts anyway it does nothing and leaves no file. It used to find no
+    running job ("Nothing to stop") and then run. Stop with nothing running or waiting, or
+    pressed again, stops nothing; a Generate queued after a Stop runs, whether the stopped one
+    was dropped or started; with a Track running and a Generate waiting, Stop stops both."""
+    from saganet.app.handlers import GENERATION, TRACKING
+
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "tab1")
+    session = handlers.sessions.get("tab1")
+    values = (0.0, *options(1.0, steps=1))
+    nothing = {page.status: "Nothing to stop: no tracking or generation is running or waiting."}
+    stopped = "**Stopped:** the generation waiting in line will not start."
+    assert handlers.stop(request()) == nothing
+    for dropped in (True, False):
+        handlers.queued(GENERATION)(request(), *values)
+        updates = handlers.stop(request())
+        assert list(updates) == [page.stop_waiting[GENERATION], page.status]
+        assert updates[page.status] == stopped
+        assert handlers.stop(request()) == nothing  # pressed twice
+        if not dropped:  # it starts after all
+            progress, runs = Recorder(), list(session.folder.glob("run-*/**/*"))
+            assert handlers.generate(*values, request(), progress) == {
+                page.status: "**Stopped:** stopped on request before it started."}
+            # The last results stay, and nothing is added.
+            assert progress.calls == [] and list(session.folder.glob("run-*/**/*")) == runs
+            assert not session.busy and session.job is None
+            assert handlers.stop(request()) == nothing
+        # The next Generate is not touched by that Stop.
+        handlers.queued(GENERATION)(request(), *values)
+        updates = handlers.generate(*values, request(), Recorder())
+        assert "Generated 1.00 s" in updates[page.status]
+    # A Track running (its token taken as it started) and a Generate waiting behind it.
+    handlers.queued(TRACKING)(request(), *values)
+    handlers.queued(GENERATION)(request(), *values)
+    with session.lock:
+        session.start_job(running := session.take_token(TRACKING))
+    updates = handlers.stop(request())
+    assert list(updates) == [page.stop_waiting[GENERATION], page.status]
+    assert updates[page.status] == ("Stopping... (the generation waiting in line will not "
+                                    "start).")
+    assert running.cancelled and running.reason == "stopped on request"
+    handlers.sessions.job_ended(session)
+
+
 def test_a_new_object_does_not_show_a_removed_objects_tracking(app, clip) -> None:
     """The tracked masks belong to the objects tracked, not to their names: an object added
     after one was removed gets the removed one's free name but shows no masks and no visible

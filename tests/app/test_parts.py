@@ -22,6 +22,7 @@ from saganet.app.objects import AppObject, Click, free_name, objects_from_json
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Sessions
 from saganet.app.spectrogram import HEIGHT, colorize, write_spectrogram
+from saganet.cancel import CancelToken
 from saganet.errors import UserInputError
 from saganet.example import synthetic_example
 from saganet.media.masks import MaskVideo
@@ -291,9 +292,10 @@ def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -
     for session in (closing, other):
         session.new_run()
         with session.lock:
-            tokens[session.folder.name] = session.start_job()
+            tokens[session.folder.name] = CancelToken()
+            session.start_job(tokens[session.folder.name])
     with pytest.raises(UserInputError, match="already"):
-        closing.start_job()
+        closing.start_job(CancelToken())
     sessions.end("closing")
     assert tokens["closing"].cancelled and not tokens["other"].cancelled
     with pytest.raises(CancelledError, match=session_module.TAB_CLOSED):
@@ -303,7 +305,7 @@ def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -
     assert len(sessions) == 1 and not closing.folder.exists()
     again = sessions.get("closing")  # an event of the closed tab still in the queue
     assert again is not closing and again.ended and len(sessions) == 1
-    for start in (again.start_job, again.new_run):
+    for start in (lambda: again.start_job(CancelToken()), again.new_run):
         with pytest.raises(CancelledError):
             start()
     assert not again.folder.exists()
@@ -311,7 +313,7 @@ def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -
     assert other.folder.is_dir() and not other.busy and other.job is None
     assert not other.stop_job("nothing runs")
     with other.lock:
-        token = other.start_job()
+        other.start_job(token := CancelToken())
     sessions.close()
     assert token.cancelled and token.reason == session_module.APP_CLOSED
     assert not (tmp_path / "root").exists()
@@ -331,7 +333,7 @@ def test_api_calls_are_stopped_per_client(tmp_path) -> None:
     stopped or failed call removes its folder, a finished one keeps it until the next call; a
     gone client's later call, and any call once the app closes, starts nothing."""
     from saganet.app import session as session_module
-    from saganet.cancel import CancelledError, CancelToken
+    from saganet.cancel import CancelledError
 
     sessions = Sessions(tmp_path / "root")
     with sessions.api_call("gone") as first, sessions.api_call("gone") as second, \
@@ -375,7 +377,7 @@ def test_closing_waits_for_jobs_and_calls_to_stop_before_removing_their_files(tm
     sessions = Sessions(tmp_path / "root")
     session = sessions.get("tab")
     with session.lock:
-        job = session.start_job()
+        session.start_job(job := CancelToken())
     written: list[Path] = []
     errors: list[BaseException] = []
     started = threading.Semaphore(0)
