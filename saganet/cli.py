@@ -37,6 +37,10 @@ CPU_BF16_HINT = ("this CPU multiplies bf16 matrices natively (AMX / AVX512-BF16)
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
+# Where the weights cache is when no folder is given (saganet.weights.cache_dir), for the help
+# of every --weights_dir: kept here, as importing saganet.weights would slow down --help.
+CACHE_DEFAULT = "$SAGANET_CACHE, else $XDG_CACHE_HOME/saganet, else ~/.cache/saganet"
+
 
 def _variant(args: argparse.Namespace) -> str | None:
     return getattr(args, "variant", None)
@@ -292,7 +296,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="saganet_small",
                         help="saganet_small (LoRA, default), saganet_small_no_lora or debug")
     parser.add_argument("--weights_dir", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
+                        help=f"weights folder (default: {CACHE_DEFAULT})")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a weights file to use instead of the variant's published one")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps, cpu")

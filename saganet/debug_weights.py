@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from saganet.checkpoint import weights_file_dict
+from saganet.cli import CACHE_DEFAULT
 from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
 from saganet.codec.bigvgan import BigVGANConfig
 from saganet.errors import UserInputError, report_user_error
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Write random tiny weights of the debug "
                                                  "variant (nothing is downloaded).")
     parser.add_argument("directory", nargs="?", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
+                        help=f"weights folder (default: {CACHE_DEFAULT})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
     root = cache_dir(args.directory)

@@ -60,3 +60,38 @@ def test_only_point_values_are_attached() -> None:
     argv = ["--prompt", "-1,5", "--click", "-1,5", "--", "--click", "-2,5"]
     assert attach_dash_values(argv) == ["--prompt", "-1,5", "--click=-1,5", "--", "--click",
                                         "-2,5"]
+
+
+def test_the_cache_rule_of_the_help_is_cache_dirs(tmp_path: Path, monkeypatch) -> None:
+    """CACHE_DEFAULT, shown by every --weights_dir, says what cache_dir does without a folder."""
+    from saganet.cli import CACHE_DEFAULT
+    from saganet.weights import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SAGANET_CACHE", str(tmp_path / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    found = [cache_dir()]
+    monkeypatch.delenv("SAGANET_CACHE")
+    found.append(cache_dir())
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    found.append(cache_dir())
+    assert found == [tmp_path / "own", tmp_path / "xdg" / "saganet",
+                     tmp_path / "home" / ".cache" / "saganet"]
+    assert CACHE_DEFAULT == "$SAGANET_CACHE, else $XDG_CACHE_HOME/saganet, else ~/.cache/saganet"
+
+
+def test_every_weights_folder_option_gives_the_cache_rule() -> None:
+    """The help of each command's --weights_dir (or the debug weights' folder) names
+    $XDG_CACHE_HOME too; it once said only "$SAGANET_CACHE or ~/.cache/saganet"."""
+    from saganet.cli import CACHE_DEFAULT
+    from tests.test_docs_commands import _all_parsers, _entry_points, capture_parser
+
+    helps = {}
+    for entry in _entry_points():
+        for parser in _all_parsers(capture_parser(entry)):
+            for action in parser._actions:
+                if "--weights_dir" in action.option_strings or action.dest == "directory":
+                    helps[f"{entry.name} {parser.prog}"] = action.help
+    assert len(helps) >= 7, helps  # demo, batch, app, segment, weights fetch/list, debug, latents
+    wrong = {name: text for name, text in helps.items() if CACHE_DEFAULT not in text}
+    assert not wrong, wrong

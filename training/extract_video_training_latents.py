@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from saganet import dist
+from saganet.cli import CACHE_DEFAULT
 from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("extract_video_training_latents")
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "encoders) or debug (tiny random encoders for tests, generated "
                              "in the weights folder on first use)")
     parser.add_argument("--weights_dir", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet; "
+                        help=f"weights folder (default: {CACHE_DEFAULT}; "
                              "`python -m saganet.debug_weights` writes the debug weights)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never download weights; report missing files and where they go")

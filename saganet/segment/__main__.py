@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from saganet.cli import begin
+from saganet.cli import CACHE_DEFAULT, begin
 from saganet.errors import UserInputError, report_user_error
 
 PROG = "python -m saganet.segment"
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_model", default=None,
                         help="local SAM 3 folder for --text (default: the cache's copy)")
     parser.add_argument("--weights_dir", type=Path, default=None,
-                        help="weights folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
+                        help=f"weights folder (default: {CACHE_DEFAULT})")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never download; report missing files and where they go")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")

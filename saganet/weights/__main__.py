@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from saganet.cli import terminate_cleanly
+from saganet.cli import CACHE_DEFAULT, terminate_cleanly
 from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 from saganet.weights.cache import entry_status, fetch_group
 from saganet.weights.registry import GROUPS, REGISTRY, Entry, HubRepo
@@ -38,7 +38,7 @@ class Subcommand:
 
 def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights_dir", default=None,
-                        help="cache folder (default: $SAGANET_CACHE or ~/.cache/saganet)")
+                        help=f"cache folder (default: {CACHE_DEFAULT})")
 
 
 def _fetch_arguments(parser: argparse.ArgumentParser, tables: Tables) -> None:
