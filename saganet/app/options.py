@@ -1,7 +1,8 @@
 """The generation options of one request: time range, guidance, steps, seed and variant.
 
 The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
-:class:`GenerationOptions`, checked once here, with the demo's defaults and meanings.
+:class:`GenerationOptions`, checked once here, with the demo's defaults and meanings except
+one: without a duration or an end the whole video is generated (the demo's default is 5 s).
 """
 
 from __future__ import annotations
