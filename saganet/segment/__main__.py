@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.cli import CACHE_DEFAULT, begin
-from saganet.errors import UserInputError, report_user_error
+from saganet.errors import UserInputError, check_time_range, report_user_error
 
 PROG = "python -m saganet.segment"
 DEFAULT_OBJECT = "object"
@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Track and write; returns the files written (all of them, or none on an error)."""
     from saganet.segment.tracking import track_objects
 
+    # Named as the flags, as demo.py and the batch command name theirs (the library's check
+    # inside track_objects would say "start" and "end").
+    check_time_range(args.start, args.end, names=("--start", "--end", "--duration"))
     objects = objects_from_args(args.prompt_items or [])
     masks, preview = _outputs(args, [obj.name for obj in objects])
     tracking = track_objects(args.video, objects, model=args.model, text_model=args.text_model,

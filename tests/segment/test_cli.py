@@ -65,8 +65,11 @@ def small_video(tmp_path) -> Path:
     (["--box", "5,5,5,20"], "zero area"),
     (["--text", "violin"], "request access"),
     (["--click", "5,5", "--model", "giant"], "unknown segmentation model"),
-    (["--click", "5,5", "--end", "nan"], "end must be"),
-    (["--click", "5,5", "--start", "inf"], "start must be"),
+    (["--click", "5,5", "--end", "nan"], "--end must be"),
+    (["--click", "5,5", "--start", "inf"], "--start must be"),
+    # Named as demo.py names them (docs/generation.md: "so each says the same").
+    (["--click", "5,5", "--start", "0.2", "--end", "0.1"],
+     "--end (0.1 s) must come after --start (0.2 s)"),
     (["--click", "5,5", "--device", "gpu0"], "unknown device 'gpu0'"),
 ])
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, small_video, capsys, argv, match):
