@@ -104,8 +104,8 @@ class ObjectPrompt:
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
-            raise UserInputError(f"object name {self.name!r} must start with a letter or digit "
-                                 "and hold only letters, digits, '_', '.' and '-'")
+            raise UserInputError(f"object name {self.name!r} must start with an ASCII letter or "
+                                 "digit and hold only ASCII letters, digits, '_', '.' and '-'")
         if self.text is not None:
             if not self.text.strip():
                 raise UserInputError(f"object {self.name}: the text prompt is empty")
