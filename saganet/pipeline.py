@@ -22,7 +22,7 @@ from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
 from saganet.debug_weights import ensure_debug_weights, load_debug_clip
 from saganet.errors import UserInputError
 from saganet.features import ClipEncoder
-from saganet.model import CONFIG_44K_SA, SequenceConfig, merge_lora
+from saganet.model import CONFIG_44K_SA, VARIANTS, SequenceConfig, merge_lora
 from saganet.models import SAGANetModels
 from saganet.state_dict import check_weights_file
 
@@ -60,20 +60,38 @@ def pipeline_variant(name: str) -> PipelineVariant:
     return PIPELINES[name]
 
 
+# What a network takes in: a pipeline variant's encoders and codec feed any network size that
+# takes the same (a file from training a medium network runs with saganet_small's encoders).
+_INPUT_FIELDS = ("latent_dim", "clip_dim", "sync_dim", "text_dim", "latent_seq_len",
+                 "clip_seq_len", "sync_seq_len", "text_seq_len")
+
+
+def _same_inputs(network: str, other: str) -> bool:
+    """Whether two network sizes (keys of :data:`saganet.model.VARIANTS`) take the same
+    features, in width and length."""
+    first, second = VARIANTS.get(network), VARIANTS.get(other)
+    return (first is not None and second is not None
+            and all(getattr(first, f) == getattr(second, f) for f in _INPUT_FIELDS))
+
+
 def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str]) -> None:
     """Before anything slow runs: ``checkpoint`` is a SAGANet weights file whose network (when
-    it records one, as training's files do) is the one of pipeline ``variant``.
+    it records one, as training's files do) takes the features of pipeline ``variant``'s
+    encoders. Its size may differ (the file rebuilds its own network): a medium network trained
+    here runs with ``saganet_small``'s CLIP, Synchformer and codec.
 
     Raises:
-        UserInputError: not such a file, or another network (naming the variants that fit).
+        UserInputError: not such a file, or a network fed by other encoders (naming the
+            variants that fit).
     """
     recorded = check_weights_layout(checkpoint)
     expected = pipeline_variant(variant).network
-    if recorded is not None and recorded != expected:
-        fitting = [name for name, spec in PIPELINES.items() if spec.network == recorded]
+    if recorded is not None and not _same_inputs(recorded, expected):
+        fitting = [name for name, spec in PIPELINES.items()
+                   if _same_inputs(recorded, spec.network)]
         hint = f"; pass --variant {' or '.join(fitting)}" if fitting else ""
-        raise UserInputError(f"holds a {recorded!r} network, variant {variant!r} runs "
-                             f"{expected!r}{hint}", checkpoint)
+        raise UserInputError(f"holds a {recorded!r} network, which variant {variant!r}'s "
+                             f"encoders do not feed{hint}", checkpoint)
 
 
 def required_files(variant: str, *, checkpoint: str | os.PathLike[str] | None = None,

@@ -199,3 +199,44 @@ def test_auto_device_is_accepted_as_on_the_command_line(tmp_path: Path) -> None:
 
     assert load_models("debug", weights_dir=tmp_path, device="auto").device.type == \
         default_device().type
+
+
+def test_a_trained_network_of_another_size_runs_with_the_encoders_that_feed_it(
+        tmp_path: Path) -> None:
+    """train.py records its network's size; a file of another size than the variant's (a
+    medium network, the debug recipe without LoRA) runs with the variant's encoders and codec
+    when they feed it, and is refused, naming the variants that fit, when they do not."""
+    from saganet.features import SynchformerConfig, SynchformerWithContext
+    from saganet.model import VARIANTS, build_network
+    from saganet.pipeline import check_checkpoint
+
+    variant = "debug"
+    other = next(name for name, config in VARIANTS.items()
+                 if name != PIPELINES[variant].network
+                 and config.clip_dim == VARIANTS[PIPELINES[variant].network].clip_dim)
+    path = tmp_path / f"{other}_last.pth"
+    atomic_save(weights_file_dict(build_network(other),
+                                  SynchformerWithContext(SynchformerConfig.debug()), other),
+                path)
+    check_checkpoint(variant, path)
+    models = load_models(variant, weights_dir=tmp_path / "cache", checkpoint=path)
+    assert models.network.config == VARIANTS[other]
+    full = next(name for name, spec in PIPELINES.items() if not spec.debug)
+    with pytest.raises(UserInputError, match=f"pass --variant {variant}"):
+        check_checkpoint(full, path)
+    # Every published pipeline's encoders feed the medium sizes of the same clip length.
+    for name, spec in PIPELINES.items():
+        if spec.debug:
+            continue
+        medium = spec.network.replace("small", "medium")
+        assert medium in VARIANTS
+        medium_path = tmp_path / f"{name}.pth"
+        atomic_save({"network": {}, "synchformer": {}, "config": {"variant": medium}},
+                    medium_path)
+        check_checkpoint(name, medium_path)
+        # MMAudio's own sizes take 8 s clips: no pipeline feeds them.
+        mmaudio_path = tmp_path / f"{name}_mmaudio.pth"
+        atomic_save({"network": {}, "synchformer": {}, "config": {"variant": "small_44k"}},
+                    mmaudio_path)
+        with pytest.raises(UserInputError, match="encoders do not feed$"):
+            check_checkpoint(name, mmaudio_path)
