@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from saganet import weights
-from saganet.fileio import atomic_output, exclusive
+from saganet.fileio import atomic_output, exclusive, ffmpeg_name
 from saganet.media.output import write_mask_video
 
 DUET_VIDEO = "Vid_09_Jesus_tpt_vn_159092_164092.mp4"
@@ -102,7 +102,7 @@ PROMPTS = {"circle": "drum", "square": "violin"}
 
 
 def _write_video(path: Path, scene: SyntheticScene) -> None:
-    with av.open(str(path), "w", format="mp4") as out:
+    with av.open(ffmpeg_name(path), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=Fraction(scene.fps), options={"crf": "18"})
         stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
         for image, _ in scene.frames():

@@ -42,6 +42,20 @@ def name_clash(names: Sequence[str]) -> str | None:
     return None
 
 
+def ffmpeg_name(path: str | os.PathLike[str]) -> str:
+    """The name under which FFmpeg (``av.open``) opens ``path`` as a local file.
+
+    FFmpeg takes the letters, digits and ``+-.`` before a name's first colon for a protocol, so
+    legal relative names such as ``10:15.mp4`` or ``take:2/clip.flac`` (and the hidden
+    temporary names beside them) failed with "Protocol not found". Its ``file:`` protocol
+    opens the rest of the name as it is.
+
+    Args:
+        path: a local file.
+    """
+    return "file:" + os.fspath(path)
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` itself if it exists, else its closest ancestor that does: where creating it
     would begin. A dangling link counts as existing (nothing can be created in its place); a

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from saganet.errors import UserInputError
+from saganet.fileio import ffmpeg_name
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         UserInputError: the file cannot be opened or has no audio stream.
     """
     try:
-        container = av.open(str(path))
+        container = av.open(ffmpeg_name(path))
     except (av.error.FFmpegError, OSError) as err:
         raise UserInputError(f"cannot read audio ({err})", path) from err
     with container:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from saganet.errors import UserInputError
+from saganet.fileio import ffmpeg_name
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def load_mono_audio(path: str | os.PathLike[str], num_samples: int,
     if num_samples <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     try:
-        container = av.open(str(path))
+        container = av.open(ffmpeg_name(path))
     except (av.error.FFmpegError, OSError) as err:
         raise UserInputError(f"cannot read the file: {_reason(err)}", path) from None
     chunks: list[np.ndarray] = []

@@ -32,7 +32,7 @@ import torch
 from av.video.reformatter import ColorRange, VideoReformatter
 
 from saganet.errors import UserInputError, check_seconds
-from saganet.fileio import atomic_output
+from saganet.fileio import atomic_output, ffmpeg_name
 from saganet.media.video import SYNC_FPS, PathLike, open_video, probe_video
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
     path = Path(path)
     samples = _as_mono(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
-    with atomic_output(path, overwrite) as tmp, av.open(str(tmp), "w", format="flac") as out:
+    with atomic_output(path, overwrite) as tmp, \
+            av.open(ffmpeg_name(tmp), "w", format="flac") as out:
         stream = out.add_stream("flac", rate=sr, layout="mono")
         stream.codec_context.format = "s32"
         position = 0
@@ -270,7 +271,7 @@ class _Painter:
 
 
 def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream,
-                  duration: float) -> Iterator[av.Packet] | None:
+                  duration: float, src: Path) -> Iterator[av.Packet] | None:
     """The source's packets, in decoding order, that the first ``duration`` seconds need.
 
     The time origin is the first frame shown, as for reading (:func:`_time_origin`). Packets
@@ -312,8 +313,7 @@ def _copy_packets(container: av.container.InputContainer, stream: av.VideoStream
                 else:
                     held.append(packet)
         except av.error.FFmpegError as err:
-            logger.warning("%s: stopped reading the video at a damaged packet (%s)",
-                           container.name, err)
+            logger.warning("%s: stopped reading the video at a damaged packet (%s)", src, err)
 
     return packets()
 
@@ -344,7 +344,7 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
     with open_video(src) as (container, stream):
         if stream.codec_context.name not in out.supported_codecs:
             return False
-        packets = _copy_packets(container, stream, duration)
+        packets = _copy_packets(container, stream, duration, src)
         if packets is None:
             return False
         out_stream = out.add_stream_from_template(stream)
@@ -494,7 +494,7 @@ def write_video_with_audio(
     with atomic_output(out_path, overwrite, suffix=".mp4") as tmp:
         if not overlays and start == 0:
             try:
-                with av.open(str(tmp), "w", format="mp4") as out:
+                with av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
                     copied = _write_copy(out, src, tracks, sr, duration)
             except av.error.FFmpegError as err:
                 # The muxer refused the copied stream (e.g. a codec tag MP4 does not accept).
@@ -503,7 +503,7 @@ def write_video_with_audio(
             if copied:
                 return out_path
             logger.info("%s: re-encoding the video as H.264 for MP4", src)
-        with av.open(str(tmp), "w", format="mp4") as out:
+        with av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
             _write_reencoded(out, src, tracks, sr, start, duration, overlays)
     return out_path
 
@@ -536,7 +536,7 @@ def write_mask_video(path: PathLike, masks: Iterable[np.ndarray], fps: float = S
     rate = Fraction(fps).limit_denominator(1001)
     codec, options = _lossless_codec()
     with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
-            av.open(str(tmp), "w", format="mp4") as out:
+            av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
         stream = out.add_stream(codec, rate=rate, options=options)
         stream.pix_fmt = "gray"
         stream.codec_context.color_range = ColorRange.JPEG

@@ -41,6 +41,7 @@ from av.video.reformatter import ColorRange, VideoReformatter
 from torchvision.transforms.v2 import functional as TF
 
 from saganet.errors import UserInputError, check_seconds
+from saganet.fileio import ffmpeg_name
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vid
     """
     _check_file(path)
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(ffmpeg_name(path), mode="r")
     except (av.error.FFmpegError, OSError) as err:
         raise UserInputError(f"cannot read as a video (not a video, truncated or corrupt?): "
                              f"{_ffmpeg_reason(err)}", path) from None

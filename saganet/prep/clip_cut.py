@@ -32,7 +32,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from saganet.fileio import temporary_sibling
+from saganet.fileio import ffmpeg_name, temporary_sibling
 from saganet.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,11 @@ def _even(n: int) -> int:
     return max(2, n - n % 2)
 
 
-def _stream_rate(stream: av.VideoStream) -> Fraction:
+def _stream_rate(stream: av.VideoStream, path: Path) -> Fraction:
     for rate in (stream.guessed_rate, stream.average_rate, stream.base_rate):
         if rate:
             return Fraction(rate)
-    log.warning("%s reports no frame rate; using %s fps", stream.container.name, FALLBACK_FPS)
+    log.warning("%s reports no frame rate; using %s fps", path, FALLBACK_FPS)
     return FALLBACK_FPS
 
 
@@ -262,7 +262,7 @@ def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> f
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_path(dest)
     try:
-        with av.open(str(src)) as source:
+        with av.open(ffmpeg_name(src)) as source:
             if not source.streams.video:
                 raise ClipCutError("no video stream")
             if not source.streams.audio:
@@ -273,8 +273,8 @@ def cut_clip(src: str | Path, dest: str | Path, start_ms: int, end_ms: int) -> f
             # re-encoding) would otherwise be cut too early, or not at all.
             origin = (source.start_time or 0) / av.time_base
             start, end = origin + start_ms / 1000, origin + end_ms / 1000
-            with av.open(str(partial), "w", format="mp4") as out:
-                rate = _stream_rate(v_in)
+            with av.open(ffmpeg_name(partial), "w", format="mp4") as out:
+                rate = _stream_rate(v_in, src)
                 v_out = out.add_stream("libx264", rate=rate)
                 v_out.width = _even(v_in.codec_context.width)
                 v_out.height = _even(v_in.codec_context.height)

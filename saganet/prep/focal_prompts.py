@@ -42,7 +42,7 @@ from av.video.reformatter import ColorRange
 from saganet.data.sms_dataset import FRAME_SIZE, LOAD_ERRORS, SYNC_FPS, sms_paths
 from saganet.errors import UserInputError
 from saganet.features.focal_crop import focal_crop
-from saganet.fileio import temporary_sibling
+from saganet.fileio import ffmpeg_name, temporary_sibling
 from saganet.media.video import read_frames
 from saganet.prep.sms_metadata import (
     SMS_SUBSETS,
@@ -185,7 +185,7 @@ def write_h264(path: str | os.PathLike[str], frames: torch.Tensor, fps: int = 25
     height, width = frames.shape[-2:]
     tmp = temporary_sibling(path, ".mp4")
     try:
-        with av.open(str(tmp), "w", format="mp4") as out:
+        with av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
             stream = out.add_stream(DETAIL_CODEC, rate=fps)
             stream.width, stream.height = width, height
             stream.pix_fmt = "gray" if gray else "yuv420p"

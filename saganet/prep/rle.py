@@ -19,7 +19,7 @@ import av
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from saganet.fileio import temporary_sibling
+from saganet.fileio import ffmpeg_name, temporary_sibling
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def masks_to_video(
     partial = temporary_sibling(path, path.suffix)
     rate = Fraction(fps).limit_denominator(1001)
     try:
-        with av.open(str(partial), "w", format="mp4") as out:
+        with av.open(ffmpeg_name(partial), "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=rate)
             stream.width, stream.height = width, height
             stream.pix_fmt = "gray"

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from saganet.fileio import atomic_output
+from saganet.fileio import atomic_output, ffmpeg_name
 from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS
 from saganet.media.output import write_mask_video as write_masks
 from saganet.media.video import PathLike
@@ -75,7 +75,7 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
     codec = _h264_codec()
     colors = [np.asarray(PALETTE[i % len(PALETTE)], np.float32) for i in range(len(objects))]
     with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
-            av.open(str(tmp), "w", format="mp4") as out:
+            av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
         stream = out.add_stream(codec, rate=GRID_FPS,
                                 options=H264_OPTIONS if codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

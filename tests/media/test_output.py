@@ -188,6 +188,28 @@ def test_bad_source_video_is_a_user_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
 
 
+def test_outputs_under_a_relative_name_with_a_colon(tmp_path: Path, source: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # FFmpeg took "take" in "take:2/..." for a protocol: after all the work, "Protocol not
+    # found" (the hidden temporary names beside the outputs start the same way).
+    folder = Path("take:2")
+    (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path)
+    seconds = 1.0
+    audio = AUDIO[:, : round(seconds * SR)]
+    written = [write_flac(folder / "a.flac", audio, SR),
+               write_video_with_audio(source, audio, SR, folder / "copy.mp4", seconds),
+               write_video_with_audio(source, audio, SR, folder / "encoded.mp4", seconds,
+                                      start=seconds),
+               media_out.write_mask_video(folder / "mask.mp4",
+                                          [np.ones((16, 16), bool)] * round(seconds * 25))]
+    for path in written:
+        with av.open(str(tmp_path / path)) as container:
+            assert container.streams
+    assert read_audio(tmp_path / written[0])[0].shape[0] == audio.shape[1]
+    assert leftovers(tmp_path / folder) == []
+
+
 def test_tracks_are_titled_and_the_first_is_the_default(tmp_path: Path, source: Path) -> None:
     titles = ["mix", "circle", "square"]
     tracks = [AudioTrack(AUDIO[0, : 2 * SR] * (k + 1) / len(titles), title)

@@ -443,6 +443,20 @@ def test_bad_inputs_are_user_errors(bad_inputs: dict[str, Path], clips: dict[str
         assert "\n" not in str(err.value)
 
 
+def test_a_relative_name_with_a_colon_is_a_file(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # FFmpeg took "10" in "10:15.mp4" for a protocol: "Protocol not found".
+    frames = level_frames(25, 32, 48)
+    write_video(tmp_path / "10:15.mp4", frames)
+    write_video(tmp_path / "mask:1.mp4", [f[..., 0] for f in frames])
+    monkeypatch.chdir(tmp_path)
+    seconds = len(frames) / 25
+    inputs = load_video_inputs("10:15.mp4", "mask:1.mp4", duration=seconds)
+    assert inputs.duration == pytest.approx(seconds)
+    assert len(inputs.sync_frames) == len(inputs.masks) == len(frames)
+    assert probe_video("10:15.mp4").duration == pytest.approx(seconds)
+
+
 def test_partly_decodable_file_gives_what_it_holds(tmp_path: Path) -> None:
     # With the index at the front, a cut file still opens and decodes up to the cut.
     rng = np.random.default_rng(0)
