@@ -379,6 +379,11 @@ def _h264_codec() -> str:
     raise RuntimeError("this FFmpeg build has no H.264 or MPEG-4 encoder")
 
 
+def _even_size(pixels: int) -> int:
+    """The even size yuv420p (chroma at half resolution) can hold for ``pixels``."""
+    return max(2, pixels - pixels % 2)
+
+
 def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Sequence[AudioTrack],
                      sr: int, start: float, duration: float,
                      overlays: Sequence[Overlay]) -> None:
@@ -393,8 +398,10 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Seque
                                     options=H264_OPTIONS if codec == "libx264" else {})
         coded_w, coded_h = ((info.height, info.width) if info.rotation % 180
                             else (info.width, info.height))
-        # yuv420p needs even sizes: drop the odd last row or column.
-        out_stream.width, out_stream.height = coded_w - coded_w % 2, coded_h - coded_h % 2
+        # yuv420p needs even sizes: the encoder scales frames to the size set here, one pixel
+        # smaller where odd, and 2 where only 1 (a 1-pixel video made a size of 0, which the
+        # encoder refused).
+        out_stream.width, out_stream.height = _even_size(coded_w), _even_size(coded_h)
         out_stream.pix_fmt = "yuv420p"
         # Keep the source's timestamps, so a variable frame rate stays variable.
         out_stream.codec_context.time_base = stream.time_base

@@ -179,6 +179,21 @@ def test_stream_that_cannot_be_copied_is_reencoded(tmp_path: Path, name: str, co
     assert corner > 240
 
 
+@pytest.mark.parametrize(("height", "width"), [(40, 1), (1, 40), (33, 47)])
+def test_reencoded_video_of_any_size(tmp_path: Path, height: int, width: int) -> None:
+    # yuv420p takes even sizes only; a 1-pixel side became 0, which the encoder refused.
+    fps, seconds = 25, 0.4
+    frames = [np.full((height, width, 3), 8 * k, np.uint8) for k in range(round(fps * seconds))]
+    src = write_video(tmp_path / "thin.mov", frames, fps=fps, codec="png", pix_fmt="rgb24")
+    start = 1 / fps  # a later start re-encodes
+    path = write_video_with_audio(src, AUDIO[:, : round(seconds * SR)], SR,
+                                  tmp_path / "out.mp4", seconds - start, start=start)
+    video = stream_facts(path)["video"]
+    for written, stored in ((video["width"], width), (video["height"], height)):
+        assert written % 2 == 0 and abs(written - stored) == stored % 2
+    assert len(video["frames"]) == len(frames) - 1
+
+
 def test_bad_source_video_is_a_user_error(tmp_path: Path) -> None:
     text = tmp_path / "text.mp4"
     text.write_text("not a video")
