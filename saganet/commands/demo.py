@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> list[Path]:
                   request.input_files())
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
+    # What the video holds, so that write_soundtrack, resolving it again, does not repeat the
+    # warning that the video is shorter than asked for.
+    request = dataclasses.replace(request, duration=segment.duration)
     # The windows too (a bad --overlap, too short a segment), before tracking and loading.
     plan = plan_soundtrack(request, segment, *window_layout(args.variant))
     tracking = None

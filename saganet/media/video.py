@@ -343,10 +343,26 @@ def probe_video(path: PathLike) -> VideoInfo:
         # trusting it would hold the last frame for the missing seconds, without a word.
         held = _packet_duration(info.path)
         if held is not None and held < info.duration:
-            logger.warning("%s: the header says %.2f s of video but the file holds %.2f s "
-                           "(cut short?); using %.2f s", info.path, info.duration, held, held)
+            if _first_report(info.path):
+                logger.warning("%s: the header says %.2f s of video but the file holds %.2f s "
+                               "(cut short?); using %.2f s", info.path, info.duration, held,
+                               held)
             info = replace(info, duration=held)
     return info
+
+
+# The files (path, size, modification time) already reported as cut short: one run probes its
+# video at every stage (the checks, tracking, writing), and said so up to four times.
+_REPORTED: set[tuple[str, int, int]] = set()
+
+
+def _first_report(path: Path) -> bool:
+    """Whether ``path``, as it is now, is reported for the first time in this process."""
+    stat = path.stat()
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    first = key not in _REPORTED
+    _REPORTED.add(key)
+    return first
 
 
 def _packets_reach(container: av.container.InputContainer, stream: av.VideoStream,
