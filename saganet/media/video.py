@@ -972,6 +972,16 @@ def check_mask_aspect(video: VideoInfo, mask: VideoInfo) -> None:
     videos = {(float(video.width), float(video.height)), video.display_size}
     if any(_same_aspect(m, v) for m in masks for v in videos):
         return
+    if video.rotation % 180 and any(_same_aspect(m, v[::-1]) for m in masks for v in videos):
+        # A phone video is stored sideways and turned by its rotation metadata, which some
+        # tools ignore; the stored size is also what most file inspectors print, so "the
+        # aspect ratios differ" alone pointed at nothing the user could see.
+        direction = "counter-clockwise" if video.rotation == 90 else "clockwise"
+        raise UserInputError(
+            f"mask is {mask.width}x{mask.height}, the size of the video {video.path.name} as "
+            f"stored, but the video is shown turned 90 degrees {direction} (rotation "
+            f"metadata), as {video.width}x{video.height}: masks must be upright, as shown",
+            mask.path)
     shown = ""
     if video.pixel_aspect != 1:
         width, height = video.display_size

@@ -242,6 +242,26 @@ def test_mask_with_other_aspect_ratio_is_refused(tmp_path: Path) -> None:
     assert err.value.path == str(mask)
 
 
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_mask_of_a_rotated_video_stored_sideways_is_refused_saying_so(tmp_path: Path,
+                                                                      rotation: int) -> None:
+    # A phone video: stored landscape, shown portrait. A mask made at the stored size (by a
+    # tool that ignores rotation) was refused only as "the aspect ratios differ", though
+    # file inspectors print the same size for both.
+    height, width = 36, 64
+    video = write_video(tmp_path / "phone.mp4", level_frames(25, height, width),
+                        rotation=rotation)
+    mask = write_video(tmp_path / "mask.mp4", box_frames(25, height, width, (0, 0, 1, 1)))
+    with pytest.raises(UserInputError, match="upright") as err:
+        load_video_inputs(video, mask)
+    assert err.value.path == str(mask)
+    # FFmpeg's rotation turns counter-clockwise (test_frames_are_upright).
+    direction = "counter-clockwise" if rotation > 0 else "clockwise"
+    assert f"turned 90 degrees {direction}" in str(err.value) and "\n" not in str(err.value)
+    upright = write_video(tmp_path / "upright.mp4", box_frames(25, width, height, (0, 0, 1, 1)))
+    assert load_video_inputs(video, upright).masks.min() > 0
+
+
 @pytest.mark.parametrize("rotation", [0, 90])
 def test_masks_of_anamorphic_video_at_stored_or_shown_size(tmp_path: Path, rotation: int,
                                                            ) -> None:
