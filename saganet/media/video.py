@@ -9,7 +9,7 @@ not the reference demo:
   the slot of the first frame, and at the end of the stream slots run up to
   ``round(end * fps)`` where ``end`` is the last frame's pts plus its duration;
 * FFmpeg's own pixel conversion of the decoded frame to ``rgb24`` or ``gray`` (real 8-bit gray,
-  full range);
+  full range; frames with opacity give their gray over black);
 * a squash resize to the target size (torchvision bicubic with antialiasing, uint8 in and out);
 * frames shown upright: the display matrix's rotation is applied.
 
@@ -495,12 +495,22 @@ class _RateSlots:
 # Conversion and resize of chosen frames
 
 
+def _has_alpha(fmt: av.VideoFormat) -> bool:
+    return any(c.is_alpha for c in fmt.components)
+
+
 class _FrameConverter:
-    """FFmpeg's conversion of decoded frames to rgb24 / gray, memoised for the current frame."""
+    """FFmpeg's conversion of decoded frames to rgb24 / gray, memoised for the current frame.
+
+    Gray frames with opacity are the gray composited over black (brightness times opacity):
+    masks are brightness, and under a transparent background may lie any colour, often white,
+    which read alone made the whole frame the object.
+    """
 
     def __init__(self) -> None:
         # One reformatter per output format keeps swscale contexts alive across frames.
-        self._reformatters = {"rgb24": VideoReformatter(), "gray": VideoReformatter()}
+        self._reformatters = {"rgb24": VideoReformatter(), "gray": VideoReformatter(),
+                              "ya8": VideoReformatter()}
         self._index: int | None = None
         self._cache: dict[str, np.ndarray] = {}
 
@@ -509,13 +519,29 @@ class _FrameConverter:
         if index != self._index:
             self._index, self._cache = index, {}
         if fmt not in self._cache:
-            # The frame's own colour range decides how YUV is expanded; gray output is full
-            # range (0-255), as FFmpeg's "gray" format is.
-            converted = self._reformatters[fmt].reformat(
-                frame, format=fmt, src_color_range=frame.color_range,
-                dst_color_range=ColorRange.JPEG if fmt == "gray" else None)
-            self._cache[fmt] = converted.to_ndarray()
+            # A palette's colours may be transparent too (PNG, GIF).
+            if fmt == "gray" and (_has_alpha(frame.format) or frame.format.has_palette):
+                self._cache[fmt] = self._gray_over_black(frame)
+            else:
+                self._cache[fmt] = self._reformat(frame, fmt).to_ndarray()
         return self._cache[fmt]
+
+    def _reformat(self, frame: av.VideoFrame, fmt: str) -> av.VideoFrame:
+        # The frame's own colour range decides how YUV is expanded; gray output is full range
+        # (0-255), as FFmpeg's "gray" format is (and "ya8", its gray with alpha).
+        return self._reformatters[fmt].reformat(
+            frame, format=fmt, src_color_range=frame.color_range,
+            dst_color_range=None if fmt == "rgb24" else ColorRange.JPEG)
+
+    def _gray_over_black(self, frame: av.VideoFrame) -> np.ndarray:
+        """``(H, W)`` gray times opacity; equal to the plain gray where the frame is opaque."""
+        # ya8: FFmpeg's gray (the same values) interleaved with the alpha, in one conversion.
+        converted = self._reformat(frame, "ya8")
+        plane = converted.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(converted.height, plane.line_size)
+        pairs = rows[:, : 2 * converted.width]
+        gray, alpha = pairs[:, 0::2].astype(np.uint16), pairs[:, 1::2]
+        return ((gray * alpha + 127) // 255).astype(np.uint8)
 
 
 class _Resizer:
@@ -926,11 +952,12 @@ def warn_if_dim_mask(masks: torch.Tensor, name: str) -> bool:
 
 
 def empty_mask_hint(info: VideoInfo) -> str:
-    """What to add when a mask reads empty: masks are read as brightness, so an object drawn
-    only in an alpha channel (transparent background) is not seen. Empty for other formats."""
-    if info.pix_fmt and any(c.is_alpha for c in av.VideoFormat(info.pix_fmt).components):
-        return (f" (the file has an alpha channel, {info.pix_fmt}, which is not read: masks are "
-                "brightness, the object white on black)")
+    """What to add when a mask reads empty: masks are read as brightness over black, so an
+    object drawn in black, opaque on a transparent background, is not seen. Empty for formats
+    without opacity."""
+    if info.pix_fmt and _has_alpha(av.VideoFormat(info.pix_fmt)):
+        return (f" (the file has an alpha channel, {info.pix_fmt}: masks are read as brightness "
+                "over black, so the object must be bright, not only opaque)")
     return ""
 
 

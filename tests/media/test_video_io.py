@@ -333,20 +333,45 @@ def test_empty_mask_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert any("empty" in r.getMessage() for r in caplog.records)
 
 
-def test_empty_mask_of_an_alpha_video_says_alpha_is_not_read(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    height, width, fps = 32, 48, 25
-    video = write_video(tmp_path / "video.mp4", level_frames(fps, height, width))
-    # The object drawn in the alpha channel only, on black: masks are read as brightness.
-    mask_path = tmp_path / "mask.mkv"
-    with av.open(str(mask_path), "w") as container:
-        stream = container.add_stream("ffv1", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuva420p"
-        image = np.zeros((height, width, 4), np.uint8)
-        image[height // 4: 3 * height // 4, width // 4: 3 * width // 4, 3] = 255
-        for _ in range(fps):
+def write_rgba_video(path: Path, image: np.ndarray, count: int, fps: int, codec: str,
+                     pix_fmt: str) -> Path:
+    """``count`` copies of an ``(H, W, 4)`` RGBA image, encoded with opacity."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = image.shape[:2]
+        stream.pix_fmt = pix_fmt
+        for _ in range(count):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgba")))
         container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(("codec", "pix_fmt", "suffix"),
+                         [("png", "rgba", ".mov"), ("ffv1", "yuva420p", ".mkv")])
+def test_mask_with_alpha_is_brightness_over_black(tmp_path: Path, codec: str, pix_fmt: str,
+                                                  suffix: str) -> None:
+    # White everywhere, opaque only on the object: the colour under the transparent background
+    # was read as it is, and the whole frame was the object.
+    height, width, fps = 32, 48, 25
+    image = np.full((height, width, 4), 255, np.uint8)
+    image[..., 3] = 0
+    image[height // 4 : height // 2, width // 4 : width // 2, 3] = 255
+    image[3 * height // 4 :, :, 3] = 128  # half opaque: half bright
+    path = write_rgba_video(tmp_path / f"mask{suffix}", image, fps, fps, codec, pix_fmt)
+    masks = read_frames(path, fps, (height, width), gray=True)
+    assert len(masks) == fps
+    expected = torch.from_numpy(image[..., 3].astype(np.int16))  # white times opacity
+    assert (masks[:, 0].to(torch.int16) - expected).abs().max() <= 1
+
+
+def test_empty_mask_of_an_alpha_video_says_so(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    height, width, fps = 32, 48, 25
+    video = write_video(tmp_path / "video.mp4", level_frames(fps, height, width))
+    # The object drawn in the alpha channel only, in black: masks are brightness over black.
+    image = np.zeros((height, width, 4), np.uint8)
+    image[height // 4: 3 * height // 4, width // 4: 3 * width // 4, 3] = 255
+    mask_path = write_rgba_video(tmp_path / "mask.mkv", image, fps, fps, "ffv1", "yuva420p")
     with caplog.at_level(logging.WARNING):
         inputs = load_video_inputs(video, mask_path, duration=1.0)
     assert not inputs.masks.any()
