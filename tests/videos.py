@@ -23,7 +23,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
                 options: Mapping[str, str] | None = None, container: str | None = None,
                 faststart: bool = False, gop_size: int | None = None,
                 pts_ms: Sequence[int] | None = None, rotation: float | None = None,
-                pixel_aspect: Fraction | None = None,
+                pixel_aspect: Fraction | None = None, codec_tag: str | None = None,
                 audio: np.ndarray | None = None, audio_rate: int = 44100,
                 audio_codec: str = "aac") -> Path:
     """Encode uint8 frames (``(H, W, 3)`` RGB or ``(H, W)`` grey) into ``path``; return it.
@@ -43,6 +43,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
     - ``rotation``: display-rotation metadata in degrees.
     - ``pixel_aspect``: the sample aspect ratio of an anamorphic video (stored frames shown
       that much wider).
+    - ``codec_tag``: the video's four-character tag in MP4/MOV (``"hvc1"``, as iPhones write
+      HEVC; default: the muxer's choice).
     - ``audio``: float samples in [-1, 1], ``(C, T)`` with C 1 (mono) or 2 (stereo), or
       ``(T,)``; written as one ``audio_codec`` stream at ``audio_rate`` Hz starting at 0.
     """
@@ -63,6 +65,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
             stream.set_display_rotation(rotation)
         if pixel_aspect is not None:
             stream.codec_context.sample_aspect_ratio = pixel_aspect
+        if codec_tag is not None:
+            stream.codec_context.codec_tag = codec_tag
         sound = None
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, np.float32))

@@ -48,6 +48,10 @@ _REORDER_MARGIN_S = 1.0
 _AUDIO_CHUNK = 1 << 16
 # Audio is muxed this far ahead of the video, so the file stays interleaved.
 _AUDIO_LEAD_S = 1.0
+# Sample-entry tags a copied stream keeps (MP4 takes both of each pair). PyAV's stream copy
+# resets the tag, and the muxer's default for HEVC, "hev1", is one Apple's players (QuickTime,
+# Safari, iOS) refuse: the copy of an iPhone's "hvc1" video did not play there.
+_KEPT_TAGS = {"hevc": ("hvc1", "hev1"), "h264": ("avc1", "avc3")}
 # Overlay tint colours, one per object (RGB).
 OVERLAY_COLORS = ((255, 48, 48), (48, 128, 255), (64, 220, 64), (255, 200, 0),
                   (220, 64, 255), (0, 220, 220))
@@ -348,6 +352,8 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
         if packets is None:
             return False
         out_stream = out.add_stream_from_template(stream)
+        if stream.codec_tag in _KEPT_TAGS.get(stream.codec_context.name, ()):
+            out_stream.codec_context.codec_tag = stream.codec_tag
         audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
         origin = shift = None

@@ -126,6 +126,24 @@ def test_mp4_copies_the_video_stream(tmp_path: Path, source: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif("libx265" not in av.codecs_available, reason="no HEVC encoder")
+@pytest.mark.parametrize("tag", ["hvc1", "hev1"])
+def test_mp4_copy_keeps_the_hevc_tag(tmp_path: Path, tag: str) -> None:
+    # iPhones write HEVC as "hvc1"; the copy was "hev1" (the muxer's default), which
+    # QuickTime, Safari and iOS do not play.
+    fps = 30
+    # x265 corrupts its heap on frames much smaller than this.
+    src = write_video(tmp_path / "IMG_0001.MOV", box_frames(fps, 64, 96, (0, 0, 0.5, 0.5)),
+                      fps=fps, codec="libx265", options={"x265-params": "log-level=error"},
+                      codec_tag=tag, container="mov")
+    seconds = 0.5
+    path = write_video_with_audio(src, AUDIO[:, : round(seconds * SR)], SR,
+                                  tmp_path / "out.mp4", seconds)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_tag == tag
+    assert video_packets(path) == video_packets(src)[: len(video_packets(path))]
+
+
 def test_mp4_copy_cuts_at_the_duration(tmp_path: Path, source: Path) -> None:
     path = write_video_with_audio(source, AUDIO[:, : 2 * SR], SR, tmp_path / "cut.mp4", 2.0)
     facts = stream_facts(path)
