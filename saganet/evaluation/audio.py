@@ -69,7 +69,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         container = av.open(ffmpeg_name(path))
     except (av.error.FFmpegError, OSError) as err:
-        raise UserInputError(f"cannot read audio ({err})", path) from err
+        # FFmpeg's message repeats the name (as FFmpeg opened it): the reason alone.
+        reason = getattr(err, "strerror", None) or err
+        raise UserInputError(f"cannot read audio ({reason})", path) from err
     with container:
         if not container.streams.audio:
             raise UserInputError("no audio stream", path)

@@ -57,8 +57,10 @@ def test_read_audio_roundtrip(tmp_path, suffix):
 
 
 def test_read_audio_errors(tmp_path):
-    with pytest.raises(UserInputError, match="cannot read audio"):
-        read_audio(tmp_path / "missing.wav")
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(UserInputError, match="cannot read audio") as err:
+        read_audio(missing)
+    assert str(err.value).count(missing.name) == 1  # named in front, not again by FFmpeg
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     with pytest.raises(UserInputError):
