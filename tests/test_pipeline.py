@@ -238,5 +238,5 @@ def test_a_trained_network_of_another_size_runs_with_the_encoders_that_feed_it(
         mmaudio_path = tmp_path / f"{name}_mmaudio.pth"
         atomic_save({"network": {}, "synchformer": {}, "config": {"variant": "small_44k"}},
                     mmaudio_path)
-        with pytest.raises(UserInputError, match="encoders do not feed$"):
+        with pytest.raises(UserInputError, match=r"encoders do not feed$"):
             check_checkpoint(name, mmaudio_path)
