@@ -70,8 +70,9 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
     path = Path(path)
     info = grid.index.info
     stop = grid.index.num_slots if stop is None else stop
-    # yuv420p needs even sizes: the odd last row or column is dropped.
-    width, height = info.width - info.width % 2, info.height - info.height % 2
+    # yuv420p needs even sizes of at least 2: the odd last row or column is dropped, and a
+    # side of 1 pixel is repeated once.
+    width, height = (max(2, size - size % 2) for size in (info.width, info.height))
     codec = _h264_codec()
     colors = [np.asarray(PALETTE[i % len(PALETTE)], np.float32) for i in range(len(objects))]
     with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
@@ -81,12 +82,22 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         masks = [obj.iter_masks(first, stop) for obj in objects]
         for slot, rgb in grid.forward(first, stop):
-            image = rgb[:height, :width].astype(np.float32)
+            image = _frame_size(rgb, height, width).astype(np.float32)
             for color, mask_iter in zip(colors, masks, strict=True):
-                mask = next(mask_iter)[:height, :width]
+                mask = _frame_size(np.asarray(next(mask_iter)), height, width)
                 image[mask] = image[mask] * (1 - PREVIEW_ALPHA) + color * PREVIEW_ALPHA
             frame = av.VideoFrame.from_ndarray(np.round(image).astype(np.uint8), format="rgb24")
             frame.pts, frame.time_base = slot - first, Fraction(1, GRID_FPS)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+def _frame_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` (rows and columns first) cut to ``height`` x ``width``, its last row or column
+    repeated where it has fewer."""
+    image = image[:height, :width]
+    missing = ((0, height - image.shape[0]), (0, width - image.shape[1]))
+    if any(after for _, after in missing):
+        image = np.pad(image, [*missing, *[(0, 0)] * (image.ndim - 2)], mode="edge")
+    return image

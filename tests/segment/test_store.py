@@ -108,3 +108,23 @@ def test_preview_tints_each_object(tmp_path):
             expected = 0.5 * 128 + 0.5 * np.asarray(color)
             assert np.abs(seen - expected).max() < 12
         assert np.abs(frame[8:-8, 28:36].astype(float) - 128).max() < 12
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 24), (24, 1), (17, 23)])
+def test_preview_of_any_size(tmp_path, height, width):
+    # yuv420p takes even sizes of at least 2: a 1-pixel side became 0, which the encoder
+    # refused (after all the tracking).
+    count = 4
+    frames = [np.full((height, width, 3), 40 * k, np.uint8) for k in range(count)]
+    video = write_video(tmp_path / "thin.mov", frames, fps=25, codec="png", pix_fmt="rgb24")
+    grid = VideoGrid(video)
+    masks = np.zeros((grid.index.num_slots, height, width), bool)
+    masks[:, : max(1, height // 2)] = True
+    path = write_preview(grid, [_store(masks)], tmp_path / "p.mp4")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        written = (stream.height, stream.width)
+        decoded = sum(1 for _ in container.decode(video=0))
+    for size, stored in zip(written, (height, width), strict=True):
+        assert size % 2 == 0 and size == max(2, stored - stored % 2)
+    assert decoded == grid.index.num_slots
