@@ -21,7 +21,7 @@ import time
 
 import torch
 from pipeline import build_clip
-from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, check_device, write_json
+from sizes import Sizes, add_run_flags, check_device, write_json
 
 from saganet.cli import positive_int
 
@@ -36,9 +36,7 @@ def main() -> int:
                         help="alternating rounds per path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    add_threads_flag(parser)
-    add_json_flag(parser)
-    add_tiny_flag(parser)
+    add_run_flags(parser)
     args = parser.parse_args()
     if args.tiny:
         args.images, args.rounds = 2, 1

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, write_json
+from sizes import Sizes, add_run_flags, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.codec import AudioCodec, BigVGAN
+from saganet.runtime import configure_runtime
 
 
 def _time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
@@ -52,15 +53,12 @@ def main() -> None:
                         help="duration for the folded-vs-parametrised vocoder comparison")
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="timed calls (best is kept)")
-    add_threads_flag(parser, help="torch CPU threads")
+    add_run_flags(parser)
     parser.add_argument("--quick", action="store_true", help="1 s of audio, 0.25 s baseline")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick or args.tiny:
         args.seconds, args.baseline_seconds = 1.0, 0.25
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_runtime(Sizes(args.tiny).network, threads=args.threads)
 
     sizes = Sizes(args.tiny)
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_json_flag, add_threads_flag, add_tiny_flag, check_device, write_json
+from sizes import Sizes, add_run_flags, check_device, write_json
 
 from saganet.cli import positive_int
 from saganet.features import (
@@ -28,6 +28,7 @@ from saganet.features import (
     focal_crop,
 )
 from saganet.features.segments import SEGMENT_STRIDE
+from saganet.runtime import configure_runtime
 
 
 def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -55,14 +56,11 @@ def main() -> None:
                         help="timed runs; the best is shown")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    add_threads_flag(parser, help="torch CPU threads")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
+    add_run_flags(parser)
     args = parser.parse_args()
     if args.quick or args.tiny:
         args.windows = 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_runtime(Sizes(args.tiny).network, threads=args.threads)
     device, dtype = check_device(parser, args.device), getattr(torch, args.dtype)
 
     num_frames = 16 + SEGMENT_STRIDE * (args.windows - 1)

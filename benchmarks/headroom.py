@@ -45,9 +45,7 @@ from sizes import (
     CLIP_IMAGE_SIZE,
     TINY_STEPS,
     Sizes,
-    add_json_flag,
-    add_threads_flag,
-    add_tiny_flag,
+    add_run_flags,
     write_json,
 )
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -209,11 +207,9 @@ def main() -> int:
                         help="seconds of video (default 5; 1 with --tiny)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
-    add_threads_flag(parser)
+    add_run_flags(parser)
     parser.add_argument("--count-only", action="store_true",
                         help="only count each stage's FLOPs (nothing is computed)")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
     args = parser.parse_args()
     if args.duration is None:
         args.duration = 1.0 if args.tiny else 5.0

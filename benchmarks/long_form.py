@@ -41,7 +41,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from sizes import TINY_STEPS, add_json_flag, add_threads_flag, add_tiny_flag, write_json
+from sizes import TINY_STEPS, add_run_flags, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.example import SyntheticScene, synthetic_example
@@ -177,9 +177,7 @@ def main() -> None:
                         help="clip lengths of part 2")
     parser.add_argument("--height", type=positive_int, default=1080, help="frame height of part 2")
     parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps")
-    add_threads_flag(parser, default=1, help="torch threads per run")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
+    add_run_flags(parser, threads=1, threads_help="torch threads per run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--join", default="joint", help=argparse.SUPPRESS)

@@ -68,9 +68,7 @@ from sizes import (
     CLIP_IMAGE_SIZE,
     TINY_STEPS,
     Sizes,
-    add_json_flag,
-    add_threads_flag,
-    add_tiny_flag,
+    add_run_flags,
     check_device,
     write_json,
 )
@@ -820,7 +818,7 @@ def main() -> int:
     parser.add_argument("--warmup", action="store_true",
                         help="run the first duration once, untimed, before the timed runs "
                              "(one-off GPU set-up is not a clip's cost)")
-    add_threads_flag(parser)
+    add_run_flags(parser)
     parser.add_argument("--video", type=Path, default=None,
                         help="read this video instead of a synthetic one (needs --mask)")
     parser.add_argument("--mask", type=Path, default=None, help="the mask video of --video")
@@ -832,8 +830,6 @@ def main() -> int:
                              f"{','.join(SOUNDTRACK_STAGES)}); needs no --stages")
     parser.add_argument("--max-extra-gb", type=positive_float, default=1.5,
                         help="activation budget (GiB) of the default path's peak RSS check")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
     parser.add_argument("--child", choices=PATHS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", default=None, help=argparse.SUPPRESS)

@@ -27,9 +27,8 @@ from pipeline import CFG_STRENGTH, NUM_STEPS, build_models
 from sizes import (
     CLIP_IMAGE_SIZE,
     TINY_STEPS,
-    add_json_flag,
-    add_threads_flag,
-    add_tiny_flag,
+    Sizes,
+    add_run_flags,
     check_device,
     write_json,
 )
@@ -37,6 +36,7 @@ from sizes import (
 from saganet.cli import positive_float, positive_int
 from saganet.features import encode_sync, focal_crop
 from saganet.model import CONFIG_44K_SA, FlowMatching
+from saganet.runtime import configure_runtime
 
 # The rows of the table: each stage alone, then the whole chain from conditions to audio.
 STAGES = ("clip_images", "clip_text", "synchformer", "sampling", "vae", "vocoder",
@@ -67,13 +67,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=positive_float, default=1.0, help="clip length (>= 0.64)")
     parser.add_argument("--clip-frames", type=positive_int, default=1,
                         help="CLIP frames compared (each costs ~1 TFLOP)")
-    add_threads_flag(parser, help="torch CPU threads")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
+    add_run_flags(parser)
     args = parser.parse_args()
     num_steps = TINY_STEPS if args.tiny else NUM_STEPS
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_runtime(Sizes(args.tiny).network, threads=args.threads)
     device = check_device(parser, args.device)
     if device.type == "cuda":  # a true fp32 reference
         torch.backends.cuda.matmul.allow_tf32 = False

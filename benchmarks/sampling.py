@@ -20,15 +20,14 @@ import torch
 from sizes import (
     TINY_STEPS,
     Sizes,
-    add_json_flag,
-    add_threads_flag,
-    add_tiny_flag,
+    add_run_flags,
     check_device,
     write_json,
 )
 
 from saganet.cli import guidance_strength, positive_int
 from saganet.model import VARIANTS, FlowMatching, FlowNetwork, build_network
+from saganet.runtime import configure_runtime
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -78,10 +77,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="runs per setting; best is kept")
-    add_threads_flag(parser, help="torch CPU threads")
+    add_run_flags(parser)
     parser.add_argument("--quick", action="store_true", help="2 steps, batch size 1")
-    add_json_flag(parser)
-    add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_sizes = 2, [1]
@@ -89,8 +86,7 @@ def main() -> None:
         args.variant, args.steps = Sizes(tiny=True).network, TINY_STEPS
     if args.cfg < 1:
         parser.error("--cfg below 1 runs the conditional pass only; nothing to compare")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_runtime(args.variant, threads=args.threads)
 
     device, dtype = check_device(parser, args.device), DTYPES[args.dtype]
     if device.type == "cuda":

@@ -139,6 +139,16 @@ def add_tiny_flag(parser: argparse.ArgumentParser) -> None:
                              "the same code in seconds (its figures mean nothing)")
 
 
+def add_run_flags(parser: argparse.ArgumentParser, threads: int | None = None,
+                  threads_help: str = "torch CPU threads (default: saganet.runtime's policy)"
+                  ) -> None:
+    """``--json``, ``--tiny`` and ``--threads``: the flags of every benchmark that times torch
+    on the CPU (``threads``: the default count, None for the run-time policy)."""
+    add_json_flag(parser)
+    add_tiny_flag(parser)
+    add_threads_flag(parser, threads, threads_help)
+
+
 def json_output(text: str) -> Path:
     """``--json``'s type: a file that can be written once the benchmark is done. Checked while
     parsing, so that a folder that is missing or read-only, or a path that is a folder, fails at
