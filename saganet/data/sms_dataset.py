@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 MEMMAP_IDS_FILE = "ids.txt"
 MEMMAP_META_FILE = "meta.json"
 METADATA_COLUMNS = ("id", "label")
+# The per-sample entries of a feature memmap.
+FEATURE_KEYS = ("mean", "std", "clip_features", "text_features")
 SYNC_FPS = 25.0
 FRAME_SIZE = 224
 # Errors that mean "this clip is unusable", not "the code is wrong".
@@ -301,8 +303,14 @@ class SMSDataset(Dataset):
         return self.paths_of(self.root, self.sample_id(index)).audio
 
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and (unbiased) std of the latent means over samples and time."""
+        """Per-channel mean and (unbiased) std of the latent means over samples and time.
+
+        Rows holding a NaN or infinity are left out, as :meth:`__getitem__` leaves them out
+        of training: one such row would make every channel statistic it touches NaN, and with
+        it every training loss.
+        """
         means = self.features["mean"][[row for _, _, row in self.samples]]
+        means = means[torch.isfinite(means).flatten(1).all(dim=1)]  # (n, L, C)
         flat = means.reshape(-1, means.shape[-1])  # (n * L, C)
         return flat.mean(dim=0), flat.std(dim=0)
 
@@ -333,12 +341,20 @@ class SMSDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         sample_id, label, row = self.samples[index]
+        feats = self.features[row]
+        # A NaN or infinite feature (a failed extraction) makes the batch's loss and gradient
+        # non-finite: the optimiser step would be skipped, losing the whole batch, with no word
+        # of which clip did it.
+        broken = [key for key in FEATURE_KEYS if not torch.isfinite(feats[key]).all()]
+        if broken:
+            log.warning("sample %s failed to load (non-finite %s in %s)", sample_id,
+                        ", ".join(broken), self.memmap_dir)
+            return None
         try:
             videos = self.load_videos(sample_id)
         except LOAD_ERRORS as err:
             log.warning("sample %s failed to load (%s: %s)", sample_id, type(err).__name__, err)
             return None
-        feats = self.features[row]
         return {"id": sample_id, "caption": label,
                 "a_mean": feats["mean"].clone(), "a_std": feats["std"].clone(),
                 "clip_features": feats["clip_features"].clone(),

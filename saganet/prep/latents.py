@@ -41,7 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from saganet import dist
 from saganet.codec import AudioCodec
-from saganet.data.sms_dataset import LOAD_ERRORS, ClipPaths, sms_paths, write_memmap_ids
+from saganet.data.sms_dataset import (
+    FEATURE_KEYS,
+    LOAD_ERRORS,
+    ClipPaths,
+    sms_paths,
+    write_memmap_ids,
+)
 from saganet.errors import UserInputError
 from saganet.fileio import temporary_sibling
 from saganet.media.audio import load_mono_audio
@@ -55,7 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURE_KEYS = ("mean", "std", "clip_features", "text_features")
 # Clips a little shorter than the duration are padded with silence, as in the reference (5 s of
 # audio is 220500 samples, 684 short of 221184 anyway); more missing audio than this fails.
 MAX_AUDIO_SHORTFALL_S = 0.05

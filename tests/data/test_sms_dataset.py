@@ -199,3 +199,23 @@ def test_urmp_paths():
     assert paths.mask_detail == folder / "Masks_2_vn_09_Jesus_159092_164092_detail.mp4"
     with pytest.raises(UserInputError):
         urmp_paths(Path("/u"), "piece/short_name")
+
+
+def test_non_finite_features_fail_the_sample_and_stay_out_of_the_statistics(split, tmp_path,
+                                                                             caplog):
+    """A NaN latent (or an infinite CLIP feature) would make the whole batch's gradient
+    non-finite, its step skipped without naming the clip, and the latent statistics NaN."""
+    memmap = tmp_path / "memmap"
+    shutil.copytree(split["memmap"], memmap)
+    features = TensorDict.load_memmap(memmap)
+    row_of = {sample_id: row for row, sample_id in enumerate(read_memmap_ids(memmap))}
+    features["mean"][row_of[IDS["c"]], 2, 1] = float("nan")
+    ds = SMSDataset(split["root"], split["tsv"], memmap, SHAPES, duration=1.0)
+    mean, std = ds.latent_stats()
+    assert torch.equal(mean, torch.zeros(2)) and torch.equal(std, torch.zeros(2))  # a alone
+    with caplog.at_level(logging.WARNING):
+        assert ds[1] is None
+    assert IDS["c"] in caplog.text and "non-finite mean" in caplog.text
+    features["mean"][row_of[IDS["c"]], 2, 1] = 2.0
+    features["clip_features"][row_of[IDS["a"]], 0, 0] = float("inf")
+    assert ds[0] is None and ds[1] is not None
