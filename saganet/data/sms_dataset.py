@@ -3,7 +3,8 @@
 The Segmented Music Solos (SMS) splits, and URMP in the same form, are stored as:
 
 * a **metadata table** (``tsv``): a ``.tsv`` or ``.csv`` whose header names ``id`` and
-  ``label`` (further columns are ignored; read by :func:`saganet.tables.read_table`);
+  ``label`` (further columns are ignored; read by :func:`saganet.tables.read_table`), each id
+  on one row only;
 * a **feature memmap** (``memmap_dir``): a ``TensorDict.memmap_`` folder with ``mean`` and
   ``std`` ``(n, 216, 40)`` (VAE posterior of the audio), ``clip_features`` ``(n, 40, 1024)`` and
   ``text_features`` ``(n, 77, 1024)``, plus **``ids.txt``** (:data:`MEMMAP_IDS_FILE`): UTF-8,
@@ -31,6 +32,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,9 +251,17 @@ class SMSDataset(Dataset):
                                  self.memmap_dir / MEMMAP_IDS_FILE)
         self._check_feature_shapes(features)
 
+        metadata = read_metadata(tsv)
+        counts = Counter(sample_id for sample_id, _ in metadata)
+        repeated = [sample_id for sample_id, count in counts.items() if count > 1]
+        if repeated:
+            # Each repeat would be trained on once more per epoch, and evaluated into the
+            # same output files.
+            raise UserInputError(f"{len(repeated)} id(s) listed more than once (e.g. "
+                                 f"{', '.join(repeated[:3])}); list each clip once", tsv)
         self.samples: list[tuple[str, str, int]] = []
         no_video, no_features = [], []
-        for sample_id, label in read_metadata(tsv):
+        for sample_id, label in metadata:
             if sample_id not in row_of:
                 no_features.append(sample_id)
             elif not self.paths_of(self.root, sample_id).video.is_file():

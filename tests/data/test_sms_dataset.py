@@ -219,3 +219,12 @@ def test_non_finite_features_fail_the_sample_and_stay_out_of_the_statistics(spli
     features["mean"][row_of[IDS["c"]], 2, 1] = 2.0
     features["clip_features"][row_of[IDS["a"]], 0, 0] = float("inf")
     assert ds[0] is None and ds[1] is not None
+
+
+def test_an_id_listed_twice_in_the_table_is_a_user_error(split, tmp_path):
+    """A repeated row (tables concatenated twice) would train on that clip twice per epoch."""
+    tsv = tmp_path / "sms-train.tsv"
+    tsv.write_text(split["tsv"].read_text() + f"{IDS['a']}\tother-label\n")
+    with pytest.raises(UserInputError, match="listed more than once") as err:
+        SMSDataset(split["root"], tsv, split["memmap"], SHAPES, duration=1.0)
+    assert err.value.path == str(tsv) and IDS["a"] in str(err.value)
