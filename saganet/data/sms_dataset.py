@@ -379,7 +379,8 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
     would be trained on as zero rows, and the file on disk changed, without a word.
 
     Raises:
-        UserInputError: ``meta.json`` missing or unreadable, or a file of the wrong size.
+        UserInputError: ``meta.json`` missing or unreadable, a file of the wrong size, an entry
+            whose rows differ from the folder's, or features that are not floating point.
     """
     meta_file = memmap_dir / MEMMAP_META_FILE
     try:
@@ -391,6 +392,10 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
         raise UserInputError(f"not a memmap description: {err}", meta_file) from None
     if not isinstance(meta, dict):
         raise UserInputError("not a memmap description (no JSON object)", meta_file)
+    rows = meta.get("shape")
+    if not (isinstance(rows, list) and len(rows) == 1):
+        raise UserInputError(f"not a memmap of one row per clip (folder shape {rows!r})",
+                             meta_file)
     for key, entry in meta.items():
         if not (isinstance(entry, dict) and "shape" in entry and "dtype" in entry):
             continue  # the folder's own fields (batch size, format version)
@@ -404,4 +409,13 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
             found = "missing" if size is None else f"{size} bytes"
             raise UserInputError(f"{found}, expected {expected} for {key!r} of shape "
                                  f"{tuple(entry['shape'])} (truncated or partly copied?)", data)
+        # TensorDict loads an entry with more rows than the folder and reads its first ones:
+        # a file from another extraction would pair its rows with the wrong ids.
+        if list(entry["shape"][:1]) != rows:
+            raise UserInputError(f"{key!r} has {entry['shape'][0] if entry['shape'] else 0} "
+                                 f"rows, the memmap {rows[0]} (files of different "
+                                 "extractions?)", meta_file)
+        if not dtype.is_floating_point:
+            raise UserInputError(f"{key!r} holds {dtype}, not floating-point features",
+                                 meta_file)
     return TensorDict.load_memmap(memmap_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -228,3 +229,26 @@ def test_an_id_listed_twice_in_the_table_is_a_user_error(split, tmp_path):
     with pytest.raises(UserInputError, match="listed more than once") as err:
         SMSDataset(split["root"], tsv, split["memmap"], SHAPES, duration=1.0)
     assert err.value.path == str(tsv) and IDS["a"] in str(err.value)
+
+
+def test_memmap_entries_of_another_length_or_kind_are_refused(split, tmp_path):
+    """An entry copied from another extraction (more rows) was read by its first rows and
+    paired with the wrong ids; integer "features" were trained on as numbers."""
+    longer = tmp_path / "longer"
+    TensorDict({"clip_features": torch.zeros(5, 3, 5)}, batch_size=[5]).memmap_(str(longer))
+    for damage in ("rows", "dtype"):
+        memmap = tmp_path / damage
+        shutil.copytree(split["memmap"], memmap)
+        meta_file = memmap / MEMMAP_META_FILE
+        meta = json.loads(meta_file.read_text())
+        if damage == "rows":
+            shutil.copy(longer / "clip_features.memmap", memmap / "clip_features.memmap")
+            meta["clip_features"]["shape"] = [5, 3, 5]
+            match = "'clip_features' has 5 rows, the memmap 4"
+        else:
+            meta["text_features"]["dtype"] = "torch.int32"
+            match = "'text_features' holds torch.int32"
+        meta_file.write_text(json.dumps(meta))
+        with pytest.raises(UserInputError, match=match) as err:
+            SMSDataset(split["root"], split["tsv"], memmap, SHAPES, duration=1.0)
+        assert err.value.path == str(meta_file)
