@@ -154,6 +154,16 @@ class Trainer:
             frame_size=synchformer.config.img_size)
         # Data first: a wrong data path fails in seconds, before any base-weight download.
         self.train_set, self.val_set = build_datasets(cfg.data, shapes, cfg.duration, cfg.seed)
+        rank, world = info.rank, info.world_size
+        # Also before the evaluator and the base weights: a split too small for one batch
+        # fails before their downloads.
+        self.train_loader = build_loader(
+            self.train_set, batch_size=self.local_batch, rank=rank, world_size=world,
+            shuffle=True, drop_last=True, seed=cfg.seed, num_workers=cfg.data.num_workers,
+            pin_memory=cfg.data.pin_memory)
+        if len(self.train_loader) == 0:
+            raise UserInputError(f"{len(self.train_set)} training samples give no batch of "
+                                 f"{self.local_batch} per rank on {world} rank(s)")
         self.evaluator = self._build_evaluator(shapes)
         state_path = self._state_path()
         if state_path is None:  # a training state holds all weights: no base weights needed
@@ -172,14 +182,6 @@ class Trainer:
         self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step (logged)
         self.flow = FlowMatching(t_mean=cfg.loss.t_mean, t_scale=cfg.loss.t_scale)
 
-        rank, world = info.rank, info.world_size
-        self.train_loader = build_loader(
-            self.train_set, batch_size=self.local_batch, rank=rank, world_size=world,
-            shuffle=True, drop_last=True, seed=cfg.seed, num_workers=cfg.data.num_workers,
-            pin_memory=cfg.data.pin_memory)
-        if len(self.train_loader) == 0:
-            raise UserInputError(f"{len(self.train_set)} training samples give no batch of "
-                                 f"{self.local_batch} per rank on {world} rank(s)")
         self.val_loader = build_loader(
             self.val_set, batch_size=cfg.val_batch_size, rank=rank, world_size=world,
             shuffle=False, drop_last=False, seed=cfg.seed, num_workers=cfg.data.num_workers,

@@ -151,6 +151,19 @@ def test_unconfigured_or_broken_splits_fail_before_training(tmp_path):
         Trainer(cfg, dist.init("cpu"))
 
 
+def test_a_split_smaller_than_a_batch_fails_before_the_evaluator_and_base_weights(tmp_path,
+                                                                                  monkeypatch):
+    """Both may download gigabytes first (codec, av-benchmark, MMAudio and Synchformer)."""
+    def not_yet(*args: object, **kwargs: object) -> None:
+        raise AssertionError("reached before the batch check")
+
+    monkeypatch.setattr(Trainer, "_build_evaluator", not_yet)
+    monkeypatch.setattr("saganet.training.loop.load_base_weights", not_yet)
+    cfg = load("experiment=debug", "data.synthetic_train_size=1", f"hydra.run.dir={tmp_path}")
+    with pytest.raises(UserInputError, match="1 training samples give no batch of 2"):
+        Trainer(cfg, dist.init("cpu"))
+
+
 # ----------------------------------------------------------------------------------------------
 # train.py end to end
 
