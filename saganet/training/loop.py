@@ -80,7 +80,12 @@ from saganet.training.models import (
     load_base_weights,
     set_latent_stats,
 )
-from saganet.training.optim import build_optimizer, build_scheduler, load_optimizer_state
+from saganet.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    load_optimizer_state,
+    lr_factor,
+)
 from saganet.training.step import flow_matching_loss, to_device
 from saganet.training.trainable import (
     TrainableFlow,
@@ -179,6 +184,13 @@ class Trainer:
         self.optimizer = build_optimizer(groups, cfg.optim, amp=amp,
                                          fused=device.type == "cuda")
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
+        if info.is_main and cfg.schedule.warmup_steps >= cfg.num_iterations:
+            # Not refused (a short check run may want it), but a shortened run that keeps the
+            # recipe's warm-up trains below its rate throughout, and nothing else would say so.
+            log.warning("schedule.warmup_steps=%d is not shorter than num_iterations=%d: the "
+                        "run ends in the warm-up, its last step at %.3g x optim.lr",
+                        cfg.schedule.warmup_steps, cfg.num_iterations,
+                        lr_factor(cfg.num_iterations - 1, cfg.schedule))
         self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step (logged)
         self.flow = FlowMatching(t_mean=cfg.loss.t_mean, t_scale=cfg.loss.t_scale)
 

@@ -5,6 +5,7 @@ built-in embedder under one process and two (same metrics), resumed without reco
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -162,6 +163,21 @@ def test_a_split_smaller_than_a_batch_fails_before_the_evaluator_and_base_weight
     cfg = load("experiment=debug", "data.synthetic_train_size=1", f"hydra.run.dir={tmp_path}")
     with pytest.raises(UserInputError, match="1 training samples give no batch of 2"):
         Trainer(cfg, dist.init("cpu"))
+
+
+def test_a_run_that_ends_in_the_warm_up_says_so(tmp_path, caplog):
+    """A shortened run keeping the recipe's 2500 warm-up steps never trained at optim.lr."""
+    cfg = load("experiment=debug", "num_iterations=4", "eval.enabled=false",
+               f"hydra.run.dir={tmp_path}")
+    with caplog.at_level(logging.WARNING, logger="saganet.training.loop"):
+        Trainer(cfg, dist.init("cpu"))
+    assert ("schedule.warmup_steps=5 is not shorter than num_iterations=4: the run ends in the "
+            "warm-up, its last step at 0.667 x optim.lr") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saganet.training.loop"):
+        Trainer(load("experiment=debug", "num_iterations=6", "eval.enabled=false",
+                     f"hydra.run.dir={tmp_path}"), dist.init("cpu"))
+    assert "warm-up" not in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------
