@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from saganet.errors import UserInputError, check_cfg_strength
+from saganet.errors import UserInputError, check_cfg_strength, check_seconds
 from saganet.evaluation.batch_config import EvalDatasetConfig
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
@@ -337,6 +337,13 @@ class TrainConfig:
             check_cfg_strength(self.eval.cfg_strength, "eval.cfg_strength")
         except UserInputError as err:
             bad.append(str(err))
+        if self.eval.audio_length is not None:
+            # A negative length cut the last seconds off every scored clip and 0 meant the
+            # whole clip, both silently; NaN failed at the first evaluation, hours in.
+            try:
+                check_seconds(self.eval.audio_length, "eval.audio_length", positive=True)
+            except UserInputError as err:
+                bad.append(f"{err} (or null for the run's duration)")
         if bad:
             raise UserInputError("invalid configuration: " + ", ".join(bad))
 

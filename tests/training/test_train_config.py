@@ -119,6 +119,10 @@ def test_zero_intervals_and_sizes_fail_before_training(override):
     ("schedule.milestones=[10,-5]", r"schedule\.milestones="),
     ("schedule.gamma=0", r"schedule\.gamma=0\.0"),
     ("eval.cfg_strength=1e9", r"eval\.cfg_strength must be a finite number"),
+    ("eval.audio_length=-1", r"eval\.audio_length must be a positive number of seconds, "
+                             r"got -1\.0 \(or null"),
+    ("eval.audio_length=0", r"eval\.audio_length must be a positive"),
+    ("eval.audio_length=nan", r"eval\.audio_length must be a positive"),
     ("loss.t_mean=nan", r"loss\.t_mean=nan \(must be a finite number\)"),
     ("loss.t_scale=inf", r"loss\.t_scale=inf"),
     ("loss.null_video_prob=1.5", r"loss\.null_video_prob=1\.5 \(a probability: 0 to 1\)"),
