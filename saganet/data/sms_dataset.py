@@ -15,8 +15,8 @@ The Segmented Music Solos (SMS) splits, and URMP in the same form, are stored as
 
 Metadata rows are joined to memmap rows **by id**. The reference joined them by position after
 dropping rows whose video was missing, so one missing file shifted every later sample onto the
-wrong features; here a missing video or a row without features only removes that row (both are
-counted and logged).
+wrong features; here a missing video or mask, or a row without features, only removes that
+row (all counted and logged).
 
 Only the Synchformer inputs are decoded per sample (CLIP and text features are precomputed):
 frames and masks at 25 fps, squash-resized to 224x224, truncated to the clip length, plus their
@@ -260,19 +260,29 @@ class SMSDataset(Dataset):
             raise UserInputError(f"{len(repeated)} id(s) listed more than once (e.g. "
                                  f"{', '.join(repeated[:3])}); list each clip once", tsv)
         self.samples: list[tuple[str, str, int]] = []
-        no_video, no_features = [], []
+        no_video, no_mask, no_features = [], [], []
         for sample_id, label in metadata:
+            paths = self.paths_of(self.root, sample_id)
             if sample_id not in row_of:
                 no_features.append(sample_id)
-            elif not self.paths_of(self.root, sample_id).video.is_file():
+            elif not paths.video.is_file():
                 no_video.append(sample_id)
+            elif not paths.mask.is_file():
+                # Found here, not at its first load: masks kept in another folder would
+                # otherwise fail every sample of a whole epoch before the run stops.
+                no_mask.append(sample_id)
             else:
                 self.samples.append((sample_id, label, row_of[sample_id]))
-        for missing, what in ((no_video, "no video file"), (no_features, "no features")):
+        # Where the first missing mask was looked for: masks elsewhere are a layout mistake.
+        mask_hint = (f"no mask file (the first: {self.paths_of(self.root, no_mask[0]).mask})"
+                     if no_mask else "")
+        for missing, what in ((no_video, "no video file"), (no_mask, mask_hint),
+                              (no_features, "no features")):
             if missing:
                 log.warning("%s: %d metadata row(s) skipped, %s (e.g. %s)", tsv, len(missing),
                             what, ", ".join(missing[:3]))
-        self.skipped = {"no_video": len(no_video), "no_features": len(no_features)}
+        self.skipped = {"no_video": len(no_video), "no_mask": len(no_mask),
+                        "no_features": len(no_features)}
         log.info("%s: %d samples (%d memmap rows)", tsv, len(self.samples), len(row_of))
         if not self.samples:
             raise UserInputError("no usable samples: check root, metadata and memmap paths",

@@ -91,7 +91,7 @@ def dataset(split: dict[str, Path], **kwargs) -> SMSDataset:
 def test_rows_are_joined_by_id_not_position(split):
     ds = dataset(split)
     assert [s[0] for s in ds.samples] == [IDS["a"], IDS["c"]]
-    assert ds.skipped == {"no_video": 1, "no_features": 1}
+    assert ds.skipped == {"no_video": 1, "no_mask": 0, "no_features": 1}
     for index, key in enumerate("ac"):
         sample = ds[index]
         code = float(list(IDS).index(key))
@@ -252,3 +252,17 @@ def test_memmap_entries_of_another_length_or_kind_are_refused(split, tmp_path):
         with pytest.raises(UserInputError, match=match) as err:
             SMSDataset(split["root"], split["tsv"], memmap, SHAPES, duration=1.0)
         assert err.value.path == str(meta_file)
+
+
+def test_a_clip_without_its_mask_file_is_skipped_at_the_start(split, tmp_path, caplog):
+    """It failed at every load instead: masks kept elsewhere failed a whole epoch of samples
+    before the run stopped."""
+    root = tmp_path / "data"
+    shutil.copytree(split["root"], root)
+    sms_paths(root, IDS["c"]).mask.unlink()
+    with caplog.at_level(logging.WARNING):
+        ds = SMSDataset(root, split["tsv"], split["memmap"], SHAPES, duration=1.0)
+    assert [s[0] for s in ds.samples] == [IDS["a"]]
+    assert ds.skipped == {"no_video": 1, "no_mask": 1, "no_features": 1}
+    mask = sms_paths(root, IDS["c"]).mask
+    assert f"1 metadata row(s) skipped, no mask file (the first: {mask})" in caplog.text
