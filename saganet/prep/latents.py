@@ -334,10 +334,35 @@ def extract_part(dataset: ClipSource, extractor: FeatureExtractor, writer: Shard
     failed = 0
     for batch in progress_bar(loader, desc="features", unit="batch", disable=not progress):
         features = extractor(batch) if batch.ids else None
-        writer.add(batch.ids, features, batch.failed)
-        failed += len(batch.failed)
+        ids, problems = batch.ids, list(batch.failed)
+        if features is not None:
+            ids, features, broken = _drop_non_finite(ids, features)
+            problems += broken
+        writer.add(ids, features, problems)
+        failed += len(problems)
     writer.flush()
     return failed
+
+
+def _drop_non_finite(ids: Sequence[str], features: dict[str, torch.Tensor]
+                     ) -> tuple[list[str], dict[str, torch.Tensor] | None, list[tuple[str, str]]]:
+    """Set aside the clips with a NaN or infinite feature (a corrupt sound track can give
+    them): listed as failed here, they would otherwise be found only when training loads them.
+
+    Returns:
+        The ids and features of the finite clips (None when there is none), and
+        ``(id, reason)`` of the others.
+    """
+    bad = {key: ~torch.isfinite(value).flatten(1).all(dim=1).cpu()  # (B,)
+           for key, value in features.items()}
+    broken = [(clip_id, "non-finite " + ", ".join(key for key in bad if bad[key][i]))
+              for i, clip_id in enumerate(ids) if any(flags[i] for flags in bad.values())]
+    if not broken:
+        return list(ids), features, []
+    keep = ~torch.stack(list(bad.values())).any(dim=0)  # (B,)
+    kept = [clip_id for clip_id, ok in zip(ids, keep.tolist(), strict=True) if ok]
+    return kept, ({key: value[keep.to(value.device)] for key, value in features.items()}
+                  if kept else None), broken
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from saganet.prep.latents import (
     FeatureExtractor,
     ShardWriter,
     SplitOutputs,
+    extract_part,
     merge_shards,
 )
 from tests.prep.test_focal_prompts import (
@@ -334,3 +335,22 @@ def test_shards_that_disagree_leave_no_half_made_memmap(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shards disagree"):
         merge_shards(outputs, {"a": "x", "b": "x", "c": "x"})
     assert [p.name for p in tmp_path.iterdir()] == [outputs.shard_dir.name]
+
+
+def test_clips_with_non_finite_features_are_listed_as_failed(tmp_path: Path) -> None:
+    """They were written like the others, and found (as skipped training steps) only when
+    training loaded them."""
+    items = [{"id": f"x/c{i}", "label": "x", "clip_frames": torch.zeros(1, 3, 2, 2),
+              "audio": torch.full((4,), float(i))} for i in range(3)]
+
+    def extractor(batch) -> dict[str, torch.Tensor]:
+        values = batch.audio[:, :1, None].expand(-1, 2, 3).clone()  # (B, 2, 3): the clip's i
+        values[values == 1] = float("nan")
+        return {key: values.clone() for key in FEATURE_KEYS} | {"std": torch.ones_like(values)}
+
+    writer = ShardWriter(tmp_path, rank=0)
+    assert extract_part(items, extractor, writer, batch_size=3, progress=False) == 1
+    shard = torch.load(next(tmp_path.glob("*.pt")))
+    assert shard["ids"] == ["x/c0", "x/c2"]
+    assert shard["failed"] == [["x/c1", "non-finite mean, clip_features, text_features"]]
+    assert torch.equal(shard["mean"][:, 0, 0], torch.tensor([0.0, 2.0]))
