@@ -66,6 +66,9 @@ STOPPED_WAITING = "stopped on request before it started"
 # The kinds of job, as a visitor reads them: each has its event, and its token while the event
 # waits in Gradio's queue (Session.waiting).
 TRACKING, GENERATION = "tracking", "generation"
+# The example button waits in the models' queue too (it may make or fetch the example), so Stop
+# reaches it the same way; it is no job (it runs nothing that could be stopped midway).
+EXAMPLE = "example"
 # The folder of a run that holds Generate's files (the stems, the mix, the MP4).
 OUTPUTS = "out"
 
@@ -231,11 +234,14 @@ class Handlers:
 
     @page_errors
     def example(self, request: gr.Request) -> Updates:
-        """The example button: the example video with its objects clicked."""
+        """The example button: the example video with its objects clicked (nothing, if Stop
+        was pressed while the event waited in the models' queue)."""
+        session = self.session(request)
+        with session.lock:
+            session.take_token(EXAMPLE)
         settings = self.engine.settings
         example, objects = load_example(pipeline_variant(settings.variant).debug,
                                         settings.weights_dir, settings.offline)
-        session = self.session(request)
         with session.lock:
             session.check_idle()
             session.load_video(example.video, self.limits,
@@ -459,8 +465,8 @@ class Handlers:
         return {**updates, self.page.status: generation_summary(made, took)}
 
     def queued(self, kind: str) -> Callable[..., list[dict[str, Any]]]:
-        """The validator of the ``kind`` event (Track or Generate), which gives the event its
-        token (:meth:`Session.job_queued`) as Gradio puts it in its queue.
+        """The validator of the ``kind`` event (Track, Generate or the example), which gives
+        the event its token (:meth:`Session.job_queued`) as Gradio puts it in its queue.
 
         Gradio runs an event's validator when it is about to queue that event, and only then
         (not for a click it ignores because the last one still waits, nor for inputs it
@@ -480,7 +486,7 @@ class Handlers:
     def stop(self, request: gr.Request) -> Updates:
         """The Stop button: the tab's running Track or Generate stops at its next safe point
         (as when the tab closes), and its event then says so in the status line; one waiting
-        in Gradio's queue starts nothing.
+        in Gradio's queue starts nothing, and the example waiting there loads nothing.
 
         The page also drops a stopped waiting event from the queue: the update of its
         :attr:`~saganet.app.layout.Page.stop_waiting` state fires that state's change event,
@@ -496,7 +502,7 @@ class Handlers:
         updates: Updates = {self.page.stop_waiting[kind]: time.monotonic_ns()
                             for kind in waiting}
         if waiting:
-            held = f"the {' and the '.join(waiting)} waiting in line will not start"
+            held = _held(waiting)
             message = (f"Stopping... ({held})." if running
                        else f"**Stopped:** {held}.")
         else:
@@ -527,6 +533,15 @@ class Handlers:
                         audio: gr.update(value=str(path), label=name),
                         image: gr.update(value=str(picture), label=f"{name}: spectrogram")}
         return updates
+
+
+def _held(kinds: list[str]) -> str:
+    """What Stop stopped in line, as the status line says it."""
+    jobs = [kind for kind in kinds if kind != EXAMPLE]
+    parts = [f"the {' and the '.join(jobs)} waiting in line will not start"] if jobs else []
+    if EXAMPLE in kinds:
+        parts.append("the example waiting in line will not load")
+    return " and ".join(parts)
 
 
 def _swatch(index: int) -> str:

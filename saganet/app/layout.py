@@ -5,9 +5,9 @@ Model work (Track, Generate, the example and the ``/generate`` endpoint) shares 
 Gradio's queue (``concurrency_id="model"``, limit 1): one generation at a time, the others wait
 in line with their place shown. Light events (scrubbing, clicks, edits, Stop) do not wait for
 it. Closing the tab (Gradio's ``unload``) and Stop both cancel the tab's running job; Stop
-also cancels its Track or Generate waiting in line, through the token Gradio's queue gave the
-event (its validator) and by dropping the event from the queue (a state whose change cancels
-it). The same ``unload`` runs for a ``gradio_client`` client that goes away, and cancels its
+also cancels its Track, Generate or example waiting in line, through the token Gradio's queue
+gave the event (its validator) and by dropping the event from the queue (a state whose change
+cancels it). The same ``unload`` runs for a ``gradio_client`` client that goes away, and cancels its
 ``/generate`` calls.
 """
 
@@ -18,7 +18,7 @@ import gradio as gr
 from saganet.app.api import API_NAME, GenerateEndpoint
 from saganet.app.engine import Engine
 from saganet.app.frames import placeholder
-from saganet.app.handlers import GENERATION, TRACKING, Handlers
+from saganet.app.handlers import EXAMPLE, GENERATION, TRACKING, Handlers
 from saganet.app.limits import Limits
 from saganet.app.options import GenerationOptions
 from saganet.app.session import Sessions
@@ -60,7 +60,8 @@ class Page:
     track: gr.Button
     generate: gr.Button
     stop: gr.Button
-    # Per kind of job: set by Stop when it stopped that kind's event waiting in the queue.
+    # Per kind of job (and the example): set by Stop when it stopped that kind's event waiting
+    # in the queue.
     stop_waiting: dict[str, gr.State]
     status: gr.Markdown
     preview: gr.Video
@@ -140,7 +141,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
         track = gr.Button("Track", elem_id="track")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", scale=0, min_width=120, elem_id="stop")
-    stop_waiting = {kind: gr.State() for kind in (TRACKING, GENERATION)}
+    stop_waiting = {kind: gr.State() for kind in (TRACKING, GENERATION, EXAMPLE)}
     status = gr.Markdown(elem_id="status")
     with gr.Row():
         preview = gr.Video(label="Tracked objects", interactive=False, elem_id="preview")
@@ -189,8 +190,6 @@ def _wire(page: Page, handlers: Handlers) -> None:
     editing = [page.frame, page.object_choice, page.name, page.prompt, page.negative_prompt,
                page.phrase, page.objects_table, page.status]
     page.upload.upload(handlers.upload, [page.upload], everything, api_visibility="private")
-    page.example.click(handlers.example, None, everything, api_visibility="private",
-                       concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     page.time.change(handlers.scrub, [page.time], [page.frame, page.status],
                      trigger_mode="always_last", **quiet)
     page.frame.select(handlers.click, [page.negative_click, page.time],
@@ -213,6 +212,9 @@ def _wire(page: Page, handlers: Handlers) -> None:
     results = [page.frame, page.objects_table, page.status, page.preview,
                page.tracking_summary]
     jobs = {
+        EXAMPLE: page.example.click(
+            handlers.example, None, everything, api_visibility="private",
+            concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(EXAMPLE)),
         TRACKING: page.track.click(
             handlers.track, [page.time, *page.options], results, api_visibility="private",
             concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(TRACKING)),

@@ -105,9 +105,9 @@ class Session:
         self.view: FrameView | None = None  # the frame the page shows
         self.busy = False  # a Track or Generate of this session is running
         self.job: CancelToken | None = None  # stops the running Track or Generate
-        # The tokens of this tab's Track and Generate events waiting in Gradio's queue, by
-        # kind: the page sends no second event of a kind while one waits (Gradio ignores the
-        # click), so a kind's token is that of its one waiting event.
+        # The tokens of this tab's Track, Generate and example events waiting in Gradio's
+        # queue, by kind: the page sends no second event of a kind while one waits (Gradio
+        # ignores the click), so a kind's token is that of its one waiting event.
         self.waiting: dict[str, CancelToken] = {}
         self.ended = False  # the tab was closed: no more jobs, no more files
         self._runs = 0
@@ -267,7 +267,7 @@ class Session:
         return name if name in self.tracking.objects else None
 
     def job_queued(self, kind: str) -> None:
-        """Gradio has queued a Track or Generate of this session: its token is made now, so
+        """Gradio has queued a Track, Generate or example of this session: its token is made now, so
         that *Stop* reaches the event before it starts.
 
         A newer event of a kind replaces the token of the last one, which has started (and
@@ -275,7 +275,7 @@ class Session:
         cancelled or not, never reaches a later job.
 
         Args:
-            kind: which event (``"tracking"`` or ``"generation"``).
+            kind: which event (``"tracking"``, ``"generation"`` or ``"example"``).
         """
         with self.lock:
             self.waiting[kind] = CancelToken()

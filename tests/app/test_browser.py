@@ -336,11 +336,13 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
 
 def test_stop_a_generation_waiting_in_line(chromium, server, monkeypatch) -> None:
     """Two tabs on the example: the first generates (held at its first Euler step until the
-    test lets it go on), the second presses Generate, which waits in line for the models,
-    then Stop. The second tab's status line says its generation will not start, and its
-    Generate works again at once; that generation waits, then runs to the end after the first
-    tab's, untouched by the earlier Stop. The stopped one never reaches its handler (Gradio
-    dropped it from its queue). A Stop with nothing running or waiting says so, and the tabs
+    test lets it go on), the second presses the example button, which waits in line for the
+    models, then Stop: its status line says the example will not load (it said "Nothing to
+    stop", and the example loaded). Then Generate, which waits in line too, then Stop: the
+    status line says its generation will not start, and its Generate works again at once;
+    that generation waits, then runs to the end after the first tab's, untouched by the
+    earlier Stop. The stopped ones never reach their handlers (Gradio dropped them from its
+    queue). A Stop with nothing running or waiting says so, and the tabs
     leave no file."""
     import threading
 
@@ -383,6 +385,13 @@ def test_stop_a_generation_waiting_in_line(chromium, server, monkeypatch) -> Non
         first, second = pages
         first.locator("#generate").click()
         assert held.wait(300)
+        # The example button waits in the same line, and Stop reaches it too.
+        second.locator("#example").click()
+        wait_text(second, "#status", "queue")
+        second.locator("#stop").click()
+        wait_text(second, "#status", "Stopped: the example waiting in line will not load")
+        second.wait_for_function(
+            "!document.querySelector('#status').innerText.includes('queue')", timeout=30_000)
         second.locator("#generate").click()
         wait_text(second, "#status", "queue")  # its place in line
         second.locator("#stop").click()
@@ -396,8 +405,9 @@ def test_stop_a_generation_waiting_in_line(chromium, server, monkeypatch) -> Non
         wait_text(second, "#status", "Generated 1.00 s", timeout=300)
     finally:
         release.set()
-    # The first tab's generation and the second's second one: each took its token and ran.
-    assert taken == ["generation"] * 2 and len(ran) == 2
+    # Each tab's example, the first tab's generation and the second's second one: each took
+    # its token and ran (the stopped example and generation never started).
+    assert taken == ["example"] * 2 + ["generation"] * 2 and len(ran) == 2
     assert not any(token.cancelled for token in ran)
     second.locator("#stop").click()
     wait_text(second, "#status", "Nothing to stop")

@@ -239,6 +239,34 @@ def test_example_button(app) -> None:
     assert "circle" in updates[app.page.objects_table]
 
 
+def test_stop_while_the_example_waits_in_the_queue(app, clip) -> None:
+    """The example button waits in the models' queue like Generate: Stop pressed meanwhile
+    says the example will not load, has the page drop the event, and the event loads nothing
+    if it starts anyway (the tab keeps its video). Stop used to say "Nothing to stop" and the
+    example loaded. The next press loads it."""
+    from saganet.app.handlers import EXAMPLE, GENERATION
+
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "tab1")
+    session = handlers.sessions.get("tab1")
+    video = session.video
+    handlers.queued(EXAMPLE)(request())
+    updates = handlers.stop(request())
+    assert list(updates) == [page.stop_waiting[EXAMPLE], page.status]
+    assert updates[page.status] == "**Stopped:** the example waiting in line will not load."
+    assert handlers.example(request()) == {
+        page.status: "**Stopped:** stopped on request before it started."}
+    assert session.video == video and session.objects[0].clicks
+    handlers.queued(GENERATION)(request(), 0.0, *options())
+    handlers.queued(EXAMPLE)(request())
+    assert handlers.stop(request())[page.status] == (
+        "**Stopped:** the generation waiting in line will not start and the example waiting "
+        "in line will not load.")
+    handlers.queued(EXAMPLE)(request())
+    assert "The example is loaded" in handlers.example(request())[page.status]
+    assert session.video != video
+
+
 def test_scrubbing_and_clicking_during_a_generation(app, clip, monkeypatch) -> None:
     """A running generation holds the models, not the page: the same tab scrubs and clicks
     meanwhile; the generation works on the objects as they were when it started."""
