@@ -379,7 +379,8 @@ class Handlers:
         a *Stop* pressed from here on finds the running job. A stopped job's files are removed
         (all of the session's, if its tab was closed). The names of the files a Generate
         writes are checked here, for Track too: a name too long for the file system is
-        refused before any tracking, not after it.
+        refused before any tracking, not after it, and before the previous run's files are
+        removed.
 
         Args:
             session: the visitor's session.
@@ -402,12 +403,10 @@ class Handlers:
             check_objects(objects)
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
+            # Before the previous run's files go: a refused job leaves the page's last results
+            # as they are, their files too.
+            check_output_names(session.video, objects, session.next_run / OUTPUTS)
             run = session.new_run()
-            try:
-                check_output_names(session.video, objects, run / OUTPUTS)
-            except UserInputError:
-                shutil.rmtree(run, ignore_errors=True)
-                raise
             session.start_job(cancel)
             job = Job(session.video, options, objects, tuple(session.objects), prompts,
                       (start, end), run, session.tracking_for(prompts, start, end), cancel)

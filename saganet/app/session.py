@@ -340,8 +340,15 @@ class Session:
                 self.waiting[kind].cancel(reason)
             return stopped
 
+    @property
+    def next_run(self) -> Path:
+        """The folder :meth:`new_run` makes next (not made yet): what a job will write there
+        can be checked before the previous run's files go."""
+        return self.folder / f"run-{self._runs + 1}"
+
     def new_run(self) -> Path:
-        """A fresh folder for a generation; the previous run's folder is removed.
+        """A fresh folder for a generation (:attr:`next_run`); the previous run's folder is
+        removed.
 
         Raises:
             CancelledError: the tab was closed.
@@ -349,8 +356,8 @@ class Session:
         self.check_open()
         for old in self.folder.glob("run-*"):
             shutil.rmtree(old, ignore_errors=True)
+        folder = self.next_run
         self._runs += 1
-        folder = self.folder / f"run-{self._runs}"
         folder.mkdir(parents=True)
         return folder
 

@@ -130,6 +130,24 @@ def test_a_name_too_long_for_a_file_is_refused_before_tracking(app, clip, tmp_pa
     check_output_names(clip, session.objects[1:], tmp_path / "out")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_a_refused_name_keeps_the_last_results(app, clip) -> None:
+    """Generate (or Track) refused for a name too long for a file name leaves the last
+    generation's files, which the page still shows, where they were. The previous run's
+    folder used to be removed before the names were checked: the page showed players and
+    downloads whose files were gone."""
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "tab1")
+    handlers.add_object(0.0, request())
+    handlers.click(False, 0.0, select(60, 60), request())
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    shown = [Path(p) for p in updates[page.downloads]]
+    handlers.edit_name("a" * 250, 1, request())
+    for run in (handlers.generate, handlers.track):
+        refused(run(0.0, *options(1.0), request(), Recorder()), page, "name too long")
+        assert all(path.is_file() for path in shown)
+
+
 def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
     """A click on the shown (smaller) frame lands on the video's pixel under it, at the time of
     the frame scrubbed to; another tab's session is separate."""
