@@ -210,13 +210,15 @@ class Engine:
         another variant frees the previous one (one set of weights in memory at a time).
 
         Raises:
-            UserInputError: an unknown variant, or weights missing offline.
+            UserInputError: an unknown variant, or weights missing offline (the loaded variant
+                stays).
         """
         variant = variant or self.settings.variant
         pipeline_variant(variant)
         with self.lock:
             if self._loaded is not None and self._loaded[0] == variant:
                 return self._loaded[1]
+            self.check_available(variant)
             if self._loaded is not None:
                 log.info("unloading variant %s to load %s", self._loaded[0], variant)
                 self._loaded = None
@@ -229,6 +231,29 @@ class Engine:
                                  offline=self.settings.offline)
             self._loaded = (variant, models)
             return models
+
+    def check_available(self, variant: str) -> None:
+        """Refuse a variant whose files are missing offline, before the loaded variant is
+        freed and before any tracking: the page's *Variant* offers every variant, and one
+        picked without its weights unloaded the app's own for nothing (the next job waited to
+        load it again), after all the tracking.
+
+        The visitor reads which variant is missing; the files and where they go (the server's
+        folders, not the visitor's business) go to the log, for whoever runs the app.
+
+        Raises:
+            UserInputError: offline, with files of the variant missing.
+        """
+        if not weights.is_offline(self.settings.offline):
+            return
+        checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
+        try:
+            weights.resolve_all(required_files(variant, checkpoint=checkpoint),
+                                self.settings.weights_dir, offline=True, progress=False)
+        except UserInputError as err:
+            log.warning("variant %s requested but not available: %s", variant, err)
+            raise UserInputError(f"the {variant} variant is not available on this server (its "
+                                 "weights are missing); pick another variant") from None
 
     def preload(self) -> None:
         """Load the app's variant and its click tracker now, so that missing weights are
@@ -295,12 +320,15 @@ class Engine:
                 features, an Euler step, a decoded chunk, a file), leaving no file behind.
 
         Raises:
-            UserInputError: bad objects or options (a name too long for a file name: before
-                the tracking), missing weights, a failed tracking.
+            UserInputError: bad objects or options (a name too long for a file name, or a
+                variant without its weights offline: before the tracking), missing weights, a
+                failed tracking.
             CancelledError: ``cancel`` was cancelled.
         """
         check_objects(objects)
         check_output_names(video, objects, output_dir)
+        variant = options.variant or self.settings.variant
+        self.check_available(variant)
         reports = _LastReport(progress)
         with _logged_stop("generation", reports), self.lock:
             if cancel is not None:
@@ -308,7 +336,6 @@ class Engine:
             if tracking is None:
                 tracking = self.track(video, objects, *track_range, progress=reports,
                                       cancel=cancel)
-            variant = options.variant or self.settings.variant
             if self.loaded_variant != variant:
                 reports("loading", 0, 1)
             models = self.models(variant)

@@ -148,6 +148,27 @@ def test_a_refused_name_keeps_the_last_results(app, clip) -> None:
         assert all(path.is_file() for path in shown)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_a_variant_without_weights_keeps_the_loaded_one(app, clip) -> None:
+    """*Variant* set to one whose weights are not on the (offline) server: Generate says so
+    in a line of its own, before any tracking, the loaded variant stays in memory, and the
+    next Generate with the app's variant runs. The loaded variant used to be freed first (the
+    next job loaded it again), after all the tracking, and the page listed the server's cache
+    folders."""
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    _prepared(handlers, clip, "tab1")
+    assert engine.loaded_variant == "debug"
+    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small")
+    progress = Recorder()
+    status = handlers.generate(0.0, *values, request(), progress)[page.status]
+    assert progress.calls == [] and status == (
+        "**Error:** the saganet_small variant is not available on this server (its weights "
+        "are missing); pick another variant")
+    assert engine.loaded_variant == "debug"
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    assert "Generated 1.00 s" in updates[page.status]
+
+
 def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
     """A click on the shown (smaller) frame lands on the video's pixel under it, at the time of
     the frame scrubbed to; another tab's session is separate."""
