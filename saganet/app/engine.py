@@ -218,7 +218,7 @@ class Engine:
         with self.lock:
             if self._loaded is not None and self._loaded[0] == variant:
                 return self._loaded[1]
-            self.check_available(variant)
+            self.fetch_variant(variant)
             if self._loaded is not None:
                 log.info("unloading variant %s to load %s", self._loaded[0], variant)
                 self._loaded = None
@@ -232,28 +232,27 @@ class Engine:
             self._loaded = (variant, models)
             return models
 
-    def check_available(self, variant: str) -> None:
-        """Refuse a variant whose files are missing offline, before the loaded variant is
-        freed and before any tracking: the page's *Variant* offers every variant, and one
-        picked without its weights unloaded the app's own for nothing (the next job waited to
-        load it again), after all the tracking.
+    def fetch_variant(self, variant: str) -> None:
+        """Have the variant's files in the cache (downloaded unless offline) before the loaded
+        variant is freed and before any tracking: the page's *Variant* offers every variant,
+        and one whose weights were missing offline, or failed to download, unloaded the app's
+        own for nothing (the next job waited to load it again), after all the tracking.
 
         The visitor reads which variant is missing; the files and where they go (the server's
         folders, not the visitor's business) go to the log, for whoever runs the app.
 
         Raises:
-            UserInputError: offline, with files of the variant missing.
+            UserInputError: files of the variant missing offline, or a failed download.
         """
-        if not weights.is_offline(self.settings.offline):
-            return
         checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
         try:
             weights.resolve_all(required_files(variant, checkpoint=checkpoint),
-                                self.settings.weights_dir, offline=True, progress=False)
+                                self.settings.weights_dir, offline=self.settings.offline)
         except UserInputError as err:
             log.warning("variant %s requested but not available: %s", variant, err)
             raise UserInputError(f"the {variant} variant is not available on this server (its "
-                                 "weights are missing); pick another variant") from None
+                                 "weights are missing or failed to download); pick another "
+                                 "variant") from None
 
     def preload(self) -> None:
         """Load the app's variant and its click tracker now, so that missing weights are
@@ -320,19 +319,21 @@ class Engine:
                 features, an Euler step, a decoded chunk, a file), leaving no file behind.
 
         Raises:
-            UserInputError: bad objects or options (a name too long for a file name, or a
-                variant without its weights offline: before the tracking), missing weights, a
-                failed tracking.
+            UserInputError: bad objects or options (a name too long for a file name: before
+                the tracking), a variant whose weights are missing offline or fail to
+                download (before the tracking too), a failed tracking.
             CancelledError: ``cancel`` was cancelled.
         """
         check_objects(objects)
         check_output_names(video, objects, output_dir)
         variant = options.variant or self.settings.variant
-        self.check_available(variant)
         reports = _LastReport(progress)
         with _logged_stop("generation", reports), self.lock:
             if cancel is not None:
                 cancel.check()
+            if self.loaded_variant != variant:
+                reports("loading", 0, 1)
+                self.fetch_variant(variant)
             if tracking is None:
                 tracking = self.track(video, objects, *track_range, progress=reports,
                                       cancel=cancel)

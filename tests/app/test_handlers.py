@@ -149,21 +149,35 @@ def test_a_refused_name_keeps_the_last_results(app, clip) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
-def test_a_variant_without_weights_keeps_the_loaded_one(app, clip) -> None:
-    """*Variant* set to one whose weights are not on the (offline) server: Generate says so
-    in a line of its own, before any tracking, the loaded variant stays in memory, and the
-    next Generate with the app's variant runs. The loaded variant used to be freed first (the
-    next job loaded it again), after all the tracking, and the page listed the server's cache
-    folders."""
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
+                                                        offline) -> None:
+    """*Variant* set to one whose weights are not on the server (offline), or fail to
+    download: Generate says so in a line of its own, before any tracking, the loaded variant
+    stays in memory, and the next Generate with the app's variant runs. The loaded variant
+    used to be freed first (the next job loaded it again), after all the tracking, and the
+    page listed the server's cache folders."""
+    import dataclasses
+
+    from saganet import weights
+    from saganet.weights.transfer import DownloadError
+
     handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    if not offline:  # no download leaves the machine: each fails as a cut network does
+        def failing(*args, **kwargs):
+            raise DownloadError("cannot download saganet.pth: network unreachable")
+
+        monkeypatch.setattr(engine, "settings", dataclasses.replace(engine.settings,
+                                                                    offline=False))
+        monkeypatch.setattr(weights, "resolve_all", failing)
     _prepared(handlers, clip, "tab1")
     assert engine.loaded_variant == "debug"
     values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small")
     progress = Recorder()
     status = handlers.generate(0.0, *values, request(), progress)[page.status]
-    assert progress.calls == [] and status == (
+    assert progress.stages() == ["loading the model"] and status == (
         "**Error:** the saganet_small variant is not available on this server (its weights "
-        "are missing); pick another variant")
+        "are missing or failed to download); pick another variant")
     assert engine.loaded_variant == "debug"
     updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
     assert "Generated 1.00 s" in updates[page.status]
