@@ -385,8 +385,9 @@ def _h264_codec() -> str:
     raise RuntimeError("this FFmpeg build has no H.264 or MPEG-4 encoder")
 
 
-def _even_size(pixels: int) -> int:
-    """The even size yuv420p (chroma at half resolution) can hold for ``pixels``."""
+def even_size(pixels: int) -> int:
+    """The even size yuv420p (chroma at half resolution) can hold for ``pixels``: one less
+    where odd, and 2 for 1."""
     return max(2, pixels - pixels % 2)
 
 
@@ -407,7 +408,7 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Seque
         # yuv420p needs even sizes: the encoder scales frames to the size set here, one pixel
         # smaller where odd, and 2 where only 1 (a 1-pixel video made a size of 0, which the
         # encoder refused).
-        out_stream.width, out_stream.height = _even_size(coded_w), _even_size(coded_h)
+        out_stream.width, out_stream.height = even_size(coded_w), even_size(coded_h)
         out_stream.pix_fmt = "yuv420p"
         # Keep the source's timestamps, so a variable frame rate stays variable.
         out_stream.codec_context.time_base = stream.time_base

@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from saganet.fileio import atomic_output, ffmpeg_name
-from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS
+from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS, even_size
 from saganet.media.output import write_mask_video as write_masks
 from saganet.media.video import PathLike
 from saganet.segment.grid import GRID_FPS, VideoGrid
@@ -72,7 +72,7 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
     stop = grid.index.num_slots if stop is None else stop
     # yuv420p needs even sizes of at least 2: the odd last row or column is dropped, and a
     # side of 1 pixel is repeated once.
-    width, height = (max(2, size - size % 2) for size in (info.width, info.height))
+    width, height = even_size(info.width), even_size(info.height)
     codec = _h264_codec()
     colors = [np.asarray(PALETTE[i % len(PALETTE)], np.float32) for i in range(len(objects))]
     with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
