@@ -521,15 +521,13 @@ def _make_output_folder(folder: Path) -> list[Path]:
     Raises:
         UserInputError: it cannot be created (whatever was made on the way is removed).
     """
-    created = []
-    for path in [folder, *folder.parents]:
-        if path.exists():
-            # mkdir would only say "File exists" or "Not a directory", naming neither.
-            if not path.is_dir():
-                raise UserInputError(f"cannot create the output folder: {path} is not a "
-                                     "folder", folder)
-            break
-        created.append(path)
+    existing = nearest_existing(folder)
+    if not os.path.isdir(existing):
+        # mkdir would only say "File exists" or "Not a directory", naming neither.
+        raise UserInputError(f"cannot create the output folder: {existing} is not a folder",
+                             folder)
+    created = [folder, *folder.parents]
+    created = created[:created.index(existing)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
