@@ -354,9 +354,12 @@ def run(args: argparse.Namespace) -> int:
         jobs, unpaired = jobs_from_dir(args.input_dir, args.output_dir, args.prompt,
                                        args.negative_prompt)
     source = args.csv if args.csv is not None else args.input_dir
+    # Each folder is tried once (made and removed again), however many jobs write there.
+    usable: set[Path] = set()
     if any(args.output_dir in job.output.parents for job in jobs):
         # Every job writing there would fail alone: one usage error instead.
         check_output_folder(args.output_dir)
+        usable.add(args.output_dir)
     failures = [(video, "no matching <stem>_mask.mp4 or <stem>_mask_<name>.mp4")
                 for video in unpaired]
     todo, skipped = [], 0
@@ -392,11 +395,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite and all(path.is_file() for path in outputs):
             skipped += 1
             continue
-        try:  # before the models load, not after them for every job
-            check_output_folder(job.output.parent)
-        except UserInputError as err:
-            failures.append((job.video, _reason(err, job)))
-            continue
+        if job.output.parent not in usable:
+            try:  # before the models load, not after them for every job
+                check_output_folder(job.output.parent)
+            except UserInputError as err:
+                failures.append((job.video, _reason(err, job)))
+                continue
+            usable.add(job.output.parent)
         todo.append(job)
     for video, reason in failures:
         print(f"FAILED {video}: {reason}", file=sys.stderr)
