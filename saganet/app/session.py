@@ -13,8 +13,8 @@ own cache, so an older run is removed when a new one starts.
 A session runs one Track or Generate at a time, its *job*, with a
 :class:`~saganet.cancel.CancelToken`. A tab that closes cancels its job, which stops at its
 next safe point (a tracked frame, an Euler step, a window, a file); the session's folder goes
-once the job has stopped, and the closed session starts no further job. A Track or Generate
-still waiting in Gradio's queue (another tab's job has the models) already has its token,
+once the job has stopped, and the closed session starts no further job. A Track, Generate or
+example still waiting in Gradio's queue (another tab's job has the models) already has its token,
 made when Gradio queued it (:meth:`Session.job_queued`): *Stop* cancels it there, and the job
 it would have become starts nothing.
 
@@ -267,8 +267,8 @@ class Session:
         return name if name in self.tracking.objects else None
 
     def job_queued(self, kind: str) -> None:
-        """Gradio has queued a Track, Generate or example of this session: its token is made now, so
-        that *Stop* reaches the event before it starts.
+        """Gradio has queued a Track, Generate or example of this session: its token is made
+        now, so that *Stop* reaches the event before it starts.
 
         A newer event of a kind replaces the token of the last one, which has started (and
         taken it) or was dropped from the queue (*Stop* has Gradio remove it): an old token,
@@ -325,8 +325,8 @@ class Session:
             return True
 
     def stop_waiting(self, reason: str) -> list[str]:
-        """Cancel the tokens of the Track and Generate events waiting in Gradio's queue: each
-        starts nothing when its turn comes.
+        """Cancel the tokens of the Track, Generate and example events waiting in Gradio's
+        queue: each starts nothing when its turn comes.
 
         Args:
             reason: why (shown in the page if the event still starts).
