@@ -378,7 +378,8 @@ def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[A
     return True
 
 
-def _h264_codec() -> str:
+def h264_codec() -> str:
+    """An H.264 encoder of this FFmpeg build, else MPEG-4 part 2 (both go into MP4)."""
     for name in ("libx264", "h264", "libopenh264", "mpeg4"):
         if name in av.codecs_available:
             return name
@@ -399,7 +400,7 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Seque
     info = probe_video(src)
     with open_video(src) as (container, stream):
         stream.thread_type = "AUTO"
-        codec = _h264_codec()
+        codec = h264_codec()
         rate = Fraction(stream.guessed_rate or stream.average_rate or SYNC_FPS)
         out_stream = out.add_stream(codec, rate=rate,
                                     options=H264_OPTIONS if codec == "libx264" else {})

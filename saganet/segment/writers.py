@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from saganet.fileio import atomic_output, ffmpeg_name
-from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS, even_size
+from saganet.media.output import H264_OPTIONS, OVERLAY_COLORS, even_size, h264_codec
 from saganet.media.output import write_mask_video as write_masks
 from saganet.media.video import PathLike
 from saganet.segment.grid import GRID_FPS, VideoGrid
@@ -48,10 +48,6 @@ def write_mask_video(masks: TrackedMasks, path: PathLike, overwrite: bool = Fals
     return write_masks(path, masks.iter_masks(), fps=GRID_FPS, overwrite=overwrite)
 
 
-def _h264_codec() -> str:
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-
 def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLike,
                   first: int = 0, stop: int | None = None, overwrite: bool = False) -> Path:
     """Write slots ``first .. stop - 1`` of the video with each object tinted (module docstring).
@@ -73,7 +69,7 @@ def write_preview(grid: VideoGrid, objects: Sequence[TrackedMasks], path: PathLi
     # yuv420p needs even sizes of at least 2: the odd last row or column is dropped, and a
     # side of 1 pixel is repeated once.
     width, height = even_size(info.width), even_size(info.height)
-    codec = _h264_codec()
+    codec = h264_codec()
     colors = [np.asarray(PALETTE[i % len(PALETTE)], np.float32) for i in range(len(objects))]
     with atomic_output(path, overwrite, suffix=".mp4") as tmp, \
             av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
