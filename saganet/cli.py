@@ -197,10 +197,10 @@ def add_object_arguments(parser: argparse.ArgumentParser) -> None:
 def object_name(args: ObjectArgs, index: int) -> str:
     """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``.
 
-    A name made from a prompt passes every check of a name given by the user (the request's
-    and the tracker's, which is the stricter): ASCII letters, digits and ``_ . -``, starting
-    with a letter or digit, at most 40 characters. Accents are dropped (``violín``: ``violin``),
-    any other run of characters becomes ``_``.
+    A name made from a prompt passes the check of a name given by the user
+    (:func:`saganet.fileio.check_object_name`) and stays portable: ASCII letters, digits and
+    ``_ . -``, starting with a letter or digit, at most 40 characters. Accents are dropped
+    (``violín``: ``violin``), any other run of characters becomes ``_``.
     """
     if args.name:
         return args.name

@@ -15,6 +15,7 @@ Names that would be one file where case is ignored are found before anything is 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +27,25 @@ try:
     import fcntl
 except ImportError:  # Windows: filelock's lock (its file stays behind).
     fcntl = None
+
+
+# Object names become file names and track titles: no spaces or control characters, and no
+# leading . + - (hidden files, options). Used with fullmatch: "$" would let a final newline in.
+_OBJECT_NAME = re.compile(r"\w[\w.+-]*")
+OBJECT_NAME_RULE = "letters, digits and _ . + - only, starting with a letter, digit or _"
+
+
+def check_object_name(name: str) -> None:
+    """Fail unless ``name`` can name an object: it becomes part of file names (stems, mask
+    videos, tracked masks) and a track title. One rule for a mask video's object, a tracked one
+    and one named in the app, as a tracked object is then sonified under its name.
+
+    Raises:
+        UserInputError: ``name`` breaks :data:`OBJECT_NAME_RULE`.
+    """
+    if not _OBJECT_NAME.fullmatch(name):
+        raise UserInputError(f"object name {name!r} is not usable in file names "
+                             f"({OBJECT_NAME_RULE})")
 
 
 def name_clash(names: Sequence[str]) -> str | None:

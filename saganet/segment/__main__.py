@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=Path, help="the video")
     parser.add_argument("--object", dest="object", action=_Collect, metavar="NAME",
-                        help="start a new object called NAME (ASCII letters, digits, _ . -)")
+                        help="start a new object called NAME (letters, digits, _ . + -)")
     parser.add_argument("--click", action=_Collect, metavar="X,Y[@T]",
                         help="a point on the object, in pixels of the upright frame; @T in "
                         "seconds (2.5) or a frame index (f62); default time 0")

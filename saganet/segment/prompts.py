@@ -21,11 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from saganet.errors import UserInputError
-from saganet.fileio import name_clash
+from saganet.fileio import check_object_name, name_clash
 
-# Object names become parts of file names: keep them portable. Used with fullmatch: "$" would
-# let a final newline in.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -103,9 +100,7 @@ class ObjectPrompt:
     text: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
-            raise UserInputError(f"object name {self.name!r} must start with an ASCII letter or "
-                                 "digit and hold only ASCII letters, digits, '_', '.' and '-'")
+        check_object_name(self.name)
         if self.text is not None:
             if not self.text.strip():
                 raise UserInputError(f"object {self.name}: the text prompt is empty")

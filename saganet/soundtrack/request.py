@@ -12,20 +12,14 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from saganet.errors import UserInputError, check_seconds, check_time_range
-from saganet.fileio import name_clash
+from saganet.fileio import check_object_name, name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
-
-# Object names become file names and track titles: no spaces or control characters, and no
-# leading . + - (hidden files, options). Used with fullmatch: "$" would let a final newline in.
-_NAME = re.compile(r"\w[\w.+-]*")
-_NAME_RULE = "letters, digits and _ . + - only, starting with a letter, digit or _"
 
 
 @dataclass(frozen=True)
@@ -167,9 +161,7 @@ class SoundtrackRequest:
             raise UserInputError("no object to sonify: give at least one mask or prompt")
         names = [o.name for o in self.objects]
         for name in names:
-            if not _NAME.fullmatch(name):
-                raise UserInputError(f"object name {name!r} is not usable in file names "
-                                     f"({_NAME_RULE})")
+            check_object_name(name)
         # Without case: the names become file names.
         clash = name_clash(names)
         if clash:

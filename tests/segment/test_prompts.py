@@ -64,10 +64,12 @@ def test_object_needs_a_usable_prompt():
     # "$" matches before a final newline: the whole name must match.
     with pytest.raises(UserInputError, match="object name"):
         object_prompt("a\n", clicks=["1,2"])
-    # A name that a mask video's object may have (any letters) but a tracked one may not: the
-    # message says why "violín" is refused (it said "letters", which í is).
-    with pytest.raises(UserInputError, match="only ASCII letters"):
-        object_prompt("violín", clicks=["1,2"])
+    # One rule for every object name: a tracked object is sonified under its name, so what a
+    # mask video's object may be called ("violín", "a+b") a tracked one may be too.
+    for name in ("violín", "a+b", "_x"):
+        assert object_prompt(name, clicks=["1,2"]).name == name
+    with pytest.raises(UserInputError, match="not usable in file names"):
+        object_prompt("a b", clicks=["1,2"])
     obj = object_prompt("a", clicks=["1,2"], negative_clicks=["3,4@f2"])
     assert obj.points == (PointPrompt(1, 2), PointPrompt(3, 4, False, PromptTime(None, 2)))
 
