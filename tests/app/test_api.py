@@ -99,7 +99,7 @@ def test_generate_clicks_boxes_and_a_phrase(client, clip, scene) -> None:
     ([{"name": "a", "clicks": ["10,10"]}] * 2, None, "two objects are called"),
     ([{"name": "a", "clicks": ["1000,10"]}], None, "outside"),
     ([{"name": "a", "clicks": ["10,10@9"]}], None, "past the end"),
-    ([{"name": "a b", "clicks": ["10,10"]}], None, "must start with"),
+    ([{"name": "a b", "clicks": ["10,10"]}], None, "not usable in file names"),
     ([{"name": f"o{k}", "clicks": ["10,10"]} for k in range(4)], None, "at most 3"),
     ([{"name": "a", "clicks": ["10,10"]}], {"num_steps": 26}, "at most 25"),
     ([{"name": "a", "clicks": ["10,10"]}], {"steps": 2}, "unknown option"),
