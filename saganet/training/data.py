@@ -1,6 +1,7 @@
 """Data loading for training: datasets from config, resumable sharded sampling, counting collate.
 
-* :func:`build_datasets` turns the data config into train/validation datasets.
+* :func:`build_datasets` turns the data config into train/validation datasets (validation only
+  when the run validates).
 * :class:`ResumableDistributedSampler` shards by GLOBAL rank (every rank sees a disjoint part of
   each epoch) and can start an epoch part-way through, so a resumed run continues with exactly
   the batches it would have seen.
@@ -64,8 +65,8 @@ def build_split(cfg: DataSetup, name: str, shapes: SampleShapes, duration: float
                       duration=duration)
 
 
-def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float,
-                   seed: int) -> tuple[Dataset, Dataset]:
+def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float, seed: int, *,
+                   validate: bool = True) -> tuple[Dataset, Dataset | None]:
     """Training and validation datasets (:func:`build_split` of ``train`` and ``val``).
 
     Args:
@@ -73,9 +74,11 @@ def build_datasets(cfg: DataSetup, shapes: SampleShapes, duration: float,
         shapes: the sample shapes the model needs.
         duration: clip length in seconds.
         seed: seed of the synthetic data (ignored by real datasets).
+        validate: the run computes validation losses; without it no ``val`` split is read
+            (None in its place), so data without one trains.
     """
-    return (build_split(cfg, "train", shapes, duration, seed),
-            build_split(cfg, "val", shapes, duration, seed))
+    train = build_split(cfg, "train", shapes, duration, seed)
+    return train, build_split(cfg, "val", shapes, duration, seed) if validate else None
 
 
 class CountingCollate:

@@ -158,7 +158,10 @@ class Trainer:
             sync_frames=int(self.sequence.num_sync_frames),
             frame_size=synchformer.config.img_size)
         # Data first: a wrong data path fails in seconds, before any base-weight download.
-        self.train_set, self.val_set = build_datasets(cfg.data, shapes, cfg.duration, cfg.seed)
+        # The val split only when validation runs (log.val_interval > 0): data without one
+        # trains with validation off (an evaluation of ``val`` builds it, see _build_evaluator).
+        self.train_set, self.val_set = build_datasets(cfg.data, shapes, cfg.duration, cfg.seed,
+                                                      validate=cfg.log.val_interval > 0)
         rank, world = info.rank, info.world_size
         # Also before the evaluator and the base weights: a split too small for one batch
         # fails before their downloads.
@@ -194,7 +197,7 @@ class Trainer:
         self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step (logged)
         self.flow = FlowMatching(t_mean=cfg.loss.t_mean, t_scale=cfg.loss.t_scale)
 
-        self.val_loader = build_loader(
+        self.val_loader = None if self.val_set is None else build_loader(
             self.val_set, batch_size=cfg.val_batch_size, rank=rank, world_size=world,
             shuffle=False, drop_last=False, seed=cfg.seed, num_workers=cfg.data.num_workers,
             pin_memory=cfg.data.pin_memory)
@@ -268,7 +271,7 @@ class Trainer:
                                  "eval.num_steps >= 1")
         hint = ("(evaluate other sets with eval.during=[...] / eval.after=[...], or none with "
                 "eval.enabled=false)")
-        built = {"train": self.train_set, "val": self.val_set}
+        built = {"train": self.train_set, "val": self.val_set}  # val: None without validation
         splits, datasets = {}, {}
         for name in names:
             if name in cfg.datasets and name not in SPLITS:
@@ -631,7 +634,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Validation loss with the training loss function and a reset noise generator (no
-        ``loss`` when no validation sample loaded)."""
+        ``loss`` when no validation sample loaded); only with ``log.val_interval`` > 0 (the
+        ``val`` split is not read otherwise)."""
         self.core.eval()
         self.val_noise.set_state(self.val_noise_start)
         stats = LossStats(self.cfg.log.t_bins)

@@ -344,6 +344,36 @@ def test_validation_without_a_loaded_sample_has_no_loss(tmp_path, monkeypatch, c
     assert any("no validation loss" in r.getMessage() for r in caplog.records)
 
 
+def test_a_run_without_validation_needs_no_val_split(tmp_path, monkeypatch):
+    """Data without a val split trains when validation is off; validation (or an evaluation
+    of ``val``) asks for the split and names it missing."""
+    from saganet import dist
+    from saganet.training import data, loop
+    from saganet.training.loop import Trainer
+    from tests.training.test_train_config import load
+
+    real_split = data.build_split
+    asked = []
+
+    def without_val(cfg, name, *args):
+        asked.append(name)
+        if name == "val":
+            raise UserInputError(f"the {cfg.kind} data has no val split")
+        return real_split(cfg, name, *args)
+
+    monkeypatch.setattr(data, "build_split", without_val)
+    monkeypatch.setattr(loop, "build_split", without_val)
+    args = ["experiment=debug", "num_iterations=2", f"hydra.run.dir={tmp_path}"]
+    trainer = Trainer(load(*args, "log.val_interval=0", "eval.enabled=false"), dist.init("cpu"))
+    trainer.run()
+    assert trainer.step == 2 and trainer.val_set is None and "val" not in asked
+    with pytest.raises(UserInputError, match="no val split"):
+        Trainer(load(*args, "log.val_interval=1", "eval.enabled=false"), dist.init("cpu"))
+    with pytest.raises(UserInputError, match=r"evaluation split 'val'.*no val split"):
+        Trainer(load(*args, "log.val_interval=0", "eval.during=[val]", "eval.after=[]"),
+                dist.init("cpu"))
+
+
 def _without(part: dict, key: str) -> dict:
     return {k: v for k, v in part.items() if k != key}
 
