@@ -130,6 +130,8 @@ class GenerationBatch:
         text_features: precomputed ``(B, 77, text_dim)`` text features (replace texts).
         negative_text_features: precomputed features of the negative prompts (replace
             negative_texts).
+        names: one name per clip (its id), used in warnings (a clip whose mask is empty in
+            every frame); None names the clips by their position in the batch.
     """
 
     sync_frames: torch.Tensor
@@ -142,6 +144,7 @@ class GenerationBatch:
     clip_features: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
     negative_text_features: torch.Tensor | None = None
+    names: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return self.sync_frames.shape[0]
@@ -207,7 +210,7 @@ def _encode(models: SAGANetModels, batch: GenerationBatch,
         # The crop box comes from CPU float masks: any non-zero pixel counts, as in training.
         # The crops are resized in fp32 where the Synchformer runs: on a GPU, not on the
         # host's cores (0.4 CPU-seconds per 5 s window).
-        boxes = focal_crop_boxes(masks.float())
+        boxes = focal_crop_boxes(masks.float(), names=batch.names)
         frames, masks = frames.to(device, torch.float32), masks.to(device, torch.float32)
         detail_frames, detail_masks = focal_crop(frames, masks, boxes=boxes)
     sync_f = encode_sync(models.synchformer,

@@ -82,6 +82,9 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
             _features(value, name, size, *(text_shape or (None, None)))
     for name in ("texts", "negative_texts"):
         _texts(getattr(batch, name), name, size)
+    if batch.names is not None and len(batch.names) != size:
+        raise UserInputError(f"GenerationBatch.names hold {len(batch.names)} name(s) for "
+                             f"{size} clip(s): give one per clip")
     return dataclasses.replace(batch, sync_frames=sync, masks=masks,
                                clip_frames=clip_frames if clip_frames is not None
                                else batch.clip_frames,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -127,6 +128,8 @@ def _bad_batches() -> dict[str, tuple[Callable[[GenerationBatch], GenerationBatc
                                         "clip_frames"),
         "a prompt as a bare string": (replace(texts=lambda b: b.texts[0]), "list of strings"),
         "more prompts than clips": (replace(texts=lambda b: [*b.texts, "x"]), "one per clip"),
+        "more names than clips": (replace(names=lambda b: ["a", "b", "c"]),
+                                  "one per clip"),
         "fewer negative prompts than clips": (
             replace(negative_texts=lambda b: b.negative_texts[1:]), "one per clip"),
         "numpy frames": (replace(sync_frames=lambda b: b.sync_frames.numpy()), "torch.Tensor"),
@@ -141,6 +144,16 @@ def _bad_batches() -> dict[str, tuple[Callable[[GenerationBatch], GenerationBatc
             texts=lambda b: None,
             text_features=lambda b: torch.zeros(len(b) + 1, 77, 64)), "text_features"),
     }
+
+
+def test_the_empty_mask_warning_names_the_clips_of_the_batch(models, caplog) -> None:
+    """generate() crops the clips: a clip without its object is named as the batch names it."""
+    batch = uint8_batch(models, 2)
+    batch.masks[1] = 0
+    names = ["solos/violin/a_0_1000", "solos/cello/b_0_1000"]
+    with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
+        run(models, dataclasses.replace(batch, names=names))
+    assert f"clip(s) {names[1]}:" in caplog.text and names[0] not in caplog.text
 
 
 @pytest.mark.parametrize("mistake", list(_bad_batches()))

@@ -354,7 +354,7 @@ class SMSDataset(Dataset):
             detail, mask_detail = (self._read(paths.detail, gray=False),
                                    self._read(paths.mask_detail, gray=True))
         else:
-            detail, mask_detail = focal_crop(frames[None], masks[None])
+            detail, mask_detail = focal_crop(frames[None], masks[None], names=[sample_id])
             detail, mask_detail = detail[0], mask_detail[0]
         return {"sync_video": frames, "sync_detail_video": detail, "mask_video": masks,
                 "mask_detail_video": mask_detail}

@@ -238,7 +238,7 @@ def generation_batch(samples: Sequence[EvalSample]) -> GenerationBatch:
                 frames.append(sync_input(s.detail_frames))
                 crops.append(mask_input(s.detail_masks))
             else:
-                frame, crop = focal_crop(sync[i : i + 1], masks[i : i + 1])
+                frame, crop = focal_crop(sync[i : i + 1], masks[i : i + 1], names=[s.clip.id])
                 frames.append(frame[0])
                 crops.append(crop[0])
         detail_frames, detail_masks = torch.stack(frames), torch.stack(crops)
@@ -247,6 +247,7 @@ def generation_batch(samples: Sequence[EvalSample]) -> GenerationBatch:
         clip_frames=clip_input(torch.stack([s.clip_frames for s in samples])),
         texts=[s.clip.caption for s in samples],
         detail_frames=detail_frames, detail_masks=detail_masks,
+        names=[s.clip.id for s in samples],
     )
 
 

@@ -15,6 +15,7 @@ detail frames equal the input frames and the detail masks are all zero (nothing 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -33,7 +34,8 @@ def _first_last(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first, last
 
 
-def focal_crop_boxes(masks: torch.Tensor, min_size: int = MIN_CROP_SIZE) -> torch.Tensor:
+def focal_crop_boxes(masks: torch.Tensor, min_size: int = MIN_CROP_SIZE,
+                     names: Sequence[str] | None = None) -> torch.Tensor:
     """Crop window of each clip from its per-frame mask boxes.
 
     Any non-zero mask value counts as foreground (also tiny positive values and soft edges).
@@ -41,6 +43,8 @@ def focal_crop_boxes(masks: torch.Tensor, min_size: int = MIN_CROP_SIZE) -> torc
     Args:
         masks: ``(B, T, C, H, W)`` masks of any dtype.
         min_size: smallest crop side in pixels (clamped to the frame size).
+        names: one name per clip (its id), for the warning about empty masks; None names the
+            clips by their position in the batch.
 
     Returns:
         ``(B, 4)`` int64 boxes ``(x0, y0, x1, y1)``, end-exclusive, in pixels. A clip whose mask
@@ -48,6 +52,8 @@ def focal_crop_boxes(masks: torch.Tensor, min_size: int = MIN_CROP_SIZE) -> torc
     """
     if masks.dim() != 5:
         raise ValueError(f"masks: expected (B, T, C, H, W), got {tuple(masks.shape)}")
+    if names is not None and len(names) != masks.shape[0]:
+        raise ValueError(f"{len(names)} name(s) for {masks.shape[0]} clip(s)")
     height, width = masks.shape[-2:]
     foreground = (masks != 0).any(dim=2)  # (B, T, H, W)
     cols, rows = foreground.any(dim=2), foreground.any(dim=3)  # (B, T, W), (B, T, H)
@@ -68,8 +74,12 @@ def focal_crop_boxes(masks: torch.Tensor, min_size: int = MIN_CROP_SIZE) -> torc
     boxes = torch.stack([x0, y0, x1, y1], dim=1)  # (B, 4)
     empty = ~present.any(dim=1)
     if empty.any():
+        positions = empty.nonzero().flatten().tolist()
+        # Batch positions mean nothing to a user who did not build the batch: ids when known.
+        which = (", ".join(names[i] for i in positions) if names is not None
+                 else f"{positions} of the batch")
         log.warning("mask is empty in every frame of clip(s) %s: focal crop uses the whole frame",
-                    empty.nonzero().flatten().tolist())
+                    which)
         full = torch.tensor([0, 0, width, height], device=boxes.device)
         boxes = torch.where(empty[:, None], full, boxes)
     return boxes
@@ -80,6 +90,7 @@ def focal_crop(
     masks: torch.Tensor,
     boxes: torch.Tensor | None = None,
     min_size: int = MIN_CROP_SIZE,
+    names: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut every clip to its focal window and resize back to the frame size.
 
@@ -93,6 +104,8 @@ def focal_crop(
         boxes: optional precomputed ``(B, 4)`` windows from :func:`focal_crop_boxes` (pass them
             to log or reuse the window); computed from ``masks`` when omitted.
         min_size: smallest crop side when ``boxes`` is computed here.
+        names: one name per clip for the empty-mask warning when ``boxes`` is computed here
+            (see :func:`focal_crop_boxes`).
 
     Returns:
         ``(detail_frames, detail_masks)`` with the shapes and dtypes of the inputs.
@@ -104,7 +117,7 @@ def focal_crop(
         raise ValueError(f"frames {tuple(frames.shape)} and masks {tuple(masks.shape)} differ in "
                          "batch, length or frame size")
     if boxes is None:
-        boxes = focal_crop_boxes(masks, min_size)
+        boxes = focal_crop_boxes(masks, min_size, names)
     size = list(frames.shape[-2:])
     detail_frames, detail_masks = torch.empty_like(frames), torch.empty_like(masks)
     for b, (x0, y0, x1, y1) in enumerate(boxes.tolist()):

@@ -241,7 +241,8 @@ def make_focal_prompt(root: str | os.PathLike[str], clip_id: str, duration: floa
                 return FocalPromptResult(
                     clip_id, "failed", f"{what} too short: {tensor.shape[0]} frames at "
                     f"{SYNC_FPS:g} fps, need {num_frames}")
-        detail, mask_detail = focal_crop(frames[None, :num_frames], masks[None, :num_frames])
+        detail, mask_detail = focal_crop(frames[None, :num_frames], masks[None, :num_frames],
+                                         names=[clip_id])
         write_h264(paths.detail, detail[0], fps=int(SYNC_FPS), threads=threads)
         write_h264(paths.mask_detail, mask_detail[0], fps=int(SYNC_FPS), threads=threads)
     except LOAD_ERRORS as err:

@@ -140,6 +140,25 @@ def test_failed_sample_is_counted_not_dropped_silently(split, tmp_path, caplog):
     assert empty == {"failed": 2, "size": 0}
 
 
+def test_a_clip_whose_mask_is_empty_is_named_by_its_id(split, tmp_path, caplog):
+    """A crop computed on the fly from an empty mask warns with the sample's id."""
+    ds = dataset(split)
+    blank = tmp_path / "blank.mp4"
+    write_video(blank, np.zeros_like(mask_frames()))
+
+    def paths_with_empty_mask(root: Path, sample_id: str) -> ClipPaths:
+        paths = sms_paths(root, sample_id)
+        if sample_id != IDS["c"]:
+            return paths
+        return ClipPaths(paths.video, blank, paths.detail, paths.mask_detail)
+
+    ds.paths_of = paths_with_empty_mask
+    with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
+        sample = ds[1]
+    assert sample is not None and sample["id"] == IDS["c"]
+    assert f"clip(s) {IDS['c']}:" in caplog.text and "[0]" not in caplog.text
+
+
 def test_too_short_video_fails(split):
     ds = SMSDataset(split["root"], split["tsv"], split["memmap"],
                     SampleShapes(**{**SHAPES.__dict__, "sync_frames": 40}), duration=2.0)

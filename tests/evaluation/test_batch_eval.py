@@ -3,7 +3,9 @@ and ``batch_eval.py`` under ``torch.distributed.run`` with two CPU processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -210,6 +212,23 @@ def test_precomputed_focal_crops_are_used_when_present(tmp_path):
     assert torch.equal(batch.detail_frames[1], crop[0])
     assert torch.equal(batch.detail_masks[1], crop_masks[0])
     assert batch.texts == ["violin", "violin"] and batch.negative_texts is None
+    assert batch.names == [sample.clip.id for sample in samples]
+
+
+def test_a_clip_whose_mask_is_empty_is_named_by_its_id(tmp_path, caplog):
+    """The empty-mask warning of a crop computed for a batch names the clip's id, where
+    generation_batch crops and, through the batch's names, where generate() does."""
+    root = tmp_path / "urmp"
+    table = make_urmp(root, clips=2)
+    clip = build_eval_dataset("urmp", root, table, DURATION).clips[0]
+    write_video(clip.detail, 1.4, seed=5)
+    write_video(clip.mask_detail, 1.4, seed=5, mask=True)
+    samples = [*build_eval_dataset("urmp", root, table, DURATION, detail_files=True)]
+    blank = dataclasses.replace(samples[1], masks=torch.zeros_like(samples[1].masks))
+    with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
+        batch = generation_batch([samples[0], blank])
+    assert f"clip(s) {blank.clip.id}:" in caplog.text and "[0]" not in caplog.text
+    assert batch.names == [samples[0].clip.id, blank.clip.id]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,6 +52,19 @@ def test_all_frames_empty_uses_the_whole_frame(caplog: pytest.LogCaptureFixture)
     assert detail_masks[1].mean() > masks[1].mean() * 4
 
 
+def test_the_empty_mask_warning_names_the_clips_by_id(caplog: pytest.LogCaptureFixture) -> None:
+    """With names the warning says which clips (ids, not batch positions) have no object."""
+    names = ["solos/violin/a_0_1000", "solos/cello/b_0_1000", "music21/tuba/c_0_1000"]
+    masks = torch.cat([_masks([(50, 60, 70, 80)] * 2), _masks([None] * 2), _masks([None] * 2)])
+    frames = torch.zeros(len(names), 2, 3, 224, 224)
+    with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
+        focal_crop(frames, masks, names=names)
+    assert f"clip(s) {names[1]}, {names[2]}:" in caplog.text and "[1, 2]" not in caplog.text
+    assert names[0] not in caplog.text
+    with pytest.raises(ValueError, match="2 name"):
+        focal_crop_boxes(masks, names=names[:2])
+
+
 def test_uint8_and_float_agree() -> None:
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (1, 2, 3, 224, 224), dtype=torch.uint8, generator=g)

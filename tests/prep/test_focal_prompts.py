@@ -8,6 +8,7 @@ The mini-SMS (also used by test_latents.py) is laid out as ``training/load_sms.p
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -219,6 +220,17 @@ def test_missing_mask_fails_with_reason(tmp_path: Path) -> None:
     write_clip(root / "violin" / "x_0_5200.mp4", 5.2, seed=0, tone_hz=None)
     result = make_focal_prompt(root, "violin/x_0_5200")
     assert result.status == "failed" and "no mask video" in result.reason
+
+
+def test_a_clip_whose_mask_is_empty_is_named_by_its_id(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    root, clip_id = tmp_path / "data", "violin/x_0_5200"
+    write_clip(root / f"{clip_id}.mp4", 5.2, seed=0, tone_hz=None)
+    write_video(sms_paths(root, clip_id).mask,
+                (np.zeros((SIZE[1], SIZE[0], 3), np.uint8) for _ in range(round(5.2 * FPS))), FPS)
+    with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
+        assert make_focal_prompt(root, clip_id).status == "done"
+    assert f"clip(s) {clip_id}:" in caplog.text and "[0]" not in caplog.text
 
 
 def test_gray_files_round_trip_exactly(tmp_path: Path) -> None:
