@@ -170,6 +170,8 @@ class TrainingState:
         scheduler: ``scheduler.state_dict()``.
         epoch: the data sampler's epoch.
         batches_in_epoch: batches of that epoch already consumed.
+        samples_in_epoch: samples of that epoch already consumed, by all ranks together (where
+            a resume with another batch size or number of ranks goes on); None in older states.
         rng: one :class:`RNGState` dict per global rank (index = rank).
         ema: the EMA's state dict (empty when EMA is off).
         failed_samples: samples that failed to load so far (all ranks).
@@ -190,6 +192,7 @@ class TrainingState:
     failed_samples: int = 0
     log_window: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    samples_in_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "saganet-training-state-v1", **self.__dict__}
@@ -216,6 +219,10 @@ class TrainingState:
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise MalformedStateError(f"{name!r} is a {type(value).__name__}, not a "
                                           f"{kind.__name__}")
+        samples = data.get("samples_in_epoch")
+        if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool)
+                                    or samples < 0):
+            raise MalformedStateError(f"'samples_in_epoch' is {samples!r}, not a count")
         for name, module in data["modules"].items():
             if not isinstance(module, dict):
                 raise MalformedStateError(f"modules[{name!r}] is a {type(module).__name__}, "

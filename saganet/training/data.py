@@ -4,7 +4,7 @@
   when the run validates).
 * :class:`ResumableDistributedSampler` shards by GLOBAL rank (every rank sees a disjoint part of
   each epoch) and can start an epoch part-way through, so a resumed run continues with exactly
-  the batches it would have seen.
+  the samples it would have seen, also with another batch size or number of ranks.
 * :class:`CountingCollate` drops samples that failed to load (datasets return None) and reports
   how many it dropped in the batch (``batch["failed"]``), so the loop can log and sum them.
 """
@@ -98,7 +98,13 @@ class CountingCollate:
 
 
 class ResumableDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` that can skip the first batches of an epoch.
+    """``DistributedSampler`` that can skip the first samples of an epoch.
+
+    An epoch's order (shuffled by ``seed + epoch``) does not depend on the number of ranks, and
+    rank ``r`` of ``W`` takes positions ``r, r + W, ...`` of it: after every step the ranks
+    together have consumed a prefix of that order. Skipping that prefix and sharding the rest
+    continues the epoch exactly, whatever the number of ranks and the batch size of the run
+    that resumes it.
 
     Without ``drop_last`` every sample is in exactly one rank's shard, and shards may differ
     in length by one: ``DistributedSampler`` would pad the last round with repeated samples,
@@ -117,29 +123,36 @@ class ResumableDistributedSampler(DistributedSampler):
                  seed: int = 0, drop_last: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=drop_last)
-        self.start = 0
-        # This rank's share: positions rank, rank + W, ... of the epoch's order that are not
-        # padding (with drop_last the order is cut, never padded).
-        self.own = (self.num_samples if drop_last
-                    else len(range(rank, len(dataset), num_replicas)))
+        self.skip = 0
 
-    def set_position(self, epoch: int, start: int) -> None:
-        """Start ``epoch`` at its ``start``-th index (applies to the next iteration only).
+    def set_position(self, epoch: int, skip: int) -> None:
+        """Start ``epoch`` after its first ``skip`` samples (applies to the next iteration only).
 
         Args:
             epoch: the epoch (selects the shuffle).
-            start: indices of this rank's shard already consumed.
+            skip: samples of the epoch's order already consumed, by all ranks together.
         """
         self.set_epoch(epoch)
-        self.start = start
+        self.skip = skip
+
+    def _rest(self) -> int:
+        """Samples of the epoch's order after the skipped ones that are shared out (with
+        ``drop_last`` the tail that does not divide over the ranks is cut, never padded)."""
+        rest = max(len(self.dataset) - self.skip, 0)
+        return rest - rest % self.num_replicas if self.drop_last else rest
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())[self.start:self.own]
-        self.start = 0
-        return iter(indices)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        else:
+            order = list(range(len(self.dataset)))
+        rest = order[self.skip:self.skip + self._rest()]
+        self.skip = 0
+        return iter(rest[self.rank::self.num_replicas])
 
     def __len__(self) -> int:
-        return self.own - self.start
+        return len(range(self.rank, self._rest(), self.num_replicas))
 
 
 def _seed_worker(worker_id: int) -> None:

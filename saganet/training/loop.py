@@ -208,6 +208,9 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0
+        # Samples of the epoch consumed by all ranks: where a resume goes on, whatever its
+        # batch size and number of ranks (see ResumableDistributedSampler).
+        self.samples_in_epoch = 0
         self.failed_total = 0
         # Batches skipped one after the other: an epoch's worth means nothing can load, and
         # the loop would otherwise go on skipping (and logging) for ever.
@@ -394,6 +397,7 @@ class Trainer:
                         "from step %d with this run's: %s", path, state.step, "; ".join(changed))
         self.step, self.epoch = state.step, state.epoch
         self.batches_in_epoch = state.batches_in_epoch
+        self.samples_in_epoch = self._samples_in_epoch(state, path)
         self.failed_total = state.failed_samples
         self._restore_log_window(state.log_window, path)
         generators = {"noise": self.noise, "val_noise": self.val_noise}
@@ -420,8 +424,23 @@ class Trainer:
                 log.warning("%s has no EMA state (written with the EMA off): the EMA restarts "
                             "at step %d from that step's weights", path, self.step)
         self.last_state = (state.step, path)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
-                 self.epoch, self.batches_in_epoch)
+        log.info("resumed from %s at step %d (epoch %d, batch %d, sample %d)", path, self.step,
+                 self.epoch, self.batches_in_epoch, self.samples_in_epoch)
+
+    def _samples_in_epoch(self, state: TrainingState, path: Path) -> int:
+        """Samples of the state's epoch consumed before it; an older state counted batches
+        only, which give the samples exactly when this run's global batch size is the
+        state's."""
+        if state.samples_in_epoch is not None:
+            return state.samples_in_epoch
+        samples = state.batches_in_epoch * self.cfg.batch_size
+        saved = state.config.get("batch_size")
+        if saved != self.cfg.batch_size and self.info.is_main:
+            log.warning("%s holds no sample count of its epoch (an older state) and was "
+                        "written with batch_size %s: epoch %d goes on after %d x %d = %d "
+                        "samples, which may repeat or skip some of its samples", path, saved,
+                        state.epoch, state.batches_in_epoch, self.cfg.batch_size, samples)
+        return samples
 
     def _restore_log_window(self, windows: list[dict], path: Path) -> None:
         """Put back the loss sums since the last log point, so that the first point logged
@@ -464,11 +483,11 @@ class Trainer:
         try:
             with self._ctrl_c_stops_after_the_step():
                 while self.step < stop:
-                    self.train_loader.sampler.set_position(
-                        self.epoch, self.batches_in_epoch * self.local_batch)
+                    self.train_loader.sampler.set_position(self.epoch, self.samples_in_epoch)
                     for batch in self.train_loader:
                         trained = self.train_step(batch, self.stats)
                         self.batches_in_epoch += 1
+                        self.samples_in_epoch += cfg.batch_size  # over all ranks
                         if trained:
                             self.skipped_in_a_row = 0
                             self.after_step(logger, self.stats)
@@ -478,7 +497,7 @@ class Trainer:
                             break
                     else:
                         self.epoch += 1
-                        self.batches_in_epoch = 0
+                        self.batches_in_epoch = self.samples_in_epoch = 0
                 self.finish(logger)
         except _StopRequestedError:
             try:
@@ -732,7 +751,7 @@ class Trainer:
                          "synchformer": synchformer.state_dict()},
                 trainable=self.trainable, optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), epoch=self.epoch,
-                batches_in_epoch=self.batches_in_epoch,
+                batches_in_epoch=self.batches_in_epoch, samples_in_epoch=self.samples_in_epoch,
                 rng=[rank["rng"] for rank in gathered],
                 log_window=[rank["log_window"] for rank in gathered],
                 ema=self.ema.state_dict() if self.ema is not None else {},

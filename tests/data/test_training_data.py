@@ -51,7 +51,7 @@ def test_resume_in_the_middle_of_an_epoch():
     sampler = ResumableDistributedSampler(data, 2, 1, seed=7)
     sampler.set_epoch(4)
     full = list(sampler)
-    sampler.set_position(4, 6)
+    sampler.set_position(4, 6 * 2)  # six samples of each of the two ranks
     assert len(sampler) == len(full) - 6
     assert list(sampler) == full[6:]
     assert list(sampler) == full  # the offset applies to one pass only
@@ -67,6 +67,39 @@ def test_loader_batches_follow_the_sampler():
     first = list(loader)
     loader.sampler.set_position(0, 4)
     assert list(loader) == first[2:]
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize(("world", "batch", "new_world", "new_batch"),
+                         [(2, 2, 2, 2), (2, 2, 3, 1), (1, 4, 2, 3), (3, 1, 1, 2)])
+def test_an_epoch_resumed_with_other_ranks_or_batches_sees_the_samples_left(
+        drop_last, world, batch, new_world, new_batch):
+    """After some steps with one sharding, a resume with another continues the epoch's order
+    where the ranks together stopped: no sample twice, none skipped but the cut tail."""
+    data = list(range(29))
+
+    def shards(ranks: int, skip: int) -> list[list[int]]:
+        samplers = [ResumableDistributedSampler(data, ranks, r, seed=11, drop_last=drop_last)
+                    for r in range(ranks)]
+        for sampler in samplers:
+            sampler.set_position(3, skip)
+        return [list(sampler) for sampler in samplers]
+
+    steps = 3
+    before = shards(world, 0)
+    seen = [i for step in range(steps) for shard in before
+            for i in shard[step * batch:(step + 1) * batch]]
+    after = shards(new_world, steps * world * batch)
+    left = len(data) - len(seen)
+    assert [len(s) for s in after] == [left // new_world if drop_last
+                                       else len(range(r, left, new_world))
+                                       for r in range(new_world)]
+    rest = [i for s in after for i in s]
+    assert not set(seen) & set(rest) and len(set(rest)) == len(rest)
+    # The ranks still take the epoch's order round-robin: what is left of it, in turn.
+    order = shards(1, 0)[0]
+    assert sorted(seen + rest, key=order.index) == order[:len(seen) + len(rest)]
+    assert len(order) - len(seen) - len(rest) == (left % new_world if drop_last else 0)
 
 
 def test_synthetic_samples_are_deterministic_with_shapes():

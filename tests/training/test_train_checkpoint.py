@@ -183,6 +183,52 @@ def test_resuming_drops_the_audit_rows_of_steps_taken_again(tmp_path):
     assert kept == [row for row in rows if int(row.split("\t")[0]) < first.step]
 
 
+def _epoch_ids(trainer: Trainer, epoch: int) -> list[str]:
+    """The sample ids of ``epoch`` in the order a one-rank run of ``trainer`` draws them."""
+    from saganet.training.data import ResumableDistributedSampler
+
+    sampler = ResumableDistributedSampler(trainer.train_set, 1, 0, seed=trainer.cfg.seed,
+                                          drop_last=True)
+    sampler.set_epoch(epoch)
+    return [trainer.train_set.sample_id(i) for i in sampler]
+
+
+def _recorded_ids(trainer: Trainer) -> list[str]:
+    return [row.split("\t")[1] for row in trainer.ids_file.read_text().splitlines()]
+
+
+def test_a_resume_with_another_batch_size_goes_on_exactly_where_the_epoch_stopped(tmp_path,
+                                                                                  caplog):
+    """The state counts the epoch's samples: a resume with another batch size takes the
+    epoch's next samples (the old rule, batches x the new batch, skipped or repeated some)."""
+    import logging
+
+    first = resumed_trainer(tmp_path, "never", "log.record_sample_ids=true", "stop_after=3")
+    first.run()
+    consumed = first.step * first.cfg.batch_size
+    assert first.samples_in_epoch == consumed
+    bigger = first.cfg.batch_size * 2
+    resumed = resumed_trainer(tmp_path, "auto", "log.record_sample_ids=true", "stop_after=5",
+                              f"batch_size={bigger}")
+    assert resumed.samples_in_epoch == consumed
+    resumed.run()
+    order = _epoch_ids(resumed, 0)
+    total = consumed + (resumed.step - first.step) * bigger
+    assert total < len(order)  # still the first epoch
+    assert _recorded_ids(resumed) == order[:total]
+
+    # An older state (no sample count) goes on after batches x the new batch, and says so.
+    path = latest_state(tmp_path)
+    state = torch.load(path, weights_only=True)
+    del state["samples_in_epoch"]
+    atomic_save(state, path)
+    with caplog.at_level(logging.WARNING, logger="saganet.training.loop"):
+        older = resumed_trainer(tmp_path, "auto", f"batch_size={first.cfg.batch_size}")
+    assert older.samples_in_epoch == state["batches_in_epoch"] * first.cfg.batch_size
+    assert any("no sample count" in r.getMessage() and f"batch_size {bigger}" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_resuming_from_a_state_broken_in_two_modules_names_both(tmp_path):
     from saganet.state_dict import CheckpointMismatchError
 
@@ -386,6 +432,7 @@ def _without(part: dict, key: str) -> dict:
     (lambda d: d.update(rng=[]), r"'rng' holds no rank"),
     (lambda d: d.pop("scheduler"), r"no 'scheduler'"),
     (lambda d: d.update(step="10"), r"'step' is a str"),
+    (lambda d: d.update(samples_in_epoch=-4), r"'samples_in_epoch' is -4, not a count"),
     (lambda d: d.update(modules={**d["modules"], "network": [1]}), r"modules\['network'\] is a"),
     (lambda d: d["optimizer"].update(param_groups=[]), r"optimiser or scheduler state does not"),
     (lambda d: d["rng"][0].update(torch_cpu=torch.zeros(3)), r"random generator states of rank 0"),

@@ -192,7 +192,9 @@ def test_a_resume_synthesises_the_ema_of_its_own_course_only(tmp_path, caplog):
             next(batches)  # the killed invocation's course after its state is not retaken
         assert killed.train_step(next(batches), killed.stats) and killed.step == step
         if step == state_at:
-            killed.batches_in_epoch = step  # the data position run() keeps
+            # The data position run() keeps.
+            killed.batches_in_epoch = step
+            killed.samples_in_epoch = step * killed.cfg.batch_size
             killed.save_state()
     written = {p.name for p in (run_dir / SNAPSHOT_DIR).glob("*.pt")}
     sigmas = range(len(killed.cfg.ema.sigma_rels))
