@@ -10,9 +10,9 @@ The MP4 copies the source's video packets (no re-encoding, no quality loss) for 
 ``[0, duration)``: packets are kept in decoding order up to the last one that a frame shown
 before ``duration`` needs, so every kept frame decodes; with B-frames this may keep a few
 frames past ``duration``. The video is re-encoded (H.264, yuv420p) to draw mask overlays, to
-start later than the first frame (a copy could only start at a keyframe), or when the source
-codec cannot be stored in MP4. Audio tracks are AAC; the first is the default track and every
-track may carry a title (players list them by it).
+start later than the first frame (a copy could only start at a keyframe), or when browsers do
+not play the source codec in MP4 (MJPEG, PNG, ProRes ...). Audio tracks are AAC; the first is
+the default track and every track may carry a title (players list them by it).
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ _REORDER_MARGIN_S = 1.0
 _AUDIO_CHUNK = 1 << 16
 # Audio is muxed this far ahead of the video, so the file stays interleaved.
 _AUDIO_LEAD_S = 1.0
+# Video codecs copied into the MP4: those browsers play there. H.264 plays everywhere; HEVC in
+# Safari, and in Chrome and Edge where the hardware decodes it; AV1 and VP9 in Chrome, Edge and
+# Firefox (Safari: only some systems). Others MP4 can hold (MJPEG, PNG, FFV1, MPEG-4 part 2
+# ...) played nowhere in a browser, so the web app showed no picture: they are re-encoded.
+_PLAYABLE_CODECS = frozenset({"h264", "hevc", "av1", "vp9"})
 # Sample-entry tags a copied stream keeps (MP4 takes both of each pair). PyAV's stream copy
 # resets the tag, and the muxer's default for HEVC, "hev1", is one Apple's players (QuickTime,
 # Safari, iOS) refuse: the copy of an iPhone's "hvc1" video did not play there.
@@ -343,16 +348,20 @@ def _chain(first: av.Packet, rest: Iterator[av.Packet]) -> Iterator[av.Packet]:
 
 def _write_copy(out: av.container.OutputContainer, src: Path, tracks: Sequence[AudioTrack],
                 sr: int, duration: float) -> bool:
-    """Copy the source's video packets into ``out``; False (nothing written) when MP4 cannot
-    hold the codec or the packets have no timestamps."""
+    """Copy the source's video packets into ``out``; False (nothing written) when browsers
+    do not play the codec in MP4 (:data:`_PLAYABLE_CODECS`) or the packets have no
+    timestamps."""
     with open_video(src) as (container, stream):
-        if stream.codec_context.name not in out.supported_codecs:
+        codec = stream.codec_context.codec.canonical_name
+        if codec not in _PLAYABLE_CODECS:
             return False
         packets = _copy_packets(container, stream, duration, src)
         if packets is None:
             return False
-        out_stream = out.add_stream_from_template(stream)
-        if stream.codec_tag in _KEPT_TAGS.get(stream.codec_context.name, ()):
+        # opaque: take the decoder's codec as it is; a new one is looked up by the decoder's
+        # name as an encoder, and AV1's decoder (libdav1d) has none.
+        out_stream = out.add_stream_from_template(stream, opaque=True)
+        if stream.codec_tag in _KEPT_TAGS.get(codec, ()):
             out_stream.codec_context.codec_tag = stream.codec_tag
         audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
