@@ -24,6 +24,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
                 faststart: bool = False, gop_size: int | None = None,
                 pts_ms: Sequence[int] | None = None, rotation: float | None = None,
                 pixel_aspect: Fraction | None = None, codec_tag: str | None = None,
+                color_tags: Mapping[str, int] | None = None,
                 audio: np.ndarray | None = None, audio_rate: int = 44100,
                 audio_codec: str = "aac") -> Path:
     """Encode uint8 frames (``(H, W, 3)`` RGB or ``(H, W)`` grey) into ``path``; return it.
@@ -45,6 +46,9 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
       that much wider).
     - ``codec_tag``: the video's four-character tag in MP4/MOV (``"hvc1"``, as iPhones write
       HEVC; default: the muxer's choice).
+    - ``color_tags``: colour attributes of the stream and its frames (``color_primaries``,
+      ``color_trc``, ``colorspace``, ``color_range``, FFmpeg's numbers); the frames are
+      converted with that matrix and range.
     - ``audio``: float samples in [-1, 1], ``(C, T)`` with C 1 (mono) or 2 (stereo), or
       ``(T,)``; written as one ``audio_codec`` stream at ``audio_rate`` Hz starting at 0.
     """
@@ -67,6 +71,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
             stream.codec_context.sample_aspect_ratio = pixel_aspect
         if codec_tag is not None:
             stream.codec_context.codec_tag = codec_tag
+        for name, value in (color_tags or {}).items():
+            setattr(stream.codec_context, name, value)
         sound = None
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, np.float32))
@@ -79,6 +85,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
                                                else "rgb24")
             if pts_ms is not None:
                 frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            for name, value in (color_tags or {}).items():
+                setattr(frame, name, value)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
         if sound is not None:

@@ -219,13 +219,16 @@ class _Painter:
     Args:
         overlays: the objects.
         turns: counter-clockwise quarter turns that make the coded frames upright.
+        colours: colour attributes of the written stream (:func:`_colour_tags`).
     """
 
     _BLOCK_S = 1.0
 
-    def __init__(self, overlays: Sequence[Overlay], turns: int) -> None:
+    def __init__(self, overlays: Sequence[Overlay], turns: int,
+                 colours: dict[str, int]) -> None:
         self.overlays = overlays
         self.turns = turns
+        self.colours = colours
         self._block: tuple[int, list[torch.Tensor]] | None = None
         self._cached: dict[tuple[int, int], np.ndarray] = {}
         self._scaler = VideoReformatter()
@@ -276,6 +279,10 @@ class _Painter:
                 rgb[box] = ((region * (255 - w) + color * w + 127) // 255).astype(np.uint8)
         new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         new.pts, new.time_base = frame.pts, frame.time_base
+        # The encoder converts it to yuv420p with the matrix and range it carries: the
+        # source's, which the stream is tagged with.
+        for name, value in self.colours.items():
+            setattr(new, name, value)
         return new
 
 
@@ -401,6 +408,22 @@ def even_size(pixels: int) -> int:
     return max(2, pixels - pixels % 2)
 
 
+def _colour_tags(source: av.video.codeccontext.VideoCodecContext) -> dict[str, int]:
+    """The source's colour attributes the re-encoded stream keeps, by codec-context name.
+
+    Primaries and transfer (BT.2020, PQ, HLG: HDR) pass through the conversion to yuv420p
+    untouched. The matrix and range are those of YUV sources only: their frames are converted
+    with them, so the pixels match; RGB and gray sources get the encoder's defaults, as before.
+    """
+    tags = {"color_primaries": source.color_primaries, "color_trc": source.color_trc}
+    fmt = av.VideoFormat(source.pix_fmt) if source.pix_fmt else None
+    if fmt is not None and not fmt.is_rgb and len(fmt.components) >= 3:
+        tags |= {"colorspace": source.colorspace, "color_range": source.color_range}
+    # 0 and 3 are reserved (or RGB, for a matrix) in every one of these: they describe
+    # nothing, and FFmpeg's scaler refuses some of them.
+    return {name: value for name, value in tags.items() if value not in (0, 3)}
+
+
 def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Sequence[AudioTrack],
                      sr: int, start: float, duration: float,
                      overlays: Sequence[Overlay]) -> None:
@@ -420,6 +443,9 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Seque
         # encoder refused).
         out_stream.width, out_stream.height = even_size(coded_w), even_size(coded_h)
         out_stream.pix_fmt = "yuv420p"
+        colours = _colour_tags(stream.codec_context)
+        for name, value in colours.items():
+            setattr(out_stream.codec_context, name, value)
         # Keep the source's timestamps, so a variable frame rate stays variable.
         out_stream.codec_context.time_base = stream.time_base
         out_stream.time_base = stream.time_base
@@ -427,7 +453,7 @@ def _write_reencoded(out: av.container.OutputContainer, src: Path, tracks: Seque
             out_stream.set_display_rotation(info.rotation)
         audio = _AudioMuxer(out, tracks, sr)
         out.start_encoding()
-        painter = _Painter(overlays, info.rotation // 90) if overlays else None
+        painter = _Painter(overlays, info.rotation // 90, colours) if overlays else None
         origin = previous = None
         shift = None  # pts of the first written frame
         try:

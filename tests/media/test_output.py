@@ -218,6 +218,39 @@ def test_stream_that_cannot_be_copied_is_reencoded(tmp_path: Path, name: str, co
     assert corner > 240
 
 
+# FFmpeg's numbers: BT.2020 primaries (9), PQ (16) or HLG (18) transfer, BT.2020 NCL matrix (9),
+# limited (1) or full (2) range; BT.601 matrix (5, as JPEG) in full range.
+@pytest.mark.parametrize(("pix_fmt", "tags"), [
+    ("yuv420p10le", {"color_primaries": 9, "color_trc": 16, "colorspace": 9, "color_range": 1}),
+    ("yuv420p", {"color_primaries": 9, "color_trc": 18, "colorspace": 9, "color_range": 2}),
+    ("yuv420p", {"color_primaries": 1, "color_trc": 1, "colorspace": 5, "color_range": 2}),
+])
+@pytest.mark.parametrize("overlay", [False, True])
+def test_reencoded_video_keeps_the_colour_tags(tmp_path: Path, pix_fmt: str,
+                                               tags: dict[str, int], overlay: bool) -> None:
+    # Re-encoding dropped them: an HDR video played as SDR, washed out.
+    rgb = [(200, 40, 90), (30, 160, 220), (128, 128, 128)]
+    frames = [np.full((32, 48, 3), color, np.uint8) for color in rgb for _ in range(5)]
+    src = write_video(tmp_path / "tagged.mkv", frames, pix_fmt=pix_fmt, color_tags=tags)
+    fps, start = 25, 0.0 if overlay else 0.2  # either re-encodes
+    seconds = len(frames) / fps - start
+    masks = torch.zeros(len(frames), 1, 8, 8) if overlay else None
+    path = write_video_with_audio(src, AUDIO[:, :SR], SR, tmp_path / "out.mp4", seconds,
+                                  start=start, overlay_masks=masks)
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        assert context.name == "h264"
+        assert {name: getattr(context, name) for name in tags} == tags
+        written = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(src)) as container:
+        shown = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    # The pixels are coded with the matrix and range the tags say: the colours stay.
+    skipped = round(start * fps)
+    assert len(written) == len(shown) - skipped
+    for out, original in zip(written, shown[skipped:], strict=True):
+        np.testing.assert_allclose(out.mean(axis=(0, 1)), original.mean(axis=(0, 1)), atol=3)
+
+
 @pytest.mark.parametrize(("height", "width"), [(40, 1), (1, 40), (33, 47)])
 def test_reencoded_video_of_any_size(tmp_path: Path, height: int, width: int) -> None:
     # yuv420p takes even sizes only; a 1-pixel side became 0, which the encoder refused.
