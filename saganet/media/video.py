@@ -63,6 +63,13 @@ DIM_MASK_PEAK = 128
 # Pixels (of 224x224) near the peak that make a dim mask a convention, not a tiny object
 # squashed below a pixel (whose resized peak is low too).
 _DIM_MASK_AREA = 16
+# A mask is in colour when the median chroma (max - min of R, G, B) of its object's pixels,
+# those at least _OBJECT_GRAY bright, reaches this: pure colours have 255, white and grey
+# objects about 0, compression noise a few units. One frame with an object is looked at, on
+# every fourth pixel each way, once it shows _COLOUR_SAMPLE_PIXELS of them.
+_COLOUR_CHROMA = 96
+_OBJECT_GRAY = 32
+_COLOUR_SAMPLE_PIXELS = 16
 # Gray frames are resized in groups of four packed as the channels of one image: channels are
 # resized independently (so the result is identical), and torch's vectorised uint8 kernel,
 # made for 3-4 channel images, is several times faster than its one-channel path.
@@ -351,15 +358,17 @@ def probe_video(path: PathLike) -> VideoInfo:
     return info
 
 
-# The files (path, size, modification time) already reported as cut short: one run probes its
-# video at every stage (the checks, tracking, writing), and said so up to four times.
-_REPORTED: set[tuple[str, int, int]] = set()
+# The files (what, path, size, modification time) already reported as cut short or as masks in
+# colour: one run reads its files at every stage (the checks, tracking, writing), and said so
+# up to four times.
+_REPORTED: set[tuple[str, str, int, int]] = set()
 
 
-def _first_report(path: Path) -> bool:
-    """Whether ``path``, as it is now, is reported for the first time in this process."""
+def _first_report(path: Path, what: str = "cut short") -> bool:
+    """Whether ``path``, as it is now, is reported as ``what`` for the first time in this
+    process."""
     stat = path.stat()
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    key = (what, os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     first = key not in _REPORTED
     _REPORTED.add(key)
     return first
@@ -513,6 +522,9 @@ class _FrameConverter:
                               "ya8": VideoReformatter()}
         self._index: int | None = None
         self._cache: dict[str, np.ndarray] = {}
+        # The brightness of the object of a mask in colour, 0 if it is not; None: no gray
+        # frame with an object seen yet.
+        self.colour_gray: int | None = None
 
     def convert(self, frame: av.VideoFrame, index: int, fmt: str) -> np.ndarray:
         """``(H, W, 3)`` rgb24 or ``(H, W)`` gray uint8 of the coded frame."""
@@ -524,7 +536,21 @@ class _FrameConverter:
                 self._cache[fmt] = self._gray_over_black(frame)
             else:
                 self._cache[fmt] = self._reformat(frame, fmt).to_ndarray()
+            if fmt == "gray" and self.colour_gray is None:
+                self._check_colour(frame, index)
         return self._cache[fmt]
+
+    def _check_colour(self, frame: av.VideoFrame, index: int) -> None:
+        """Set :attr:`colour_gray` from the first gray frame that shows an object: masks are
+        read as brightness, so an object in colour is taken at a fraction of its strength
+        (pure green at 59 %) without any other sign."""
+        gray = self._cache["gray"][::4, ::4]
+        inside = gray >= _OBJECT_GRAY
+        if int(np.count_nonzero(inside)) < _COLOUR_SAMPLE_PIXELS:
+            return
+        rgb = self.convert(frame, index, "rgb24")[::4, ::4][inside].astype(np.int16)
+        chroma = np.median(rgb.max(axis=1) - rgb.min(axis=1))
+        self.colour_gray = int(np.median(gray[inside])) if chroma >= _COLOUR_CHROMA else 0
 
     def _reformat(self, frame: av.VideoFrame, fmt: str) -> av.VideoFrame:
         # The frame's own colour range decides how YUV is expanded; gray output is full range
@@ -656,8 +682,11 @@ def _stream_requests(source: _VideoSource, requests: Sequence[_Request],
         for slot_stream, is_used in zip(streams, used, strict=True):
             if is_used:
                 fmt = "gray" if slot_stream.request.gray else "rgb24"
+                checked = converter.colour_gray is not None
                 slot_stream.resizer.add(pending_index,
                                         converter.convert(pending, pending_index, fmt))
+                if not checked and converter.colour_gray:
+                    _warn_colour_mask(source.path, converter.colour_gray)
 
     finished = False
     for index, frame in enumerate(source.frames()):
@@ -951,6 +980,16 @@ def warn_if_dim_mask(masks: torch.Tensor, name: str) -> bool:
     return True
 
 
+def _warn_colour_mask(path: Path, gray: int) -> None:
+    """Warn, once per file, that a mask in colour is read as its brightness ``gray``. A dim
+    one (red, blue) is left to :func:`warn_if_dim_mask`, which names colour too."""
+    if gray >= DIM_MASK_PEAK and _first_report(path, "colour"):
+        logger.warning("%s: the mask is in colour: its object reads as brightness %d of 255, so "
+                       "the model sees it at %.0f%% strength (masks are read as brightness, "
+                       "not colour); store masks black and white: 0 (background) and 255 "
+                       "(object)", path, gray, 100 * gray / 255)
+
+
 def empty_mask_hint(info: VideoInfo) -> str:
     """What to add when a mask reads empty: masks are read as brightness over black, so an
     object drawn in black, opaque on a transparent background, is not seen. Empty for formats
@@ -1036,7 +1075,7 @@ def load_video_inputs(video_path: PathLike, mask_path: PathLike,
     Args:
         video_path: the video file.
         mask_path: the mask video (any pixel format; the object white, 255, on black; dim
-            objects, such as 0/1 or colour masks, warn).
+            objects, such as 0/1 masks, and objects in colour warn).
         duration: seconds wanted; shorter inputs shorten it (with a warning).
 
     Raises:

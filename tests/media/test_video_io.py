@@ -443,6 +443,43 @@ def test_mask_video_warns_once_for_dim_masks(tmp_path: Path,
     assert len(_dim_warnings(caplog)) == 1
 
 
+def _colour_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "mask is in colour" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("color", "codec", "pix_fmt", "coloured"), [
+    ((0, 255, 0), "libx264", "yuv420p", True),  # read at 59 %, taken without a word
+    ((0, 255, 0), "ffv1", "bgr0", True),
+    ((255, 255, 0), "libx264", "yuv420p", True),
+    ((255, 255, 255), "libx264", "yuv420p", False),
+    ((160, 160, 160), "libx264", "yuv420p", False),  # grey is a weaker object, not a colour
+    ((255, 0, 0), "libx264", "yuv420p", False),  # dim: the dim-mask warning names colour
+])
+def test_coloured_masks_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                  color: tuple[int, int, int], codec: str, pix_fmt: str,
+                                  coloured: bool) -> None:
+    # Masks are read as brightness: a green object reads at 59 %, red at 30 %, blue at 11 %.
+    # The object first shows after 0.4 s, as a mask's object often does.
+    height, width = 48, 64
+    frames = [np.zeros((height, width, 3), np.uint8)] * 10 + object_frames(40, height, width,
+                                                                          color)
+    video = write_video(tmp_path / "video.mp4", level_frames(50, height, width))
+    mask = write_video(tmp_path / "mask.mkv", frames, codec=codec, pix_fmt=pix_fmt)
+    with caplog.at_level(logging.WARNING):
+        inputs = load_video_inputs(video, mask, duration=1.6)
+        source = MaskVideo(mask)
+        # Reading backwards decodes the file again: still one warning.
+        for start in (0.0, 0.8, 0.4):
+            source.read(start, start + 0.8)
+        source.close()
+    warnings = _colour_warnings(caplog)
+    assert len(warnings) == int(coloured)
+    if coloured:
+        said = int(re.search(r"brightness (\d+) of 255", warnings[0]).group(1))
+        read = inputs.masks[inputs.masks > 0.1] * 255  # the object as the model gets it
+        assert abs(said - float(read.median())) <= 3
+
+
 # -------------------------------------------------------------------------------------------
 # Bad inputs
 
