@@ -184,6 +184,10 @@ def open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vid
     _check_file(path)
     try:
         container = av.open(ffmpeg_name(path), mode="r")
+    except PermissionError:
+        # FFmpeg's (av.error.PermissionError) too: the file is fine, its permissions are not.
+        raise UserInputError("cannot be read: permission denied (check the file's "
+                             "permissions)", path) from None
     except (av.error.FFmpegError, OSError) as err:
         raise UserInputError(f"cannot read as a video (not a video, truncated or corrupt?): "
                              f"{_ffmpeg_reason(err)}", path) from None

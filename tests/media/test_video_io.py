@@ -8,7 +8,9 @@ output frame can be read back from its mean.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from collections.abc import Sequence
 from fractions import Fraction
@@ -523,6 +525,24 @@ def test_bad_inputs_are_user_errors(bad_inputs: dict[str, Path], clips: dict[str
             call()
         assert err.value.path == str(bad)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("error", [av.error.PermissionError, PermissionError])
+def test_unreadable_file_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          error: type[OSError]) -> None:
+    # A file without read permission was "not a video, truncated or corrupt?". Tests run as
+    # root, who reads any file: the open fails as FFmpeg's does then.
+    video = write_video(tmp_path / "locked.mp4", level_frames(25, 32, 32))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error(errno.EACCES, os.strerror(errno.EACCES), str(video))
+
+    monkeypatch.setattr(video_module.av, "open", refuse)
+    with pytest.raises(UserInputError) as err:
+        probe_video(video)
+    assert err.value.path == str(video)
+    message = str(err.value)
+    assert "permission" in message.lower() and "corrupt" not in message
 
 
 def test_a_relative_name_with_a_colon_is_a_file(tmp_path: Path,
