@@ -7,12 +7,13 @@ input (:class:`~saganet.errors.UserInputError`) becomes a message in the page (a
 status line), never a stack trace, and the app goes on serving.
 
 Track and Generate work on a copy of the session's objects, so the visitor can go on scrubbing
-and clicking while the models run. They run as the session's job: closing the tab or pressing
-Stop cancels it (:class:`~saganet.cancel.CancelledError` at its next safe point), its files
-are removed and the event ends with a status line. A Track or Generate still waiting for the
-models (another tab's job has them) has its token already, from the event's validator, which
-Gradio runs as it queues the event: Stop cancels it there, and has the page drop the event
-from the queue, so that it starts nothing.
+and clicking while the models run. They run as the session's job, in a run folder of their
+own: closing the tab or pressing Stop cancels it (:class:`~saganet.cancel.CancelledError` at
+its next safe point), its run's files are removed and the event ends with a status line; the
+page's last results, and their files, stay until a later job succeeds. A Track or Generate
+still waiting for the models (another tab's job has them) has its token already, from the
+event's validator, which Gradio runs as it queues the event: Stop cancels it there, and has
+the page drop the event from the queue, so that it starts nothing.
 
 Annotations here are evaluated (no ``from __future__ import annotations``): Gradio reads them
 to pass ``gr.Request`` and ``gr.SelectData``.
@@ -22,7 +23,6 @@ import copy
 import functools
 import html
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +45,7 @@ from saganet.app.frames import object_color, render_frame
 from saganet.app.limits import Limits
 from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
-from saganet.app.session import Session, Sessions
+from saganet.app.session import PREVIEW, RESULTS, Session, Sessions
 from saganet.app.spectrogram import write_spectrogram
 from saganet.cancel import CancelledError, CancelToken
 from saganet.errors import UserInputError
@@ -376,11 +376,12 @@ class Handlers:
 
         First of all, under the session's lock, the event takes the token it got when Gradio
         queued it: a *Stop* pressed while it waited has cancelled it, and it starts nothing;
-        a *Stop* pressed from here on finds the running job. A stopped job's files are removed
-        (all of the session's, if its tab was closed). The names of the files a Generate
-        writes are checked here, for Track too: a name too long for the file system is
-        refused before any tracking, not after it, and before the previous run's files are
-        removed.
+        a *Stop* pressed from here on finds the running job. A job that fails or is stopped
+        removes its own run folder (all of the session's, if its tab was closed), not those
+        of the results the page still shows; one that succeeds says what the page shows of it
+        (:meth:`Session.show_run`) before it ends. The names of the files a Generate writes
+        are checked here, for Track too: a name too long for the file system is refused
+        before any tracking, not after it.
 
         Args:
             session: the visitor's session.
@@ -403,8 +404,6 @@ class Handlers:
             check_objects(objects)
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
-            # Before the previous run's files go: a refused job leaves the page's last results
-            # as they are, their files too.
             check_output_names(session.video, objects, session.next_run / OUTPUTS)
             run = session.new_run()
             session.start_job(cancel)
@@ -412,8 +411,8 @@ class Handlers:
                       (start, end), run, session.tracking_for(prompts, start, end), cancel)
         try:
             yield job
-        except CancelledError:
-            shutil.rmtree(job.run, ignore_errors=True)
+        except BaseException:
+            session.drop_run(job.run)
             raise
         finally:
             self.sessions.job_ended(session)
@@ -430,11 +429,12 @@ class Handlers:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
                                          progress=gradio_progress(progress),
                                          cancel=job.cancel)
-        with session.lock:
-            updates = {}
-            if session.video == job.video:
-                session.keep_tracking(tracking, job.prompts, job.originals)
-                updates = self._tracking_view(session, tracking, time_s, job.run)
+            with session.lock:
+                updates = {}
+                if session.video == job.video:
+                    session.keep_tracking(tracking, job.prompts, job.originals)
+                    updates = self._tracking_view(session, tracking, time_s, job.run)
+                    session.show_run(job.run, [PREVIEW])
         took = time.perf_counter() - began
         return {**updates, self.page.status: f"Tracked {len(job.objects)} object(s) in "
                                               f"{took:.1f} s. Add a click to correct, or press "
@@ -454,12 +454,15 @@ class Handlers:
                                           job.track_range, tracking=job.tracking,
                                           progress=gradio_progress(progress),
                                           cancel=job.cancel)
-        with session.lock:
-            updates: Updates = {}
-            if made.tracking is not job.tracking and session.video == job.video:
-                session.keep_tracking(made.tracking, job.prompts, job.originals)
-                updates = self._tracking_view(session, made.tracking, time_s, job.run)
-            updates |= self._results(made, job.run)
+            with session.lock:
+                updates: Updates = {}
+                shown = [RESULTS]
+                if made.tracking is not job.tracking and session.video == job.video:
+                    session.keep_tracking(made.tracking, job.prompts, job.originals)
+                    updates = self._tracking_view(session, made.tracking, time_s, job.run)
+                    shown.append(PREVIEW)
+                updates |= self._results(made, job.run)
+                session.show_run(job.run, shown)
         took = time.perf_counter() - began
         return {**updates, self.page.status: generation_summary(made, took)}
 

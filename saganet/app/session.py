@@ -7,8 +7,10 @@ hands them out by Gradio's session hash and removes a session's folder when its 
 An app killed outright (SIGKILL, the OOM killer) cannot: its root is named after its process
 (:mod:`saganet.leftovers`), and the next app started removes the roots of apps that no longer
 run.
-Generated files live in the session's latest run folder only: Gradio serves copies from its
-own cache, so an older run is removed when a new one starts.
+Each Track or Generate writes into a run folder of its own. The page's last results (its
+tracking preview, its players and downloads) link into the run folders that made them, so
+those stay until a later run has made what replaces them (:meth:`Session.show_run`); a run
+stopped or failed removes its own folder only, and the page goes on showing the last results.
 
 A session runs one Track or Generate at a time, its *job*, with a
 :class:`~saganet.cancel.CancelToken`. A tab that closes cancels its job, which stops at its
@@ -35,7 +37,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,9 @@ CALL_CANCELLED = "the client cancelled the call"
 # heartbeat connection), and only a new session hash gets it through.
 CLIENT_ENDED = ("this client's session ended (its heartbeat connection to the app closed); "
                 "make a new Client to call again")
+# What the page shows from a run folder: the tracking preview, and a generation's players and
+# downloads (a run may make both).
+PREVIEW, RESULTS = "preview", "results"
 # Under the root, the folder of /generate calls' files (a dash: never a session hash).
 API_FOLDER = "api-calls"
 # Start of the name of an app's root in the system's temporary folder (then its owner tag).
@@ -111,6 +116,8 @@ class Session:
         self.waiting: dict[str, CancelToken] = {}
         self.ended = False  # the tab was closed: no more jobs, no more files
         self._runs = 0
+        # The run folder of each part of the page (PREVIEW, RESULTS) showing a file of a run.
+        self._shown: dict[str, Path] = {}
         self.lock = threading.RLock()
 
     # The video
@@ -173,6 +180,9 @@ class Session:
             raise
         if self.video is not None:
             shutil.rmtree(self.video.parent, ignore_errors=True)
+        # The page shows no result of the previous video's runs any more.
+        self._shown.clear()
+        self._remove_runs()
         self.video, self.info, self.grid = target, index.info, grid
         self.objects = list(objects) or [AppObject(free_name([]))]
         self.current = 0
@@ -343,23 +353,42 @@ class Session:
     @property
     def next_run(self) -> Path:
         """The folder :meth:`new_run` makes next (not made yet): what a job will write there
-        can be checked before the previous run's files go."""
+        can be checked before a folder is made."""
         return self.folder / f"run-{self._runs + 1}"
 
     def new_run(self) -> Path:
-        """A fresh folder for a generation (:attr:`next_run`); the previous run's folder is
-        removed.
+        """A fresh folder for a Track or Generate (:attr:`next_run`). The previous runs'
+        folders stay: the page shows their files until this run has made what replaces them
+        (:meth:`show_run`); a run that fails or is stopped goes alone (:meth:`drop_run`).
 
         Raises:
             CancelledError: the tab was closed.
         """
         self.check_open()
-        for old in self.folder.glob("run-*"):
-            shutil.rmtree(old, ignore_errors=True)
         folder = self.next_run
         self._runs += 1
         folder.mkdir(parents=True)
         return folder
+
+    def show_run(self, run: Path, parts: Iterable[str]) -> None:
+        """A run has succeeded and the page now shows its ``parts`` (:data:`PREVIEW`,
+        :data:`RESULTS`): the folders of runs whose files the page no longer shows are
+        removed (call with :attr:`lock` held)."""
+        for part in parts:
+            self._shown[part] = run
+        self._remove_runs()
+
+    def drop_run(self, run: Path) -> None:
+        """Remove the folder of a run that failed or was stopped (the page goes on showing
+        the last results, from other runs)."""
+        shutil.rmtree(run, ignore_errors=True)
+
+    def _remove_runs(self) -> None:
+        """Remove the run folders the page shows nothing of."""
+        shown = set(self._shown.values())
+        for old in self.folder.glob("run-*"):
+            if old not in shown:
+                shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         """Remove the session's folder."""

@@ -149,6 +149,49 @@ def test_a_refused_name_keeps_the_last_results(app, clip) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_the_last_results_stay_until_a_new_run_succeeds(app, clip, monkeypatch) -> None:
+    """The page's players, downloads and tracking preview link into the run folders that made
+    them: a Generate stopped or failed (after writing its files) removes its own run folder
+    only; a Track replaces the preview only, so the generation's files stay; a Generate
+    reusing that tracking replaces the players only, so the Track's preview stays. Each new
+    run used to remove the previous run's folder as it started."""
+    from saganet.cancel import CancelledError
+    from saganet.errors import UserInputError
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    _prepared(handlers, clip, "tab1")
+    session = handlers.sessions.get("tab1")
+
+    def runs() -> list[Path]:
+        return sorted(session.folder.glob("run-*"))
+
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    results = [Path(p) for p in updates[page.downloads]]
+    before = runs()
+    soundtrack = engine.soundtrack
+    for error in (CancelledError("stopped on request"), UserInputError("the sampler broke")):
+        def failing(*args, error=error, **kwargs):
+            soundtrack(*args, **kwargs)  # its files are written, then it fails
+            raise error
+
+        monkeypatch.setattr(engine, "soundtrack", failing)
+        status = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+        assert error.args[0] in status[page.status]
+        assert all(path.is_file() for path in results) and runs() == before
+    monkeypatch.undo()
+    preview = Path(handlers.track(0.0, *options(), request(), Recorder())[page.preview])
+    assert preview.is_file() and all(path.is_file() for path in results)
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    assert page.preview not in updates  # the tracking was reused
+    assert preview.is_file() and not any(path.exists() for path in results)
+    results = [Path(p) for p in updates[page.downloads]]
+    assert runs() == sorted({preview.parent, results[0].parent.parent})
+    handlers.click(False, 0.4, select(30, 30), request())  # the next Generate tracks again
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    assert runs() == [Path(updates[page.preview]).parent]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
 @pytest.mark.parametrize("offline", [True, False])
 def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
                                                         offline) -> None:

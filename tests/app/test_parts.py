@@ -20,7 +20,7 @@ from saganet.app.frames import FrameView, object_color, render_frame, shown_size
 from saganet.app.limits import Limits, min_seconds
 from saganet.app.objects import AppObject, Click, free_name, objects_from_json
 from saganet.app.options import GenerationOptions
-from saganet.app.session import Sessions
+from saganet.app.session import PREVIEW, RESULTS, Sessions
 from saganet.app.spectrogram import HEIGHT, colorize, write_spectrogram
 from saganet.cancel import CancelToken
 from saganet.errors import UserInputError
@@ -238,8 +238,19 @@ def test_session_folders(tmp_path, clip, scene) -> None:
     info = one.load_video(clip, limits)
     assert (info.width, info.height) == (scene.width, scene.height)
     assert one.video.parent.parent == one.folder and one.duration == pytest.approx(2.0)
+    # A run's folder stays until a later run shows what replaces its files, or fails.
     run = one.new_run()
-    assert sessions.get("abc").new_run() != run and not run.exists()
+    one.show_run(run, [PREVIEW, RESULTS])
+    failed = sessions.get("abc").new_run()
+    assert failed != run and run.is_dir()
+    one.drop_run(failed)
+    assert not failed.exists() and run.is_dir()
+    tracked = one.new_run()
+    one.show_run(tracked, [PREVIEW])
+    assert run.is_dir()
+    generated = one.new_run()
+    one.show_run(generated, [RESULTS])
+    assert not run.exists() and tracked.is_dir() and generated.is_dir()
     text = tmp_path / "notes.mp4"
     text.write_text("no")
     with pytest.raises(UserInputError):
