@@ -35,8 +35,9 @@ from saganet.media.video import SYNC_WINDOW_FRAMES
 from saganet.models import SAGANetModels
 from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
-from saganet.segment.models import SegmenterCache, sam2_folder, tracker_for
+from saganet.segment.models import SegmenterCache, sam2_folder, sam3_folder, tracker_for
 from saganet.segment.models import required_files as tracker_files
+from saganet.segment.prompts import ObjectPrompt
 from saganet.segment.tracking import Tracking, track_objects
 from saganet.soundtrack import (
     SoundtrackOutputs,
@@ -271,6 +272,27 @@ class Engine:
         self.models()
         self.segmenters.sam2(folder, self.device)
 
+    def _text_model(self, prompts: Sequence[ObjectPrompt]) -> Path | None:
+        """The SAM 3 folder for the phrases among ``prompts`` (None: no phrase).
+
+        The visitor reads which objects cannot be found by a phrase; how to get SAM 3 and
+        where its files go (the server's folders, not the visitor's business) go to the log,
+        for whoever runs the app.
+
+        Raises:
+            UserInputError: a phrase, and no SAM 3 on this server.
+        """
+        phrased = [p.name for p in prompts if p.text is not None]
+        if not phrased:
+            return None
+        try:
+            return sam3_folder(self.settings.text_model, self.settings.weights_dir)
+        except UserInputError as err:
+            log.warning("a phrase was given but SAM 3 is not available: %s", err)
+            raise UserInputError(f"finding an object by a phrase is not available on this "
+                                 f"server (it has no SAM 3 model): click on "
+                                 f"{', '.join(phrased)} instead") from None
+
     def track(self, video: Path, objects: Sequence[AppObject], start: float = 0.0,
               end: float | None = None, progress: Progress = _no_progress,
               cancel: CancelToken | None = None) -> Tracking:
@@ -290,10 +312,11 @@ class Engine:
             CancelledError: ``cancel`` was cancelled.
         """
         prompts = [o.tracking_prompt() for o in objects]
+        text_model = self._text_model(prompts)
         reports = _LastReport(progress)
         with _logged_stop("tracking", reports), self.lock:
             return track_objects(
-                video, prompts, model=self.settings.tracker, text_model=self.settings.text_model,
+                video, prompts, model=self.settings.tracker, text_model=text_model,
                 weights_dir=self.settings.weights_dir, offline=self.settings.offline,
                 device=str(self.device), start=start, end=end,
                 on_progress=lambda done, total: reports("tracking", done, total),

@@ -8,14 +8,18 @@ so the example tracks and generates at once and shows where to click.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 from scipy import ndimage
 
 from saganet.app.objects import AppObject, Click
+from saganet.errors import UserInputError
 from saganet.example import ExampleClip, example_inputs
 from saganet.media.video import SYNC_FPS, probe_video, read_frames
+
+log = logging.getLogger(__name__)
 
 # Seconds of a mask video searched for the object's first appearance.
 _SEARCH_SECONDS = 5.0
@@ -59,10 +63,22 @@ def load_example(debug: bool, weights_dir: str | os.PathLike[str] | None,
                  offline: bool | None) -> tuple[ExampleClip, list[AppObject]]:
     """The example clip (made or downloaded into the cache on first use) and its objects.
 
+    The visitor reads that the example is missing; the files and where they go (the server's
+    folders, not the visitor's business) go to the log, for whoever runs the app.
+
     Args:
         debug: the ``debug`` variant runs (the synthetic clip: nothing is downloaded).
         weights_dir: the cache folder.
         offline: never download.
+
+    Raises:
+        UserInputError: the duet's files missing offline, or a failed download.
     """
-    example = example_inputs(debug, weights_dir, offline)
+    try:
+        example = example_inputs(debug, weights_dir, offline)
+    except UserInputError as err:
+        log.warning("the example was requested but is not available: %s", err)
+        raise UserInputError("the duet example is not available on this server (its files "
+                             "are missing or failed to download); upload a video "
+                             "instead") from None
     return example, example_objects(example)

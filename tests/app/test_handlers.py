@@ -419,6 +419,37 @@ def test_messages_name_the_video_not_its_folder_on_the_server(app, clip, tmp_pat
     assert folder.name not in status and str(folder.parent) not in status
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_messages_name_no_server_folder(app, clip, tmp_path, monkeypatch, caplog) -> None:
+    """The duet example's files missing offline (a full variant) and a phrase with no SAM 3
+    on the server: the page says what is missing in the visitor's words (the example, the
+    objects to click instead), and the log says which files go where. The page used to list
+    the server's cache folders."""
+    import dataclasses
+    import logging
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    caplog.set_level(logging.WARNING, logger="saganet.app")
+    empty = tmp_path / "empty-cache"
+    settings = dataclasses.replace(engine.settings, weights_dir=empty, text_model=None)
+    monkeypatch.setattr(engine, "settings", dataclasses.replace(settings,
+                                                                variant="saganet_small"))
+    status = handlers.example(request())[page.status]
+    assert status == ("**Error:** the duet example is not available on this server (its "
+                      "files are missing or failed to download); upload a video instead")
+    assert str(empty) in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(engine, "settings", settings)
+    handlers.upload(str(clip), request())
+    handlers.edit_phrase("a red circle", 0, request())
+    name = handlers.sessions.get("tab1").objects[0].name
+    for run in (handlers.track, handlers.generate):
+        status = run(0.0, *options(1.0, steps=1), request(), Recorder())[page.status]
+        assert status == ("**Error:** finding an object by a phrase is not available on this "
+                          f"server (it has no SAM 3 model): click on {name} instead")
+        assert str(empty) in caplog.text
+
+
 def _prepared(handlers, clip, key: str) -> None:
     """Tab ``key`` with the clip loaded and one object clicked."""
     handlers.upload(str(clip), request(key))
