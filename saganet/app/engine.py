@@ -220,18 +220,23 @@ class Engine:
             if self._loaded is not None and self._loaded[0] == variant:
                 return self._loaded[1]
             self.fetch_variant(variant)
-            if self._loaded is not None:
-                log.info("unloading variant %s to load %s", self._loaded[0], variant)
-                self._loaded = None
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
-            models = load_models(variant, weights_dir=self.settings.weights_dir,
-                                 checkpoint=checkpoint, device=self.device, dtype=self.dtype,
-                                 offline=self.settings.offline)
-            self._loaded = (variant, models)
-            return models
+            return self._switch(variant)
+
+    def _switch(self, variant: str) -> SAGANetModels:
+        """Free the loaded variant and load ``variant``, whose files are in the cache
+        (:meth:`fetch_variant`; call with :attr:`lock` held)."""
+        if self._loaded is not None:
+            log.info("unloading variant %s to load %s", self._loaded[0], variant)
+            self._loaded = None
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
+        models = load_models(variant, weights_dir=self.settings.weights_dir,
+                             checkpoint=checkpoint, device=self.device, dtype=self.dtype,
+                             offline=self.settings.offline)
+        self._loaded = (variant, models)
+        return models
 
     def fetch_variant(self, variant: str) -> None:
         """Have the variant's files in the cache (downloaded unless offline) before the loaded
@@ -354,15 +359,20 @@ class Engine:
         with _logged_stop("generation", reports), self.lock:
             if cancel is not None:
                 cancel.check()
-            if self.loaded_variant != variant:
+            # The files of another variant are fetched before the tracking, and loaded after
+            # it (the lock keeps the loaded variant as it is meanwhile).
+            switching = self.loaded_variant != variant
+            if switching:
                 reports("loading", 0, 1)
                 self.fetch_variant(variant)
             if tracking is None:
                 tracking = self.track(video, objects, *track_range, progress=reports,
                                       cancel=cancel)
-            if self.loaded_variant != variant:
+            if switching:
                 reports("loading", 0, 1)
-            models = self.models(variant)
+                models = self._switch(variant)
+            else:
+                models = self.models(variant)
             request = SoundtrackRequest(
                 video=video,
                 objects=tuple(o.sound_object(tracking.objects[o.name]) for o in objects),

@@ -379,9 +379,10 @@ class Handlers:
         a *Stop* pressed from here on finds the running job. A job that fails or is stopped
         removes its own run folder (all of the session's, if its tab was closed), not those
         of the results the page still shows; one that succeeds says what the page shows of it
-        (:meth:`Session.show_run`) before it ends. The names of the files a Generate writes
-        are checked here, for Track too: a name too long for the file system is refused
-        before any tracking, not after it.
+        (:meth:`Session.show_run`) before it ends. A Track checks here the names of the files
+        a Generate of these objects would write (a Generate's own check is the engine's,
+        before its tracking): a name too long for the file system is refused before any
+        tracking, not after it.
 
         Args:
             session: the visitor's session.
@@ -404,7 +405,8 @@ class Handlers:
             check_objects(objects)
             start, end = tracking_range(objects, options, session.duration)
             prompts = tuple(o.tracking_prompt() for o in objects)
-            check_output_names(session.video, objects, session.next_run / OUTPUTS)
+            if kind == TRACKING:
+                check_output_names(session.video, objects, session.next_run / OUTPUTS)
             run = session.new_run()
             session.start_job(cancel)
             job = Job(session.video, options, objects, tuple(session.objects), prompts,

@@ -226,6 +226,32 @@ def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
     assert "Generated 1.00 s" in updates[page.status]
 
 
+def test_generate_checks_names_and_fetches_a_variant_once(app, clip, monkeypatch) -> None:
+    """Generate checks its output names once (the engine's check, before the tracking) and
+    resolves another variant's weights once (before the tracking; then it loads them). The
+    page's path checked the names in the handler and again in the engine, and resolved the
+    variant's files again as it loaded them. Another variant is stood in for by the loaded
+    one unloaded (only the debug variant's weights are here)."""
+    from saganet.app import engine as engine_module
+    from saganet.app import handlers as handlers_module
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    _prepared(handlers, clip, "tab1")
+    calls = []
+    check, fetch = engine_module.check_output_names, engine.fetch_variant
+    for module in (engine_module, handlers_module):
+        monkeypatch.setattr(module, "check_output_names",
+                            lambda *a: calls.append("names") or check(*a))
+    monkeypatch.setattr(engine, "fetch_variant", lambda v: calls.append(v) or fetch(v))
+    monkeypatch.setattr(engine, "_loaded", None)
+    progress = Recorder()
+    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), progress)
+    assert "Generated 1.00 s" in updates[page.status] and engine.loaded_variant == "debug"
+    assert calls == ["names", "debug"]
+    stages = [desc for desc, _, _ in progress.calls]  # loading, tracking..., loading, ...
+    assert stages[0] == stages[-stages[::-1].index("tracking")] == "loading the model"
+
+
 def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
     """A click on the shown (smaller) frame lands on the video's pixel under it, at the time of
     the frame scrubbed to; another tab's session is separate."""
