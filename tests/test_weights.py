@@ -339,6 +339,30 @@ def test_concurrent_resolves_download_once(server: _Server, tmp_path: Path) -> N
     assert results == [tmp_path / "weights" / "a.pth"] * 2
 
 
+def test_resolve_all_reports_each_downloads_progress(server: _Server, tmp_path: Path) -> None:
+    """``on_progress`` hears of each file downloaded, by name: once as it starts, then after
+    every chunk, up to its size; a file already in the cache is not reported; a size the
+    server does not send is None."""
+    bodies = {"a.pth": os.urandom(2 * transfer._CHUNK + 17), "b.pth": b"small"}
+    registry = _registry(server, **bodies)
+    server.lengths["/b.pth"] = "unknown"
+    resolve("b.pth", tmp_path, registry=registry, progress=False)
+    reports: list[tuple[str, int, int | None]] = []
+    weights.resolve_all(["a.pth", "b.pth"], tmp_path, registry=registry, progress=False,
+                        on_progress=lambda *report: reports.append(report))
+    size = len(bodies["a.pth"])
+    chunks = -(-size // transfer._CHUNK)
+    assert reports[0] == ("a.pth", 0, size) and reports[-1] == ("a.pth", size, size)
+    assert len(reports) == chunks + 1 and {name for name, _, _ in reports} == {"a.pth"}
+    received = [done for _, done, _ in reports]
+    assert received == sorted(received)
+    reports.clear()
+    (tmp_path / "weights" / "b.pth").unlink()
+    weights.resolve_all(["b.pth"], tmp_path, registry=registry, progress=False,
+                        on_progress=lambda *report: reports.append(report))
+    assert reports == [("b.pth", 0, None), ("b.pth", len(bodies["b.pth"]), None)]
+
+
 def test_verified_file_is_not_downloaded_or_hashed_again(
         server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = _registry(server, **{"a.pth": b"weights"})

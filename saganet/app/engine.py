@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``loading``, ``tracking``, ``features``,
-``sampling``, ``decoding``, ``writing``."""
+``sampling``, ``decoding``, ``writing``, and ``downloading <file>`` while another variant's
+weights download (done and total in MB; total 0 where the server does not say)."""
+
+DOWNLOADING = "downloading"
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -238,7 +241,7 @@ class Engine:
         self._loaded = (variant, models)
         return models
 
-    def fetch_variant(self, variant: str) -> None:
+    def fetch_variant(self, variant: str, progress: Progress = _no_progress) -> None:
         """Have the variant's files in the cache (downloaded unless offline) before the loaded
         variant is freed and before any tracking: the page's *Variant* offers every variant,
         and one whose weights were missing offline, or failed to download, unloaded the app's
@@ -247,13 +250,22 @@ class Engine:
         The visitor reads which variant is missing; the files and where they go (the server's
         folders, not the visitor's business) go to the log, for whoever runs the app.
 
+        Args:
+            variant: the variant.
+            progress: told which file downloads and how far (stage ``downloading <file>``).
+
         Raises:
             UserInputError: files of the variant missing offline, or a failed download.
         """
         checkpoint = self.settings.checkpoint if variant == self.settings.variant else None
+
+        def downloading(name: str, received: int, expected: int | None) -> None:
+            progress(f"{DOWNLOADING} {name}", received // 10**6, (expected or 0) // 10**6)
+
         try:
             weights.resolve_all(required_files(variant, checkpoint=checkpoint),
-                                self.settings.weights_dir, offline=self.settings.offline)
+                                self.settings.weights_dir, offline=self.settings.offline,
+                                on_progress=downloading)
         except UserInputError as err:
             log.warning("variant %s requested but not available: %s", variant, err)
             raise UserInputError(f"the {variant} variant is not available on this server (its "
@@ -364,7 +376,7 @@ class Engine:
             switching = self.loaded_variant != variant
             if switching:
                 reports("loading", 0, 1)
-                self.fetch_variant(variant)
+                self.fetch_variant(variant, reports)
             if tracking is None:
                 tracking = self.track(video, objects, *track_range, progress=reports,
                                       cancel=cancel)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from saganet.app.engine import (
+    DOWNLOADING,
     Engine,
     Progress,
     Soundtrack,
@@ -131,13 +132,16 @@ def page_errors(handler: Callable[..., Updates]) -> Callable[..., Updates]:
 
 
 def gradio_progress(progress: gr.Progress) -> Progress:
-    """Engine progress -> the page's progress bar (one bar per stage)."""
+    """Engine progress -> the page's progress bar (one bar per stage; a download's names its
+    file and counts MB)."""
     names = {"loading": "loading the model", "tracking": "tracking",
              "features": "features", "sampling": "sampling", "decoding": "decoding",
              "writing": "writing files"}
 
     def report(stage: str, done: int, total: int) -> None:
-        progress((done, max(total, 1)), desc=names.get(stage, stage), unit="step")
+        unit = "MB" if stage.startswith(f"{DOWNLOADING} ") else "step"
+        # A download of unknown size (total 0) shows how much has arrived.
+        progress((done, max(total, done, 1)), desc=names.get(stage, stage), unit=unit)
 
     return report
 

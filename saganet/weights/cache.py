@@ -26,7 +26,13 @@ from saganet.errors import UserInputError
 from saganet.fileio import check_folder_creatable
 from saganet.leftovers import remove_dead_once
 from saganet.weights.registry import Entry, HubRepo, WeightFile, group_members, lookup
-from saganet.weights.transfer import DownloadError, download, has_valid_stamp, verify_file
+from saganet.weights.transfer import (
+    DownloadError,
+    DownloadProgress,
+    download,
+    has_valid_stamp,
+    verify_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +225,8 @@ def remove_leftovers(weights_dir: str | os.PathLike[str] | None = None) -> list[
 
 
 def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None,
-            offline: bool | None, progress: bool) -> dict[str, Path]:
+            offline: bool | None, progress: bool,
+            on_progress: DownloadProgress | None = None) -> dict[str, Path]:
     """Local paths of all ``entries``, downloading what is missing unless offline."""
     root, hf_cache = cache_dir(weights_dir), hf_cache_dir(weights_dir)
     remove_leftovers(root)
@@ -238,16 +245,19 @@ def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None
         if item.problem:
             logger.warning("downloading %s again", item.entry.name)
         if isinstance(item.entry, HubRepo):
+            if on_progress is not None:  # the hub's transfers report no bytes here
+                on_progress(item.entry.name, 0, None)
             found[item.entry.name] = _download_hub(item.entry, hf_cache)
         else:
             found[item.entry.name] = download(item.entry.url, item.dest, item.entry.md5,
-                                              progress=progress)
+                                              progress=progress, on_progress=on_progress)
     return {entry.name: found[entry.name] for entry in entries}
 
 
 def resolve_all(names: Sequence[str], weights_dir: str | os.PathLike[str] | None = None,
                 offline: bool | None = None, *, registry: Mapping[str, Entry] | None = None,
-                progress: bool = True) -> dict[str, Path]:
+                progress: bool = True,
+                on_progress: DownloadProgress | None = None) -> dict[str, Path]:
     """Local paths of several registered files, checked together before anything is fetched,
     so that offline mode names every missing file at once.
 
@@ -257,12 +267,16 @@ def resolve_all(names: Sequence[str], weights_dir: str | os.PathLike[str] | None
         offline: forbid network access; None reads ``SAGANET_OFFLINE`` / ``HF_HUB_OFFLINE``.
         registry: the registry to use; the published one when None.
         progress: show progress bars while downloading.
+        on_progress: also told how far each download is (see
+            :data:`~saganet.weights.transfer.DownloadProgress`; a hub repository is reported
+            once, as it starts, by its name and no byte counts).
 
     Raises:
         UserInputError: an unknown name, or offline with files missing (one error naming all).
         DownloadError: a download failed.
     """
-    return _ensure([lookup(name, registry) for name in names], weights_dir, offline, progress)
+    return _ensure([lookup(name, registry) for name in names], weights_dir, offline, progress,
+                   on_progress)
 
 
 def resolve(name: str, weights_dir: str | os.PathLike[str] | None = None,

@@ -19,6 +19,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20  # 1 MiB: small enough for a smooth progress bar, large enough to be cheap
 _TIMEOUT_S = 60.0  # per socket operation; a stalled server fails instead of hanging forever
 STAMP_SUFFIX = ".md5ok"
+
+DownloadProgress = Callable[[str, int, int | None], None]
+"""``on_progress(file name, bytes received, bytes expected or None)``: called as a download
+starts and after every chunk, for callers that show progress elsewhere than a terminal (the
+web app's page)."""
 
 
 class DownloadError(UserInputError):
@@ -125,7 +131,8 @@ def _one_line(reason: object) -> str:
     return " ".join(str(reason).split())
 
 
-def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) -> str:
+def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool,
+              on_progress: DownloadProgress | None = None) -> str:
     """Stream ``url`` into ``tmp``; return the md5 of what arrived."""
     request = urllib.request.Request(url, headers={"User-Agent": f"saganet/{__version__}"})
     digest = hashlib.md5(usedforsecurity=False)
@@ -137,6 +144,8 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
             # the end of the connection, so that length is unknown here too, not an error.
             length = response.headers.get("Content-Length", "").strip()
             expected = int(length) if length.isdigit() else None
+            if on_progress is not None:
+                on_progress(dest.name, received, expected)
             with progress_bar(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                               desc=dest.name, disable=not progress, leave=False) as bar:
                 while chunk := response.read(_CHUNK):
@@ -144,6 +153,8 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if on_progress is not None:
+                        on_progress(dest.name, received, expected)
     except urllib.error.HTTPError as err:
         raise DownloadError(f"cannot download {url}: HTTP {err.code} {_one_line(err.reason)}",
                             dest) from err
@@ -166,7 +177,7 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool) 
 
 
 def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, on_progress: DownloadProgress | None = None) -> Path:
     """Download ``url`` to ``dest`` atomically, verified, once across concurrent processes.
 
     If another process holds the lock for ``dest``, this waits; when that process leaves a
@@ -177,6 +188,7 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
         dest: destination file; its folder is created.
         md5: expected hex digest; None skips the check (with a warning).
         progress: show a tqdm progress bar.
+        on_progress: also told how far the transfer is (see :data:`DownloadProgress`).
 
     Raises:
         DownloadError: HTTP error, network failure, truncated body or md5 mismatch. Neither a
@@ -197,7 +209,7 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
         logger.info("downloading %s to %s", url, dest)
         tmp = temporary_sibling(dest, ".part")
         try:
-            actual = _transfer(url, tmp, dest, md5, progress)
+            actual = _transfer(url, tmp, dest, md5, progress, on_progress)
             os.replace(tmp, dest)
         except BaseException:
             # Also on KeyboardInterrupt: a half-written .part must never survive.

@@ -22,14 +22,17 @@ from tests.videos import write_video
 
 
 class Recorder:
-    """Stands in for ``gr.Progress``: records ``(stage, done, total)``."""
+    """Stands in for ``gr.Progress``: records ``(stage, done, total)``, and each stage's
+    unit."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
+        self.units: dict[str, str] = {}
 
     def __call__(self, progress, desc=None, total=None, unit="steps") -> None:
         done, count = progress
         self.calls.append((desc, done, count))
+        self.units[desc] = unit
 
     def stages(self) -> list[str]:
         return list(dict.fromkeys(desc for desc, _, _ in self.calls))
@@ -242,7 +245,8 @@ def test_generate_checks_names_and_fetches_a_variant_once(app, clip, monkeypatch
     for module in (engine_module, handlers_module):
         monkeypatch.setattr(module, "check_output_names",
                             lambda *a: calls.append("names") or check(*a))
-    monkeypatch.setattr(engine, "fetch_variant", lambda v: calls.append(v) or fetch(v))
+    monkeypatch.setattr(engine, "fetch_variant",
+                        lambda v, *rest: calls.append(v) or fetch(v, *rest))
     monkeypatch.setattr(engine, "_loaded", None)
     progress = Recorder()
     updates = handlers.generate(0.0, *options(1.0, steps=1), request(), progress)
@@ -250,6 +254,58 @@ def test_generate_checks_names_and_fetches_a_variant_once(app, clip, monkeypatch
     assert calls == ["names", "debug"]
     stages = [desc for desc, _, _ in progress.calls]  # loading, tracking..., loading, ...
     assert stages[0] == stages[-stages[::-1].index("tracking")] == "loading the model"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_a_variants_download_shows_its_progress(app, clip, tmp_path, monkeypatch) -> None:
+    """*Variant* set to one whose weights download: the page's progress bar names the file
+    and counts its MB up to its size (from a loopback server), not only "loading the model".
+    The download here fails its checksum at the end: the page then says the variant is not
+    available, and the loaded one stays."""
+    import dataclasses
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from saganet import weights
+    from saganet.weights import WeightFile
+
+    handlers, page, engine = app.handlers, app.page, app.handlers.engine
+    served = tmp_path / "served"
+    served.mkdir()
+    body = np.random.default_rng(0).bytes(3 * 10**6 + 17)
+    (served / "saganet.pth").write_bytes(body)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/saganet.pth"
+    wrong = hashlib.md5(b"another file", usedforsecurity=False).hexdigest()
+    registry = {"saganet.pth": WeightFile("saganet.pth", url, wrong, "weights")}
+    resolve_all = weights.resolve_all
+
+    def loopback(names, weights_dir=None, offline=None, **kwargs):
+        return resolve_all(["saganet.pth"], weights_dir, offline, registry=registry, **kwargs)
+
+    monkeypatch.setattr(weights, "resolve_all", loopback)
+    monkeypatch.setattr(engine, "settings", dataclasses.replace(
+        engine.settings, offline=False, weights_dir=tmp_path / "cache"))
+    _prepared(handlers, clip, "tab1")
+    progress = Recorder()
+    try:
+        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", request(),
+                                   progress)[page.status]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the saganet_small variant is not available" in status
+    stage = "downloading saganet.pth"
+    assert progress.stages() == ["loading the model", stage]
+    counts = [(done, total) for desc, done, total in progress.calls if desc == stage]
+    size = len(body) // 10**6
+    assert counts[0] == (0, size) and counts[-1] == (size, size)
+    assert progress.units[stage] == "MB" and engine.loaded_variant == "debug"
 
 
 def test_clicks_map_to_the_videos_pixels(app, tmp_path) -> None:
