@@ -97,7 +97,8 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     assert len(handlers.sessions.get("tab1").objects) == 1
     handlers.edit_name("a b", None, request())
     handlers.click(False, 0.0, select(10, 10), request())
-    refused(handlers.track(0.0, *options(), request(), Recorder()), page, "not usable in file names")
+    refused(handlers.track(0.0, *options(), request(), Recorder()), page,
+            "not usable in file names")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
