@@ -195,13 +195,18 @@ def test_items_read_full_video_clip_frames_and_report_short_clips(urmp, tmp_path
     assert isinstance(too_long, LoadFailure) and "too short" in too_long.error
 
 
-def test_precomputed_focal_crops_are_used_when_present(tmp_path):
+def _two_samples_first_with_focal_files(tmp_path: Path) -> tuple[Path, Path, list]:
+    """A two-clip URMP set whose first clip has precomputed focal crops; its samples."""
     root = tmp_path / "urmp"
     table = make_urmp(root, clips=2)
     clip = build_eval_dataset("urmp", root, table, DURATION).clips[0]
     write_video(clip.detail, 1.4, seed=5)
     write_video(clip.mask_detail, 1.4, seed=5, mask=True)
-    samples = [*build_eval_dataset("urmp", root, table, DURATION, detail_files=True)]
+    return root, table, [*build_eval_dataset("urmp", root, table, DURATION, detail_files=True)]
+
+
+def test_precomputed_focal_crops_are_used_when_present(tmp_path):
+    root, table, samples = _two_samples_first_with_focal_files(tmp_path)
     assert samples[0].detail_frames is not None and samples[1].detail_frames is None
     assert build_eval_dataset("urmp", root, table, DURATION)[0].detail_frames is None
     batch = generation_batch(samples)
@@ -218,12 +223,7 @@ def test_precomputed_focal_crops_are_used_when_present(tmp_path):
 def test_a_clip_whose_mask_is_empty_is_named_by_its_id(tmp_path, caplog):
     """The empty-mask warning of a crop computed for a batch names the clip's id, where
     generation_batch crops and, through the batch's names, where generate() does."""
-    root = tmp_path / "urmp"
-    table = make_urmp(root, clips=2)
-    clip = build_eval_dataset("urmp", root, table, DURATION).clips[0]
-    write_video(clip.detail, 1.4, seed=5)
-    write_video(clip.mask_detail, 1.4, seed=5, mask=True)
-    samples = [*build_eval_dataset("urmp", root, table, DURATION, detail_files=True)]
+    samples = _two_samples_first_with_focal_files(tmp_path)[2]
     blank = dataclasses.replace(samples[1], masks=torch.zeros_like(samples[1].masks))
     with caplog.at_level(logging.WARNING, logger="saganet.features.focal_crop"):
         batch = generation_batch([samples[0], blank])
