@@ -77,8 +77,8 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, file: TextIO | None =
         file: the stream (default ``sys.stderr``, looked up at the call so that a redirected
             stream is honoured).
         **options: tqdm's options (``total``, ``desc``, ``unit``, ``disable``, ``leave``...).
-            For a stream that is not a terminal, ``mininterval``, ``maxinterval`` and ``delay``
-            are raised to :data:`LOG_INTERVAL_S`.
+            For a stream that is not a terminal, ``mininterval`` and ``delay`` are raised to
+            :data:`LOG_INTERVAL_S` and ``miniters`` is 1.
     """
     stream = sys.stderr if file is None else file
     if _is_terminal(stream):
@@ -86,9 +86,12 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, file: TextIO | None =
     notebook_bar = _notebook_bar() if stream is sys.stderr else None
     if notebook_bar is not None:
         return notebook_bar(iterable, **options)
-    # The monitor thread refreshes a bar idle for maxinterval, so it is raised too; delay
-    # keeps tasks shorter than one interval out of the log altogether.
-    for name in ("mininterval", "maxinterval", "delay"):
+    # delay keeps tasks shorter than one interval out of the log altogether.
+    for name in ("mininterval", "delay"):
         options[name] = max(float(options.get(name) or 0.0), LOG_INTERVAL_S)
+    # With tqdm's adaptive miniters its monitor thread redraws a bar whose steps slowed down
+    # without recording that draw, so the next step wrote a second line at once; with
+    # miniters 1 the monitor leaves the bar alone and every step checks the interval.
+    options["miniters"] = 1
     options.pop("dynamic_ncols", None)
     return tqdm(iterable, file=LineWriter(stream), ascii=True, **options)

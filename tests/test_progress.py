@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from tqdm._monitor import TMonitor
 
 from saganet import progress
 from saganet.progress import progress_bar
@@ -77,6 +78,43 @@ def test_a_log_gets_at_most_one_line_per_interval(monkeypatch: pytest.MonkeyPatc
     lines = lines_of(stream)
     # The first line waits one interval; then one per interval (the bar cleared at the end).
     assert 1 <= len(lines) <= elapsed / interval, (elapsed, lines)
+
+
+class TimedStream(io.StringIO):
+    """A log stream that records when each line was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def write(self, text: str) -> int:
+        self.times.extend(time.monotonic() for _ in range(text.count("\n")))
+        return super().write(text)
+
+
+def test_tqdms_monitor_adds_no_second_line_within_an_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # tqdm's monitor thread redraws a bar whose steps slowed down; its redraw used to leave
+    # the bar's last print time alone, so the next step wrote a second line at once.
+    interval = 0.2
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", interval)
+    stream = TimedStream()
+    with progress_bar(total=20, file=stream, leave=False) as bar:
+        monitor = TMonitor(type(bar), interval / 10)
+        try:
+            for _ in range(12):  # quick steps: tqdm then expects several steps per line
+                time.sleep(interval / 6)
+                bar.update(1)
+            # One slow step, ending as soon as the monitor redraws (if it does).
+            written, deadline = len(stream.times), time.monotonic() + 2 * interval
+            while len(stream.times) == written and time.monotonic() < deadline:
+                time.sleep(interval / 50)
+            bar.update(1)
+        finally:
+            monitor.exit()
+    assert len(stream.times) >= 2, lines_of(stream)  # else the test is moot
+    gaps = [b - a for a, b in zip(stream.times[:-1], stream.times[1:], strict=True)]
+    assert min(gaps) >= 0.9 * interval, (gaps, lines_of(stream))
 
 
 def test_stacked_bars_in_a_log_do_not_move_the_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
