@@ -74,11 +74,18 @@ def _same_inputs(network: str, other: str) -> bool:
             and all(getattr(first, f) == getattr(second, f) for f in _INPUT_FIELDS))
 
 
-def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str]) -> None:
+def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str], *,
+                     option: str = "--variant {}") -> None:
     """Before anything slow runs: ``checkpoint`` is a SAGANet weights file whose network (when
     it records one, as training's files do) takes the features of pipeline ``variant``'s
     encoders. Its size may differ (the file rebuilds its own network): a medium network trained
     here runs with ``saganet_small``'s CLIP, Synchformer and codec.
+
+    Args:
+        variant: the pipeline variant whose encoders will feed the file's network.
+        checkpoint: the weights file.
+        option: how the caller's command line chooses a variant, ``{}`` for its name (the
+            hint of the error).
 
     Raises:
         UserInputError: not such a file, or a network fed by other encoders (naming the
@@ -89,7 +96,7 @@ def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str]) -> None:
     if recorded is not None and not _same_inputs(recorded, expected):
         fitting = [name for name, spec in PIPELINES.items()
                    if _same_inputs(recorded, spec.network)]
-        hint = f"; pass --variant {' or '.join(fitting)}" if fitting else ""
+        hint = f"; pass {' or '.join(map(option.format, fitting))}" if fitting else ""
         raise UserInputError(f"holds a {recorded!r} network, which variant {variant!r}'s "
                              f"encoders do not feed{hint}", checkpoint)
 

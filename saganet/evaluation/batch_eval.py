@@ -45,7 +45,6 @@ from torch.utils.data import DataLoader, Subset
 
 import saganet
 from saganet import dist
-from saganet.checkpoint import check_weights_layout
 from saganet.errors import UserInputError
 from saganet.evaluation.audio import read_audio
 from saganet.evaluation.batch_config import (
@@ -66,7 +65,7 @@ from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac, write_video_with_audio
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
-from saganet.pipeline import PIPELINES, load_models
+from saganet.pipeline import PIPELINES, check_checkpoint, load_models
 from saganet.progress import progress_bar
 from saganet.runtime import loader_workers
 
@@ -160,8 +159,9 @@ def weights_identity(config: BatchEvalConfig) -> dict[str, Any] | str:
 
     variant = resolve_variant(config.model)
     if config.checkpoint is not None:
-        # Checked here, before the output folder is written, not when the models load.
-        check_weights_layout(config.checkpoint)
+        # Checked here, before the output folder is written or any weights are downloaded,
+        # not when the models load.
+        check_checkpoint(variant, config.checkpoint, option="model={}")
     if PIPELINES[variant].debug:
         if config.checkpoint is None:
             return "debug"

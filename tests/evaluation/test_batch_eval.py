@@ -356,6 +356,22 @@ def test_debug_checkpoints_do_not_share_a_folder_and_a_missing_one_writes_nothin
     assert not (tmp_path / "fresh").exists()
 
 
+def test_a_trained_file_for_other_encoders_names_the_model_before_any_weights_are_sought(
+        urmp, tmp_path):
+    # A debug training run's weights with the default model: the error used to be about the
+    # default model's missing VAE (offline), or came after downloading it.
+    from saganet.state_dict import atomic_save
+
+    root, table = urmp
+    trained = tmp_path / "debug_last.pth"
+    atomic_save({"network": {}, "synchformer": {}, "config": {"variant": "debug"}}, trained)
+    with pytest.raises(UserInputError, match=r"pass model=debug$"):
+        run_batch_eval(config(root, table, tmp_path / "run", tmp_path / "empty_cache",
+                              model="saganet_small", checkpoint=str(trained), offline=True),
+                       _single_process())
+    assert not (tmp_path / "run").exists() and not (tmp_path / "empty_cache").exists()
+
+
 def test_sms_clips_without_audio_are_generated_and_their_ground_truth_reported(
         debug_weights, tmp_path, batches):
     root = tmp_path / "sms"
