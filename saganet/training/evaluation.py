@@ -79,6 +79,7 @@ from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac
 from saganet.model import FlowNetwork, SequenceConfig
 from saganet.models import SAGANetModels
+from saganet.runtime import loader_workers
 from saganet.training.config import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -437,7 +438,7 @@ class TrainingEvaluator:
         autocast = (torch.autocast("cuda", dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else nullcontext())
         loader = DataLoader(Subset(_Named(split.dataset), mine), batch_size=self.cfg.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate)
+                            num_workers=loader_workers(self.num_workers), collate_fn=_collate)
         written, failed = [], []
         for indices, batch, failures in loader:
             failed += [split.stem(i) for i in failures]

@@ -116,6 +116,27 @@ def test_evaluation_writes_clips_metrics_and_is_not_repeated(trainer):
         assert torch.equal(p, live[n]), n
 
 
+def test_the_evaluation_loader_takes_at_most_this_processs_share_of_cores(trainer, monkeypatch):
+    # data.num_workers (8 for SMS) on a 2-core machine: the training loader was capped, the
+    # evaluation loader started all 8 (and torch warned about it).
+    from saganet import runtime
+    from saganet.training import evaluation
+
+    workers = []
+
+    class Recording(evaluation.DataLoader):
+        def __init__(self, *args, **kwargs) -> None:
+            workers.append(kwargs.get("num_workers", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: 1)
+    monkeypatch.setattr(evaluation, "DataLoader", Recording)
+    monkeypatch.setattr(trainer.evaluator, "num_workers", 8)
+    trainer.step = 11
+    trainer.evaluate(_Scalars(), ["val"])
+    assert workers == [runtime.loader_workers(8)] and workers[0] < 8
+
+
 def test_the_test_set_goes_through_the_batch_evaluation_with_the_weights_file(tmp_path):
     root = tmp_path / "urmp"
     table = make_urmp(root, clips=3)
