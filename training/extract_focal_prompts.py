@@ -83,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                                      duration=args.duration, workers=args.workers,
                                      overwrite=args.overwrite)
     except UserInputError as err:
-        return report_user_error("extract_focal_prompts", err)
+        return report_user_error("extract_focal_prompts.py", err)
     print(focal_prompt_report(results, listing.missing))
     if args.failed_list is not None:
         failed = [(r.clip_id, r.reason) for r in results if r.status == "failed"]
         try:
             write_problem_list(args.failed_list, failed, listing.missing)
         except OSError as err:
-            return report_user_error("extract_focal_prompts", UserInputError(
+            return report_user_error("extract_focal_prompts.py", UserInputError(
                 f"cannot write the list: {err.strerror or err}", args.failed_list))
         print(f"failed and missing clips listed in {args.failed_list}")
     return 0

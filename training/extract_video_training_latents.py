@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except UserInputError as err:
-        return report_user_error("extract_video_training_latents", err)
+        return report_user_error("extract_video_training_latents.py", err)
 
 
 if __name__ == "__main__":

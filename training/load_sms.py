@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = assemble(args)
     except UserInputError as err:
-        return report_user_error("load_sms", err)
+        return report_user_error("load_sms.py", err)
     print(summary_table(results))
     missing_tsv = args.output_dir / "missing.tsv"
     n_missing = write_missing(results, missing_tsv)

@@ -251,7 +251,7 @@ def test_user_errors_exit_2(mini_sms: MiniSMS, tmp_path: Path,
     assert main(["--root", str(mini_sms.root), "--metadata", str(mini_sms.metadata),
                  "--split", "nope"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(line.startswith("extract_focal_prompts: ") for line in err)
+    assert len(err) == 2 and all(line.startswith("extract_focal_prompts.py: ") for line in err)
     # A folder as the list: refused before any clip is processed.
     folder = tmp_path / "lists"
     folder.mkdir()

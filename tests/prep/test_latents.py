@@ -143,7 +143,7 @@ def test_existing_output_needs_overwrite(setup: tuple[MiniSMS, Path], extracted:
     mini, weights = setup
     assert main(_args(mini, weights, extracted)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("extract_video_training_latents: ") and "--overwrite" in err
+    assert err.startswith("extract_video_training_latents.py: ") and "--overwrite" in err
 
 
 def test_mono_audio_is_resampled_mixed_and_padded(setup: tuple[MiniSMS, Path]) -> None:
@@ -236,7 +236,7 @@ def test_two_processes_fail_in_one_line_when_no_clip_is_usable(setup: tuple[Mini
     )
     assert result.returncode != 0
     ours = [line for line in result.stderr.splitlines()
-            if line.startswith("extract_video_training_latents: error:")]
+            if line.startswith("extract_video_training_latents.py: error:")]
     assert len(ours) == 1 and "no clip could be used" in ours[0], result.stderr[-3000:]
     assert not out.exists()
 

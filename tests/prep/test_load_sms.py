@@ -301,7 +301,7 @@ def test_user_errors_exit_2(
     }[problem]
     assert main(["--output_dir", str(out), *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("load_sms: ") and err.count("\n") == 1
+    assert err.startswith("load_sms.py: ") and err.count("\n") == 1
 
 
 def test_script_runs_as_a_file_and_explains_every_option() -> None:
@@ -341,7 +341,7 @@ def test_offline_lists_every_missing_published_file(
     assert main(["--output_dir", str(out), "--offline", "--base_url", "http://x/pub"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("load_sms: error: offline mode is on and 2 published file(s)")
+    assert err.startswith("load_sms.py: error: offline mode is on and 2 published file(s)")
     for name in ("urmp/metadata.tsv", "sms/masks/soloA_500_2500.json"):
         assert f"download http://x/pub/{name} to {out / name}" in err
     assert "sms/metadata.csv" not in err and "saganet.pth" not in err
