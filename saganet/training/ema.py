@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     syn = sub.add_parser("synthesize", help="combine EMA snapshots into a weights file")
     syn.add_argument("run_dir", help="training run directory")
-    syn.add_argument("--sigma_rel", type=float, default=0.05, help="EMA width to synthesise")
+    syn.add_argument("--sigma_rel", type=float, default=0.05,
+                     help="EMA width to synthesise (default: %(default)s)")
     syn.add_argument("--step", type=int, default=None, help="as of this step (default: last)")
     syn.add_argument("--output", default=None,
                      help="output file (default: <run_dir>/<exp_name>_ema_final.pth)")
