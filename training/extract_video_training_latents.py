@@ -125,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
     if summary is not None:
         shapes = ", ".join(f"{key} {shape}" for key, shape in summary.shapes.items())
         print(f"{summary.rows} clips -> {outputs.memmap_dir} ({shapes}) and {outputs.tsv}")
-        print(f"failed {len(summary.failed)}, no clip video {len(listing.missing)}: listed in "
-              f"{outputs.failed_list}")
+        if summary.failed or listing.missing:
+            print(f"failed {len(summary.failed)}, no clip video {len(listing.missing)}: listed "
+                  f"in {outputs.failed_list}")
+        else:
+            print("every clip was used: none failed, none lacks its video")
         for clip_id, reason in summary.failed[:20]:
             print(f"  failed: {clip_id}: {reason}")
     return 0

@@ -172,6 +172,22 @@ def test_mono_audio_is_resampled_mixed_and_padded(setup: tuple[MiniSMS, Path]) -
         load_mono_audio(mini.root / f"{clip.id}.mp4", 441000, min_samples=441000)
 
 
+def test_a_split_where_every_clip_is_usable_says_so(setup: tuple[MiniSMS, Path],
+                                                    tmp_path: Path, one_thread: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary said 'failed 0, no clip video 0: listed in ...' of a list holding nothing."""
+    mini, weights = setup
+    split = "val"
+    args = _args(mini, weights, tmp_path)
+    args[args.index("--split") + 1] = split
+    duration = build_parser().parse_args(args).duration
+    assert all(c.seconds is not None and c.seconds >= duration
+               for c in MINI_CLIPS if c.split == split)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "every clip was used" in out and "listed in" not in out
+
+
 def test_unusable_clips_are_reported_not_dropped(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_clip(root / "violin" / "mute.mp4", 5.2, seed=1, tone_hz=None)
