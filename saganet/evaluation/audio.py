@@ -88,6 +88,27 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).astype(np.float32), int(sample_rate)  # (C, T)
 
 
+def audio_seconds(path: str | Path) -> float | None:
+    """Length in seconds of a file's first audio stream, from its header (nothing is
+    decoded); None when it cannot be read or states none.
+
+    Args:
+        path: a ``.wav``/``.flac`` (or any FFmpeg-readable) file.
+    """
+    try:
+        with av.open(ffmpeg_name(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / av.time_base
+    except (av.error.FFmpegError, OSError):
+        pass  # reading the file for the metrics says what is wrong with it
+    return None
+
+
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample along the last axis with a polyphase filter.
 

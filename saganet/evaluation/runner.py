@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from saganet.errors import UserInputError, check_seconds
-from saganet.evaluation.audio import list_audio_files, load_for_extractor
+from saganet.evaluation.audio import audio_seconds, list_audio_files, load_for_extractor
 from saganet.evaluation.av_bench import run_av_bench
 from saganet.evaluation.embedders import EMBEDDING, LOGITS, AudioEmbedder, build_embedder
 from saganet.evaluation.protocol import (
@@ -192,6 +193,44 @@ def evaluate_with_embedder(
     return results
 
 
+# Kept lengths (after truncation to audio_length) that differ by more than this are noted:
+# codecs pad a few milliseconds, a shorter clip differs by much more.
+_LENGTH_SLACK_S = 0.05
+
+
+def length_note(pred_files: Mapping[str, Path], gt_files: Mapping[str, Path],
+                audio_length: float) -> str | None:
+    """A note when generated clips and their ground truth differ in length over the
+    ``audio_length`` seconds kept (clips are truncated, never padded): the metrics then compare
+    audio of unequal length, silently, as av-benchmark does. None when all pairs agree.
+
+    Args:
+        pred_files: generated audio, name -> path.
+        gt_files: ground-truth audio, name -> path.
+        audio_length: seconds kept per clip.
+
+    Raises:
+        PairingError: a generated file has no ground-truth file of the same stem.
+    """
+    pairs = match_names(gt_files, pred_files, what="audio files")
+    unequal = []
+    for name, gt_name in pairs.items():
+        pred_s, gt_s = audio_seconds(pred_files[name]), audio_seconds(gt_files[gt_name])
+        if pred_s is None or gt_s is None:
+            continue
+        kept = min(pred_s, audio_length), min(gt_s, audio_length)
+        if abs(kept[0] - kept[1]) > _LENGTH_SLACK_S:
+            unequal.append((name, *kept))
+    if not unequal:
+        return None
+    name, pred_s, gt_s = unequal[0]
+    shortest = min(min(kept) for _, *kept in unequal)
+    return (f"{len(unequal)} of {len(pairs)} generated clips differ in length from their ground "
+            f"truth within the {audio_length:g} s kept (e.g. {name}: {pred_s:.2f} s generated, "
+            f"{gt_s:.2f} s true): the metrics compare audio of unequal length; an audio length "
+            f"of {math.floor(shortest * 100) / 100:g} s keeps equal lengths")
+
+
 def evaluate_directories(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -246,4 +285,7 @@ def evaluate_directories(
                 embedder, pred_files, gt_files, audio_length=audio_length, batch_size=batch_size
             )
         report.results.update(results)
+    note = length_note(pred_files, gt_files, audio_length)
+    if note is not None:
+        report.results.notes.append(note)
     return report

@@ -181,3 +181,28 @@ def test_cli_report_under_a_file_is_refused_before_scoring(audio_dirs, tmp_path,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and f"{blocker} is not a folder" in lines[0]
     assert blocker.read_text() == "keep"
+
+
+def test_clips_shorter_than_their_ground_truth_are_noted(tmp_path, capsys):
+    """Clips are truncated to --audio_length, never padded: 1 s generated clips scored against
+    2 s of ground truth compared audio of unequal length, with no word of it."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    generated_s, true_s = 1.0, 2.0
+    for i, freq in enumerate((220.0, 440.0, 880.0)):
+        write_audio(pred / f"clip{i}.flac", tone(freq, generated_s, 44100), 44100)
+        write_audio(gt / f"clip{i}.wav", tone(freq, true_s if i else generated_s, 16000), 16000)
+    out = tmp_path / "metrics.json"
+    assert main([str(pred), str(gt), "--embedder", "melstats", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    notes = [n for n in json.loads(out.read_text())["notes"] if "differ in length" in n]
+    assert len(notes) == 1 and notes[0] in table
+    assert notes[0].startswith("2 of 3 generated clips differ in length")
+    assert f"clip1: {generated_s:.2f} s generated, {true_s:.2f} s true" in notes[0]
+    assert f"an audio length of {generated_s:g} s keeps equal lengths" in notes[0]
+    # Kept at the generated length, both sides are equal: no note.
+    assert main([str(pred), str(gt), "--embedder", "melstats", "--audio_length",
+                 str(generated_s), "--out", str(tmp_path / "equal.json")]) == 0
+    notes = json.loads((tmp_path / "equal.json").read_text())["notes"]
+    assert notes and not any("differ in length" in n for n in notes)
