@@ -448,9 +448,11 @@ def test_mask_overlay_tints_the_objects(weights_dir: Path, tmp_path: Path, clip)
 
 
 def test_clicked_object_is_tracked_and_its_mask_saved(weights_dir: Path, tmp_path: Path,
-                                                      clip) -> None:
+                                                      clip,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     """`--click` instead of a mask video: the tracked masks go to the model in memory, and
-    the saved mask video gives exactly the same audio when used as --mask_video."""
+    the saved mask video gives exactly the same audio when used as --mask_video. Where the
+    object is visible is said once, not once by the tracker and again by the demo."""
     scene = SyntheticScene(duration=3.0)
     _, shapes = next(scene.frames())
     rows, cols = np.nonzero(shapes["square"])
@@ -458,7 +460,9 @@ def test_clicked_object_is_tracked_and_its_mask_saved(weights_dir: Path, tmp_pat
     common = ["--video", str(clip.video), "--prompt", "violin", "--duration", "2",
               "--skip_video_composite"]
     tracked = tmp_path / "tracked"
-    assert run_demo(weights_dir, tracked, *common, "--click", click) == 0
+    with caplog.at_level(logging.INFO):
+        assert run_demo(weights_dir, tracked, *common, "--click", click) == 0
+    assert len([r for r in caplog.records if "violin: visible" in r.getMessage()]) == 1
     stem = clip.video.stem
     mask = tracked / f"{stem}_mask.mp4"
     assert mask.is_file()

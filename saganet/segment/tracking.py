@@ -262,6 +262,8 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
                              f"frame: try {hint}", video)
     tracking = Tracking(Path(video), info, {store.name: store for store in stores}, first, stop,
                         grid)
+    # Debug only: each caller reports it in its own way (the demo's log, the segment command's
+    # stdout, the app's page), and an info line here showed every object twice.
     for line in tracking.summary():
-        logger.info("%s", line)
+        logger.debug("%s", line)
     return tracking
