@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.app.limits import Limits
-from saganet.cli import add_model_arguments, begin
+from saganet.cli import add_model_arguments, begin, terminate_cleanly
 from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("saganet.app")
@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = begin(build_parser(), argv)
     try:
-        start(args)
+        # SIGTERM (a service manager, a container stopping) closes the app as Ctrl-C does:
+        # running jobs stopped and its temporary folder removed, then exit status 143.
+        with terminate_cleanly():
+            start(args)
     except UserInputError as err:
         return report_user_error(PROG, err)
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """``app.py`` as a user starts it: instant ``--help``, one-line errors with exit status 2, and a
-real start that serves the page on 127.0.0.1 and removes its files on Ctrl-C."""
+real start that serves the page on 127.0.0.1 and removes its files on Ctrl-C or ``kill``."""
 
 from __future__ import annotations
 
@@ -92,9 +92,12 @@ def test_offline_without_weights(tmp_path, capsys, flags, tracker) -> None:
 
 
 @pytest.mark.slow
-def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder) -> None:
+@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 0), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "kill"])
+def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder, stop, status) -> None:
     """``python app.py --variant debug``: the page answers on 127.0.0.1; Ctrl-C stops it with
-    status 0 and its temporary folder is gone."""
+    status 0, ``kill`` (SIGTERM: a service manager, a container stopping) with 143, and either
+    way its temporary folder is gone."""
     temp = Path(tempfile.mkdtemp(prefix="app-cli-"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(temp),
            "GRADIO_TEMP_DIR": str(temp / "gradio")}
@@ -118,7 +121,7 @@ def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder) -> None:
             assert response.status == 200 and b"gradio" in response.read().lower()
         assert any(p.name.startswith("saganet-app-") for p in temp.iterdir())
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, rest
+    assert process.returncode == status, rest
     assert not any(p.name.startswith("saganet-app-") for p in temp.iterdir())
