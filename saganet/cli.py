@@ -299,7 +299,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"weights folder (default: {CACHE_DEFAULT})")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a weights file to use instead of the variant's published one")
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps, cpu")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: cuda, mps or cpu, the first present), cuda[:N], "
+                             "mps, cpu")
     parser.add_argument("--full_precision", action="store_true",
                         help="fp32 on CUDA (default there: bf16); CPU and MPS use fp32 unless "
                              "--cpu_bf16")
@@ -316,9 +318,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
     parser.add_argument("--cfg_strength", type=guidance_strength, default=7.0,
-                        help="classifier-free guidance strength")
-    parser.add_argument("--num_steps", type=positive_int, default=25, help="Euler steps")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the initial noise")
+                        help="classifier-free guidance strength (default 7)")
+    parser.add_argument("--num_steps", type=positive_int, default=25,
+                        help="Euler steps (default 25)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the initial noise (default 42; object k uses seed + k)")
     parser.add_argument("--skip_video_composite", action="store_true",
                         help="write only the .flac, not the .mp4")
 

@@ -95,3 +95,23 @@ def test_every_weights_folder_option_gives_the_cache_rule() -> None:
     assert len(helps) >= 7, helps  # demo, batch, app, segment, weights fetch/list, debug, latents
     wrong = {name: text for name, text in helps.items() if CACHE_DEFAULT not in text}
     assert not wrong, wrong
+
+
+def test_the_help_states_the_defaults_the_docs_give() -> None:
+    """`demo.py --help` (and `python -m saganet.batch --help`, which shares the sampling
+    flags) says each value flag's default, as docs/generation.md's table does: a user reading
+    only the help could not know the guidance strength, steps, seed or output folder."""
+    import argparse
+
+    from saganet.commands.demo import build_parser
+
+    parser = build_parser()
+    missing = {}
+    for action in parser._actions:
+        default = action.default
+        if isinstance(default, bool) or default is None or default == argparse.SUPPRESS:
+            continue
+        shown = f"{default:g}" if isinstance(default, float | int) else str(default)
+        if shown not in (action.help or "") or "default" not in action.help:
+            missing[action.option_strings[0]] = (shown, action.help)
+    assert not missing, missing

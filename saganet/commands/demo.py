@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_object_arguments(parser)
     parser.add_argument("--mask_away_clip", action="store_true",
                         help="drop the CLIP frame features (condition on sync features only)")
-    parser.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    parser.add_argument("--output", type=Path, default=Path("output"),
+                        help="output folder (default: output)")
     parser.add_argument("--mask_overlay", action="store_true",
                         help="tint the objects in the output video (re-encodes it)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
