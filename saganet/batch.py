@@ -43,7 +43,8 @@ from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as ``python -m saganet.batch`` it would be "__main__" in every line.
+log = logging.getLogger("saganet.batch")
 
 CSV_REQUIRED = ("video", "mask")
 CSV_OPTIONAL = ("name", "prompt", "negative_prompt", "output")

@@ -290,3 +290,28 @@ def test_end_before_start_is_one_usage_error(media, tmp_path, capsys):
     assert main([*args, "--start", "1", "--end", "0.5"]) == 2
     assert "--end (0.5 s) must come after --start (1 s)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_as_a_module_its_log_lines_name_it(tmp_path):
+    """`python -m saganet.batch` runs the module as ``__main__``: its log lines must still say
+    ``saganet.batch``, not ``__main__``. Jobs whose outputs exist are skipped without loading
+    any model, so this needs no weights."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (tmp_path / "v.mp4", tmp_path / "v_mask.mp4", out / "v.flac", out / "v.mp4"):
+        path.touch()
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "saganet.batch", "--csv", str(table), "--output_dir", str(out),
+         "--variant", "debug", "--device", "cpu"],
+        capture_output=True, text=True, cwd=root, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if "skipped: outputs exist" in line]
+    assert len(skipped) == 1 and "saganet.batch:" in skipped[0], done.stderr
