@@ -82,6 +82,8 @@ def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     """
     args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # httpx logs every request at info (Gradio's start-up checks, each hub download): noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     configure_runtime(model(args))
     return args
 

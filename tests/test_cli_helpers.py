@@ -115,3 +115,19 @@ def test_the_help_states_the_defaults_the_docs_give() -> None:
         if shown not in (action.help or "") or "default" not in action.help:
             missing[action.option_strings[0]] = (shown, action.help)
     assert not missing, missing
+
+
+def test_commands_do_not_log_every_http_request(monkeypatch, caplog) -> None:
+    """httpx logs each request at info (the app's own start-up checks, every weights file
+    the hub client fetches): a command's log at info must not show them, but their warnings
+    still."""
+    import logging
+
+    from saganet.commands.demo import build_parser
+
+    monkeypatch.setattr(logging.getLogger("httpx"), "level", logging.NOTSET)
+    caplog.set_level(logging.INFO)  # the root at info, as basicConfig sets it outside pytest
+    begin(build_parser(), ["--variant", "debug"])
+    httpx = logging.getLogger("httpx")
+    assert not httpx.isEnabledFor(logging.INFO)
+    assert httpx.isEnabledFor(logging.WARNING)
