@@ -444,7 +444,8 @@ def test_offline_error_lists_every_missing_file_and_where(
                     registry=registry, groups=groups)
     message = str(info.value)
     assert "\n" not in message
-    assert "2 file(s) are missing" in message
+    # Files, not entries: a.pth and each file of the hub repository.
+    assert f"{1 + len(registry['org/repo'].files)} file(s) are missing" in message
     assert f"download {registry['a.pth'].url} to {tmp_path / 'weights' / 'a.pth'}" in message
     assert "b.pth" not in message
     hub_dir = tmp_path / "hub" / "org" / "repo"

@@ -171,7 +171,10 @@ def _offline_error(missing: Sequence[_Missing]) -> UserInputError:
         else:
             why = f" [{item.problem}]" if item.problem else ""
             parts.append(f"download {item.entry.url} to {item.dest}{why}")
-    return UserInputError(f"offline mode is on and {len(missing)} file(s) are missing: "
+    # Files, not entries: a hub repository lists several.
+    count = sum(len(item.entry.files) if isinstance(item.entry, HubRepo) else 1
+                for item in missing)
+    return UserInputError(f"offline mode is on and {count} file(s) are missing: "
                           + "; ".join(parts))
 
 
