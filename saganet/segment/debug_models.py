@@ -67,6 +67,8 @@ def write_tiny_sam2(folder: str | os.PathLike[str], object_present: bool | None 
     """
     from transformers import Sam2VideoModel
 
+    from saganet.segment.models import transformers_bars_off
+
     torch.manual_seed(seed)
     model = Sam2VideoModel(tiny_sam2_config(image_size)).eval()
     if object_present is not None:
@@ -74,7 +76,8 @@ def write_tiny_sam2(folder: str | os.PathLike[str], object_present: bool | None 
             bias = model.mask_decoder.pred_obj_score_head.proj_out.bias
             bias.fill_(_SCORE_BIAS if object_present else -_SCORE_BIAS)
     folder = Path(folder)
-    model.save_pretrained(folder)
+    with transformers_bars_off():
+        model.save_pretrained(folder)
     return folder
 
 
@@ -154,6 +157,8 @@ def write_tiny_sam3(folder: str | os.PathLike[str], object_present: bool | None 
         Sam3VideoProcessor,
     )
 
+    from saganet.segment.models import transformers_bars_off
+
     torch.manual_seed(seed)
     model = Sam3VideoModel(tiny_sam3_config(image_size)).eval()
     if object_present is not None:
@@ -176,6 +181,7 @@ def write_tiny_sam3(folder: str | os.PathLike[str], object_present: bool | None 
             video_processor=Sam2VideoVideoProcessor(size=size, image_mean=[0.5] * 3,
                                                     image_std=[0.5] * 3),
             tokenizer=_tiny_tokenizer(Path(vocab)), target_size=image_size)
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
+        with transformers_bars_off():
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
     return folder

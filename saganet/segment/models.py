@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,8 +198,9 @@ def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     if config.model_type != "sam2_video":
         raise UserInputError(f"holds a {config.model_type!r} model, not a SAM 2 video model",
                              folder)
-    model, info = Sam2VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
-                                                 output_loading_info=True)
+    with transformers_bars_off():
+        model, info = Sam2VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
+                                                     output_loading_info=True)
     _check_loading(info, str(folder))
     device = resolve_device(device)
     size = {"height": config.image_size, "width": config.image_size}
@@ -205,6 +208,22 @@ def load_sam2(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
                                    video_processor=Sam2VideoVideoProcessor(size=size),
                                    target_size=config.image_size)
     return Segmenter(model.to(device).eval(), processor, str(folder), device)
+
+
+@contextmanager
+def transformers_bars_off() -> Iterator[None]:
+    """transformers' own progress bars off while a model loads or saves ('Loading weights',
+    'Writing model shards'): a fraction of a second each, they were only noise in the logs of
+    the demo, the segment command and the app. Its setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_sam3(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
@@ -225,8 +244,9 @@ def load_sam3(folder: Path, device: str | torch.device = "cpu") -> Segmenter:
     except (OSError, ValueError, TypeError) as err:
         raise UserInputError(f"not a SAM 3 video model folder ({err})".replace("\n", " "),
                              folder) from None
-    model, info = Sam3VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
-                                                 output_loading_info=True)
+    with transformers_bars_off():
+        model, info = Sam3VideoModel.from_pretrained(folder, config=config, dtype=torch.float32,
+                                                     output_loading_info=True)
     _check_loading(info, str(folder))
     device = resolve_device(device)
     return Segmenter(model.to(device).eval(), processor, str(folder), device)

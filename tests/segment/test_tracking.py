@@ -306,3 +306,20 @@ def test_a_cancelled_tracking_stops_at_its_next_frame(tmp_path, sam2_folder):
         track_objects(video, objects, model=sam2_folder, offline=True, on_progress=report,
                       cancel=token)
     assert calls == []
+
+
+def test_loading_and_writing_models_draw_no_transformers_bars(tmp_path, sam2_folder, capfd):
+    """transformers draws its own bars while it loads or saves a model ('Loading weights',
+    'Writing model shards'): under a command's log (demo, segment, app) they were a noisy line
+    outside saganet's own progress policy. Its setting is left as it was."""
+    from transformers.utils import logging as hf_logging
+
+    from saganet.segment.debug_models import write_tiny_sam2
+
+    before = hf_logging.is_progress_bar_enabled()
+    capfd.readouterr()
+    load_sam2(write_tiny_sam2(tmp_path / "sam2", object_present=True))
+    load_sam2(sam2_folder)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.is_progress_bar_enabled() == before
