@@ -41,7 +41,8 @@ from saganet.errors import UserInputError, report_user_error
 from saganet.state_dict import atomic_save
 from saganet.training.config import SIGMA_REL_RULE, sigma_rel_ok
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run with -m, the module is __main__ and its lines said so.
+log = logging.getLogger("saganet.training.ema")
 
 SNAPSHOT_DIR = "ema_snapshots"
 EMA_INFO_FILE = "ema.json"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from saganet.model.sequence import CONFIG_44K_SA
@@ -105,3 +110,17 @@ def test_cli_refuses_a_width_no_ema_has(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "sigma_rel=" in err[0] and "< 0.2887" in err[0]
     assert not (tmp_path / "exp_ema_final.pth").exists()
+
+
+def test_run_as_a_module_its_log_lines_name_it(tmp_path):
+    """`python -m saganet.training.ema` runs the module as ``__main__``: its log lines must
+    still name ``saganet.training.ema``."""
+    trained_run(tmp_path, steps=6)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "saganet.training.ema", "synthesize", str(tmp_path)],
+        capture_output=True, text=True, cwd=root, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "synthesised EMA" in line]
+    assert len(lines) == 1 and "saganet.training.ema:" in lines[0], done.stderr
