@@ -27,6 +27,7 @@ import torch
 from saganet import weights
 from saganet.app.objects import AppObject
 from saganet.app.options import GenerationOptions
+from saganet.app.server_detail import server_detail
 from saganet.cancel import CancelledError, CancelToken
 from saganet.cli import device_and_dtype
 from saganet.errors import UserInputError
@@ -262,15 +263,12 @@ class Engine:
         def downloading(name: str, received: int, expected: int | None) -> None:
             progress(f"{DOWNLOADING} {name}", received // 10**6, (expected or 0) // 10**6)
 
-        try:
+        with server_detail(log, f"variant {variant} requested but not available",
+                           f"the {variant} variant is not available on this server (its "
+                           "weights are missing or failed to download); pick another variant"):
             weights.resolve_all(required_files(variant, checkpoint=checkpoint),
                                 self.settings.weights_dir, offline=self.settings.offline,
                                 on_progress=downloading)
-        except UserInputError as err:
-            log.warning("variant %s requested but not available: %s", variant, err)
-            raise UserInputError(f"the {variant} variant is not available on this server (its "
-                                 "weights are missing or failed to download); pick another "
-                                 "variant") from None
 
     def preload(self) -> None:
         """Load the app's variant and its click tracker now, so that missing weights are
@@ -302,13 +300,10 @@ class Engine:
         phrased = [p.name for p in prompts if p.text is not None]
         if not phrased:
             return None
-        try:
+        with server_detail(log, "a phrase was given but SAM 3 is not available",
+                           "finding an object by a phrase is not available on this server (it "
+                           f"has no SAM 3 model): click on {', '.join(phrased)} instead"):
             return sam3_folder(self.settings.text_model, self.settings.weights_dir)
-        except UserInputError as err:
-            log.warning("a phrase was given but SAM 3 is not available: %s", err)
-            raise UserInputError(f"finding an object by a phrase is not available on this "
-                                 f"server (it has no SAM 3 model): click on "
-                                 f"{', '.join(phrased)} instead") from None
 
     def track(self, video: Path, objects: Sequence[AppObject], start: float = 0.0,
               end: float | None = None, progress: Progress = _no_progress,

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from saganet.app.objects import AppObject, Click
-from saganet.errors import UserInputError
+from saganet.app.server_detail import server_detail
 from saganet.example import ExampleClip, example_inputs
 from saganet.media.video import SYNC_FPS, probe_video, read_frames
 
@@ -74,11 +74,8 @@ def load_example(debug: bool, weights_dir: str | os.PathLike[str] | None,
     Raises:
         UserInputError: the duet's files missing offline, or a failed download.
     """
-    try:
+    with server_detail(log, "the example was requested but is not available",
+                       "the duet example is not available on this server (its files are "
+                       "missing or failed to download); upload a video instead"):
         example = example_inputs(debug, weights_dir, offline)
-    except UserInputError as err:
-        log.warning("the example was requested but is not available: %s", err)
-        raise UserInputError("the duet example is not available on this server (its files "
-                             "are missing or failed to download); upload a video "
-                             "instead") from None
     return example, example_objects(example)
