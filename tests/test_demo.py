@@ -82,6 +82,11 @@ def test_debug_demo_needs_no_argument_and_no_download(tmp_path: Path) -> None:
     # stderr is a pipe, as in a log: no progress bar redrawn in place (bytes, since text mode
     # would turn carriage returns into newlines).
     assert "\r" not in stderr, stderr[-2000:]
+    # One timing line per stage, each named for what it times: "clip" alone read as the video.
+    stages = [line.split("saganet.soundtrack.render: ", 1)[1].rsplit(None, 2)[0]
+              for line in stderr.splitlines()
+              if "saganet.soundtrack.render: " in line and line.endswith(" s")]
+    assert stages == ["load CLIP", "run CLIP", "load model", "generate", "write"], stderr[-2000:]
     printed = [Path(line) for line in stdout.split()]
     example = synthetic_example(cache / "example" / "synthetic")
     assert {p.name for p in printed} == (

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     progress = _progress_bars()
     # CLIP first, alone: its features are computed and CLIP released before the other models
     # load, so the run never holds all the weights at once (saganet.soundtrack.clip_pass).
-    with timed("load clip"):
+    with timed("load CLIP"):
         clip = load_clip(args.variant, weights_dir=args.weights_dir, device=device,
                          dtype=dtype, offline=args.offline)
     for obj in request.objects:
@@ -148,12 +148,12 @@ def run(args: argparse.Namespace) -> list[Path]:
             _check_prompt_length(clip, obj.name, obj.prompt)
     log.info("generating %.2f s from %.2f s of %s", segment.duration, segment.start,
              request.video)
-    with timed("clip"):
+    with timed("run CLIP"):
         clip_features = encode_clip_features(clip, request, segment, plan, options=options,
                                              progress=progress)
     del clip
     gc.collect()
-    with timed("load"):
+    with timed("load model"):
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline, need_clip=False)
