@@ -32,7 +32,6 @@ from saganet.cancel import CancelledError, CancelToken
 from saganet.cli import device_and_dtype
 from saganet.errors import UserInputError
 from saganet.inference import SamplingOptions
-from saganet.media.video import SYNC_WINDOW_FRAMES
 from saganet.models import SAGANetModels
 from saganet.pipeline import load_models, pipeline_variant, required_files
 from saganet.segment.grid import GRID_FPS
@@ -44,6 +43,7 @@ from saganet.soundtrack import (
     SoundtrackOutputs,
     SoundtrackRequest,
     SoundtrackResult,
+    check_long_enough,
     check_outputs,
     write_soundtrack,
 )
@@ -176,9 +176,7 @@ def tracking_range(objects: Sequence[AppObject], options: GenerationOptions,
         raise UserInputError(f"start {start:g} s is past the end of the video "
                              f"({video_seconds:.2f} s)")
     end = video_seconds if duration is None else min(video_seconds, start + duration)
-    if int((end - start) * GRID_FPS) < SYNC_WINDOW_FRAMES:
-        raise UserInputError(f"{end - start:.3f} s from {start:g} s is too short: need at least "
-                             f"{SYNC_WINDOW_FRAMES / GRID_FPS:.2f} s (one Synchformer window)")
+    check_long_enough(end - start, start=start)
     earliest = [t for t in (o.earliest() for o in objects) if t is not None]
     latest = [t for t in (o.latest() for o in objects) if t is not None]
     if earliest:

@@ -7,6 +7,7 @@ web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load
 """
 
 from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features
+from saganet.soundtrack.plan import check_long_enough
 from saganet.soundtrack.render import (
     Segment,
     SoundtrackResult,
@@ -27,6 +28,7 @@ __all__ = [
     "SoundtrackOutputs",
     "SoundtrackRequest",
     "SoundtrackResult",
+    "check_long_enough",
     "check_output_folder",
     "check_outputs",
     "check_seed",

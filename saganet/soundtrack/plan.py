@@ -88,6 +88,21 @@ class WindowPlan:
         return slice(start, start + self.window_latents * self.samples_per_latent)
 
 
+def check_long_enough(duration: float, *, start: float | None = None,
+                      source: str | os.PathLike | None = None) -> None:
+    """Refuse ``duration`` seconds (from ``start``, named in the message when given) shorter
+    than one Synchformer window: the least any model generates for.
+
+    Raises:
+        UserInputError: the duration is too short, naming ``source``.
+    """
+    if int(duration * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
+        where = "" if start is None else f" from {start:g} s"
+        raise UserInputError(f"{duration:.3f} s{where} is too short: need at least "
+                             f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)",
+                             source)
+
+
 def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: int, *,
                  overlap: float = 1.0, source: str | os.PathLike | None = None) -> WindowPlan:
     """Windows of ``sequence.duration`` seconds covering ``duration`` seconds.
@@ -107,10 +122,7 @@ def plan_windows(duration: float, sequence: SequenceConfig, samples_per_latent: 
             fit.
     """
     duration = check_seconds(duration, "duration", positive=True)
-    if int(duration * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
-        raise UserInputError(f"{duration:.3f} s is too short: need at least "
-                             f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)",
-                             source)
+    check_long_enough(duration, source=source)
     window_frames = round(sequence.duration * SYNC_FPS)
     if not 0 <= overlap < sequence.duration / 2:
         raise UserInputError(f"overlap must be at least 0 and below half a window "

@@ -51,7 +51,7 @@ from saganet.model import Conditions
 from saganet.models import SAGANetModels
 from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
-from saganet.soundtrack.plan import Window, WindowPlan, plan_windows
+from saganet.soundtrack.plan import Window, WindowPlan, check_long_enough, plan_windows
 from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
         raise UserInputError("the video does not say how long it is; give a duration",
                              request.video)
     if available is not None and duration > available + 1e-6:
+        # Too little left to generate anything is the error, not a shorter run to warn of.
+        check_long_enough(available, start=request.start, source=request.video)
         log.warning("%s holds only %.3f s from %.3f s: using that instead of %.3f s",
                     request.video, available, request.start, duration)
         duration = available

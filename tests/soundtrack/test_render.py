@@ -3,6 +3,8 @@ tracks, hidden objects, joint sampling, and agreement with ``generate()``."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import subprocess
 import sys
@@ -21,7 +23,14 @@ from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.masks import MaskVideo
 from saganet.media.output import write_mask_video
 from saganet.media.video import load_video_inputs, probe_video
-from saganet.soundtrack import SoundObject, SoundtrackRequest, check_seed, write_soundtrack
+from saganet.model.sequence import SYNC_FPS, SYNC_SEGMENT_FRAMES
+from saganet.soundtrack import (
+    SoundObject,
+    SoundtrackRequest,
+    check_seed,
+    resolve_segment,
+    write_soundtrack,
+)
 from saganet.soundtrack import render as render_module
 from saganet.soundtrack.mix import MIX_PEAK, level_mix
 from tests.videos import read_audio, stream_ends, write_video
@@ -525,3 +534,28 @@ def test_request_times_take_numpy_scalars_and_refuse_non_numbers(models,
         message = f"^{field} must be a (positive |non-negative )?number of seconds, got "
         with pytest.raises(UserInputError, match=message):
             SoundtrackRequest(video, objects, tmp_path / "out", **{field: value})
+
+
+def test_too_little_left_after_start_is_one_error_without_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A start that leaves less than one Synchformer window: the error, not first a warning
+    that a shorter run will be made instead."""
+    window = SYNC_SEGMENT_FRAMES / SYNC_FPS
+    scene = SyntheticScene(width=64, height=36, duration=3 * window)
+    video, masks = write_clip(tmp_path, scene)
+    length = probe_video(video).duration
+    start = length - 0.5 * window
+    request = SoundtrackRequest(video, (SoundObject("circle", MaskVideo(masks["circle"])),),
+                                tmp_path / "out", start=start, duration=length)
+    with caplog.at_level(logging.WARNING), pytest.raises(UserInputError) as raised:
+        resolve_segment(request)
+    assert str(raised.value) == (
+        f"{video}: {length - start:.3f} s from {start:g} s is too short: need at least "
+        f"{window:.2f} s (one Synchformer window)")
+    assert not caplog.records
+    # Enough left: the shorter run goes ahead, with the warning.
+    enough = length - 2 * window
+    with caplog.at_level(logging.WARNING):
+        segment = resolve_segment(dataclasses.replace(request, start=enough))
+    assert segment.duration == pytest.approx(length - enough)
+    assert [r.getMessage() for r in caplog.records if "holds only" in r.getMessage()]
