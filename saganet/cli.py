@@ -197,19 +197,27 @@ def add_object_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def object_name(args: ObjectArgs, index: int) -> str:
-    """The object's name: ``--object``, else its prompt made file-safe, else ``object<k>``.
+    """The object's name: ``--object``, else :func:`default_object_name` of its ``--prompt``
+    and its ``--segment_text``."""
+    return args.name or default_object_name((args.prompt, args.segment_text), index)
 
-    A name made from a prompt passes the check of a name given by the user
+
+def default_object_name(phrases: Sequence[str | None], index: int) -> str:
+    """The name of an object the user did not name: the first of ``phrases`` (its prompt, the
+    phrase it was found by) that leaves something once made file-safe, else ``object<k>``
+    (``index`` counts from 0).
+
+    The name passes the check of a name given by the user
     (:func:`saganet.fileio.check_object_name`) and stays portable: ASCII letters, digits and
     ``_ . -``, starting with a letter or digit, at most 40 characters. Accents are dropped
     (``violín``: ``violin``), any other run of characters becomes ``_``.
     """
-    if args.name:
-        return args.name
-    if args.prompt:
-        ascii_prompt = unicodedata.normalize("NFKD", args.prompt).encode("ascii", "ignore")
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_prompt.decode())
-        # The user gave no name, so a prompt such as ".22 rifle" or "../x" must not make one
+    for phrase in phrases:
+        if not phrase:
+            continue
+        ascii_phrase = unicodedata.normalize("NFKD", phrase).encode("ascii", "ignore")
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_phrase.decode())
+        # The user gave no name, so a phrase such as ".22 rifle" or "../x" must not make one
         # that a check refuses: a leading . or - (hidden files, options) is dropped.
         safe = re.sub(r"^[^A-Za-z0-9]+", "", safe)[:40].rstrip("_")
         if safe:

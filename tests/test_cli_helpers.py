@@ -42,6 +42,13 @@ def test_a_given_name_is_kept() -> None:
     assert object_name(ObjectArgs(), 1) == "object2"
 
 
+def test_an_object_without_prompt_is_named_after_the_phrase_it_is_found_by() -> None:
+    assert object_name(ObjectArgs(segment_text="the violin", clicks=[]), 0) == "the_violin"
+    assert object_name(ObjectArgs(prompt="cello", segment_text="the violin"), 0) == "cello"
+    # A prompt that leaves nothing gives way to the phrase.
+    assert object_name(ObjectArgs(prompt="...", segment_text="bow"), 4) == "bow"
+
+
 @pytest.mark.parametrize("value", ["-1,5", "-3,4,5,6@f2", "-.5,2@1.5"])
 def test_a_point_left_of_the_frame_reaches_the_checks(value: str) -> None:
     """argparse took ``--click -1,5`` for an unknown option and said only "expected one

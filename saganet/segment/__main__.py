@@ -3,7 +3,8 @@
 Writes ``<output>/<video stem>_<object>_mask.mp4`` per object (lossless) and, with
 ``--preview``, ``<output>/<video stem>_preview.mp4``. Several objects: ``--object NAME`` starts
 an object, and the ``--click``, ``--negative_click``, ``--box`` and ``--text`` after it belong
-to it; prompts before any ``--object`` belong to one object called ``object``::
+to it; prompts before any ``--object`` belong to one object, named after its ``--text`` phrase
+(made file-safe, as ``demo.py`` names an object after its prompt) or else ``object1``::
 
     python -m saganet.segment duet.mp4 --output masks \\
         --object violin --click 1368,624 --click 1300,600@2.5 \\
@@ -17,11 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from saganet.cli import CACHE_DEFAULT, begin
+from saganet.cli import CACHE_DEFAULT, begin, default_object_name
 from saganet.errors import UserInputError, check_time_range, report_user_error
 
 PROG = "python -m saganet.segment"
-DEFAULT_OBJECT = "object"
 _PROMPT_FLAGS = ("click", "negative_click", "box", "text")
 
 
@@ -85,16 +85,17 @@ def objects_from_args(items: Sequence[tuple[str, str]]) -> list:
     """
     from saganet.segment.prompts import check_unique_names, object_prompt
 
-    groups: list[tuple[str, dict[str, list[str]]]] = []
+    groups: list[tuple[str | None, dict[str, list[str]]]] = []
     for flag, value in items:
         if flag == "object":
             groups.append((value, {f: [] for f in _PROMPT_FLAGS}))
             continue
         if not groups:
-            groups.append((DEFAULT_OBJECT, {f: [] for f in _PROMPT_FLAGS}))
+            groups.append((None, {f: [] for f in _PROMPT_FLAGS}))
         groups[-1][1][flag].append(value)
     objects = []
-    for name, prompts in groups:
+    for index, (given, prompts) in enumerate(groups):
+        name = given if given is not None else default_object_name(prompts["text"][:1], index)
         if len(prompts["text"]) > 1:
             raise UserInputError(f"object {name}: give one --text per object")
         objects.append(object_prompt(name, prompts["click"], prompts["negative_click"],

@@ -100,7 +100,7 @@ def test_cli_object_never_found(tmp_path, small_video, sam2_absent_folder, capsy
 def test_cli_refuses_to_overwrite_before_tracking(tmp_path, small_video):
     out = tmp_path / "out"
     out.mkdir()
-    existing = out / f"{small_video.stem}_object_mask.mp4"
+    existing = out / f"{small_video.stem}_object1_mask.mp4"
     existing.write_bytes(b"keep")
     status = main([str(small_video), "--output", str(out), "--model", "giant", "--click", "5,5"])
     assert status == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saganet.errors import UserInputError
-from saganet.segment.__main__ import DEFAULT_OBJECT, build_parser, objects_from_args
+from saganet.segment.__main__ import build_parser, objects_from_args
 from saganet.segment.prompts import (
     ObjectPrompt,
     PointPrompt,
@@ -100,11 +100,19 @@ def test_command_line_groups_prompts_by_object():
     objects = _objects(["--click", "1,2", "--object", "violin", "--click", "3,4@1",
                         "--negative_click", "5,6", "--box", "0,0,9,9@f3",
                         "--object", "voice", "--text", "singer"])
-    assert [o.name for o in objects] == [DEFAULT_OBJECT, "violin", "voice"]
+    # The one object before any --object is named as the demo names one: object1.
+    assert [o.name for o in objects] == ["object1", "violin", "voice"]
     assert objects[0].points == (PointPrompt(1, 2),)
     assert [p.positive for p in objects[1].points] == [True, False]
     assert len(objects[1].boxes) == 1 and objects[1].boxes[0].time.frame == 3
     assert objects[2].text == "singer" and not objects[2].points
+
+
+def test_an_unnamed_object_is_named_after_its_phrase():
+    assert [o.name for o in _objects(["--text", "the violin", "--object", "bow",
+                                      "--click", "1,2"])] == ["the_violin", "bow"]
+    with pytest.raises(UserInputError, match="name"):
+        _objects(["--object", "", "--click", "1,2"])
 
 
 @pytest.mark.parametrize(("argv", "match"), [
