@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,12 +28,16 @@ from saganet.cli import CACHE_DEFAULT
 from saganet.codec import VAE, AudioCodec, AudioCodecConfig, BigVGAN
 from saganet.codec.bigvgan import BigVGANConfig
 from saganet.errors import UserInputError, report_user_error
-from saganet.features import ClipEncoder, SynchformerConfig, SynchformerWithContext, tiny_clip
+from saganet.features import SynchformerConfig, SynchformerWithContext
 from saganet.fileio import locked_folder
 from saganet.model import CONFIG_44K_SA, build_network
 from saganet.models import SAGANetModels
 from saganet.state_dict import atomic_save, load_checkpoint_file
 from saganet.weights import cache_dir, remove_leftovers
+
+if TYPE_CHECKING:
+    # Imported where the tiny CLIP is built: it imports open_clip (seconds).
+    from saganet.features.clip import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ def _unwritable(root: Path, err: OSError) -> UserInputError:
 
 def load_debug_clip(path: Path) -> ClipEncoder:
     """The tiny CLIP stand-in written by :func:`write_debug_weights`."""
+    from saganet.features.clip import tiny_clip
     content = load_checkpoint_file(os.fspath(path))
     clip = tiny_clip(**content["config"])
     clip.model.load_state_dict(content["state_dict"], strict=True)
@@ -151,6 +157,7 @@ def build_debug_models(seed: int = 0) -> SAGANetModels:
                     param.mul_(ADALN_GAIN)
     vae, vocoder = _debug_codec_modules(seed)
     codec = AudioCodec(vae, vocoder, AudioCodecConfig.debug().mel)
+    from saganet.features.clip import tiny_clip
     clip = tiny_clip(embed_dim=network.config.clip_dim, text_width=network.config.text_dim,
                      seed=DEBUG_CLIP_SEED)
     return SAGANetModels(network.eval(), synchformer.eval(), clip, codec.eval(), CONFIG_44K_SA)

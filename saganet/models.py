@@ -3,12 +3,18 @@ runs on."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from saganet.codec import AudioCodec
-from saganet.features import ClipEncoder, SynchformerWithContext
+from saganet.features import SynchformerWithContext
 from saganet.model import FlowNetwork, SequenceConfig
+
+if TYPE_CHECKING:
+    # Only named in annotations: importing it imports open_clip (seconds).
+    from saganet.features.clip import ClipEncoder
 
 
 class SAGANetModels(nn.Module):

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,10 +22,13 @@ from saganet.checkpoint import build_from_weights, check_weights_layout, read_we
 from saganet.codec import AudioCodec, AudioCodecConfig, load_vae, load_vocoder
 from saganet.debug_weights import ensure_debug_weights, load_debug_clip
 from saganet.errors import UserInputError
-from saganet.features import ClipEncoder
 from saganet.model import CONFIG_44K_SA, VARIANTS, SequenceConfig, merge_lora
 from saganet.models import SAGANetModels
 from saganet.state_dict import check_weights_file
+
+if TYPE_CHECKING:
+    # Imported where CLIP is built: it imports open_clip (seconds).
+    from saganet.features.clip import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -237,5 +241,7 @@ def window_layout(variant: str) -> tuple[SequenceConfig, int]:
 
 
 def _build_clip(source: Path, debug: bool) -> ClipEncoder:
-    return load_debug_clip(source) if debug else ClipEncoder.from_pretrained(
-        f"local-dir:{source}")
+    if debug:
+        return load_debug_clip(source)
+    from saganet.features.clip import ClipEncoder
+    return ClipEncoder.from_pretrained(f"local-dir:{source}")

@@ -12,15 +12,19 @@ The features are those the renderer would compute window by window, so the audio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from saganet.features.clip import ClipEncoder
 from saganet.inference import SamplingOptions
 from saganet.media.windows import read_windows
 from saganet.soundtrack.plan import WindowPlan
 from saganet.soundtrack.render import ProgressFn, Segment, visible_objects, window_start
 from saganet.soundtrack.request import SoundtrackRequest
+
+if TYPE_CHECKING:
+    # Only named in annotations: importing it imports open_clip (seconds).
+    from saganet.features.clip import ClipEncoder
 
 
 @dataclass
