@@ -281,16 +281,24 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
         models: loaded models, set to the clips' duration.
         conditions: conditional branch (:func:`encode_conditions`).
         empty: unconditional branch.
-        noise: ``(B, N, C)`` initial noise (:func:`initial_noise`).
+        noise: ``(B, N, C)`` initial noise (:func:`initial_noise`): ``B`` clips of the
+            conditions, ``N`` latents of the models' duration, ``C`` latent channels; any
+            float dtype and device (cast to the models').
         options: sampler settings.
         fuse: applied to every guided velocity before the step is taken.
         progress: show a progress bar over the network evaluations.
         on_step: called with the number of network evaluations done so far.
         cancel: checked before every network evaluation (raises
             :class:`~saganet.cancel.CancelledError` once cancelled).
+
+    Raises:
+        UserInputError: noise of another shape than the conditions and models need, or not
+            floating point.
     """
     options = checked_options(options)
     net = models.network
+    noise = _checked_noise(noise, (len(conditions.clip_f), net.config.latent_seq_len,
+                                   net.config.latent_dim), models)
     chunk = options.network_chunk_size or len(noise)
     bar = progress_bar(total=options.num_steps if options.method == "euler" else None,
                        desc="sampling", unit="step", disable=not progress, leave=False)
@@ -317,6 +325,19 @@ def sample(models: SAGANetModels, conditions: Conditions, empty: Conditions,
         return net.unnormalize(flow.to_data(velocity, noise))  # (B, N, C)
     finally:
         bar.close()
+
+
+def _checked_noise(noise: object, shape: tuple[int, int, int],
+                   models: SAGANetModels) -> torch.Tensor:
+    # Checked here: a wrong shape failed deep in the network (a batch of another size as a
+    # broadcast error, a missing batch axis as a wrong token count), another dtype in a matmul.
+    if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape \
+            or not noise.is_floating_point():
+        got = (f"{noise.dtype} {tuple(noise.shape)}" if isinstance(noise, torch.Tensor)
+               else type(noise).__name__)
+        raise UserInputError(f"noise must be a float tensor {shape} (clips of the conditions, "
+                             f"latents of the models' duration, latent channels), got {got}")
+    return noise.to(device=models.device, dtype=models.dtype)
 
 
 @torch.inference_mode()

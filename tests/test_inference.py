@@ -16,7 +16,7 @@ import torch
 
 from saganet.debug_weights import build_debug_models
 from saganet.errors import UserInputError
-from saganet.inference import GenerationBatch, SamplingOptions, generate
+from saganet.inference import GenerationBatch, SamplingOptions, encode_conditions, generate, sample
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 
@@ -256,3 +256,34 @@ def test_importing_saganet_leaves_torch_global_state_alone() -> None:
                          check=True).stdout
     before, after = json.loads(out.splitlines()[-1])
     assert after == before
+
+
+@pytest.mark.parametrize("mistake", ["unbatched", "short", "channels", "batch", "integer"])
+def test_sample_names_noise_of_the_wrong_shape_or_type(models, mistake: str) -> None:
+    """``sample`` is public: noise that does not fit the conditions or the models is one
+    line naming ``noise`` and the shape wanted, not an error deep in the network."""
+    batch = uint8_batch(models, 1)
+    conditions, empty = encode_conditions(models, batch, OPTIONS)
+    net = models.network.config
+    shape = (len(batch), net.latent_seq_len, net.latent_dim)
+    noise = {"unbatched": torch.randn(shape[1:]),
+             "short": torch.randn(shape[0], shape[1] - 1, shape[2]),
+             "channels": torch.randn(*shape[:2], shape[2] + 1),
+             "batch": torch.randn(shape[0] + 1, *shape[1:]),
+             "integer": torch.zeros(shape, dtype=torch.long)}[mistake]
+    with pytest.raises(UserInputError, match=r"^noise .*\(1, \d+, \d+\)") as info:
+        sample(models, conditions, empty, noise, options=OPTIONS)
+    assert "\n" not in str(info.value)
+
+
+def test_sample_takes_noise_of_another_float_dtype(models) -> None:
+    """Noise in float64 (or on another device) is cast to the models', as a batch's frames are,
+    and gives the latents of the same noise in the models' dtype."""
+    batch = uint8_batch(models, 1)
+    conditions, empty = encode_conditions(models, batch, OPTIONS)
+    net = models.network.config
+    noise = torch.randn(len(batch), net.latent_seq_len, net.latent_dim, dtype=torch.float64)
+    latents = sample(models, conditions, empty, noise, options=OPTIONS)
+    expected = sample(models, conditions, empty, noise.to(models.dtype), options=OPTIONS)
+    assert latents.dtype == models.dtype
+    assert torch.equal(latents, expected)
