@@ -98,6 +98,17 @@ def _check_tokens(name: str, x: torch.Tensor, length: int) -> None:
                          "(call update_seq_lengths for another duration)")
 
 
+def _check_features(name: str, x: torch.Tensor, length: int, dim: int,
+                    batch: int | None = None) -> None:
+    # Checked here: features of another width or rank failed in a matmul or a broadcast deep
+    # inside the projections, and clips of two batch sizes were projected without an error.
+    if x.dim() != 3 or x.shape[2] != dim or (batch is not None and x.shape[0] != batch):
+        clips = "B" if batch is None else str(batch)
+        raise ValueError(f"{name} must be ({clips}, {length}, {dim}) (clips, tokens, channels), "
+                         f"got {tuple(x.shape)}")
+    _check_tokens(name, x, length)
+
+
 class FlowNetwork(nn.Module):
     """MM-DiT flow network (MMAudio architecture, optional LoRA on the latent stream).
 
@@ -275,9 +286,10 @@ class FlowNetwork(nn.Module):
             text_f: ``(B', Nt, text_dim)`` text features (B' may differ from B; see
                 :meth:`get_empty_conditions`).
         """
-        _check_tokens("clip_f", clip_f, self.clip_seq_len)
-        _check_tokens("sync_f", sync_f, self.sync_seq_len)
-        _check_tokens("text_f", text_f, self.config.text_seq_len)
+        cfg = self.config
+        _check_features("clip_f", clip_f, self.clip_seq_len, cfg.clip_dim)
+        _check_features("sync_f", sync_f, self.sync_seq_len, cfg.sync_dim, len(clip_f))
+        _check_features("text_f", text_f, cfg.text_seq_len, cfg.text_dim)
         # The same 8 positional vectors repeat in every Synchformer window.
         sync_f = sync_f.unflatten(1, (-1, SYNC_TOKENS_PER_SEGMENT)) + self.sync_pos_emb
         sync_f = sync_f.flatten(1, 2)  # (B, Ns, sync_dim)
@@ -366,6 +378,9 @@ class FlowNetwork(nn.Module):
             negative_text_features: ``(bs, Nt, text_dim)`` features of negative prompts, used
                 instead of the empty prompt.
         """
+        if negative_text_features is not None:
+            _check_features("negative_text_features", negative_text_features,
+                            self.config.text_seq_len, self.config.text_dim)
         text = (self.get_empty_string_sequence(1) if negative_text_features is None
                 else negative_text_features)
         # Video conditions are identical for the whole batch: project one and expand.
