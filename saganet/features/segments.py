@@ -79,8 +79,20 @@ def encode_sync(
     Returns:
         ``(B, 8 * S, D)`` with ``S = (T - 16) // 8 + 1``.
     """
-    window = model.config.frames_per_segment
-    return _encode(model, [frames, masks, detail_frames, detail_masks], window, chunk_size)
+    cfg = model.config
+    inputs = {"frames": frames, "masks": masks, "detail_frames": detail_frames,
+              "detail_masks": detail_masks}
+    for name, x in inputs.items():
+        _check_frames(name, x, cfg.mask_chans if "masks" in name else cfg.in_chans, cfg.img_size)
+    return _encode(model, list(inputs.values()), cfg.frames_per_segment, chunk_size)
+
+
+def _check_frames(name: str, x: torch.Tensor, channels: int, size: int) -> None:
+    # Checked here: frames of another size were refused only inside the patch embedding, under
+    # the name of its internal window layout, and a missing batch axis as a shape mismatch.
+    if x.dim() != 5 or tuple(x.shape[2:]) != (channels, size, size):
+        raise ValueError(f"{name} must be (B, T, {channels}, {size}, {size}) (clips, frames, "
+                         f"channels, height, width), got {tuple(x.shape)}")
 
 
 def encode_sync_plain(model: Synchformer, frames: torch.Tensor,

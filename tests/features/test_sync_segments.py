@@ -76,3 +76,23 @@ def test_too_short_and_mismatched_inputs() -> None:
     ok = [_clip(0, 1, 16, 3), _clip(1, 1, 16, 1), _clip(2, 1, 17, 3), _clip(3, 1, 16, 1)]
     with pytest.raises(ValueError, match="share"):
         encode_sync(model, *ok)
+
+
+@pytest.mark.parametrize(("argument", "spoil"), [
+    ("frames", lambda x: x[..., : TINY.img_size // 2, : TINY.img_size // 2]),
+    ("masks", lambda x: x[:, :, :, : TINY.img_size // 2, : TINY.img_size // 2]),
+    ("frames", lambda x: x[0]),
+    ("detail_masks", lambda x: x.expand(-1, -1, 3, -1, -1)),
+])
+def test_inputs_of_the_wrong_size_name_the_argument(argument: str, spoil) -> None:
+    """Frames of another size than the model's (or without the batch axis) are named in one
+    line with the shape wanted, not reported from inside the patch embedding."""
+    b, t = 1, 16
+    inputs = {"frames": _clip(0, b, t, 3), "masks": _clip(1, b, t, 1),
+              "detail_frames": _clip(2, b, t, 3), "detail_masks": _clip(3, b, t, 1)}
+    inputs[argument] = spoil(inputs[argument])
+    channels = 1 if "masks" in argument else 3
+    with pytest.raises(ValueError, match=rf"^{argument} must be \(B, T, {channels}, "
+                                         rf"{TINY.img_size}, {TINY.img_size}\)") as info:
+        encode_sync(_context_model(), **inputs)
+    assert str(tuple(inputs[argument].shape)) in str(info.value)
