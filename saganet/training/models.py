@@ -83,6 +83,23 @@ def _resolve(name_or_path: str, weights_dir: str | None) -> Path:
     return Path(name_or_path)
 
 
+def check_base_weights(setup: ModelSetup) -> None:
+    """Raise a :class:`UserInputError` for a base-weights setting that names neither a
+    registry entry nor a file: torch's FileNotFoundError traceback came only when the weights
+    was loaded, after the other file had been downloaded. Not checked on a resume, which takes
+    every weight from its training state.
+
+    Args:
+        setup: the base files (``model.network_init``, ``model.synchformer_init``).
+    """
+    for name, value in (("network_init", setup.network_init),
+                        ("synchformer_init", setup.synchformer_init)):
+        if value in (None, DEBUG_INIT) or value in weights.REGISTRY or Path(value).is_file():
+            continue
+        raise UserInputError(f"model.{name}={value} is neither a registered weights file "
+                             "(python -m saganet.weights list) nor a file")
+
+
 def build_models(setup: ModelSetup, sequence: SequenceConfig) -> TrainModels:
     """Randomly initialised networks of the recipe (see :func:`load_base_weights`).
 
@@ -112,9 +129,12 @@ def load_base_weights(models: TrainModels, setup: ModelSetup,
         weights_dir: weights cache folder (None: the default cache).
 
     Raises:
+        UserInputError: a base file is neither a registry name nor a file (before anything
+            is downloaded).
         CheckpointMismatchError: a base file does not fit its module; when both do not, one
             error lists the missing, unexpected and mis-shaped keys of each.
     """
+    check_base_weights(setup)
     network, synchformer = models.network, models.synchformer
     debug_network, debug_synchformer = (
         _debug_base_weights() if DEBUG_INIT in (setup.network_init, setup.synchformer_init)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from saganet.errors import UserInputError
 from saganet.model.sequence import CONFIG_44K_SA
 from saganet.state_dict import CheckpointMismatchError
 from saganet.training.config import ModelSetup
@@ -53,3 +54,20 @@ def test_one_base_file_that_does_not_fit_is_raised_as_it_is(tmp_path):
     # The network's file fitted and was loaded before the error.
     loaded = built.network.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in network.items())
+
+
+@pytest.mark.parametrize("field", ["network_init", "synchformer_init"])
+def test_a_base_weights_name_that_is_neither_registered_nor_a_file_is_one_line(tmp_path, field):
+    # A typo of a registry name (or a wrong path) ended in torch's FileNotFoundError traceback
+    # (after the other file's download); it is refused before either is loaded.
+    missing = tmp_path / "mmaudio_smal_44k.pth"
+    setup = dataclasses.replace(DEBUG, **{field: str(missing)})
+    built = build_models(setup, SEQUENCE)
+    before = {k: v.clone() for k, v in built.synchformer.state_dict().items()}
+    with pytest.raises(UserInputError) as caught:
+        load_base_weights(built, setup)
+    # Nothing was loaded: the other file (debug stand-ins) is not half applied.
+    assert all(torch.equal(built.synchformer.state_dict()[k], v) for k, v in before.items())
+    message = str(caught.value)
+    assert f"model.{field}" in message and str(missing) in message
+    assert "python -m saganet.weights list" in message and "\n" not in message
