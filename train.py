@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from saganet.hydra_config import configuration_errors, preflight, user_errors
-from saganet.training.config import from_hydra, register_train_schema
+from saganet.training.config import from_hydra, register_train_schema, write_resolved_config
 
 PROG = "train.py"
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -39,6 +39,9 @@ def main(cfg: DictConfig) -> None:
             # Checked before torch is imported and the ranks join a process group. torchrun's
             # variable read directly: saganet.dist imports torch.
             config.local_batch_size(int(os.environ.get("WORLD_SIZE", "1")))
+        files = HydraConfig.get().output_subdir  # None on ranks other than 0
+        if files is not None:
+            write_resolved_config(config, Path(config.run_dir) / files)
         # Imported once the configuration is valid: torch and the models take seconds.
         from saganet.runtime import configure_runtime
         from saganet.training.loop import INTERRUPTED_STATUS, TrainingInterruptedError, fit

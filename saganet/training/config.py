@@ -11,17 +11,27 @@ and no ``nn.Module`` sees any of it.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from saganet.errors import UserInputError, check_cfg_strength, check_seconds
 from saganet.evaluation.batch_config import EvalDatasetConfig
+from saganet.fileio import atomic_output
 from saganet.hydra_config import PathsConfig, register_schema, to_typed
 
+log = logging.getLogger(__name__)
+
 SCHEMA_NAME = "train_schema"
+# Beside Hydra's config.yaml, which keeps the interpolations (${paths.data_dir}...).
+RESOLVED_CONFIG_NAME = "resolved.yaml"
 # Dataset splits a run knows (the ``train``/``val``/``test`` fields of :class:`DataSetup`).
 SPLITS = ("train", "val", "test")
 
@@ -425,3 +435,25 @@ def from_hydra(cfg: DictConfig | dict[str, Any], run_dir: str | None = None) -> 
         UserInputError: a value is missing or has the wrong type.
     """
     return to_typed(cfg, TrainConfig, **({} if run_dir is None else {"run_dir": run_dir}))
+
+
+def write_resolved_config(config: TrainConfig, folder: str | Path) -> Path:
+    """Write the configuration a run uses, every interpolation resolved, to
+    ``<folder>/resolved.yaml`` (:data:`RESOLVED_CONFIG_NAME`) and return its path.
+
+    Hydra's ``config.yaml`` keeps ``${paths.data_dir}`` and ``${hydra:...}`` as written, so the
+    data folders, the run directory and the experiment's name a run used are otherwise in no
+    readable file of the run.
+
+    Args:
+        config: the validated configuration.
+        folder: this invocation's Hydra files folder (``.hydra`` or ``.hydra/resume-<n>``).
+    """
+    path = Path(folder) / RESOLVED_CONFIG_NAME
+    # Through JSON: tuples become lists and the YAML holds plain types only.
+    plain = json.loads(json.dumps(dataclasses.asdict(config)))
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text("# The resolved configuration of this invocation (train.py).\n"
+                       + yaml.safe_dump(plain, sort_keys=False))
+    log.info("resolved configuration: %s", path)
+    return path

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
 from saganet.errors import UserInputError
-from saganet.training.config import TrainConfig, from_hydra, register_train_schema
+from saganet.training.config import (
+    TrainConfig,
+    from_hydra,
+    register_train_schema,
+    write_resolved_config,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -151,3 +159,20 @@ def test_valid_edge_training_settings_are_accepted():
     assert list(cfg.ema.sigma_rels) == [0.001, 0.288] and cfg.loss.null_text_prob == 1
     # A disabled EMA's widths are never used: a leftover override does not stop a run.
     assert not load("experiment=debug", "ema.sigma_rels=[0.5]").ema.enabled
+
+
+def test_the_resolved_configuration_is_written_beside_hydras_files(tmp_path):
+    # Hydra's config.yaml keeps ${paths.data_dir} and ${hydra:...} unresolved: the values a run
+    # used were in no file of the run directory (only inside the binary training states).
+    data_dir = tmp_path / "data"
+    cfg = load("experiment=debug", f"paths.data_dir={data_dir}", "optim.lr=3e-3")
+    path = write_resolved_config(cfg, tmp_path / ".hydra")
+    assert path.parent == tmp_path / ".hydra"
+    text = path.read_text()
+    assert "${" not in text
+    written = yaml.safe_load(text)
+    assert written["exp_name"] == cfg.exp_name == "debug"
+    assert written["optim"]["lr"] == cfg.optim.lr
+    assert written["eval"]["datasets"]["urmp"]["root"] == f"{data_dir}/urmp/data"
+    assert written == json.loads(json.dumps(dataclasses.asdict(cfg)))
+

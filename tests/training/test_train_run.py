@@ -92,10 +92,11 @@ def test_two_ranks_learn_on_disjoint_shards_and_resume_exactly(tmp_path):
     # Each invocation keeps its Hydra files, written by rank 0 alone.
     hydra = split / ".hydra"
     later = hydra / "resume-1"
-    assert sorted(p.name for p in hydra.iterdir()) == ["config.yaml", "hydra.yaml",
-                                                        "overrides.yaml", later.name]
-    assert sorted(p.name for p in later.iterdir()) == ["config.yaml", "hydra.yaml",
-                                                       "overrides.yaml"]
+    files = ["config.yaml", "hydra.yaml", "overrides.yaml", "resolved.yaml"]
+    assert sorted(p.name for p in hydra.iterdir()) == sorted([*files, later.name])
+    assert sorted(p.name for p in later.iterdir()) == files
+    assert [yaml.safe_load((folder / "resolved.yaml").read_text())["run_dir"]
+            for folder in (hydra, later)] == [str(split)] * 2
     assert [yaml.safe_load((folder / "overrides.yaml").read_text())
             for folder in (hydra, later)] == [first_leg, RUN_ARGS]
     assert [yaml.safe_load((folder / "config.yaml").read_text())["stop_after"]
