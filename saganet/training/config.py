@@ -53,6 +53,10 @@ class ModelSetup:
             ``debug`` for random stand-ins; None keeps the random initialisation.
         codec: audio decoder used for generations during training: ``44k`` (the published
             VAE and BigVGAN-v2) or ``debug`` (tiny random codec).
+        architecture: fields of :class:`saganet.model.NetworkConfig` that differ from the
+            ``network`` size's (``depth``, ``fused_depth``, ``hidden_dim``, ``num_heads``,
+            ``lora_rank``...): a new size is a ``config/model/<name>.yaml``, not code. The
+            sequence lengths come from ``duration`` and are not set here.
     """
 
     network: str
@@ -61,6 +65,7 @@ class ModelSetup:
     network_init: str | None
     synchformer_init: str | None
     codec: str
+    architecture: dict[str, Any] = field(default_factory=dict)
 
     @property
     def variant(self) -> str:

@@ -4,6 +4,7 @@ file we wrote, and turning them back into the published weights layout.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -20,7 +21,7 @@ from saganet.errors import UserInputError
 from saganet.features.checkpoint import load_mmaudio_synchformer
 from saganet.features.config import SYNCHFORMER_SIZES
 from saganet.features.synchformer import CONTEXT_PARAMETER_PREFIXES, SynchformerWithContext
-from saganet.model import FlowNetwork, SequenceConfig, build_network
+from saganet.model import FlowNetwork, NetworkConfig, SequenceConfig, build_network
 from saganet.state_dict import MismatchReport, load_checkpoint_file
 from saganet.training.checkpoint import cpu_state_dict
 from saganet.training.config import ModelSetup
@@ -111,7 +112,25 @@ def build_models(setup: ModelSetup, sequence: SequenceConfig) -> TrainModels:
         raise UserInputError(f"unknown Synchformer size {setup.synchformer!r}; choose one of "
                              + ", ".join(SYNCHFORMER_SIZES))
     synchformer = SynchformerWithContext(SYNCHFORMER_SIZES[setup.synchformer]())
-    return TrainModels(build_network(setup.variant, sequence), synchformer, setup.variant)
+    network = build_network(setup.variant, sequence)
+    if setup.architecture:
+        network = FlowNetwork(_changed_architecture(network.config, setup.architecture))
+    return TrainModels(network, synchformer, setup.variant)
+
+
+def _changed_architecture(config: NetworkConfig, changes: dict[str, Any]) -> NetworkConfig:
+    """``config`` with the fields of ``model.architecture`` replaced, or a one-line error."""
+    derived = {"latent_seq_len", "clip_seq_len", "sync_seq_len"}
+    fields = [f.name for f in dataclasses.fields(NetworkConfig) if f.name not in derived]
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        kind = ("set by duration" if set(unknown) <= derived
+                else "unknown; the fields are " + ", ".join(fields))
+        raise UserInputError(f"model.architecture: {', '.join(unknown)}: {kind}")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"model.architecture={dict(changes)}: {err}") from err
 
 
 def load_base_weights(models: TrainModels, setup: ModelSetup,

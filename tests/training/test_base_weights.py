@@ -71,3 +71,29 @@ def test_a_base_weights_name_that_is_neither_registered_nor_a_file_is_one_line(t
     message = str(caught.value)
     assert f"model.{field}" in message and str(missing) in message
     assert "python -m saganet.weights list" in message and "\n" not in message
+
+
+def test_model_architecture_changes_the_named_size_without_code():
+    # A new network size took an edit of saganet/model/variants.py; the model group's
+    # architecture entry changes the named size's fields, and the weights file records them.
+    base = build_models(DEBUG, SEQUENCE).network.config
+    changes = {"depth": base.depth + 1, "lora_rank": base.lora_rank // 2}
+    built = build_models(dataclasses.replace(DEBUG, architecture=changes), SEQUENCE)
+    config = built.network.config
+    assert (config.depth, config.lora_rank) == (changes["depth"], changes["lora_rank"])
+    assert config.hidden_dim == base.hidden_dim
+    assert config.latent_seq_len == SEQUENCE.latent_seq_len
+    assert built.weights_file()["config"]["network"]["depth"] == changes["depth"]
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"depht": 3}, "depht"),                      # a typo: the valid fields are listed
+    ({"latent_seq_len": 10}, "latent_seq_len"),   # derived from duration, not set
+    ({"num_heads": 3}, "num_heads"),              # 64 wide is not divisible by 3 heads
+])
+def test_a_wrong_model_architecture_is_one_line(changes, named):
+    setup = dataclasses.replace(DEBUG, architecture=changes)
+    with pytest.raises(UserInputError) as caught:
+        build_models(setup, SEQUENCE)
+    message = str(caught.value)
+    assert "model.architecture" in message and named in message and "\n" not in message

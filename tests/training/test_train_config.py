@@ -176,3 +176,17 @@ def test_the_resolved_configuration_is_written_beside_hydras_files(tmp_path):
     assert written["eval"]["datasets"]["urmp"]["root"] == f"{data_dir}/urmp/data"
     assert written == json.loads(json.dumps(dataclasses.asdict(cfg)))
 
+
+def test_a_new_model_size_is_a_yaml_file_in_a_config_folder_of_ones_own(tmp_path):
+    # The extension route docs/training.md describes: a model group option outside the
+    # repository (hydra.searchpath), changing the architecture of a named size.
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "deeper.yaml").write_text(
+        "# @package model\ndefaults:\n  - debug\nnetwork_init: null\n"
+        "architecture:\n  depth: 3\n")
+    cfg = load("experiment=debug", "model=deeper", f"hydra.searchpath=[file://{tmp_path}]",
+               "++model.architecture.lora_rank=4")
+    assert cfg.model.network == "debug" and cfg.model.network_init is None
+    assert cfg.model.architecture == {"depth": 3, "lora_rank": 4}
+    assert load("experiment=debug", "++model.architecture.depth=5").model.architecture == {
+        "depth": 5}
