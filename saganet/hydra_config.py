@@ -333,6 +333,7 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
         # handles those command lines itself.
         return []
     try:
+        _check_search_path(overrides)
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides,
                           return_hydra_config=True)
@@ -352,6 +353,24 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     if subdir == configured:
         return []
     return [f"hydra.output_subdir={'null' if subdir is None else hydra_quoted(subdir)}"]
+
+
+def _check_search_path(overrides: Sequence[str]) -> None:
+    """Raise a :class:`UserInputError` for a ``hydra.searchpath`` folder that does not exist:
+    Hydra only warns and goes on without it, so the options in it were reported as missing
+    from ``config/`` with no word of the folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [arg for arg in overrides if arg.lstrip("+~").startswith("hydra.searchpath=")]
+    for override in OverridesParser.create().parse_overrides(given):
+        entries = override.value()
+        for entry in entries if isinstance(entries, list) else [entries]:
+            entry = str(entry)
+            if "://" in entry and not entry.startswith("file://"):
+                continue  # pkg:// and other providers are not folders to check
+            folder = Path(entry.removeprefix("file://"))
+            if not folder.is_dir():
+                raise UserInputError("hydra.searchpath folder not found", folder)
 
 
 def hydra_quoted(text: str) -> str:

@@ -337,3 +337,15 @@ def test_missing_cuda_names_the_hydra_override(tmp_path):
     assert last.startswith("batch_eval.py: error: device 'cuda': CUDA is not available")
     assert last.endswith("; use device=cpu") and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_search_path_folder_that_does_not_exist_is_named(tmp_path):
+    # Hydra skips such a folder silently, so its options were reported as not found in
+    # config/ ("Could not find 'model/deeper'"), with no word of the folder.
+    missing = tmp_path / "my_configs"
+    result = _run("train.py", "model=deeper", f"hydra.searchpath=[file://{missing}]",
+                  cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"train.py: error: {missing}: hydra.searchpath folder not found"]
+    assert list(tmp_path.iterdir()) == []
