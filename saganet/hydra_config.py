@@ -342,7 +342,8 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
             configured = cfg.hydra.output_subdir
         check_run_dir(run_dir, run_dir_name)
     except (HydraException, OmegaConfBaseException) as err:
-        sys.exit(_report(prog, UserInputError(_one_line(err)), every_rank=True))
+        sys.exit(_report(prog, UserInputError(_without_plus_hint(_one_line(err))),
+                         every_rank=True))
     except UserInputError as err:
         sys.exit(_report(prog, err, every_rank=True))
     subdir = invocation_output_subdir(run_dir, configured, _launcher_rank())
@@ -353,6 +354,17 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     if subdir == configured:
         return []
     return [f"hydra.output_subdir={'null' if subdir is None else hydra_quoted(subdir)}"]
+
+
+# Hydra's hint for a key it cannot override, followed by the reason.
+_PLUS_HINT = re.compile(r"\. To append to your config use \+\S+(?=: Key '[^']+' not in '\w+')")
+
+
+def _without_plus_hint(message: str) -> str:
+    """``message`` without Hydra's "use +key=value" hint where the schema has no such field:
+    the "+" only leads to a second refusal when the configuration is converted. (A key missing
+    from a mapping, "not in struct", keeps the hint: there "+" or "++" is the way.)"""
+    return _PLUS_HINT.sub("", message)
 
 
 def _check_search_path(overrides: Sequence[str]) -> None:

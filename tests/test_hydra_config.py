@@ -269,7 +269,8 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     pytest.param("batch_eval.py", ["paths.data_dir=missing"],
                  "batch_eval.py: error: missing/urmp/data: dataset root is not a folder",
                  marks=pytest.mark.slow),
-    ("batch_eval.py", ["foo=1"], "batch_eval.py: error: Could not override 'foo'."),
+    ("batch_eval.py", ["foo=1"], "batch_eval.py: error: Could not override 'foo': Key 'foo' not "
+                                    "in 'BatchEvalConfig'"),
     # Non-finite or huge values used to fail only when the NaN audio was written.
     ("batch_eval.py", ["cfg_strength=nan"],
      "batch_eval.py: error: cfg_strength must be a finite number from -1000 to 1000, got nan"),
@@ -349,3 +350,12 @@ def test_a_search_path_folder_that_does_not_exist_is_named(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"train.py: error: {missing}: hydra.searchpath folder not found"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_misspelt_key_is_not_answered_with_a_plus_that_fails_too(tmp_path):
+    # Hydra's hint "To append to your config use +modle=debug" led to a second refusal (the
+    # schema has no such field); the line names the key and the section that lacks it.
+    result = _run("train.py", "modle=debug", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "train.py: error: Could not override 'modle': Key 'modle' not in 'TrainConfig'"]
