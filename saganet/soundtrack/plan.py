@@ -96,7 +96,9 @@ def check_long_enough(duration: float, *, start: float | None = None,
     Raises:
         UserInputError: the duration is too short, naming ``source``.
     """
-    if int(duration * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
+    # Rounded as resolve_segment rounds a part: an end minus a start in floats can fall a
+    # hair below the frame grid (5.0 - 4.36).
+    if int(round(duration, 9) * SYNC_FPS) < SYNC_SEGMENT_FRAMES:
         where = "" if start is None else f" from {start:g} s"
         raise UserInputError(f"{duration:.3f} s{where} is too short: need at least "
                              f"{SYNC_SEGMENT_FRAMES / SYNC_FPS:.2f} s (one Synchformer window)",

@@ -118,7 +118,8 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
 
     Raises:
         UserInputError: unreadable video or mask video, a mask of another aspect ratio or
-            shorter than the segment, or a time range outside the video.
+            shorter than the segment, a time range outside the video, or one shorter than
+            one Synchformer window.
     """
     info = probe_video(request.video)
     length = info.duration
@@ -130,12 +131,22 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
     if duration is None:
         raise UserInputError("the video does not say how long it is; give a duration",
                              request.video)
-    if available is not None and duration > available + 1e-6:
-        # Too little left to generate anything is the error, not a shorter run to warn of.
-        check_long_enough(available, start=request.start, source=request.video)
-        log.warning("%s holds only %.3f s from %.3f s: using that instead of %.3f s",
-                    request.video, available, request.start, duration)
+    requested = duration
+    shortened = available is not None and duration > available + 1e-6
+    if shortened:
         duration = available
+    # An end minus a start in floats lands a hair off the frame grid (5.0 - 4.36 =
+    # 0.6399999999999997): the window's frame count would lose a frame, and a part of exactly
+    # one Synchformer window would be refused as too short. Nanoseconds are far below any
+    # frame or sample.
+    duration = round(duration, 9)
+    # Too little to generate anything is the error (naming the start that left it), not a
+    # shorter run to warn of first.
+    check_long_enough(duration, start=request.start if request.start else None,
+                      source=request.video)
+    if shortened:
+        log.warning("%s holds only %.3f s from %.3f s: using that instead of %.3f s",
+                    request.video, available, request.start, requested)
     end = request.start + duration
     for obj in request.objects:
         if isinstance(obj.masks, MaskVideo):

@@ -553,9 +553,33 @@ def test_too_little_left_after_start_is_one_error_without_a_warning(
         f"{video}: {length - start:.3f} s from {start:g} s is too short: need at least "
         f"{window:.2f} s (one Synchformer window)")
     assert not caplog.records
+    # A duration asked for that is too short is named with its start too.
+    short = dataclasses.replace(request, start=window, duration=0.5 * window)
+    with pytest.raises(UserInputError, match=f": {0.5 * window:.3f} s from {window:g} s is "):
+        resolve_segment(short)
     # Enough left: the shorter run goes ahead, with the warning.
     enough = length - 2 * window
     with caplog.at_level(logging.WARNING):
         segment = resolve_segment(dataclasses.replace(request, start=enough))
     assert segment.duration == pytest.approx(length - enough)
     assert [r.getMessage() for r in caplog.records if "holds only" in r.getMessage()]
+
+
+def test_the_shortest_part_at_the_end_of_a_video_is_generated(models, tmp_path: Path) -> None:
+    # The last 16 frames (one Synchformer window): the length to the end, video length minus
+    # start in floats, lands a hair below 0.64 s here (5.0 - 4.36), which was refused as
+    # "0.640 s is too short: need at least 0.64 s".
+    scene = SyntheticScene(width=96, height=54, duration=5.0)
+    video, masks = write_clip(tmp_path, scene)
+    window = SYNC_SEGMENT_FRAMES
+    start = (scene.num_frames - window) / scene.fps
+    assert (scene.num_frames / scene.fps - start) * SYNC_FPS < window  # the rounding at stake
+    name, path = next(iter(masks.items()))
+    for end in (None, scene.num_frames / scene.fps):
+        request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                    tmp_path / f"out{end}", start=start,
+                                    duration=None if end is None else end - start)
+        result = write_soundtrack(models, request, options=OPTIONS, seed=0)
+        length = window / SYNC_FPS
+        assert result.segment.duration == pytest.approx(length)
+        assert len(read_flac(result.outputs.mix)) == round(length * result.plan.sampling_rate)
