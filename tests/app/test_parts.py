@@ -27,7 +27,7 @@ from saganet.errors import UserInputError
 from saganet.example import synthetic_example
 from saganet.media.masks import MaskVideo
 from saganet.media.output import write_flac
-from saganet.media.video import SYNC_FPS, probe_video, read_frames
+from saganet.media.video import SYNC_FPS, SYNC_WINDOW_FRAMES, probe_video, read_frames
 from saganet.segment.grid import VideoGrid
 from tests.videos import write_video
 
@@ -126,6 +126,19 @@ def test_tracking_range_refuses_what_generation_would() -> None:
         tracking_range([obj], GenerationOptions(duration=min_seconds() / 2), seconds)
     assert tracking_range([obj], GenerationOptions(start=seconds - min_seconds()), seconds) == (
         0.0, seconds)
+
+
+def test_tracking_range_takes_the_last_window_of_a_video() -> None:
+    """The last 16 frames of a video from a start on the frame grid: their length, video
+    length minus start in floats, can fall a hair below one window (5.0 - 4.36), which was
+    refused as '0.640 s from 4.36 s is too short: need at least 0.64 s'."""
+    frames, fps = SYNC_WINDOW_FRAMES, SYNC_FPS
+    total = next(n for n in range(frames, 1000)
+                 if (n / fps - (n - frames) / fps) * fps < frames)
+    obj = AppObject("a", clicks=[Click(1, 1, 0.0)])
+    start = (total - frames) / fps
+    assert tracking_range([obj], GenerationOptions(start=start), total / fps) == (
+        0.0, total / fps)
 
 
 def test_limits(tmp_path) -> None:
