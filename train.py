@@ -8,13 +8,14 @@ TrainConfig`, with the chosen experiment and any ``key=value`` overrides; the ru
 ``output/<experiment>`` (``hydra.run.dir=...`` to change it). Running the same command again
 resumes from the run's latest training state; each invocation keeps its own Hydra files
 (``.hydra/``, then ``.hydra/resume-<n>/``). User errors print one line ``train.py: error:
-...`` and exit with status 2, leaving nothing behind; Ctrl-C stops at the end of the current
-step, saves a training state and says where (exit status 130).
+...`` and exit with status 2, leaving nothing behind; Ctrl-C (or SIGTERM) stops at the end of
+the current step, saves a training state and says where (exit status 130).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ LOG_FILES = ("train_rank*.log",)
 
 @hydra.main(version_base="1.3", config_path="config", config_name="train")
 def main(cfg: DictConfig) -> None:
+    # SIGTERM (schedulers, torchrun passing on its own) stops the run as Ctrl-C does, so one
+    # while it starts also leaves nothing behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Ctrl-C during training is handled by fit(); one before it starts ends here.
     with user_errors(PROG, LOG_FILES, interrupted=" before training started; nothing saved"):
         with configuration_errors():

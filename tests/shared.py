@@ -54,9 +54,10 @@ def wait_until(condition: Callable[[], object], seconds: float, poll: float = 0.
 
 
 def ctrl_c_once(script: str, args: list[str], cwd: Path, ready: Callable[[], object],
-                timeout: float = 300) -> tuple[int, str]:
-    """Run one of the repository's scripts, press Ctrl-C once ``ready()`` is true, and return
-    its exit status and standard error; the test fails if the script ends before that."""
+                timeout: float = 300, signum: int = signal.SIGINT) -> tuple[int, str]:
+    """Run one of the repository's scripts, press Ctrl-C (or send ``signum``) once ``ready()``
+    is true, and return its exit status and standard error; the test fails if the script ends
+    before that."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -68,7 +69,7 @@ def ctrl_c_once(script: str, args: list[str], cwd: Path, ready: Callable[[], obj
             if time.monotonic() > deadline:
                 pytest.fail(f"{script}: not ready to be interrupted after {timeout} s")
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:

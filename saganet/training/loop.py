@@ -101,6 +101,8 @@ VAL_SEED_OFFSET = 1_000_003
 SAMPLE_IDS_DIR = "sample_ids"
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED_STATUS = 130
+# Signals that stop training after the current step (Ctrl-C; schedulers' and torchrun's SIGTERM).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterruptedError(Exception):
@@ -536,24 +538,31 @@ class Trainer:
 
     @contextmanager
     def _ctrl_c_stops_after_the_step(self) -> Iterator[None]:
-        """First Ctrl-C: finish the current step, save a state, stop. Second: stop at once."""
+        """First Ctrl-C or SIGTERM: finish the current step, save a state, stop. Second: stop
+        at once. SIGTERM is how schedulers (SLURM, ``timeout``, ``kill``) and torchrun, passing
+        on its own, end a job: without this the run would die and lose every step since the
+        last periodic state."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be set from the main thread
             return
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
         def request_stop(signum: int, frame: object) -> None:
             self._interrupted = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for stop_signal in STOP_SIGNALS:
+                signal.signal(stop_signal, signal.default_int_handler)
             if self.info.is_main:
-                log.warning("Ctrl-C: stopping after the current step and saving a training "
-                            "state (Ctrl-C again stops at once, without saving)")
+                name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                log.warning("%s: stopping after the current step and saving a training "
+                            "state (Ctrl-C again stops at once, without saving)", name)
 
-        signal.signal(signal.SIGINT, request_stop)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, request_stop)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def train_step(self, batch: dict, stats: LossStats) -> bool:
         """One optimiser step on a batch; False when a rank had no usable sample (skipped).

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,11 +50,12 @@ def test_ctrl_c_saves_a_state_and_says_where(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_before_training_starts_is_one_line_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_before_training_starts_is_one_line_and_leaves_nothing(tmp_path, signum):
     run_dir = tmp_path / "run"
     # Logged once the configuration is valid, before the models and data are built.
     status, stderr = ctrl_c_once("train.py", [f"hydra.run.dir={run_dir}", *ARGS], tmp_path,
-                                 _logged(run_dir, "CPU threads"))
+                                 _logged(run_dir, "CPU threads"), signum=signum)
     assert status == 130, stderr[-3000:]
     assert stderr.strip().splitlines() == [
         "train.py: interrupted before training started; nothing saved"]
@@ -78,3 +81,39 @@ def test_a_second_ctrl_c_while_saving_abandons_the_save_in_one_line(tmp_path, mo
     with pytest.raises(TrainingInterruptedError,
                        match=rf"^interrupted at step {trainer.step}; no training state saved"):
         trainer.run()
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_a_state_on_every_rank_and_the_rerun_resumes(tmp_path):
+    """A scheduler ends a job with SIGTERM (torchrun passes it to its workers, then kills them
+    30 s later): the ranks stop together after the step and save a state, as for Ctrl-C."""
+    run_dir = tmp_path / "run"
+    args = [f"hydra.run.dir={run_dir}", *ARGS]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(REPO / "train.py"), *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        ready = _logged(run_dir, r"step 2: loss")
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    found = re.search(r"train\.py: interrupted at step (\d+); saved the training state to (\S+) ",
+                      stderr)
+    assert found, stderr[-3000:]
+    step, state = int(found[1]), Path(found[2])
+    assert state == run_dir / "checkpoints" / f"state_{step:09d}.pth" and state.is_file()
+    assert stderr.count("train.py: interrupted") == 1  # rank 0 alone says it
+
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node=2", str(REPO / "train.py"), *args,
+                              f"stop_after={step + 1}"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {state} at step {step}" in (run_dir / "train_rank0.log").read_text()
