@@ -285,6 +285,14 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         gt = _ground_truth_path(config, clip)
         if gt is not None and not gt.is_file():
             ground_truth.append(index)
+    if done and not manifest.is_file():
+        # Every run writes the manifest before its first clip, so these clips come from
+        # elsewhere (another program, or a folder whose manifest was deleted): skipped as
+        # done, they would pass for this run's.
+        raise UserInputError(
+            f"this folder holds {len(done)} generated clip(s) but no {MANIFEST_NAME}, so "
+            "nothing says which settings and weights made them; choose another output_name "
+            "or run_dir, or delete the folder", config.output_dir)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(manifest, _manifest(config, dataset, identity, info, done, complete=False))
     return _Plan(pending, done, ground_truth)

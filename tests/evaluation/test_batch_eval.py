@@ -356,6 +356,22 @@ def test_debug_checkpoints_do_not_share_a_folder_and_a_missing_one_writes_nothin
     assert not (tmp_path / "fresh").exists()
 
 
+def test_clips_without_a_manifest_are_refused_not_taken_as_done(urmp, debug_weights, tmp_path,
+                                                                batches):
+    root, table = urmp
+    cfg = config(root, table, tmp_path / "run", debug_weights, ground_truth=False)
+    clip = read_urmp_clips(root, table)[0][0]
+    # Clips of unknown origin (another program's, or a folder whose manifest was deleted):
+    # skipped as done, they would be scored as this run's.
+    stray = output_paths(cfg.output_dir, clip.id, video=False)[0]
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not this run's")
+    with pytest.raises(UserInputError, match=r"1 generated clip\(s\) but no manifest\.json"):
+        run_batch_eval(cfg, _single_process())
+    assert stray.read_bytes() == b"not this run's" and not batches
+    assert sorted(cfg.output_dir.iterdir()) == [stray]
+
+
 def test_a_trained_file_for_other_encoders_names_the_model_before_any_weights_are_sought(
         urmp, tmp_path):
     # A debug training run's weights with the default model: the error used to be about the
