@@ -60,6 +60,8 @@ RESUME_PREFIX = "resume-"
 # How long the other ranks of a torchrun job wait for rank 0 to report a configuration error
 # that they share (torchrun stops them as soon as rank 0 exits).
 OTHER_RANKS_WAIT_S = 5.0
+# How gloo says that a peer process of a collective has ended.
+PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer")
 
 
 @dataclass(kw_only=True)
@@ -425,6 +427,16 @@ def user_errors(prog: str, log_names: Sequence[str], interrupted: str = "") -> I
         if _launcher_rank() == 0:
             print(f"{prog}: interrupted{interrupted}", file=sys.stderr)
         sys.exit(INTERRUPTED_STATUS)
+    except RuntimeError as err:
+        if not _lost_a_failed_rank(err):
+            raise
+        # Another rank failed and said why; this one only lost its connection while waiting
+        # for it. Its traceback would bury that message, and exiting first would make
+        # torchrun name this rank as the root cause: it waits to be stopped instead.
+        time.sleep(OTHER_RANKS_WAIT_S)
+        print(f"{prog}: error: another rank failed (see its error); rank {_launcher_rank()} "
+              "stopped", file=sys.stderr)
+        sys.exit(1)
 
 
 @contextmanager
@@ -436,6 +448,13 @@ def configuration_errors() -> Iterator[None]:
     except UserInputError as err:
         err.every_rank = True
         raise
+
+
+def _lost_a_failed_rank(err: RuntimeError) -> bool:
+    """``err`` is a gloo collective of a multi-process job that failed because a peer
+    process ended. (With NCCL the waiting ranks raise nothing: torchrun stops them.)"""
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and any(sign in str(err) for sign in PEER_LOST_MESSAGES))
 
 
 def _launcher_rank() -> int:

@@ -463,6 +463,29 @@ def test_torchrun_writes_each_clip_once_and_resumes(tmp_path, debug_weights):
 
 
 @pytest.mark.slow
+def test_an_error_on_one_rank_is_its_one_line_not_the_others_lost_connection(tmp_path,
+                                                                            debug_weights):
+    root = tmp_path / "urmp"
+    table = make_urmp(root, clips=2)
+    run_dir = tmp_path / "out"
+    # Rank 1's clip (the second) cannot be written: a folder is in its place.
+    second = read_urmp_clips(root, table)[0][1]
+    blocked = output_paths(run_dir / "urmp", second.id, video=False)[0]
+    blocked.mkdir(parents=True)
+    result = _torchrun(["dataset=urmp", f"dataset.root={root}", f"dataset.metadata={table}",
+                        "model=debug", f"paths.weights_dir={debug_weights}", f"run_dir={run_dir}",
+                        f"duration={DURATION}", "num_steps=2", "batch_size=1", "num_workers=0",
+                        "device=cpu", "amp=false", "ground_truth=false"], tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("batch_eval.py:")]
+    assert errors == [f"batch_eval.py: error: {blocked}: output is a folder"], result.stderr
+    # Rank 0, waiting for rank 1, prints no traceback of its own and is not named the cause.
+    assert "Connection closed by peer" not in result.stderr
+    cause = result.stderr.split("Root Cause")[1]
+    assert "rank      : 1 " in cause, result.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_clips_written_and_says_so(tmp_path, debug_weights):
     root = tmp_path / "urmp"
     table = make_urmp(root, clips=4)
