@@ -309,13 +309,16 @@ def _request(job: Job, args: argparse.Namespace):
         write_video=not args.skip_video_composite)
 
 
-def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> None:
+def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> list[Path]:
+    """Run one job; returns the files it wrote (stems, mix, video), as the demo lists them."""
     from saganet.inference import SamplingOptions
     from saganet.soundtrack import write_soundtrack
 
-    write_soundtrack(models, _request(job, args), seed=args.seed, overwrite=args.overwrite,
-                     options=SamplingOptions(cfg_strength=args.cfg_strength,
-                                             num_steps=args.num_steps))
+    result = write_soundtrack(models, _request(job, args), seed=args.seed,
+                              overwrite=args.overwrite,
+                              options=SamplingOptions(cfg_strength=args.cfg_strength,
+                                                      num_steps=args.num_steps))
+    return result.outputs.all()
 
 
 def _file_key(path: Path) -> str:
@@ -417,14 +420,16 @@ def run(args: argparse.Namespace) -> int:
         bar = progress_bar(todo, desc="jobs", unit="job")
         for job in bar:
             try:
-                _run_job(job, models, args)
+                written = _run_job(job, models, args)
             except JOB_ERRORS as err:
                 failures.append((job.video, _reason(err, job)))
                 # The bar's write keeps the line apart from the bar on a terminal.
                 bar.write(f"FAILED {job.video}: {failures[-1][1]}", file=sys.stderr)
                 continue
             ok += 1
-            bar.write(str(job.output), file=sys.stdout)
+            # Every file, as the demo prints them: a script reading stdout finds the stems too.
+            for path in written:
+                bar.write(str(path), file=sys.stdout)
     summary = f"{ok} ok, {len(failures)} failed"
     print(summary + (f", {skipped} skipped (outputs exist)" if skipped else ""), file=sys.stderr)
     return 1 if failures else 0

@@ -239,11 +239,14 @@ def test_a_broken_job_is_reported_and_the_others_run(media, tmp_path, capsys):
                      f"{media}/v.mp4,{media}/v_mask.mp4,violin\n")
     args = _debug_run(table, media / "weights", tmp_path / "out")
     assert main(args) == 1
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     failed = [line for line in err.replace("\r", "\n").splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "missing.mp4" in failed[0] and "file not found" in failed[0]
     assert "1 ok, 1 failed" in err
     assert (tmp_path / "out" / "v.flac").is_file() and (tmp_path / "out" / "v.mp4").is_file()
+    # Every file the job wrote is on stdout, one per line, as the demo prints its.
+    assert sorted(printed.out.split()) == sorted(str(p) for p in (tmp_path / "out").iterdir())
 
     table.write_text(f"video,mask\n{media}/v.mp4,{media}/v_mask.mp4\n")
     assert main(args) == 0  # finished jobs are skipped without loading the models
