@@ -11,7 +11,7 @@ from saganet.model.lora import (
 )
 from saganet.model.network import Conditions, FlowNetwork
 from saganet.model.sequence import CONFIG_16K, CONFIG_44K, CONFIG_44K_SA, SequenceConfig
-from saganet.model.variants import VARIANTS, build_network
+from saganet.model.variants import VARIANTS, build_network, network_config
 
 __all__ = [
     "CONFIG_16K",
@@ -28,5 +28,6 @@ __all__ = [
     "lora_state_dict",
     "mark_only_lora_trainable",
     "merge_lora",
+    "network_config",
     "unmerge_lora",
 ]

@@ -60,10 +60,16 @@ def build_network(variant: str, sequence: SequenceConfig | None = None) -> FlowN
     Raises:
         UserInputError: ``variant`` is not a known name (the message lists the valid ones).
     """
+    return FlowNetwork(network_config(variant, sequence))
+
+
+def network_config(variant: str, sequence: SequenceConfig | None = None) -> NetworkConfig:
+    """The configuration :func:`build_network` builds (arguments and errors as there), to
+    change before building: a size derived from a named one is built once."""
     if variant not in VARIANTS:
         raise UserInputError(f"unknown network variant {variant!r}; choose one of "
                              + ", ".join(VARIANTS))
     config = VARIANTS[variant]
     if sequence is not None:
         config = config.with_sequence(sequence)
-    return FlowNetwork(config)
+    return config

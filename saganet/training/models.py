@@ -21,7 +21,7 @@ from saganet.errors import UserInputError
 from saganet.features.checkpoint import load_mmaudio_synchformer
 from saganet.features.config import SYNCHFORMER_SIZES
 from saganet.features.synchformer import CONTEXT_PARAMETER_PREFIXES, SynchformerWithContext
-from saganet.model import FlowNetwork, NetworkConfig, SequenceConfig, build_network
+from saganet.model import FlowNetwork, NetworkConfig, SequenceConfig, network_config
 from saganet.state_dict import MismatchReport, load_checkpoint_file
 from saganet.training.checkpoint import cpu_state_dict
 from saganet.training.config import ModelSetup
@@ -112,10 +112,10 @@ def build_models(setup: ModelSetup, sequence: SequenceConfig) -> TrainModels:
         raise UserInputError(f"unknown Synchformer size {setup.synchformer!r}; choose one of "
                              + ", ".join(SYNCHFORMER_SIZES))
     synchformer = SynchformerWithContext(SYNCHFORMER_SIZES[setup.synchformer]())
-    network = build_network(setup.variant, sequence)
+    config = network_config(setup.variant, sequence)
     if setup.architecture:
-        network = FlowNetwork(_changed_architecture(network.config, setup.architecture))
-    return TrainModels(network, synchformer, setup.variant)
+        config = _changed_architecture(config, setup.architecture)
+    return TrainModels(FlowNetwork(config), synchformer, setup.variant)
 
 
 def _changed_architecture(config: NetworkConfig, changes: dict[str, Any]) -> NetworkConfig:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from saganet.errors import UserInputError
+from saganet.model import FlowNetwork
 from saganet.model.sequence import CONFIG_44K_SA
 from saganet.state_dict import CheckpointMismatchError
 from saganet.training.config import ModelSetup
@@ -73,12 +74,22 @@ def test_a_base_weights_name_that_is_neither_registered_nor_a_file_is_one_line(t
     assert "python -m saganet.weights list" in message and "\n" not in message
 
 
-def test_model_architecture_changes_the_named_size_without_code():
+def test_model_architecture_changes_the_named_size_without_code(monkeypatch):
     # A new network size took an edit of saganet/model/variants.py; the model group's
     # architecture entry changes the named size's fields, and the weights file records them.
     base = build_models(DEBUG, SEQUENCE).network.config
     changes = {"depth": base.depth + 1, "lora_rank": base.lora_rank // 2}
+    built_sizes = []
+    build = FlowNetwork.__init__
+
+    def counted(self, config, *args, **kwargs):
+        built_sizes.append(config.depth)
+        build(self, config, *args, **kwargs)
+
+    # Only the changed size is built (not the named one first: seconds at official sizes).
+    monkeypatch.setattr(FlowNetwork, "__init__", counted)
     built = build_models(dataclasses.replace(DEBUG, architecture=changes), SEQUENCE)
+    assert built_sizes == [changes["depth"]]
     config = built.network.config
     assert (config.depth, config.lora_rank) == (changes["depth"], changes["lora_rank"])
     assert config.hidden_dim == base.hidden_dim
