@@ -19,6 +19,10 @@ Owns the work split, resuming and the run manifest:
   written; rank 0 writes it at the start (``complete: false``) and after the final barrier.
   A folder whose manifest has other generation settings is refused, so a resumed run never
   mixes clips of two models or samplers.
+* **Ground-truth manifest.** ``<dataset>-ground_truth/manifest.json`` records the dataset
+  root the true audio was extracted from. Its clips are reused by id, so a run on other data
+  under the same dataset name (another ``dataset.root``) is refused rather than scored
+  against the old audio; so is a ground-truth folder with audio but no manifest.
 
 Output layout: ``<run_dir>/<dataset>[-<output_name>]/<id>.flac`` (plus ``<id>.mp4`` unless
 ``skip_video_composite``; ids with "/" make sub-folders) and, with ``ground_truth``, the true
@@ -214,6 +218,46 @@ def check_manifest(path: Path, settings: Mapping[str, Any], identity: Any) -> No
             f"another output_name or run_dir, or delete the folder", path.parent)
 
 
+def ground_truth_source(config: BatchEvalConfig) -> dict[str, str]:
+    """Where the ground truth comes from: the dataset and its root, resolved so that two
+    spellings of one folder agree (its clips are paired with the true audio by id alone)."""
+    return {"dataset": config.dataset.name,
+            "dataset_root": str(Path(config.dataset.root).resolve())}
+
+
+def check_ground_truth_manifest(config: BatchEvalConfig) -> None:
+    """Refuse a ground-truth folder extracted from other data, or of unknown origin.
+
+    Args:
+        config: the run's settings (``ground_truth`` on).
+
+    Raises:
+        UserInputError: the folder's manifest is unreadable or names another dataset root, or
+            the folder holds audio but no manifest.
+    """
+    folder = config.ground_truth_dir
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        if folder.is_dir() and any(folder.rglob("*.flac")):
+            raise UserInputError(
+                f"this folder holds ground truth but no {MANIFEST_NAME}, so nothing says "
+                "which dataset it was extracted from; delete the folder to extract it again",
+                folder)
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserInputError(f"cannot read the manifest ({err}); delete it to start over",
+                             path) from err
+    now = ground_truth_source(config)
+    changed = sorted(k for k in now if previous.get(k) != now[k])
+    if changed:
+        details = "; ".join(f"{k}: {previous.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise UserInputError(
+            f"this folder holds ground truth extracted from other data ({details}); choose "
+            f"another run_dir, or delete the folder to extract it again", folder)
+
+
 def collate(items: list[EvalSample | LoadFailure]) -> tuple[list[EvalSample],
                                                             list[LoadFailure]]:
     """Keep decoded samples and load failures apart (a DataLoader ``collate_fn``)."""
@@ -276,6 +320,8 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
     """Rank 0: check the folder, list pending clips, write the start manifest."""
     manifest = config.output_dir / MANIFEST_NAME
     check_manifest(manifest, config.result_settings(info.device), identity)
+    if config.ground_truth:
+        check_ground_truth_manifest(config)
     pending, done, ground_truth = [], [], []
     for index, clip in enumerate(dataset.clips):
         if is_done(config, clip):
@@ -295,6 +341,12 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
             "or run_dir, or delete the folder", config.output_dir)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(manifest, _manifest(config, dataset, identity, info, done, complete=False))
+    if config.ground_truth:
+        # Before any ground truth is written, so no folder of true audio lacks one.
+        config.ground_truth_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config.ground_truth_dir / MANIFEST_NAME,
+                          {"saganet_version": saganet.__version__,
+                           **ground_truth_source(config)})
     return _Plan(pending, done, ground_truth)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -370,6 +371,39 @@ def test_clips_without_a_manifest_are_refused_not_taken_as_done(urmp, debug_weig
         run_batch_eval(cfg, _single_process())
     assert stray.read_bytes() == b"not this run's" and not batches
     assert sorted(cfg.output_dir.iterdir()) == [stray]
+
+
+def test_ground_truth_of_other_data_is_refused_not_scored_against(urmp, debug_weights, tmp_path,
+                                                                  batches, monkeypatch):
+    import shutil
+
+    root, table = urmp
+    run_dir = tmp_path / "run"
+    first = run_batch_eval(config(root, table, run_dir, debug_weights), _single_process())
+    gt_dir = config(root, table, run_dir, debug_weights).ground_truth_dir
+    kept = {p: p.read_bytes() for p in gt_dir.glob("*.flac")}
+    assert len(kept) == len(first.written)
+    # The same clip ids under another root, with other true audio: the old ground truth
+    # used to be reused by id and the new clips scored against it.
+    other = tmp_path / "other_urmp"
+    shutil.copytree(root, other)
+    for clip in read_urmp_clips(other, other / table.name)[0]:
+        write_audio(clip.ground_truth, tone(1000.0, 1.4, 16000), 16000)
+    with pytest.raises(UserInputError, match=re.escape(f"dataset_root: '{root}' -> '{other}'")):
+        run_batch_eval(config(other, other / table.name, run_dir, debug_weights),
+                       _single_process())
+    assert {p: p.read_bytes() for p in gt_dir.glob("*.flac")} == kept
+    # The same root spelt another way is the same data.
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(root, tmp_path)
+    again = run_batch_eval(config(relative, table, run_dir, debug_weights), _single_process())
+    assert again.skipped == first.written
+    # Ground truth of unknown origin (a folder from before manifests, or whose manifest was
+    # deleted) is refused too.
+    (gt_dir / "manifest.json").unlink()
+    with pytest.raises(UserInputError, match=r"ground truth but no manifest\.json"):
+        run_batch_eval(config(root, table, run_dir, debug_weights), _single_process())
+    assert {p: p.read_bytes() for p in gt_dir.glob("*.flac")} == kept
 
 
 def test_a_trained_file_for_other_encoders_names_the_model_before_any_weights_are_sought(
