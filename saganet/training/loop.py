@@ -18,6 +18,7 @@ import math
 import random
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,11 @@ SAMPLE_IDS_DIR = "sample_ids"
 INTERRUPTED_STATUS = 130
 # Signals that stop training after the current step (Ctrl-C; schedulers' and torchrun's SIGTERM).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A stop signal this soon after the first is the same press: under torchrun one Ctrl-C reaches
+# each rank twice, from the terminal (to the whole process group) and from torchrun passing its
+# own on, milliseconds apart. A person pressing again to stop at once, after reading the
+# warning, takes longer than this.
+SAME_PRESS_SECONDS = 1.0
 
 
 class TrainingInterruptedError(Exception):
@@ -546,11 +552,18 @@ class Trainer:
             yield  # signal handlers can only be set from the main thread
             return
         previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        first_at = 0.0
+
+        def stop_at_once(signum: int, frame: object) -> None:
+            if time.monotonic() - first_at > SAME_PRESS_SECONDS:
+                signal.default_int_handler(signum, frame)
 
         def request_stop(signum: int, frame: object) -> None:
+            nonlocal first_at
+            first_at = time.monotonic()
             self._interrupted = True
             for stop_signal in STOP_SIGNALS:
-                signal.signal(stop_signal, signal.default_int_handler)
+                signal.signal(stop_signal, stop_at_once)
             if self.info.is_main:
                 name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
                 log.warning("%s: stopping after the current step and saving a training "

@@ -117,3 +117,23 @@ def test_sigterm_to_torchrun_saves_a_state_on_every_rank_and_the_rerun_resumes(t
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {state} at step {step}" in (run_dir / "train_rank0.log").read_text()
+
+
+def test_ctrl_c_arriving_twice_at_once_is_one_press_and_still_saves(tmp_path):
+    """Under torchrun one Ctrl-C reaches each rank twice (the terminal signals the process
+    group and torchrun passes its own on): that is one press, not "stop at once"."""
+    from saganet import dist
+    from saganet.training import loop
+    from tests.training.test_train_config import load
+
+    trainer = loop.Trainer(load("experiment=debug", "eval.enabled=false",
+                                f"hydra.run.dir={tmp_path}"), dist.init("cpu"))
+    with trainer._ctrl_c_stops_after_the_step():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # torchrun's copy, a moment later
+        assert trainer._interrupted
+        time.sleep(loop.SAME_PRESS_SECONDS + 0.1)
+        # A press after that window is a second one: stop at once.
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
