@@ -156,9 +156,13 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 def _seed_worker(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; the trainer stops at the end of the step, which
-    # needs its loader workers alive until then.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group, and schedulers (SLURM) send SIGTERM to every
+    # process of the job; the trainer stops at the end of the step and saves, which needs its
+    # loader workers alive until then. Ignoring SIGTERM costs nothing at shutdown: the loader
+    # ends its workers through their queues, a worker also leaves once its parent is gone
+    # (torch's watchdog), and SIGKILL (torchrun's and SLURM's last word) still ends them.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     # numpy/random in workers follow the per-worker torch seed (which DataLoader derives from
     # its own generator), so any augmentation randomness is reproducible.
     seed = torch.initial_seed() % 2**32

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 import torch
 
@@ -152,3 +156,26 @@ def test_a_split_the_data_does_not_configure_is_a_user_error():
         build_split(setup, "test", SHAPES, 1.0, seed=0)
     with pytest.raises(UserInputError, match="unknown split"):
         build_split(setup, "holdout", SHAPES, 1.0, seed=0)
+
+
+class _WorkerPids(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpid()
+
+
+def test_loader_workers_outlive_sigterm_until_the_step_is_saved():
+    """Schedulers (SLURM) send SIGTERM to every process of the job, the loader workers too:
+    the trainer stops after the step and saves, which needs its workers alive until then."""
+    loader = build_loader(_WorkerPids(), batch_size=1, rank=0, world_size=1, shuffle=False,
+                          drop_last=False, seed=0, num_workers=1, pin_memory=False)
+    loader.collate_fn = lambda items: items  # plain ints: which process loaded them
+    batches = iter(loader)
+    worker = next(batches)[0]
+    assert worker != os.getpid()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        os.kill(worker, signum)
+    time.sleep(0.5)  # a worker that dies of it is gone by now
+    assert [b[0] for b in batches] == [worker] * (len(loader) - 1)
