@@ -28,6 +28,7 @@ when this invocation created it and wrote nothing into it but Hydra's own files.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from saganet.errors import (
@@ -309,7 +310,10 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
 
     Also records the run directory and what existed before it, for :func:`user_errors`, and
     chooses where this invocation's Hydra files go (:func:`invocation_output_subdir`).
-    Skipped when the command line holds Hydra flags (``--help``, ``--cfg``, ``-m``...).
+    With ``--cfg`` (print the configuration) or ``-m`` (a sweep: every value of each swept
+    key is checked) only the overrides are checked, as those make no run directory of ours;
+    with ``--cfg ... --resolve`` the configuration must resolve too. Flags that print help or
+    choose another config (``--help``, ``--info``, ``--config-name``...) are left to Hydra.
 
     Args:
         prog: the program name in error messages.
@@ -325,14 +329,32 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     global _RUN_DIR
     started = time.time()
     from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
 
     register()
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(arg.startswith("-") for arg in overrides):
-        # Hydra flags print help or configs, or sweep over several configurations: Hydra
-        # handles those command lines itself.
+    # Hydra's own parser, so that the overrides are told from its flags as Hydra tells them
+    # (an argparse mistake exits here with the message Hydra would print).
+    args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if _left_to_hydra(args):
+        return []
+    overrides = list(args.overrides)
+    if args.cfg or args.multirun:
+        try:
+            _check_search_path(overrides)
+            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+                for job in _sweep_jobs(overrides) if args.multirun else [overrides]:
+                    cfg = compose(config_name=config_name, overrides=job,
+                                  return_hydra_config=True)
+                    if args.resolve:
+                        HydraConfig.instance().set_config(cfg)
+                        _check_resolves(cfg, args.cfg)
+        except (HydraException, OmegaConfBaseException) as err:
+            sys.exit(_report(prog, UserInputError(_without_plus_hint(_one_line(err))),
+                             every_rank=True))
+        except UserInputError as err:
+            sys.exit(_report(prog, err, every_rank=True))
         return []
     try:
         _check_search_path(overrides)
@@ -356,6 +378,57 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
     if subdir == configured:
         return []
     return [f"hydra.output_subdir={'null' if subdir is None else hydra_quoted(subdir)}"]
+
+
+def _left_to_hydra(args: Any) -> bool:
+    """Whether Hydra's flags ``args`` print help or information, or read another config than
+    the entry point's: Hydra handles those command lines itself."""
+    return bool(args.help or args.hydra_help or args.info or args.shell_completion
+                or args.experimental_rerun or args.config_path or args.config_name
+                or args.config_dir)
+
+
+def _sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """Override lists that together contain every value of every swept key once: the first
+    values of all sweeps, then each further value of one sweep with the others at their first
+    (a linear number of compositions, not the whole grid). Sweeps that cannot be listed
+    before Hydra runs (``glob``, ``interval``) are left out; Hydra checks those itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    fixed: list[str] = []
+    swept: list[tuple[str, list[str]]] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:
+            continue
+        if values:
+            key = override.get_key_element()
+            swept.append((key, [f"{key}={value}" for value in values]))
+    first = [values[0] for _, values in swept]
+    jobs = [fixed + first]
+    for index, (_, values) in enumerate(swept):
+        for value in values[1:]:
+            jobs.append(fixed + first[:index] + [value] + first[index + 1:])
+    return jobs
+
+
+def _check_resolves(cfg: DictConfig, kind: str) -> None:
+    """Raise a :class:`UserInputError` when ``--cfg <kind> --resolve`` could not resolve the
+    composed configuration (Hydra would print its traceback)."""
+    job = copy.deepcopy(cfg)  # keeps the schema's types, which resolved values must match
+    with open_dict(job):
+        del job["hydra"]
+    try:
+        OmegaConf.resolve(job)
+    except OmegaConfBaseException as err:
+        raise UserInputError(f"--cfg {kind} --resolve: {_one_line(err)}; values Hydra sets "
+                             f"only when the run starts cannot be resolved: print with "
+                             f"--cfg {kind} alone") from err
 
 
 # Hydra's hint for a key it cannot override, followed by the reason.

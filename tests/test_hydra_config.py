@@ -359,3 +359,43 @@ def test_a_misspelt_key_is_not_answered_with_a_plus_that_fails_too(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines() == [
         "train.py: error: Could not override 'modle': Key 'modle' not in 'TrainConfig'"]
+
+
+@pytest.mark.parametrize("flags", [["--cfg", "job"], ["--cfg", "job", "--resolve"], ["-m"],
+                                   ["--multirun"]])
+def test_hydra_flags_do_not_skip_the_one_line_errors(tmp_path, flags):
+    # Hydra's own flags used to make preflight step aside: the docs' --cfg job printed Hydra's
+    # multi-line message and its HYDRA_FULL_ERROR hint for a misspelt experiment.
+    result = _run("train.py", "experiment=debg", *flags, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("train.py: error: In 'train': Could not find 'experiment/debg'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_value_of_a_sweep_is_checked(tmp_path):
+    result = _run("train.py", "-m", "experiment=debug", "seed=1,abc", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[0].startswith(
+        "train.py: error: Error merging override seed=abc"), result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_print_config_still_prints_a_correct_config(tmp_path):
+    result = _run("train.py", "experiment=debug", "seed=7", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["seed"] == 7
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_that_resolves_only_when_run_is_one_line_with_resolve(tmp_path):
+    # run_dir is ${hydra:runtime.output_dir}, which Hydra sets only when the run starts: its
+    # --resolve printed a traceback.
+    result = _run("train.py", "experiment=debug", "--cfg", "job", "--resolve", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: --cfg job --resolve: ")
+    assert "run_dir" in lines[0] or "runtime.output_dir" in lines[0]
+    assert lines[0].endswith("print with --cfg job alone")
