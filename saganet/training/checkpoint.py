@@ -265,20 +265,36 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Mappings whose keys the user chooses rather than the schema: ``model.architecture`` holds
+# only the fields that differ from the named size, so an entry set on one side only is a
+# change of the network (one that keeps every shape, such as ``lora_alpha``, loads silently).
+USER_MAPPINGS = ("model.architecture",)
+UNSET = "(unset)"
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The settings a resume changes, as ``"<key> <saved> -> <now>"``, outside
     :data:`UNWATCHED`.
 
-    Keys only one side has (a state written by another version of the code) are left out.
+    Keys only one side has are left out (a state written by another version of the code),
+    except inside :data:`USER_MAPPINGS`, where they are listed with ``(unset)`` on the other
+    side.
 
     Args:
         saved: the state's ``config`` entry.
         current: this run's configuration as plain data (``dataclasses.asdict``).
     """
     before, now = _flat(saved), _flat(current)
-    return [f"{key} {before[key]} -> {now[key]}" for key in before
-            if key in now and before[key] != now[key]
-            and not any(key == skip or key.startswith(f"{skip}.") for skip in UNWATCHED)]
+    changes = []
+    for key in [*before, *(key for key in now if key not in before)]:
+        if any(key == skip or key.startswith(f"{skip}.") for skip in UNWATCHED):
+            continue
+        if key in before and key in now:
+            if before[key] != now[key]:
+                changes.append(f"{key} {before[key]} -> {now[key]}")
+        elif any(key.startswith(f"{mapping}.") for mapping in USER_MAPPINGS):
+            changes.append(f"{key} {before.get(key, UNSET)} -> {now.get(key, UNSET)}")
+    return changes
 
 
 def state_dir(run_dir: str | os.PathLike[str]) -> Path:

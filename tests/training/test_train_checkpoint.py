@@ -488,3 +488,35 @@ def test_a_resume_with_other_settings_warns_once_listing_each(tmp_path, caplog):
                    f"data.synthetic_train_size {cfg.data.synthetic_train_size} -> 48"):
         assert change in warning
     assert "num_iterations" not in warning
+
+
+def test_config_changes_list_architecture_entries_only_one_side_has():
+    # The architecture mapping holds only what differs from the named size: an entry set on
+    # one side only was left out, so {} -> {lora_alpha: ...} went unreported.
+    from saganet.training.checkpoint import config_changes
+
+    saved = {"seed": 1, "model": {"architecture": {"depth": 3}}}
+    now = {"seed": 1, "model": {"architecture": {"lora_alpha": 8.0}}}
+    changes = config_changes(saved, now)
+    assert sorted(changes) == ["model.architecture.depth 3 -> (unset)",
+                               "model.architecture.lora_alpha (unset) -> 8.0"]
+    # Elsewhere a key on one side only is a state of another code version: not a change.
+    assert config_changes({"seed": 1, "old": 2}, {"seed": 1, "new": 3}) == []
+
+
+def test_a_resume_that_adds_an_architecture_entry_warns(tmp_path, caplog):
+    import logging
+
+    from saganet.model.config import NetworkConfig
+
+    trainer = partial(resumed_trainer, tmp_path)
+    first = trainer("never")
+    first.step = first.cfg.checkpoint.state_interval
+    first.save_state()
+    alpha = NetworkConfig.__dataclass_fields__["lora_alpha"].default * 2
+    caplog.clear()
+    # lora_alpha keeps every shape, so the state loads and nothing else would say it changed.
+    trainer("auto", f"++model.architecture.lora_alpha={alpha}")
+    [warning] = [record.getMessage() for record in caplog.records
+                 if record.levelno == logging.WARNING and "settings differ" in record.message]
+    assert f"model.architecture.lora_alpha (unset) -> {alpha}" in warning
