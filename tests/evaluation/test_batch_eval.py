@@ -541,3 +541,32 @@ def test_ctrl_c_keeps_the_clips_written_and_says_so(tmp_path, debug_weights):
     clips = len(table.read_text().splitlines()) - 1  # after the header
     assert 1 <= len(written) < clips
     assert all(read_audio(path)[0].size > 0 for path in written)
+
+
+def test_a_checkpoint_trained_with_an_architecture_override_is_evaluated(urmp, debug_weights,
+                                                                         tmp_path):
+    # A model option with an `architecture` entry (docs/training.md): the weights file records
+    # the whole network, so batch_eval rebuilds the changed size from it.
+    import dataclasses
+
+    from saganet.model.sequence import CONFIG_44K_SA
+    from saganet.state_dict import atomic_save
+    from saganet.training.config import ModelSetup
+    from saganet.training.models import build_models
+
+    root, table = urmp
+    setup = ModelSetup(network="debug", use_lora=True, synchformer="debug",
+                       network_init="debug", synchformer_init="debug", codec="debug")
+    sequence = CONFIG_44K_SA.with_duration(DURATION)
+    base = build_models(setup, sequence).network.config
+    models = build_models(dataclasses.replace(setup, architecture={"depth": base.depth + 1}),
+                          sequence)
+    # Training takes these from its data; a fresh network holds NaN until then.
+    models.network.latent_mean.fill_(0.0)
+    models.network.latent_std.fill_(1.0)
+    trained = tmp_path / "deeper_last.pth"
+    atomic_save(models.weights_file(), trained)
+    report = run_batch_eval(config(root, table, tmp_path / "run", debug_weights,
+                                   checkpoint=str(trained), ground_truth=False),
+                            _single_process())
+    assert len(report.written) == len(read_urmp_clips(root, table)[0])
