@@ -16,7 +16,7 @@ from pathlib import Path
 
 from saganet.cli import positive_int
 from saganet.errors import UserInputError, check_seconds, report_user_error
-from saganet.evaluation.embedders import embedder_names
+from saganet.evaluation.embedders import embedder_names, import_plugins
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
 from saganet.fileio import atomic_output, check_folder_creatable
 
@@ -43,11 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds kept per clip, positive (default 5)",
     )
     parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (repeatable), e.g. one whose register_embedder() adds "
+        "an --embedder choice",
+    )
+    parser.add_argument(
         "--embedder",
         action="append",
-        choices=[AV_BENCH, *embedder_names()],
-        help=f"feature source, repeatable (default {AV_BENCH}: the paper's protocol; melstats "
-        "is a built-in diagnostic whose numbers are not comparable to the paper's)",
+        help=f"feature source, repeatable: {AV_BENCH} (default: the paper's protocol), "
+        f"{', '.join(embedder_names())} (built-in diagnostics whose numbers are not comparable "
+        "to the paper's), or one a --plugin module registers",
     )
     parser.add_argument(
         "--batch_size", type=positive_int, default=32, help="batch for generated audio"
@@ -86,6 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out if args.out is not None else args.pred_dir / "metrics.json"
     prog = "python -m saganet.evaluation"
     try:
+        # The plugins' embedders are choices too, so the names are checked once they are in.
+        import_plugins(args.plugin, "--plugin")
+        for name in args.embedder or []:
+            if name != AV_BENCH and name not in embedder_names():
+                raise UserInputError(f"--embedder {name!r}: unknown; choose {AV_BENCH}, "
+                                     f"{', '.join(embedder_names())}, or register one in a "
+                                     "--plugin module")
         # Refused before the features are computed, not after minutes of work.
         check_seconds(args.audio_length, "--audio_length", positive=True)
         if out.is_dir():

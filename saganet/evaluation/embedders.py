@@ -3,7 +3,10 @@
 An :class:`AudioEmbedder` turns preprocessed mono waveforms (see
 :func:`saganet.evaluation.audio.preprocess`) into per-item arrays. The keys it returns decide
 which metrics it feeds: ``"embedding"`` ``(N, D)`` feeds a Fréchet distance and ``"logits"``
-``(N, C)`` feeds KL and Inception Score. Register a new one with :func:`register_embedder`.
+``(N, C)`` feeds KL and Inception Score. Register a new one with :func:`register_embedder`
+in a module of your own, and name that module where the embedder is chosen
+(``python -m saganet.evaluation --plugin MODULE``, ``train.py eval.plugins=[MODULE]``):
+:func:`import_plugins` imports it so that its registration runs.
 
 ``melstats`` is a deterministic, weight-free embedder (log-mel band means and standard
 deviations). It exists to exercise the evaluation path end to end and for quick sanity checks;
@@ -12,11 +15,14 @@ its numbers are not comparable to the paper's av-benchmark metrics.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from saganet.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,24 @@ def register_embedder(name: str, factory: Callable[[], AudioEmbedder]) -> None:
     if name in _REGISTRY:
         raise ValueError(f"an audio embedder named {name!r} is already registered")
     _REGISTRY[name] = factory
+
+
+def import_plugins(modules: Sequence[str], option: str) -> None:
+    """Import the user's modules that register embedders (each once; Python caches modules).
+
+    Args:
+        modules: importable module names (``mypkg.metrics``), on ``PYTHONPATH`` or installed.
+        option: how the caller's command line names them, for errors (``--plugin``).
+
+    Raises:
+        UserInputError: a module (or one it imports) cannot be found or imported. Other
+            errors raised by the module's own code keep their traceback: they are its bugs.
+    """
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise UserInputError(f"{option} {name!r}: cannot import it: {err}") from None
 
 
 def embedder_names() -> list[str]:

@@ -249,7 +249,11 @@ class EvalConfig:
         cfg_strength: classifier-free guidance strength of the generations.
         num_steps: Euler steps of the generations.
         features: ``auto`` (av-benchmark when it is installed and the device is CUDA, else
-            the built-in embedder), ``av-bench``, or a built-in embedder name (``melstats``).
+            the built-in embedder), ``av-bench``, or a registered embedder name
+            (``melstats``, or one a ``plugins`` module registers).
+        plugins: modules imported before ``features`` is resolved (``[mypkg.metrics]``),
+            e.g. ones whose ``register_embedder`` calls add embedders; importable from
+            ``PYTHONPATH`` or installed.
         audio_length: seconds of each clip scored; None = the run's ``duration``.
     """
 
@@ -262,6 +266,7 @@ class EvalConfig:
     cfg_strength: float = 4.5
     num_steps: int = 25
     features: str = "auto"
+    plugins: tuple[str, ...] = ()
     audio_length: float | None = None
 
 

@@ -70,7 +70,7 @@ from saganet.evaluation.batch_eval import (
     write_json_atomic,
 )
 from saganet.evaluation.datasets import build_eval_dataset
-from saganet.evaluation.embedders import build_embedder, embedder_names
+from saganet.evaluation.embedders import build_embedder, embedder_names, import_plugins
 from saganet.evaluation.results import MetricResults
 from saganet.evaluation.runner import AV_BENCH, evaluate_with_embedder
 from saganet.features.synchformer import SynchformerWithContext
@@ -132,16 +132,20 @@ class FeatureSource:
     fallback_reason: str | None = None
 
 
-def choose_feature_source(choice: str, device: torch.device) -> FeatureSource:
+def choose_feature_source(choice: str, device: torch.device,
+                          plugins: Sequence[str] = ()) -> FeatureSource:
     """Resolve ``eval.features`` (see :class:`~saganet.training.config.EvalConfig`).
 
     Args:
         choice: ``auto``, ``av-bench`` or an embedder name.
         device: the training device (av-benchmark's extractors need CUDA).
+        plugins: ``eval.plugins``, modules imported first (their embedders become choices).
 
     Raises:
-        UserInputError: ``av-bench`` was asked for and cannot run here, or the name is unknown.
+        UserInputError: ``av-bench`` was asked for and cannot run here, the name is unknown,
+            or a plugin cannot be imported.
     """
+    import_plugins(plugins, "eval.plugins")
     if choice in (AUTO, AV_BENCH):
         reason = None
         if device.type != "cuda":
@@ -164,8 +168,9 @@ def choose_feature_source(choice: str, device: torch.device) -> FeatureSource:
         raise UserInputError(f"unknown eval.features {choice!r}; choose auto, {AV_BENCH} or "
                              + ", ".join(embedder_names()))
     embedder = build_embedder(choice)
-    return FeatureSource(choice, f"built-in weight-free embedder {choice!r}: "
-                                 f"{embedder.description}", reason)
+    kind = ("built-in weight-free embedder" if choice == BUILTIN_EMBEDDER
+            else "registered embedder")
+    return FeatureSource(choice, f"{kind} {choice!r}: {embedder.description}", reason)
 
 
 @dataclass

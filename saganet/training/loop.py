@@ -308,7 +308,7 @@ class Trainer:
         source, error = None, None
         if self.info.is_main:
             try:
-                source = choose_feature_source(cfg.features, self.device)
+                source = choose_feature_source(cfg.features, self.device, cfg.plugins)
             except UserInputError as err:
                 error = str(err)
         error = dist.broadcast_object(error)

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,64 @@ def test_clips_shorter_than_their_ground_truth_are_noted(tmp_path, capsys):
                  str(generated_s), "--out", str(tmp_path / "equal.json")]) == 0
     notes = json.loads((tmp_path / "equal.json").read_text())["notes"]
     assert notes and not any("differ in length" in n for n in notes)
+
+
+PLUGIN = '''
+import numpy as np
+
+from saganet.evaluation import AudioEmbedder, register_embedder
+
+
+class Loudness(AudioEmbedder):
+    name = "loudness"
+    description = "RMS and peak of each clip"
+    sample_rate = 16000
+
+    def embed(self, waveforms):
+        rows = [[float(np.sqrt(np.mean(w ** 2))), float(np.abs(w).max())] for w in waveforms]
+        return {"embedding": np.asarray(rows, dtype=np.float64)}
+
+
+register_embedder(Loudness.name, Loudness)
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch) -> Iterator[str]:
+    """A module of the user's that registers an embedder; the registry is restored after."""
+    from saganet.evaluation import embedders
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "my_metrics.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(embedders, "_REGISTRY", dict(embedders._REGISTRY))
+    monkeypatch.delitem(sys.modules, "my_metrics", raising=False)
+    yield "my_metrics"
+    sys.modules.pop("my_metrics", None)
+
+
+def test_cli_plugin_module_adds_its_embedder(audio_dirs, plugin, tmp_path):
+    # register_embedder reached --embedder only from a module that library code imported.
+    pred, gt = audio_dirs
+    out = tmp_path / "metrics.json"
+    code = main([str(pred), str(gt), "--plugin", plugin, "--embedder", "loudness",
+                 "--out", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["feature_sources"] == ["loudness"]
+
+
+def test_cli_plugin_that_cannot_be_imported_is_one_line(audio_dirs, capsys):
+    pred, gt = audio_dirs
+    assert main([str(pred), str(gt), "--plugin", "no_such_metrics_module"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "python -m saganet.evaluation: error: --plugin 'no_such_metrics_module': cannot import "
+        "it: No module named 'no_such_metrics_module'"]
+
+
+def test_cli_unknown_embedder_is_one_line_naming_the_choices(audio_dirs, capsys):
+    pred, gt = audio_dirs
+    assert main([str(pred), str(gt), "--embedder", "loudnes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--embedder 'loudnes': unknown; choose av-bench, melstats" in err[0]

@@ -280,3 +280,24 @@ def test_debug_run_evaluates_at_interval_and_end_on_one_and_two_ranks_and_resume
     assert f"resumed from {single / 'checkpoints' / f'state_{INTERVAL:09d}.pth'}" in log
     assert f"{last.parent}: evaluated after step {INTERVAL}" in log
     assert "already evaluated" not in log
+
+
+def test_eval_plugins_make_a_user_embedder_a_feature_source(tmp_path, monkeypatch):
+    from saganet.evaluation import embedders
+    from tests.evaluation.test_eval_cli import PLUGIN
+
+    (tmp_path / "run_metrics.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(embedders, "_REGISTRY", dict(embedders._REGISTRY))
+    monkeypatch.delitem(sys.modules, "run_metrics", raising=False)
+    cpu = torch.device("cpu")
+    try:
+        with pytest.raises(UserInputError, match=r"unknown eval\.features"):
+            choose_feature_source("loudness", cpu)
+        source = choose_feature_source("loudness", cpu, plugins=("run_metrics",))
+        assert source.name == "loudness" and "RMS" in source.description
+        with pytest.raises(UserInputError,
+                           match=r"^eval\.plugins 'nope_metrics': cannot import"):
+            choose_feature_source("loudness", cpu, plugins=("nope_metrics",))
+    finally:
+        sys.modules.pop("run_metrics", None)
