@@ -405,14 +405,14 @@ def test_corrupted_file_is_downloaded_again(server: _Server, tmp_path: Path,
         assert resolve("a.pth", tmp_path, registry=registry, progress=False) == path
     assert path.read_bytes() == b"weights"
     assert server.hits["/a.pth"] == 2
-    assert "fails its md5 check" in caplog.text
+    assert "fails its check: has md5" in caplog.text
 
 
 def test_corrupted_file_offline_is_an_error(server: _Server, tmp_path: Path) -> None:
     registry = _registry(server, **{"a.pth": b"weights"})
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "a.pth").write_bytes(b"garbage")
-    with pytest.raises(UserInputError, match="fails its md5 check"):
+    with pytest.raises(UserInputError, match="fails its check: has md5"):
         resolve("a.pth", tmp_path, offline=True, registry=registry)
     assert server.hits["/a.pth"] == 0
 
@@ -629,3 +629,41 @@ def test_cli_entry_point_user_error_has_no_traceback(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "saganet.weights", "fetch", "debug"],
                         capture_output=True, text=True, env=env, check=False)
     assert ok.returncode == 0, ok.stderr
+
+
+# ---- a new registry entry (docs/weights.md) --------------------------------------------------
+
+def test_new_entry_of_the_wrong_size_is_one_line_naming_both_sizes(
+        server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The download did not check the size: a file of the right md5 was placed, then refused
+    # as failing "its md5 check" and downloaded again on every later run.
+    body = b"weights" * 100
+    registry = {"new.pth": WeightFile("new.pth", server.serve("/new.pth", body), _md5(body),
+                                      "weights", size=len(body) + 1)}
+    for _ in range(2):
+        code = main(["fetch", "g", "--weights_dir", str(tmp_path)], registry=registry,
+                    groups={"g": ("new.pth",)})
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert "new.pth" in err and f"expected {len(body) + 1} bytes, got {len(body)}" in err
+    assert _leftovers(tmp_path / "weights") == []
+
+
+def test_a_cached_file_that_fails_its_check_is_named_with_what_it_is(
+        server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    body = b"published"
+    registry = {"a.pth": WeightFile("a.pth", server.serve("/a.pth", body), _md5(body),
+                                    "weights", size=len(body))}
+    cached = tmp_path / "weights" / "a.pth"
+    cached.parent.mkdir(parents=True)
+    longer = b"other bytes, another length"
+    cached.write_bytes(longer)
+    with caplog.at_level("WARNING"):
+        resolve("a.pth", tmp_path, registry=registry, progress=False)
+    assert f"{cached} fails its check: is {len(longer)} bytes, expected {len(body)}" in caplog.text
+    same_size = b"x" * len(body)
+    cached.write_bytes(same_size)
+    with caplog.at_level("WARNING"):
+        resolve("a.pth", tmp_path, registry=registry, progress=False)
+    assert (f"{cached} fails its check: has md5 {_md5(same_size)}, expected {_md5(body)}"
+            in caplog.text)

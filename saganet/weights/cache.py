@@ -30,6 +30,7 @@ from saganet.weights.transfer import (
     DownloadError,
     DownloadProgress,
     download,
+    file_problem,
     has_valid_stamp,
     verify_file,
 )
@@ -124,9 +125,10 @@ def _find_file(entry: WeightFile, root: Path) -> Path | _Missing:
                 _warned_unverifiable.add(path)
                 logger.warning("%s has no published checksum; using it unverified", path)
             return path
-        if verify_file(path, entry.md5, entry.size):
+        wrong = file_problem(path, entry.md5, entry.size)
+        if wrong is None:
             return path
-        problem = f"{path} fails its md5 check (expected {entry.md5})"
+        problem = f"{path} fails its check: {wrong}"
         logger.warning("%s", problem)
     return _Missing(entry, root / entry.relpath, problem)
 
@@ -253,7 +255,8 @@ def _ensure(entries: Sequence[Entry], weights_dir: str | os.PathLike[str] | None
             found[item.entry.name] = _download_hub(item.entry, hf_cache)
         else:
             found[item.entry.name] = download(item.entry.url, item.dest, item.entry.md5,
-                                              progress=progress, on_progress=on_progress)
+                                              progress=progress, on_progress=on_progress,
+                                              size=item.entry.size)
     return {entry.name: found[entry.name] for entry in entries}
 
 

@@ -113,16 +113,25 @@ def verify_file(path: str | os.PathLike[str], md5: str, size: int | None = None)
         md5: expected hex digest.
         size: expected size in bytes, or None; a wrong size fails without hashing.
     """
+    return file_problem(path, md5, size) is None
+
+
+def file_problem(path: str | os.PathLike[str], md5: str, size: int | None = None
+                 ) -> str | None:
+    """What is wrong with the file at ``path`` (``"is 10 bytes, expected 12"``, ``"has md5
+    ..., expected ..."``), or None when it passes :func:`verify_file`'s checks."""
     path = Path(path)
-    if size is not None and path.stat().st_size != size:
-        return False
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        return f"is {actual_size} bytes, expected {size}"
     if has_valid_stamp(path, md5):
-        return True
+        return None
     logger.info("verifying md5 of %s", path)
-    if md5_of(path) != md5.lower():
-        return False
+    actual = md5_of(path)
+    if actual != md5.lower():
+        return f"has md5 {actual}, expected {md5.lower()}"
     write_stamp(path, md5)
-    return True
+    return None
 
 
 def _one_line(reason: object) -> str:
@@ -132,7 +141,7 @@ def _one_line(reason: object) -> str:
 
 
 def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool,
-              on_progress: DownloadProgress | None = None) -> str:
+              on_progress: DownloadProgress | None = None, size: int | None = None) -> str:
     """Stream ``url`` into ``tmp``; return the md5 of what arrived."""
     request = urllib.request.Request(url, headers={"User-Agent": f"saganet/{__version__}"})
     digest = hashlib.md5(usedforsecurity=False)
@@ -169,6 +178,11 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool,
     if expected is not None and received != expected:
         raise DownloadError(f"download from {url} was interrupted: received {received} of "
                             f"{expected} bytes; nothing was kept, try again", dest)
+    if size is not None and received != size:
+        # Checked here as on every later run, which would otherwise refuse the file and
+        # download it again each time.
+        raise DownloadError(f"size mismatch for {dest.name} downloaded from {url}: expected "
+                            f"{size} bytes, got {received}; nothing was kept", dest)
     actual = digest.hexdigest()
     if md5 is not None and actual != md5.lower():
         raise DownloadError(f"md5 mismatch for {dest.name} downloaded from {url}: expected "
@@ -177,7 +191,8 @@ def _transfer(url: str, tmp: Path, dest: Path, md5: str | None, progress: bool,
 
 
 def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
-             progress: bool = True, on_progress: DownloadProgress | None = None) -> Path:
+             progress: bool = True, on_progress: DownloadProgress | None = None,
+             size: int | None = None) -> Path:
     """Download ``url`` to ``dest`` atomically, verified, once across concurrent processes.
 
     If another process holds the lock for ``dest``, this waits; when that process leaves a
@@ -189,9 +204,10 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
         md5: expected hex digest; None skips the check (with a warning).
         progress: show a tqdm progress bar.
         on_progress: also told how far the transfer is (see :data:`DownloadProgress`).
+        size: expected size in bytes, or None.
 
     Raises:
-        DownloadError: HTTP error, network failure, truncated body or md5 mismatch. Neither a
+        DownloadError: HTTP error, network failure, truncated body, size or md5 mismatch. Neither a
             temporary file nor ``dest`` is left behind by the failed attempt.
     """
     dest = Path(dest)
@@ -203,13 +219,13 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
             "one with --weights_dir or SAGANET_CACHE", dest.parent)):
         # Another process may have finished the same download while this one waited.
-        if dest.exists() and (md5 is None or verify_file(dest, md5)):
+        if dest.exists() and (md5 is None or verify_file(dest, md5, size)):
             return dest
         remove_dead(dest.parent)  # parts of downloads killed outright (SIGKILL, power loss)
         logger.info("downloading %s to %s", url, dest)
         tmp = temporary_sibling(dest, ".part")
         try:
-            actual = _transfer(url, tmp, dest, md5, progress, on_progress)
+            actual = _transfer(url, tmp, dest, md5, progress, on_progress, size)
             os.replace(tmp, dest)
         except BaseException:
             # Also on KeyboardInterrupt: a half-written .part must never survive.
