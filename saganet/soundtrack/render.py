@@ -66,8 +66,18 @@ ProgressFn = Callable[[str, int, int], None]
 
 # Clips per network pass when every window of a long video is sampled at once.
 NETWORK_CHUNK = 16
-# Tolerance when comparing a mask's length with the segment (one 25 fps frame).
+# How much earlier than the segment masks of unknown frame rate may end: one frame of the
+# 25 fps grid that masks tracked in memory are on.
 _LENGTH_TOLERANCE_S = 1 / SYNC_FPS
+
+
+def _length_tolerance(masks: MaskSource) -> float:
+    """How much earlier than the segment the masks may end: one frame at their own rate (the
+    last mask is held over it), so a 12 fps mask video is held to its frames, not to 25 fps
+    ones; the 25 fps frame where the rate is unknown."""
+    if isinstance(masks, MaskVideo) and masks.info.fps > 0:
+        return 1 / masks.info.fps
+    return _LENGTH_TOLERANCE_S
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,8 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
         if isinstance(obj.masks, MaskVideo):
             check_mask_aspect(info, obj.masks.info)
         covered = obj.masks.duration
-        if covered is not None and covered < end - _LENGTH_TOLERANCE_S:
+        # The nanosecond margin keeps a mask exactly one frame short on the taken side.
+        if covered is not None and covered < end - _length_tolerance(obj.masks) - 1e-9:
             raise UserInputError(f"the masks of {obj.name!r} last {covered:.2f} s but the video "
                                  f"is used up to {end:.2f} s; give masks as long as the video",
                                  obj.masks.name)

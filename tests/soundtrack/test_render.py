@@ -565,6 +565,28 @@ def test_too_little_left_after_start_is_one_error_without_a_warning(
     assert [r.getMessage() for r in caplog.records if "holds only" in r.getMessage()]
 
 
+@pytest.mark.parametrize("fps", [12, SYNC_FPS])
+def test_masks_one_frame_short_at_their_own_rate_are_taken(tmp_path: Path, fps: int) -> None:
+    """A mask video that ends one of its own frames before the video is taken (its last mask
+    is held); two frames short is refused. The allowance was one 25 fps frame whatever the
+    mask's rate, so a 12 fps mask one frame short (0.083 s) was refused."""
+    scene = SyntheticScene(width=64, height=36, duration=2.0)
+    video, _ = write_clip(tmp_path, scene)
+    length = probe_video(video).duration
+    full = round(fps * length)
+    for missing in (1, 2):
+        path = write_mask_video(tmp_path / f"short{missing}.mp4",
+                                (np.ones((36, 64), bool) for _ in range(full - missing)),
+                                fps=fps)
+        request = SoundtrackRequest(video, (SoundObject("circle", MaskVideo(path)),),
+                                    tmp_path / "out")
+        if missing == 1:
+            assert resolve_segment(request).duration == pytest.approx(length)
+        else:
+            with pytest.raises(UserInputError, match=r"last .* s but the video is used up to"):
+                resolve_segment(request)
+
+
 def test_the_shortest_part_at_the_end_of_a_video_is_generated(models, tmp_path: Path) -> None:
     # The last 16 frames (one Synchformer window): the length to the end, video length minus
     # start in floats, lands a hair below 0.64 s here (5.0 - 4.36), which was refused as
