@@ -354,7 +354,7 @@ def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
     from saganet.errors import UserInputError
     from saganet.runtime import cpu_has_fast_bf16, is_tiny_model
 
-    device = dist.resolve_device(args.device)
+    device = dist.resolve_device(args.device, use_cpu=dist.CPU_FLAG)
     if getattr(args, "cpu_bf16", False):
         if args.full_precision:
             raise UserInputError("--cpu_bf16 and --full_precision contradict each other")

@@ -36,13 +36,19 @@ class DistInfo:
         return self.rank == 0
 
 
+# How the CPU is asked for, named when a device is missing: the library's callers pass an
+# argument; the command lines that take a --device flag pass CPU_FLAG.
+CPU_ARGUMENT = "device 'cpu'"
+CPU_FLAG = "--device cpu"
+
+
 def launched_by_torchrun() -> bool:
     """True when the torchrun/torch.distributed launcher environment is present."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def init(device: str | torch.device | None = None, timeout_minutes: int = 120, *,
-         use_cpu: str = "--device cpu") -> DistInfo:
+         use_cpu: str = CPU_ARGUMENT) -> DistInfo:
     """Join the process group if launched by torchrun; otherwise describe a single process.
 
     Args:
@@ -70,14 +76,15 @@ def init(device: str | torch.device | None = None, timeout_minutes: int = 120, *
 
 
 def resolve_device(name: str | torch.device | None, *,
-                   use_cpu: str = "--device cpu") -> torch.device:
+                   use_cpu: str = CPU_ARGUMENT) -> torch.device:
     """The device a user named, checked: ``auto``/None (CUDA, then MPS, then CPU), ``cpu``,
     ``cuda``, ``cuda:N`` or ``mps``.
 
     Args:
         name: the device name.
         use_cpu: how the caller's user asks for the CPU, suggested when the device is missing:
-            a command's flag (``--device cpu``) or a Hydra override (``device=cpu``).
+            the argument's value for Python callers (the default), a command's flag
+            (:data:`CPU_FLAG`) or a Hydra override (``device=cpu``).
 
     Raises:
         UserInputError: an unknown name, or a device this machine does not have.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from saganet.cli import ObjectArgs, attach_dash_values, begin, object_name
+from saganet.cli import ObjectArgs, attach_dash_values, begin, device_and_dtype, object_name
 from saganet.segment.prompts import object_prompt
 from saganet.soundtrack import SoundObject, SoundtrackRequest
 
@@ -138,3 +139,16 @@ def test_commands_do_not_log_every_http_request(monkeypatch, caplog) -> None:
     httpx = logging.getLogger("httpx")
     assert not httpx.isEnabledFor(logging.INFO)
     assert httpx.isEnabledFor(logging.WARNING)
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_missing_device_names_the_flag(monkeypatch, device: str) -> None:
+    import torch
+
+    from saganet.errors import UserInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    args = argparse.Namespace(device=device, full_precision=False, cpu_bf16=False)
+    with pytest.raises(UserInputError, match=r"; use --device cpu$"):
+        device_and_dtype(args)

@@ -19,8 +19,12 @@ def no_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
 def test_a_missing_device_suggests_the_callers_cpu_option(no_accelerators: None,
                                                           device: str) -> None:
+    # Python callers are told the argument's value, not a command-line flag.
+    with pytest.raises(UserInputError, match=r"; use device 'cpu'$") as info:
+        dist.resolve_device(device)
+    assert "--device" not in str(info.value)
     with pytest.raises(UserInputError, match=r"; use --device cpu$"):
-        dist.resolve_device(device)  # the commands' flag (demo.py, app.py)
+        dist.resolve_device(device, use_cpu="--device cpu")  # the commands' flag (demo.py)
     # batch_eval.py and train.py take Hydra overrides, not flags.
     with pytest.raises(UserInputError, match=r"; use device=cpu$") as info:
         dist.init(device, use_cpu="device=cpu")

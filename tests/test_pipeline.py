@@ -194,6 +194,18 @@ def test_a_device_or_dtype_models_cannot_take_fails_before_anything_loads(
     assert not (tmp_path / "cache").exists()  # not even the debug weights were made
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])
+def test_a_missing_device_is_named_without_a_command_line_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    from saganet.pipeline import load_clip
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for load in (load_models, load_clip):
+        with pytest.raises(UserInputError, match=f"^device '{device}': .*; use device 'cpu'$"):
+            load("debug", weights_dir=tmp_path / "cache", device=device)
+
+
 def test_auto_device_is_accepted_as_on_the_command_line(tmp_path: Path) -> None:
     from saganet.dist import default_device
 

@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mask_overlay and args.skip_video_composite:
         parser.error("--mask_overlay tints the MP4, which --skip_video_composite does not write")
     try:
-        info = dist.init(args.device)
+        info = dist.init(args.device, use_cpu=dist.CPU_FLAG)
     except UserInputError as err:
         return report_user_error("demo.py", err)
     try:

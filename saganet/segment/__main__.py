@@ -130,6 +130,7 @@ def _outputs(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict[str, 
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Track and write; returns the files written (all of them, or none on an error)."""
+    from saganet.dist import CPU_FLAG, resolve_device
     from saganet.segment.tracking import track_objects
 
     # Named as the flags, as demo.py and the batch command name theirs (the library's check
@@ -137,9 +138,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     check_time_range(args.start, args.end, names=("--start", "--end", "--duration"))
     objects = objects_from_args(args.prompt_items or [])
     masks, preview = _outputs(args, [obj.name for obj in objects])
+    # Checked here to name the flag; track_objects would name its argument.
+    device = resolve_device(args.device, use_cpu=CPU_FLAG)
     tracking = track_objects(args.video, objects, model=args.model, text_model=args.text_model,
                              weights_dir=args.weights_dir, offline=args.offline,
-                             device=args.device, start=args.start, end=args.end, progress=True)
+                             device=str(device), start=args.start, end=args.end, progress=True)
     for line in tracking.summary():
         print(line)
     created = not args.output.exists()

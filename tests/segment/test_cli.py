@@ -88,6 +88,16 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, small_video, capsys
     assert not out.exists()
 
 
+def test_cli_missing_device_names_the_flag(tmp_path, small_video, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = main([str(small_video), "--output", str(tmp_path / "out"), "--weights_dir",
+                   str(tmp_path / "w"), "--offline", "--click", "5,5", "--device", "cuda"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().endswith("; use --device cpu")
+
+
 def test_cli_object_never_found(tmp_path, small_video, sam2_absent_folder, capsys):
     out = tmp_path / "out"
     status = main([str(small_video), "--output", str(out), "--model", str(sam2_absent_folder),
