@@ -197,11 +197,11 @@ class ClipEncoder(nn.Module):
         return self.tokenizer(texts)
 
     @torch.no_grad()
-    def encode_images(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def encode_images(self, frames: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """L2-normalised image embeddings of frames.
 
         Args:
-            x: ``(B, T, 3, S, S)`` frames in [0, 1] with ``S`` = :attr:`image_size`, on any
+            frames: ``(B, T, 3, S, S)`` in [0, 1] with ``S`` = :attr:`image_size`, on any
                 device and of any float type (moved to CLIP's); clips that share memory
                 (``expand``) are encoded once.
             chunk_size: images per forward pass; ``None`` = all at once.
@@ -210,32 +210,34 @@ class ClipEncoder(nn.Module):
             ``(B, T, embed_dim)``.
         """
         size = self.image_size
-        if x.dim() != 5 or tuple(x.shape[2:]) != (3, size, size):
-            raise ValueError(f"expected frames (B, T, 3, {size}, {size}), got {tuple(x.shape)}")
-        if not x.is_floating_point():
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != (3, size, size):
+            raise ValueError(f"frames must be (B, T, 3, {size}, {size}) (clips, frames, channels, "
+                             f"height, width), got {tuple(frames.shape)}")
+        if not frames.is_floating_point():
             # uint8 frames would pass through unscaled (0-255 read as [0, 1]).
-            raise ValueError(f"expected float frames in [0, 1], got {x.dtype} "
+            raise ValueError(f"frames must be float in [0, 1], got {frames.dtype} "
                              "(saganet.media.video.clip_input converts uint8 frames)")
         # Clips that are the same memory (one video's frames expanded over the objects that
         # sound in it) are encoded once: CLIP is most of a clip's cost.
         first_of: dict[int, int] = {}
         positions: list[int] = []
         slots = []
-        for i in range(x.shape[0]):
-            pointer = x[i].data_ptr()
+        for i in range(frames.shape[0]):
+            pointer = frames[i].data_ptr()
             if pointer not in first_of:
                 first_of[pointer] = len(positions)
                 positions.append(i)
             slots.append(first_of[pointer])
-        if len(positions) < x.shape[0]:
-            x = x[positions]
+        if len(positions) < frames.shape[0]:
+            frames = frames[positions]
         # Moved here, after the selection: moving an expanded tensor copies every clip.
         weight = next(self.model.visual.parameters())
-        x = x.to(device=weight.device, dtype=weight.dtype)
-        b, t = x.shape[:2]
-        mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-        std = torch.tensor(OPENAI_DATASET_STD, dtype=x.dtype, device=x.device)[:, None, None]
-        images = ((x - mean) / std).flatten(0, 1)  # (B*T, 3, S, S)
+        frames = frames.to(device=weight.device, dtype=weight.dtype)
+        b, t = frames.shape[:2]
+        like = dict(dtype=frames.dtype, device=frames.device)
+        mean = torch.tensor(OPENAI_DATASET_MEAN, **like)[:, None, None]
+        std = torch.tensor(OPENAI_DATASET_STD, **like)[:, None, None]
+        images = ((frames - mean) / std).flatten(0, 1)  # (B*T, 3, S, S)
         features = [self.model.encode_image(chunk, normalize=True)
                     for chunk in images.split(chunk_size or images.shape[0])]
         features = torch.cat(features).unflatten(0, (b, t))

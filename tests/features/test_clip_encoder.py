@@ -52,6 +52,20 @@ def test_image_features(clip: ClipEncoder) -> None:
         clip.encode_images((frames * 255).to(torch.uint8))
 
 
+@pytest.mark.parametrize("shape", ["size", "no batch axis", "channels"])
+def test_frames_of_another_shape_are_named_with_the_encoders_size(shape: str) -> None:
+    clip = tiny_clip(image_size=128, patch_size=32)
+    size = clip.image_size
+    frames = {"size": torch.rand(1, 2, 3, 2 * size, 2 * size),
+              "no batch axis": torch.rand(2, 3, size, size),
+              "channels": torch.rand(1, 2, 1, size, size)}[shape]
+    with pytest.raises(ValueError) as raised:
+        clip.encode_images(frames)
+    assert str(raised.value) == (
+        f"frames must be (B, T, 3, {size}, {size}) (clips, frames, channels, height, width), "
+        f"got {tuple(frames.shape)}")
+
+
 @pytest.mark.parametrize("objects", [2, 3])
 def test_expanded_clips_are_encoded_once(clip: ClipEncoder, objects: int,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
