@@ -343,7 +343,23 @@ def _checked_noise(noise: object, shape: tuple[int, int, int],
 @torch.inference_mode()
 def decode(models: SAGANetModels, latents: torch.Tensor) -> torch.Tensor:
     """Audio ``(B, 1, N * samples_per_latent)`` float32 in [-1, 1], on the CPU (an inference
-    tensor, like :func:`sample`'s latents: ``.clone()`` it to edit it in place)."""
+    tensor, like :func:`sample`'s latents: ``.clone()`` it to edit it in place).
+
+    Args:
+        models: loaded models (their codec decodes).
+        latents: ``(B, N, C)`` latents as :func:`sample` returns them (un-normalised), ``C``
+            the codec's latent channels, on the models' device; any float dtype (cast to the
+            codec's).
+
+    Raises:
+        UserInputError: latents that are not a floating-point tensor.
+        ValueError: latents of another rank or channel count than the codec's.
+    """
+    # Integer latents would be cast and decoded as if they were latents: never what was meant.
+    if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+        got = latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise UserInputError(f"latents must be a float tensor (B, N, {models.codec.latent_dim}) "
+                             f"(clips, latents, latent channels), got {got}")
     return models.codec.decode(latents).float().clamp(-1, 1).cpu()
 
 

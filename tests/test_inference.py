@@ -16,7 +16,14 @@ import torch
 
 from saganet.debug_weights import build_debug_models
 from saganet.errors import UserInputError
-from saganet.inference import GenerationBatch, SamplingOptions, encode_conditions, generate, sample
+from saganet.inference import (
+    GenerationBatch,
+    SamplingOptions,
+    decode,
+    encode_conditions,
+    generate,
+    sample,
+)
 from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 
@@ -274,6 +281,18 @@ def test_sample_names_noise_of_the_wrong_shape_or_type(models, mistake: str) -> 
     with pytest.raises(UserInputError, match=r"^noise .*\(1, \d+, \d+\)") as info:
         sample(models, conditions, empty, noise, options=OPTIONS)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.uint8, torch.bool])
+def test_decode_names_latents_that_are_not_floats(models, dtype: torch.dtype) -> None:
+    """Integer latents are not latents (they were cast and decoded as if they were)."""
+    net = models.network.config
+    latents = torch.zeros(1, net.latent_seq_len, net.latent_dim, dtype=dtype)
+    with pytest.raises(UserInputError, match=f"^latents must be a float tensor .*, got {dtype}"):
+        decode(models, latents)
+    # Float latents of another dtype than the codec's are taken.
+    audio = decode(models, latents.to(torch.float64))
+    assert audio.shape == (1, 1, net.latent_seq_len * models.codec.samples_per_latent)
 
 
 def test_sample_takes_noise_of_another_float_dtype(models) -> None:
