@@ -16,6 +16,7 @@ from pathlib import Path
 
 from saganet.cli import positive_int
 from saganet.errors import UserInputError, check_seconds, report_user_error
+from saganet.evaluation.av_bench import check_device, load_av_bench
 from saganet.evaluation.embedders import embedder_names, import_plugins
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
 from saganet.fileio import atomic_output, check_folder_creatable
@@ -110,10 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:
             # The default's folder is PRED_DIR, checked as it is read.
             check_folder_creatable(out.parent, "report's folder", named=out)
+        sources = args.embedder or [AV_BENCH]
+        if AV_BENCH in sources:
+            # Checked here to name the flag (run_av_bench names its argument), after what
+            # run_av_bench checks first: an install command comes before a device hint.
+            load_av_bench()
+            check_device(args.device, use_cpu="--device cpu")
         report = evaluate_directories(
             args.pred_dir,
             args.gt_dir,
-            feature_sources=args.embedder or [AV_BENCH],
+            feature_sources=sources,
             audio_length=args.audio_length,
             av_bench=options,
             batch_size=args.batch_size,

@@ -366,12 +366,23 @@ def _add_desync(
     results.add("DeSync", desync(logits, sync_offset_grid()), SOURCE_SYNCHFORMER)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str, *, use_cpu: str = "device 'cpu'") -> None:
+    """Refuse a CUDA device on a machine without CUDA.
+
+    Args:
+        device: the extractors' torch device.
+        use_cpu: how the caller's user asks for the CPU, suggested in the error: the
+            argument's value for Python callers (as :func:`saganet.dist.resolve_device`), the
+            evaluation command's ``--device cpu``.
+
+    Raises:
+        UserInputError: ``device`` is CUDA and CUDA is not available.
+    """
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError(
-            f"device {device!r} requested but CUDA is not available; pass --device cpu (this "
+            f"device {device!r} requested but CUDA is not available; use {use_cpu} (this "
             "works only when both feature caches already exist: av-benchmark's extractors "
             "need CUDA)"
         )
@@ -413,7 +424,7 @@ def run_av_bench(
         UserInputError: neither ``gt_dir`` nor a ground-truth cache with audio features.
     """
     bench = load_av_bench()
-    _check_device(device)
+    check_device(device)
     if gt_dir is None and gt_cache is None:
         raise UserInputError("run_av_bench needs the ground-truth audio or its feature cache")
     gt_cache = Path(gt_cache) if gt_cache is not None else Path(gt_dir) / "cache"

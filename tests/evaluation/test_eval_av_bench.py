@@ -318,5 +318,19 @@ def test_run_av_bench_without_cuda_says_so(fake_av_bench, tmp_path, monkeypatch)
     _install_weights(fake_av_bench, {})
     pred, gt = _audio_dirs(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(adapter.UserInputError, match="--device cpu"):
+    # Python callers (batch_eval.py and train.py among them) are told the argument's value.
+    with pytest.raises(adapter.UserInputError, match="; use device 'cpu' ") as info:
         adapter.run_av_bench(pred, gt, device="cuda")
+    assert "--device" not in str(info.value)
+
+
+def test_the_evaluation_command_without_cuda_names_its_flag(fake_av_bench, tmp_path,
+                                                            monkeypatch, capsys):
+    from saganet.evaluation.__main__ import main
+
+    _install_weights(fake_av_bench, {})
+    pred, gt = _audio_dirs(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([str(pred), str(gt), "--device", "cuda"]) == 2
+    assert "; use --device cpu " in capsys.readouterr().err
+    assert not (pred / "metrics.json").exists()
