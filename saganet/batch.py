@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline_variant(args.variant)
     if args.checkpoint is not None:
-        check_checkpoint(args.variant, args.checkpoint)
+        check_checkpoint(args.variant, args.checkpoint, option="--variant {}")
     segment_duration(args)  # a usage error, not one of every job
     if args.csv is not None:
         jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []

@@ -79,7 +79,7 @@ def _same_inputs(network: str, other: str) -> bool:
 
 
 def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str], *,
-                     option: str = "--variant {}") -> None:
+                     option: str = "variant {!r}") -> None:
     """Before anything slow runs: ``checkpoint`` is a SAGANet weights file whose network (when
     it records one, as training's files do) takes the features of pipeline ``variant``'s
     encoders. Its size may differ (the file rebuilds its own network): a medium network trained
@@ -88,8 +88,9 @@ def check_checkpoint(variant: str, checkpoint: str | os.PathLike[str], *,
     Args:
         variant: the pipeline variant whose encoders will feed the file's network.
         checkpoint: the weights file.
-        option: how the caller's command line chooses a variant, ``{}`` for its name (the
-            hint of the error).
+        option: how the caller's user chooses a variant, ``{}`` for its name (the hint of the
+            error): the argument for Python callers (the default), a command's
+            ``--variant {}`` or a Hydra override.
 
     Raises:
         UserInputError: not such a file, or a network fed by other encoders (naming the

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     spec = pipeline_variant(args.variant)  # fail on an unknown name before any work
     device, dtype = device_and_dtype(args)
     if args.checkpoint is not None:
-        check_checkpoint(args.variant, args.checkpoint)
+        check_checkpoint(args.variant, args.checkpoint, option="--variant {}")
     segment_model = tracker_for(args.segment_model, spec.debug)
     tracked = [o for o in args.objects if o.tracked]
     if weights.is_offline(args.offline):
