@@ -204,8 +204,8 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
         "no mask": ([*video], "", "mask_video"),
         # Checked before any video is opened: the video path does not even exist.
         "unknown device": ([*missing, "--device", "gpu"], "gpu", "device"),
-        "no cuda": ([*missing, "--device", "cuda"], "cuda", "not available"),
-        "no mps": ([*missing, "--device", "mps"], "mps", "not available"),
+        "no cuda": ([*missing, "--device", "cuda"], "cuda", "use --device cpu"),
+        "no mps": ([*missing, "--device", "mps"], "mps", "use --device cpu"),
         "checkpoint": ([*missing, "--checkpoint", str(not_weights)], "notes.pth", "weights"),
         "checkpoint layout": ([*missing, "--checkpoint", str(other_layout)], "state_dict.pth",
                               "not a saganet weights file"),
