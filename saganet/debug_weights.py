@@ -81,7 +81,8 @@ def ensure_debug_weights(root: str | os.PathLike[str], seed: int = 0) -> dict[st
 
 def _unwritable(root: Path, err: OSError) -> UserInputError:
     return UserInputError(f"cannot write the debug weights here ({err.strerror or err}); "
-                          "choose a writable folder with --weights_dir or SAGANET_CACHE", root)
+                          "choose a writable folder with --weights_dir (weights_dir= from "
+                          "Python) or SAGANET_CACHE", root)
 
 
 def load_debug_clip(path: Path) -> ClipEncoder:

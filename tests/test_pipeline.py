@@ -49,6 +49,8 @@ def test_debug_weights_in_an_unwritable_folder_are_a_user_error(tmp_path: Path, 
     with pytest.raises(UserInputError, match="cannot write the debug weights") as info:
         load_models("debug", weights_dir=unwritable)
     assert str(unwritable) in str(info.value)
+    # load_models is called from Python: the argument is named beside the commands' flag.
+    assert "--weights_dir (weights_dir= from Python)" in str(info.value)
     assert main([str(unwritable)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write the debug weights" in err

@@ -497,6 +497,8 @@ def test_hub_download_that_cannot_write_is_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "org/repo" in err and str(hf_cache) in err and os.strerror(errno.ENOSPC) in err
+    # The remedy is named for the command line and for Python (load_models reaches it too).
+    assert "--weights_dir (weights_dir= from Python)" in err
 
 
 def test_hub_cache_snapshot_is_found_offline(tmp_path: Path) -> None:
@@ -608,6 +610,7 @@ def test_cli_unwritable_cache_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "cannot write to the weights folder" in err and str(unwritable) in err
+    assert "--weights_dir (weights_dir= from Python)" in err
     # A file where a folder must be: named before anything is fetched.
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")

@@ -176,7 +176,8 @@ class SoundtrackRequest:
             if lacking:
                 raise UserInputError(f"object {lacking[0]!r} has no prompt: the other objects "
                                      "take it as their negative prompt "
-                                     "(--negatives_from_others)")
+                                     "(--negatives_from_others; negatives_from_others=True "
+                                     "from Python)")
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")

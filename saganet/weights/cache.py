@@ -196,7 +196,8 @@ def _download_hub(repo: HubRepo, hf_cache: Path) -> Path:
         # full disk); the hub resumes its own .incomplete files, so only the remedy is left.
         raise DownloadError(f"cannot download {repo.repo_id} into this Hugging Face cache "
                             f"({err.strerror or err}); if it cannot be written, choose "
-                            "another with --weights_dir, SAGANET_CACHE or HF_HUB_CACHE",
+                            "another with --weights_dir (weights_dir= from Python), "
+                            "SAGANET_CACHE or HF_HUB_CACHE",
                             hf_cache) from err
     lacking = [name for name in repo.files if not (snapshot / name).is_file()]
     if lacking:

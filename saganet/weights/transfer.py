@@ -217,7 +217,8 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
                             "move it away and try again", dest)
     with locked_folder(dest.parent, f".{dest.name}.lock", lambda err: DownloadError(
             f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
-            "one with --weights_dir or SAGANET_CACHE", dest.parent)):
+            "one with --weights_dir (weights_dir= from Python) or SAGANET_CACHE",
+            dest.parent)):
         # Another process may have finished the same download while this one waited.
         if dest.exists() and (md5 is None or verify_file(dest, md5, size)):
             return dest

@@ -56,3 +56,12 @@ def test_objects_that_are_no_tuple_of_sound_objects_are_refused(objects: str,
     with pytest.raises(UserInputError, match="SoundObject"):
         SoundtrackRequest(tmp_path / "clip.mp4", obj if objects == "single" else ("v",),
                           tmp_path / "out")
+
+
+def test_a_missing_negative_prompt_names_the_setting_for_python_and_the_command_line(
+        tmp_path: Path) -> None:
+    objects = (SoundObject("a", tmp_path / "a.mp4", "violin"), SoundObject("b", tmp_path / "b.mp4"))
+    with pytest.raises(UserInputError) as info:
+        SoundtrackRequest(tmp_path / "v.mp4", objects, tmp_path / "out", negatives_from_others=True)
+    assert str(info.value).startswith("object 'b' has no prompt")
+    assert "(--negatives_from_others; negatives_from_others=True from Python)" in str(info.value)
