@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,19 +203,30 @@ def check_manifest(path: Path, settings: Mapping[str, Any], identity: Any) -> No
     """
     if not path.is_file():
         return
+    details = _manifest_changes(path, {**settings, "weights": identity}, lambda previous: {
+        **previous.get("settings", {}), "weights": previous.get("weights")})
+    if details:
+        raise UserInputError(
+            f"this folder holds clips generated with other settings ({details}); choose "
+            f"another output_name or run_dir, or delete the folder", path.parent)
+
+
+def _manifest_changes(path: Path, now: dict[str, Any],
+                      recorded: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """``key: recorded -> now`` for each key of ``now`` whose value differs from the one
+    ``recorded`` takes from the manifest at ``path`` ('' when none differs).
+
+    Raises:
+        UserInputError: the manifest cannot be read.
+    """
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise UserInputError(f"cannot read the manifest ({err}); delete it to start over",
                              path) from err
-    before = {**previous.get("settings", {}), "weights": previous.get("weights")}
-    now = {**settings, "weights": identity}
-    changed = sorted(k for k in now if before.get(k) != now[k])
-    if changed:
-        details = "; ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise UserInputError(
-            f"this folder holds clips generated with other settings ({details}); choose "
-            f"another output_name or run_dir, or delete the folder", path.parent)
+    before = recorded(previous)
+    return "; ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+                     if before.get(k) != now[k])
 
 
 def ground_truth_source(config: BatchEvalConfig) -> dict[str, str]:
@@ -244,15 +255,8 @@ def check_ground_truth_manifest(config: BatchEvalConfig) -> None:
                 "which dataset it was extracted from; delete the folder to extract it again",
                 folder)
         return
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserInputError(f"cannot read the manifest ({err}); delete it to start over",
-                             path) from err
-    now = ground_truth_source(config)
-    changed = sorted(k for k in now if previous.get(k) != now[k])
-    if changed:
-        details = "; ".join(f"{k}: {previous.get(k)!r} -> {now[k]!r}" for k in changed)
+    details = _manifest_changes(path, ground_truth_source(config), lambda previous: previous)
+    if details:
         raise UserInputError(
             f"this folder holds ground truth extracted from other data ({details}); choose "
             f"another run_dir, or delete the folder to extract it again", folder)
