@@ -108,7 +108,8 @@ class SplitOutputs:
         """
         for path in (self.memmap_dir, self.tsv):
             if path.exists() and not overwrite:
-                raise UserInputError("output exists (pass --overwrite to replace it)", path)
+                raise UserInputError("output exists; pass --overwrite (overwrite=True from "
+                                     "Python) to replace it", path)
 
 
 class ClipSource(Dataset):

@@ -42,7 +42,8 @@ SAM3_ACCESS = (f"text prompts need SAM 3 ({SAM3_REPO}, gated, SAM License), whic
                f"downloaded automatically: request access at https://huggingface.co/{SAM3_REPO}"
                ", log in with `hf auth login`, then run `python -m saganet.weights fetch "
                "segment_text`; or pass a local copy with --segment_text_model (demo.py, the "
-               "batch command) or --text_model (app.py, python -m saganet.segment)")
+               "batch command), --text_model (app.py, python -m saganet.segment) or "
+               "text_model= from Python (track_objects)")
 
 
 @dataclass

@@ -186,8 +186,8 @@ def synthesize(run_dir: str | os.PathLike[str], sigma_rel: float,
     info = json.loads(info_path.read_text())
     output = Path(output) if output else run_dir / f"{info['exp_name']}_ema_final.pth"
     if output.exists() and not overwrite:
-        raise UserInputError("exists (pass --overwrite to replace it, or --output to write "
-                             "elsewhere)", output)
+        raise UserInputError("exists (pass --overwrite or overwrite=True to replace it, or "
+                             "--output or output= to write elsewhere)", output)
     snapshots = sorted(folder.glob("*.pt"))
     if not snapshots:
         raise UserInputError("no EMA snapshot files", folder)

@@ -370,3 +370,13 @@ def test_clips_with_non_finite_features_are_listed_as_failed(tmp_path: Path) -> 
     assert shard["ids"] == ["x/c0", "x/c2"]
     assert shard["failed"] == [["x/c1", "non-finite mean, clip_features, text_features"]]
     assert torch.equal(shard["mean"][:, 0, 0], torch.tensor([0.0, 2.0]))
+
+
+def test_existing_outputs_are_named_for_python_and_the_command_line(tmp_path: Path) -> None:
+    outputs = SplitOutputs.for_split(tmp_path, "sms", "train")
+    outputs.tsv.write_text("id\n")
+    with pytest.raises(UserInputError) as info:
+        outputs.check_writable(overwrite=False)
+    assert str(info.value) == (f"{outputs.tsv}: output exists; pass --overwrite "
+                               "(overwrite=True from Python) to replace it")
+    outputs.check_writable(overwrite=True)

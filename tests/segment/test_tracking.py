@@ -246,9 +246,11 @@ def test_missing_weights_offline_and_unknown_models(tmp_path):
 def test_text_prompt_without_sam3_says_how_to_get_it(tmp_path):
     video = _video(tmp_path, count=6)
     with pytest.raises(UserInputError, match=r"request access at https://huggingface.co/"
-                                             r"facebook/sam3.*fetch segment_text"):
+                                             r"facebook/sam3.*fetch segment_text") as info:
         track_objects(video, [object_prompt("voice", text="singer")],
                       weights_dir=tmp_path / "w", offline=False)
+    # Python callers are told their argument beside the commands' flags.
+    assert "text_model= from Python" in str(info.value)
     with pytest.raises(UserInputError, match="does not exist"):
         track_objects(video, [object_prompt("voice", text="singer")],
                       text_model=tmp_path / "nowhere")

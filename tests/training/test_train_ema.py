@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from saganet.errors import UserInputError
 from saganet.model.sequence import CONFIG_44K_SA
 from saganet.state_dict import atomic_save
 from saganet.training.config import ModelSetup
@@ -124,3 +126,12 @@ def test_run_as_a_module_its_log_lines_name_it(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "synthesised EMA" in line]
     assert len(lines) == 1 and "saganet.training.ema:" in lines[0], done.stderr
+
+
+def test_an_existing_output_is_named_for_python_and_the_command_line(tmp_path):
+    trained_run(tmp_path, steps=6)
+    output = synthesize(tmp_path, 0.05)
+    with pytest.raises(UserInputError) as info:
+        synthesize(tmp_path, 0.05)
+    assert str(info.value) == (f"{output}: exists (pass --overwrite or overwrite=True to replace "
+                               "it, or --output or output= to write elsewhere)")
