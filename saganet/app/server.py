@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from saganet.app.engine import Engine
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+# Under the sessions' root, the folder of Gradio's copies of uploads and served files (a dash:
+# never a session hash).
+GRADIO_FOLDER = "gradio-cache"
+GRADIO_ENV = "GRADIO_TEMP_DIR"
 
 
 class AppServer:
@@ -41,6 +46,14 @@ class AppServer:
         self.engine = engine
         self.limits = limits
         self.sessions = sessions if sessions is not None else Sessions()
+        # Gradio's default, <tmp>/gradio, is shared by every app and user of the machine and
+        # readable by all: the visitors' videos and sounds go under the app's own root (0700,
+        # removed when the app stops) instead, unless whoever runs the app chose a folder.
+        # Gradio reads the variable while serving (what a request may name as an upload), so
+        # it stays set until close().
+        self._set_env = not os.environ.get(GRADIO_ENV)
+        if self._set_env:
+            os.environ[GRADIO_ENV] = str(self.sessions.root / GRADIO_FOLDER)
         self.app = build_app(engine, self.sessions, limits)
         self.blocks: gr.Blocks = self.app.blocks
         self.url: str | None = None
@@ -68,7 +81,7 @@ class AppServer:
                 server_name=host, server_port=port, share=share, prevent_thread_lock=True,
                 max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True)
         except OSError as err:
-            self.sessions.close()
+            self._release()
             where = f"{host}:{port}" if port else host
             raise UserInputError(f"cannot serve on {where}: {err}".splitlines()[0]) from None
         log.info("serving on %s", self.url)
@@ -84,4 +97,10 @@ class AppServer:
     def close(self) -> None:
         """Stop serving and remove every session's files."""
         self.blocks.close(verbose=False)
+        self._release()
+
+    def _release(self) -> None:
+        """Remove every session's files (and Gradio's copies) and Gradio's folder setting."""
         self.sessions.close()
+        if self._set_env:
+            os.environ.pop(GRADIO_ENV, None)

@@ -6,6 +6,7 @@ models loaded once, and the call of a client that goes away stopped."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -193,6 +194,28 @@ def test_upload_size_limit(engine, clip) -> None:
         assert small.view_api(return_format="dict", print_info=False)["named_endpoints"]
     finally:
         app.close()
+
+
+def test_uploads_and_gradio_copies_stay_in_the_apps_private_folder(engine, clip,
+                                                                   monkeypatch) -> None:
+    """Gradio's copies (uploads, served results) go under the app's own folder (mode 0700),
+    not the shared ``<tmp>/gradio`` that every user of the machine can read."""
+    from saganet.app.limits import Limits
+    from saganet.app.server import AppServer
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    app = AppServer(engine, Limits())
+    app.launch(block=False)
+    try:
+        with clip.open("rb") as data:
+            [path] = httpx.post(f"{app.url}gradio_api/upload", files={"files": data}).json()
+        assert Path(path).is_relative_to(app.sessions.root)
+        assert app.sessions.root.stat().st_mode & 0o777 == 0o700
+        assert httpx.get(f"{app.url}gradio_api/file={path}").content == clip.read_bytes()
+    finally:
+        app.close()
+    assert not Path(path).exists()
+    assert "GRADIO_TEMP_DIR" not in os.environ
 
 
 # Seconds between the server's heartbeats in the test below: how soon it notices a client gone.
