@@ -1,4 +1,5 @@
-"""What the web app accepts: upload size, video length, number of objects and steps.
+"""What the web app accepts: upload size, video length, frame size, number of objects and
+steps.
 
 A public page must not let one visitor tie the machine up for an hour, so each upload is
 checked before any decoding beyond its header, and each request before any model runs. Every
@@ -35,16 +36,21 @@ class Limits:
         max_seconds: longest video accepted, in seconds.
         max_objects: most objects per video (each gets a player and a spectrogram).
         max_steps: most Euler steps a request may ask for.
+        max_megapixels: largest frame, in millions of pixels (width x height): a small file
+            can hold huge frames (a still picture compresses to nothing), and each is decoded
+            to RGB in full (3 bytes a pixel) before it is scaled down for the page or a model.
     """
 
     max_upload_mb: float = 200.0
     max_seconds: float = 120.0
     max_objects: int = 6
     max_steps: int = 100
+    # 4096x2160 (DCI 4K, 8.85 MP) fits.
+    max_megapixels: float = 9.0
 
     def __post_init__(self) -> None:
-        if not (self.max_upload_mb > 0 and self.max_seconds > 0):
-            raise UserInputError("the upload and length limits must be positive")
+        if not (self.max_upload_mb > 0 and self.max_seconds > 0 and self.max_megapixels > 0):
+            raise UserInputError("the upload, length and frame size limits must be positive")
         # The upload limit becomes a whole number of bytes (Gradio's max_file_size).
         if not math.isfinite(self.max_upload_mb):
             raise UserInputError(f"the upload limit must be a finite number of MB, got "
@@ -72,23 +78,32 @@ class Limits:
                                  f"to {self.max_upload_mb:g} MB", path.name)
 
     def check_video(self, path: Path, name: str | None = None) -> VideoInfo:
-        """The file is a video this app takes: readable, not too long, not too short.
+        """The file is a video this app takes: readable, frames not too large, not too long, not
+        too short.
 
         Args:
             path: the uploaded file.
             name: the name to show in messages (default: the file's).
 
         Raises:
-            UserInputError: not a video, or a length outside the limits.
+            UserInputError: not a video, frames too large, or a length outside the limits.
         """
-        from saganet.media.video import probe_video
+        from saganet.media.video import open_video, probe_video
 
         name = name or path.name
         self.check_file(path)
         try:
-            info = probe_video(path)
+            # The frame size from the header, before probing decodes a first frame.
+            with open_video(path) as (_, stream):
+                width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height <= self.max_megapixels * 1e6:
+                info = probe_video(path)
         except UserInputError as err:
             raise UserInputError(f"not a video this app can read: {err.problem}", name) from None
+        if width * height > self.max_megapixels * 1e6:
+            raise UserInputError(f"its frames are {width}x{height} ({width * height / 1e6:.1f} "
+                                 f"megapixels); this app takes up to {self.max_megapixels:g} "
+                                 f"(scale it down first)", name)
         if info.duration is not None:
             self.check_length(info.duration, name)
         return info

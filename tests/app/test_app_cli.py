@@ -32,7 +32,8 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     done = run_python("app.py", "--help")
     assert done.returncode == 0
     for flag in ("--host", "--port", "--share", "--variant", "--weights_dir", "--device",
-                 "--offline", "--segment_model", "--max_upload_mb", "--max_seconds"):
+                 "--offline", "--segment_model", "--max_upload_mb", "--max_seconds",
+                 "--max_megapixels"):
         assert flag in done.stdout
     probe = run_python("-c", "import sys; from saganet.app.launch import build_parser; "
                              "build_parser().parse_args([]); "
@@ -46,6 +47,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     (["--variant", "nope"], "unknown variant"),
     (["--variant", "debug", "--max_objects", "0"], "at least 1"),
     (["--variant", "debug", "--max_upload_mb", "inf"], "finite number of MB"),
+    (["--variant", "debug", "--max_megapixels", "0"], "must be positive"),
     (["--variant", "debug", "--device", "warp"], "unknown device"),
 ])
 def test_bad_flags(argv, message, capsys) -> None:

@@ -171,6 +171,20 @@ def test_limits(tmp_path) -> None:
         Limits(max_objects=0)
 
 
+def test_frame_size_limit(tmp_path) -> None:
+    """A frame larger than ``max_megapixels`` is refused before any decoding: a small file can
+    hold huge frames, each decoded to RGB in full before it is scaled down."""
+    width, height = 48, 16
+    video = write_video(tmp_path / "wide.mp4", [np.zeros((height, width, 3), np.uint8)] * 25,
+                        fps=25)
+    pixels = width * height
+    assert Limits(max_megapixels=pixels / 1e6).check_video(video).width == width
+    with pytest.raises(UserInputError, match=f"{width}x{height}"):
+        Limits(max_megapixels=pixels / 2 / 1e6).check_video(video)
+    with pytest.raises(UserInputError):
+        Limits(max_megapixels=0)
+
+
 @pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (333, 201), (4000, 3000)])
 def test_click_mapping(size) -> None:
     """Shown pixels map to the video's pixels by the shown size; never enlarged; inverse."""
