@@ -218,6 +218,24 @@ def test_uploads_and_gradio_copies_stay_in_the_apps_private_folder(engine, clip,
     assert "GRADIO_TEMP_DIR" not in os.environ
 
 
+def test_visitors_reach_no_other_server_file(server, clip, tmp_path) -> None:
+    """Only what the app made is served: a server path is refused as a download and as
+    ``/generate``'s video."""
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(clip.read_bytes())
+    session_file = next(server.sessions.root.rglob("*.mp4"), secret)
+    for path in (str(secret), f"{server.sessions.root}/../{secret.relative_to('/')}",
+                 str(session_file)):
+        assert httpx.get(f"{server.url}gradio_api/file={path}").status_code == 403
+    # Sent as is: gradio_client would upload a local file named so.
+    video = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+    call = httpx.post(f"{server.url}gradio_api/call/generate",
+                      json={"data": [video, [{"name": "a", "clicks": ["1,1"]}], None]})
+    events = httpx.get(f"{server.url}gradio_api/call/generate/{call.json()['event_id']}",
+                       timeout=60).text
+    assert events.startswith("event: error")
+
+
 # Seconds between the server's heartbeats in the test below: how soon it notices a client gone.
 HEARTBEAT = 0.5
 # A script that submits a call and waits for it (killed by the test while the call runs).
