@@ -276,8 +276,9 @@ class Handlers:
             if view is None or event.index is None:
                 raise UserInputError("click inside the frame")
             x, y = view.to_video(float(event.index[0]), float(event.index[1]))
-            click = session.add_click(x, y, view.slot / GRID_FPS, positive=not negative)
             obj = session.current_object()
+            self.limits.check_clicks(len(obj.clicks) + len(obj.boxes) + 1, obj.name)
+            click = session.add_click(x, y, view.slot / GRID_FPS, positive=not negative)
             updates = self._frame(session, view.slot / GRID_FPS)
         return {**updates, self.page.objects_table: objects_table(session),
                 self.page.status: f"{obj.name}: click {click}."}

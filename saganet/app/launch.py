@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"most objects per video (default {defaults.max_objects})")
     parser.add_argument("--max_steps", type=int, default=defaults.max_steps,
                         help=f"most sampling steps per request (default {defaults.max_steps})")
+    parser.add_argument("--max_clicks", type=int, default=defaults.max_clicks,
+                        help=f"most clicks and boxes per object (default {defaults.max_clicks})")
     parser.add_argument("--max_megapixels", type=float, default=defaults.max_megapixels,
                         help=f"largest video frame in megapixels (default "
                              f"{defaults.max_megapixels:g}: 4096x2160 fits)")
@@ -73,7 +75,7 @@ def start(args: argparse.Namespace, block: bool = True):
     from saganet.app.server import AppServer
 
     limits = Limits(args.max_upload_mb, args.max_seconds, args.max_objects, args.max_steps,
-                    args.max_megapixels)
+                    args.max_clicks, args.max_megapixels)
     engine = Engine(ModelSettings(
         variant=args.variant, weights_dir=args.weights_dir, checkpoint=args.checkpoint,
         device=args.device, full_precision=args.full_precision, cpu_bf16=args.cpu_bf16,

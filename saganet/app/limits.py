@@ -36,6 +36,8 @@ class Limits:
         max_seconds: longest video accepted, in seconds.
         max_objects: most objects per video (each gets a player and a spectrogram).
         max_steps: most Euler steps a request may ask for.
+        max_clicks: most clicks and boxes per object: each is a token of the tracker's prompt
+            (attended to by every other), each clicked frame one its memory keeps.
         max_megapixels: largest frame, in millions of pixels (width x height): a small file
             can hold huge frames (a still picture compresses to nothing), and each is decoded
             to RGB in full (3 bytes a pixel) before it is scaled down for the page or a model.
@@ -45,6 +47,7 @@ class Limits:
     max_seconds: float = 120.0
     max_objects: int = 6
     max_steps: int = 100
+    max_clicks: int = 50
     # 4096x2160 (DCI 4K, 8.85 MP) fits.
     max_megapixels: float = 9.0
 
@@ -55,8 +58,8 @@ class Limits:
         if not math.isfinite(self.max_upload_mb):
             raise UserInputError(f"the upload limit must be a finite number of MB, got "
                                  f"{self.max_upload_mb}")
-        if self.max_objects < 1 or self.max_steps < 1:
-            raise UserInputError("the object and step limits must be at least 1")
+        if self.max_objects < 1 or self.max_steps < 1 or self.max_clicks < 1:
+            raise UserInputError("the object, step and click limits must be at least 1")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -128,3 +131,10 @@ class Limits:
                                  "what it is), then generate")
         if count > self.max_objects:
             raise UserInputError(f"{count} objects; this app takes at most {self.max_objects}")
+
+    def check_clicks(self, count: int, name: str) -> None:
+        """Raises UserInputError when object ``name`` has more than ``max_clicks`` clicks and
+        boxes."""
+        if count > self.max_clicks:
+            raise UserInputError(f"{name} has {count} clicks and boxes; this app takes at most "
+                                 f"{self.max_clicks} per object")

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from saganet.app.example import deepest_point
+from saganet.app.limits import Limits
 from saganet.app.session import API_FOLDER, CALL_CANCELLED, CLIENT_GONE
 from saganet.cancel import CancelledError
 from saganet.media.video import SYNC_FPS
@@ -103,6 +104,8 @@ def test_generate_clicks_boxes_and_a_phrase(client, clip, scene) -> None:
     ([{"name": "a b", "clicks": ["10,10"]}], None, "not usable in file names"),
     ([{"name": f"o{k}", "clicks": ["10,10"]} for k in range(4)], None, "at most 3"),
     ([{"name": "a", "clicks": ["10,10"]}], {"num_steps": 26}, "at most 25"),
+    ([{"name": "a", "clicks": ["10,10@0"] * Limits().max_clicks, "boxes": ["0,0,9,9@0"]}],
+     None, f"at most {Limits().max_clicks} per object"),
     ([{"name": "a", "clicks": ["10,10"]}], {"steps": 2}, "unknown option"),
     ([{"name": "a", "clicks": ["10,10"]}], {"start": 5}, "past the end"),
     ([{"name": "a", "clicks": ["10,10"]}], {"start": 10**400}, "too large a number"),

@@ -33,7 +33,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     assert done.returncode == 0
     for flag in ("--host", "--port", "--share", "--variant", "--weights_dir", "--device",
                  "--offline", "--segment_model", "--max_upload_mb", "--max_seconds",
-                 "--max_megapixels"):
+                 "--max_megapixels", "--max_clicks"):
         assert flag in done.stdout
     probe = run_python("-c", "import sys; from saganet.app.launch import build_parser; "
                              "build_parser().parse_args([]); "

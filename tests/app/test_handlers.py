@@ -95,6 +95,10 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     handlers.remove_object(0.0, request())
     handlers.remove_object(0.0, request())
     assert len(handlers.sessions.get("tab1").objects) == 1
+    for _ in range(Limits().max_clicks):
+        handlers.click(False, 0.0, select(10, 10), request())
+    refused(handlers.click(False, 0.0, select(10, 10), request()), page, "at most")
+    handlers.clear_clicks(0.0, request())
     handlers.edit_name("a b", None, request())
     handlers.click(False, 0.0, select(10, 10), request())
     refused(handlers.track(0.0, *options(), request(), Recorder()), page,
