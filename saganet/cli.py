@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saganet.errors import CFG_STRENGTH_RULE, cfg_strength_ok, check_time_range
+from saganet.errors import CFG_STRENGTH_RULE, CPU_FLAG, cfg_strength_ok, check_time_range
 from saganet.runtime import configure_runtime
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:
     from saganet.errors import UserInputError
     from saganet.runtime import cpu_has_fast_bf16, is_tiny_model
 
-    device = dist.resolve_device(args.device, use_cpu=dist.CPU_FLAG)
+    device = dist.resolve_device(args.device, use_cpu=CPU_FLAG)
     if getattr(args, "cpu_bf16", False):
         if args.full_precision:
             raise UserInputError("--cpu_bf16 and --full_precision contradict each other")

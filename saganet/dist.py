@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from saganet.errors import UserInputError
+from saganet.errors import CPU_ARGUMENT, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-# How the CPU is asked for, named when a device is missing: the library's callers pass an
-# argument; the command lines that take a --device flag pass CPU_FLAG.
-CPU_ARGUMENT = "device 'cpu'"
-CPU_FLAG = "--device cpu"
 
 
 def launched_by_torchrun() -> bool:
@@ -84,7 +78,7 @@ def resolve_device(name: str | torch.device | None, *,
         name: the device name.
         use_cpu: how the caller's user asks for the CPU, suggested when the device is missing:
             the argument's value for Python callers (the default), a command's flag
-            (:data:`CPU_FLAG`) or a Hydra override (``device=cpu``).
+            (:data:`saganet.errors.CPU_FLAG`) or a Hydra override (``device=cpu``).
 
     Raises:
         UserInputError: an unknown name, or a device this machine does not have.

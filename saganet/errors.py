@@ -12,6 +12,12 @@ import sys
 from numbers import Real
 from os import PathLike
 
+# How the CPU is asked for, named when a device is missing: the library's callers pass an
+# argument; the command lines that take a --device flag pass CPU_FLAG. Here, not in
+# saganet.dist, so that checks outside torch's modules name them without importing torch.
+CPU_ARGUMENT = "device 'cpu'"
+CPU_FLAG = "--device cpu"
+
 
 class UserInputError(Exception):
     """Bad input from the user. The message names the file (if any) and the problem.

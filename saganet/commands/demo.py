@@ -38,7 +38,7 @@ from saganet.cli import (
     segment_duration,
     terminate_cleanly,
 )
-from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
+from saganet.errors import CPU_FLAG, INTERRUPTED_STATUS, UserInputError, report_user_error
 from saganet.fileio import check_folder_creatable
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mask_overlay and args.skip_video_composite:
         parser.error("--mask_overlay tints the MP4, which --skip_video_composite does not write")
     try:
-        info = dist.init(args.device, use_cpu=dist.CPU_FLAG)
+        info = dist.init(args.device, use_cpu=CPU_FLAG)
     except UserInputError as err:
         return report_user_error("demo.py", err)
     try:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.cli import positive_int
-from saganet.errors import UserInputError, check_seconds, report_user_error
+from saganet.errors import CPU_FLAG, UserInputError, check_seconds, report_user_error
 from saganet.evaluation.av_bench import check_device, load_av_bench
 from saganet.evaluation.embedders import embedder_names, import_plugins
 from saganet.evaluation.runner import AV_BENCH, AvBenchOptions, evaluate_directories
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Checked here to name the flag (run_av_bench names its argument), after what
             # run_av_bench checks first: an install command comes before a device hint.
             load_av_bench()
-            check_device(args.device, use_cpu="--device cpu")
+            check_device(args.device, use_cpu=CPU_FLAG)
         report = evaluate_directories(
             args.pred_dir,
             args.gt_dir,

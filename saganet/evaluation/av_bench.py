@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from saganet.errors import UserInputError
+from saganet.errors import CPU_ARGUMENT, UserInputError
 from saganet.evaluation.audio import list_audio_files
 from saganet.evaluation.metrics import desync, mean_cosine_similarity, sync_offset_grid
 from saganet.evaluation.protocol import (
@@ -366,7 +366,7 @@ def _add_desync(
     results.add("DeSync", desync(logits, sync_offset_grid()), SOURCE_SYNCHFORMER)
 
 
-def check_device(device: str, *, use_cpu: str = "device 'cpu'") -> None:
+def check_device(device: str, *, use_cpu: str = CPU_ARGUMENT) -> None:
     """Refuse a CUDA device on a machine without CUDA.
 
     Args:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.cli import CACHE_DEFAULT, begin, default_object_name
-from saganet.errors import UserInputError, check_time_range, report_user_error
+from saganet.errors import CPU_FLAG, UserInputError, check_time_range, report_user_error
 
 PROG = "python -m saganet.segment"
 _PROMPT_FLAGS = ("click", "negative_click", "box", "text")
@@ -130,7 +130,7 @@ def _outputs(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict[str, 
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Track and write; returns the files written (all of them, or none on an error)."""
-    from saganet.dist import CPU_FLAG, resolve_device
+    from saganet.dist import resolve_device
     from saganet.segment.tracking import track_objects
 
     # Named as the flags, as demo.py and the batch command name theirs (the library's check
