@@ -494,8 +494,9 @@ class Handlers:
     @page_errors
     def stop(self, request: gr.Request) -> Updates:
         """The Stop button: the tab's running Track or Generate stops at its next safe point
-        (as when the tab closes), and its event then says so in the status line; one waiting
-        in Gradio's queue starts nothing, and the example waiting there loads nothing.
+        (as when the tab closes), and its event then says so in the status line (Stop shows
+        only a message meanwhile); one waiting in Gradio's queue starts nothing, and the
+        example waiting there loads nothing.
 
         The page also drops a stopped waiting event from the queue: the update of its
         :attr:`~saganet.app.layout.Page.stop_waiting` state fires that state's change event,
@@ -510,13 +511,16 @@ class Handlers:
         # Any new value fires the change event.
         updates: Updates = {self.page.stop_waiting[kind]: time.monotonic_ns()
                             for kind in waiting}
-        if waiting:
-            held = _held(waiting)
-            message = (f"Stopping... ({held})." if running
-                       else f"**Stopped:** {held}.")
-        else:
-            message = ("Stopping..." if running else
-                       "Nothing to stop: no tracking or generation is running or waiting.")
+        held = [_held(waiting)] if waiting else []
+        if running:
+            # The status line is the running job's: its event writes "Stopped" when it ends,
+            # often before this event's own update reaches the page. A line written here too
+            # could arrive last and stay ("Stopping..." under a job long stopped).
+            gr.Info("; ".join(["Stopping at the next safe point", *held]) + ".",
+                    title="Stop")
+            return updates
+        message = (f"**Stopped:** {held[0]}." if held
+                   else "Nothing to stop: no tracking or generation is running or waiting.")
         return {**updates, self.page.status: message}
 
     def _results(self, made: Soundtrack, run: Path) -> Updates:

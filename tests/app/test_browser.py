@@ -296,8 +296,10 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
     """Generate on the example with the most steps the app allows and press Stop while it
     samples, then generate again and close the tab: each time the engine logs the generation
     stopped after its first Euler step (held there until its token is cancelled, so that the
-    click or the close surely lands mid-run), nothing after sampling ran; Stop leaves the page
-    working, the close leaves no file."""
+    click or the close surely lands mid-run), nothing after sampling ran; Stop shows a message
+    and the status line says the job stopped (and keeps saying it: Stop's own update used to
+    reach the page after the job's and leave "Stopping..."); Stop leaves the page working, the
+    close leaves no file."""
     import logging
     import threading
 
@@ -341,7 +343,11 @@ def test_stop_and_closing_the_tab_stop_the_generation(chromium, server, monkeypa
     page.locator("#generate").click()
     assert held.wait(300)
     page.locator("#stop").click()
+    wait_message(page, "Stopping at the next safe point")
     wait_text(page, "#status", "Stopped: stopped on request")
+    # Nothing of Stop's own overwrites the job's line once it has come.
+    page.wait_for_timeout(1000)
+    assert "Stopped: stopped on request" in page.locator("#status").inner_text()
     stopped_in_sampling("stopped on request")
 
     # Close the tab: the job stops, then the tab's files go.

@@ -607,9 +607,13 @@ def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> Non
     assert sessions.get("other").folder.is_dir()
 
 
-def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -> None:
+def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch,
+                                                        capsys) -> None:
     """Stop cancels the tab's running generation through the same token as a closing tab:
-    it stops at its next Euler step, its run's files go, and the tab generates again."""
+    it stops at its next Euler step, its run's files go, and the tab generates again. Stop
+    writes no status line while a job runs (a message says it is stopping): the job's event
+    writes it when it ends, and Stop's update, reaching the page after it, left "Stopping..."
+    under a job long stopped."""
     import threading
 
     handlers, page, engine = app.handlers, app.page, app.handlers.engine
@@ -635,7 +639,9 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -
         0.0, *options(1.0, steps=steps), request(), progress)))
     worker.start()
     assert held.wait(120)
-    assert handlers.stop(request())[page.status] == "Stopping..."
+    capsys.readouterr()
+    assert handlers.stop(request()) == {}
+    assert capsys.readouterr().out == "Stopping at the next safe point.\n"  # gr.Info's
     worker.join(120)
     assert result == {page.status: "**Stopped:** stopped on request."}
     assert [done for name, done, _ in progress.calls if name == "sampling"] == [1] < [steps]
@@ -645,7 +651,7 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch) -
     assert "Generated 1.00 s" in updates[page.status]
 
 
-def test_stop_while_waiting_in_the_queue(app, clip) -> None:
+def test_stop_while_waiting_in_the_queue(app, clip, capsys) -> None:
     """A Generate waiting in Gradio's queue (its validator ran, its handler has not) is
     stopped by Stop: the page's state for it changes (which has the page drop it from the
     queue), and if it starts anyway it does nothing and leaves no file. It used to find no
@@ -684,10 +690,10 @@ def test_stop_while_waiting_in_the_queue(app, clip) -> None:
     handlers.queued(GENERATION)(request(), *values)
     with session.lock:
         session.start_job(running := session.take_token(TRACKING))
-    updates = handlers.stop(request())
-    assert list(updates) == [page.stop_waiting[GENERATION], page.status]
-    assert updates[page.status] == ("Stopping... (the generation waiting in line will not "
-                                    "start).")
+    capsys.readouterr()
+    assert list(handlers.stop(request())) == [page.stop_waiting[GENERATION]]
+    assert capsys.readouterr().out == ("Stopping at the next safe point; the generation "
+                                       "waiting in line will not start.\n")
     assert running.cancelled and running.reason == "stopped on request"
     handlers.sessions.job_ended(session)
 
