@@ -64,16 +64,43 @@ def run_script(tmp_path: Path, script: str, *args: str, tiny: bool = True) -> di
     return json.loads(out.read_text())
 
 
-def refused(tmp_path: Path, script: str, *args: str) -> str:
-    """Run ``benchmarks/<script> --tiny`` with a bad argument: it must stop at once as a usage
-    error (exit 2, one ``<script>: error:`` line, no traceback); returns that line."""
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--tiny"], cwd=REPO,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 2, (script, args, done.returncode, done.stderr[-3000:])
+@pytest.fixture
+def refused(tmp_path: Path, monkeypatch, capsys):
+    """``refused(script, *args)``: run ``benchmarks/<script> --tiny`` with a bad argument as its
+    ``__main__``, in this process (a usage error needs no interpreter of its own; each started
+    one imports torch again, seconds per case); it must stop at once as a usage error (exit 2,
+    one ``<script>: error:`` line, no exception); returns that line."""
+    import runpy
+
+    for key in ("SAGANET_CACHE", "SAGANET_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(key, _env(tmp_path)[key])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.chdir(REPO)
+
+    def run(script: str, *args: str) -> str:
+        path = BENCHMARKS / script
+        monkeypatch.setattr(sys, "argv", [str(path), *args, "--tiny"])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            runpy.run_path(str(path), run_name="__main__")
+        stderr = capsys.readouterr().err
+        assert stopped.value.code == 2, (script, args, stopped.value.code, stderr[-3000:])
+        line = stderr.strip().splitlines()[-1]
+        assert line.startswith(f"{script}: error: "), line
+        return line
+
+    return run
+
+
+def test_a_refused_argument_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """The same refusal from a real process, the way a user meets it (the other cases run the
+    scripts in the test's own process)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "codec.py"), "--seconds", "0",
+                           "--tiny"], cwd=REPO, env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr
-    line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"{script}: error: "), line
-    return line
+    assert done.stderr.strip().splitlines()[-1].startswith("codec.py: error: argument --seconds")
 
 
 # Every script with a --json file (its usage names the flag).
@@ -82,15 +109,17 @@ JSON_SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py")
 
 
 @pytest.mark.parametrize("script", JSON_SCRIPTS)
-def test_json_in_a_missing_folder_is_refused_before_the_run(tmp_path: Path, script: str) -> None:
+def test_json_in_a_missing_folder_is_refused_before_the_run(tmp_path: Path, refused,
+                                                            script: str) -> None:
     missing = tmp_path / "no such folder" / "out.json"
-    line = refused(tmp_path, script, "--json", str(missing))
+    line = refused(script, "--json", str(missing))
     assert "--json" in line and str(missing.parent) in line
     assert not missing.parent.exists()
 
 
-def test_json_that_is_a_folder_is_refused_and_a_file_is_written_whole(tmp_path: Path) -> None:
-    line = refused(tmp_path, "threads.py", "--json", str(tmp_path))
+def test_json_that_is_a_folder_is_refused_and_a_file_is_written_whole(tmp_path: Path,
+                                                                      refused) -> None:
+    line = refused("threads.py", "--json", str(tmp_path))
     assert "--json" in line and "folder" in line
     # What is written replaces an existing file in one step (no half file, no temporary left).
     out = tmp_path / "out.json"
@@ -107,13 +136,13 @@ DEVICE_SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py")
 
 
 @pytest.mark.parametrize("script", DEVICE_SCRIPTS)
-def test_a_device_this_machine_lacks_is_refused_before_the_run(tmp_path: Path,
+def test_a_device_this_machine_lacks_is_refused_before_the_run(tmp_path: Path, refused,
                                                                 script: str) -> None:
     import torch
 
     # One past the last CUDA device: missing on every machine, with or without CUDA.
     missing = f"cuda:{torch.cuda.device_count()}"
-    line = refused(tmp_path, script, "--device", missing, "--json", str(tmp_path / "out.json"))
+    line = refused(script, "--device", missing, "--json", str(tmp_path / "out.json"))
     assert "--device" in line and missing in line
     assert not (tmp_path / "out.json").exists()
 
@@ -123,9 +152,9 @@ def test_a_device_this_machine_lacks_is_refused_before_the_run(tmp_path: Path,
     ("codec.py", "--threads", "0"), ("sampling.py", "--batch-sizes", "0"),
     ("sampling.py", "--cfg", "nan"), ("pipeline.py", "--duration", "-1"),
     ("train_step.py", "--warmup", "-1")])
-def test_a_count_or_length_out_of_range_is_refused(tmp_path: Path, script: str, flag: str,
-                                                   value: str) -> None:
-    line = refused(tmp_path, script, flag, value, "--json", str(tmp_path / "out.json"))
+def test_a_count_or_length_out_of_range_is_refused(tmp_path: Path, refused, script: str,
+                                                   flag: str, value: str) -> None:
+    line = refused(script, flag, value, "--json", str(tmp_path / "out.json"))
     assert f"argument {flag}" in line and value in line
     assert not (tmp_path / "out.json").exists()
 

@@ -84,9 +84,15 @@ def test_a_second_ctrl_c_while_saving_abandons_the_save_in_one_line(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_sigterm_to_torchrun_saves_a_state_on_every_rank_and_the_rerun_resumes(tmp_path):
+def test_sigterm_to_torchrun_saves_a_state_of_every_rank(tmp_path):
     """A scheduler ends a job with SIGTERM (torchrun passes it to its workers, then kills them
-    30 s later): the ranks stop together after the step and save a state, as for Ctrl-C."""
+    30 s later): the ranks stop together after the step and save a state, as for Ctrl-C, that
+    holds both ranks' generators and log windows. (Resuming such a state is the Ctrl-C test's,
+    and resuming under torchrun is test_train_run's: one more torchrun here cost a minute.)"""
+    import torch
+
+    from saganet.training.checkpoint import load_state
+
     run_dir = tmp_path / "run"
     args = [f"hydra.run.dir={run_dir}", *ARGS]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -110,13 +116,10 @@ def test_sigterm_to_torchrun_saves_a_state_on_every_rank_and_the_rerun_resumes(t
     step, state = int(found[1]), Path(found[2])
     assert state == run_dir / "checkpoints" / f"state_{step:09d}.pth" and state.is_file()
     assert stderr.count("train.py: interrupted") == 1  # rank 0 alone says it
-
-    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                              "--nproc_per_node=2", str(REPO / "train.py"), *args,
-                              f"stop_after={step + 1}"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {state} at step {step}" in (run_dir / "train_rank0.log").read_text()
+    saved = load_state(state)
+    assert saved.step == step and len(saved.rng) == len(saved.log_window) == 2
+    noise = [rank["generators"]["noise"] for rank in saved.rng]
+    assert not torch.equal(*noise)  # each rank's own generator
 
 
 def test_ctrl_c_arriving_twice_at_once_is_one_press_and_still_saves(tmp_path):
