@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -364,17 +366,24 @@ def probe_video(path: PathLike) -> VideoInfo:
 
 # The files (what, path, size, modification time) already reported as cut short or as masks in
 # colour: one run reads its files at every stage (the checks, tracking, writing), and said so
-# up to four times.
-_REPORTED: set[tuple[str, str, int, int]] = set()
+# up to four times. The most recent ones only: a web app serving for weeks meets a new upload
+# at every visit, and would keep every one.
+_REPORTED: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
+REPORTS_KEPT = 1024
+_REPORTED_LOCK = threading.Lock()
 
 
 def _first_report(path: Path, what: str = "cut short") -> bool:
     """Whether ``path``, as it is now, is reported as ``what`` for the first time in this
-    process."""
+    process (among the last :data:`REPORTS_KEPT` files reported)."""
     stat = path.stat()
     key = (what, os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    first = key not in _REPORTED
-    _REPORTED.add(key)
+    with _REPORTED_LOCK:
+        first = key not in _REPORTED
+        _REPORTED[key] = None
+        _REPORTED.move_to_end(key)
+        while len(_REPORTED) > REPORTS_KEPT:
+            _REPORTED.popitem(last=False)
     return first
 
 

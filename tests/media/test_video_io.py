@@ -632,6 +632,26 @@ def test_a_file_cut_short_is_as_long_as_what_it_holds(tmp_path: Path, suffix: st
     assert not caplog.records
 
 
+def test_the_files_reported_once_are_the_most_recent_ones(tmp_path: Path, monkeypatch) -> None:
+    """What was reported is remembered for the last REPORTS_KEPT files only (an app serving
+    for weeks meets a new upload at every visit): a file reported again is the newest, and
+    one pushed out by newer ones is reported again."""
+    kept = 3
+    monkeypatch.setattr(video_module, "REPORTS_KEPT", kept)
+    monkeypatch.setattr(video_module, "_REPORTED", type(video_module._REPORTED)())
+    files = []
+    for k in range(kept + 2):
+        files.append(tmp_path / f"f{k}")
+        files[-1].write_bytes(bytes(k + 1))
+    first = video_module._first_report
+    assert [first(path) for path in files[:kept]] == [True] * kept
+    assert not first(files[0])  # still known, and now the newest
+    assert first(files[kept])  # pushes out files[1], the oldest
+    assert len(video_module._REPORTED) == kept
+    assert [first(files[0]), first(files[2]), first(files[1])] == [False, False, True]
+    assert first(files[0], "colour")  # another report of the same file
+
+
 # -------------------------------------------------------------------------------------------
 # The shared duet example (1080p)
 
