@@ -652,6 +652,20 @@ def test_new_entry_of_the_wrong_size_is_one_line_naming_both_sizes(
     assert _leftovers(tmp_path / "weights") == []
 
 
+def test_without_a_checksum_an_existing_file_of_another_size_is_downloaded_again(
+        server: _Server, tmp_path: Path) -> None:
+    """download() given a size but no md5 kept any existing file, even one cut short."""
+    body = b"published weights"
+    url = server.serve("/plain.pth", body)
+    dest = tmp_path / "plain.pth"
+    dest.write_bytes(body[:5])
+    assert download(url, dest, md5=None, size=len(body), progress=False) == dest
+    assert dest.read_bytes() == body
+    dest.write_bytes(b"x" * len(body))  # the size is all there is to check: kept
+    download(url, dest, md5=None, size=len(body), progress=False)
+    assert dest.read_bytes() == b"x" * len(body)
+
+
 def test_a_cached_file_that_fails_its_check_is_named_with_what_it_is(
         server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     body = b"published"

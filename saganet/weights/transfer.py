@@ -219,8 +219,10 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
             "one with --weights_dir (weights_dir= from Python) or SAGANET_CACHE",
             dest.parent)):
-        # Another process may have finished the same download while this one waited.
-        if dest.exists() and (md5 is None or verify_file(dest, md5, size)):
+        # Another process may have finished the same download while this one waited. Without
+        # a checksum the size is all there is to check (a file cut short is not kept).
+        if dest.exists() and (verify_file(dest, md5, size) if md5 is not None
+                              else size is None or dest.stat().st_size == size):
             return dest
         remove_dead(dest.parent)  # parts of downloads killed outright (SIGKILL, power loss)
         logger.info("downloading %s to %s", url, dest)
