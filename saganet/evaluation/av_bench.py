@@ -116,7 +116,8 @@ def _import(name: str) -> ModuleType:
         if missing.split(".")[0] == "av_bench":
             raise AvBenchUnavailableError(
                 "av-benchmark (av_bench) is not installed; it computes the paper's metrics "
-                "(--embedder melstats gives a quick check whose numbers are not comparable). "
+                "(the built-in melstats embedder gives a quick check whose numbers are not "
+                "comparable). "
                 "Install it, then put "
                 + " and ".join(REQUIRED_WEIGHTS)
                 + " in the weights/ folder beside the installed av_bench package:"

@@ -98,6 +98,9 @@ def test_module_entry_point_without_av_bench_exits_2(audio_dirs):
     assert proc.returncode == 2
     assert INSTALL_COMMAND in proc.stderr
     assert "Traceback" not in proc.stderr
+    # The first line is what training's eval.features=av-bench shows too: no flag of this CLI.
+    first = proc.stderr.splitlines()[0]
+    assert "built-in melstats embedder" in first and "--embedder" not in first
 
 
 def test_cli_keeps_an_existing_report_unless_told(audio_dirs, tmp_path, capsys):
