@@ -352,7 +352,7 @@ def test_ending_a_session_stops_its_job_then_removes_it(tmp_path, monkeypatch) -
     assert not other.stop_job("nothing runs")
     with other.lock:
         other.start_job(token := CancelToken())
-    sessions.close()
+    sessions.close(wait_s=0)  # the job is the test's: it never ends (close waited 10 s)
     assert token.cancelled and token.reason == session_module.APP_CLOSED
     assert not (tmp_path / "root").exists()
 
@@ -402,7 +402,7 @@ def test_api_calls_are_stopped_per_client(tmp_path) -> None:
     with sessions.api_call("other", mine := CancelToken()) as call:
         assert call.cancel is mine
     with sessions.api_call("late") as running:
-        sessions.close()
+        sessions.close(wait_s=0)  # the call ends only after close (which waited 10 s)
         assert running.cancel.reason == session_module.APP_CLOSED
     with pytest.raises(CancelledError, match=session_module.APP_CLOSED), \
             sessions.api_call("later"):
