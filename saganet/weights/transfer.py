@@ -103,20 +103,21 @@ def write_stamp(path: Path, md5: str) -> None:
         logger.debug("could not write verification stamp %s: %s", stamp, err)
 
 
-def verify_file(path: str | os.PathLike[str], md5: str, size: int | None = None) -> bool:
+def verify_file(path: str | os.PathLike[str], md5: str | None,
+                size: int | None = None) -> bool:
     """Whether the file at ``path`` has digest ``md5`` (and ``size`` bytes, when given).
 
     A valid stamp answers without hashing; a successful hash writes one.
 
     Args:
         path: the file; must exist.
-        md5: expected hex digest.
+        md5: expected hex digest, or None: only the size is checked.
         size: expected size in bytes, or None; a wrong size fails without hashing.
     """
     return file_problem(path, md5, size) is None
 
 
-def file_problem(path: str | os.PathLike[str], md5: str, size: int | None = None
+def file_problem(path: str | os.PathLike[str], md5: str | None, size: int | None = None
                  ) -> str | None:
     """What is wrong with the file at ``path`` (``"is 10 bytes, expected 12"``, ``"has md5
     ..., expected ..."``), or None when it passes :func:`verify_file`'s checks."""
@@ -124,6 +125,8 @@ def file_problem(path: str | os.PathLike[str], md5: str, size: int | None = None
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         return f"is {actual_size} bytes, expected {size}"
+    if md5 is None:
+        return None
     if has_valid_stamp(path, md5):
         return None
     logger.info("verifying md5 of %s", path)
@@ -219,10 +222,9 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None = None,
             f"cannot write to the weights folder ({err.strerror or err}); choose a writable "
             "one with --weights_dir (weights_dir= from Python) or SAGANET_CACHE",
             dest.parent)):
-        # Another process may have finished the same download while this one waited. Without
-        # a checksum the size is all there is to check (a file cut short is not kept).
-        if dest.exists() and (verify_file(dest, md5, size) if md5 is not None
-                              else size is None or dest.stat().st_size == size):
+        # Another process may have finished the same download while this one waited (without
+        # a checksum, its size is all there is to check: a file cut short is not kept).
+        if dest.exists() and verify_file(dest, md5, size):
             return dest
         remove_dead(dest.parent)  # parts of downloads killed outright (SIGKILL, power loss)
         logger.info("downloading %s to %s", url, dest)
