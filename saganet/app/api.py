@@ -126,7 +126,7 @@ class GenerateEndpoint:
         items = objects_from_json(objects)
         self.limits.check_objects(len(items))
         for item in items:
-            self.limits.check_clicks(len(item.clicks) + len(item.boxes), item.name)
+            self.limits.check_clicks(item)
         check_objects(items)
         chosen = GenerationOptions.from_mapping(options)
         chosen.check(self.limits)

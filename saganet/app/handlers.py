@@ -277,7 +277,7 @@ class Handlers:
                 raise UserInputError("click inside the frame")
             x, y = view.to_video(float(event.index[0]), float(event.index[1]))
             obj = session.current_object()
-            self.limits.check_clicks(len(obj.clicks) + len(obj.boxes) + 1, obj.name)
+            self.limits.check_clicks(obj, adding=1)
             click = session.add_click(x, y, view.slot / GRID_FPS, positive=not negative)
             updates = self._frame(session, view.slot / GRID_FPS)
         return {**updates, self.page.objects_table: objects_table(session),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from saganet.errors import UserInputError
 
 if TYPE_CHECKING:
+    from saganet.app.objects import AppObject
     from saganet.media.video import VideoInfo
 
 
@@ -132,9 +133,10 @@ class Limits:
         if count > self.max_objects:
             raise UserInputError(f"{count} objects; this app takes at most {self.max_objects}")
 
-    def check_clicks(self, count: int, name: str) -> None:
-        """Raises UserInputError when object ``name`` has more than ``max_clicks`` clicks and
-        boxes."""
+    def check_clicks(self, obj: AppObject, adding: int = 0) -> None:
+        """Raises UserInputError when ``obj``, with ``adding`` more, would have more than
+        ``max_clicks`` clicks and boxes."""
+        count = len(obj.clicks) + len(obj.boxes) + adding
         if count > self.max_clicks:
-            raise UserInputError(f"{name} has {count} clicks and boxes; this app takes at most "
-                                 f"{self.max_clicks} per object")
+            raise UserInputError(f"{obj.name} has {count} clicks and boxes; this app takes at "
+                                 f"most {self.max_clicks} per object")
