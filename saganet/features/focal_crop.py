@@ -18,7 +18,8 @@ import logging
 from collections.abc import Sequence
 
 import torch
-from torchvision.transforms.v2 import functional as TF
+
+from saganet.resize import resize
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +125,5 @@ def focal_crop(
         log.debug("focal crop of clip %d: x %d..%d, y %d..%d", b, x0, x1, y0, y1)
         for source, target in ((frames, detail_frames), (masks, detail_masks)):
             crop = source[b, :, :, y0:y1, x0:x1]  # (T, C, h, w)
-            target[b] = TF.resize(crop, size, antialias=True)
+            target[b] = resize(crop, size)
     return detail_frames, detail_masks

@@ -10,7 +10,8 @@ not the reference demo:
   ``round(end * fps)`` where ``end`` is the last frame's pts plus its duration;
 * FFmpeg's own pixel conversion of the decoded frame to ``rgb24`` or ``gray`` (real 8-bit gray,
   full range; frames with opacity give their gray over black);
-* a squash resize to the target size (torchvision bicubic with antialiasing, uint8 in and out);
+* a squash resize to the target size (torchvision's bicubic with antialiasing, uint8 in and out,
+  bit for bit, by :func:`saganet.resize.resize`);
 * frames shown upright: the display matrix's rotation is applied.
 
 Each source frame is decoded once for all requested rates; only frames that land in an output
@@ -40,10 +41,10 @@ import av.error
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange, VideoReformatter
-from torchvision.transforms.v2 import functional as TF
 
 from saganet.errors import UserInputError, check_seconds
 from saganet.fileio import ffmpeg_name
+from saganet.resize import resize
 
 logger = logging.getLogger(__name__)
 
@@ -615,8 +616,7 @@ class _Resizer:
             packed = torch.from_numpy(np.stack([img for _, img in self._waiting]))  # (k, H, W)
         else:
             packed = torch.from_numpy(self._waiting[0][1]).permute(2, 0, 1)  # (3, H, W)
-        resized = TF.resize(packed, self.coded_size, interpolation=TF.InterpolationMode.BICUBIC,
-                            antialias=True).numpy()
+        resized = resize(packed, self.coded_size, "bicubic").numpy()
         # Rotation, splitting and stacking stay in NumPy: each small torch op would be a
         # parallel region, and those stall badly when the CPU cores are oversubscribed.
         if self.turns:
