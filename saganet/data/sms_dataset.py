@@ -40,7 +40,6 @@ from typing import Any, Literal
 
 import av
 import torch
-from tensordict import TensorDict
 from torch.utils.data import Dataset
 
 from saganet.errors import UserInputError
@@ -239,15 +238,15 @@ class SMSDataset(Dataset):
         if round(duration * SYNC_FPS) < shapes.sync_frames:
             raise ValueError(f"{shapes.sync_frames} sync frames do not fit in {duration} s")
         self.duration = duration
-        self._features: TensorDict | None = None  # opened lazily, once per worker process
+        self._features: FeatureMemmap | None = None  # opened lazily, once per worker process
         if not self.memmap_dir.is_dir():
             raise UserInputError("feature memmap folder not found (run the feature extraction "
                                  "first, or set the data paths)", self.memmap_dir)
 
         row_of = {sample_id: row for row, sample_id in enumerate(read_memmap_ids(memmap_dir))}
         features = self.features
-        if features.batch_size[0] != len(row_of):
-            raise UserInputError(f"{len(row_of)} ids for {features.batch_size[0]} memmap rows",
+        if features.rows != len(row_of):
+            raise UserInputError(f"{len(row_of)} ids for {features.rows} memmap rows",
                                  self.memmap_dir / MEMMAP_IDS_FILE)
         self._check_feature_shapes(features)
 
@@ -289,7 +288,7 @@ class SMSDataset(Dataset):
                                  tsv)
 
     @property
-    def features(self) -> TensorDict:
+    def features(self) -> FeatureMemmap:
         if self._features is None:
             self._features = open_feature_memmap(self.memmap_dir)
         return self._features
@@ -298,7 +297,7 @@ class SMSDataset(Dataset):
         # Worker processes reopen the memmap rather than pickling its handle.
         return {**self.__dict__, "_features": None}
 
-    def _check_feature_shapes(self, features: TensorDict) -> None:
+    def _check_feature_shapes(self, features: FeatureMemmap) -> None:
         s = self.shapes
         expected = {"mean": (s.latent_len, s.latent_dim), "std": (s.latent_len, s.latent_dim),
                     "clip_features": (s.clip_len, s.clip_dim),
@@ -381,16 +380,35 @@ class SMSDataset(Dataset):
                 "text_features": feats["text_features"].clone(), **videos}
 
 
-def open_feature_memmap(memmap_dir: Path) -> TensorDict:
-    """The feature memmap of ``memmap_dir``, after checking that every file holds the bytes
-    its ``meta.json`` states.
+class FeatureMemmap:
+    """The ``rows`` rows of a feature memmap folder: ``memmap["mean"]`` is an entry's
+    ``(rows, ...)`` tensor, ``memmap[row]`` a dict of every entry's row ``row``."""
 
-    TensorDict opens the files writable and grows a short one with zeros, so a truncated copy
-    would be trained on as zero rows, and the file on disk changed, without a word.
+    def __init__(self, rows: int, entries: dict[str, torch.Tensor]) -> None:
+        self.rows, self.entries = rows, entries
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            return self.entries[key]
+        return {name: tensor[key] for name, tensor in self.entries.items()}
+
+
+def open_feature_memmap(memmap_dir: Path) -> FeatureMemmap:
+    """The feature memmap of ``memmap_dir`` (read only), after checking that every file holds
+    the bytes its ``meta.json`` states.
+
+    The folder is TensorDict's ``memmap_`` format, read here without TensorDict: importing it
+    imports ``torch._dynamo``, seconds of every training process's start. (TensorDict's own
+    loader also opens the files writable and grows a short one with zeros, so a truncated copy
+    would be trained on as zero rows, and the file on disk changed, without a word.)
 
     Raises:
         UserInputError: ``meta.json`` missing or unreadable, a file of the wrong size, an entry
-            whose rows differ from the folder's, or features that are not floating point.
+            whose rows differ from the folder's, a nested (ragged) entry, or features that are
+            not floating point.
     """
     meta_file = memmap_dir / MEMMAP_META_FILE
     try:
@@ -406,6 +424,7 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
     if not (isinstance(rows, list) and len(rows) == 1):
         raise UserInputError(f"not a memmap of one row per clip (folder shape {rows!r})",
                              meta_file)
+    entries = {}
     for key, entry in meta.items():
         if not (isinstance(entry, dict) and "shape" in entry and "dtype" in entry):
             continue  # the folder's own fields (batch size, format version)
@@ -415,12 +434,13 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
         expected = math.prod(entry["shape"]) * torch.empty((), dtype=dtype).element_size()
         data = memmap_dir / f"{key}.memmap"
         size = data.stat().st_size if data.is_file() else None
-        if size != expected:
+        # TensorDict writes no file for an entry without elements.
+        if size != expected and (expected or size is not None):
             found = "missing" if size is None else f"{size} bytes"
             raise UserInputError(f"{found}, expected {expected} for {key!r} of shape "
                                  f"{tuple(entry['shape'])} (truncated or partly copied?)", data)
-        # TensorDict loads an entry with more rows than the folder and reads its first ones:
-        # a file from another extraction would pair its rows with the wrong ids.
+        # An entry with more rows than the folder (TensorDict would read its first ones) is a
+        # file from another extraction: its rows would pair with the wrong ids.
         if list(entry["shape"][:1]) != rows:
             raise UserInputError(f"{key!r} has {entry['shape'][0] if entry['shape'] else 0} "
                                  f"rows, the memmap {rows[0]} (files of different "
@@ -428,4 +448,13 @@ def open_feature_memmap(memmap_dir: Path) -> TensorDict:
         if not dtype.is_floating_point:
             raise UserInputError(f"{key!r} holds {dtype}, not floating-point features",
                                  meta_file)
-    return TensorDict.load_memmap(memmap_dir)
+        if entry.get("is_nested"):
+            raise UserInputError(f"{key!r} is a nested (ragged) entry, not one row per clip",
+                                 meta_file)
+        numel = math.prod(entry["shape"])
+        # shared=False maps the file copy-on-write: pages are read as rows are indexed and a
+        # write to the tensor could never reach the file.
+        flat = (torch.from_file(str(data), shared=False, size=numel, dtype=dtype) if numel
+                else torch.empty(0, dtype=dtype))
+        entries[key] = flat.view(entry["shape"])
+    return FeatureMemmap(rows[0], entries)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from scipy.signal import resample_poly
 
 from saganet.errors import UserInputError
 from saganet.fileio import ffmpeg_name
@@ -125,6 +124,10 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         raise ValueError(f"sample rates must be positive, got {orig_sr} and {target_sr}")
     if orig_sr == target_sr:
         return waveform.astype(np.float32, copy=False)
+    # Imported here: scipy.signal takes about a second to import, and the trainer imports this
+    # module with its configuration, whether it evaluates or not.
+    from scipy.signal import resample_poly
+
     common = gcd(int(orig_sr), int(target_sr))
     up, down = int(target_sr) // common, int(orig_sr) // common
     out = resample_poly(waveform.astype(np.float64), up, down, axis=-1)

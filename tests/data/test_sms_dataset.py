@@ -18,6 +18,7 @@ from saganet.data.sms_dataset import (
     ClipPaths,
     SampleShapes,
     SMSDataset,
+    open_feature_memmap,
     read_memmap_ids,
     sms_paths,
     urmp_paths,
@@ -189,7 +190,7 @@ def test_memmap_problems_are_user_errors(split, tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "grown", "no meta", "bad meta"])
 def test_damaged_memmap_is_refused_and_left_as_it_is(split, tmp_path, damage):
     """A memmap file of the wrong size, or no readable meta.json, is a user error naming the
-    file, and nothing in the folder changes (TensorDict would zero-fill a short file)."""
+    file, and nothing in the folder changes (TensorDict's loader zero-fills a short file)."""
     memmap = tmp_path / "memmap"
     shutil.copytree(split["memmap"], memmap)
     data = memmap / "mean.memmap"
@@ -248,6 +249,45 @@ def test_an_id_listed_twice_in_the_table_is_a_user_error(split, tmp_path):
     with pytest.raises(UserInputError, match="listed more than once") as err:
         SMSDataset(split["root"], tsv, split["memmap"], SHAPES, duration=1.0)
     assert err.value.path == str(tsv) and IDS["a"] in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_memmap_reads_what_tensordict_wrote_and_never_writes_it(tmp_path, dtype):
+    """The folder is read without TensorDict (whose import costs every trainer seconds): every
+    entry and row as TensorDict's own loader gives them, and a write to a row stays in memory."""
+    generator = torch.Generator().manual_seed(0)
+    rows = int(torch.randint(2, 6, (), generator=generator))
+    written = {"mean": torch.randn(rows, 4, 2, generator=generator).to(dtype),
+               "clip_features": torch.randn(rows, 3, 5, generator=generator).to(dtype),
+               "empty": torch.zeros(rows, 0, dtype=dtype)}
+    folder = tmp_path / "memmap"
+    TensorDict(written, batch_size=[rows]).memmap_(str(folder))
+    files = {f.name: f.read_bytes() for f in folder.iterdir()}
+    features = open_feature_memmap(folder)
+    reference = TensorDict.load_memmap(folder)
+    assert features.rows == rows and set(features.entries) == set(written)
+    assert "mean" in features and "std" not in features
+    for key, tensor in written.items():
+        assert features[key].dtype == dtype and torch.equal(features[key], reference[key])
+        assert torch.equal(features[key], tensor)
+    for row in range(rows):
+        assert {k: v.tolist() for k, v in features[row].items()} == {
+            k: v[row].tolist() for k, v in written.items()}
+    features[rows - 1]["mean"].fill_(7)
+    assert torch.equal(features["mean"][-1], torch.full_like(written["mean"][-1], 7))
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == files
+
+
+def test_memmap_nested_entry_is_refused(split, tmp_path):
+    memmap = tmp_path / "nested"
+    shutil.copytree(split["memmap"], memmap)
+    meta_file = memmap / MEMMAP_META_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["std"]["is_nested"] = True
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(UserInputError, match="'std' is a nested") as err:
+        open_feature_memmap(memmap)
+    assert err.value.path == str(meta_file)
 
 
 def test_memmap_entries_of_another_length_or_kind_are_refused(split, tmp_path):
