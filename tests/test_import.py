@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The library modules a notebook imports to build models and generate.
+# The library modules a notebook imports to build models and generate, and the trainer's.
 LIBRARY = ["saganet.pipeline", "saganet.inference", "saganet.soundtrack", "saganet.models",
-           "saganet.debug_weights", "saganet.segment", "saganet.media"]
-# Imported only when first used: each takes seconds or sets process-wide state.
-HEAVY = ["open_clip", "gradio", "transformers"]
+           "saganet.debug_weights", "saganet.segment", "saganet.media", "saganet.training.loop"]
+# Imported only when first used (or never): each takes seconds or sets process-wide state.
+# torch._dynamo is what torchvision and TensorDict cost (2-4 s per process); scipy.signal ~1 s.
+HEAVY = ["open_clip", "gradio", "transformers", "torchvision", "tensordict", "torch._dynamo",
+         "scipy.signal"]
 
 
 def test_library_import_leaves_heavy_packages_unimported() -> None:
