@@ -335,7 +335,8 @@ def preflight(prog: str, config_dir: str | Path, config_name: str,
 
     register()
     # Hydra's own parser, so that the overrides are told from its flags as Hydra tells them
-    # (an argparse mistake exits here with the message Hydra would print).
+    # (an argparse mistake exits here with the message Hydra would print). It is not public
+    # API: requirements.txt keeps hydra-core below 1.4 for it.
     args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if _left_to_hydra(args):
         return []
