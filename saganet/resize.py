@@ -1,7 +1,9 @@
 """Antialiased image resize with the results of torchvision's tensor ``resize``, bit for bit.
 
 torchvision is not imported for it: importing torchvision imports ``torch._dynamo`` (through
-``torchvision.ops``), 2-4 s of every demo, app and training process's start for two resizes.
+``torchvision.ops``), 2-4 s of the start of every process that reads a video or cuts a focal
+crop, for two resizes (the trainer among them; open_clip imports torchvision itself, so the
+processes that build CLIP pay it anyway).
 What torchvision does, and this repeats: images of a dtype that the CPU kernels take natively
 (float32 and float64; uint8 for bicubic, and for bilinear where the CPU has AVX2, AVX-512 or is
 an ARM) go to ``torch.nn.functional.interpolate`` as they are; other dtypes go through float32
