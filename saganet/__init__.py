@@ -1,3 +1,71 @@
-"""SAGANet: segmentation-aware video-to-audio generation."""
+"""SAGANet: segmentation-aware video-to-audio generation.
+
+The names most scripts need are here, imported on first use (``import saganet`` stays cheap:
+no torch until one of them is touched)::
+
+    import saganet
+    models = saganet.load_models("saganet_small", device="cuda")
+    request = saganet.SoundtrackRequest(video="duet.mp4", output_dir="out", objects=(
+        saganet.SoundObject("violin", saganet.MaskVideo("violin_mask.mp4"), prompt="violin"),))
+    saganet.write_soundtrack(models, request, options=saganet.SamplingOptions(cfg_strength=7.0))
+
+Each is the object of its module (``saganet.generate is saganet.inference.generate``); the
+modules hold the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from saganet.cancel import CancelToken
+    from saganet.inference import GenerationBatch, SamplingOptions, generate
+    from saganet.media.masks import MaskVideo
+    from saganet.pipeline import load_clip, load_models
+    from saganet.segment import object_prompt, track_objects
+    from saganet.soundtrack import SoundObject, SoundtrackRequest, write_soundtrack
+
+# name -> the module that defines it
+_EXPORTS = {
+    "CancelToken": "saganet.cancel",
+    "GenerationBatch": "saganet.inference",
+    "MaskVideo": "saganet.media.masks",
+    "SamplingOptions": "saganet.inference",
+    "SoundObject": "saganet.soundtrack",
+    "SoundtrackRequest": "saganet.soundtrack",
+    "generate": "saganet.inference",
+    "load_clip": "saganet.pipeline",
+    "load_models": "saganet.pipeline",
+    "object_prompt": "saganet.segment",
+    "track_objects": "saganet.segment",
+    "write_soundtrack": "saganet.soundtrack",
+}
+
+__all__ = [
+    "CancelToken",
+    "GenerationBatch",
+    "MaskVideo",
+    "SamplingOptions",
+    "SoundObject",
+    "SoundtrackRequest",
+    "__version__",
+    "generate",
+    "load_clip",
+    "load_models",
+    "object_prompt",
+    "track_objects",
+    "write_soundtrack",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # The library modules a notebook imports to build models and generate, and the trainer's.
 LIBRARY = ["saganet.pipeline", "saganet.inference", "saganet.soundtrack", "saganet.models",
@@ -25,3 +27,24 @@ def test_library_import_leaves_heavy_packages_unimported() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_top_level_names_are_their_modules_objects_and_cost_no_import() -> None:
+    import importlib
+
+    import saganet
+
+    names = [name for name in saganet.__all__ if name != "__version__"]
+    assert sorted(names) == sorted(saganet._EXPORTS)
+    for name in names:
+        module = importlib.import_module(saganet._EXPORTS[name])
+        assert getattr(saganet, name) is getattr(module, name), name
+        assert name in dir(saganet)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        saganet.no_such_name  # noqa: B018
+    # `import saganet` alone loads none of them (nor torch): a CLI's --help stays instant.
+    probe = ("import sys, saganet; "
+             "print(sorted({'torch', *saganet._EXPORTS.values()} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert done.stdout.strip() == "[]"
