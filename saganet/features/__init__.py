@@ -6,14 +6,14 @@ and most callers (training on cached CLIP features, the Synchformer tests) never
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from saganet.features.checkpoint import load_mmaudio_synchformer, load_saganet_synchformer
 from saganet.features.config import SYNCHFORMER_SIZES, SynchformerConfig
 from saganet.features.focal_crop import focal_crop, focal_crop_boxes
 from saganet.features.segments import encode_sync, encode_sync_plain, num_sync_windows
 from saganet.features.synchformer import Synchformer, SynchformerWithContext
+from saganet.lazy import lazy_names
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder, tiny_clip
@@ -36,8 +36,4 @@ __all__ = [
     "tiny_clip",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -20,28 +20,23 @@ parsing stay instant.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saganet.lazy import lazy_names
 
 _EXPORTS = {
-    "BoxPrompt": "prompts",
-    "ObjectPrompt": "prompts",
-    "PointPrompt": "prompts",
-    "PromptTime": "prompts",
-    "SegmenterCache": "models",
-    "object_prompt": "prompts",
-    "parse_box": "prompts",
-    "parse_point": "prompts",
-    "Span": "store",
-    "TrackedMasks": "store",
-    "Tracking": "tracking",
-    "track_objects": "tracking",
+    "BoxPrompt": ".prompts",
+    "ObjectPrompt": ".prompts",
+    "PointPrompt": ".prompts",
+    "PromptTime": ".prompts",
+    "SegmenterCache": ".models",
+    "object_prompt": ".prompts",
+    "parse_box": ".prompts",
+    "parse_point": ".prompts",
+    "Span": ".store",
+    "TrackedMasks": ".store",
+    "Tracking": ".tracking",
+    "track_objects": ".tracking",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_names(__name__, _EXPORTS)
