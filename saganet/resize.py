@@ -37,8 +37,8 @@ def _native(dtype: torch.dtype, device: torch.device, mode: Mode) -> bool:
             or platform.machine() in ("aarch64", "arm64"))
 
 
-def resize(image: torch.Tensor, size: tuple[int, int] | list[int], mode: Mode = "bilinear",
-           antialias: bool = True) -> torch.Tensor:
+def resize(image: torch.Tensor, size: tuple[int, int] | list[int], mode: Mode = "bilinear"
+           ) -> torch.Tensor:
     """Resize the last two dimensions of ``(..., C, H, W)`` ``image`` to ``size`` ``(h, w)``.
 
     The aspect ratio is not kept (a squash). The output has the input's dtype; an input already
@@ -61,7 +61,7 @@ def resize(image: torch.Tensor, size: tuple[int, int] | list[int], mode: Mode = 
     if cast:
         flat = flat.to(torch.float32)
     out = interpolate(flat, size=[height, width], mode=mode, align_corners=False,
-                      antialias=antialias)
+                      antialias=True)
     if cast:
         if mode == "bicubic" and dtype == torch.uint8:
             out = out.clamp_(0, 255)

@@ -431,7 +431,8 @@ def open_feature_memmap(memmap_dir: Path) -> FeatureMemmap:
         dtype = getattr(torch, str(entry["dtype"]).removeprefix("torch."), None)
         if not isinstance(dtype, torch.dtype):
             raise UserInputError(f"{key!r} has unknown dtype {entry['dtype']!r}", meta_file)
-        expected = math.prod(entry["shape"]) * torch.empty((), dtype=dtype).element_size()
+        numel = math.prod(entry["shape"])
+        expected = numel * torch.empty((), dtype=dtype).element_size()
         data = memmap_dir / f"{key}.memmap"
         size = data.stat().st_size if data.is_file() else None
         # TensorDict writes no file for an entry without elements.
@@ -451,7 +452,6 @@ def open_feature_memmap(memmap_dir: Path) -> FeatureMemmap:
         if entry.get("is_nested"):
             raise UserInputError(f"{key!r} is a nested (ragged) entry, not one row per clip",
                                  meta_file)
-        numel = math.prod(entry["shape"])
         # shared=False maps the file copy-on-write: pages are read as rows are indexed and a
         # write to the tensor could never reach the file.
         flat = (torch.from_file(str(data), shared=False, size=numel, dtype=dtype) if numel
