@@ -387,9 +387,8 @@ def test_gpu_check_dry_run_in_tiny_mode(tmp_path: Path) -> None:
     for table in tables.values():
         assert_finite(table)
     check_pipeline(tables["pipeline_5s"], pipeline.STAGES, pipeline.PATHS)
-    # The baseline encodes CLIP within "features": "clip" is the default path's pass only.
     check_pipeline(tables["pipeline_30s_soundtrack"], pipeline.SOUNDTRACK_STAGES,
-                   pipeline.PATHS, frozenset({"clip"}))
+                   pipeline.PATHS)
     compiled = re.search(r"pipeline_5s_compile .*?--paths (\S+) --stages (\S+)",
                          script.read_text(), flags=re.DOTALL)
     check_pipeline(tables["pipeline_5s_compile"], tuple(compiled[2].split(",")),

@@ -41,11 +41,16 @@ class WindowFrames:
         index: the window's position in the list given to :func:`read_windows`.
         clip_frames: ``(Tc, 3, 384, 384)`` float32 in [0, 1], 8 fps.
         sync_frames: ``(Ts, 3, 224, 224)`` float32 in [-1, 1], 25 fps.
+        clip_slots: per CLIP frame, its slot on the video's 8 fps grid (``k`` for the frame
+            shown at ``k / 8`` s). Every window's CLIP frames lie on that one grid, so
+            overlapping windows share frames, and equal slots are equal images (a window
+            past the video's end repeats the last slot).
     """
 
     index: int
     clip_frames: torch.Tensor
     sync_frames: torch.Tensor
+    clip_slots: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -63,16 +68,17 @@ def _span(start: float, fps: int, count: int) -> _Span:
     return _Span(request.first, count)
 
 
-def _take(buffer: dict[int, np.ndarray], span: _Span, what: str, path: PathLike) -> np.ndarray:
-    """The span's frames; past the last decoded frame, the last one is held."""
+def _take(buffer: dict[int, np.ndarray], span: _Span, what: str,
+          path: PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The span's frames and their slots; past the last decoded frame, the last one is held."""
     if not buffer:
         raise UserInputError(f"no {what} frame at or after the window start", path)
     last = max(buffer)
-    frames = [buffer[min(k, last)] for k in range(span.first, span.stop)]
+    slots = tuple(min(k, last) for k in range(span.first, span.stop))
     if span.stop - 1 > last:
         logger.debug("%s: window ends %d %s frame(s) after the video; holding the last one",
                      path, span.stop - 1 - last, what)
-    return np.stack(frames)
+    return np.stack([buffer[k] for k in slots]), slots
 
 
 def read_windows(path: PathLike, starts: Sequence[float], duration: float,
@@ -118,8 +124,8 @@ def read_windows(path: PathLike, starts: Sequence[float], duration: float,
 def _emit(index: int, buffers: tuple[dict[int, np.ndarray], dict[int, np.ndarray]],
           clip_spans: Sequence[_Span], sync_spans: Sequence[_Span],
           path: PathLike) -> WindowFrames:
-    clip = _take(buffers[0], clip_spans[index], "CLIP", path)
-    sync = _take(buffers[1], sync_spans[index], "Synchformer", path)
+    clip, clip_slots = _take(buffers[0], clip_spans[index], "CLIP", path)
+    sync, _ = _take(buffers[1], sync_spans[index], "Synchformer", path)
     # Frames before the next window's start are needed no more.
     if index + 1 < len(clip_spans):
         for buffer, spans in zip(buffers, (clip_spans, sync_spans), strict=True):
@@ -128,5 +134,5 @@ def _emit(index: int, buffers: tuple[dict[int, np.ndarray], dict[int, np.ndarray
             for slot in [k for k in buffer if k < keep_from and k != latest]:
                 del buffer[slot]
     return WindowFrames(index, clip_input(torch.from_numpy(clip)),
-                        sync_input(torch.from_numpy(sync)))
+                        sync_input(torch.from_numpy(sync)), clip_slots)
 

@@ -3,7 +3,8 @@
 ``plan`` cuts a video into windows, ``join`` joins them (joint sampling or crossfade), ``mix``
 levels the mix, ``request`` says what to generate and ``render`` does it
 (:func:`write_soundtrack`, the one path of ``demo.py``, ``python -m saganet.batch`` and the
-web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load CLIP alone.
+web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load CLIP alone;
+``window_images`` encodes each CLIP frame that overlapping windows share once, for both.
 """
 
 from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features

@@ -21,6 +21,7 @@ from saganet.media.windows import read_windows
 from saganet.soundtrack.plan import WindowPlan
 from saganet.soundtrack.render import ProgressFn, Segment, visible_objects, window_start
 from saganet.soundtrack.request import SoundtrackRequest
+from saganet.soundtrack.window_images import WindowImageEncoder
 
 if TYPE_CHECKING:
     # Only named in annotations: importing it imports open_clip (seconds).
@@ -75,12 +76,12 @@ def encode_clip_features(clip: ClipEncoder, request: SoundtrackRequest, segment:
     images: list[torch.Tensor | None] = [None] * len(plan.windows)
     if not request.mask_away_clip:
         progress("clip", 0, len(plan.windows))
+        encoder = WindowImageEncoder(clip, options.clip_chunk_size)
         for frames in read_windows(request.video, starts, plan.window_duration):
             window = plan.windows[frames.index]
             present, _ = visible_objects(request, segment, plan, window)
             if present:
-                images[window.index] = clip.encode_images(frames.clip_frames[None],
-                                                          chunk_size=options.clip_chunk_size)
+                images[window.index] = encoder(frames)
             progress("clip", frames.index + 1, len(plan.windows))
     prompts = [None if o.prompt is None else clip.encode_text([o.prompt])
                for o in request.objects]

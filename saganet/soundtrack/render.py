@@ -53,6 +53,7 @@ from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
 from saganet.soundtrack.plan import Window, WindowPlan, check_long_enough, plan_windows
 from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
+from saganet.soundtrack.window_images import WindowImageEncoder
 
 if TYPE_CHECKING:
     from saganet.model import SequenceConfig
@@ -327,6 +328,8 @@ class _Generator:
         self.noise = self._noise(seed)
         self.text = ([self._text(o) for o in self.objects] if clip_features is None
                      else [self._stored_text(k) for k in range(len(self.objects))])
+        self.images = (WindowImageEncoder(models.clip_encoder, options.clip_chunk_size)
+                       if clip_features is None and not request.mask_away_clip else None)
         # Network evaluations, for progress: every window's steps, or one joint run.
         runs = 1 if request.join == "joint" else len(plan.windows)
         self.steps_total = runs * options.num_steps
@@ -372,15 +375,15 @@ class _Generator:
         if not present:
             return []
         count = len(present)
-        clip_frames = clip_features = None
+        clip_features = None
         if self.clip_features is not None and not self.request.mask_away_clip:
             clip_features = self.clip_features.images[window.index].expand(count, -1, -1)
-        elif not self.request.mask_away_clip:
-            clip_frames = frames.clip_frames[None].expand(count, -1, -1, -1, -1)
+        elif self.images is not None:
+            clip_features = self.images(frames).expand(count, -1, -1)
         batch = GenerationBatch(
             sync_frames=frames.sync_frames[None].expand(count, -1, -1, -1, -1),
             masks=torch.stack(masks).float().div_(255),
-            clip_frames=clip_frames, clip_features=clip_features,
+            clip_features=clip_features,
             text_features=torch.cat([self.text[k][0] for k in present]),
             negative_text_features=torch.cat([self.text[k][1] for k in present]))
         conditions, empty = encode_conditions(self.models, batch, self.options)
