@@ -27,11 +27,12 @@ if TYPE_CHECKING:
     from saganet.media.masks import MaskVideo
     from saganet.pipeline import load_clip, load_models
     from saganet.segment import object_prompt, track_objects
-    from saganet.soundtrack import SoundObject, SoundtrackRequest, write_soundtrack
+    from saganet.soundtrack import FeatureCache, SoundObject, SoundtrackRequest, write_soundtrack
 
 # name -> the module that defines it
 _EXPORTS = {
     "CancelToken": "saganet.cancel",
+    "FeatureCache": "saganet.soundtrack",
     "GenerationBatch": "saganet.inference",
     "MaskVideo": "saganet.media.masks",
     "SamplingOptions": "saganet.inference",
@@ -47,6 +48,7 @@ _EXPORTS = {
 
 __all__ = [
     "CancelToken",
+    "FeatureCache",
     "GenerationBatch",
     "MaskVideo",
     "SamplingOptions",

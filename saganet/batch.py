@@ -42,6 +42,7 @@ from saganet.errors import INTERRUPTED_STATUS, UserInputError, report_user_error
 
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
+    from saganet.soundtrack import FeatureCache
 
 # Named, not __name__: run as ``python -m saganet.batch`` it would be "__main__" in every line.
 log = logging.getLogger("saganet.batch")
@@ -309,7 +310,8 @@ def _request(job: Job, args: argparse.Namespace):
         write_video=not args.skip_video_composite)
 
 
-def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> list[Path]:
+def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,
+             cache: FeatureCache) -> list[Path]:
     """Run one job; returns the files it wrote (stems, mix, video), as the demo lists them."""
     from saganet.inference import SamplingOptions
     from saganet.soundtrack import write_soundtrack
@@ -317,7 +319,8 @@ def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace) -> list[
     result = write_soundtrack(models, _request(job, args), seed=args.seed,
                               overwrite=args.overwrite,
                               options=SamplingOptions(cfg_strength=args.cfg_strength,
-                                                      num_steps=args.num_steps))
+                                                      num_steps=args.num_steps),
+                              cache=cache)
     return result.outputs.all()
 
 
@@ -346,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from saganet.pipeline import check_checkpoint, load_models, pipeline_variant
     from saganet.progress import progress_bar
-    from saganet.soundtrack import check_output_folder, check_seed
+    from saganet.soundtrack import FeatureCache, check_output_folder, check_seed
 
     pipeline_variant(args.variant)
     if args.checkpoint is not None:
@@ -417,10 +420,13 @@ def run(args: argparse.Namespace) -> int:
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline)
+        # Jobs of one video (other prompts, other objects) share its CLIP frames, and objects
+        # with the same masks their Synchformer features.
+        cache = FeatureCache()
         bar = progress_bar(todo, desc="jobs", unit="job")
         for job in bar:
             try:
-                written = _run_job(job, models, args)
+                written = _run_job(job, models, args, cache)
             except JOB_ERRORS as err:
                 failures.append((job.video, _reason(err, job)))
                 # The bar's write keeps the line apart from the bar on a terminal.

@@ -127,6 +127,9 @@ class GenerationBatch:
         detail_frames: focal-crop frames like ``sync_frames`` (computed from the masks if None).
         detail_masks: focal-crop masks like ``masks``.
         clip_features: precomputed ``(B, Tc, clip_dim)`` CLIP features (replace clip_frames).
+        sync_features: precomputed ``(B, Ns, sync_dim)`` Synchformer features
+            (:func:`encode_sync_features`; replace the Synchformer's pass over sync_frames and
+            masks, which are still checked).
         text_features: precomputed ``(B, 77, text_dim)`` text features (replace texts).
         negative_text_features: precomputed features of the negative prompts (replace
             negative_texts).
@@ -142,6 +145,7 @@ class GenerationBatch:
     detail_frames: torch.Tensor | None = None
     detail_masks: torch.Tensor | None = None
     clip_features: torch.Tensor | None = None
+    sync_features: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
     negative_text_features: torch.Tensor | None = None
     names: Sequence[str] | None = None
@@ -204,6 +208,36 @@ def _encode(models: SAGANetModels, batch: GenerationBatch,
         models.clip_encoder = None
         gc.collect()
         log.info("CLIP released after use")
+    if batch.sync_features is not None:
+        sync_f = batch.sync_features.to(device, dtype)
+    else:
+        sync_f = _sync_features(models, batch, options)
+    conditions = net.preprocess_conditions(clip_f, sync_f, text_f)
+    return conditions, net.get_empty_conditions(b, negative_text_features=negative)
+
+
+@torch.inference_mode()
+def encode_sync_features(models: SAGANetModels, batch: GenerationBatch,
+                         options: SamplingOptions | None = None) -> torch.Tensor:
+    """The segmentation-aware Synchformer's features of a batch's frames and masks, as
+    ``GenerationBatch.sync_features`` takes them: they depend on nothing else (not on the
+    prompts, CLIP or the sampler), so they can be kept for another generation.
+
+    Args:
+        models: loaded models, set to the clips' duration.
+        batch: the clips (checked first; its CLIP and text fields are not used).
+        options: ``sync_chunk_size``.
+
+    Returns:
+        ``(B, Ns, sync_dim)`` on the models' device, in their dtype.
+    """
+    return _sync_features(models, _checked(models, batch), checked_options(options))
+
+
+def _sync_features(models: SAGANetModels, batch: GenerationBatch,
+                   options: SamplingOptions) -> torch.Tensor:
+    """:func:`encode_sync_features` of a batch and options already checked."""
+    device, dtype = models.device, models.dtype
     frames, masks = batch.sync_frames, batch.masks
     detail_frames, detail_masks = batch.detail_frames, batch.detail_masks
     if detail_frames is None or detail_masks is None:
@@ -213,19 +247,16 @@ def _encode(models: SAGANetModels, batch: GenerationBatch,
         boxes = focal_crop_boxes(masks.float(), names=batch.names)
         frames, masks = frames.to(device, torch.float32), masks.to(device, torch.float32)
         detail_frames, detail_masks = focal_crop(frames, masks, boxes=boxes)
-    sync_f = encode_sync(models.synchformer,
-                         *(x.to(device, dtype) for x in (frames, masks,
-                                                         detail_frames, detail_masks)),
-                         chunk_size=options.sync_chunk_size)
-    conditions = net.preprocess_conditions(clip_f, sync_f, text_f)
-    return conditions, net.get_empty_conditions(b, negative_text_features=negative)
+    return encode_sync(models.synchformer,
+                       *(x.to(device, dtype) for x in (frames, masks, detail_frames, detail_masks)),
+                       chunk_size=options.sync_chunk_size)
 
 
 def _checked(models: SAGANetModels, batch: GenerationBatch) -> GenerationBatch:
     """``batch`` checked against the models (:func:`~saganet.inference_checks.checked_batch`)."""
     clip, config = models.clip_encoder, models.network.config
     return checked_batch(batch, models.sequence, None if clip is None else clip.image_size,
-                         clip_dim=config.clip_dim,
+                         clip_dim=config.clip_dim, sync_dim=config.sync_dim,
                          text_shape=(config.text_seq_len, config.text_dim))
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
                   clip_image_size: int | None, *, clip_dim: int | None = None,
+                  sync_dim: int | None = None,
                   text_shape: tuple[int, int] | None = None) -> GenerationBatch:
     """``batch`` checked against the models' clip length, with uint8/bool inputs converted.
 
@@ -41,6 +42,7 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
         sequence: the clip length the models are set to (``models.sequence``).
         clip_image_size: side of CLIP's frames (None: no CLIP encoder loaded).
         clip_dim: channels of the network's CLIP features (None: not checked).
+        sync_dim: channels of the network's Synchformer features (None: not checked).
         text_shape: tokens and channels of the network's text features (None: not checked).
 
     Raises:
@@ -76,6 +78,8 @@ def checked_batch(batch: GenerationBatch, sequence: SequenceConfig,
                 f"GenerationBatch.clip_frames hold {clip_frames.shape[1]} frames, the models "
                 f"are set to {sequence.duration:g} s ({sequence.clip_seq_len} frames at "
                 f"{CLIP_FPS} fps): call models.set_duration() with the clips' duration")
+    if batch.sync_features is not None:
+        _features(batch.sync_features, "sync_features", size, sequence.sync_seq_len, sync_dim)
     for name in ("text_features", "negative_text_features"):
         value = getattr(batch, name)
         if value is not None:
@@ -165,10 +169,13 @@ def _features(value: object, name: str, size: int, length: int | None,
                              f"{tuple(tensor.shape)}")
     _batch_matches(tensor, name, size)
     if length is not None and tensor.shape[1] != length:
-        # Only CLIP frame features follow the duration; text features are always 77 tokens.
-        fix = (": call models.set_duration() with the clips' duration" if name == "clip_features"
+        # CLIP and Synchformer features follow the duration; text features are always 77
+        # tokens.
+        fix = (": call models.set_duration() with the clips' duration"
+               if name in ("clip_features", "sync_features")
                else " (features of another text encoder?)")
-        raise UserInputError(f"GenerationBatch.{name} hold {tensor.shape[1]} frames, the models "
+        unit = "frames" if name == "clip_features" else "tokens"
+        raise UserInputError(f"GenerationBatch.{name} hold {tensor.shape[1]} {unit}, the models "
                              f"expect {length}{fix}")
     if channels is not None and tensor.shape[2] != channels:
         # Otherwise a matrix-shape error from inside the network's projection.

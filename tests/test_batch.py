@@ -253,6 +253,32 @@ def test_a_broken_job_is_reported_and_the_others_run(media, tmp_path, capsys):
     assert "0 ok, 0 failed, 1 skipped" in capsys.readouterr().err
 
 
+def test_jobs_of_one_video_share_its_features(media, tmp_path, monkeypatch):
+    """Jobs of the same video and mask with other prompts compute its CLIP frames and
+    Synchformer features once, in the first job."""
+    from saganet import pipeline
+    from tests.soundtrack.test_feature_cache import Counts
+
+    prompts = ["violin", "cello", "flute"]
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask,prompt,output\n" + "".join(
+        f"{media}/v.mp4,{media}/v_mask.mp4,{p},{p}\n" for p in prompts))
+    load_models, counts = pipeline.load_models, []
+
+    def counted(*args, **kwargs):
+        models = load_models(*args, **kwargs)
+        counts.append(Counts(monkeypatch, models))
+        return models
+
+    monkeypatch.setattr(pipeline, "load_models", counted)
+    assert main(_debug_run(table, media / "weights", tmp_path / "out")) == 0
+    (count,) = counts
+    images, clips = count.take()
+    assert clips == 1 and images > 0  # one window of one object, in the first job only
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.flac")) == sorted(
+        f"{p}.flac" for p in prompts)
+
+
 def test_ctrl_c_is_one_line_and_the_shells_status(tmp_path, monkeypatch, capsys):
     import signal
 

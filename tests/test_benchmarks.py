@@ -329,6 +329,16 @@ def test_clip_load_loaders_hold_the_same_weights(tmp_path: Path) -> None:
         assert_times(result["loaders"][loader], "seconds", "weights_gib")
 
 
+def test_regenerate_times_a_generation_again_with_and_without_the_cache(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "regenerate.py", "--objects", "2", "--repeats", "2")
+    assert_finite(result)
+    assert result["same_files"]
+    assert [len(result["runs"][path]) for path in ("first", "baseline", "again")] == [1, 2, 2]
+    for path in ("first", "baseline", "again"):
+        assert_times(result["best"][path], "wall_s", "cpu_s")
+    assert result["ratio"]["cpu_s"] > 0
+
+
 @pytest.mark.slow
 def test_long_form_measures_both_joins_and_lengths(tmp_path: Path) -> None:
     result = run_script(tmp_path, "long_form.py")

@@ -21,6 +21,7 @@ from saganet.inference import (
     SamplingOptions,
     decode,
     encode_conditions,
+    encode_sync_features,
     generate,
     sample,
 )
@@ -172,22 +173,41 @@ def test_bad_batches_are_one_line_user_errors(models, mistake: str) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("field", ["clip_features", "text_features", "negative_text_features"])
+@pytest.mark.parametrize("field", ["clip_features", "sync_features", "text_features",
+                                   "negative_text_features"])
 @pytest.mark.parametrize("wrong", ["channels", "tokens"])
 def test_precomputed_features_of_another_shape_are_user_errors(models, field: str,
                                                                wrong: str) -> None:
     """Features of another encoder (other channels) or another length are named, not a
     matrix-shape error from inside the network."""
     config, sequence = models.network.config, models.sequence
-    tokens, channels = {"clip_features": (sequence.clip_seq_len, config.clip_dim)}.get(
+    tokens, channels = {"clip_features": (sequence.clip_seq_len, config.clip_dim),
+                        "sync_features": (sequence.sync_seq_len, config.sync_dim)}.get(
         field, (config.text_seq_len, config.text_dim))
     shape = (1, tokens + 1, channels) if wrong == "tokens" else (1, tokens, channels + 1)
-    replaced = {"clip_features": "clip_frames", "text_features": "texts"}.get(
-        field, "negative_texts")
-    batch = dataclasses.replace(uint8_batch(models, 1), **{field: torch.zeros(shape),
-                                                           replaced: None})
+    replaced = {"clip_features": {"clip_frames": None}, "sync_features": {},
+                "text_features": {"texts": None}}.get(field, {"negative_texts": None})
+    batch = dataclasses.replace(uint8_batch(models, 1), **{field: torch.zeros(shape)},
+                                **replaced)
     with pytest.raises(UserInputError, match=f"{field} .*{wrong if wrong == 'channels' else ''}"):
         run(models, batch)
+
+
+def test_precomputed_sync_features_give_the_same_audio(models) -> None:
+    """``encode_sync_features`` computes what generate() would: passed as ``sync_features``
+    they give the same audio, and the Synchformer does not run again."""
+    batch = uint8_batch(models, 2, seed=3)
+    expected = run(models, batch)
+    features = encode_sync_features(models, batch, OPTIONS)
+    sequence, config = models.sequence, models.network.config
+    assert features.shape == (len(batch), sequence.sync_seq_len, config.sync_dim)
+    synchformer = models.synchformer
+    try:
+        models.synchformer = None  # would fail if it ran
+        ours = run(models, dataclasses.replace(batch, sync_features=features))
+    finally:
+        models.synchformer = synchformer
+    assert torch.equal(ours, expected)
 
 
 def test_models_cast_to_double_generate_audio(models) -> None:

@@ -40,6 +40,7 @@ from saganet.segment.models import required_files as tracker_files
 from saganet.segment.prompts import ObjectPrompt
 from saganet.segment.tracking import Tracking, track_objects
 from saganet.soundtrack import (
+    FeatureCache,
     SoundtrackOutputs,
     SoundtrackRequest,
     SoundtrackResult,
@@ -201,6 +202,9 @@ class Engine:
         self.settings = settings
         self.device, self.dtype = device_and_dtype(settings)
         self.segmenters = SegmenterCache()
+        # A video generated again (another prompt, seed, guidance) reuses its CLIP and
+        # Synchformer features: most of a generation's time on a CPU.
+        self.features = FeatureCache()
         self._loaded: tuple[str, SAGANetModels] | None = None
         self.lock = threading.RLock()
 
@@ -230,6 +234,7 @@ class Engine:
         if self._loaded is not None:
             log.info("unloading variant %s to load %s", self._loaded[0], variant)
             self._loaded = None
+            self.features.clear()
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -386,7 +391,7 @@ class Engine:
             result = write_soundtrack(models, request, seed=options.seed, progress=reports,
                                       options=SamplingOptions(cfg_strength=options.cfg_strength,
                                                               num_steps=options.num_steps),
-                                      cancel=cancel)
+                                      cancel=cancel, cache=self.features)
         stems = dict(result.outputs.stems) or {objects[0].name: result.outputs.mix}
         return Soundtrack(tracking, result, stems, variant)
 

@@ -45,12 +45,14 @@ class WindowFrames:
             shown at ``k / 8`` s). Every window's CLIP frames lie on that one grid, so
             overlapping windows share frames, and equal slots are equal images (a window
             past the video's end repeats the last slot).
+        sync_slots: the same for the Synchformer frames, on the 25 fps grid.
     """
 
     index: int
     clip_frames: torch.Tensor
     sync_frames: torch.Tensor
     clip_slots: tuple[int, ...]
+    sync_slots: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def _emit(index: int, buffers: tuple[dict[int, np.ndarray], dict[int, np.ndarray
           clip_spans: Sequence[_Span], sync_spans: Sequence[_Span],
           path: PathLike) -> WindowFrames:
     clip, clip_slots = _take(buffers[0], clip_spans[index], "CLIP", path)
-    sync, _ = _take(buffers[1], sync_spans[index], "Synchformer", path)
+    sync, sync_slots = _take(buffers[1], sync_spans[index], "Synchformer", path)
     # Frames before the next window's start are needed no more.
     if index + 1 < len(clip_spans):
         for buffer, spans in zip(buffers, (clip_spans, sync_spans), strict=True):
@@ -134,5 +136,5 @@ def _emit(index: int, buffers: tuple[dict[int, np.ndarray], dict[int, np.ndarray
             for slot in [k for k in buffer if k < keep_from and k != latest]:
                 del buffer[slot]
     return WindowFrames(index, clip_input(torch.from_numpy(clip)),
-                        sync_input(torch.from_numpy(sync)), clip_slots)
+                        sync_input(torch.from_numpy(sync)), clip_slots, sync_slots)
 

@@ -4,10 +4,12 @@
 levels the mix, ``request`` says what to generate and ``render`` does it
 (:func:`write_soundtrack`, the one path of ``demo.py``, ``python -m saganet.batch`` and the
 web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load CLIP alone;
-``window_images`` encodes each CLIP frame that overlapping windows share once, for both.
+``window_images`` encodes each CLIP frame that overlapping windows share once, for both;
+``feature_cache`` keeps CLIP's and the Synchformer's features of a video for the next call.
 """
 
 from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features
+from saganet.soundtrack.feature_cache import FeatureCache
 from saganet.soundtrack.plan import check_long_enough
 from saganet.soundtrack.render import (
     Segment,
@@ -24,6 +26,7 @@ from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, Soundtrac
 
 __all__ = [
     "ClipFeatures",
+    "FeatureCache",
     "Segment",
     "SoundObject",
     "SoundtrackOutputs",

@@ -39,6 +39,7 @@ from saganet.inference import (
     checked_options,
     decode,
     encode_conditions,
+    encode_sync_features,
     sample,
 )
 from saganet.leftovers import name_part, owned_folder, remove_dead
@@ -46,9 +47,10 @@ from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
 from saganet.media.output import write_video_with_audio as write_mp4
 from saganet.media.video import SYNC_FPS, VideoInfo, check_mask_aspect, probe_video
-from saganet.media.windows import read_windows
+from saganet.media.windows import WindowFrames, read_windows
 from saganet.model import Conditions
 from saganet.models import SAGANetModels
+from saganet.soundtrack.feature_cache import FeatureCache, masks_digest, video_key
 from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
 from saganet.soundtrack.plan import Window, WindowPlan, check_long_enough, plan_windows
@@ -318,17 +320,22 @@ class _Generator:
     def __init__(self, models: SAGANetModels, request: SoundtrackRequest, segment: Segment,
                  plan: WindowPlan, options: SamplingOptions, seed: int,
                  progress: ProgressFn, clip_features: ClipFeatures | None,
-                 cancel: CancelToken | None) -> None:
+                 cancel: CancelToken | None, cache: FeatureCache | None) -> None:
         self.models, self.request, self.plan = models, request, plan
         self.segment, self.options, self.progress = segment, options, progress
         self.cancel = cancel
         self.clip_features = clip_features
+        self.cache, self.video = cache, None
+        if cache is not None:
+            cache.bind(models)
+            self.video = video_key(request.video)
         self.objects = list(request.objects)
         self.hidden: list[set[int]] = [set() for _ in self.objects]
         self.noise = self._noise(seed)
         self.text = ([self._text(o) for o in self.objects] if clip_features is None
                      else [self._stored_text(k) for k in range(len(self.objects))])
-        self.images = (WindowImageEncoder(models.clip_encoder, options.clip_chunk_size)
+        self.images = (WindowImageEncoder(models.clip_encoder, options.clip_chunk_size, cache,
+                                          self.video)
                        if clip_features is None and not request.mask_away_clip else None)
         # Network evaluations, for progress: every window's steps, or one joint run.
         runs = 1 if request.join == "joint" else len(plan.windows)
@@ -367,7 +374,7 @@ class _Generator:
             positive = self.models.network.get_empty_string_sequence(1)
         return positive, features.negative_prompts[index]
 
-    def encode(self, frames, window: Window) -> list[_Item]:
+    def encode(self, frames: WindowFrames, window: Window) -> list[_Item]:
         """Conditions of every object visible in the window."""
         present, masks = visible_objects(self.request, self.segment, self.plan, window)
         for k in set(range(len(self.objects))) - set(present):
@@ -383,12 +390,32 @@ class _Generator:
         batch = GenerationBatch(
             sync_frames=frames.sync_frames[None].expand(count, -1, -1, -1, -1),
             masks=torch.stack(masks).float().div_(255),
-            clip_features=clip_features,
+            clip_features=clip_features, sync_features=self._sync_features(frames, masks),
             text_features=torch.cat([self.text[k][0] for k in present]),
             negative_text_features=torch.cat([self.text[k][1] for k in present]))
         conditions, empty = encode_conditions(self.models, batch, self.options)
         return [_Item(k, window.index, _select(conditions, i), _select(empty, i))
                 for i, k in enumerate(present)]
+
+    def _sync_features(self, frames: WindowFrames,
+                       masks: list[torch.Tensor]) -> torch.Tensor | None:
+        """The Synchformer features of the window for each of ``masks`` (its objects'), those
+        of earlier generations taken from the cache and the others computed and kept; None
+        without a cache (then they are computed with the rest of the conditions)."""
+        if self.cache is None:
+            return None
+        keys = [("sync", self.video, frames.sync_slots, masks_digest(m)) for m in masks]
+        found = [self.cache.get(key) for key in keys]
+        missing = [i for i, feature in enumerate(found) if feature is None]
+        if missing:
+            batch = GenerationBatch(
+                sync_frames=frames.sync_frames[None].expand(len(missing), -1, -1, -1, -1),
+                masks=torch.stack([masks[i] for i in missing]).float().div_(255))
+            computed = encode_sync_features(self.models, batch, self.options)
+            for i, feature in zip(missing, computed, strict=True):
+                self.cache.put(keys[i], feature)
+                found[i] = feature
+        return torch.stack([f.to(self.models.device) for f in found])
 
     def window_noise(self, item: _Item) -> torch.Tensor:
         span = self.plan.latent_span(self.plan.windows[item.window])
@@ -449,7 +476,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                      overwrite: bool = False,
                      progress: ProgressFn | None = None,
                      clip_features: ClipFeatures | None = None,
-                     cancel: CancelToken | None = None) -> SoundtrackResult:
+                     cancel: CancelToken | None = None,
+                     cache: FeatureCache | None = None) -> SoundtrackResult:
     """Generate the sound of every object of a video, for any length, and write the files.
 
     Args:
@@ -466,6 +494,9 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         cancel: stops the work at its next check once cancelled (each progress report:
             before each window's features, decoded chunk and file; and before every network
             evaluation), leaving no file behind.
+        cache: CLIP and Synchformer features kept from earlier calls (see
+            :mod:`saganet.soundtrack.feature_cache`): those of this video and these masks are
+            taken from it, the others computed and added. The audio is the same either way.
 
     Raises:
         UserInputError: bad inputs (checked before any decoding: also a seed that is no
@@ -495,7 +526,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
         remove_dead(folder)
         with owned_folder(folder, f".{name_part(request.name)}.work-") as work:
             runner = _Generator(models, request, segment, plan, options, seed, progress,
-                                clip_features, cancel)
+                                clip_features, cancel, cache)
             stems = _Stems(work, names, plan, equal_power=request.join == "crossfade")
             with timed("generate"):
                 _run(runner, stems)

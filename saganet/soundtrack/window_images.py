@@ -19,6 +19,7 @@ from saganet.media.windows import WindowFrames
 if TYPE_CHECKING:
     # Only named in annotations: importing it imports open_clip (seconds).
     from saganet.features.clip import ClipEncoder
+    from saganet.soundtrack.feature_cache import FeatureCache, VideoKey
 
 
 class WindowImageEncoder:
@@ -27,14 +28,21 @@ class WindowImageEncoder:
     Args:
         clip: the CLIP encoder.
         chunk_size: images per CLIP pass (``None``: a window's new frames at once).
+        cache: features kept from earlier generations, looked up (and filled) under
+            ``video``; None: none.
+        video: the video's key in ``cache``.
 
     Attributes:
         encoded: images that went through CLIP so far.
     """
 
-    def __init__(self, clip: ClipEncoder, chunk_size: int | None = None) -> None:
+    def __init__(self, clip: ClipEncoder, chunk_size: int | None = None,
+                 cache: FeatureCache | None = None, video: VideoKey | None = None) -> None:
+        if cache is not None and video is None:
+            raise ValueError("a cache needs the video's key")
         self.clip = clip
         self.chunk_size = chunk_size
+        self.cache, self.video = cache, video
         self.encoded = 0
         self._features: dict[int, torch.Tensor] = {}
 
@@ -50,10 +58,24 @@ class WindowImageEncoder:
         for slot in [s for s in self._features if s < first]:
             del self._features[slot]
         position = {slot: i for i, slot in enumerate(slots)}
-        new = [s for s in position if s not in self._features]
+        new = [s for s in position if s not in self._features and not self._cached(s)]
         if new:
             images = frames.clip_frames[[position[s] for s in new]]
             features = self.clip.encode_images(images[None], chunk_size=self.chunk_size)[0]
             self._features.update(zip(new, features, strict=True))
             self.encoded += len(new)
+            if self.cache is not None:
+                for slot, feature in zip(new, features, strict=True):
+                    self.cache.put(("clip", self.video, slot), feature)
         return torch.stack([self._features[s] for s in slots])[None]
+
+    def _cached(self, slot: int) -> bool:
+        """Take the slot's features from the cache, if it has them."""
+        if self.cache is None:
+            return False
+        feature = self.cache.get(("clip", self.video, slot))
+        if feature is None:
+            return False
+        weight = next(self.clip.model.visual.parameters())
+        self._features[slot] = feature.to(weight.device)
+        return True

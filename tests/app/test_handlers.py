@@ -733,3 +733,25 @@ def test_a_new_object_does_not_show_a_removed_objects_tracking(app, clip) -> Non
         near_click[y - 12:y + 13, x - 12:x + 13] = True
     assert (removed_mask & ~kept_mask & ~near_click).any()  # the old code tinted these
     assert not (changed & ~kept_mask & ~near_click).any()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> None:
+    """A second Generate of the same objects with another seed, guidance and steps runs
+    neither CLIP's image encoder nor the Synchformer: the engine keeps their features (most
+    of a generation's time on a CPU); another object is computed."""
+    from tests.soundtrack.test_feature_cache import Counts
+
+    handlers, engine = app.handlers, app.handlers.engine
+    _prepared(handlers, clip, "tab1")
+    counts = Counts(monkeypatch, engine.models())
+    handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    images, clips = counts.take()
+    assert images > 0 and clips > 0
+    again = (0, 1.0, 0, 2.0, 2, 11, "debug")  # start, duration, end, cfg, steps, seed, variant
+    handlers.generate(0.0, *again, request(), Recorder())
+    assert counts.take() == (0, 0)
+    handlers.add_object(0.0, request())
+    handlers.click(False, 0.0, select(60, 60), request())
+    handlers.generate(0.0, *again, request(), Recorder())
+    assert counts.take() == (0, clips)  # the new object's windows only

@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from saganet.example import SyntheticScene
-from saganet.media.video import CLIP_FPS, CLIP_SIZE, FrameRequest, clip_input, read_frame_sets
+from saganet.media.video import (
+    CLIP_FPS,
+    CLIP_SIZE,
+    SYNC_FPS,
+    SYNC_SIZE,
+    FrameRequest,
+    clip_input,
+    read_frame_sets,
+    sync_input,
+)
 from saganet.media.windows import read_windows
 from tests.videos import write_video
 
@@ -25,8 +34,9 @@ def test_windows_share_the_slots_of_one_grid(tmp_path: Path, fps: int, duration:
     video = write_video(tmp_path / "clip.mp4", (image for image, _ in scene.frames()),
                         fps=fps)
     # Every frame of the video on the 8 fps grid, read on its own.
-    every = read_frame_sets(video, [FrameRequest(CLIP_FPS, CLIP_SIZE)])[0]
-    last = every.shape[0] - 1
+    every, every_sync = read_frame_sets(video, [FrameRequest(CLIP_FPS, CLIP_SIZE),
+                                                FrameRequest(SYNC_FPS, SYNC_SIZE)])
+    last, last_sync = every.shape[0] - 1, every_sync.shape[0] - 1
     windows = list(read_windows(video, starts, window))
     assert [w.index for w in windows] == list(range(len(starts)))
     count = int(CLIP_FPS * window)
@@ -40,6 +50,12 @@ def test_windows_share_the_slots_of_one_grid(tmp_path: Path, fps: int, duration:
             if slot in seen:
                 assert torch.equal(image, seen[slot])
             seen[slot] = image
+        first = math.ceil(start * SYNC_FPS - 1e-9)
+        count_sync = int(SYNC_FPS * window)
+        assert frames.sync_slots == tuple(min(k, last_sync)
+                                          for k in range(first, first + count_sync))
+        assert torch.equal(frames.sync_frames, sync_input(every_sync[list(frames.sync_slots)]))
     # Overlapping windows did share slots, and the last window held the last frame.
     assert sum(len(w.clip_slots) for w in windows) > len(seen)
     assert windows[-1].clip_slots[-1] == last
+    assert windows[-1].sync_slots[-1] == last_sync
