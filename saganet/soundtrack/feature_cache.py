@@ -32,7 +32,8 @@ import torch
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
 
-# About 1,500 windows of Synchformer features and their CLIP frames at official size (fp32).
+# About 1,000 windows of 5 s (Synchformer features of one object and the CLIP frames) at
+# official size, fp32.
 DEFAULT_MAX_BYTES = 512 * 2**20
 
 VideoKey = tuple[str, int, int, int, int]

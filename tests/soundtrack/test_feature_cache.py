@@ -91,7 +91,7 @@ def _same_audio(ours, expected) -> None:
 
 def test_a_second_generation_reuses_every_feature(models, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    request = _request(tmp_path, _scene(models, 1.6))
+    request = _request(tmp_path, _scene(models, 1.3))
     images, clips = _layout(request, models)
     counts = Counts(monkeypatch, models)
     plain = write_soundtrack(models, request, options=OPTIONS, seed=1)

@@ -82,7 +82,7 @@ def test_shared_frames_are_encoded_once(models, tmp_path: Path, windows: float,
 
 def test_both_paths_encode_each_frame_once(models, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    request = _request(tmp_path, models, 2.6)
+    request = _request(tmp_path, models, 1.4)
     segment = resolve_segment(request)
     plan = plan_soundtrack(request, segment, models.training_sequence,
                            models.codec.samples_per_latent)
