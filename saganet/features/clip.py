@@ -160,6 +160,11 @@ class ClipEncoder(nn.Module):
         return self._image_size
 
     @property
+    def device(self) -> torch.device:
+        """Where the image tower's weights are (and its features come out)."""
+        return next(self.model.visual.parameters()).device
+
+    @property
     def embed_dim(self) -> int:
         """Width of the image features (1024 for DFN5B ViT-H/14)."""
         return self.model.visual.output_dim

@@ -116,14 +116,13 @@ class FeatureCache:
     def put(self, key: Hashable, value: torch.Tensor) -> None:
         """Keep a copy of ``value`` on the CPU (the features are small; device memory is
         the models')."""
-        size = value.numel() * value.element_size()
-        if size > self.max_bytes:
+        if value.nbytes > self.max_bytes:
             return
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= old.numel() * old.element_size()
+            self._bytes -= old.nbytes
         self._entries[key] = value.detach().to("cpu", copy=True)
-        self._bytes += size
+        self._bytes += value.nbytes
         while self._bytes > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)
-            self._bytes -= dropped.numel() * dropped.element_size()
+            self._bytes -= dropped.nbytes

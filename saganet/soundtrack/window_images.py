@@ -10,6 +10,7 @@ encoding every window's frames, up to the float rounding of other batch sizes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -58,7 +59,9 @@ class WindowImageEncoder:
         for slot in [s for s in self._features if s < first]:
             del self._features[slot]
         position = {slot: i for i, slot in enumerate(slots)}
-        new = [s for s in position if s not in self._features and not self._cached(s)]
+        if self.cache is not None:
+            self._take_cached(s for s in position if s not in self._features)
+        new = [s for s in position if s not in self._features]
         if new:
             images = frames.clip_frames[[position[s] for s in new]]
             features = self.clip.encode_images(images[None], chunk_size=self.chunk_size)[0]
@@ -69,13 +72,10 @@ class WindowImageEncoder:
                     self.cache.put(("clip", self.video, slot), feature)
         return torch.stack([self._features[s] for s in slots])[None]
 
-    def _cached(self, slot: int) -> bool:
-        """Take the slot's features from the cache, if it has them."""
-        if self.cache is None:
-            return False
-        feature = self.cache.get(("clip", self.video, slot))
-        if feature is None:
-            return False
-        weight = next(self.clip.model.visual.parameters())
-        self._features[slot] = feature.to(weight.device)
-        return True
+    def _take_cached(self, slots: Iterable[int]) -> None:
+        """The features of those ``slots`` that the cache has, on CLIP's device (where the
+        features of new frames come out)."""
+        for slot in slots:
+            feature = self.cache.get(("clip", self.video, slot))
+            if feature is not None:
+                self._features[slot] = feature.to(self.clip.device)
