@@ -432,7 +432,7 @@ def open_feature_memmap(memmap_dir: Path) -> FeatureMemmap:
         if not isinstance(dtype, torch.dtype):
             raise UserInputError(f"{key!r} has unknown dtype {entry['dtype']!r}", meta_file)
         numel = math.prod(entry["shape"])
-        expected = numel * torch.empty((), dtype=dtype).element_size()
+        expected = numel * dtype.itemsize
         data = memmap_dir / f"{key}.memmap"
         size = data.stat().st_size if data.is_file() else None
         # TensorDict writes no file for an entry without elements.
