@@ -20,7 +20,8 @@ they are about to run; the data loaders ask :func:`loader_workers`. The rules, m
 * The inter-op pool gets one thread: nothing in saganet forks inter-op work
   (``torch.jit.fork``), so more threads would only sit idle.
 * Data-loader workers are capped at this process's share of the cores: decoding is CPU-bound,
-  so workers beyond the cores add memory and context switches, not throughput.
+  so workers beyond the cores add memory and context switches, not throughput. Every loader
+  starts its workers with :func:`loader_worker_start`, so a worker ends with its parent.
 * **Freed memory is kept for reuse** (glibc only): by default glibc maps every block above
   its threshold (at most 32 MiB) afresh and unmaps it when freed, so each large tensor (a 5 s
   vocoder layer holds 42 MiB) is paid again in page faults, 8 million of them per 5 s of
@@ -38,8 +39,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import multiprocessing
 import os
 import platform
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,8 @@ TINY_HIDDEN_DIM = 128
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # glibc mallopt() parameters (malloc.h) and the values set.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+# prctl() option (linux/prctl.h): the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 KEEP_FREED_BYTES = 2**31 - 1  # the largest int: freed heap memory is (almost) never returned
 
 
@@ -167,6 +172,40 @@ def keep_freed_memory() -> bool:
     # tensor), and the heap top is not handed back to the kernel after every free.
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
                                                                    KEEP_FREED_BYTES))
+
+
+def end_with_parent() -> bool:
+    """Have the kernel kill this process (SIGKILL) as soon as its parent dies (Linux only).
+
+    torch's data-loader workers look for a dead parent only between samples, so a worker stuck
+    in a sample (a hung network file system, a stalled decoder) outlived a trainer killed with
+    SIGKILL, holding its memory and files. The kernel's parent-death signal needs no polling.
+
+    Returns:
+        Whether the signal was set (False on other systems, or when prctl refused).
+    """
+    if platform.system() != "Linux":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        return False
+    # A parent that died before prctl() sent no signal, so look once; the sentinel pipe works
+    # for every start method (with forkserver the kernel parent is the server, which exits
+    # when its own parent does).
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+def loader_worker_start(worker_id: int) -> None:
+    """``worker_init_fn`` of every saganet data loader: the worker ends with its parent.
+
+    Args:
+        worker_id: the worker's index (unused; DataLoader passes it).
+    """
+    end_with_parent()
 
 
 def configure_runtime(model: str | None = None, *, threads: int | None = None) -> ThreadPolicy:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +111,75 @@ def test_loader_workers_capped_at_the_process_share(monkeypatch: pytest.MonkeyPa
     assert runtime.loader_workers(cores + 7) == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))  # more ranks than cores
     assert runtime.loader_workers(8) == 1
+
+
+# A parent whose one loader worker hangs in a sample, as on a stalled network file system; it
+# prints the worker's pid. The loader is built the training way or the plain way.
+_HUNG_WORKER = """
+import os, sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from saganet.runtime import loader_worker_start
+from saganet.training.data import build_loader
+
+class Hung(Dataset):
+    def __len__(self):
+        return 2
+    def __getitem__(self, index):
+        print(os.getpid(), flush=True)
+        time.sleep(600)
+        return torch.zeros(1)
+
+if sys.argv[1] == "training":
+    loader = build_loader(Hung(), batch_size=1, rank=0, world_size=1, shuffle=False,
+                          drop_last=False, seed=0, num_workers=1, pin_memory=False)
+else:
+    loader = DataLoader(Hung(), num_workers=1, worker_init_fn=loader_worker_start)
+next(iter(loader))
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie that nobody reaps has ended too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("loader", ["training", "plain"])
+def test_a_hung_loader_worker_ends_with_its_killed_parent(loader: str) -> None:
+    """torch's workers look for a dead parent only between samples: one stuck in a sample
+    outlived a trainer killed with SIGKILL (torchrun's and SLURM's last word)."""
+    parent = subprocess.Popen([sys.executable, "-c", _HUNG_WORKER, loader], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    worker = None
+    try:
+        line = parent.stdout.readline().strip()
+        assert line, "the parent ended before its worker loaded a sample"
+        worker = int(line)
+        assert worker != parent.pid and not _gone(worker)
+        parent.kill()
+        parent.wait(timeout=30)
+        for _ in range(100):
+            if _gone(worker):
+                break
+            time.sleep(0.1)
+        assert _gone(worker), "the loader worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.stdout.close()
+        if worker is not None and not _gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_whose_parent_lives_is_left_running() -> None:
+    """The signal is set, and setting it does not end a worker whose parent is alive."""
+    context = multiprocessing.get_context()
+    with context.Pool(1, initializer=runtime.loader_worker_start, initargs=(0,)) as pool:
+        assert pool.apply(runtime.end_with_parent) is (platform.system() == "Linux")
+        assert pool.apply(os.getpid) != os.getpid()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc settings are glibc's")

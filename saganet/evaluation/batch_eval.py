@@ -71,7 +71,7 @@ from saganet.media.video import clip_input, mask_input, sync_input
 from saganet.models import SAGANetModels
 from saganet.pipeline import PIPELINES, check_checkpoint, load_models
 from saganet.progress import progress_bar
-from saganet.runtime import loader_workers
+from saganet.runtime import loader_worker_start, loader_workers
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,8 @@ def _generate_share(config: BatchEvalConfig, dataset: EvalDataset, models: SAGAN
     written: list[str] = []
     failed: list[dict[str, str]] = []
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=config.batch_size,
-                        num_workers=loader_workers(config.num_workers), collate_fn=collate)
+                        num_workers=loader_workers(config.num_workers), collate_fn=collate,
+                        worker_init_fn=loader_worker_start)
     options = SamplingOptions(cfg_strength=config.cfg_strength, num_steps=config.num_steps)
     device = models.device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)

@@ -55,6 +55,7 @@ from saganet.media.video import CLIP_FPS, CLIP_SIZE, clip_input, read_frames
 from saganet.model.sequence import SequenceConfig
 from saganet.prep.focal_prompts import SplitClip, write_problem_list
 from saganet.progress import progress_bar
+from saganet.runtime import loader_worker_start
 
 if TYPE_CHECKING:
     from saganet.features.clip import ClipEncoder
@@ -331,7 +332,7 @@ def extract_part(dataset: ClipSource, extractor: FeatureExtractor, writer: Shard
         The number of clips that failed.
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_clips)
+                        collate_fn=collate_clips, worker_init_fn=loader_worker_start)
     failed = 0
     for batch in progress_bar(loader, desc="features", unit="batch", disable=not progress):
         features = extractor(batch) if batch.ids else None

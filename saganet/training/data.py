@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from saganet.data.sms_dataset import LAYOUTS, SampleShapes, SMSDataset
 from saganet.data.synthetic import SyntheticClips
 from saganet.errors import UserInputError
-from saganet.runtime import loader_workers
+from saganet.runtime import loader_worker_start, loader_workers
 from saganet.training.config import DataSetup, SplitConfig
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,12 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 def _seed_worker(worker_id: int) -> None:
+    loader_worker_start(worker_id)
     # Ctrl-C reaches the whole process group, and schedulers (SLURM) send SIGTERM to every
     # process of the job; the trainer stops at the end of the step and saves, which needs its
     # loader workers alive until then. Ignoring SIGTERM costs nothing at shutdown: the loader
-    # ends its workers through their queues, a worker also leaves once its parent is gone
-    # (torch's watchdog), and SIGKILL (torchrun's and SLURM's last word) still ends them.
+    # ends its workers through their queues, the kernel kills a worker whose parent is gone
+    # (loader_worker_start), and SIGKILL (torchrun's and SLURM's last word) still ends them.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     # numpy/random in workers follow the per-worker torch seed (which DataLoader derives from

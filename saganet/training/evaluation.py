@@ -79,7 +79,7 @@ from saganet.inference import GenerationBatch, SamplingOptions, generate
 from saganet.media.output import write_flac
 from saganet.model import FlowNetwork, SequenceConfig
 from saganet.models import SAGANetModels
-from saganet.runtime import loader_workers
+from saganet.runtime import loader_worker_start, loader_workers
 from saganet.training.config import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,8 @@ class TrainingEvaluator:
         autocast = (torch.autocast("cuda", dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else nullcontext())
         loader = DataLoader(Subset(_Named(split.dataset), mine), batch_size=self.cfg.batch_size,
-                            num_workers=loader_workers(self.num_workers), collate_fn=_collate)
+                            num_workers=loader_workers(self.num_workers), collate_fn=_collate,
+                            worker_init_fn=loader_worker_start)
         written, failed = [], []
         for indices, batch, failures in loader:
             failed += [split.stem(i) for i in failures]
