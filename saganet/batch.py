@@ -29,11 +29,13 @@ import av
 
 from saganet.cli import (
     ObjectArgs,
+    add_feature_cache_argument,
     add_long_form_arguments,
     add_model_arguments,
     add_sampling_arguments,
     begin,
     device_and_dtype,
+    feature_cache_bytes,
     object_name,
     segment_duration,
     terminate_cleanly,
@@ -291,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     add_long_form_arguments(parser)
+    add_feature_cache_argument(parser)
     return parser
 
 
@@ -422,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
                              offline=args.offline)
         # Jobs of one video (other prompts, other objects) share its CLIP frames, and objects
         # with the same masks their Synchformer features.
-        cache = FeatureCache()
+        cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
         bar = progress_bar(todo, desc="jobs", unit="job")
         for job in bar:
             try:

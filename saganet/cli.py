@@ -40,6 +40,9 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # Where the weights cache is when no folder is given (saganet.weights.cache_dir), for the help
 # of every --weights_dir: kept here, as importing saganet.weights would slow down --help.
 CACHE_DEFAULT = "$SAGANET_CACHE, else $XDG_CACHE_HOME/saganet, else ~/.cache/saganet"
+# The feature cache's default budget in MB (saganet.soundtrack.feature_cache.DEFAULT_MAX_BYTES),
+# kept here for the same reason: that module needs torch.
+FEATURE_CACHE_MB = 512
 
 
 def _variant(args: argparse.Namespace) -> str | None:
@@ -261,6 +264,12 @@ def non_negative_int(text: str) -> int:
     return int(_number(text, int, "a whole number", lambda v: v >= 0, "must be at least 0"))
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0 (a memory budget, where 0 turns the thing off)."""
+    return _number(text, float, "a number", lambda v: math.isfinite(v) and v >= 0,
+                   "must be a finite number of at least 0")
+
+
 def guidance_strength(text: str) -> float:
     """``--cfg_strength``: a finite number of magnitude at most
     :data:`~saganet.errors.MAX_CFG_STRENGTH` (NaN, infinity or a huge strength would make
@@ -320,6 +329,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "AMX, several times slower elsewhere; see docs/performance.md)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never download; report missing files and where they go")
+
+
+def add_feature_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--feature_cache_mb``: the budget of the commands' :class:`~saganet.soundtrack.FeatureCache`
+    (in MB, 10^6 bytes, as the app's ``--max_upload_mb``)."""
+    parser.add_argument("--feature_cache_mb", type=non_negative_float, default=FEATURE_CACHE_MB,
+                        help="most MB of video features (CLIP frames, Synchformer windows) kept "
+                             "for the next generation of the same video, least recently used "
+                             f"out (default {FEATURE_CACHE_MB:g}; 0 keeps none)")
+
+
+def feature_cache_bytes(megabytes: float) -> int:
+    """The byte budget of ``--feature_cache_mb``."""
+    return round(megabytes * 10**6)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -253,9 +253,11 @@ def test_a_broken_job_is_reported_and_the_others_run(media, tmp_path, capsys):
     assert "0 ok, 0 failed, 1 skipped" in capsys.readouterr().err
 
 
-def test_jobs_of_one_video_share_its_features(media, tmp_path, monkeypatch):
+@pytest.mark.parametrize("budget", [None, "0"], ids=["default", "no-cache"])
+def test_jobs_of_one_video_share_its_features(media, tmp_path, monkeypatch, budget):
     """Jobs of the same video and mask with other prompts compute its CLIP frames and
-    Synchformer features once, in the first job."""
+    Synchformer features once, in the first job; with ``--feature_cache_mb 0`` every job
+    computes its own."""
     from saganet import pipeline
     from tests.soundtrack.test_feature_cache import Counts
 
@@ -271,12 +273,25 @@ def test_jobs_of_one_video_share_its_features(media, tmp_path, monkeypatch):
         return models
 
     monkeypatch.setattr(pipeline, "load_models", counted)
-    assert main(_debug_run(table, media / "weights", tmp_path / "out")) == 0
+    flags = [] if budget is None else ["--feature_cache_mb", budget]
+    assert main(_debug_run(table, media / "weights", tmp_path / "out") + flags) == 0
     (count,) = counts
     images, clips = count.take()
-    assert clips == 1 and images > 0  # one window of one object, in the first job only
+    # One window of one object: in the first job only, or in every job without a cache.
+    assert clips == (1 if budget is None else len(prompts)) and images > 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.flac")) == sorted(
         f"{p}.flac" for p in prompts)
+
+
+@pytest.mark.parametrize("budget", ["-1", "nan", "lots"])
+def test_a_bad_feature_cache_budget_is_one_usage_error(tmp_path, capsys, budget):
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\nv.mp4,v_mask.mp4\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["--csv", str(table), "--feature_cache_mb", budget])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--feature_cache_mb" in last and budget in last
 
 
 def test_ctrl_c_is_one_line_and_the_shells_status(tmp_path, monkeypatch, capsys):

@@ -48,6 +48,7 @@ from saganet.soundtrack import (
     check_outputs,
     write_soundtrack,
 )
+from saganet.soundtrack.feature_cache import DEFAULT_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +193,21 @@ class Engine:
 
     Args:
         settings: which models, where.
+        feature_cache_bytes: most bytes of video features kept between generations (0: none).
 
     Raises:
         UserInputError: an unknown variant or device.
     """
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings,
+                 feature_cache_bytes: int = DEFAULT_MAX_BYTES) -> None:
         pipeline_variant(settings.variant)
         self.settings = settings
         self.device, self.dtype = device_and_dtype(settings)
         self.segmenters = SegmenterCache()
         # A video generated again (another prompt, seed, guidance) reuses its CLIP and
         # Synchformer features: most of a generation's time on a CPU.
-        self.features = FeatureCache()
+        self.features = FeatureCache(feature_cache_bytes)
         self._loaded: tuple[str, SAGANetModels] | None = None
         self.lock = threading.RLock()
 

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.app.limits import Limits
-from saganet.cli import add_model_arguments, begin, terminate_cleanly
+from saganet.cli import (
+    add_feature_cache_argument,
+    add_model_arguments,
+    begin,
+    feature_cache_bytes,
+    terminate_cleanly,
+)
 from saganet.errors import UserInputError, report_user_error
 
 log = logging.getLogger("saganet.app")
@@ -48,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_model", type=Path, default=None,
                         help="a local SAM 3 folder for finding objects by text (default: the "
                              "cache's copy, if present)")
+    add_feature_cache_argument(parser)
     parser.add_argument("--max_upload_mb", type=float, default=defaults.max_upload_mb,
                         help=f"largest upload in MB (default {defaults.max_upload_mb:g})")
     parser.add_argument("--max_seconds", type=float, default=defaults.max_seconds,
@@ -80,7 +87,8 @@ def start(args: argparse.Namespace, block: bool = True):
         variant=args.variant, weights_dir=args.weights_dir, checkpoint=args.checkpoint,
         device=args.device, full_precision=args.full_precision, cpu_bf16=args.cpu_bf16,
         offline=args.offline,
-        segment_model=args.segment_model, text_model=args.text_model))
+        segment_model=args.segment_model, text_model=args.text_model),
+        feature_cache_bytes=feature_cache_bytes(args.feature_cache_mb))
     engine.preload()
     server = AppServer(engine, limits)
     server.launch(args.host, args.port, args.share, block=block)

@@ -32,9 +32,9 @@ import torch
 if TYPE_CHECKING:
     from saganet.models import SAGANetModels
 
-# About 1,000 windows of 5 s (Synchformer features of one object and the CLIP frames) at
-# official size, fp32.
-DEFAULT_MAX_BYTES = 512 * 2**20
+# 512 MB: about 1,000 windows of 5 s (Synchformer features of one object and the CLIP frames)
+# at official size, fp32. The commands' --feature_cache_mb default (saganet.cli) is the same.
+DEFAULT_MAX_BYTES = 512 * 10**6
 
 VideoKey = tuple[str, int, int, int, int]
 

@@ -33,7 +33,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     assert done.returncode == 0
     for flag in ("--host", "--port", "--share", "--variant", "--weights_dir", "--device",
                  "--offline", "--segment_model", "--max_upload_mb", "--max_seconds",
-                 "--max_megapixels", "--max_clicks"):
+                 "--max_megapixels", "--max_clicks", "--feature_cache_mb"):
         assert flag in done.stdout
     probe = run_python("-c", "import sys; from saganet.app.launch import build_parser; "
                              "build_parser().parse_args([]); "
@@ -54,6 +54,39 @@ def test_bad_flags(argv, message, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("app.py: error: ") and message in err[0]
+
+
+@pytest.mark.parametrize("flags", [[], ["--feature_cache_mb", "0"], ["--feature_cache_mb", "1.5"]])
+def test_the_feature_cache_budget_reaches_the_engine(monkeypatch, flags) -> None:
+    """``--feature_cache_mb`` (MB: 10^6 bytes) is the budget of the engine's feature cache;
+    by default the library's."""
+    from saganet.app import engine as engine_module
+    from saganet.app.launch import start
+    from saganet.soundtrack.feature_cache import DEFAULT_MAX_BYTES
+
+    made, real = [], engine_module.Engine
+
+    class MadeError(Exception):
+        pass
+
+    def engine(settings, **kwargs):
+        made.append(real(settings, **kwargs))
+        raise MadeError  # no models, no server: the budget is all this test looks at
+
+    monkeypatch.setattr(engine_module, "Engine", engine)
+    with pytest.raises(MadeError):
+        start(build_parser().parse_args(["--variant", "debug", "--device", "cpu", *flags]))
+    expected = round(float(flags[1]) * 10**6) if flags else DEFAULT_MAX_BYTES
+    assert made[0].features.max_bytes == expected
+
+
+@pytest.mark.parametrize("budget", ["-1", "inf", "512MB"])
+def test_a_bad_feature_cache_budget_is_a_usage_error(budget, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--variant", "debug", "--feature_cache_mb", budget])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("app.py: error: argument --feature_cache_mb") and budget in last
 
 
 def test_port_in_use(engine) -> None:

@@ -188,6 +188,9 @@ def test_the_budget_keeps_the_most_recent_features() -> None:
     assert len(cache) == 0 and cache.nbytes == 0
     with pytest.raises(ValueError, match="max_bytes"):
         FeatureCache(max_bytes=-1)
+    off = FeatureCache(max_bytes=0)  # --feature_cache_mb 0
+    off.put(0, feature)
+    assert off.get(0) is None and len(off) == 0 and off.nbytes == 0
 
 
 class _Models:
