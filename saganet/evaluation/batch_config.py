@@ -156,6 +156,9 @@ class BatchEvalConfig:
         values: dict[str, Any] = {name: getattr(self, name) for name in RESULT_SETTINGS
                                   if name not in ("dataset", "variant")}
         values["dataset"] = self.dataset.name
+        # Clips are reused by id, so other videos under the same dataset name must not be
+        # taken for done; resolved, so that two spellings of one folder agree.
+        values["dataset_root"] = str(Path(self.dataset.root).resolve())
         values["variant"] = resolve_variant(self.model)
         values["amp"] = self.amp and device.type == "cuda"
         return values

@@ -203,8 +203,15 @@ def check_manifest(path: Path, settings: Mapping[str, Any], identity: Any) -> No
     """
     if not path.is_file():
         return
-    details = _manifest_changes(path, {**settings, "weights": identity}, lambda previous: {
-        **previous.get("settings", {}), "weights": previous.get("weights")})
+
+    def recorded(previous: dict[str, Any]) -> dict[str, Any]:
+        values = {**previous.get("settings", {}), "weights": previous.get("weights")}
+        # Manifests from before the root was a setting hold it unresolved (perhaps relative
+        # to another working directory), so it cannot be compared: such a folder resumes.
+        values.setdefault("dataset_root", settings.get("dataset_root"))
+        return values
+
+    details = _manifest_changes(path, {**settings, "weights": identity}, recorded)
     if details:
         raise UserInputError(
             f"this folder holds clips generated with other settings ({details}); choose "

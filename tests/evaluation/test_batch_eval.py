@@ -272,6 +272,20 @@ def test_output_folder_name_and_settings_check(tmp_path):
         check_manifest(manifest, {**settings, "cfg_strength": 7.0}, "debug")
     with pytest.raises(UserInputError, match="weights"):
         check_manifest(manifest, settings, {"checkpoint": {"md5": "0"}})
+    # Clips are reused by id: other videos under the same dataset name are refused, another
+    # spelling of the same folder is not.
+    assert settings["dataset_root"] == str((Path.cwd() / cfg.dataset.root).resolve())
+    elsewhere = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset,
+                                                                     root=str(tmp_path)))
+    with pytest.raises(UserInputError, match="dataset_root"):
+        check_manifest(manifest, elsewhere.result_settings(torch.device("cpu")), "debug")
+    respelt = dataclasses.replace(cfg, dataset=dataclasses.replace(
+        cfg.dataset, root=f"./{cfg.dataset.root}/../{cfg.dataset.root}"))
+    check_manifest(manifest, respelt.result_settings(torch.device("cpu")), "debug")
+    # A manifest from before the root was recorded among the settings resumes.
+    older = {k: v for k, v in settings.items() if k != "dataset_root"}
+    manifest.write_text(json.dumps({"settings": older, "weights": "debug"}))
+    check_manifest(manifest, elsewhere.result_settings(torch.device("cpu")), "debug")
     with pytest.raises(UserInputError, match="cfg"):
         batch_eval_config({"dataset": {"name": "urmp", "root": "r", "metadata": "m"},
                            "paths": {"data_dir": "d", "output_dir": "o", "weights_dir": None},
