@@ -226,14 +226,42 @@ def _manifest_changes(path: Path, now: dict[str, Any],
     Raises:
         UserInputError: the manifest cannot be read.
     """
+    before = recorded(_read_manifest(path))
+    return "; ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+                     if before.get(k) != now[k])
+
+
+def _recorded_prompts(path: Path) -> dict[str, str]:
+    """The prompt each clip id was generated with, as the manifest at ``path`` records it
+    (empty without a manifest, or for one written before prompts were recorded)."""
+    return dict(_read_manifest(path).get("prompts", {})) if path.is_file() else {}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path``.
+
+    Raises:
+        UserInputError: it cannot be read.
+    """
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise UserInputError(f"cannot read the manifest ({err}); delete it to start over",
                              path) from err
-    before = recorded(previous)
-    return "; ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now)
-                     if before.get(k) != now[k])
+
+
+def _check_prompts(path: Path, done: Sequence[EvalClip]) -> None:
+    """Refuse clips on disk that were generated with another prompt than the table's now
+    (the table's labels are the prompts, and a clip is taken for done by its id alone)."""
+    previous = _recorded_prompts(path)
+    changed = [f"{clip.id}: {previous[clip.id]!r} -> {clip.caption!r}" for clip in done
+               if previous.get(clip.id, clip.caption) != clip.caption]
+    if changed:
+        shown = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
+        raise UserInputError(
+            f"{len(changed)} generated clip(s) were made with other prompts ({shown}); choose "
+            "another output_name or run_dir, or delete those clips to generate them again",
+            path.parent)
 
 
 def ground_truth_source(config: BatchEvalConfig) -> dict[str, str]:
@@ -336,12 +364,13 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
     pending, done, ground_truth = [], [], []
     for index, clip in enumerate(dataset.clips):
         if is_done(config, clip):
-            done.append(clip.id)
+            done.append(clip)
         else:
             pending.append(index)
         gt = _ground_truth_path(config, clip)
         if gt is not None and not gt.is_file():
             ground_truth.append(index)
+    _check_prompts(manifest, done)
     if done and not manifest.is_file():
         # Every run writes the manifest before its first clip, so these clips come from
         # elsewhere (another program, or a folder whose manifest was deleted): skipped as
@@ -351,14 +380,15 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
             "nothing says which settings and weights made them; choose another output_name "
             "or run_dir, or delete the folder", config.output_dir)
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest, _manifest(config, dataset, identity, info, done, complete=False))
+    write_json_atomic(manifest, _manifest(config, dataset, identity, info,
+                                          [clip.id for clip in done], complete=False))
     if config.ground_truth:
         # Before any ground truth is written, so no folder of true audio lacks one.
         config.ground_truth_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config.ground_truth_dir / MANIFEST_NAME,
                           {"saganet_version": saganet.__version__,
                            **ground_truth_source(config)})
-    return _Plan(pending, done, ground_truth)
+    return _Plan(pending, [clip.id for clip in done], ground_truth)
 
 
 def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
@@ -381,6 +411,9 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         "metadata": str(config.dataset.metadata),
         "ground_truth_dir": str(config.ground_truth_dir) if config.ground_truth else None,
         "clips": sorted(clips),
+        # Kept for clips of earlier tables too: their files stay, and a later run may list them.
+        "prompts": dict(sorted({**_recorded_prompts(config.output_dir / MANIFEST_NAME),
+                                **{clip.id: clip.caption for clip in dataset.clips}}.items())),
         "failed": list(failed),
         "missing": [dataclasses.asdict(m) for m in dataset.missing],
         "ground_truth_failed": list(ground_truth_failed),

@@ -387,6 +387,50 @@ def test_clips_without_a_manifest_are_refused_not_taken_as_done(urmp, debug_weig
     assert sorted(cfg.output_dir.iterdir()) == [stray]
 
 
+def test_clips_made_with_other_prompts_are_refused_not_taken_as_done(urmp, debug_weights,
+                                                                    tmp_path, batches):
+    """The table's labels are the prompts, and clips are reused by id: a clip generated with
+    another label used to pass for done."""
+    root, table = urmp
+    run_dir = tmp_path / "run"
+    cfg = config(root, table, run_dir, debug_weights, ground_truth=False)
+    first = run_batch_eval(cfg, _single_process())
+    clips = read_urmp_clips(root, table)[0]
+    manifest = cfg.output_dir / "manifest.json"
+    assert json.loads(manifest.read_text())["prompts"] == {c.id: c.caption for c in clips}
+    # The same table with another label for its last clip.
+    label = URMP_HEADER.index("label")
+    header, *rows = table.read_text().splitlines()
+    cells = rows[-1].split("\t")
+    old_label, cells[label] = cells[label], cells[label] + " (bowed)"
+    relabelled = tmp_path / "relabelled.tsv"
+    relabelled.write_text("\n".join([header, *rows[:-1], "\t".join(cells)]) + "\n")
+    changed = config(root, relabelled, run_dir, debug_weights, ground_truth=False)
+    calls = len(batches)
+    with pytest.raises(UserInputError, match=re.escape(
+            f"1 generated clip(s) were made with other prompts ({clips[-1].id}: "
+            f"{old_label!r} -> {cells[label]!r})")):
+        run_batch_eval(changed, _single_process())
+    assert len(batches) == calls
+    # Deleting that clip generates it again with its new prompt; the others stay done.
+    for path in output_paths(cfg.output_dir, clips[-1].id, video=not cfg.skip_video_composite):
+        path.unlink()
+    again = run_batch_eval(changed, _single_process())
+    assert again.written == [clips[-1].id] and again.skipped == sorted(c.id for c in clips[:-1])
+    assert json.loads(manifest.read_text())["prompts"][clips[-1].id] == cells[label]
+    # A table without that clip keeps its record, so going back to the old table is refused.
+    (tmp_path / "short.tsv").write_text("\n".join([header, *rows[:-1]]) + "\n")
+    run_batch_eval(config(root, tmp_path / "short.tsv", run_dir, debug_weights,
+                          ground_truth=False), _single_process())
+    with pytest.raises(UserInputError, match="other prompts"):
+        run_batch_eval(cfg, _single_process())
+    # A manifest written before prompts were recorded resumes.
+    data = json.loads(manifest.read_text())
+    del data["prompts"]
+    manifest.write_text(json.dumps(data))
+    assert run_batch_eval(cfg, _single_process()).skipped == first.written
+
+
 def test_ground_truth_of_other_data_is_refused_not_scored_against(urmp, debug_weights, tmp_path,
                                                                   batches, monkeypatch):
     import shutil
