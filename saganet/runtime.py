@@ -159,6 +159,11 @@ def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
+def _libc() -> ctypes.CDLL:
+    """The C library, with ``errno`` kept for :func:`ctypes.get_errno`."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve every block from its heap and keep freed memory for reuse.
 
@@ -167,7 +172,7 @@ def keep_freed_memory() -> bool:
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
     # mallopt returns 1 on success. Large blocks come from the heap (no fresh mapping per
     # tensor), and the heap top is not handed back to the kernel after every free.
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
@@ -186,7 +191,7 @@ def end_with_parent() -> bool:
     """
     if platform.system() != "Linux":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
         return False
