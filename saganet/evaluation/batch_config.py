@@ -147,6 +147,11 @@ class BatchEvalConfig:
     def ground_truth_dir(self) -> Path:
         return Path(self.run_dir) / f"{self.dataset.name}-{GROUND_TRUTH_SUFFIX}"
 
+    @property
+    def resolved_root(self) -> str:
+        """The dataset root, resolved so that two spellings of one folder agree."""
+        return str(Path(self.dataset.root).resolve())
+
     def result_settings(self, device: torch.device) -> dict[str, Any]:
         """The settings that change the audio (checked when resuming into a folder).
 
@@ -157,8 +162,8 @@ class BatchEvalConfig:
                                   if name not in ("dataset", "variant")}
         values["dataset"] = self.dataset.name
         # Clips are reused by id, so other videos under the same dataset name must not be
-        # taken for done; resolved, so that two spellings of one folder agree.
-        values["dataset_root"] = str(Path(self.dataset.root).resolve())
+        # taken for done.
+        values["dataset_root"] = self.resolved_root
         values["variant"] = resolve_variant(self.model)
         values["amp"] = self.amp and device.type == "cuda"
         return values

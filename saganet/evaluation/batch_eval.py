@@ -250,10 +250,15 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                              path) from err
 
 
-def _check_prompts(path: Path, done: Sequence[EvalClip]) -> None:
+def _check_prompts(previous: Mapping[str, str], done: Sequence[EvalClip], folder: Path) -> None:
     """Refuse clips on disk that were generated with another prompt than the table's now
-    (the table's labels are the prompts, and a clip is taken for done by its id alone)."""
-    previous = _recorded_prompts(path)
+    (the table's labels are the prompts, and a clip is taken for done by its id alone).
+
+    Args:
+        previous: the prompts the folder's manifest records, by clip id.
+        done: the clips whose outputs are in ``folder``.
+        folder: the run's output folder.
+    """
     changed = [f"{clip.id}: {previous[clip.id]!r} -> {clip.caption!r}" for clip in done
                if previous.get(clip.id, clip.caption) != clip.caption]
     if changed:
@@ -261,14 +266,13 @@ def _check_prompts(path: Path, done: Sequence[EvalClip]) -> None:
         raise UserInputError(
             f"{len(changed)} generated clip(s) were made with other prompts ({shown}); choose "
             "another output_name or run_dir, or delete those clips to generate them again",
-            path.parent)
+            folder)
 
 
 def ground_truth_source(config: BatchEvalConfig) -> dict[str, str]:
     """Where the ground truth comes from: the dataset and its root, resolved so that two
     spellings of one folder agree (its clips are paired with the true audio by id alone)."""
-    return {"dataset": config.dataset.name,
-            "dataset_root": str(Path(config.dataset.root).resolve())}
+    return {"dataset": config.dataset.name, "dataset_root": config.resolved_root}
 
 
 def check_ground_truth_manifest(config: BatchEvalConfig) -> None:
@@ -352,6 +356,9 @@ class _Plan:
     pending: list[int]  # dataset indices still to generate
     done: list[str]  # ids generated before
     ground_truth: list[int]  # dataset indices whose ground truth is still to export
+    # The manifest's prompts by clip id: this table's, and those of earlier tables' clips (their
+    # files stay, and a later run may list them again).
+    prompts: dict[str, str]
 
 
 def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
@@ -370,7 +377,9 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         gt = _ground_truth_path(config, clip)
         if gt is not None and not gt.is_file():
             ground_truth.append(index)
-    _check_prompts(manifest, done)
+    previous = _recorded_prompts(manifest)
+    _check_prompts(previous, done, config.output_dir)
+    prompts = dict(sorted({**previous, **{c.id: c.caption for c in dataset.clips}}.items()))
     if done and not manifest.is_file():
         # Every run writes the manifest before its first clip, so these clips come from
         # elsewhere (another program, or a folder whose manifest was deleted): skipped as
@@ -381,18 +390,19 @@ def _plan(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
             "or run_dir, or delete the folder", config.output_dir)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(manifest, _manifest(config, dataset, identity, info,
-                                          [clip.id for clip in done], complete=False))
+                                          [clip.id for clip in done], prompts, complete=False))
     if config.ground_truth:
         # Before any ground truth is written, so no folder of true audio lacks one.
         config.ground_truth_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config.ground_truth_dir / MANIFEST_NAME,
                           {"saganet_version": saganet.__version__,
                            **ground_truth_source(config)})
-    return _Plan(pending, [clip.id for clip in done], ground_truth)
+    return _Plan(pending, [clip.id for clip in done], ground_truth, prompts)
 
 
 def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
-              info: dist.DistInfo, clips: Sequence[str], complete: bool,
+              info: dist.DistInfo, clips: Sequence[str], prompts: Mapping[str, str],
+              complete: bool,
               failed: Sequence[Mapping[str, str]] = (),
               ground_truth_failed: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
     return {
@@ -411,9 +421,7 @@ def _manifest(config: BatchEvalConfig, dataset: EvalDataset, identity: Any,
         "metadata": str(config.dataset.metadata),
         "ground_truth_dir": str(config.ground_truth_dir) if config.ground_truth else None,
         "clips": sorted(clips),
-        # Kept for clips of earlier tables too: their files stay, and a later run may list them.
-        "prompts": dict(sorted({**_recorded_prompts(config.output_dir / MANIFEST_NAME),
-                                **{clip.id: clip.caption for clip in dataset.clips}}.items())),
+        "prompts": dict(prompts),
         "failed": list(failed),
         "missing": [dataclasses.asdict(m) for m in dataset.missing],
         "ground_truth_failed": list(ground_truth_failed),
@@ -484,7 +492,7 @@ def run_batch_eval(config: BatchEvalConfig, info: dist.DistInfo) -> BatchEvalRep
     report.clips = sorted(c.id for c in dataset.clips if is_done(config, c))
     if info.is_main:
         write_json_atomic(report.manifest, _manifest(
-            config, dataset, identity, info, report.clips, complete=report.complete,
+            config, dataset, identity, info, report.clips, plan.prompts, complete=report.complete,
             failed=report.failed, ground_truth_failed=report.ground_truth_failed))
         log.info("%d written, %d skipped, %d failed, %d missing files; manifest %s",
                  len(report.written), len(report.skipped), len(report.failed),
