@@ -34,6 +34,7 @@ from saganet.cli import (
     add_model_arguments,
     add_sampling_arguments,
     begin,
+    check_video_flags,
     device_and_dtype,
     feature_cache_bytes,
     object_name,
@@ -310,7 +311,7 @@ def _request(job: Job, args: argparse.Namespace):
         output_dir=job.output.parent, stem=job.output.stem, start=args.start,
         duration=duration, join=args.join, overlap=args.overlap,
         silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,
-        write_video=not args.skip_video_composite)
+        write_video=not args.skip_video_composite, original_sound=args.original_sound)
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,
@@ -450,7 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
-    args = begin(build_parser(), argv)
+    parser = build_parser()
+    args = begin(parser, argv)
+    check_video_flags(parser, args)
     try:
         with terminate_cleanly():
             return run(args)

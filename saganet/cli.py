@@ -346,7 +346,8 @@ def feature_cache_bytes(megabytes: float) -> int:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--duration --cfg_strength --num_steps --seed --skip_video_composite``."""
+    """``--duration --cfg_strength --num_steps --seed --skip_video_composite
+    --original_sound`` (check the last two with :func:`check_video_flags`)."""
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
@@ -358,6 +359,20 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the initial noise (default 42; object k uses seed + k)")
     parser.add_argument("--skip_video_composite", action="store_true",
                         help="write only the .flac, not the .mp4")
+    parser.add_argument("--original_sound", action="store_true",
+                        help="also put the video's own sound into the .mp4, as its last "
+                             "track ('original sound'), to compare")
+
+
+def check_video_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) for flags about the ``.mp4`` that ``--skip_video_composite``
+    does not write."""
+    if not args.skip_video_composite:
+        return
+    for flag in ("mask_overlay", "original_sound"):
+        if getattr(args, flag, False):
+            parser.error(f"--{flag} goes into the MP4, which --skip_video_composite does "
+                         "not write")
 
 
 def device_and_dtype(args: Any) -> tuple[torch.device, torch.dtype]:

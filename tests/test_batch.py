@@ -359,3 +359,19 @@ def test_run_as_a_module_its_log_lines_name_it(tmp_path):
     assert done.returncode == 0, done.stderr
     skipped = [line for line in done.stderr.splitlines() if "skipped: outputs exist" in line]
     assert len(skipped) == 1 and "saganet.batch:" in skipped[0], done.stderr
+
+
+def test_original_sound_goes_to_every_job(tmp_path, capsys):
+    """``--original_sound`` reaches each job's request; with ``--skip_video_composite`` (no
+    MP4 to put it in) it is a usage error before any job runs."""
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\na.mp4,a_mask.mp4\nb.mp4,b_mask.mp4\n")
+    for flags, wanted in (([], False), (["--original_sound"], True)):
+        args = build_parser().parse_args(["--csv", str(table), *flags])
+        jobs = jobs_from_csv(table, tmp_path / "out")
+        assert len(jobs) == table.read_text().count("\n") - 1
+        assert [_request(job, args).original_sound for job in jobs] == [wanted] * len(jobs)
+    with pytest.raises(SystemExit) as stop:
+        main(["--csv", str(table), "--original_sound", "--skip_video_composite"])
+    assert stop.value.code == 2
+    assert "--original_sound" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -545,3 +545,64 @@ def test_help_and_mask_video_runs_do_not_import_transformers(tmp_path: Path, cli
                                 capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "SAGANET_CACHE": str(tmp_path / "cache")})
         assert result.stdout.split()[-2:] == ["False", "0"], (args[:1], result.stderr[-2000:])
+
+
+def _track(path: Path, index: int) -> np.ndarray:
+    """Mono samples of an MP4's audio track ``index``."""
+    with av.open(str(path)) as container:
+        frames = container.decode(container.streams.audio[index])
+        return np.concatenate([f.to_ndarray()[0] for f in frames])
+
+
+def test_original_sound_is_the_last_track(weights_dir: Path, tmp_path: Path) -> None:
+    """`--original_sound`: the MP4's last track is the video's own sound from `--start`, in
+    time with the picture; the generated tracks come first, as without the flag."""
+    seconds, fps, width, height, rate = 3.0, 25, 64, 48, 48000
+    start, duration, on, off = 0.6, 1.6, 1.2, 1.5
+    t = np.arange(round(seconds * rate)) / rate
+    sound = np.where((t >= on) & (t < off), 0.5 * np.sin(2 * np.pi * 440 * t), 0)
+    image = np.zeros((height, width, 3), np.uint8)
+    video = write_video(tmp_path / "with_sound.mp4", [image] * round(seconds * fps), fps,
+                        audio=sound.astype(np.float32), audio_rate=rate)
+    mask = make_video(tmp_path / "mask.mp4", seconds, fps, width, height, gray_box=True)
+    args = ["--video", str(video), "--mask_video", str(mask), "--prompt", "bell", "--start",
+            str(start), "--duration", str(duration)]
+    assert run_demo(weights_dir, tmp_path / "plain", *args) == 0
+    assert run_demo(weights_dir, tmp_path / "both", *args, "--original_sound") == 0
+    plain, both = (tmp_path / name / f"{video.stem}.mp4" for name in ("plain", "both"))
+    with av.open(str(plain)) as container:
+        titles = [s.metadata.get("handler_name") for s in container.streams.audio]
+    with av.open(str(both)) as container:
+        assert [s.metadata.get("handler_name") for s in container.streams.audio] == [
+            *titles, "original sound"]
+    generated = _track(both, 0)
+    np.testing.assert_array_equal(generated, _track(plain, 0))
+    original = _track(both, len(titles))
+    assert abs(len(original) - len(generated)) <= 2048  # AAC frames: 1024 samples each
+    loud = np.flatnonzero(np.abs(original) > 0.25) / 44100
+    assert abs(loud[0] - (on - start)) < 0.03 and abs(loud[-1] - (off - start)) < 0.03
+
+
+def test_original_sound_of_a_silent_video_is_a_warning(weights_dir: Path, tmp_path: Path,
+                                                       clip,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    mask = next(iter(clip.masks.values()))
+    with caplog.at_level(logging.WARNING):
+        assert run_demo(weights_dir, tmp_path / "out", "--video", str(clip.video),
+                        "--mask_video", str(mask), "--duration", "1", "--original_sound") == 0
+    assert [r.levelname for r in caplog.records if "no sound of its own" in r.getMessage()] == [
+        "WARNING"]
+    with av.open(str(tmp_path / "out" / f"{clip.video.stem}.mp4")) as container:
+        assert "original sound" not in [s.metadata.get("handler_name")
+                                        for s in container.streams.audio]
+
+
+def test_original_sound_without_a_video_is_a_usage_error(tmp_path: Path, clip,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--video", str(clip.video), "--original_sound", "--skip_video_composite",
+                   "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--original_sound" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
                 pixel_aspect: Fraction | None = None, codec_tag: str | None = None,
                 color_tags: Mapping[str, int] | None = None,
                 audio: np.ndarray | None = None, audio_rate: int = 44100,
-                audio_codec: str = "aac") -> Path:
+                audio_codec: str = "aac", audio_start: float = 0.0) -> Path:
     """Encode uint8 frames (``(H, W, 3)`` RGB or ``(H, W)`` grey) into ``path``; return it.
 
     ``frames`` may be any iterable (a list, a ``(T, H, W[, 3])`` array, a generator); the
@@ -50,7 +50,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
       ``color_trc``, ``colorspace``, ``color_range``, FFmpeg's numbers); the frames are
       converted with that matrix and range.
     - ``audio``: float samples in [-1, 1], ``(C, T)`` with C 1 (mono) or 2 (stereo), or
-      ``(T,)``; written as one ``audio_codec`` stream at ``audio_rate`` Hz starting at 0.
+      ``(T,)``; written as one ``audio_codec`` stream at ``audio_rate`` Hz starting at
+      ``audio_start`` seconds (the first frame is shown at 0).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = iter(frames)
@@ -91,7 +92,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25, *,
         out.mux(stream.encode(None))
         if sound is not None:
             frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
-            frame.sample_rate, frame.pts = audio_rate, 0
+            frame.sample_rate, frame.pts = audio_rate, round(audio_start * audio_rate)
             out.mux(sound.encode(frame))
             out.mux(sound.encode(None))
     return path

@@ -1,4 +1,5 @@
-"""The generation options of one request: time range, guidance, steps, seed and variant.
+"""The generation options of one request: time range, guidance, steps, seed, variant and
+whether the MP4 also carries the video's own sound.
 
 The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
 :class:`GenerationOptions`, checked once here, with the demo's defaults and meanings except
@@ -29,6 +30,7 @@ class GenerationOptions:
         num_steps: Euler steps.
         seed: seed of the initial noise (object ``k`` uses ``seed + k``).
         variant: model variant (None: the one the app was started with).
+        original_sound: the MP4 also carries the video's own sound as its last track.
     """
 
     start: float = 0.0
@@ -38,6 +40,7 @@ class GenerationOptions:
     num_steps: int = 25
     seed: int = 42
     variant: str | None = None
+    original_sound: bool = False
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
@@ -100,6 +103,11 @@ def _convert(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise UserInputError(f"option variant must be a name, got {value!r}")
         return value.strip()
+    if name == "original_sound":
+        # A switch: true or false only (bool("false") would be True).
+        if not isinstance(value, bool):
+            raise UserInputError(f"option {name} must be true or false, got {value!r}")
+        return value
     if isinstance(value, bool):
         raise UserInputError(f"option {name} must be a number, got {value!r}")
     if name in _INTEGERS:

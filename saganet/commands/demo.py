@@ -33,6 +33,7 @@ from saganet.cli import (
     add_object_arguments,
     add_sampling_arguments,
     begin,
+    check_video_flags,
     device_and_dtype,
     object_name,
     segment_duration,
@@ -230,7 +231,8 @@ def _request(args: argparse.Namespace, debug: bool):
         output_dir=args.output, start=args.start, duration=duration, join=args.join,
         overlap=args.overlap, silence_hidden=not args.keep_hidden,
         negatives_from_others=args.negatives_from_others, mask_away_clip=args.mask_away_clip,
-        mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite)
+        mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite,
+        original_sound=args.original_sound)
     return request, prompts
 
 
@@ -298,8 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = begin(parser, argv)
-    if args.mask_overlay and args.skip_video_composite:
-        parser.error("--mask_overlay tints the MP4, which --skip_video_composite does not write")
+    check_video_flags(parser, args)
     try:
         info = dist.init(args.device, use_cpu=CPU_FLAG)
     except UserInputError as err:

@@ -43,6 +43,7 @@ from saganet.inference import (
     sample,
 )
 from saganet.leftovers import name_part, owned_folder, remove_dead
+from saganet.media.audio import read_video_sound
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
 from saganet.media.output import write_video_with_audio as write_mp4
@@ -54,7 +55,12 @@ from saganet.soundtrack.feature_cache import FeatureCache, masks_digest, video_k
 from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
 from saganet.soundtrack.plan import Window, WindowPlan, check_long_enough, plan_windows
-from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
+from saganet.soundtrack.request import (
+    ORIGINAL_SOUND_TITLE,
+    SoundObject,
+    SoundtrackOutputs,
+    SoundtrackRequest,
+)
 from saganet.soundtrack.window_images import WindowImageEncoder
 
 if TYPE_CHECKING:
@@ -512,6 +518,9 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
     outputs = request.outputs()
     check_outputs(outputs, overwrite, request.input_files())
     segment = resolve_segment(request)
+    if request.original_sound and request.write_video and not segment.video_info.has_audio:
+        log.warning("%s has no sound of its own: the MP4 gets no %r track", request.video,
+                    ORIGINAL_SOUND_TITLE)
     plan = plan_soundtrack(request, segment, models.training_sequence,
                            models.codec.samples_per_latent)
     if clip_features is not None:
@@ -666,6 +675,11 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
     if outputs.video is not None:
         tracks = [AudioTrack(mix, "mix" if len(names) > 1 else names[0])]
         tracks += [AudioTrack(stems.audio[n], n) for n in outputs.stems]
+        if request.original_sound:
+            original = np.lib.format.open_memmap(work / "original.npy", mode="w+",
+                                                 dtype=np.float32, shape=(stems.length,))
+            if read_video_sound(request.video, segment.start, original, sr):
+                tracks.append(AudioTrack(original, ORIGINAL_SOUND_TITLE))
         overlays = [Overlay(_Shifted(o.masks, segment.start), OVERLAY_COLORS[k % len(
             OVERLAY_COLORS)]) for k, o in enumerate(request.objects)] if request.mask_overlay \
             else []

@@ -6,7 +6,8 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
 * one object: ``<stem>.flac`` (its sound) and ``<stem>.mp4``;
 * several objects: ``<stem>_<object>.flac`` per object, ``<stem>.flac`` (the mix) and
   ``<stem>.mp4`` holding the mix as its default sound track plus one track per object, titled
-  with the object's name.
+  with the object's name;
+* on request, the ``.mp4`` also carries the video's own sound as its last track, to compare.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from saganet.errors import UserInputError, check_seconds, check_time_range
 from saganet.fileio import check_object_name, name_clash
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.soundtrack.join import JOIN_METHODS
+
+# The title of the MP4 track with the video's own sound. Object names have no spaces, so no
+# object's track can be called this.
+ORIGINAL_SOUND_TITLE = "original sound"
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,9 @@ class SoundtrackRequest:
         mask_away_clip: drop the CLIP frame features.
         mask_overlay: tint the objects in the ``.mp4`` (re-encodes the video).
         write_video: write the ``.mp4`` (otherwise only the ``.flac`` files).
+        original_sound: the ``.mp4`` also carries the video's own sound, mono, as its last
+            track, titled :data:`ORIGINAL_SOUND_TITLE` (a video without sound gets none, with a
+            warning).
     """
 
     video: Path | str
@@ -137,6 +145,7 @@ class SoundtrackRequest:
     mask_away_clip: bool = False
     mask_overlay: bool = False
     write_video: bool = True
+    original_sound: bool = False
 
     def __post_init__(self) -> None:
         # Paths may be given as strings; the fields always hold Paths (frozen: set directly).

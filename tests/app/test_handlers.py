@@ -54,10 +54,10 @@ def select(x: float, y: float) -> gr.SelectData:
     return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
-def options(duration=0, steps=2) -> tuple:
+def options(duration=0, steps=2, original_sound=False) -> tuple:
     """The advanced options' values as the page sends them (start, duration, end, cfg,
-    steps, seed, variant)."""
-    return (0, duration, 0, 4.5, steps, 3, "debug")
+    steps, seed, variant, original sound)."""
+    return (0, duration, 0, 4.5, steps, 3, "debug", original_sound)
 
 
 def flac_seconds(path) -> float:
@@ -223,7 +223,7 @@ def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
         monkeypatch.setattr(weights, "resolve_all", failing)
     _prepared(handlers, clip, "tab1")
     assert engine.loaded_variant == "debug"
-    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small")
+    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small", False)
     progress = Recorder()
     status = handlers.generate(0.0, *values, request(), progress)[page.status]
     assert progress.stages() == ["loading the model"] and status == (
@@ -299,8 +299,8 @@ def test_a_variants_download_shows_its_progress(app, clip, tmp_path, monkeypatch
     _prepared(handlers, clip, "tab1")
     progress = Recorder()
     try:
-        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", request(),
-                                   progress)[page.status]
+        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", False,
+                                   request(), progress)[page.status]
     finally:
         server.shutdown()
         server.server_close()
@@ -748,10 +748,37 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
     handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
     images, clips = counts.take()
     assert images > 0 and clips > 0
-    again = (0, 1.0, 0, 2.0, 2, 11, "debug")  # start, duration, end, cfg, steps, seed, variant
+    # start, duration, end, cfg, steps, seed, variant, original sound
+    again = (0, 1.0, 0, 2.0, 2, 11, "debug", False)
     handlers.generate(0.0, *again, request(), Recorder())
     assert counts.take() == (0, 0)
     handlers.add_object(0.0, request())
     handlers.click(False, 0.0, select(60, 60), request())
     handlers.generate(0.0, *again, request(), Recorder())
     assert counts.take() == (0, clips)  # the new object's windows only
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_the_original_sound_option_reaches_the_mp4(app, scene, tmp_path) -> None:
+    """The page's *original sound* box: the downloaded MP4 ends with the video's own sound
+    as a track titled ``original sound``; unticked, no such track."""
+    seconds = scene.duration
+    t = np.arange(round(seconds * 44100)) / 44100
+    tone = (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    video = write_video(tmp_path / "with_sound.mp4", (image for image, _ in scene.frames()),
+                        fps=scene.fps, audio=tone)
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, video, "tab1")
+    for ticked in (False, True):
+        updates = handlers.generate(0.0, *options(1.0, steps=1, original_sound=ticked),
+                                    request(), Recorder())
+        (mp4,) = [Path(p) for p in updates[page.downloads] if Path(p).suffix == ".mp4"]
+        with av.open(str(mp4)) as container:
+            titles = [s.metadata.get("handler_name") for s in container.streams.audio]
+            last = np.concatenate([f.to_ndarray()[0] for f in container.decode(
+                container.streams.audio[len(titles) - 1])])
+        assert (titles[-1] == "original sound") == ticked
+        assert titles.count("original sound") == int(ticked)
+        # The tone (RMS 0.35), not the random weights' noise.
+        level = np.sqrt(np.mean(last[: round(0.9 * 44100)] ** 2))
+        assert (abs(level - 0.5 / np.sqrt(2)) < 0.05) == ticked
