@@ -311,7 +311,8 @@ def _request(job: Job, args: argparse.Namespace):
         output_dir=job.output.parent, stem=job.output.stem, start=args.start,
         duration=duration, join=args.join, overlap=args.overlap,
         silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,
-        write_video=not args.skip_video_composite, original_sound=args.original_sound)
+        write_video=not args.skip_video_composite, original_sound=args.original_sound,
+        pan=args.pan)
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,

@@ -347,7 +347,7 @@ def feature_cache_bytes(megabytes: float) -> int:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--duration --cfg_strength --num_steps --seed --skip_video_composite
-    --original_sound`` (check the last two with :func:`check_video_flags`)."""
+    --original_sound --pan`` (check ``--original_sound`` with :func:`check_video_flags`)."""
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
@@ -362,6 +362,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--original_sound", action="store_true",
                         help="also put the video's own sound into the .mp4, as its last "
                              "track ('original sound'), to compare")
+    parser.add_argument("--pan", action="store_true",
+                        help="a stereo mix: each object placed left to right where its mask is "
+                             "in the frame (the stems stay mono)")
 
 
 def check_video_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

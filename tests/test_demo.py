@@ -606,3 +606,31 @@ def test_original_sound_without_a_video_is_a_usage_error(tmp_path: Path, clip,
     assert exit_info.value.code == 2
     assert "--original_sound" in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_pan_places_each_object_where_its_mask_is(weights_dir: Path, tmp_path: Path) -> None:
+    """`--pan`: the mix (FLAC and the MP4's first track) is stereo, each stem in it with the
+    equal-power gains of its mask's horizontal centre; the stems stay mono."""
+    seconds, fps, width, height = 1.2, 25, 80, 48
+    boxes = {"left": (4, 20), "right": (50, 76)}  # columns of each object's box
+    video = make_video(tmp_path / "two.mp4", seconds, fps, width, height)
+    args = ["--video", str(video), "--duration", str(seconds), "--pan"]
+    for name, (lo, hi) in boxes.items():
+        mask = np.zeros((height, width, 3), np.uint8)
+        mask[height // 4 : height // 2, lo:hi] = 255
+        path = write_video(tmp_path / f"{name}_mask.mp4", [mask] * round(seconds * fps), fps,
+                           options={"qp": "0"})
+        args += ["--object", name, "--mask_video", str(path), "--prompt", name]
+    out = tmp_path / "out"
+    assert run_demo(weights_dir, out, *args) == 0
+    mix, _ = read_audio(out / f"{video.stem}.flac")
+    stems = {name: read_audio(out / f"{video.stem}_{name}.flac")[0] for name in boxes}
+    assert mix.shape[0] == 2 and all(s.shape == (1, mix.shape[1]) for s in stems.values())
+    # Each channel is a sum of the stems: solve for every stem's left and right gains.
+    basis = np.stack([s[0] for s in stems.values()], axis=1).astype(np.float64)
+    (left, right) = (np.linalg.lstsq(basis, channel, rcond=None)[0] for channel in mix)
+    for k, (lo, hi) in enumerate(boxes.values()):
+        position = math.atan2(right[k], left[k]) / (math.pi / 2)
+        assert abs(position - (lo + hi) / 2 / width) < 0.02, (position, lo, hi)
+    with av.open(str(out / f"{video.stem}.mp4")) as container:
+        assert [s.channels for s in container.streams.audio] == [2] + [1] * len(boxes)

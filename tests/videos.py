@@ -108,11 +108,19 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """Samples ``(C, L)`` as floats in [-1, 1] and the rate of a file's first audio stream."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
-        samples = np.concatenate([f.to_ndarray() for f in container.decode(stream)], axis=1)
+        samples = np.concatenate([_planar(f) for f in container.decode(stream)], axis=1)
         rate = stream.rate
     if samples.dtype == np.int32:  # 24-bit FLAC comes as s32
         samples = samples / 2.0**31
     return samples, rate
+
+
+def _planar(frame: av.AudioFrame) -> np.ndarray:
+    """A frame's samples as ``(C, n)`` (interleaved formats come as ``(1, n * C)``)."""
+    samples = frame.to_ndarray()
+    if frame.format.is_planar:
+        return samples
+    return samples.reshape(-1, len(frame.layout.channels)).T
 
 
 def stream_ends(path: Path) -> dict[str, list[float]]:

@@ -101,10 +101,13 @@ def _options(default_variant: str) -> list[gr.components.Component]:
         seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="opt-seed")
         variant = gr.Dropdown(label="Variant", choices=list(PIPELINES), value=default_variant,
                               elem_id="opt-variant")
-    original = gr.Checkbox(label="Also put the video's own sound into the MP4 (its last track, "
-                                 "to compare)", value=defaults.original_sound,
-                           elem_id="opt-original-sound")
-    return [start, duration, end, cfg, steps, seed, variant, original]
+    with gr.Row():
+        pan = gr.Checkbox(label="Stereo mix: each object placed where it is in the frame",
+                          value=defaults.pan, elem_id="opt-pan")
+        original = gr.Checkbox(label="Also put the video's own sound into the MP4 (its last "
+                                     "track, to compare)", value=defaults.original_sound,
+                               elem_id="opt-original-sound")
+    return [start, duration, end, cfg, steps, seed, variant, original, pan]
 
 
 def _page(limits: Limits, default_variant: str) -> Page:

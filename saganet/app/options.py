@@ -1,5 +1,5 @@
-"""The generation options of one request: time range, guidance, steps, seed, variant and
-whether the MP4 also carries the video's own sound.
+"""The generation options of one request: time range, guidance, steps, seed, variant, whether
+the MP4 also carries the video's own sound, and whether the mix is stereo.
 
 The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
 :class:`GenerationOptions`, checked once here, with the demo's defaults and meanings except
@@ -31,6 +31,7 @@ class GenerationOptions:
         seed: seed of the initial noise (object ``k`` uses ``seed + k``).
         variant: model variant (None: the one the app was started with).
         original_sound: the MP4 also carries the video's own sound as its last track.
+        pan: a stereo mix, each object placed left to right where it is in the frame.
     """
 
     start: float = 0.0
@@ -41,6 +42,7 @@ class GenerationOptions:
     seed: int = 42
     variant: str | None = None
     original_sound: bool = False
+    pan: bool = False
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
@@ -96,6 +98,7 @@ class GenerationOptions:
 
 
 _INTEGERS = ("num_steps", "seed")
+_SWITCHES = ("original_sound", "pan")
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -103,7 +106,7 @@ def _convert(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise UserInputError(f"option variant must be a name, got {value!r}")
         return value.strip()
-    if name == "original_sound":
+    if name in _SWITCHES:
         # A switch: true or false only (bool("false") would be True).
         if not isinstance(value, bool):
             raise UserInputError(f"option {name} must be true or false, got {value!r}")

@@ -64,41 +64,51 @@ OVERLAY_COLORS = ((255, 48, 48), (48, 128, 255), (64, 220, 64), (255, 200, 0),
 AudioLike = torch.Tensor | np.ndarray
 
 
-def _as_mono(audio: AudioLike) -> np.ndarray:
-    """``(L,)`` or ``(1, L)`` float audio -> an ``(L,)`` array (a view where possible)."""
+def _as_channels(audio: AudioLike) -> np.ndarray:
+    """``(L,)``, ``(1, L)`` or ``(2, L)`` float audio -> a ``(C, L)`` array, C 1 (mono) or 2
+    (stereo); a view where possible."""
     array = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else audio
-    if array.ndim == 2 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 1 or array.shape[0] == 0:
-        raise ValueError(f"audio must be (L,) or (1, L) with L > 0, got {array.shape}")
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[0] not in (1, 2) or array.shape[1] == 0:
+        raise ValueError(f"audio must be (L,), (1, L) or (2, L) with L > 0, got {array.shape}")
     return array
 
 
 def _chunks(samples: np.ndarray, start: int = 0, stop: int | None = None,
             ) -> Iterator[np.ndarray]:
-    """float32 chunks of ``samples[start:stop]``, clipped to [-1, 1]."""
-    stop = len(samples) if stop is None else min(stop, len(samples))
+    """float32 ``(C, n)`` chunks of ``samples[:, start:stop]``, clipped to [-1, 1]."""
+    length = samples.shape[1]
+    stop = length if stop is None else min(stop, length)
     for i in range(start, stop, _AUDIO_CHUNK):
-        chunk = np.asarray(samples[i : min(i + _AUDIO_CHUNK, stop)], dtype=np.float32)
+        chunk = np.asarray(samples[:, i : min(i + _AUDIO_CHUNK, stop)], dtype=np.float32)
         if not np.isfinite(chunk).all():
             raise ValueError("audio contains NaN or infinite samples")
         yield np.clip(chunk, -1.0, 1.0)
 
 
+def _layout(channels: int) -> str:
+    return "mono" if channels == 1 else "stereo"
+
+
 def _audio_frame(chunk: np.ndarray, fmt: str, sr: int, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(chunk[None], format=fmt, layout="mono")
+    """A frame of ``(C, n)`` samples in sample format ``fmt`` (planar or interleaved)."""
+    channels = chunk.shape[0]
+    if not av.AudioFormat(fmt).is_planar:
+        chunk = np.ascontiguousarray(chunk.T).reshape(1, -1)  # interleaved: L R L R ...
+    frame = av.AudioFrame.from_ndarray(chunk, format=fmt, layout=_layout(channels))
     frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
     return frame
 
 
 def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
                overwrite: bool = False) -> Path:
-    """Write mono audio as a 24-bit FLAC file.
+    """Write mono or stereo audio as a 24-bit FLAC file.
 
     Args:
         path: output file.
-        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1] (clipped beyond); may be a
-            memory-mapped array (read in chunks).
+        audio: ``(L,)`` or ``(1, L)`` (mono) or ``(2, L)`` (stereo: left, right) float samples
+            in [-1, 1] (clipped beyond); may be a memory-mapped array (read in chunks).
         sr: sampling rate in Hz.
         overwrite: replace an existing file.
 
@@ -106,11 +116,11 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
         UserInputError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
-    samples = _as_mono(audio)
+    samples = _as_channels(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
     with atomic_output(path, overwrite) as tmp, \
             av.open(ffmpeg_name(tmp), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sr, layout="mono")
+        stream = out.add_stream("flac", rate=sr, layout=_layout(samples.shape[0]))
         stream.codec_context.format = "s32"
         position = 0
         for chunk in _chunks(samples):
@@ -118,7 +128,7 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
             # quantise to 24 bits ourselves (rounding) and shift them up.
             quantised = np.round(chunk * full_scale).astype(np.int32) << (32 - FLAC_BITS)
             out.mux(stream.encode(_audio_frame(quantised, "s32", sr, position)))
-            position += len(chunk)
+            position += chunk.shape[1]
         out.mux(stream.encode(None))
     return path
 
@@ -128,7 +138,8 @@ class AudioTrack:
     """One sound track of an MP4.
 
     Args:
-        samples: ``(L,)`` or ``(1, L)`` float samples in [-1, 1]; may be memory-mapped.
+        samples: ``(L,)`` or ``(1, L)`` (mono) or ``(2, L)`` (stereo) float samples in
+            [-1, 1]; may be memory-mapped.
         title: the name players show for it (None: untitled).
     """
 
@@ -142,10 +153,10 @@ class _AudioMuxer:
     def __init__(self, out: av.container.OutputContainer, tracks: Sequence[AudioTrack],
                  sr: int) -> None:
         self.out, self.sr = out, sr
-        self.sources = [_as_mono(t.samples) for t in tracks]
+        self.sources = [_as_channels(t.samples) for t in tracks]
         self.streams = []
-        for track in tracks:
-            stream = out.add_stream("aac", rate=sr, layout="mono")
+        for track, source in zip(tracks, self.sources, strict=True):
+            stream = out.add_stream("aac", rate=sr, layout=_layout(source.shape[0]))
             stream.codec_context.bit_rate = AAC_BIT_RATE
             if track.title:
                 stream.metadata["title"] = track.title
@@ -155,7 +166,7 @@ class _AudioMuxer:
 
     def until(self, seconds: float) -> None:
         """Encode every track up to ``seconds`` (and a little ahead)."""
-        end = max(len(s) for s in self.sources)
+        end = max(s.shape[1] for s in self.sources)
         stop = end if math.isinf(seconds) else min(
             end, max(0, math.ceil((seconds + _AUDIO_LEAD_S) * self.sr)))
         if stop <= self.done:
@@ -163,8 +174,8 @@ class _AudioMuxer:
         for source, stream in zip(self.sources, self.streams, strict=True):
             position = self.done
             for chunk in _chunks(source, self.done, stop):
-                self.out.mux(stream.encode(_audio_frame(chunk, "flt", self.sr, position)))
-                position += len(chunk)
+                self.out.mux(stream.encode(_audio_frame(chunk, "fltp", self.sr, position)))
+                position += chunk.shape[1]
         self.done = stop
 
     def finish(self) -> None:
@@ -507,11 +518,12 @@ def write_video_with_audio(
     """Write an MP4 of the source video's ``[start, start + duration)`` with new AAC audio.
 
     The video stream is copied without re-encoding when possible (see the module docstring).
-    The audio tracks are written whole (not cut to ``duration``), as AAC, mono.
+    The audio tracks are written whole (not cut to ``duration``), as AAC, mono or stereo.
 
     Args:
         src_video: the source video file.
-        audio: ``(L,)`` or ``(1, L)`` float samples in [-1, 1] for one untitled track, or
+        audio: ``(L,)``, ``(1, L)`` or ``(2, L)`` float samples in [-1, 1] for one untitled
+            track, or
             several :class:`AudioTrack` (the first is the default track).
         sr: audio sampling rate in Hz.
         out_path: output ``.mp4`` file.

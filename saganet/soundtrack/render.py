@@ -54,6 +54,7 @@ from saganet.models import SAGANetModels
 from saganet.soundtrack.feature_cache import FeatureCache, masks_digest, video_key
 from saganet.soundtrack.join import VelocityFusion, join_weights
 from saganet.soundtrack.mix import MixLevel, level_mix
+from saganet.soundtrack.pan import Pan, mask_positions
 from saganet.soundtrack.plan import Window, WindowPlan, check_long_enough, plan_windows
 from saganet.soundtrack.request import (
     ORIGINAL_SOUND_TITLE,
@@ -664,7 +665,13 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
     level = None
-    if len(names) == 1:
+    if request.pan:
+        pans = [Pan(mask_positions(o.masks, segment.start, segment.duration), sr)
+                for o in request.objects]
+        mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,
+                                        shape=(2, stems.length))
+        level = level_mix([stems.audio[n] for n in names], mix, pans)
+    elif len(names) == 1:
         mix = stems.audio[names[0]]
     else:
         mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,

@@ -7,7 +7,8 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
 * several objects: ``<stem>_<object>.flac`` per object, ``<stem>.flac`` (the mix) and
   ``<stem>.mp4`` holding the mix as its default sound track plus one track per object, titled
   with the object's name;
-* on request, the ``.mp4`` also carries the video's own sound as its last track, to compare.
+* on request, the ``.mp4`` also carries the video's own sound as its last track, to compare,
+  and the mix is stereo, each object panned to where it is in the frame.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ class SoundtrackRequest:
         original_sound: the ``.mp4`` also carries the video's own sound, mono, as its last
             track, titled :data:`ORIGINAL_SOUND_TITLE` (a video without sound gets none, with a
             warning).
+        pan: the mix is stereo, each object placed left to right where its masks are in the
+            frame (:mod:`saganet.soundtrack.pan`); the stems stay mono.
     """
 
     video: Path | str
@@ -146,6 +149,7 @@ class SoundtrackRequest:
     mask_overlay: bool = False
     write_video: bool = True
     original_sound: bool = False
+    pan: bool = False
 
     def __post_init__(self) -> None:
         # Paths may be given as strings; the fields always hold Paths (frozen: set directly).

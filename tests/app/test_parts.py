@@ -41,13 +41,15 @@ def test_options_from_page_and_json() -> None:
     assert GenerationOptions(start=1, end=4).segment_duration == 3
     assert GenerationOptions.from_mapping(None) == GenerationOptions()
     assert GenerationOptions.from_mapping({"duration": 2}).segment_duration == 2
-    for switch in (False, True):
-        assert GenerationOptions.from_mapping({"original_sound": switch}).original_sound is switch
+    for name in ("original_sound", "pan"):
+        for switch in (False, True):
+            assert getattr(GenerationOptions.from_mapping({name: switch}), name) is switch
     bad = [{"steps": 2}, {"num_steps": 2.5}, {"num_steps": 0}, {"seed": "x"}, {"start": -1},
            {"duration": 0}, {"start": 3, "end": 2}, {"cfg_strength": "nan"}, {"variant": 3},
            {"cfg_strength": 1e308},
            {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
-           {"seed": -(2**63) - 1}, {"original_sound": "false"}, {"original_sound": 1}]
+           {"seed": -(2**63) - 1}, {"original_sound": "false"}, {"original_sound": 1},
+           {"pan": "yes"}]
     for values in bad:
         with pytest.raises(UserInputError):
             GenerationOptions.from_mapping(values)
