@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saganet.app.limits import Limits
+from saganet.app.logins import read_logins
 from saganet.cli import (
     add_feature_cache_argument,
     add_model_arguments,
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="port (default: 7860, or the next free one)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public Gradio share link (off by default)")
+    parser.add_argument("--auth_file", type=Path, default=None,
+                        help="a file of user:password lines: the page and /generate ask for "
+                             "one (default: no login)")
     add_model_arguments(parser)
     parser.add_argument("--segment_model", default=None,
                         help="SAM 2.1 model for clicks: tiny (default), small, base-plus, large, "
@@ -68,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_megapixels", type=float, default=defaults.max_megapixels,
                         help=f"largest video frame in megapixels (default "
                              f"{defaults.max_megapixels:g}: 4096x2160 fits)")
+    parser.add_argument("--max_queue", type=int, default=defaults.max_queue,
+                        help="most requests waiting at once; more are refused (default: no "
+                             "limit)")
     return parser
 
 
@@ -82,7 +89,9 @@ def start(args: argparse.Namespace, block: bool = True):
     from saganet.app.server import AppServer
 
     limits = Limits(args.max_upload_mb, args.max_seconds, args.max_objects, args.max_steps,
-                    args.max_clicks, args.max_megapixels)
+                    args.max_clicks, args.max_megapixels, args.max_queue)
+    # Read before the models load: a bad file is reported at once.
+    logins = read_logins(args.auth_file) if args.auth_file is not None else []
     engine = Engine(ModelSettings(
         variant=args.variant, weights_dir=args.weights_dir, checkpoint=args.checkpoint,
         device=args.device, full_precision=args.full_precision, cpu_bf16=args.cpu_bf16,
@@ -91,7 +100,7 @@ def start(args: argparse.Namespace, block: bool = True):
         feature_cache_bytes=feature_cache_bytes(args.feature_cache_mb))
     engine.preload()
     server = AppServer(engine, limits)
-    server.launch(args.host, args.port, args.share, block=block)
+    server.launch(args.host, args.port, args.share, block=block, logins=logins)
     return server
 
 

@@ -42,6 +42,8 @@ class Limits:
         max_megapixels: largest frame, in millions of pixels (width x height): a small file
             can hold huge frames (a still picture compresses to nothing), and each is decoded
             to RGB in full (3 bytes a pixel) before it is scaled down for the page or a model.
+        max_queue: most events waiting in Gradio's queue at once (None: no limit); past it a
+            *Track*, *Generate* or ``/generate`` call is refused at once ("queue is full").
     """
 
     max_upload_mb: float = 200.0
@@ -51,6 +53,7 @@ class Limits:
     max_clicks: int = 50
     # 4096x2160 (DCI 4K, 8.85 MP) fits.
     max_megapixels: float = 9.0
+    max_queue: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_upload_mb > 0 and self.max_seconds > 0 and self.max_megapixels > 0):
@@ -61,6 +64,8 @@ class Limits:
                                  f"{self.max_upload_mb}")
         if self.max_objects < 1 or self.max_steps < 1 or self.max_clicks < 1:
             raise UserInputError("the object, step and click limits must be at least 1")
+        if self.max_queue is not None and self.max_queue < 1:
+            raise UserInputError(f"the queue limit must be at least 1, got {self.max_queue}")
 
     @property
     def max_upload_bytes(self) -> int:

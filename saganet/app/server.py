@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from saganet.app.engine import Engine
@@ -59,15 +60,17 @@ class AppServer:
         self.url: str | None = None
 
     def launch(self, host: str = DEFAULT_HOST, port: int | None = None, share: bool = False,
-               block: bool = True) -> str:
-        """Serve the app (one model request at a time, through Gradio's queue).
+               block: bool = True, logins: Sequence[tuple[str, str]] = ()) -> str:
+        """Serve the app (one model request at a time, through Gradio's queue of at most
+        ``limits.max_queue`` events).
 
         Args:
             host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0``: all).
             port: port (None: 7860, or the next free one).
-
             share: also open a public Gradio share link.
             block: serve until interrupted (Ctrl-C), then close; False: return at once.
+            logins: ``(user, password)`` pairs; Gradio then asks for one before serving
+                anything (:mod:`saganet.app.logins`). None: anyone who reaches the page.
 
         Returns:
             the local URL.
@@ -75,11 +78,12 @@ class AppServer:
         Raises:
             UserInputError: the address cannot be served on (e.g. the port is taken).
         """
-        self.blocks.queue()
+        self.blocks.queue(max_size=self.limits.max_queue)
         try:
             _, self.url, share_url = self.blocks.launch(
                 server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-                max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True)
+                max_file_size=self.limits.max_upload_bytes, show_error=False, quiet=True,
+                auth=list(logins) or None, auth_message="saganet: log in to use this app")
         except OSError as err:
             self._release()
             where = f"{host}:{port}" if port else host

@@ -49,6 +49,9 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     (["--variant", "debug", "--max_upload_mb", "inf"], "finite number of MB"),
     (["--variant", "debug", "--max_megapixels", "0"], "must be positive"),
     (["--variant", "debug", "--device", "warp"], "unknown device"),
+    (["--variant", "debug", "--max_queue", "0"], "queue limit must be at least 1"),
+    (["--variant", "debug", "--auth_file", "no_such_logins.txt"],
+     "no_such_logins.txt: cannot read the logins"),
 ])
 def test_bad_flags(argv, message, capsys) -> None:
     assert main(argv) == 2
@@ -160,3 +163,39 @@ def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder, stop, status) 
         rest, _ = process.communicate(timeout=60)
     assert process.returncode == status, rest
     assert not any(p.name.startswith("saganet-app-") for p in temp.iterdir())
+
+
+def test_logins_and_a_queue_limit(engine, tmp_path) -> None:
+    """With logins the page's data, its files and the API answer 401 until one logs in;
+    ``gradio_client`` logs in with ``auth=``, a wrong password is refused. The queue takes
+    at most ``max_queue`` events."""
+    import urllib.error
+
+    from gradio_client import Client
+
+    from saganet.app.limits import Limits
+    from saganet.app.logins import read_logins
+    from saganet.app.server import AppServer
+
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# who may use the app\nann:s3cret: with colon\n\nbob:x\n")
+    users = read_logins(logins)
+    limits = Limits(max_queue=3)
+    server = AppServer(engine, limits)
+    url = server.launch(block=False, logins=users)
+    try:
+        for path in ("config", "gradio_api/info"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url + path, timeout=30)
+            assert refused.value.code == 401
+        user, password = users[0]
+        with pytest.raises(ValueError, match="login"):
+            Client(url, auth=(user, password + "!"), verbose=False)
+        client = Client(url, auth=(user, password), verbose=False)
+        assert "/generate" in client.view_api(print_info=False, return_format="dict")[
+            "named_endpoints"]
+        client.close()
+        # Gradio's own queue object: the limit it enforces.
+        assert server.blocks._queue.max_size == limits.max_queue
+    finally:
+        server.close()
