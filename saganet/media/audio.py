@@ -148,8 +148,11 @@ def read_video_sound(path: str | os.PathLike[str], start: float, out: np.ndarray
         if not container.streams.audio:
             return False
         stream = container.streams.audio[0]
-        video = next((s for s in container.streams.video if s.start_time is not None), None)
-        origin = float(video.start_time * video.time_base) if video is not None else 0.0
+        # The picture's stream as the frames are read (cover art is no picture).
+        video = next((s for s in container.streams.video
+                      if not s.disposition & av.stream.Disposition.attached_pic), None)
+        origin = (float(video.start_time * video.time_base)
+                  if video is not None and video.start_time is not None else 0.0)
         begin = origin + start
         if start > _SEEK_MARGIN_S:
             # Frames before the start are skipped by their times; the margin covers a seek
