@@ -83,7 +83,7 @@ class Job:
     Args:
         video: the input video.
         objects: the objects to sonify.
-        output: the ``.flac`` to write (the mix for several objects); the stems and the
+        output: the ``.flac`` or ``.wav`` to write (the mix for several objects); the stems and the
             ``.mp4`` go beside it under the same stem.
     """
 
@@ -92,13 +92,19 @@ class Job:
     output: Path
 
 
-def _flac_path(output_dir: Path, name: str) -> Path:
+def audio_format(args: argparse.Namespace) -> str:
+    """The sound files' type the flags ask for (``--wav``)."""
+    return "wav" if args.wav else "flac"
+
+
+def _audio_path(output_dir: Path, name: str, suffix: str) -> Path:
     path = Path(name)
     path = path if path.is_absolute() else output_dir / path
-    # The mix is always written as <stem>.flac: "a.FLAC" names that file, not another one.
-    if path.suffix.lower() == ".flac":
-        return path.with_suffix(".flac")
-    return path.with_name(f"{path.name}.flac")
+    # The mix is always written as <stem><suffix>: "a.FLAC" names that file, not another one,
+    # and so does "a.flac" with --wav (a.wav).
+    if path.suffix.lower() in (".flac", ".wav"):
+        return path.with_suffix(suffix)
+    return path.with_name(f"{path.name}{suffix}")
 
 
 def _column_key(name: str) -> str:
@@ -140,20 +146,22 @@ def _row_objects(values: dict[str, str], base: Path, default_negative: str, line
                                                          strict=True))
 
 
-def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> list[Job]:
+def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "",
+                  suffix: str = ".flac") -> list[Job]:
     """Read jobs from a CSV file with a header naming its columns.
 
     Relative ``video``/``mask`` paths are relative to the CSV file's folder; ``output`` (a
-    ``.flac`` path or a name without suffix) is relative to ``output_dir`` and defaults to
-    ``<video stem>.flac``. Empty ``prompt`` means no text condition; empty
-    ``negative_prompt`` means ``default_negative``. Several objects: ``mask`` lists their mask
-    videos separated by ``;``, and ``name``, ``prompt``, ``negative_prompt`` as many values
-    (or one prompt for all).
+    ``.flac`` or ``.wav`` path, or a name without suffix; written with ``suffix``) is relative
+    to ``output_dir`` and defaults to ``<video stem><suffix>``. Empty ``prompt`` means no text
+    condition; empty ``negative_prompt`` means ``default_negative``. Several objects: ``mask``
+    lists their mask videos separated by ``;``, and ``name``, ``prompt``, ``negative_prompt``
+    as many values (or one prompt for all).
 
     Args:
         path: the CSV file.
         output_dir: folder for relative outputs.
         default_negative: negative prompt of jobs that give none.
+        suffix: the sound files' suffix, ``.flac`` or ``.wav``.
 
     Raises:
         UserInputError: unreadable file, missing, repeated or unknown columns, a row with
@@ -210,20 +218,22 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "") -> l
         video = base / values["video"]
         jobs.append(Job(video=video,
                         objects=_row_objects(values, base, default_negative, line, path),
-                        output=_flac_path(output_dir, values.get("output") or video.stem)))
+                        output=_audio_path(output_dir, values.get("output") or video.stem, suffix)))
     return _checked(jobs, path)
 
 
 def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
-                  negative_prompt: str = "") -> tuple[list[Job], list[Path]]:
+                  negative_prompt: str = "", suffix: str = ".flac",
+                  ) -> tuple[list[Job], list[Path]]:
     """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` or ``<stem>_mask_<name>.mp4`` files in a
     folder (not recursive; ``.mp4`` in any case).
 
     Args:
         folder: the input folder.
-        output_dir: where ``<stem>.flac`` goes.
+        output_dir: where ``<stem><suffix>`` goes.
         prompt: prompt of every job.
         negative_prompt: negative prompt of every job.
+        suffix: the sound files' suffix, ``.flac`` or ``.wav``.
 
     Returns:
         The jobs, and the videos that have no mask (reported as failed jobs by the caller).
@@ -247,7 +257,7 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
         if found:
             objects = tuple(JobObject(name, mask, prompt, negative_prompt)
                             for name, mask in found)
-            jobs.append(Job(video, objects, output_dir / f"{video.stem}.flac"))
+            jobs.append(Job(video, objects, output_dir / f"{video.stem}{suffix}"))
             used.update(mask for _, mask in found)
         else:
             unpaired.append(video)
@@ -312,7 +322,7 @@ def _request(job: Job, args: argparse.Namespace):
         duration=duration, join=args.join, overlap=args.overlap,
         silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,
         write_video=not args.skip_video_composite, original_sound=args.original_sound,
-        pan=args.pan)
+        pan=args.pan, audio_format=audio_format(args))
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,
@@ -360,11 +370,13 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         check_checkpoint(args.variant, args.checkpoint, option="--variant {}")
     segment_duration(args)  # a usage error, not one of every job
+    suffix = f".{audio_format(args)}"
     if args.csv is not None:
-        jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt), []
+        jobs, unpaired = jobs_from_csv(args.csv, args.output_dir, args.negative_prompt,
+                                       suffix), []
     else:
         jobs, unpaired = jobs_from_dir(args.input_dir, args.output_dir, args.prompt,
-                                       args.negative_prompt)
+                                       args.negative_prompt, suffix)
     source = args.csv if args.csv is not None else args.input_dir
     # Each folder is tried once (made and removed again), however many jobs write there.
     usable: set[Path] = set()

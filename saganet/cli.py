@@ -346,7 +346,7 @@ def feature_cache_bytes(megabytes: float) -> int:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--duration --cfg_strength --num_steps --seed --skip_video_composite
+    """``--duration --cfg_strength --num_steps --seed --skip_video_composite --wav
     --original_sound --pan`` (check ``--original_sound`` with :func:`check_video_flags`)."""
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
@@ -358,7 +358,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42,
                         help="seed of the initial noise (default 42; object k uses seed + k)")
     parser.add_argument("--skip_video_composite", action="store_true",
-                        help="write only the .flac, not the .mp4")
+                        help="write only the sound files, not the .mp4")
+    parser.add_argument("--wav", action="store_true",
+                        help="write the sound as 24-bit WAV instead of FLAC (for tools that do "
+                             "not read FLAC)")
     parser.add_argument("--original_sound", action="store_true",
                         help="also put the video's own sound into the .mp4, as its last "
                              "track ('original sound'), to compare")

@@ -375,3 +375,20 @@ def test_original_sound_goes_to_every_job(tmp_path, capsys):
         main(["--csv", str(table), "--original_sound", "--skip_video_composite"])
     assert stop.value.code == 2
     assert "--original_sound" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_wav_outputs(media, tmp_path, capsys):
+    """``--wav``: each job writes ``.wav`` files; an ``output`` named ``.flac`` writes the
+    ``.wav`` of that name; a rerun skips the finished job."""
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"video,mask,output\n{media}/v.mp4,{media}/v_mask.mp4,take.flac\n"
+                     f"{media}/v.mp4,{media}/v_mask.mp4,plain\n")
+    out = tmp_path / "out"
+    assert [job.output.name for job in jobs_from_csv(table, out, suffix=".wav")] == [
+        "take.wav", "plain.wav"]
+    args = [*_debug_run(table, media / "weights", out), "--wav", "--skip_video_composite"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["plain.wav", "take.wav"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "0 ok, 0 failed, 2 skipped" in capsys.readouterr().err

@@ -634,3 +634,21 @@ def test_pan_places_each_object_where_its_mask_is(weights_dir: Path, tmp_path: P
         assert abs(position - (lo + hi) / 2 / width) < 0.02, (position, lo, hi)
     with av.open(str(out / f"{video.stem}.mp4")) as container:
         assert [s.channels for s in container.streams.audio] == [2] + [1] * len(boxes)
+
+
+def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, clip) -> None:
+    """`--wav`: every sound file is a 24-bit WAV holding the samples of the FLAC run."""
+    args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
+    for name, mask in clip.masks.items():
+        args += ["--object", name, "--mask_video", str(mask)]
+    assert run_demo(weights_dir, tmp_path / "flac", *args) == 0
+    assert run_demo(weights_dir, tmp_path / "wav", *args, "--wav") == 0
+    flac = sorted(p.name for p in (tmp_path / "flac").iterdir())
+    wav = sorted(p.name for p in (tmp_path / "wav").iterdir())
+    assert len(flac) == len(clip.masks) + 1
+    assert wav == sorted(name.replace(".flac", ".wav") for name in flac)
+    for name in flac:
+        expected, rate = read_audio(tmp_path / "flac" / name)
+        got, wav_rate = read_audio(tmp_path / "wav" / name.replace(".flac", ".wav"))
+        assert wav_rate == rate
+        np.testing.assert_array_equal(got, expected)

@@ -232,7 +232,8 @@ def _request(args: argparse.Namespace, debug: bool):
         overlap=args.overlap, silence_hidden=not args.keep_hidden,
         negatives_from_others=args.negatives_from_others, mask_away_clip=args.mask_away_clip,
         mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite,
-        original_sound=args.original_sound, pan=args.pan)
+        original_sound=args.original_sound, pan=args.pan,
+        audio_format="wav" if args.wav else "flac")
     return request, prompts
 
 

@@ -115,17 +115,43 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
     Raises:
         UserInputError: ``path`` exists and ``overwrite`` is False.
     """
+    return _write_pcm(path, audio, sr, overwrite, "flac", "flac")
+
+
+def write_wav(path: PathLike, audio: AudioLike, sr: int = 44100,
+              overwrite: bool = False) -> Path:
+    """Write mono or stereo audio as a 24-bit PCM WAV file: the samples of
+    :func:`write_flac`, uncompressed, for tools that do not read FLAC (arguments as there)."""
+    return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le")
+
+
+# The audio file types the soundtrack writes, by suffix.
+AUDIO_WRITERS = {".flac": write_flac, ".wav": write_wav}
+
+
+def write_audio(path: PathLike, audio: AudioLike, sr: int = 44100,
+                overwrite: bool = False) -> Path:
+    """:func:`write_flac` or :func:`write_wav`, by the suffix of ``path``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in AUDIO_WRITERS:
+        raise ValueError(f"{path}: audio files are {' or '.join(AUDIO_WRITERS)}")
+    return AUDIO_WRITERS[suffix](path, audio, sr, overwrite)
+
+
+def _write_pcm(path: PathLike, audio: AudioLike, sr: int, overwrite: bool, container: str,
+               codec: str) -> Path:
+    """24-bit samples through an encoder that takes them as the top bits of s32."""
     path = Path(path)
     samples = _as_channels(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
     with atomic_output(path, overwrite) as tmp, \
-            av.open(ffmpeg_name(tmp), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sr, layout=_layout(samples.shape[0]))
+            av.open(ffmpeg_name(tmp), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr, layout=_layout(samples.shape[0]))
         stream.codec_context.format = "s32"
         position = 0
         for chunk in _chunks(samples):
-            # FFmpeg's FLAC encoder stores s32 input as 24-bit samples taken from the top bits:
-            # quantise to 24 bits ourselves (rounding) and shift them up.
+            # FFmpeg's FLAC and 24-bit PCM encoders store s32 input as 24-bit samples taken
+            # from the top bits: quantise to 24 bits ourselves (rounding) and shift them up.
             quantised = np.round(chunk * full_scale).astype(np.int32) << (32 - FLAC_BITS)
             out.mux(stream.encode(_audio_frame(quantised, "s32", sr, position)))
             position += chunk.shape[1]

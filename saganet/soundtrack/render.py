@@ -45,7 +45,7 @@ from saganet.inference import (
 from saganet.leftovers import name_part, owned_folder, remove_dead
 from saganet.media.audio import read_video_sound
 from saganet.media.masks import MaskSource, MaskVideo
-from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_flac
+from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_audio
 from saganet.media.output import write_video_with_audio as write_mp4
 from saganet.media.video import SYNC_FPS, VideoInfo, check_mask_aspect, probe_video
 from saganet.media.windows import WindowFrames, read_windows
@@ -658,9 +658,9 @@ def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
 def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segment: Segment,
                    stems: _Stems, work: Path, overwrite: bool,
                    progress: ProgressFn) -> MixLevel | None:
-    """The FLAC files and the MP4, each written in the work folder and renamed into place only
+    """The sound files and the MP4, each written in the work folder and renamed into place only
     when all are complete (a failure or Ctrl-C while writing leaves none of them); the mix's
-    FLAC last (it marks a finished job)."""
+    file last (it marks a finished job)."""
     staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
@@ -695,10 +695,10 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         done += 1
         progress("writing", done, total)
     for name, path in outputs.stems.items():
-        write_flac(staged[path], stems.audio[name], sr)
+        write_audio(staged[path], stems.audio[name], sr)
         done += 1
         progress("writing", done, total)
-    write_flac(staged[outputs.mix], mix, sr)
+    write_audio(staged[outputs.mix], mix, sr)
     # Reported before the renames: the work can still stop here, and not after them.
     progress("writing", total, total)
     check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced

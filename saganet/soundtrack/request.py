@@ -26,6 +26,8 @@ from saganet.soundtrack.join import JOIN_METHODS
 # The title of the MP4 track with the video's own sound. Object names have no spaces, so no
 # object's track can be called this.
 ORIGINAL_SOUND_TITLE = "original sound"
+# The sound files' types (their suffixes): saganet.media.output.AUDIO_WRITERS writes each.
+AUDIO_FORMATS = ("flac", "wav")
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ class SoundtrackOutputs:
     """The files a request writes.
 
     Args:
-        mix: ``<stem>.flac``: the object's sound, or the mix of several.
-        stems: object name -> ``<stem>_<name>.flac`` (empty for one object).
+        mix: ``<stem>.flac`` (or ``.wav``): the object's sound, or the mix of several.
+        stems: object name -> ``<stem>_<name>.flac`` (or ``.wav``; empty for one object).
         video: ``<stem>.mp4``, or None when not written.
     """
 
@@ -83,7 +85,7 @@ class SoundtrackOutputs:
 
     @classmethod
     def named(cls, folder: Path, stem: str, names: Sequence[str],
-              write_video: bool = True) -> SoundtrackOutputs:
+              write_video: bool = True, audio_format: str = "flac") -> SoundtrackOutputs:
         """The files of a request with objects called ``names``: known before their masks
         are (a caller that tracks them first checks these names before the tracking).
 
@@ -92,14 +94,15 @@ class SoundtrackOutputs:
             stem: the file name stem.
             names: the objects' names, in order (one object's sound is the mix: no stem).
             write_video: the ``.mp4`` is written too.
+            audio_format: ``flac`` or ``wav``, the sound files' type.
         """
-        stems = {} if len(names) == 1 else {name: folder / f"{stem}_{name}.flac"
+        stems = {} if len(names) == 1 else {name: folder / f"{stem}_{name}.{audio_format}"
                                             for name in names}
         video = folder / f"{stem}.mp4" if write_video else None
-        return cls(folder / f"{stem}.flac", stems, video)
+        return cls(folder / f"{stem}.{audio_format}", stems, video)
 
     def all(self) -> list[Path]:
-        """Every file, the ``.flac`` of the mix last (it marks a finished job)."""
+        """Every file, the mix's sound file last (it marks a finished job)."""
         files = [] if self.video is None else [self.video]
         return [*files, *self.stems.values(), self.mix]
 
@@ -127,12 +130,14 @@ class SoundtrackRequest:
             prompts as its negative prompt.
         mask_away_clip: drop the CLIP frame features.
         mask_overlay: tint the objects in the ``.mp4`` (re-encodes the video).
-        write_video: write the ``.mp4`` (otherwise only the ``.flac`` files).
+        write_video: write the ``.mp4`` (otherwise only the sound files).
         original_sound: the ``.mp4`` also carries the video's own sound, mono, as its last
             track, titled :data:`ORIGINAL_SOUND_TITLE` (a video without sound gets none, with a
             warning).
         pan: the mix is stereo, each object placed left to right where its masks are in the
             frame (:mod:`saganet.soundtrack.pan`); the stems stay mono.
+        audio_format: the sound files' type: ``flac`` (24-bit FLAC) or ``wav`` (24-bit PCM
+            WAV, for tools that do not read FLAC).
     """
 
     video: Path | str
@@ -150,6 +155,7 @@ class SoundtrackRequest:
     write_video: bool = True
     original_sound: bool = False
     pan: bool = False
+    audio_format: str = "flac"
 
     def __post_init__(self) -> None:
         # Paths may be given as strings; the fields always hold Paths (frozen: set directly).
@@ -191,6 +197,9 @@ class SoundtrackRequest:
                                      "take it as their negative prompt "
                                      "(--negatives_from_others; negatives_from_others=True "
                                      "from Python)")
+        if self.audio_format not in AUDIO_FORMATS:
+            raise UserInputError(f"unknown audio format {self.audio_format!r}; choose one of "
+                                 f"{', '.join(AUDIO_FORMATS)}")
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")
@@ -207,7 +216,8 @@ class SoundtrackRequest:
     def outputs(self) -> SoundtrackOutputs:
         """Where the results go."""
         return SoundtrackOutputs.named(Path(self.output_dir), self.name,
-                                       [o.name for o in self.objects], self.write_video)
+                                       [o.name for o in self.objects], self.write_video,
+                                       self.audio_format)
 
     def input_files(self) -> list[Path]:
         """The files the request reads: the video and the mask videos."""

@@ -407,3 +407,23 @@ def test_mp4_copy_of_a_trimmed_mp4_keeps_its_first_frame_and_length(
     assert frames[0].time == pytest.approx(0.0, abs=0.001)
     assert np.array_equal(frames[0].to_ndarray(format="rgb24"), shown[0])
     assert facts["video"]["seconds"] == pytest.approx(duration, abs=2 * period)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_wav_holds_the_flac_samples(tmp_path: Path, channels: int) -> None:
+    """``write_audio`` picks the type by suffix; WAV and FLAC hold the same 24-bit samples."""
+    from saganet.media.output import write_audio
+    from tests.videos import read_audio as read_channels
+
+    audio = np.random.default_rng(channels).uniform(-1, 1, (channels, 3000)).astype(np.float32)
+    files = {suffix: write_audio(tmp_path / f"a{suffix}", audio, SR)
+             for suffix in (".wav", ".flac")}
+    (wav, wav_rate), (flac, flac_rate) = (read_channels(files[s]) for s in (".wav", ".flac"))
+    assert wav_rate == flac_rate == SR and wav.shape == audio.shape
+    np.testing.assert_array_equal(wav, flac)
+    np.testing.assert_allclose(wav, audio, atol=2**-23)
+    with av.open(str(files[".wav"])) as container:
+        assert container.format.name == "wav"
+        assert container.streams.audio[0].codec_context.name == "pcm_s24le"
+    with pytest.raises(ValueError, match=r"\.flac or \.wav"):
+        write_audio(tmp_path / "a.mp3", audio, SR)

@@ -144,3 +144,4 @@ def test_stereo_files(tmp_path: Path) -> None:
     # AAC: the levels of each channel, not the samples.
     rms = np.sqrt(np.mean(decoded[:, 2048 : len(t) - 2048] ** 2, axis=1))
     np.testing.assert_allclose(rms, [0.5 / math.sqrt(2), 0.25 / math.sqrt(2)], rtol=0.05)
+

@@ -282,17 +282,17 @@ def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
         for path in outputs:
             path.write_bytes(path.name.encode())
     before = sorted(out.iterdir()) if existing else None
-    real_write_flac = render_module.write_flac
+    real_write_audio = render_module.write_audio
     written = []
 
     def interrupted_at_the_last_file(path, *args, **kwargs):
         # Ctrl-C while the last file (the mix) is written, the others complete.
         if len(written) == len(request.outputs().stems):
             raise KeyboardInterrupt
-        written.append(real_write_flac(path, *args, **kwargs))
+        written.append(real_write_audio(path, *args, **kwargs))
         return written[-1]
 
-    monkeypatch.setattr(render_module, "write_flac", interrupted_at_the_last_file)
+    monkeypatch.setattr(render_module, "write_audio", interrupted_at_the_last_file)
     with pytest.raises(KeyboardInterrupt):
         write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
     assert len(written) == len(objects) > 1
@@ -301,7 +301,7 @@ def test_interrupted_writing_leaves_no_output(models, tmp_path: Path,
         assert all(path.read_bytes() == path.name.encode() for path in outputs)
     else:
         assert not out.exists()
-    monkeypatch.setattr(render_module, "write_flac", real_write_flac)
+    monkeypatch.setattr(render_module, "write_audio", real_write_audio)
     result = write_soundtrack(models, request, options=OPTIONS, seed=0, overwrite=existing)
     assert sorted(out.iterdir()) == sorted(outputs) == sorted(result.outputs.all())
     assert all(len(read_audio(path)[0][0]) for path in outputs)

@@ -65,3 +65,18 @@ def test_a_missing_negative_prompt_names_the_setting_for_python_and_the_command_
         SoundtrackRequest(tmp_path / "v.mp4", objects, tmp_path / "out", negatives_from_others=True)
     assert str(info.value).startswith("object 'b' has no prompt")
     assert "(--negatives_from_others; negatives_from_others=True from Python)" in str(info.value)
+
+
+@pytest.mark.parametrize("audio_format", ["flac", "wav"])
+def test_the_sound_files_are_of_the_format(audio_format: str, tmp_path: Path) -> None:
+    objects = tuple(SoundObject(name, tmp_path / f"{name}.mp4") for name in ("a", "b"))
+    outputs = SoundtrackRequest(tmp_path / "clip.mp4", objects, tmp_path / "out",
+                                audio_format=audio_format).outputs()
+    assert {p.suffix for p in [outputs.mix, *outputs.stems.values()]} == {f".{audio_format}"}
+    assert len(outputs.stems) == len(objects)
+
+
+def test_an_unknown_audio_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="unknown audio format 'mp3'"):
+        SoundtrackRequest(tmp_path / "clip.mp4", (SoundObject("v", tmp_path / "m.mp4"),),
+                          tmp_path / "out", audio_format="mp3")
