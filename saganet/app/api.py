@@ -15,8 +15,9 @@ use has its own named endpoint, running the same path as the page's Generate but
 Objects take the string forms of :mod:`saganet.segment.prompts` (clicks ``"X,Y@T"`` in
 pixels of the upright frame and seconds, ``negative_clicks``, boxes ``"X0,Y0,X1,Y1@T"``) or a
 ``text`` phrase (SAM 3); options are those of :class:`~saganet.app.options.GenerationOptions`.
-``stems`` lists one FLAC per object in the given order (for one object, the mix itself);
-``info`` says how long the sound is, where each object was visible and where it is silent.
+``stems`` lists one FLAC (WAV with ``audio_format``) per object in the given order (for one
+object, the mix itself); ``info`` says how long the sound is, where each object was visible
+and where it is silent.
 
 A call runs with a :class:`~saganet.cancel.CancelToken` listed under the client's session hash
 (:meth:`~saganet.app.session.Sessions.api_call`). When the client goes away (``client.close()``,

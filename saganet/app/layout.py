@@ -107,7 +107,9 @@ def _options(default_variant: str) -> list[gr.components.Component]:
         original = gr.Checkbox(label="Also put the video's own sound into the MP4 (its last "
                                      "track, to compare)", value=defaults.original_sound,
                                elem_id="opt-original-sound")
-    return [start, duration, end, cfg, steps, seed, variant, original, pan]
+        audio_format = gr.Radio(label="Sound files", choices=[("FLAC", "flac"), ("WAV", "wav")],
+                                value=defaults.audio_format, elem_id="opt-audio-format")
+    return [start, duration, end, cfg, steps, seed, variant, original, pan, audio_format]
 
 
 def _page(limits: Limits, default_variant: str) -> Page:
@@ -163,7 +165,7 @@ def _page(limits: Limits, default_variant: str) -> Page:
             pictures.append(gr.Image(type="filepath", interactive=False, buttons=[],
                                      elem_id=f"stem-spectrogram-{k}"))
         rows.append(row)
-    downloads = gr.File(label="Downloads: FLAC stems, mix, MP4", file_count="multiple",
+    downloads = gr.File(label="Downloads: stems, mix, MP4", file_count="multiple",
                         interactive=False, elem_id="downloads")
     return Page(upload, example, frame, time, video_info, object_choice, add_object,
                 remove_object, clear_clicks, negative_click, name, prompt, negative_prompt,
@@ -186,7 +188,7 @@ def _endpoint(endpoint: GenerateEndpoint) -> None:
     trigger.click(endpoint.generate, [video, objects, options], [mix, stems, mp4, info],
                   api_name=API_NAME, concurrency_id=MODEL_QUEUE, concurrency_limit=1,
                   api_description="Generate the sound of the objects of a video: "
-                                  "mix, stems (one FLAC per object), MP4 and info")
+                                  "mix, stems (one sound file per object), MP4 and info")
 
 
 def _wire(page: Page, handlers: Handlers) -> None:

@@ -1,5 +1,6 @@
 """The generation options of one request: time range, guidance, steps, seed, variant, whether
-the MP4 also carries the video's own sound, and whether the mix is stereo.
+the MP4 also carries the video's own sound, whether the mix is stereo, and the sound files'
+type.
 
 The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
 :class:`GenerationOptions`, checked once here, with the demo's defaults and meanings except
@@ -16,6 +17,7 @@ from typing import Any
 from saganet.app.limits import Limits
 from saganet.errors import UserInputError, check_cfg_strength, check_time_range
 from saganet.soundtrack import check_seed
+from saganet.soundtrack.request import AUDIO_FORMATS
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class GenerationOptions:
         variant: model variant (None: the one the app was started with).
         original_sound: the MP4 also carries the video's own sound as its last track.
         pan: a stereo mix, each object placed left to right where it is in the frame.
+        audio_format: the sound files' type, ``flac`` or ``wav``.
     """
 
     start: float = 0.0
@@ -43,6 +46,7 @@ class GenerationOptions:
     variant: str | None = None
     original_sound: bool = False
     pan: bool = False
+    audio_format: str = "flac"
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
@@ -51,6 +55,9 @@ class GenerationOptions:
             raise UserInputError(f"steps must be at least 1, got {self.num_steps}")
         # The objects are not known yet: the request checks seed + k for each when it runs.
         check_seed(self.seed, 1)
+        if self.audio_format not in AUDIO_FORMATS:
+            raise UserInputError(f"option audio_format must be one of "
+                                 f"{', '.join(AUDIO_FORMATS)}, got {self.audio_format!r}")
 
     @property
     def segment_duration(self) -> float | None:
@@ -99,12 +106,13 @@ class GenerationOptions:
 
 _INTEGERS = ("num_steps", "seed")
 _SWITCHES = ("original_sound", "pan")
+_NAMES = ("variant", "audio_format")
 
 
 def _convert(name: str, value: Any) -> Any:
-    if name == "variant":
+    if name in _NAMES:
         if not isinstance(value, str):
-            raise UserInputError(f"option variant must be a name, got {value!r}")
+            raise UserInputError(f"option {name} must be a name, got {value!r}")
         return value.strip()
     if name in _SWITCHES:
         # A switch: true or false only (bool("false") would be True).

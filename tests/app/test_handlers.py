@@ -54,10 +54,10 @@ def select(x: float, y: float) -> gr.SelectData:
     return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
-def options(duration=0, steps=2, original_sound=False, pan=False) -> tuple:
+def options(duration=0, steps=2, original_sound=False, pan=False, audio_format="flac") -> tuple:
     """The advanced options' values as the page sends them (start, duration, end, cfg,
-    steps, seed, variant, original sound, pan)."""
-    return (0, duration, 0, 4.5, steps, 3, "debug", original_sound, pan)
+    steps, seed, variant, original sound, pan, sound files)."""
+    return (0, duration, 0, 4.5, steps, 3, "debug", original_sound, pan, audio_format)
 
 
 def flac_seconds(path) -> float:
@@ -223,7 +223,7 @@ def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
         monkeypatch.setattr(weights, "resolve_all", failing)
     _prepared(handlers, clip, "tab1")
     assert engine.loaded_variant == "debug"
-    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False)
+    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False, "flac")
     progress = Recorder()
     status = handlers.generate(0.0, *values, request(), progress)[page.status]
     assert progress.stages() == ["loading the model"] and status == (
@@ -299,7 +299,7 @@ def test_a_variants_download_shows_its_progress(app, clip, tmp_path, monkeypatch
     _prepared(handlers, clip, "tab1")
     progress = Recorder()
     try:
-        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False,
+        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False, "flac",
                                    request(), progress)[page.status]
     finally:
         server.shutdown()
@@ -748,8 +748,8 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
     handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
     images, clips = counts.take()
     assert images > 0 and clips > 0
-    # start, duration, end, cfg, steps, seed, variant, original sound, pan
-    again = (0, 1.0, 0, 2.0, 2, 11, "debug", False, False)
+    # start, duration, end, cfg, steps, seed, variant, original sound, pan, sound files
+    again = (0, 1.0, 0, 2.0, 2, 11, "debug", False, False, "flac")
     handlers.generate(0.0, *again, request(), Recorder())
     assert counts.take() == (0, 0)
     handlers.add_object(0.0, request())
@@ -762,7 +762,7 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
 def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
     """The page's *original sound* box: the downloaded MP4 ends with the video's own sound
     as a track titled ``original sound``; its *stereo mix* box: the mix is stereo (the MP4's
-    first track and the mix's FLAC). Unticked, neither."""
+    first track and the mix's file); *WAV*: the sound files are WAV. Unticked, none."""
     from tests.videos import read_audio
 
     seconds = scene.duration
@@ -774,7 +774,9 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
     _prepared(handlers, video, "tab1")
     for ticked in (False, True):
         updates = handlers.generate(0.0, *options(1.0, steps=1, original_sound=ticked,
-                                                  pan=ticked), request(), Recorder())
+                                                  pan=ticked,
+                                                  audio_format="wav" if ticked else "flac"),
+                                    request(), Recorder())
         files = [Path(p) for p in updates[page.downloads]]
         (mp4,) = [p for p in files if p.suffix == ".mp4"]
         with av.open(str(mp4)) as container:
@@ -787,5 +789,5 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
         # The tone (RMS 0.35), not the random weights' noise.
         level = np.sqrt(np.mean(last[: round(0.9 * 44100)] ** 2))
         assert (abs(level - 0.5 / np.sqrt(2)) < 0.05) == ticked
-        (mix,) = [p for p in files if p.name == f"{video.stem}.flac"]
+        (mix,) = [p for p in files if p.name == f"{video.stem}.{'wav' if ticked else 'flac'}"]
         assert channels == read_audio(mix)[0].shape[0] == (2 if ticked else 1)

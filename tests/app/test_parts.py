@@ -41,6 +41,9 @@ def test_options_from_page_and_json() -> None:
     assert GenerationOptions(start=1, end=4).segment_duration == 3
     assert GenerationOptions.from_mapping(None) == GenerationOptions()
     assert GenerationOptions.from_mapping({"duration": 2}).segment_duration == 2
+    for audio_format in ("flac", " wav "):
+        assert GenerationOptions.from_mapping({"audio_format": audio_format}).audio_format == \
+            audio_format.strip()
     for name in ("original_sound", "pan"):
         for switch in (False, True):
             assert getattr(GenerationOptions.from_mapping({name: switch}), name) is switch
@@ -49,7 +52,7 @@ def test_options_from_page_and_json() -> None:
            {"cfg_strength": 1e308},
            {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
            {"seed": -(2**63) - 1}, {"original_sound": "false"}, {"original_sound": 1},
-           {"pan": "yes"}]
+           {"pan": "yes"}, {"audio_format": "mp3"}, {"audio_format": 1}]
     for values in bad:
         with pytest.raises(UserInputError):
             GenerationOptions.from_mapping(values)
