@@ -1,7 +1,7 @@
 """Media I/O at run time: videos and mask videos in (``video``), soundtracks in (``audio``),
-results out (``output``: FLAC and MP4). PyAV only."""
+results out (``output``: FLAC or WAV, and MP4). PyAV only."""
 
-from saganet.media.output import write_flac, write_video_with_audio
+from saganet.media.output import write_audio, write_flac, write_video_with_audio, write_wav
 from saganet.media.video import (
     FrameRequest,
     VideoFrames,
@@ -24,6 +24,8 @@ __all__ = [
     "probe_video",
     "read_frame_sets",
     "read_frames",
+    "write_audio",
     "write_flac",
     "write_video_with_audio",
+    "write_wav",
 ]
