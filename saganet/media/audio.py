@@ -182,7 +182,6 @@ def read_video_sound(path: str | os.PathLike[str], start: float, out: np.ndarray
     return True
 
 
-
 def _place(out: np.ndarray, samples: np.ndarray, position: int) -> int:
     """Write ``samples`` into ``out`` at ``position`` (clipped to ``out``); the next position."""
     lo, hi = max(position, 0), min(position + len(samples), len(out))
