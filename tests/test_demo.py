@@ -362,13 +362,15 @@ def test_object_silent_throughout_warns(weights_dir: Path, tmp_path: Path, clip,
         ("hidden", "WARNING")]
 
 
-def test_overlay_without_a_video_is_a_usage_error(tmp_path: Path, clip,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", ["--mask_overlay", "--original_sound"])
+def test_mp4_flags_without_a_video_are_usage_errors(tmp_path: Path, clip, flag: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        demo.main(["--video", str(clip.video), "--mask_overlay", "--skip_video_composite",
+        demo.main(["--video", str(clip.video), flag, "--skip_video_composite",
                    "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert "--skip_video_composite" in capsys.readouterr().err.splitlines()[-1]
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert flag in last and "--skip_video_composite" in last
     assert not (tmp_path / "out").exists()
 
 
@@ -595,17 +597,6 @@ def test_original_sound_of_a_silent_video_is_a_warning(weights_dir: Path, tmp_pa
     with av.open(str(tmp_path / "out" / f"{clip.video.stem}.mp4")) as container:
         assert "original sound" not in [s.metadata.get("handler_name")
                                         for s in container.streams.audio]
-
-
-def test_original_sound_without_a_video_is_a_usage_error(tmp_path: Path, clip,
-                                                         capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        demo.main(["--video", str(clip.video), "--original_sound", "--skip_video_composite",
-                   "--output", str(tmp_path / "out")])
-    assert exit_info.value.code == 2
-    assert "--original_sound" in capsys.readouterr().err.splitlines()[-1]
-    assert not (tmp_path / "out").exists()
 
 
 def test_pan_places_each_object_where_its_mask_is(weights_dir: Path, tmp_path: Path) -> None:
