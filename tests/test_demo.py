@@ -643,3 +643,38 @@ def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, cl
         got, wav_rate = read_audio(tmp_path / "wav" / name.replace(".flac", ".wav"))
         assert wav_rate == rate
         np.testing.assert_array_equal(got, expected)
+
+
+def test_takes_are_runs_with_successive_seeds(weights_dir: Path, tmp_path: Path, clip,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--takes N`: take t is the run with `--seed` + (t - 1) x objects, under the stem
+    `<stem>_take<t>`, and the Synchformer runs for the first take only."""
+    from saganet import inference
+
+    encode_sync, seen = inference.encode_sync, [0]
+
+    def counting(model, frames, *args, **kwargs):
+        seen[0] += frames.shape[0]
+        return encode_sync(model, frames, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "encode_sync", counting)
+    args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
+    for name, mask in clip.masks.items():
+        args += ["--object", name, "--mask_video", str(mask)]
+    takes, seed, objects = 3, 5, len(clip.masks)
+    assert run_demo(weights_dir, tmp_path / "takes", *args, "--takes", str(takes), "--seed",
+                    str(seed)) == 0
+    with_takes, seen[0] = seen[0], 0
+    stem = clip.video.stem
+    names = sorted(p.name for p in (tmp_path / "takes").iterdir())
+    assert names == sorted(f"{stem}_take{t}{part}.flac" for t in range(1, takes + 1)
+                           for part in ["", *(f"_{n}" for n in clip.masks)])
+    for t in range(1, takes + 1):
+        single = tmp_path / f"single{t}"
+        assert run_demo(weights_dir, single, *args, "--seed",
+                        str(seed + (t - 1) * objects)) == 0
+        for name in ["", *(f"_{n}" for n in clip.masks)]:
+            np.testing.assert_array_equal(
+                read_audio(tmp_path / "takes" / f"{stem}_take{t}{name}.flac")[0],
+                read_audio(single / f"{stem}{name}.flac")[0])
+    assert with_takes == seen[0] / takes > 0

@@ -36,6 +36,7 @@ from saganet.cli import (
     check_video_flags,
     device_and_dtype,
     object_name,
+    positive_int,
     segment_duration,
     terminate_cleanly,
 )
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
+    parser.add_argument("--takes", type=positive_int, default=1,
+                        help="generate this many takes, each with its own seeds (take t: "
+                             "--seed + (t - 1) x the number of objects), as <stem>_take<t> "
+                             "files; the video's features are computed once (default 1: no "
+                             "suffix)")
     add_long_form_arguments(parser)
     return parser
 
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     from saganet.segment.models import required_files as tracker_files
     from saganet.segment.models import tracker_for
     from saganet.soundtrack import (
+        FeatureCache,
         check_outputs,
         check_seed,
         encode_clip_features,
@@ -111,10 +118,11 @@ def run(args: argparse.Namespace) -> list[Path]:
             names += tracker_files(segment_model)
         weights.resolve_all(names, args.weights_dir, offline=True)
     request, prompts = _request(args, spec.debug)
-    check_seed(args.seed, len(request.objects), "--seed")
+    check_seed(args.seed, args.takes * len(request.objects), "--seed")
     mask_files = _mask_files(request, prompts)
-    check_outputs([*request.outputs().all(), *mask_files.values()], args.overwrite,
-                  request.input_files())
+    check_outputs([*(path for take in _takes(request, args.takes)
+                     for path in take.outputs().all()),
+                   *mask_files.values()], args.overwrite, request.input_files())
     _check_output_folder(args.output)
     segment = resolve_segment(request)  # reads headers only: bad input fails fast
     # What the video holds, so that write_soundtrack, resolving it again, does not repeat the
@@ -158,10 +166,17 @@ def run(args: argparse.Namespace) -> list[Path]:
         models = load_models(args.variant, weights_dir=args.weights_dir,
                              checkpoint=args.checkpoint, device=device, dtype=dtype,
                              offline=args.offline, need_clip=False)
-    result = write_soundtrack(models, request, seed=args.seed, overwrite=args.overwrite,
-                              options=options, progress=progress,
-                              clip_features=clip_features)
-    written = result.outputs.all()
+    # The Synchformer's features of the first take serve the others (only the seeds differ).
+    cache = FeatureCache() if args.takes > 1 else None
+    written = []
+    for number, take in enumerate(_takes(request, args.takes)):
+        if args.takes > 1:
+            log.info("take %d of %d", number + 1, args.takes)
+        result = write_soundtrack(models, take, seed=args.seed + number * len(request.objects),
+                                  overwrite=args.overwrite, options=options, progress=progress,
+                                  clip_features=clip_features, cache=cache)
+        written += result.outputs.all()
+        _report_level(result)
     if tracking is not None:
         # The tracked masks beside the outputs, to reuse (--mask_video) or fix.
         written += [tracking.write_mask_video(name, path, overwrite=args.overwrite)
@@ -174,9 +189,6 @@ def run(args: argparse.Namespace) -> list[Path]:
         whole = sum(b - a for a, b in spans) >= segment.duration - 1e-3
         log.log(logging.WARNING if whole else logging.INFO, "%s: mask empty, silent at %s%s",
                 name, where, hint)
-    if result.mix_level is not None and result.mix_level.gain < 1:
-        log.info("mix levelled by %.2f dB (peak of the sum %.2f)",
-                 20 * math.log10(result.mix_level.gain), result.mix_level.peak)
     if device.type == "cuda":
         import torch
 
@@ -235,6 +247,22 @@ def _request(args: argparse.Namespace, debug: bool):
         original_sound=args.original_sound, pan=args.pan,
         audio_format="wav" if args.wav else "flac")
     return request, prompts
+
+
+def _takes(request, count: int) -> list:
+    """The request of each take: the request itself for one, else one per take with the stem
+    ``<stem>_take<t>``."""
+    if count == 1:
+        return [request]
+    return [dataclasses.replace(request, stem=f"{request.name}_take{t}")
+            for t in range(1, count + 1)]
+
+
+def _report_level(result) -> None:
+    level = result.mix_level
+    if level is not None and level.gain < 1:
+        log.info("mix levelled by %.2f dB (peak of the sum %.2f)", 20 * math.log10(level.gain),
+                 level.peak)
 
 
 def _mask_files(request, prompts: dict) -> dict[str, Path]:
