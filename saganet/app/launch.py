@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_megapixels", type=float, default=defaults.max_megapixels,
                         help=f"largest video frame in megapixels (default "
                              f"{defaults.max_megapixels:g}: 4096x2160 fits)")
+    parser.add_argument("--idle_hours", type=float, default=defaults.idle_hours,
+                        help=f"remove the session and files of a tab or script that has sent "
+                             f"nothing for this long (default {defaults.idle_hours:g}; 0: "
+                             f"never)")
     parser.add_argument("--max_queue", type=int, default=defaults.max_queue,
                         help="most requests waiting at once; more are refused (default: no "
                              "limit)")
@@ -89,7 +93,7 @@ def start(args: argparse.Namespace, block: bool = True):
     from saganet.app.server import AppServer
 
     limits = Limits(args.max_upload_mb, args.max_seconds, args.max_objects, args.max_steps,
-                    args.max_clicks, args.max_megapixels, args.max_queue)
+                    args.max_clicks, args.max_megapixels, args.max_queue, args.idle_hours)
     # Read before the models load: a bad file is reported at once.
     logins = read_logins(args.auth_file) if args.auth_file is not None else []
     engine = Engine(ModelSettings(

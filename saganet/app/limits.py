@@ -44,6 +44,8 @@ class Limits:
             to RGB in full (3 bytes a pixel) before it is scaled down for the page or a model.
         max_queue: most events waiting in Gradio's queue at once (None: no limit); past it a
             *Track*, *Generate* or ``/generate`` call is refused at once ("queue is full").
+        idle_hours: a tab (or script) that has sent nothing for this long has its session
+            and files removed (0: kept until it closes).
     """
 
     max_upload_mb: float = 200.0
@@ -54,6 +56,7 @@ class Limits:
     # 4096x2160 (DCI 4K, 8.85 MP) fits.
     max_megapixels: float = 9.0
     max_queue: int | None = None
+    idle_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if not (self.max_upload_mb > 0 and self.max_seconds > 0 and self.max_megapixels > 0):
@@ -64,8 +67,15 @@ class Limits:
                                  f"{self.max_upload_mb}")
         if self.max_objects < 1 or self.max_steps < 1 or self.max_clicks < 1:
             raise UserInputError("the object, step and click limits must be at least 1")
+        if not (math.isfinite(self.idle_hours) and self.idle_hours >= 0):
+            raise UserInputError(f"the idle time must be 0 or more hours, got {self.idle_hours}")
         if self.max_queue is not None and self.max_queue < 1:
             raise UserInputError(f"the queue limit must be at least 1, got {self.max_queue}")
+
+    @property
+    def idle_seconds(self) -> float | None:
+        """:attr:`idle_hours` in seconds (None: never)."""
+        return self.idle_hours * 3600 if self.idle_hours else None
 
     @property
     def max_upload_bytes(self) -> int:

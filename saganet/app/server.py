@@ -38,7 +38,8 @@ class AppServer:
     Args:
         engine: the shared models.
         limits: what the app accepts.
-        sessions: the sessions (default: a new temporary root).
+        sessions: the sessions (default: a new temporary root, sessions idle for
+            ``limits.idle_hours`` removed).
     """
 
     def __init__(self, engine: Engine, limits: Limits, sessions: Sessions | None = None) -> None:
@@ -46,7 +47,8 @@ class AppServer:
 
         self.engine = engine
         self.limits = limits
-        self.sessions = sessions if sessions is not None else Sessions()
+        self.sessions = (sessions if sessions is not None
+                         else Sessions(idle_s=limits.idle_seconds))
         # Gradio's default, <tmp>/gradio, is shared by every app and user of the machine and
         # readable by all: the visitors' videos and sounds go under the app's own root (0700,
         # removed when the app stops) instead, unless whoever runs the app chose a folder.

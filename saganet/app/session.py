@@ -3,7 +3,8 @@
 Every browser tab (a Gradio session) gets a :class:`Session`: its own folder under the app's
 temporary root, the video it loaded, its objects and its latest tracking. :class:`Sessions`
 hands them out by Gradio's session hash and removes a session's folder when its tab closes
-(Gradio's ``unload`` event), and the whole root when the app closes or the process exits.
+(Gradio's ``unload`` event), those idle for too long when a new one starts, and the whole
+root when the app closes or the process exits.
 An app killed outright (SIGKILL, the OOM killer) cannot: its root is named after its process
 (:mod:`saganet.leftovers`), and the next app started removes the roots of apps that no longer
 run.
@@ -115,6 +116,7 @@ class Session:
         # ignores the click), so a kind's token is that of its one waiting event.
         self.waiting: dict[str, CancelToken] = {}
         self.ended = False  # the tab was closed: no more jobs, no more files
+        self.last_used = time.monotonic()  # when the tab last sent an event
         self._runs = 0
         # The run folder of each part of the page (PREVIEW, RESULTS) showing a file of a run.
         self._shown: dict[str, Path] = {}
@@ -417,9 +419,14 @@ class Sessions:
         root: the folder for all sessions (default: a new folder ``saganet-app-<owner>`` in
             the system's temporary folder, removed when the app closes or the process exits;
             the roots there of apps killed outright are removed first).
+        idle_s: a session that has sent no event for this many seconds, runs no job and has
+            none waiting is removed with its files when a new session starts (None: never).
+            Its tab, should it come back, starts afresh. This is what ends the sessions of
+            scripts that post the page's events without Gradio's heartbeat connection: their
+            end is never seen.
     """
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, idle_s: float | None = None) -> None:
         if root is None:
             temporary = Path(tempfile.gettempdir())
             remove_dead(temporary, prefix=ROOT_PREFIX)
@@ -432,6 +439,7 @@ class Sessions:
         # The running /generate calls of each client (a set: a client may queue several).
         self._api_calls: dict[str, set[ApiCall]] = {}
         self._closed = False
+        self.idle_s = idle_s
         self._lock = threading.Lock()
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
@@ -442,15 +450,41 @@ class Sessions:
         no folder.
         """
         key = _safe_key(key)
+        now = time.monotonic()
+        idle: list[Session] = []
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
+                idle = self._idle(now)
                 session = Session(self.root / key)
                 if key in self._ended:
                     session.ended = True
                 else:
                     self._sessions[key] = session
-            return session
+            session.last_used = now
+        for old in idle:
+            self._expire(old)
+        return session
+
+    def _idle(self, now: float) -> list[Session]:
+        """The sessions idle past :attr:`idle_s` (call with :attr:`_lock` held)."""
+        if self.idle_s is None:
+            return []
+        return [s for s in self._sessions.values()
+                if now - s.last_used > self.idle_s and not s.busy and not s.waiting]
+
+    def _expire(self, session: Session) -> None:
+        """Forget an idle session and remove its files, unless it was used meanwhile: an event
+        of its tab after this makes a new, empty session."""
+        with session.lock, self._lock:
+            idle = time.monotonic() - session.last_used
+            if idle <= self.idle_s or session.busy or session.waiting:
+                return
+            for key in [k for k, s in self._sessions.items() if s is session]:
+                del self._sessions[key]
+            session.close()
+        log.info("session %s sent nothing for %.1f h; its files are removed",
+                 session.folder.name, idle / 3600)
 
     def end(self, key: str | None) -> None:
         """The tab (or ``gradio_client`` client) of ``key`` was closed: stop its job and its

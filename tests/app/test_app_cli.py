@@ -50,6 +50,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     (["--variant", "debug", "--max_megapixels", "0"], "must be positive"),
     (["--variant", "debug", "--device", "warp"], "unknown device"),
     (["--variant", "debug", "--max_queue", "0"], "queue limit must be at least 1"),
+    (["--variant", "debug", "--idle_hours", "-1"], "idle time must be 0 or more hours"),
     (["--variant", "debug", "--auth_file", "no_such_logins.txt"],
      "no_such_logins.txt: cannot read the logins"),
 ])
@@ -168,7 +169,7 @@ def test_serves_and_cleans_up_on_ctrl_c(weights_dir, sam2_folder, stop, status) 
 def test_logins_and_a_queue_limit(engine, tmp_path) -> None:
     """With logins the page's data, its files and the API answer 401 until one logs in;
     ``gradio_client`` logs in with ``auth=``, a wrong password is refused. The queue takes
-    at most ``max_queue`` events."""
+    at most ``max_queue`` events, and idle sessions go after ``idle_hours``."""
     import urllib.error
 
     from gradio_client import Client
@@ -180,7 +181,7 @@ def test_logins_and_a_queue_limit(engine, tmp_path) -> None:
     logins = tmp_path / "logins.txt"
     logins.write_text("# who may use the app\nann:s3cret: with colon\n\nbob:x\n")
     users = read_logins(logins)
-    limits = Limits(max_queue=3)
+    limits = Limits(max_queue=3, idle_hours=2)
     server = AppServer(engine, limits)
     url = server.launch(block=False, logins=users)
     try:
@@ -197,5 +198,6 @@ def test_logins_and_a_queue_limit(engine, tmp_path) -> None:
         client.close()
         # Gradio's own queue object: the limit it enforces.
         assert server.blocks._queue.max_size == limits.max_queue
+        assert server.sessions.idle_s == limits.idle_seconds == 2 * 3600
     finally:
         server.close()

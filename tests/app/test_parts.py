@@ -479,3 +479,54 @@ def test_engine_precision_follows_the_flags(settings, dtype) -> None:
 def test_engine_rejects_contradicting_precision_flags() -> None:
     with pytest.raises(UserInputError, match="contradict"):
         Engine(ModelSettings(variant="debug", device="cpu", cpu_bf16=True, full_precision=True))
+
+
+
+def age(sessions: Sessions, seconds: float) -> None:
+    """Make every session's last event ``seconds`` older."""
+    for session in list(sessions._sessions.values()):
+        session.last_used -= seconds
+
+
+def test_idle_sessions_are_removed_when_a_new_one_starts(tmp_path) -> None:
+    """Sessions that sent nothing for ``idle_s`` go with their files when a new session
+    starts, unless a job runs or waits; one used meanwhile stays; an expired tab that comes
+    back starts afresh (not as a closed tab)."""
+    idle_s = 60.0
+    sessions = Sessions(tmp_path / "root", idle_s=idle_s)
+    names = ["idle", "busy", "waiting", "recent"]
+    made = {name: sessions.get(name) for name in names}
+    for session in made.values():
+        session.folder.mkdir(parents=True)
+    made["busy"].busy = True
+    made["waiting"].waiting["generate"] = CancelToken()
+    age(sessions, idle_s + 1)
+    sessions.get("recent")  # an event of this tab: it is not idle
+    sessions.get("recent")  # and no new session: nothing is looked at
+    assert all(s.folder.exists() for s in made.values()) and len(sessions) == len(names)
+    sessions.get("new")
+    assert not made["idle"].folder.exists()
+    assert all(made[n].folder.exists() for n in names if n != "idle")
+    assert len(sessions) == len(names)  # the idle one gone, the new one there
+    back = sessions.get("idle")
+    assert back is not made["idle"] and not back.ended and back.video is None
+    age(sessions, 10 * idle_s)
+    made["busy"].busy = False
+    sessions.get("newer")
+    assert not made["busy"].folder.exists() and made["waiting"].folder.exists()
+    sessions.close()
+
+
+def test_without_an_idle_time_sessions_stay(tmp_path) -> None:
+    sessions = Sessions(tmp_path / "root")
+    old = sessions.get("old")
+    old.folder.mkdir(parents=True)
+    age(sessions, 10**9)
+    sessions.get("new")
+    assert old.folder.exists() and sessions.get("old") is old
+    sessions.close()
+    assert Limits(idle_hours=0).idle_seconds is None
+    assert Limits(idle_hours=1.5).idle_seconds == 5400
+    for bad in (-1, math.inf, math.nan):
+        with pytest.raises(UserInputError, match="idle time"):
+            Limits(idle_hours=bad)
