@@ -192,9 +192,12 @@ def test_large_blocks_are_reused_without_page_faults() -> None:
         torch.ones(size).mul(2)  # two large blocks, touched and freed
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     pages = size * 4 // resource.getpagesize()
-    # Fresh mappings would fault on every page of both blocks in every round (10 * pages
-    # over the last five); reused heap memory faults only when the heap has to grow.
-    assert sum(faults[-5:]) <= 2 * pages, f"page faults per round: {faults} ({pages} pages)"
+    # Fresh mappings would fault on every page of both blocks in every round (2 * pages);
+    # reused heap memory faults only when the heap has to grow. Most rounds after the first
+    # two must be cheap: a round now and then that grows the heap again (another thread of
+    # the process allocating meanwhile, under pytest -n 2) is not a fresh mapping each time.
+    cheap = [f < pages // 2 for f in faults[2:]]
+    assert sum(cheap) > len(cheap) // 2, f"page faults per round: {faults} ({pages} pages)"
 
 
 @pytest.mark.parametrize(("flags", "fast"), [("fpu avx2 fma", False),
