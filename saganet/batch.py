@@ -33,6 +33,7 @@ from saganet.cli import (
     add_long_form_arguments,
     add_model_arguments,
     add_sampling_arguments,
+    audio_format,
     begin,
     check_video_flags,
     device_and_dtype,
@@ -90,11 +91,6 @@ class Job:
     video: Path
     objects: tuple[JobObject, ...]
     output: Path
-
-
-def audio_format(args: argparse.Namespace) -> str:
-    """The sound files' type the flags ask for (``--wav``)."""
-    return "wav" if args.wav else "flac"
 
 
 def _audio_path(output_dir: Path, name: str, suffix: str) -> Path:

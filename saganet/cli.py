@@ -370,6 +370,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              "in the frame (the stems stay mono)")
 
 
+def audio_format(args: argparse.Namespace) -> str:
+    """The sound files' type the flags ask for (``--wav``)."""
+    return "wav" if args.wav else "flac"
+
+
 def check_video_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A usage error (exit 2) for flags about the ``.mp4`` that ``--skip_video_composite``
     does not write."""

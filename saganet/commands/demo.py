@@ -32,6 +32,7 @@ from saganet.cli import (
     add_model_arguments,
     add_object_arguments,
     add_sampling_arguments,
+    audio_format,
     begin,
     check_video_flags,
     device_and_dtype,
@@ -245,7 +246,7 @@ def _request(args: argparse.Namespace, debug: bool):
         negatives_from_others=args.negatives_from_others, mask_away_clip=args.mask_away_clip,
         mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite,
         original_sound=args.original_sound, pan=args.pan,
-        audio_format="wav" if args.wav else "flac")
+        audio_format=audio_format(args))
     return request, prompts
 
 
