@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     from saganet.media.masks import MaskVideo
     from saganet.pipeline import load_clip, load_models
     from saganet.segment import object_prompt, track_objects
-    from saganet.soundtrack import FeatureCache, SoundObject, SoundtrackRequest, write_soundtrack
+    from saganet.soundtrack import (
+        FeatureCache,
+        SoundObject,
+        SoundtrackRequest,
+        read_settings,
+        write_soundtrack,
+    )
 
 # name -> the module that defines it
 _EXPORTS = {
@@ -42,6 +48,7 @@ _EXPORTS = {
     "load_clip": "saganet.pipeline",
     "load_models": "saganet.pipeline",
     "object_prompt": "saganet.segment",
+    "read_settings": "saganet.soundtrack",
     "track_objects": "saganet.segment",
     "write_soundtrack": "saganet.soundtrack",
 }
@@ -59,6 +66,7 @@ __all__ = [
     "load_clip",
     "load_models",
     "object_prompt",
+    "read_settings",
     "track_objects",
     "write_soundtrack",
 ]

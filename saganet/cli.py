@@ -347,7 +347,8 @@ def feature_cache_bytes(megabytes: float) -> int:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--duration --cfg_strength --num_steps --seed --skip_video_composite --wav
-    --original_sound --pan`` (check ``--original_sound`` with :func:`check_video_flags`)."""
+    --original_sound --pan --no_settings`` (check ``--original_sound`` with
+    :func:`check_video_flags`)."""
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
                              "longer videos are covered by overlapping 5 s windows)")
@@ -368,6 +369,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pan", action="store_true",
                         help="a stereo mix: each object placed left to right where its mask is "
                              "in the frame (the stems stay mono)")
+    parser.add_argument("--no_settings", action="store_true",
+                        help="do not record the generation settings (prompts, seeds, model, "
+                             "sampler) in the files' comment tag")
 
 
 def audio_format(args: argparse.Namespace) -> str:

@@ -40,6 +40,9 @@ class SAGANetModels(nn.Module):
         self.sequence = sequence
         # The clip length the network was trained on: long videos are cut into windows of it.
         self.training_sequence = sequence
+        # What the weights are (the variant, and a checkpoint of one's own), as results
+        # record it; None where they were built otherwise.
+        self.label: str | None = None
 
     @property
     def device(self) -> torch.device:

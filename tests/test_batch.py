@@ -377,6 +377,17 @@ def test_original_sound_goes_to_every_job(tmp_path, capsys):
     assert "--original_sound" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_no_settings_goes_to_every_job(tmp_path):
+    """``--no_settings`` reaches each job's request (the files then record no settings)."""
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask\na.mp4,a_mask.mp4\nb.mp4,b_mask.mp4\n")
+    jobs = jobs_from_csv(table, tmp_path / "out")
+    assert len(jobs) == table.read_text().count("\n") - 1
+    for flags, wanted in (([], True), (["--no_settings"], False)):
+        args = build_parser().parse_args(["--csv", str(table), *flags])
+        assert [_request(job, args).record_settings for job in jobs] == [wanted] * len(jobs)
+
+
 def test_wav_outputs(media, tmp_path, capsys):
     """``--wav``: each job writes ``.wav`` files; an ``output`` named ``.flac`` writes the
     ``.wav`` of that name; a rerun skips the finished job."""

@@ -25,6 +25,7 @@ import demo
 from saganet.debug_weights import write_debug_weights
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.media.video import probe_video
+from saganet.soundtrack.settings import read_settings
 from tests.shared import DUET, TRUMPET, VIOLIN, need
 from tests.videos import read_audio, stream_ends, write_video
 
@@ -633,7 +634,8 @@ def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, cl
     for name, mask in clip.masks.items():
         args += ["--object", name, "--mask_video", str(mask)]
     assert run_demo(weights_dir, tmp_path / "flac", *args) == 0
-    assert run_demo(weights_dir, tmp_path / "wav", *args, "--wav") == 0
+    # --no_settings too: the files then carry no settings, and the samples are the same.
+    assert run_demo(weights_dir, tmp_path / "wav", *args, "--wav", "--no_settings") == 0
     flac = sorted(p.name for p in (tmp_path / "flac").iterdir())
     wav = sorted(p.name for p in (tmp_path / "wav").iterdir())
     assert len(flac) == len(clip.masks) + 1
@@ -643,6 +645,9 @@ def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, cl
         got, wav_rate = read_audio(tmp_path / "wav" / name.replace(".flac", ".wav"))
         assert wav_rate == rate
         np.testing.assert_array_equal(got, expected)
+        recorded = read_settings(tmp_path / "flac" / name)
+        assert [o["name"] for o in recorded["objects"]] == list(clip.masks)
+        assert read_settings(tmp_path / "wav" / name.replace(".flac", ".wav")) is None
 
 
 def test_takes_are_runs_with_successive_seeds(weights_dir: Path, tmp_path: Path, clip,
@@ -677,4 +682,8 @@ def test_takes_are_runs_with_successive_seeds(weights_dir: Path, tmp_path: Path,
             np.testing.assert_array_equal(
                 read_audio(tmp_path / "takes" / f"{stem}_take{t}{name}.flac")[0],
                 read_audio(single / f"{stem}{name}.flac")[0])
+        # Each take records the seeds that make it again.
+        recorded = read_settings(tmp_path / "takes" / f"{stem}_take{t}.flac")
+        assert [o["seed"] for o in recorded["objects"]] == [
+            seed + (t - 1) * objects + k for k in range(objects)]
     assert with_takes == seen[0] / takes > 0

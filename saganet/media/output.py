@@ -13,13 +13,17 @@ frames past ``duration``. The video is re-encoded (H.264, yuv420p) to draw mask 
 start later than the first frame (a copy could only start at a keyframe), or when browsers do
 not play the source codec in MP4 (MJPEG, PNG, ProRes ...). Audio tracks are AAC; the first is
 the default track and every track may carry a title (players list them by it).
+
+Every writer takes ``tags``: file-level text tags (Vorbis comments in FLAC, the INFO list in WAV,
+the metadata atoms in MP4), such as the ``comment`` that records how a result was generated
+(:mod:`saganet.soundtrack.settings`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -102,7 +106,7 @@ def _audio_frame(chunk: np.ndarray, fmt: str, sr: int, pts: int) -> av.AudioFram
 
 
 def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, *, tags: Mapping[str, str] | None = None) -> Path:
     """Write mono or stereo audio as a 24-bit FLAC file.
 
     Args:
@@ -111,18 +115,21 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
             in [-1, 1] (clipped beyond); may be a memory-mapped array (read in chunks).
         sr: sampling rate in Hz.
         overwrite: replace an existing file.
+        tags: text tags of the file (Vorbis comments), e.g. ``{"comment": ...}``.
 
     Raises:
         UserInputError: ``path`` exists and ``overwrite`` is False.
     """
-    return _write_pcm(path, audio, sr, overwrite, "flac", "flac")
+    return _write_pcm(path, audio, sr, overwrite, "flac", "flac", tags)
 
 
 def write_wav(path: PathLike, audio: AudioLike, sr: int = 44100,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, *, tags: Mapping[str, str] | None = None) -> Path:
     """Write mono or stereo audio as a 24-bit PCM WAV file: the samples of
-    :func:`write_flac`, uncompressed, for tools that do not read FLAC (arguments as there)."""
-    return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le")
+    :func:`write_flac`, uncompressed, for tools that do not read FLAC (arguments as there;
+    ``tags`` go into the INFO list, which holds only the keys RIFF names, ``comment`` among
+    them)."""
+    return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le", tags)
 
 
 # The audio file types the soundtrack writes, by suffix.
@@ -130,22 +137,23 @@ AUDIO_WRITERS = {".flac": write_flac, ".wav": write_wav}
 
 
 def write_audio(path: PathLike, audio: AudioLike, sr: int = 44100,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, *, tags: Mapping[str, str] | None = None) -> Path:
     """:func:`write_flac` or :func:`write_wav`, by the suffix of ``path``."""
     suffix = Path(path).suffix.lower()
     if suffix not in AUDIO_WRITERS:
         raise ValueError(f"{path}: audio files are {' or '.join(AUDIO_WRITERS)}")
-    return AUDIO_WRITERS[suffix](path, audio, sr, overwrite)
+    return AUDIO_WRITERS[suffix](path, audio, sr, overwrite, tags=tags)
 
 
 def _write_pcm(path: PathLike, audio: AudioLike, sr: int, overwrite: bool, container: str,
-               codec: str) -> Path:
+               codec: str, tags: Mapping[str, str] | None) -> Path:
     """24-bit samples through an encoder that takes them as the top bits of s32."""
     path = Path(path)
     samples = _as_channels(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
     with atomic_output(path, overwrite) as tmp, \
             av.open(ffmpeg_name(tmp), "w", format=container) as out:
+        out.metadata.update(tags or {})
         stream = out.add_stream(codec, rate=sr, layout=_layout(samples.shape[0]))
         stream.codec_context.format = "s32"
         position = 0
@@ -540,6 +548,7 @@ def write_video_with_audio(
     *,
     start: float = 0.0,
     overlays: Sequence[Overlay] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an MP4 of the source video's ``[start, start + duration)`` with new AAC audio.
 
@@ -561,6 +570,7 @@ def write_video_with_audio(
         overwrite: replace an existing file.
         start: seconds of the source to skip (from its first frame); the output starts there.
         overlays: objects to tint, each with its own masks and colour.
+        tags: text tags of the file (MP4 metadata), e.g. ``{"comment": ...}``.
 
     Raises:
         UserInputError: unreadable source video, or ``out_path`` exists and ``overwrite`` is
@@ -583,6 +593,7 @@ def write_video_with_audio(
         if not overlays and start == 0:
             try:
                 with av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
+                    out.metadata.update(tags or {})
                     copied = _write_copy(out, src, tracks, sr, duration)
             except av.error.FFmpegError as err:
                 # The muxer refused the copied stream (e.g. a codec tag MP4 does not accept).
@@ -592,6 +603,7 @@ def write_video_with_audio(
                 return out_path
             logger.info("%s: re-encoding the video as H.264 for MP4", src)
         with av.open(ffmpeg_name(tmp), "w", format="mp4") as out:
+            out.metadata.update(tags or {})
             _write_reencoded(out, src, tracks, sr, start, duration, overlays)
     return out_path
 

@@ -5,7 +5,8 @@ levels the mix, ``request`` says what to generate and ``render`` does it
 (:func:`write_soundtrack`, the one path of ``demo.py``, ``python -m saganet.batch`` and the
 web app); ``clip_pass`` computes CLIP's share first, for one-shot runs that load CLIP alone;
 ``window_images`` encodes each CLIP frame that overlapping windows share once, for both;
-``feature_cache`` keeps CLIP's and the Synchformer's features of a video for the next call.
+``feature_cache`` keeps CLIP's and the Synchformer's features of a video for the next call;
+``settings`` records in every file how it was generated (:func:`read_settings` reads it).
 """
 
 from saganet.soundtrack.clip_pass import ClipFeatures, encode_clip_features
@@ -23,6 +24,7 @@ from saganet.soundtrack.render import (
     write_soundtrack,
 )
 from saganet.soundtrack.request import SoundObject, SoundtrackOutputs, SoundtrackRequest
+from saganet.soundtrack.settings import read_settings
 
 __all__ = [
     "ClipFeatures",
@@ -38,6 +40,7 @@ __all__ = [
     "check_seed",
     "encode_clip_features",
     "plan_soundtrack",
+    "read_settings",
     "resolve_segment",
     "timed",
     "write_soundtrack",

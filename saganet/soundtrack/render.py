@@ -62,6 +62,7 @@ from saganet.soundtrack.request import (
     SoundtrackOutputs,
     SoundtrackRequest,
 )
+from saganet.soundtrack.settings import settings_record, settings_tags
 from saganet.soundtrack.window_images import WindowImageEncoder
 
 if TYPE_CHECKING:
@@ -531,6 +532,9 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
              segment.duration, segment.start, len(plan.windows), plan.window_duration,
              len(request.objects), request.join if len(plan.windows) > 1 else "one window")
     names = [o.name for o in request.objects]
+    record = settings_record(request, start=segment.start, duration=segment.duration,
+                             options=options, seed=seed, model=models.label,
+                             dtype=models.dtype) if request.record_settings else None
     with _output_folder(Path(request.output_dir)) as folder:
         # What runs killed outright (SIGKILL, power loss) left here; see saganet.leftovers.
         remove_dead(folder)
@@ -544,7 +548,7 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
                         for k, name in enumerate(names) if runner.hidden[k]}
             with timed("write"):
                 level = _write_outputs(request, outputs, segment, stems, work, overwrite,
-                                       progress)
+                                       progress, record)
     return SoundtrackResult(outputs, segment, plan, silenced, level)
 
 
@@ -657,10 +661,14 @@ def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
 
 def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segment: Segment,
                    stems: _Stems, work: Path, overwrite: bool,
-                   progress: ProgressFn) -> MixLevel | None:
+                   progress: ProgressFn, record: dict | None) -> MixLevel | None:
     """The sound files and the MP4, each written in the work folder and renamed into place only
     when all are complete (a failure or Ctrl-C while writing leaves none of them); the mix's
-    file last (it marks a finished job)."""
+    file last (it marks a finished job). Each carries ``record`` (the settings) if given."""
+
+    def tags(name: str | None = None) -> dict[str, str] | None:
+        return None if record is None else settings_tags(record, name)
+
     staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
@@ -691,14 +699,14 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
             OVERLAY_COLORS)]) for k, o in enumerate(request.objects)] if request.mask_overlay \
             else []
         write_mp4(request.video, tracks, sr, staged[outputs.video], segment.duration,
-                  start=segment.start, overlays=overlays)
+                  start=segment.start, overlays=overlays, tags=tags())
         done += 1
         progress("writing", done, total)
     for name, path in outputs.stems.items():
-        write_audio(staged[path], stems.audio[name], sr)
+        write_audio(staged[path], stems.audio[name], sr, tags=tags(name))
         done += 1
         progress("writing", done, total)
-    write_audio(staged[outputs.mix], mix, sr)
+    write_audio(staged[outputs.mix], mix, sr, tags=tags())
     # Reported before the renames: the work can still stop here, and not after them.
     progress("writing", total, total)
     check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced

@@ -9,6 +9,8 @@ masks, prompt and negative prompt). Outputs go into one folder under one stem:
   with the object's name;
 * on request, the ``.mp4`` also carries the video's own sound as its last track, to compare,
   and the mix is stereo, each object panned to where it is in the frame.
+
+Every file records the settings it was generated with (:mod:`saganet.soundtrack.settings`).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class SoundtrackRequest:
             frame (:mod:`saganet.soundtrack.pan`); the stems stay mono.
         audio_format: the sound files' type: ``flac`` (24-bit FLAC) or ``wav`` (24-bit PCM
             WAV, for tools that do not read FLAC).
+        record_settings: every file written records how it was generated, in its ``comment``
+            tag (:mod:`saganet.soundtrack.settings`).
     """
 
     video: Path | str
@@ -156,6 +160,7 @@ class SoundtrackRequest:
     original_sound: bool = False
     pan: bool = False
     audio_format: str = "flac"
+    record_settings: bool = True
 
     def __post_init__(self) -> None:
         # Paths may be given as strings; the fields always hold Paths (frozen: set directly).

@@ -427,3 +427,27 @@ def test_wav_holds_the_flac_samples(tmp_path: Path, channels: int) -> None:
         assert container.streams.audio[0].codec_context.name == "pcm_s24le"
     with pytest.raises(ValueError, match=r"\.flac or \.wav"):
         write_audio(tmp_path / "a.mp3", audio, SR)
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".mp4"])
+def test_tags_are_written_into_the_file(tmp_path: Path, source: Path, suffix: str) -> None:
+    """Every writer stores the file-level ``tags`` (here the ``comment`` key the settings use,
+    which WAV's INFO list holds too), non-ASCII text included; none without them."""
+    from saganet.media.output import write_audio
+
+    comment = "prompt: violín \u266a, seed 7"
+
+    def write(path: Path, tags: dict[str, str] | None) -> Path:
+        if suffix == ".mp4":
+            return write_video_with_audio(source, AUDIO, SR, path, 1.0, tags=tags)
+        return write_audio(path, AUDIO, SR, tags=tags)
+
+    tagged = write(tmp_path / f"tagged{suffix}", {"comment": comment})
+    plain = write(tmp_path / f"plain{suffix}", None)
+    with av.open(str(tagged)) as container:
+        assert container.metadata.get("comment") == comment
+    with av.open(str(plain)) as container:
+        assert "comment" not in container.metadata
+    if suffix != ".mp4":
+        # Tags change no sample.
+        np.testing.assert_array_equal(read_audio(tagged)[0], read_audio(plain)[0])
