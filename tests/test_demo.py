@@ -25,6 +25,7 @@ import demo
 from saganet.debug_weights import write_debug_weights
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.media.video import probe_video
+from saganet.segment.models import DEBUG_MODEL
 from saganet.soundtrack.settings import read_settings
 from tests.shared import DUET, TRUMPET, VIOLIN, need
 from tests.videos import read_audio, stream_ends, write_video
@@ -484,6 +485,12 @@ def test_clicked_object_is_tracked_and_its_mask_saved(weights_dir: Path, tmp_pat
     assert run_demo(weights_dir, again, *common, "--mask_video", str(mask)) == 0
     first, second = read_audio(tracked / f"{stem}.flac")[0], read_audio(again / f"{stem}.flac")[0]
     assert np.array_equal(first, second)
+    # Each file records where its masks came from: the click and the model, or the file.
+    [tracked_object] = read_settings(tracked / f"{stem}.flac")["objects"]
+    assert tracked_object["masks"] == {"tracked": {"click": [f"{click}@0"],
+                                                   "segment_model": DEBUG_MODEL}}
+    [again_object] = read_settings(again / f"{stem}.flac")["objects"]
+    assert again_object["masks"] == {"video": mask.name}
 
 
 def test_bad_tracking_inputs_fail_with_one_line(weights_dir: Path, tmp_path: Path, clip,

@@ -114,6 +114,40 @@ class ObjectPrompt:
                                  "the object is; add a click on it or a box")
 
 
+def _number(value: float) -> str:
+    """The shortest text that parses back to ``value`` (``812``, not ``812.0``)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
+def _time_text(time: PromptTime) -> str:
+    return f"@f{time.frame}" if time.frame is not None else f"@{_number(time.seconds)}"
+
+
+def point_text(point: PointPrompt) -> str:
+    """``X,Y@T``: what :func:`parse_point` reads as ``point`` (its sign aside)."""
+    return f"{_number(point.x)},{_number(point.y)}{_time_text(point.time)}"
+
+
+def box_text(box: BoxPrompt) -> str:
+    """``X0,Y0,X1,Y1@T``: what :func:`parse_box` reads as ``box``."""
+    corners = ",".join(_number(v) for v in (box.x0, box.y0, box.x1, box.y1))
+    return f"{corners}{_time_text(box.time)}"
+
+
+def prompt_flags(obj: ObjectPrompt) -> dict[str, list[str] | str]:
+    """An object's prompts under the names of ``demo.py``'s flags, as their values:
+    ``click``, ``negative_click`` and ``box`` (lists) and ``segment_text``; those given only."""
+    flags: dict[str, list[str] | str] = {
+        "click": [point_text(p) for p in obj.points if p.positive],
+        "negative_click": [point_text(p) for p in obj.points if not p.positive],
+        "box": [box_text(b) for b in obj.boxes],
+    }
+    if obj.text is not None:
+        flags["segment_text"] = obj.text
+    return {name: value for name, value in flags.items() if value}
+
+
 def _parse_time(text: str, what: str) -> PromptTime:
     if text.startswith(("f", "F")):
         digits = text[1:]

@@ -57,6 +57,9 @@ class TrackedMasks:
         self._codes: list[dict] = []
         self._visible: list[bool] = []
         self._empty = rle.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
+        # How the masks were made, as results record it (saganet.soundtrack.settings): the
+        # prompts under demo.py's flag names and the model; set by track_objects.
+        self.origin: dict[str, object] | None = None
 
     @property
     def name(self) -> str:

@@ -23,9 +23,10 @@ from saganet.media.video import PathLike, VideoInfo
 from saganet.progress import progress_bar
 from saganet.segment.grid import GRID_FPS, GridIndex, VideoGrid, frames_in, slot_of_time
 from saganet.segment.models import DEFAULT_MODEL, SegmenterCache, sam2_folder, sam3_folder
-from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names
+from saganet.segment.prompts import ObjectPrompt, PromptTime, check_unique_names, prompt_flags
 from saganet.segment.session import Sam2Tracker, SlotPrompt
 from saganet.segment.store import Span, TrackedMasks
+from saganet.weights.registry import SAM3_REPO
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,15 @@ def _tracked_range(index: GridIndex, start: float, end: float | None) -> tuple[i
     return first, stop
 
 
+def _model_name(obj: ObjectPrompt, model: str | os.PathLike[str],
+                text_model: str | os.PathLike[str] | None) -> str:
+    """The model that tracks ``obj``, by its size, hub name or folder name: never a folder's
+    path, as results that record it may be shared."""
+    if obj.text is None:
+        return Path(model).name
+    return SAM3_REPO if text_model is None else Path(text_model).name
+
+
 def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
                   model: str | os.PathLike[str] = DEFAULT_MODEL,
                   text_model: str | os.PathLike[str] | None = None,
@@ -218,6 +228,9 @@ def track_objects(video: PathLike, objects: Sequence[ObjectPrompt], *,
 
     info = index.info
     stores = [TrackedMasks(obj.name, info.height, info.width) for obj in objects]
+    for obj, store in zip(objects, stores, strict=True):
+        store.origin = {**prompt_flags(obj), "segment_model": _model_name(obj, model,
+                                                                          text_model)}
 
     def sink(slot: int, masks: dict) -> None:
         for obj_id, mask in masks.items():

@@ -4,9 +4,11 @@ Every sound file and MP4 that :func:`~saganet.soundtrack.write_soundtrack` write
 ``comment`` tag (a Vorbis comment in FLAC, ``ICMT`` in WAV, ``©cmt`` in MP4) holding one JSON
 object: saganet's version, the model, the video and its seconds, the sampler's settings and,
 for every object, its name, prompt, negative prompt (as generated, after
-``negatives_from_others``), masks and seed. A stem's file also names its object. Takes, seeds
-and prompts tried in a session thus stay attached to the files they made, in any player or
-``ffprobe``, and :func:`read_settings` returns them as a dict.
+``negatives_from_others``), where its masks came from (a mask video's file name, or the
+clicks, boxes or phrase it was tracked from and the tracking model) and seed. A stem's file
+also names its object. Takes, seeds and prompts tried in a session thus stay attached to the
+files they made, in any player or ``ffprobe``, and :func:`read_settings` returns them as a
+dict.
 
 Only names are recorded, never folders: the files may be shared. The tag is left out with
 ``SoundtrackRequest(record_settings=False)`` (``--no_settings`` on the command line).
@@ -65,10 +67,14 @@ def settings_record(request: SoundtrackRequest, *, start: float, duration: float
     }
 
 
-def _masks(masks: object) -> str | None:
-    """What an object's masks were: a mask video's file name, or None for masks held in
-    memory (tracked from clicks, boxes or a phrase)."""
-    return masks.path.name if isinstance(masks, MaskVideo) else None
+def _masks(masks: object) -> dict[str, object] | None:
+    """Where an object's masks came from: ``{"video": <mask video's file name>}``,
+    ``{"tracked": <prompts and model>}`` for masks tracked by
+    :func:`~saganet.segment.track_objects` (its ``origin``), None for other masks."""
+    if isinstance(masks, MaskVideo):
+        return {"video": masks.path.name}
+    origin = getattr(masks, "origin", None)
+    return None if origin is None else {"tracked": origin}
 
 
 def settings_tags(record: dict[str, Any], object_name: str | None = None) -> dict[str, str]:

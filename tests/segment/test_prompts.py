@@ -10,10 +10,13 @@ from saganet.segment.prompts import (
     ObjectPrompt,
     PointPrompt,
     PromptTime,
+    box_text,
     check_unique_names,
     object_prompt,
     parse_box,
     parse_point,
+    point_text,
+    prompt_flags,
 )
 
 
@@ -42,6 +45,25 @@ def test_parse_box_sorts_corners_and_keeps_time():
     box = parse_box("40,30,10,5@f9")
     assert (box.x0, box.y0, box.x1, box.y1) == (10.0, 5.0, 40.0, 30.0)
     assert box.time == PromptTime(None, 9)
+
+
+@pytest.mark.parametrize("text", ["812,430", "12.5,7@0.1", "3,4@f37", "0.1,1e-07@1e+20",
+                                  "-3,4.5@0.3333333333333333"])
+def test_point_and_box_text_parse_back(text):
+    point = parse_point(text)
+    assert parse_point(point_text(point)) == point
+    negative = parse_point(text, positive=False)
+    assert parse_point(point_text(negative), positive=False) == negative
+    box = parse_box(f"{text.split('@')[0]},900,950{text[len(text.split('@')[0]):]}")
+    assert parse_box(box_text(box)) == box
+
+
+def test_prompt_flags_name_only_the_prompts_given():
+    obj = object_prompt("a", clicks=["1,2", "3.5,4@f2"], negative_clicks=["5,6@1.25"],
+                        boxes=["40,30,10,5"])
+    assert prompt_flags(obj) == {"click": ["1,2@0", "3.5,4@f2"],
+                                 "negative_click": ["5,6@1.25"], "box": ["10,5,40,30@0"]}
+    assert prompt_flags(object_prompt("b", text="a violin")) == {"segment_text": "a violin"}
 
 
 @pytest.mark.parametrize("text", ["10,10,10,40", "1,5,9,5@2", "0,0,0,0"])

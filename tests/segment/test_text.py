@@ -59,6 +59,11 @@ def test_phrases_and_clicks_in_one_call(tmp_path, sam2_folder, sam3_folder, spy)
     assert np.array_equal(tracking.objects["voice"].masks(), tracking.objects["voice2"].masks())
     # SAM 3 reads every slot once, in order (the frames of a phrase have no time).
     assert spy["frames"] == list(range(slots))
+    # Each object's masks record the prompts and the model they were tracked with.
+    assert tracking.objects["voice"].origin == {"segment_text": "singer",
+                                                "segment_model": sam3_folder.name}
+    assert tracking.objects["bow"].origin == {"click": ["5,5@f2"],
+                                              "segment_model": sam2_folder.name}
 
     [session] = spy["sessions"]
     assert len(dict.keys(session.processed_frames)) == 1
@@ -77,6 +82,8 @@ def test_phrase_model_from_the_cache_folder(tmp_path, sam3_folder):
     tracking = track_objects(video, [object_prompt("voice", text="singer")],
                              weights_dir=weights_dir, offline=True)
     assert tracking.objects["voice"].visible.any()
+    # A model found in the cache is recorded by its hub name, not its folder.
+    assert tracking.objects["voice"].origin["segment_model"] == SAM3_REPO
 
 
 def test_phrase_never_found(tmp_path):

@@ -77,6 +77,11 @@ def test_clicks_and_boxes_reach_the_model_at_1080p(tmp_path, sam2_folder, spy):
     assert got[1][3] == [2, 3]  # box corners
 
     assert list(tracking.objects) == ["a", "b"]
+    model = sam2_folder.name
+    assert tracking.objects["a"].origin == {"click": ["800,400@0.12"],
+                                            "negative_click": ["100,50@0.12"],
+                                            "segment_model": model}
+    assert tracking.objects["b"].origin == {"box": ["10,20,300,200@f2"], "segment_model": model}
     for masks in tracking.objects.values():
         assert isinstance(masks, MaskSource)
         assert (masks.height, masks.width, len(masks)) == (height, width, len(frames))

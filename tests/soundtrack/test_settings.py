@@ -52,7 +52,8 @@ def test_every_file_records_its_request(models, tmp_path: Path) -> None:  # noqa
         assert [o["prompt"] for o in record["objects"]] == [o.prompt for o in objects]
         assert [o["negative_prompt"] for o in record["objects"]] == [
             request.negative_prompt(o) for o in objects]
-        assert [o["masks"] for o in record["objects"]] == [masks[n].name for n in names]
+        assert [o["masks"] for o in record["objects"]] == [{"video": masks[n].name}
+                                                          for n in names]
         assert [o["seed"] for o in record["objects"]] == [seed + k for k in range(len(names))]
     # A stem's file names its object; the mix and the MP4 hold them all.
     for name, path in result.outputs.stems.items():
