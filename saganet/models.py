@@ -40,9 +40,11 @@ class SAGANetModels(nn.Module):
         self.sequence = sequence
         # The clip length the network was trained on: long videos are cut into windows of it.
         self.training_sequence = sequence
-        # What the weights are (the variant, and a checkpoint of one's own), as results
-        # record it; None where they were built otherwise.
-        self.label: str | None = None
+        # What the weights are, as results record it (saganet.soundtrack.settings): the
+        # variant and the file name of a checkpoint of one's own; None where they were built
+        # otherwise or came with the variant.
+        self.variant: str | None = None
+        self.checkpoint_name: str | None = None
 
     @property
     def device(self) -> torch.device:

@@ -180,7 +180,8 @@ def load_models(
         codec = AudioCodec(vae, vocoder, AudioCodecConfig.for_mode("44k").mel)
         clip = _build_clip(clip_source, spec.debug) if need_clip else None
     models = SAGANetModels(network, synchformer, clip, codec, CONFIG_44K_SA)
-    models.label = variant if checkpoint is None else f"{variant} ({Path(checkpoint).name})"
+    models.variant = variant
+    models.checkpoint_name = None if checkpoint is None else Path(checkpoint).name
     models.to(device=device, dtype=dtype)
     models.set_duration(CONFIG_44K_SA.duration)
     log.info("loaded variant %s from %s (%s, %s)", variant, ckpt, device, dtype)

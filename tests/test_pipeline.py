@@ -236,8 +236,9 @@ def test_a_trained_network_of_another_size_runs_with_the_encoders_that_feed_it(
     models = load_models(variant, weights_dir=tmp_path / "cache", checkpoint=path)
     assert models.network.config == VARIANTS[other]
     # Results record the weights by the variant and the checkpoint's file name, no folder.
-    assert models.label == f"{variant} ({path.name})"
-    assert load_models(variant, weights_dir=tmp_path / "cache").label == variant
+    assert (models.variant, models.checkpoint_name) == (variant, path.name)
+    published = load_models(variant, weights_dir=tmp_path / "cache")
+    assert (published.variant, published.checkpoint_name) == (variant, None)
     full = next(name for name, spec in PIPELINES.items() if not spec.debug)
     # Named as an argument for Python callers; the commands pass their flag.
     with pytest.raises(UserInputError, match=f"pass variant '{variant}'$") as info:

@@ -532,9 +532,8 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
              segment.duration, segment.start, len(plan.windows), plan.window_duration,
              len(request.objects), request.join if len(plan.windows) > 1 else "one window")
     names = [o.name for o in request.objects]
-    record = settings_record(request, start=segment.start, duration=segment.duration,
-                             options=options, seed=seed, model=models.label,
-                             dtype=models.dtype) if request.record_settings else None
+    record = settings_record(request, models, start=segment.start, duration=segment.duration,
+                             options=options, seed=seed) if request.record_settings else None
     with _output_folder(Path(request.output_dir)) as folder:
         # What runs killed outright (SIGKILL, power loss) left here; see saganet.leftovers.
         remove_dead(folder)

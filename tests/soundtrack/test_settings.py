@@ -41,8 +41,11 @@ def test_every_file_records_its_request(models, tmp_path: Path) -> None:  # noqa
         assert record is not None, path
         assert record["video"] == video.name  # the name only: no folder leaks
         assert str(tmp_path) not in str(record)
-        assert record["model"] is None  # built here, not loaded: nothing to name
+        # Built here, not loaded: nothing to name.
+        assert (record["variant"], record["checkpoint"]) == (None, None)
+        assert record["device"] == models.device.type
         assert record["precision"] == str(models.dtype).removeprefix("torch.")
+        assert record["pan"] == request.pan
         assert (record["start"], record["duration"]) == (result.segment.start,
                                                          result.segment.duration)
         assert (record["cfg_strength"], record["num_steps"], record["method"]) == (
