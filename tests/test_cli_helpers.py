@@ -152,3 +152,12 @@ def test_a_missing_device_names_the_flag(monkeypatch, device: str) -> None:
     args = argparse.Namespace(device=device, full_precision=False, cpu_bf16=False)
     with pytest.raises(UserInputError, match=r"; use --device cpu$"):
         device_and_dtype(args)
+
+
+def test_the_feature_cache_default_of_the_help_is_the_cache_s() -> None:
+    """FEATURE_CACHE_MB, the commands' --feature_cache_mb default, is kept apart from the
+    cache's own default (which needs torch): they must not drift."""
+    from saganet.cli import FEATURE_CACHE_MB
+    from saganet.soundtrack.feature_cache import DEFAULT_MAX_BYTES
+
+    assert FEATURE_CACHE_MB * 10**6 == DEFAULT_MAX_BYTES

@@ -671,19 +671,7 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
     staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
     sr = stems.plan.sampling_rate
     names = list(stems.audio)
-    level = None
-    if request.pan:
-        pans = [Pan(mask_positions(o.masks, segment.start, segment.duration), sr)
-                for o in request.objects]
-        mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,
-                                        shape=(2, stems.length))
-        level = level_mix([stems.audio[n] for n in names], mix, pans)
-    elif len(names) == 1:
-        mix = stems.audio[names[0]]
-    else:
-        mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,
-                                        shape=(stems.length,))
-        level = level_mix([stems.audio[n] for n in names], mix)
+    mix, level = _mix(request, segment, stems, work)
     total = len(outputs.all())
     done = 0
     if outputs.video is not None:
@@ -712,6 +700,23 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
     for path, written in staged.items():
         os.replace(written, path)
     return level
+
+
+def _mix(request: SoundtrackRequest, segment: Segment, stems: _Stems,
+         work: Path) -> tuple[np.ndarray, MixLevel | None]:
+    """The mix and its level: a lone object's stem as it is (mono, nothing levelled), else
+    the levelled sum in a file of the work folder, stereo with ``request.pan``."""
+    names = list(stems.audio)
+    pans = None
+    if request.pan:
+        pans = [Pan(mask_positions(o.masks, segment.start, segment.duration),
+                    stems.plan.sampling_rate) for o in request.objects]
+    elif len(names) == 1:
+        return stems.audio[names[0]], None
+    channels = (2,) if pans is not None else ()
+    mix = np.lib.format.open_memmap(work / "mix.npy", mode="w+", dtype=np.float32,
+                                    shape=(*channels, stems.length))
+    return mix, level_mix([stems.audio[n] for n in names], mix, pans)
 
 
 class _Shifted:
