@@ -318,7 +318,8 @@ def _request(job: Job, args: argparse.Namespace):
         duration=duration, join=args.join, overlap=args.overlap,
         silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,
         write_video=not args.skip_video_composite, original_sound=args.original_sound,
-        pan=args.pan, audio_format=audio_format(args), record_settings=not args.no_settings)
+        pan=args.pan, audio_format=audio_format(args), sample_rate=args.sample_rate,
+        record_settings=not args.no_settings)
 
 
 def _run_job(job: Job, models: SAGANetModels, args: argparse.Namespace,

@@ -43,6 +43,9 @@ CACHE_DEFAULT = "$SAGANET_CACHE, else $XDG_CACHE_HOME/saganet, else ~/.cache/sag
 # The feature cache's default budget in MB (saganet.soundtrack.feature_cache.DEFAULT_MAX_BYTES),
 # kept here for the same reason: that module needs torch.
 FEATURE_CACHE_MB = 512
+# The rates --sample_rate offers (saganet.soundtrack.request.OUTPUT_RATES), kept here for the
+# same reason.
+OUTPUT_RATES = (16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
 def _variant(args: argparse.Namespace) -> str | None:
@@ -347,7 +350,7 @@ def feature_cache_bytes(megabytes: float) -> int:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--duration --cfg_strength --num_steps --seed --skip_video_composite --wav
-    --original_sound --pan --no_settings`` (check ``--original_sound`` with
+    --sample_rate --original_sound --pan --no_settings`` (check ``--original_sound`` with
     :func:`check_video_flags`)."""
     parser.add_argument("--duration", type=parse_duration, default=5.0,
                         help="seconds to generate, or 'full' for the whole video (default 5; "
@@ -363,6 +366,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wav", action="store_true",
                         help="write the sound as 24-bit WAV instead of FLAC (for tools that do "
                              "not read FLAC)")
+    parser.add_argument("--sample_rate", type=int, choices=OUTPUT_RATES, default=None,
+                        metavar="HZ",
+                        help="write every file at this rate, e.g. 48000 for video work (the "
+                             "model makes 44100, the default; "
+                             f"{', '.join(map(str, OUTPUT_RATES))})")
     parser.add_argument("--original_sound", action="store_true",
                         help="also put the video's own sound into the .mp4, as its last "
                              "track ('original sound'), to compare")

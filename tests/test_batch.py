@@ -377,8 +377,8 @@ def test_original_sound_goes_to_every_job(tmp_path, capsys):
     assert "--original_sound" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_no_settings_goes_to_every_job(tmp_path):
-    """``--no_settings`` reaches each job's request (the files then record no settings)."""
+def test_no_settings_and_sample_rate_go_to_every_job(tmp_path):
+    """``--no_settings`` and ``--sample_rate`` reach each job's request."""
     table = tmp_path / "jobs.csv"
     table.write_text("video,mask\na.mp4,a_mask.mp4\nb.mp4,b_mask.mp4\n")
     jobs = jobs_from_csv(table, tmp_path / "out")
@@ -386,6 +386,10 @@ def test_no_settings_goes_to_every_job(tmp_path):
     for flags, wanted in (([], True), (["--no_settings"], False)):
         args = build_parser().parse_args(["--csv", str(table), *flags])
         assert [_request(job, args).record_settings for job in jobs] == [wanted] * len(jobs)
+    # --sample_rate likewise: every job writes at the rate.
+    for flags, wanted in (([], None), (["--sample_rate", "48000"], 48000)):
+        args = build_parser().parse_args(["--csv", str(table), *flags])
+        assert [_request(job, args).sample_rate for job in jobs] == [wanted] * len(jobs)
 
 
 def test_wav_outputs(media, tmp_path, capsys):

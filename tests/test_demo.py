@@ -564,9 +564,12 @@ def _track(path: Path, index: int) -> np.ndarray:
         return np.concatenate([f.to_ndarray()[0] for f in frames])
 
 
-def test_original_sound_is_the_last_track(weights_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("out_rate", [None, 22050])
+def test_original_sound_is_the_last_track(weights_dir: Path, tmp_path: Path,
+                                          out_rate: int | None) -> None:
     """`--original_sound`: the MP4's last track is the video's own sound from `--start`, in
-    time with the picture; the generated tracks come first, as without the flag."""
+    time with the picture; the generated tracks come first, as without the flag. With
+    `--sample_rate`, every track is at that rate."""
     seconds, fps, width, height, rate = 3.0, 25, 64, 48, 48000
     start, duration, on, off = 0.6, 1.6, 1.2, 1.5
     t = np.arange(round(seconds * rate)) / rate
@@ -577,6 +580,8 @@ def test_original_sound_is_the_last_track(weights_dir: Path, tmp_path: Path) -> 
     mask = make_video(tmp_path / "mask.mp4", seconds, fps, width, height, gray_box=True)
     args = ["--video", str(video), "--mask_video", str(mask), "--prompt", "bell", "--start",
             str(start), "--duration", str(duration)]
+    if out_rate is not None:
+        args += ["--sample_rate", str(out_rate)]
     assert run_demo(weights_dir, tmp_path / "plain", *args) == 0
     assert run_demo(weights_dir, tmp_path / "both", *args, "--original_sound") == 0
     plain, both = (tmp_path / name / f"{video.stem}.mp4" for name in ("plain", "both"))
@@ -585,11 +590,12 @@ def test_original_sound_is_the_last_track(weights_dir: Path, tmp_path: Path) -> 
     with av.open(str(both)) as container:
         assert [s.metadata.get("handler_name") for s in container.streams.audio] == [
             *titles, "original sound"]
+        assert {s.rate for s in container.streams.audio} == {out_rate or 44100}
     generated = _track(both, 0)
     np.testing.assert_array_equal(generated, _track(plain, 0))
     original = _track(both, len(titles))
     assert abs(len(original) - len(generated)) <= 2048  # AAC frames: 1024 samples each
-    loud = np.flatnonzero(np.abs(original) > 0.25) / 44100
+    loud = np.flatnonzero(np.abs(original) > 0.25) / (out_rate or 44100)
     assert abs(loud[0] - (on - start)) < 0.03 and abs(loud[-1] - (off - start)) < 0.03
 
 
@@ -694,3 +700,30 @@ def test_takes_are_runs_with_successive_seeds(weights_dir: Path, tmp_path: Path,
         assert [o["seed"] for o in recorded["objects"]] == [
             seed + (t - 1) * objects + k for k in range(objects)]
     assert with_takes == seen[0] / takes > 0
+
+
+@pytest.mark.parametrize("rate", [48000, 16000])
+def test_sample_rate_resamples_every_file(weights_dir: Path, tmp_path: Path, clip,
+                                          rate: int) -> None:
+    """`--sample_rate`: each stem and the (panned, levelled) mix is the model's sound
+    resampled, the MP4's tracks too, and the files record the rate."""
+    from saganet.media.resample import resample_into, resampled_length
+
+    args = ["--video", str(clip.video), "--duration", "1.2", "--pan"]
+    for name, mask in clip.masks.items():
+        args += ["--object", name, "--mask_video", str(mask)]
+    assert run_demo(weights_dir, tmp_path / "model", *args) == 0
+    assert run_demo(weights_dir, tmp_path / "rate", *args, "--sample_rate", str(rate)) == 0
+    stem = clip.video.stem
+    for part in ["", *(f"_{n}" for n in clip.masks)]:
+        made, made_rate = read_audio(tmp_path / "model" / f"{stem}{part}.flac")
+        got, got_rate = read_audio(tmp_path / "rate" / f"{stem}{part}.flac")
+        assert got_rate == rate
+        expected = np.zeros((made.shape[0], resampled_length(made.shape[1], made_rate, rate)),
+                            np.float32)
+        resample_into(made.astype(np.float32), made_rate, rate, expected)
+        # The 44.1 kHz file is 24-bit: resampling it differs by a few quantisation steps.
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+        assert read_settings(tmp_path / "rate" / f"{stem}{part}.flac")["sample_rate"] == rate
+    with av.open(str(tmp_path / "rate" / f"{stem}.mp4")) as container:
+        assert [s.rate for s in container.streams.audio] == [rate] * (1 + len(clip.masks))

@@ -46,7 +46,7 @@ def made(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path):
             "--output", str(out), "--video", str(clip.video), "--start", "0.4",
             "--duration", "1.2", "--num_steps", "2", "--cfg_strength", "3.5", "--seed", "9",
             "--takes", "2", "--pan", "--keep_hidden", "--mask_away_clip", "--join", "crossfade",
-            "--overlap", "0.5", "--negatives_from_others",
+            "--overlap", "0.5", "--negatives_from_others", "--sample_rate", "48000",
             "--object", first, "--mask_video", str(clip.masks[first]), "--prompt", "violin",
             "--negative_prompt=-hiss", "--object", second, "--click", click, "--prompt",
             "trumpet"]

@@ -391,7 +391,8 @@ class Engine:
                 objects=tuple(o.sound_object(tracking.objects[o.name]) for o in objects),
                 output_dir=output_dir, start=options.start,
                 duration=options.segment_duration, original_sound=options.original_sound,
-                pan=options.pan, audio_format=options.audio_format)
+                pan=options.pan, audio_format=options.audio_format,
+                sample_rate=options.sample_rate)
             result = write_soundtrack(models, request, seed=options.seed, progress=reports,
                                       options=SamplingOptions(cfg_strength=options.cfg_strength,
                                                               num_steps=options.num_steps),

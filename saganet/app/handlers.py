@@ -357,12 +357,12 @@ class Handlers:
 
     def _options(self, start: Any, duration: Any, end: Any, cfg_strength: Any, num_steps: Any,
                  seed: Any, variant: Any, original_sound: Any, pan: Any,
-                 audio_format: Any) -> GenerationOptions:
+                 audio_format: Any, sample_rate: Any) -> GenerationOptions:
         # The page's number fields show 0 for "not given" (to the end; no end).
         options = GenerationOptions.from_values(
             start=start, duration=duration or None, end=end or None, cfg_strength=cfg_strength,
             num_steps=num_steps, seed=seed, variant=variant, original_sound=original_sound,
-            pan=pan, audio_format=audio_format)
+            pan=pan, audio_format=audio_format, sample_rate=sample_rate)
         options.check(self.limits)
         log.info("options: %s", options)
         return options
@@ -429,13 +429,13 @@ class Handlers:
     @page_errors
     def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
               cfg_strength: Any, num_steps: Any, seed: Any, variant: Any, original_sound: Any,
-              pan: Any, audio_format: Any, request: gr.Request,
+              pan: Any, audio_format: Any, sample_rate: Any, request: gr.Request,
               progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Track button: track every object, show the overlay video and visible times."""
         session = self.session(request)
         began = time.perf_counter()
         values = (start, duration, end, cfg_strength, num_steps, seed, variant, original_sound,
-                  pan, audio_format)
+                  pan, audio_format, sample_rate)
         with self._job(session, TRACKING, values) as job:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
                                          progress=gradio_progress(progress),
@@ -454,13 +454,14 @@ class Handlers:
     @page_errors
     def generate(self, time_s: float | None, start: Any, duration: Any, end: Any,
                  cfg_strength: Any, num_steps: Any, seed: Any, variant: Any,
-                 original_sound: Any, pan: Any, audio_format: Any, request: gr.Request,
+                 original_sound: Any, pan: Any, audio_format: Any, sample_rate: Any,
+                 request: gr.Request,
                  progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
         """The Generate button: track (if needed) and generate, then players and downloads."""
         session = self.session(request)
         began = time.perf_counter()
         values = (start, duration, end, cfg_strength, num_steps, seed, variant, original_sound,
-                  pan, audio_format)
+                  pan, audio_format, sample_rate)
         with self._job(session, GENERATION, values) as job:
             made = self.engine.soundtrack(job.video, job.objects, job.options, job.run / OUTPUTS,
                                           job.track_range, tracking=job.tracking,

@@ -24,6 +24,7 @@ from saganet.app.options import GenerationOptions
 from saganet.app.session import Sessions
 from saganet.pipeline import PIPELINES
 from saganet.segment.grid import GRID_FPS
+from saganet.soundtrack.request import OUTPUT_RATES
 
 TITLE = "saganet: click the object, hear it"
 INTRO = """# Click the object, hear it
@@ -109,7 +110,11 @@ def _options(default_variant: str) -> list[gr.components.Component]:
                                elem_id="opt-original-sound")
         audio_format = gr.Radio(label="Sound files", choices=[("FLAC", "flac"), ("WAV", "wav")],
                                 value=defaults.audio_format, elem_id="opt-audio-format")
-    return [start, duration, end, cfg, steps, seed, variant, original, pan, audio_format]
+        sample_rate = gr.Dropdown(label="Sample rate (Hz; the model makes 44100)",
+                                  choices=list(OUTPUT_RATES), value=defaults.sample_rate,
+                                  elem_id="opt-sample-rate")
+    return [start, duration, end, cfg, steps, seed, variant, original, pan, audio_format,
+            sample_rate]
 
 
 def _page(limits: Limits, default_variant: str) -> Page:

@@ -17,7 +17,7 @@ from typing import Any
 from saganet.app.limits import Limits
 from saganet.errors import UserInputError, check_cfg_strength, check_time_range
 from saganet.soundtrack import check_seed
-from saganet.soundtrack.request import AUDIO_FORMATS
+from saganet.soundtrack.request import AUDIO_FORMATS, OUTPUT_RATES
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class GenerationOptions:
         original_sound: the MP4 also carries the video's own sound as its last track.
         pan: a stereo mix, each object placed left to right where it is in the frame.
         audio_format: the sound files' type, ``flac`` or ``wav``.
+        sample_rate: the files' sampling rate in Hz, one of
+            :data:`~saganet.soundtrack.request.OUTPUT_RATES` (the model's: 44100).
     """
 
     start: float = 0.0
@@ -47,6 +49,7 @@ class GenerationOptions:
     original_sound: bool = False
     pan: bool = False
     audio_format: str = "flac"
+    sample_rate: int = 44100
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
@@ -58,6 +61,9 @@ class GenerationOptions:
         if self.audio_format not in AUDIO_FORMATS:
             raise UserInputError(f"option audio_format must be one of "
                                  f"{', '.join(AUDIO_FORMATS)}, got {self.audio_format!r}")
+        if isinstance(self.sample_rate, bool) or self.sample_rate not in OUTPUT_RATES:
+            raise UserInputError(f"option sample_rate must be one of "
+                                 f"{', '.join(map(str, OUTPUT_RATES))}, got {self.sample_rate!r}")
 
     @property
     def segment_duration(self) -> float | None:
@@ -104,7 +110,7 @@ class GenerationOptions:
         return cls.from_values(**values)
 
 
-_INTEGERS = ("num_steps", "seed")
+_INTEGERS = ("num_steps", "seed", "sample_rate")
 _SWITCHES = ("original_sound", "pan")
 _NAMES = ("variant", "audio_format")
 

@@ -246,7 +246,8 @@ def _request(args: argparse.Namespace, debug: bool):
         negatives_from_others=args.negatives_from_others, mask_away_clip=args.mask_away_clip,
         mask_overlay=args.mask_overlay, write_video=not args.skip_video_composite,
         original_sound=args.original_sound, pan=args.pan,
-        audio_format=audio_format(args), record_settings=not args.no_settings)
+        audio_format=audio_format(args), sample_rate=args.sample_rate,
+        record_settings=not args.no_settings)
     return request, prompts
 
 

@@ -56,6 +56,7 @@ def _model_flags(record: dict[str, Any]) -> list[str]:
 
 def _sampler_flags(record: dict[str, Any], defaults: argparse.Namespace) -> list[str]:
     from saganet.inference import SamplingOptions
+    from saganet.media.audio import SAMPLE_RATE
 
     if record["method"] != SamplingOptions().method:
         raise UserInputError(f"it was sampled with method {record['method']!r}, which demo.py "
@@ -81,6 +82,8 @@ def _sampler_flags(record: dict[str, Any], defaults: argparse.Namespace) -> list
         flags.append("--mask_away_clip")
     if record["pan"]:
         flags.append("--pan")
+    if record["sample_rate"] != SAMPLE_RATE:
+        flags += _flag("sample_rate", record["sample_rate"])
     return flags
 
 

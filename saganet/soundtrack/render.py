@@ -47,6 +47,7 @@ from saganet.media.audio import read_video_sound
 from saganet.media.masks import MaskSource, MaskVideo
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_audio
 from saganet.media.output import write_video_with_audio as write_mp4
+from saganet.media.resample import resample_into, resampled_length
 from saganet.media.video import SYNC_FPS, VideoInfo, check_mask_aspect, probe_video
 from saganet.media.windows import WindowFrames, read_windows
 from saganet.model import Conditions
@@ -532,8 +533,10 @@ def write_soundtrack(models: SAGANetModels, request: SoundtrackRequest, *,
              segment.duration, segment.start, len(plan.windows), plan.window_duration,
              len(request.objects), request.join if len(plan.windows) > 1 else "one window")
     names = [o.name for o in request.objects]
-    record = settings_record(request, models, start=segment.start, duration=segment.duration,
-                             options=options, seed=seed) if request.record_settings else None
+    record = settings_record(
+        request, models, start=segment.start, duration=segment.duration, options=options,
+        seed=seed, sample_rate=request.sample_rate or plan.sampling_rate,
+    ) if request.record_settings else None
     with _output_folder(Path(request.output_dir)) as folder:
         # What runs killed outright (SIGKILL, power loss) left here; see saganet.leftovers.
         remove_dead(folder)
@@ -669,17 +672,24 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         return None if record is None else settings_tags(record, name)
 
     staged = {path: work / f"output{k}{path.suffix}" for k, path in enumerate(outputs.all())}
-    sr = stems.plan.sampling_rate
     names = list(stems.audio)
     mix, level = _mix(request, segment, stems, work)
+    # The files' rate: the model's, or the one asked for (the mix levelled before, so that
+    # a stem and its share of the mix stay the same sound at any rate).
+    model_rate = stems.plan.sampling_rate
+    sr = request.sample_rate or model_rate
+    sounds = {n: _at_rate(stems.audio[n], model_rate, sr, work / f"stem{k}_{sr}.npy")
+              for k, n in enumerate(names) if n in outputs.stems}
+    mix = _at_rate(mix, model_rate, sr, work / f"mix_{sr}.npy")
     total = len(outputs.all())
     done = 0
     if outputs.video is not None:
         tracks = [AudioTrack(mix, "mix" if len(names) > 1 else names[0])]
-        tracks += [AudioTrack(stems.audio[n], n) for n in outputs.stems]
+        tracks += [AudioTrack(sounds[n], n) for n in outputs.stems]
         if request.original_sound:
-            original = np.lib.format.open_memmap(work / "original.npy", mode="w+",
-                                                 dtype=np.float32, shape=(stems.length,))
+            original = np.lib.format.open_memmap(
+                work / "original.npy", mode="w+", dtype=np.float32,
+                shape=(resampled_length(stems.length, model_rate, sr),))
             if read_video_sound(request.video, segment.start, original, sr):
                 tracks.append(AudioTrack(original, ORIGINAL_SOUND_TITLE))
         overlays = [Overlay(_Shifted(o.masks, segment.start), OVERLAY_COLORS[k % len(
@@ -690,7 +700,7 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
         done += 1
         progress("writing", done, total)
     for name, path in outputs.stems.items():
-        write_audio(staged[path], stems.audio[name], sr, tags=tags(name))
+        write_audio(staged[path], sounds[name], sr, tags=tags(name))
         done += 1
         progress("writing", done, total)
     write_audio(staged[outputs.mix], mix, sr, tags=tags())
@@ -700,6 +710,16 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
     for path, written in staged.items():
         os.replace(written, path)
     return level
+
+
+def _at_rate(audio: np.ndarray, rate: int, wanted: int, path: Path) -> np.ndarray:
+    """``audio`` at ``wanted`` Hz: itself, or resampled into a file of the work folder."""
+    if wanted == rate:
+        return audio
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(
+        *audio.shape[:-1], resampled_length(audio.shape[-1], rate, wanted)))
+    resample_into(audio, rate, wanted, out)
+    return out
 
 
 def _mix(request: SoundtrackRequest, segment: Segment, stems: _Stems,

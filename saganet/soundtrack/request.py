@@ -30,6 +30,8 @@ from saganet.soundtrack.join import JOIN_METHODS
 ORIGINAL_SOUND_TITLE = "original sound"
 # The sound files' types (their suffixes): saganet.media.output.AUDIO_WRITERS writes each.
 AUDIO_FORMATS = ("flac", "wav")
+# The sampling rates the files may be written at (Hz): those of AAC, the MP4's codec.
+OUTPUT_RATES = (16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ class SoundtrackRequest:
             frame (:mod:`saganet.soundtrack.pan`); the stems stay mono.
         audio_format: the sound files' type: ``flac`` (24-bit FLAC) or ``wav`` (24-bit PCM
             WAV, for tools that do not read FLAC).
+        sample_rate: the sampling rate of every file written, one of :data:`OUTPUT_RATES`
+            (None: the model's, 44.1 kHz); the finished sound is resampled to it
+            (:mod:`saganet.media.resample`).
         record_settings: every file written records how it was generated, in its ``comment``
             tag (:mod:`saganet.soundtrack.settings`).
     """
@@ -160,6 +165,7 @@ class SoundtrackRequest:
     original_sound: bool = False
     pan: bool = False
     audio_format: str = "flac"
+    sample_rate: int | None = None
     record_settings: bool = True
 
     def __post_init__(self) -> None:
@@ -205,6 +211,13 @@ class SoundtrackRequest:
         if self.audio_format not in AUDIO_FORMATS:
             raise UserInputError(f"unknown audio format {self.audio_format!r}; choose one of "
                                  f"{', '.join(AUDIO_FORMATS)}")
+        if self.sample_rate is not None and (isinstance(self.sample_rate, bool)
+                                             or self.sample_rate not in OUTPUT_RATES):
+            raise UserInputError(f"sample rate {self.sample_rate!r} is not one the files can "
+                                 f"have; choose one of {', '.join(map(str, OUTPUT_RATES))} Hz")
+        if self.sample_rate is not None:
+            # A plain int (not a NumPy one): the settings record holds it as JSON.
+            object.__setattr__(self, "sample_rate", int(self.sample_rate))
         if self.join not in JOIN_METHODS:
             raise UserInputError(f"unknown join method {self.join!r}; choose one of "
                                  f"{', '.join(JOIN_METHODS)}")

@@ -246,8 +246,12 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
     wait_text(page, "#objects", "violin")
     shot(page, artifacts, "04-clicked.png")
 
-    # Short and fast: the advanced options (opened at the start).
+    # Short and fast: the advanced options (opened at the start); the files at video's 48 kHz.
     set_options(page, {"#opt-duration input": SECONDS, "#opt-steps input": STEPS})
+    rate = 48000
+    page.locator("#opt-sample-rate input").click()
+    page.get_by_role("option", name=str(rate), exact=True).click()
+    assert page.locator("#opt-sample-rate input").input_value() == str(rate)
 
     # Track: the overlay video and the violin's visible time.
     page.locator("#track").click()
@@ -284,6 +288,8 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
     download.value.save_as(saved)
     assert saved.name == f"{DUET.stem}.flac"
     assert audio_seconds(saved) == pytest.approx(SECONDS, abs=1e-4)
+    with av.open(str(saved)) as container:
+        assert container.streams.audio[0].rate == rate
     readme_picture(page, artifacts)
 
     # Closing the tab ends the session: its files go.

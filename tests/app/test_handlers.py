@@ -54,10 +54,12 @@ def select(x: float, y: float) -> gr.SelectData:
     return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
-def options(duration=0, steps=2, original_sound=False, pan=False, audio_format="flac") -> tuple:
+def options(duration=0, steps=2, original_sound=False, pan=False, audio_format="flac",
+            sample_rate=44100, *, variant="debug", cfg=4.5, seed=3) -> tuple:
     """The advanced options' values as the page sends them (start, duration, end, cfg,
-    steps, seed, variant, original sound, pan, sound files)."""
-    return (0, duration, 0, 4.5, steps, 3, "debug", original_sound, pan, audio_format)
+    steps, seed, variant, original sound, pan, sound files, sample rate)."""
+    return (0, duration, 0, cfg, steps, seed, variant, original_sound, pan, audio_format,
+            sample_rate)
 
 
 def flac_seconds(path) -> float:
@@ -223,7 +225,7 @@ def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
         monkeypatch.setattr(weights, "resolve_all", failing)
     _prepared(handlers, clip, "tab1")
     assert engine.loaded_variant == "debug"
-    values = (0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False, "flac")
+    values = options(1.0, steps=1, variant="saganet_small")
     progress = Recorder()
     status = handlers.generate(0.0, *values, request(), progress)[page.status]
     assert progress.stages() == ["loading the model"] and status == (
@@ -299,7 +301,7 @@ def test_a_variants_download_shows_its_progress(app, clip, tmp_path, monkeypatch
     _prepared(handlers, clip, "tab1")
     progress = Recorder()
     try:
-        status = handlers.generate(0.0, 0, 1.0, 0, 4.5, 1, 3, "saganet_small", False, False, "flac",
+        status = handlers.generate(0.0, *options(1.0, steps=1, variant="saganet_small"),
                                    request(), progress)[page.status]
     finally:
         server.shutdown()
@@ -749,7 +751,7 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
     images, clips = counts.take()
     assert images > 0 and clips > 0
     # start, duration, end, cfg, steps, seed, variant, original sound, pan, sound files
-    again = (0, 1.0, 0, 2.0, 2, 11, "debug", False, False, "flac")
+    again = options(1.0, steps=2, cfg=2.0, seed=11)
     handlers.generate(0.0, *again, request(), Recorder())
     assert counts.take() == (0, 0)
     handlers.add_object(0.0, request())
@@ -762,7 +764,8 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
 def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
     """The page's *original sound* box: the downloaded MP4 ends with the video's own sound
     as a track titled ``original sound``; its *stereo mix* box: the mix is stereo (the MP4's
-    first track and the mix's file); *WAV*: the sound files are WAV. Unticked, none."""
+    first track and the mix's file); *WAV*: the sound files are WAV; *sample rate*: every file
+    is at that rate. Unticked, none."""
     from tests.videos import read_audio
 
     seconds = scene.duration
@@ -773,21 +776,25 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
     handlers, page = app.handlers, app.page
     _prepared(handlers, video, "tab1")
     for ticked in (False, True):
+        rate = 48000 if ticked else 44100
         updates = handlers.generate(0.0, *options(1.0, steps=1, original_sound=ticked,
                                                   pan=ticked,
-                                                  audio_format="wav" if ticked else "flac"),
+                                                  audio_format="wav" if ticked else "flac",
+                                                  sample_rate=rate),
                                     request(), Recorder())
         files = [Path(p) for p in updates[page.downloads]]
         (mp4,) = [p for p in files if p.suffix == ".mp4"]
         with av.open(str(mp4)) as container:
             titles = [s.metadata.get("handler_name") for s in container.streams.audio]
             channels = container.streams.audio[0].channels
+            assert {s.rate for s in container.streams.audio} == {rate}
             last = np.concatenate([f.to_ndarray()[0] for f in container.decode(
                 container.streams.audio[len(titles) - 1])])
         assert (titles[-1] == "original sound") == ticked
         assert titles.count("original sound") == int(ticked)
         # The tone (RMS 0.35), not the random weights' noise.
-        level = np.sqrt(np.mean(last[: round(0.9 * 44100)] ** 2))
+        level = np.sqrt(np.mean(last[: round(0.9 * rate)] ** 2))
         assert (abs(level - 0.5 / np.sqrt(2)) < 0.05) == ticked
         (mix,) = [p for p in files if p.name == f"{video.stem}.{'wav' if ticked else 'flac'}"]
         assert channels == read_audio(mix)[0].shape[0] == (2 if ticked else 1)
+        assert read_audio(mix)[1] == rate

@@ -44,6 +44,8 @@ def test_options_from_page_and_json() -> None:
     for audio_format in ("flac", " wav "):
         assert GenerationOptions.from_mapping({"audio_format": audio_format}).audio_format == \
             audio_format.strip()
+    for rate in (48000, "16000", 96000.0):
+        assert GenerationOptions.from_mapping({"sample_rate": rate}).sample_rate == int(rate)
     for name in ("original_sound", "pan"):
         for switch in (False, True):
             assert getattr(GenerationOptions.from_mapping({name: switch}), name) is switch
@@ -52,7 +54,8 @@ def test_options_from_page_and_json() -> None:
            {"cfg_strength": 1e308},
            {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
            {"seed": -(2**63) - 1}, {"original_sound": "false"}, {"original_sound": 1},
-           {"pan": "yes"}, {"audio_format": "mp3"}, {"audio_format": 1}]
+           {"pan": "yes"}, {"audio_format": "mp3"}, {"audio_format": 1},
+           {"sample_rate": 1000}, {"sample_rate": True}, {"sample_rate": 44100.5}]
     for values in bad:
         with pytest.raises(UserInputError):
             GenerationOptions.from_mapping(values)

@@ -80,3 +80,22 @@ def test_an_unknown_audio_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="unknown audio format 'mp3'"):
         SoundtrackRequest(tmp_path / "clip.mp4", (SoundObject("v", tmp_path / "m.mp4"),),
                           tmp_path / "out", audio_format="mp3")
+
+
+def test_sample_rates_the_files_can_have(tmp_path: Path) -> None:
+    import numpy as np
+
+    from saganet.cli import OUTPUT_RATES as OFFERED
+    from saganet.soundtrack.request import OUTPUT_RATES
+
+    objects = (SoundObject("v", tmp_path / "m.mp4"),)
+    assert OFFERED == OUTPUT_RATES  # --sample_rate's choices are the request's
+    for rate in OUTPUT_RATES:
+        request = SoundtrackRequest(tmp_path / "clip.mp4", objects, tmp_path / "out",
+                                    sample_rate=np.int64(rate))
+        # A plain int: the settings record holds it as JSON.
+        assert type(request.sample_rate) is int and request.sample_rate == rate
+    for bad in (1000, True, 44100.5, "48000"):
+        with pytest.raises(UserInputError, match=f"sample rate {bad!r} is not one"):
+            SoundtrackRequest(tmp_path / "clip.mp4", objects, tmp_path / "out",
+                              sample_rate=bad)

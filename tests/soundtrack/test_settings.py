@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -46,6 +47,8 @@ def test_every_file_records_its_request(models, tmp_path: Path) -> None:  # noqa
         assert record["device"] == models.device.type
         assert record["precision"] == str(models.dtype).removeprefix("torch.")
         assert record["pan"] == request.pan
+        with av.open(str(path)) as container:
+            assert record["sample_rate"] == container.streams.audio[0].rate
         assert (record["start"], record["duration"]) == (result.segment.start,
                                                          result.segment.duration)
         assert (record["cfg_strength"], record["num_steps"], record["method"]) == (
