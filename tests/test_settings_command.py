@@ -127,14 +127,17 @@ def test_what_demo_cannot_do_is_named(made) -> None:
         "bfloat16 on mps": lambda r: r.update(precision="bfloat16", device="mps"),
         "given from Python": lambda r: r["objects"][0].update(masks=None),
         "do not follow": lambda r: r["objects"][-1].update(seed=r["objects"][0]["seed"]),
-        "several models": lambda r: r["objects"].append(
+        "incomplete or malformed \\(KeyError: 'sample_rate'\\)": lambda r: r.pop("sample_rate"),
+        "incomplete or malformed \\(IndexError": lambda r: r.update(objects=[]),
+        "incomplete or malformed \\(TypeError": lambda r: r["objects"][0].update(masks=3),
+        "several models \\(": lambda r: r["objects"].append(
             {**tracked, "name": "third", "seed": r["objects"][-1]["seed"] + 1,
              "masks": {"tracked": {**tracked["masks"]["tracked"], "segment_model": "large"}}}),
     }
     for problem, change in cases.items():
         changed = copy.deepcopy(record)
         change(changed)
-        with pytest.raises(UserInputError, match=problem.replace("(", r"\(")):
+        with pytest.raises(UserInputError, match=problem):
             remake_arguments(changed)
     # What demo.py sets by device: the flag only where the default differs.
     for device, precision, flag in (("cuda", "float32", "--full_precision"),

@@ -141,10 +141,15 @@ def remake_arguments(record: dict[str, Any], inputs: str | Path | None = None) -
     from saganet.commands.demo import build_parser
 
     folder = None if inputs is None else Path(inputs)
-    video = record["video"] if folder is None else str(folder / record["video"])
     defaults = build_parser().parse_args([])
-    return [*_flag("video", video), *_model_flags(record), *_sampler_flags(record, defaults),
-            *_object_flags(record, folder)]
+    try:
+        video = record["video"] if folder is None else str(folder / record["video"])
+        return [*_flag("video", video), *_model_flags(record),
+                *_sampler_flags(record, defaults), *_object_flags(record, folder)]
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        # A record edited by hand, or written by another version of the format.
+        raise UserInputError(f"its settings are incomplete or malformed ({type(err).__name__}: "
+                             f"{err})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
