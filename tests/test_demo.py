@@ -642,8 +642,11 @@ def test_pan_places_each_object_where_its_mask_is(weights_dir: Path, tmp_path: P
 
 
 def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, clip) -> None:
-    """`--wav`: every sound file is a 24-bit WAV holding the samples of the FLAC run."""
-    args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
+    """`--wav`: every sound file is a 24-bit WAV holding the samples of the FLAC run, a
+    Broadcast WAV placed at `--start` on the video's timeline."""
+    start = 0.52
+    args = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite",
+            "--start", str(start)]
     for name, mask in clip.masks.items():
         args += ["--object", name, "--mask_video", str(mask)]
     assert run_demo(weights_dir, tmp_path / "flac", *args) == 0
@@ -661,6 +664,8 @@ def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, cl
         recorded = read_settings(tmp_path / "flac" / name)
         assert [o["name"] for o in recorded["objects"]] == list(clip.masks)
         assert read_settings(tmp_path / "wav" / name.replace(".flac", ".wav")) is None
+        with av.open(str(tmp_path / "wav" / name.replace(".flac", ".wav"))) as container:
+            assert int(container.metadata["time_reference"]) == round(start * rate)
 
 
 def test_takes_are_runs_with_successive_seeds(weights_dir: Path, tmp_path: Path, clip,

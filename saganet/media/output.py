@@ -124,12 +124,25 @@ def write_flac(path: PathLike, audio: AudioLike, sr: int = 44100,
 
 
 def write_wav(path: PathLike, audio: AudioLike, sr: int = 44100,
-              overwrite: bool = False, *, tags: Mapping[str, str] | None = None) -> Path:
+              overwrite: bool = False, *, tags: Mapping[str, str] | None = None,
+              time_reference: int | None = None) -> Path:
     """Write mono or stereo audio as a 24-bit PCM WAV file: the samples of
     :func:`write_flac`, uncompressed, for tools that do not read FLAC (arguments as there;
     ``tags`` go into the INFO list, which holds only the keys RIFF names, ``comment`` among
-    them)."""
-    return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le", tags)
+    them).
+
+    Args:
+        time_reference: where the first sample belongs on the timeline, in samples from its
+            start: the file is then a Broadcast WAV whose ``bext`` chunk holds it, which
+            editors and DAWs use to place the file ("spot to original time stamp").
+    """
+    if time_reference is None:
+        return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le", tags)
+    if isinstance(time_reference, bool) or not 0 <= time_reference < 2**64:
+        raise ValueError(f"time_reference must be a sample count, got {time_reference!r}")
+    bext = {"time_reference": str(int(time_reference)), "originator": "saganet"}
+    return _write_pcm(path, audio, sr, overwrite, "wav", "pcm_s24le", {**(tags or {}), **bext},
+                      {"write_bext": "1"})
 
 
 # The audio file types the soundtrack writes, by suffix.
@@ -137,22 +150,28 @@ AUDIO_WRITERS = {".flac": write_flac, ".wav": write_wav}
 
 
 def write_audio(path: PathLike, audio: AudioLike, sr: int = 44100,
-                overwrite: bool = False, *, tags: Mapping[str, str] | None = None) -> Path:
-    """:func:`write_flac` or :func:`write_wav`, by the suffix of ``path``."""
+                overwrite: bool = False, *, tags: Mapping[str, str] | None = None,
+                time_reference: int | None = None) -> Path:
+    """:func:`write_flac` or :func:`write_wav`, by the suffix of ``path``; ``time_reference``
+    goes into a WAV file only (FLAC has no standard place for it)."""
     suffix = Path(path).suffix.lower()
     if suffix not in AUDIO_WRITERS:
         raise ValueError(f"{path}: audio files are {' or '.join(AUDIO_WRITERS)}")
+    if suffix == ".wav":
+        return write_wav(path, audio, sr, overwrite, tags=tags, time_reference=time_reference)
     return AUDIO_WRITERS[suffix](path, audio, sr, overwrite, tags=tags)
 
 
 def _write_pcm(path: PathLike, audio: AudioLike, sr: int, overwrite: bool, container: str,
-               codec: str, tags: Mapping[str, str] | None) -> Path:
-    """24-bit samples through an encoder that takes them as the top bits of s32."""
+               codec: str, tags: Mapping[str, str] | None,
+               options: Mapping[str, str] | None = None) -> Path:
+    """24-bit samples through an encoder that takes them as the top bits of s32; ``options``:
+    the muxer's."""
     path = Path(path)
     samples = _as_channels(audio)
     full_scale = 2 ** (FLAC_BITS - 1) - 1
     with atomic_output(path, overwrite) as tmp, \
-            av.open(ffmpeg_name(tmp), "w", format=container) as out:
+            av.open(ffmpeg_name(tmp), "w", format=container, options=dict(options or {})) as out:
         out.metadata.update(tags or {})
         stream = out.add_stream(codec, rate=sr, layout=_layout(samples.shape[0]))
         stream.codec_context.format = "s32"

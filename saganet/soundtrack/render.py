@@ -699,11 +699,13 @@ def _write_outputs(request: SoundtrackRequest, outputs: SoundtrackOutputs, segme
                   start=segment.start, overlays=overlays, tags=tags())
         done += 1
         progress("writing", done, total)
+    # WAV files are Broadcast WAVs placed at their first sample's time in the video.
+    at = round(segment.start * sr)
     for name, path in outputs.stems.items():
-        write_audio(staged[path], sounds[name], sr, tags=tags(name))
+        write_audio(staged[path], sounds[name], sr, tags=tags(name), time_reference=at)
         done += 1
         progress("writing", done, total)
-    write_audio(staged[outputs.mix], mix, sr, tags=tags())
+    write_audio(staged[outputs.mix], mix, sr, tags=tags(), time_reference=at)
     # Reported before the renames: the work can still stop here, and not after them.
     progress("writing", total, total)
     check_outputs(outputs, overwrite)  # nothing appeared meanwhile that may not be replaced

@@ -451,3 +451,42 @@ def test_tags_are_written_into_the_file(tmp_path: Path, source: Path, suffix: st
     if suffix != ".mp4":
         # Tags change no sample.
         np.testing.assert_array_equal(read_audio(tagged)[0], read_audio(plain)[0])
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_wav_with_a_time_reference_is_a_broadcast_wav(tmp_path: Path, channels: int) -> None:
+    """``time_reference``: the WAV gets a ``bext`` chunk holding it (where editors place
+    the file), next to the ``comment``; the samples are those of the plain WAV. FLAC has no
+    such field, so ``write_audio`` leaves it out there."""
+    from saganet.media.output import write_audio, write_wav
+
+    audio = AUDIO.repeat(channels, 1)
+    at = 7 * SR // 3 + 1
+    spotted = write_wav(tmp_path / "spotted.wav", audio, SR, tags={"comment": "c"},
+                        time_reference=at)
+    plain = write_wav(tmp_path / "plain.wav", audio, SR)
+    with open(spotted, "rb") as f:
+        assert b"bext" in f.read(4096)
+    with open(plain, "rb") as f:
+        assert b"bext" not in f.read(4096)
+    with av.open(str(spotted)) as container:
+        assert int(container.metadata["time_reference"]) == at
+        assert container.metadata.get("comment") == "c"
+    np.testing.assert_array_equal(_samples(spotted), _samples(plain))
+    assert _samples(spotted).shape[0] == channels
+    same = write_audio(tmp_path / "same.wav", audio, SR, time_reference=at)
+    with av.open(str(same)) as container:
+        assert int(container.metadata["time_reference"]) == at
+    flac = write_audio(tmp_path / "a.flac", audio, SR, time_reference=at)
+    with av.open(str(flac)) as container:
+        assert "time_reference" not in container.metadata
+    for bad in (-1, True, 2**64):
+        with pytest.raises(ValueError, match="sample count"):
+            write_wav(tmp_path / "bad.wav", audio, SR, time_reference=bad)
+
+
+def _samples(path: Path) -> np.ndarray:
+    """``(C, L)`` samples of a file's audio stream."""
+    from tests.videos import read_audio as read_channels
+
+    return read_channels(path)[0]
