@@ -49,11 +49,13 @@ from saganet.app.options import GenerationOptions
 from saganet.app.session import PREVIEW, RESULTS, Session, Sessions
 from saganet.app.spectrogram import write_spectrogram
 from saganet.cancel import CancelledError, CancelToken
+from saganet.commands.settings import remake_command
 from saganet.errors import UserInputError
 from saganet.pipeline import pipeline_variant
 from saganet.segment.grid import GRID_FPS
 from saganet.segment.prompts import ObjectPrompt
 from saganet.segment.tracking import Tracking
+from saganet.soundtrack.settings import read_settings
 
 if TYPE_CHECKING:
     from saganet.app.layout import Page
@@ -197,7 +199,7 @@ class Handlers:
     def _no_results(self) -> Updates:
         page = self.page
         updates: Updates = {page.mix: None, page.mix_spectrogram: None, page.downloads: None,
-                            page.preview: None, page.tracking_summary: ""}
+                            page.command: "", page.preview: None, page.tracking_summary: ""}
         for row, audio, image in zip(page.stem_rows, page.stems, page.stem_spectrograms,
                                      strict=True):
             updates |= {row: gr.update(visible=False), audio: None, image: None}
@@ -539,6 +541,7 @@ class Handlers:
             page.mix_spectrogram: str(write_spectrogram(outputs.mix, run / "spectrogram_mix.png",
                                                         seconds)),
             page.downloads: [str(p) for p in outputs.all()],
+            page.command: _command(outputs.mix),
         }
         stems = list(made.stems.items())
         for k, (row, audio, image) in enumerate(zip(page.stem_rows, page.stems,
@@ -552,6 +555,18 @@ class Handlers:
                         audio: gr.update(value=str(path), label=name),
                         image: gr.update(value=str(picture), label=f"{name}: spectrogram")}
         return updates
+
+
+def _command(mix: Path) -> str:
+    """The ``demo.py`` command that makes the results again, from what the mix records; or
+    why there is none."""
+    try:
+        record = read_settings(mix)
+        if record is None:
+            return "# the files record no settings"
+        return remake_command(record)
+    except UserInputError as err:
+        return f"# no demo.py command makes this again: {err}"
 
 
 def _held(kinds: list[str]) -> str:

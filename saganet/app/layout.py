@@ -70,6 +70,7 @@ class Page:
     mix: gr.Audio
     mix_spectrogram: gr.Image
     downloads: gr.File
+    command: gr.Code
     stem_rows: list[gr.Row] = field(default_factory=list)
     stems: list[gr.Audio] = field(default_factory=list)
     stem_spectrograms: list[gr.Image] = field(default_factory=list)
@@ -79,8 +80,8 @@ class Page:
         return [self.upload, self.frame, self.time, self.video_info, self.object_choice,
                 self.name, self.prompt, self.negative_prompt, self.phrase, self.objects_table,
                 self.status, self.preview, self.tracking_summary, self.mix,
-                self.mix_spectrogram, self.downloads, *self.stem_rows, *self.stems,
-                *self.stem_spectrograms]
+                self.mix_spectrogram, self.downloads, self.command, *self.stem_rows,
+                *self.stems, *self.stem_spectrograms]
 
 
 def _options(default_variant: str) -> list[gr.components.Component]:
@@ -172,11 +173,13 @@ def _page(limits: Limits, default_variant: str) -> Page:
         rows.append(row)
     downloads = gr.File(label="Downloads: stems, mix, MP4", file_count="multiple",
                         interactive=False, elem_id="downloads")
+    command = gr.Code(label="The same from the command line (saganet-settings)",
+                      language="shell", interactive=False, wrap_lines=True, elem_id="command")
     return Page(upload, example, frame, time, video_info, object_choice, add_object,
                 remove_object, clear_clicks, negative_click, name, prompt, negative_prompt,
                 phrase, objects_table, options, track, generate, stop, stop_waiting, status,
-                preview, tracking_summary, mix, mix_spectrogram, downloads, rows, stems,
-                pictures)
+                preview, tracking_summary, mix, mix_spectrogram, downloads, command, rows,
+                stems, pictures)
 
 
 def _endpoint(endpoint: GenerateEndpoint) -> None:
@@ -233,8 +236,8 @@ def _wire(page: Page, handlers: Handlers) -> None:
             concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(TRACKING)),
         GENERATION: page.generate.click(
             handlers.generate, [page.time, *page.options],
-            [*results, page.mix, page.mix_spectrogram, page.downloads, *page.stem_rows,
-             *page.stems, *page.stem_spectrograms],
+            [*results, page.mix, page.mix_spectrogram, page.downloads, page.command,
+             *page.stem_rows, *page.stems, *page.stem_spectrograms],
             api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
             validator=handlers.queued(GENERATION)),
     }

@@ -152,6 +152,15 @@ def remake_arguments(record: dict[str, Any], inputs: str | Path | None = None) -
                              f"{err})") from None
 
 
+def remake_command(record: dict[str, Any], inputs: str | Path | None = None) -> str:
+    """:func:`remake_arguments` as one shell command line, ``python demo.py ...``.
+
+    Raises:
+        UserInputError: as :func:`remake_arguments`.
+    """
+    return shlex.join(["python", "demo.py", *remake_arguments(record, inputs)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
@@ -190,10 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lines.append(json.dumps(record, indent=2, ensure_ascii=False))
                 continue
             try:
-                arguments = remake_arguments(record, args.inputs)
+                lines.append(remake_command(record, args.inputs))
             except UserInputError as err:
                 raise UserInputError(str(err), path) from None
-            lines.append(shlex.join(["python", "demo.py", *arguments]))
     except UserInputError as err:
         return report_user_error(PROG, err)
     # Printed once every file is read: a bad file leaves no partial listing.

@@ -290,6 +290,9 @@ def test_click_the_violin_and_hear_it(chromium, server, artifacts, tmp_path) -> 
     assert audio_seconds(saved) == pytest.approx(SECONDS, abs=1e-4)
     with av.open(str(saved)) as container:
         assert container.streams.audio[0].rate == rate
+    # The same from the command line: the demo.py command the files record.
+    command = page.locator("#command").inner_text()
+    assert "python demo.py" in command and f"--sample_rate {rate}" in command, command
     readme_picture(page, artifacts)
 
     # Closing the tab ends the session: its files go.

@@ -798,3 +798,35 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
         (mix,) = [p for p in files if p.name == f"{video.stem}.{'wav' if ticked else 'flac'}"]
         assert channels == read_audio(mix)[0].shape[0] == (2 if ticked else 1)
         assert read_audio(mix)[1] == rate
+
+
+def test_the_page_s_command_line_makes_the_same_sound(app, clip, sam2_folder, weights_dir,
+                                                      tmp_path) -> None:
+    """After Generate the page shows the ``demo.py`` command the results record; run with the
+    tracker's folder and the video's path put in, it writes the app's mix to the bit (one
+    library path, one result). A new video clears it."""
+    import shlex
+
+    import demo
+    from tests.videos import read_audio
+
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "cmd")
+    rate = 48000
+    updates = handlers.generate(0.0, *options(1.0, steps=2, pan=True, sample_rate=rate),
+                                request("cmd"), Recorder())
+    command = shlex.split(updates[page.command])
+    assert command[:2] == ["python", "demo.py"]
+    arguments = command[2:]
+    assert arguments[arguments.index("--sample_rate") + 1] == str(rate)
+    assert "--pan" in arguments and "--click" in arguments
+    # Recorded by name: the run gives the places.
+    arguments[arguments.index("--video") + 1] = str(clip)
+    assert arguments[arguments.index("--segment_model") + 1] == Path(sam2_folder).name
+    arguments[arguments.index("--segment_model") + 1] = str(sam2_folder)
+    out = tmp_path / "cli"
+    assert demo.main([*arguments, "--weights_dir", str(weights_dir), "--output", str(out),
+                      "--skip_video_composite"]) == 0
+    np.testing.assert_array_equal(read_audio(out / f"{clip.stem}.flac")[0],
+                                  read_audio(Path(updates[page.mix]["value"]))[0])
+    assert handlers.upload(str(clip), request("cmd"))[page.command] == ""
