@@ -138,14 +138,15 @@ def child(args: argparse.Namespace) -> None:
                                 write_video=False)
     latents: list[tuple[int, int, torch.Tensor]] = []
     if args.seams:
-        # Keep each window's latents on their way to the decoder.
-        original = render_module._decode_into
+        # Keep each window's latents on their way to the decoder (either join's).
+        def recording(original):
+            def record(runner, stems, items, batch):
+                latents.extend((i.obj, i.window, batch[k].cpu()) for k, i in enumerate(items))
+                return original(runner, stems, items, batch)
+            return record
 
-        def record_into(runner, stems, items, batch):
-            latents.extend((i.obj, i.window, batch[k].cpu()) for k, i in enumerate(items))
-            return original(runner, stems, items, batch)
-
-        render_module._decode_into = record_into
+        render_module._decode_into = recording(render_module._decode_into)
+        render_module._decode_joint = recording(render_module._decode_joint)
     _reset_peak_rss()
     start = time.perf_counter()
     result = write_soundtrack(models, request, seed=0, overwrite=True,

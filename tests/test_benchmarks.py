@@ -27,6 +27,7 @@ BENCHMARKS = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 try:
     import headroom
+    import joined_decoding
     import long_form
     import pipeline
     import precision
@@ -337,6 +338,17 @@ def test_regenerate_times_a_generation_again_with_and_without_the_cache(tmp_path
     for path in ("first", "baseline", "again"):
         assert_times(result["best"][path], "wall_s", "cpu_s")
     assert result["ratio"]["cpu_s"] > 0
+
+
+def test_joined_decoding_measures_both_ways_per_length(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "joined_decoding.py")
+    rows = result["lengths"]
+    assert [row["seconds"] for row in rows] == list(joined_decoding.TINY_LENGTHS)
+    for row in rows:
+        assert_times(row, "per_window_s", "joined_s", "speed_up")
+        assert row["windows"] >= 2  # a clip of several windows: there are overlaps to save
+        # Joined, the overlaps are vocoded once.
+        assert row["joined_frames"] < row["per_window_frames"]
 
 
 @pytest.mark.slow

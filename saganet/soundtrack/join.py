@@ -44,10 +44,9 @@ def _raw_ramp(length: int, rise: int, fall: int) -> torch.Tensor:
     return ramp
 
 
-def _spans(plan: WindowPlan, latent: bool) -> list[tuple[int, int]]:
-    if latent:
-        return [(s.start, s.stop) for s in map(plan.latent_span, plan.windows)]
-    return [(s.start, s.stop) for s in map(plan.sample_span, plan.windows)]
+def _spans(plan: WindowPlan, per_latent: int | None) -> list[tuple[int, int]]:
+    scale = plan.samples_per_latent if per_latent is None else per_latent
+    return [(s.start * scale, s.stop * scale) for s in map(plan.latent_span, plan.windows)]
 
 
 def _raw_weights(spans: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
@@ -60,18 +59,19 @@ def _raw_weights(spans: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
     return weights
 
 
-def join_weights(plan: WindowPlan, *, equal_power: bool, latent: bool = False,
+def join_weights(plan: WindowPlan, *, equal_power: bool, per_latent: int | None = None,
                  present: Sequence[bool] | None = None) -> list[torch.Tensor]:
     """Per-window weights over each window's span, float64.
 
     Args:
         plan: the windows.
         equal_power: normalise powers (crossfade) instead of amplitudes (joint sampling).
-        latent: weights on the latent grid instead of the sample grid.
+        per_latent: points of the grid per latent: 1 for the latent grid, 2 for the mel
+            frames of the 44.1 kHz codec (None: the sample grid).
         present: which windows take part in the normalisation (default: all). Absent windows
             drop out entirely, as opposed to silent windows, which are present with no signal.
     """
-    spans = _spans(plan, latent)
+    spans = _spans(plan, per_latent)
     raw = _raw_weights(spans)
     present = [True] * len(spans) if present is None else list(present)
     squares = [r.square() for r in raw]
@@ -109,7 +109,7 @@ class VelocityFusion:
         self._device = torch.device("cpu")
         for indices in self.groups:
             present = [i in indices for i in range(len(plan.windows))]
-            weights = join_weights(plan, equal_power=False, latent=True, present=present)
+            weights = join_weights(plan, equal_power=False, per_latent=1, present=present)
             self._weights.append([weights[i].float()[:, None] for i in indices])
 
     def _weights_on(self, device: torch.device) -> list[list[torch.Tensor]]:

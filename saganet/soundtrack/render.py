@@ -322,6 +322,24 @@ class _Stems:
         weighted = audio[:count].numpy() * self.weights[window.index][:count]
         self.audio[name][span.start : stop] += weighted
 
+    def add_run(self, name: str, windows: Sequence[int], start: int,
+                audio: torch.Tensor) -> None:
+        """Add ``(L,)`` audio from sample ``start`` of the segment, a piece of consecutive
+        windows decoded as one (joint sampling), faded as the windows' own weights fade:
+        towards a window where the object is hidden, not between the run's windows (there
+        they sum to 1)."""
+        stop = min(start + len(audio), self.length)
+        if stop <= start:
+            return
+        fade = np.zeros(stop - start, np.float32)
+        for index in windows:
+            span = self.plan.sample_span(self.plan.windows[index])
+            low, high = max(span.start, start), min(span.stop, stop)
+            if low < high:
+                fade[low - start : high - start] += self.weights[index][low - span.start :
+                                                                        high - span.start]
+        self.audio[name][start:stop] += audio[: stop - start].numpy() * fade
+
 
 class _Generator:
     """Runs the windows of one request through encode, sample and decode."""
@@ -643,8 +661,76 @@ def _run(runner: _Generator, stems: _Stems) -> None:
         items.sort(key=lambda i: (i.obj, i.window))
         groups = [[i.window for i in items if i.obj == k] for k in range(len(runner.objects))]
         fusion = VelocityFusion(plan, [g for g in groups if g])
-        _decode_into(runner, stems, items, runner.sample(items, fusion))
+        _decode_joint(runner, stems, items, runner.sample(items, fusion))
 
+
+def _decode_joint(runner: _Generator, stems: _Stems, items: list[_Item],
+                  latents: torch.Tensor) -> None:
+    """Decode jointly sampled windows, which hold the same latents where they overlap, as one
+    signal per run of an object's consecutive windows: each window's latents become mel
+    frames (the VAE decoder, a small share of decoding), the frames are joined on the
+    segment's mel grid with the equal-amplitude weights, and the vocoder (nearly all of
+    decoding) runs over the run once, so overlaps are vocoded once instead of once per window
+    (a 6 s clip in two 5 s windows vocodes about 6.5 s, not 10).
+
+    The run goes through the vocoder in pieces that each fit one of its passes, read with its
+    receptive field of context on both sides (the audio of the whole run in one pass, up to
+    float rounding); a window's mel frames are decoded when the first piece needs them and
+    dropped after the last, so memory does not grow with the length."""
+    plan, codec = runner.plan, runner.models.codec
+    vocoder, hop = codec.vocoder, codec.hop_length
+    per_latent = codec.samples_per_latent // hop
+    window_frames = plan.window_latents * per_latent
+    runs: list[list[tuple[int, int]]] = []  # per run: (window index, latents row)
+    for row, item in enumerate(items):  # object-major, windows in order
+        last = runs[-1][-1] if runs else None
+        if last is not None and items[last[1]].obj == item.obj and last[0] == item.window - 1:
+            runs[-1].append((item.window, row))
+        else:
+            runs.append([(item.window, row)])
+    lengths = [(plan.windows[run[-1][0]].latent_offset - plan.windows[run[0][0]].latent_offset)
+               * per_latent + window_frames for run in runs]
+    context = vocoder.receptive_field
+    total, done = sum(lengths), 0
+    for run, length in zip(runs, lengths, strict=True):
+        windows = [index for index, _ in run]
+        present = [i in windows for i in range(len(plan.windows))]
+        weights = join_weights(plan, equal_power=False, per_latent=per_latent, present=present)
+        origin = plan.windows[windows[0]].latent_offset * per_latent
+        starts = {index: plan.windows[index].latent_offset * per_latent - origin
+                  for index in windows}
+        decoded: dict[int, torch.Tensor] = {}  # weighted mel frames of the windows in reach
+
+        def joined(first: int, last: int, run: list[tuple[int, int]] = run,
+                   weights: list[torch.Tensor] = weights, starts: dict[int, int] = starts,
+                   decoded: dict[int, torch.Tensor] = decoded) -> torch.Tensor:
+            mel = torch.zeros(1, codec.config.mel.num_mels, last - first,
+                              dtype=torch.float32, device=latents.device)
+            for index, row in run:
+                low, high = max(starts[index], first), min(starts[index] + window_frames, last)
+                if low >= high:
+                    continue
+                if index not in decoded:
+                    decoded[index] = codec.decode_mel(latents[row : row + 1]).float() * \
+                        weights[index].to(mel.device, torch.float32)
+                mel[..., low - first : high - first] += decoded[index][
+                    ..., low - starts[index] : high - starts[index]]
+            return mel
+
+        # Pieces that with their context fill one vocoder pass (no chunking inside it).
+        size = length if vocoder.chunk_frames is None else max(1, vocoder.chunk_frames
+                                                                - 2 * context)
+        name = runner.objects[items[run[0][1]].obj].name
+        for start in range(0, length, size):
+            stop = min(start + size, length)
+            first, last = max(0, start - context), min(length, stop + context)
+            audio = codec.vocode(joined(first, last)).float().clamp(-1, 1).cpu()
+            stems.add_run(name, windows, (origin + start) * hop,
+                          audio[0, 0, (start - first) * hop : (stop - first) * hop])
+            for index in [i for i in decoded if starts[i] + window_frames <= stop - context]:
+                del decoded[index]  # no later piece reaches it
+            runner.progress("decoding", done + stop, total)
+        done += length
 
 def _decode_into(runner: _Generator, stems: _Stems, items: list[_Item],
                  latents: torch.Tensor) -> None:

@@ -17,28 +17,28 @@ def _plan(duration: float) -> WindowPlan:
     return plan_windows(duration, CONFIG_44K_SA, SAMPLES_PER_LATENT, overlap=1.0)
 
 
-def _on_grid(plan: WindowPlan, weights: list[torch.Tensor], latent: bool,
+def _on_grid(plan: WindowPlan, weights: list[torch.Tensor], per_latent: int | None,
              power: int) -> torch.Tensor:
     """Sum over windows of ``weight ** power`` on the segment's grid."""
-    length = plan.num_latents if latent else plan.num_latents * SAMPLES_PER_LATENT
-    total = torch.zeros(length, dtype=torch.float64)
+    scale = SAMPLES_PER_LATENT if per_latent is None else per_latent
+    total = torch.zeros(plan.num_latents * scale, dtype=torch.float64)
     for window, weight in zip(plan.windows, weights, strict=True):
-        span = plan.latent_span(window) if latent else plan.sample_span(window)
-        total[span] += weight ** power
+        span = plan.latent_span(window)
+        total[span.start * scale : span.stop * scale] += weight ** power
     return total
 
 
 @pytest.mark.parametrize("duration", LENGTHS)
-@pytest.mark.parametrize("latent", [False, True])
+@pytest.mark.parametrize("per_latent", [None, 1, 2])
 def test_crossfade_keeps_power_and_fusion_keeps_amplitude(duration: float,
-                                                          latent: bool) -> None:
+                                                          per_latent: int | None) -> None:
     plan = _plan(duration)
-    power = join_weights(plan, equal_power=True, latent=latent)
-    amplitude = join_weights(plan, equal_power=False, latent=latent)
-    torch.testing.assert_close(_on_grid(plan, power, latent, 2),
+    power = join_weights(plan, equal_power=True, per_latent=per_latent)
+    amplitude = join_weights(plan, equal_power=False, per_latent=per_latent)
+    torch.testing.assert_close(_on_grid(plan, power, per_latent, 2),
                                torch.ones(1, dtype=torch.float64).expand(
-                                   _on_grid(plan, power, latent, 2).shape))
-    sums = _on_grid(plan, amplitude, latent, 1)
+                                   _on_grid(plan, power, per_latent, 2).shape))
+    sums = _on_grid(plan, amplitude, per_latent, 1)
     torch.testing.assert_close(sums, torch.ones_like(sums))
     # The weights ramp: each window fades in over its overlap with the one before, up to 1
     # where it is alone.

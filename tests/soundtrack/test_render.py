@@ -70,7 +70,8 @@ def read_flac(path: Path) -> np.ndarray:
 def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """12.3 s at 29.97 fps, two objects, the square hidden at first: exact lengths, titled
-    tracks, silence where hidden, identical latents where windows overlap, levelled mix."""
+    tracks, silence where hidden, identical latents where windows overlap, overlaps vocoded
+    once, levelled mix."""
     fps = Fraction(30000, 1001)
     duration = 12.3
     scene = SyntheticScene(width=128, height=72, fps=fps, duration=duration)
@@ -79,13 +80,20 @@ def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
     objects = tuple(SoundObject(name, MaskVideo(path), name) for name, path in masks.items())
     request = SoundtrackRequest(video, objects, tmp_path / "out", join="joint")
     decoded_latents: list[torch.Tensor] = []
-    real_decode = render_module.decode
+    vocoded_frames: list[int] = []
+    codec = models.codec
+    real_decode_mel, real_vocode = codec.decode_mel, codec.vocode
 
-    def recording_decode(models, latents):
+    def recording_decode_mel(latents):
         decoded_latents.append(latents.clone())
-        return real_decode(models, latents)
+        return real_decode_mel(latents)
 
-    monkeypatch.setattr(render_module, "decode", recording_decode)
+    def recording_vocode(mel, **kwargs):
+        vocoded_frames.append(mel.shape[-1])
+        return real_vocode(mel, **kwargs)
+
+    monkeypatch.setattr(codec, "decode_mel", recording_decode_mel)
+    monkeypatch.setattr(codec, "vocode", recording_vocode)
     result = write_soundtrack(models, request, options=OPTIONS, seed=3)
     plan, outputs = result.plan, result.outputs
     sr = plan.sampling_rate
@@ -115,8 +123,8 @@ def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
     assert np.abs(stems["square"][math.ceil(hidden_until * sr):]).max() > 1e-3
     assert "circle" not in result.silenced
 
-    # The decoder (the stage with the largest activations) never gets more clips at once than
-    # one window has objects, however many windows the video has.
+    # The VAE decoder never gets more clips at once than one window has objects, however
+    # many windows the video has.
     assert max(len(batch) for batch in decoded_latents) <= len(objects)
     assert sum(len(batch) for batch in decoded_latents) > len(objects)
 
@@ -142,11 +150,67 @@ def test_long_clip_with_a_hidden_object(models, tmp_path: Path,
                 checked += 1
     assert checked >= len(plan.windows) - 1
 
+    # The vocoder (nearly all of decoding) goes over each run of an object's consecutive
+    # windows once, in pieces of one pass each: overlaps once, not once per window.
+    per_latent = codec.samples_per_latent // codec.hop_length
+    runs = [sorted(w for k2, w in order if k2 == k) for k in range(len(objects))]
+    spans = [(plan.windows[r[-1]].latent_offset - plan.windows[r[0]].latent_offset
+              + plan.window_latents) * per_latent for r in runs]
+    assert all(r == list(range(r[0], r[-1] + 1)) for r in runs)  # one run each here
+    assert max(vocoded_frames) <= codec.vocoder.chunk_frames
+    context = codec.vocoder.receptive_field
+    assert sum(spans) <= sum(vocoded_frames) <= sum(spans) + 2 * context * len(vocoded_frames)
+    assert sum(vocoded_frames) < len(order) * plan.window_latents * per_latent
+
     # The mix is the levelled sum of the stems and does not clip.
     gain = result.mix_level.gain
     levelled = gain * (stems["circle"] + stems["square"])
     assert np.abs(mix - levelled).max() <= 3 * FLAC_STEP
     assert np.abs(mix).max() <= MIX_PEAK + FLAC_STEP
+
+
+def test_joint_windows_are_vocoded_as_one_signal(models, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joint decoding: the stem is the vocoder's output for the windows' mel frames joined
+    on the segment's grid with the equal-amplitude weights, computed here in one pass; the
+    render's pieces (any size, with their context) give it up to float rounding."""
+    from saganet.soundtrack.join import join_weights
+
+    scene = SyntheticScene(width=96, height=54, duration=7.3)
+    video, masks = write_clip(tmp_path, scene)
+    name, path = next(iter(masks.items()))
+    codec = models.codec
+    windows_latents: list[torch.Tensor] = []
+    real_decode_mel = codec.decode_mel
+
+    def recording(latents):
+        windows_latents.append(latents.clone())
+        return real_decode_mel(latents)
+
+    monkeypatch.setattr(codec, "decode_mel", recording)
+    context = codec.vocoder.receptive_field
+    stems = []
+    for chunk_frames in (None, 2 * context + 7):  # one pass per run; many small pieces
+        monkeypatch.setattr(codec.vocoder, "chunk_frames", chunk_frames)
+        windows_latents.clear()
+        request = SoundtrackRequest(video, (SoundObject(name, MaskVideo(path), name),),
+                                    tmp_path / f"out{chunk_frames}", join="joint")
+        result = write_soundtrack(models, request, options=OPTIONS, seed=5)
+        stems.append(read_flac(result.outputs.mix))
+    plan = result.plan
+    assert len(plan.windows) >= 2 and len(windows_latents) == len(plan.windows)
+
+    per_latent = codec.samples_per_latent // codec.hop_length
+    weights = join_weights(plan, equal_power=False, per_latent=per_latent)
+    mel = torch.zeros(1, codec.config.mel.num_mels, plan.num_latents * per_latent)
+    for window, latents, weight in zip(plan.windows, windows_latents, weights, strict=True):
+        start = window.latent_offset * per_latent
+        part = real_decode_mel(latents).float() * weight.float()
+        mel[..., start : start + part.shape[-1]] += part
+    monkeypatch.setattr(codec.vocoder, "chunk_frames", None)
+    expected = codec.vocode(mel).float().clamp(-1, 1)[0, 0, : plan.num_samples].numpy()
+    for stem in stems:
+        np.testing.assert_allclose(stem, expected, atol=4 * FLAC_STEP + 1e-6)
 
 
 def test_crossfade_join_writes_the_same_files(models, tmp_path: Path) -> None:
