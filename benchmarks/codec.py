@@ -14,30 +14,13 @@ parametrisation (what running it straight after loading would cost).
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
-from sizes import Sizes, add_run_flags, write_json
+from sizes import Sizes, add_run_flags, best_time, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.codec import AudioCodec, BigVGAN
 from saganet.runtime import configure_runtime
-
-
-def _time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one untimed call.
-
-    The warm-up uses the same shapes: oneDNN sets up its convolution kernels per shape, and
-    that first-call cost is as large as the call itself for the vocoder.
-    """
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _latents(codec: AudioCodec, seconds: float) -> torch.Tensor:
@@ -77,8 +60,8 @@ def main() -> None:
 
     print(f"decode {latents.shape[1]} latents -> {audio_seconds:.3f} s of audio at "
           f"{codec.sampling_rate} Hz, {torch.get_num_threads()} threads, best of {args.repeats}")
-    vae_s = _time(lambda: codec.decode_mel(latents), args.repeats)
-    vocoder_s = _time(lambda: codec.vocode(mel), args.repeats)
+    vae_s = best_time(lambda: codec.decode_mel(latents), args.repeats)
+    vocoder_s = best_time(lambda: codec.vocode(mel), args.repeats)
     total_s = vae_s + vocoder_s
     for name, seconds in (("VAE decode (latents -> log-mel)", vae_s),
                           ("vocoder (log-mel -> waveform)", vocoder_s),
@@ -86,9 +69,9 @@ def main() -> None:
         print(f"  {name:40s} {seconds:8.3f} s   x{audio_seconds / seconds:6.3f} real time   "
               f"{seconds / total_s:6.1%} of decode")
 
-    folded_s = _time(lambda: codec.vocode(short_mel), args.repeats)
+    folded_s = best_time(lambda: codec.vocode(short_mel), args.repeats)
     with torch.no_grad():
-        baseline_s = _time(lambda: parametrised(short_mel), args.repeats)
+        baseline_s = best_time(lambda: parametrised(short_mel), args.repeats)
     print(f"vocoder on {short_seconds:.3f} s of audio:")
     print(f"  {'baseline: weight-norm parametrised':40s} {baseline_s:8.3f} s")
     print(f"  {'folded weights (what AudioCodec runs)':40s} {folded_s:8.3f} s   "

@@ -16,10 +16,9 @@ frames (the cost does not depend on them).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from sizes import Sizes, add_run_flags, write_json
+from sizes import Sizes, add_run_flags, best_time, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.codec import AudioCodec
@@ -28,18 +27,6 @@ from saganet.runtime import configure_runtime
 from saganet.soundtrack.plan import plan_windows
 
 TINY_LENGTHS = (6.0,)
-
-
-def _best(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one untimed call: oneDNN's per-shape
-    set-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -78,8 +65,8 @@ def main() -> None:
         def joined(mel: torch.Tensor = joined_mel) -> None:
             codec.vocode(mel)
 
-        baseline_s = _best(per_window, args.repeats)
-        joined_s = _best(joined, args.repeats)
+        baseline_s = best_time(per_window, args.repeats)
+        joined_s = best_time(joined, args.repeats)
         rows.append({"seconds": length, "windows": len(plan.windows),
                      "per_window_frames": len(plan.windows) * window_frames,
                      "joined_frames": joined_frames, "per_window_s": baseline_s,

@@ -13,25 +13,18 @@ import pytest
 
 import demo
 from saganet.commands.settings import main, remake_arguments
-from saganet.debug_weights import write_debug_weights
 from saganet.errors import UserInputError
 from saganet.example import SyntheticScene, synthetic_example
 from saganet.media.output import write_flac
 from saganet.soundtrack.settings import read_settings
+from tests.test_demo import weights_dir  # noqa: F401 (the debug weights, written once)
 from tests.videos import read_audio
 
 SCENE = SyntheticScene(duration=2.0)
 
 
 @pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("debug_weights")
-    write_debug_weights(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path):
+def made(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path):  # noqa: F811
     """Two takes of two objects, one from a mask video, one tracked from a click, with every
     recorded setting away from its default."""
     clip = synthetic_example(tmp_path_factory.mktemp("clip"), SCENE)
@@ -60,7 +53,7 @@ def _command(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
     return shlex.split(line)
 
 
-def test_the_command_makes_the_take_again(made, weights_dir: Path, tmp_path: Path,
+def test_the_command_makes_the_take_again(made, weights_dir: Path, tmp_path: Path,  # noqa: F811
                                           capsys: pytest.CaptureFixture[str]) -> None:
     clip, out, names = made
     stem = f"{clip.video.stem}_take2"
