@@ -19,7 +19,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import firwin, resample_poly
 
 # Where the filter's pass band ends and it is fully down, as fractions of the lower of the
 # two Nyquist frequencies, and how far down it is (dB).
@@ -39,6 +38,9 @@ def _ratio(rate_in: int, rate_out: int) -> tuple[int, int]:
 def lowpass(rate_in: int, rate_out: int) -> np.ndarray:
     """The FIR low-pass that resamples ``rate_in`` to ``rate_out``, at ``up x rate_in``
     (``up``: the ratio's numerator): odd length, symmetric, unit gain in the pass band."""
+    # Imported here: importing the library stays light (SciPy's signal package takes a second).
+    from scipy.signal import firwin
+
     up, _ = _ratio(rate_in, rate_out)
     fast = up * rate_in
     nyquist = min(rate_in, rate_out) / 2
@@ -73,6 +75,8 @@ def resample_into(samples: np.ndarray, rate_in: int, rate_out: int, out: np.ndar
     if rate_in == rate_out:
         out[...] = samples
         return
+    from scipy.signal import resample_poly
+
     up, down = _ratio(rate_in, rate_out)
     taps = lowpass(rate_in, rate_out)
     # Blocks start on whole periods (input k x down is output k x up); the context either
