@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from saganet.cancel import CancelToken
     from saganet.inference import GenerationBatch, SamplingOptions, generate
-    from saganet.media.masks import MaskVideo
+    from saganet.media.mask_frames import MaskFrames
+    from saganet.media.masks import MaskVideo, mask_source
     from saganet.pipeline import load_clip, load_models
     from saganet.segment import object_prompt, track_objects
     from saganet.soundtrack import (
@@ -40,6 +41,7 @@ _EXPORTS = {
     "CancelToken": "saganet.cancel",
     "FeatureCache": "saganet.soundtrack",
     "GenerationBatch": "saganet.inference",
+    "MaskFrames": "saganet.media.mask_frames",
     "MaskVideo": "saganet.media.masks",
     "SamplingOptions": "saganet.inference",
     "SoundObject": "saganet.soundtrack",
@@ -47,6 +49,7 @@ _EXPORTS = {
     "generate": "saganet.inference",
     "load_clip": "saganet.pipeline",
     "load_models": "saganet.pipeline",
+    "mask_source": "saganet.media.masks",
     "object_prompt": "saganet.segment",
     "read_settings": "saganet.soundtrack",
     "track_objects": "saganet.segment",
@@ -57,6 +60,7 @@ __all__ = [
     "CancelToken",
     "FeatureCache",
     "GenerationBatch",
+    "MaskFrames",
     "MaskVideo",
     "SamplingOptions",
     "SoundObject",
@@ -65,6 +69,7 @@ __all__ = [
     "generate",
     "load_clip",
     "load_models",
+    "mask_source",
     "object_prompt",
     "read_settings",
     "track_objects",

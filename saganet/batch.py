@@ -1,8 +1,9 @@
 """``python -m saganet.batch``: run many video + mask jobs with one model load.
 
-Jobs come from a CSV file (``--csv``, columns by name: ``video``, ``mask``, optional ``name``,
-``prompt``, ``negative_prompt``, ``output``; a row with several objects lists their masks,
-names and prompts separated by ``;``) or from a folder (``--input_dir``) of ``<stem>.mp4``
+Jobs come from a CSV file (``--csv``, columns by name: ``video``, ``mask`` (a mask video or a
+folder of mask images), optional ``mask_id``, ``name``, ``prompt``, ``negative_prompt``,
+``output``; a row with several objects lists their masks, ids, names and prompts separated by
+``;``) or from a folder (``--input_dir``) of ``<stem>.mp4``
 with ``<stem>_mask.mp4`` (one object) or ``<stem>_mask_<name>.mp4`` files (one per object).
 Each job goes through the same path as ``demo.py``
 (:func:`saganet.soundtrack.write_soundtrack` with the seed of ``--seed``), so a job's result
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("saganet.batch")
 
 CSV_REQUIRED = ("video", "mask")
-CSV_OPTIONAL = ("name", "prompt", "negative_prompt", "output")
+CSV_OPTIONAL = ("mask_id", "name", "prompt", "negative_prompt", "output")
 # Several objects in one CSV cell are separated by this.
 LIST_SEPARATOR = ";"
 MASK_SUFFIX = "_mask"
@@ -66,15 +67,17 @@ class JobObject:
 
     Args:
         name: its name (file names and track titles).
-        mask: its mask video.
+        mask: its mask video, or folder of mask images.
         prompt: text prompt (None: no text condition).
         negative_prompt: what its audio should not be.
+        mask_id: its id in a folder of label images (None: every non-zero pixel).
     """
 
     name: str
     mask: Path
     prompt: str | None = None
     negative_prompt: str = ""
+    mask_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,14 +135,26 @@ def _row_objects(values: dict[str, str], base: Path, default_negative: str, line
     names, prompts, negatives = column("name"), column("prompt"), column("negative_prompt")
     if any(not m for m in masks):
         raise UserInputError(f"line {line}: an empty mask path", path)
+    ids = [_mask_id(cell, line, path) for cell in column("mask_id")]
     derived = [name or object_name(ObjectArgs(prompt=prompt or None), k)
                for k, (name, prompt) in enumerate(zip(names, prompts, strict=True))]
     # Objects named after one prompt they share would all get its name: number them.
     derived = [f"{name}_{k + 1}" if not names[k] and derived.count(name) > 1 else name
                for k, name in enumerate(derived)]
-    return tuple(JobObject(name, base / mask, prompt or None, negative or default_negative)
-                 for mask, name, prompt, negative in zip(masks, derived, prompts, negatives,
-                                                         strict=True))
+    return tuple(JobObject(name, base / mask, prompt or None, negative or default_negative,
+                           mask_id)
+                 for mask, name, prompt, negative, mask_id in zip(masks, derived, prompts,
+                                                                  negatives, ids, strict=True))
+
+
+def _mask_id(cell: str, line: int, path: Path) -> int | None:
+    """A ``mask_id`` cell: empty, or a whole number of at least 1."""
+    if not cell:
+        return None
+    if not (cell.isascii() and cell.isdigit()) or int(cell) < 1:
+        raise UserInputError(f"line {line}: mask_id must be a whole number of at least 1 (0 is "
+                             f"the background), got {cell!r}", path)
+    return int(cell)
 
 
 def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "",
@@ -148,10 +163,12 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "",
 
     Relative ``video``/``mask`` paths are relative to the CSV file's folder; ``output`` (a
     ``.flac`` or ``.wav`` path, or a name without suffix; written with ``suffix``) is relative
-    to ``output_dir`` and defaults to ``<video stem><suffix>``. Empty ``prompt`` means no text
-    condition; empty ``negative_prompt`` means ``default_negative``. Several objects: ``mask``
-    lists their mask videos separated by ``;``, and ``name``, ``prompt``, ``negative_prompt``
-    as many values (or one prompt for all).
+    to ``output_dir`` and defaults to ``<video stem><suffix>``. A ``mask`` is a mask video or
+    a folder of mask images (:class:`~saganet.media.mask_frames.MaskFrames`), ``mask_id`` the
+    object's id in such a folder's label images. Empty ``prompt`` means no text condition;
+    empty ``negative_prompt`` means ``default_negative``. Several objects: ``mask`` lists their
+    masks separated by ``;``, and ``mask_id``, ``name``, ``prompt``, ``negative_prompt`` as
+    many values (or one for all but names).
 
     Args:
         path: the CSV file.
@@ -174,7 +191,7 @@ def jobs_from_csv(path: Path, output_dir: Path, default_negative: str = "",
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise UserInputError(f"cannot read the jobs file ({reason})", path) from err
-    columns = "columns: video, mask [, name, prompt, negative_prompt, output]"
+    columns = "columns: video, mask [, mask_id, name, prompt, negative_prompt, output]"
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
         raise UserInputError(f"the header lacks column(s) {', '.join(missing)} (has: "
@@ -283,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate audio for many video + mask pairs with one model load.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path,
-                        help="jobs file: columns video, mask [, name, prompt, "
+                        help="jobs file: columns video, mask [, mask_id, name, prompt, "
                              "negative_prompt, output]; paths relative to the file's folder; "
-                             "several objects: ';'-separated masks, names, prompts")
+                             "a mask is a mask video or a folder of mask images; several "
+                             "objects: ';'-separated masks, ids, names, prompts")
     source.add_argument("--input_dir", type=Path,
                         help="folder of <stem>.mp4 with <stem>_mask.mp4 or "
                              "<stem>_mask_<name>.mp4 (one per object)")
@@ -306,14 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _request(job: Job, args: argparse.Namespace):
     """The job as a soundtrack request (the same one ``demo.py`` builds)."""
-    from saganet.media.masks import MaskVideo
+    from saganet.media.masks import mask_source
     from saganet.soundtrack import SoundObject, SoundtrackRequest
 
     duration = segment_duration(args)
     return SoundtrackRequest(
         video=job.video,
-        objects=tuple(SoundObject(o.name, MaskVideo(o.mask), o.prompt, o.negative_prompt)
-                      for o in job.objects),
+        objects=tuple(SoundObject(o.name, mask_source(o.mask, job.video, o.mask_id), o.prompt,
+                                  o.negative_prompt) for o in job.objects),
         output_dir=job.output.parent, stem=job.output.stem, start=args.start,
         duration=duration, join=args.join, overlap=args.overlap,
         silence_hidden=not args.keep_hidden, negatives_from_others=args.negatives_from_others,

@@ -121,7 +121,8 @@ class ObjectArgs:
 
     Args:
         name: ``--object NAME`` (None: named after its prompt).
-        mask_video: ``--mask_video``.
+        mask_video: ``--mask_video`` (a mask video or a folder of mask images).
+        mask_id: ``--mask_id`` (the object's id in a folder of label images).
         prompt: ``--prompt``.
         negative_prompt: ``--negative_prompt``.
         clicks: ``--click X,Y[@T]`` (repeatable).
@@ -132,6 +133,7 @@ class ObjectArgs:
 
     name: str | None = None
     mask_video: Path | None = None
+    mask_id: int | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
     clicks: list[str] = field(default_factory=list)
@@ -168,7 +170,7 @@ class _ObjectOption(argparse.Action):
 
 
 def add_object_arguments(parser: argparse.ArgumentParser) -> None:
-    """``[--object NAME] (--mask_video PATH | --click X,Y[@T] ... | --box ... |
+    """``[--object NAME] (--mask_video PATH [--mask_id N] | --click X,Y[@T] ... | --box ... |
     --segment_text PHRASE) [--prompt TEXT] [--negative_prompt TEXT]``, once per object
     (results in ``args.objects``, a list of :class:`ObjectArgs`), and the tracking models."""
     group = parser.add_argument_group(
@@ -179,7 +181,12 @@ def add_object_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--object", dest="name", action=_ObjectOption, metavar="NAME",
                        help="start a new object (used in file names and track titles)")
     group.add_argument("--mask_video", dest="mask_video", action=_ObjectOption, type=Path,
-                       metavar="PATH", help="binary mask video of the object")
+                       metavar="PATH", help="binary mask video of the object, or a folder of "
+                                            "mask images named by frame number (DAVIS-style "
+                                            "PNGs)")
+    group.add_argument("--mask_id", dest="mask_id", action=_ObjectOption, type=positive_int,
+                       metavar="N", help="the object's id in a folder of label images "
+                                         "(palette PNGs; default: every non-zero pixel)")
     group.add_argument("--click", dest="clicks", action=_ObjectOption, metavar="X,Y[@T]",
                        help="a point on the object, in pixels of the (upright) video frame, "
                             "at T seconds (1.5) or frame index (f37); default 0; repeatable")

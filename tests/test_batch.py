@@ -407,3 +407,54 @@ def test_wav_outputs(media, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "0 ok, 0 failed, 2 skipped" in capsys.readouterr().err
+
+
+def test_csv_mask_ids(tmp_path):
+    table = tmp_path / "jobs.csv"
+    table.write_text("video,mask,mask_id,name\n"
+                     "v.mp4,frames;frames;m.mp4,1;2;,a;b;c\n"
+                     "w.mp4,frames,,\n")
+    first, second = jobs_from_csv(table, tmp_path / "out")
+    assert [o.mask_id for o in first.objects] == [1, 2, None]
+    assert [o.mask for o in first.objects] == [tmp_path / "frames"] * 2 + [tmp_path / "m.mp4"]
+    assert second.objects[0].mask_id is None
+    for bad in ["0", "x", "1.5", "-2", "²"]:
+        table.write_text(f"video,mask,mask_id\nv.mp4,frames,{bad}\n")
+        with pytest.raises(UserInputError, match="line 2: mask_id") as caught:
+            jobs_from_csv(table, tmp_path / "out")
+        assert "\n" not in str(caught.value)
+
+
+def test_a_folder_of_mask_images_runs_as_its_mask_video(media, tmp_path, capsys):
+    """A job whose mask is a folder of label images (one per video frame) writes the samples
+    of the job with the same masks as a lossless mask video; its id is the job's ``mask_id``."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from saganet.media.mask_frames import MaskFrames
+    from saganet.media.output import write_mask_video
+    from tests.videos import read_audio
+
+    with av.open(str(media / "v_mask.mp4")) as container:
+        masks = np.stack([f.to_ndarray(format="gray") > 127 for f in container.decode(video=0)])
+    write_mask_video(tmp_path / "lossless.mp4", masks)
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for number, mask in enumerate(masks):
+        labels = mask.astype(np.uint8) * 3
+        # Another object (id 5) where the mask is empty: reading every non-zero pixel would
+        # hear it too.
+        labels[:2, :2] = np.where(labels[:2, :2] == 0, 5, labels[:2, :2])
+        Image.fromarray(labels).save(folder / f"{number:04d}.png")
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"video,mask,mask_id,output\n{media}/v.mp4,lossless.mp4,,video\n"
+                     f"{media}/v.mp4,labels,3,folder\n")
+    jobs = jobs_from_csv(table, tmp_path / "out")
+    args = _debug_run(table, media / "weights", tmp_path / "out")
+    (masked,) = _request(jobs[1], build_parser().parse_args(args)).objects
+    assert isinstance(masked.masks, MaskFrames) and masked.masks.object_id == 3
+    assert main([*args, "--skip_video_composite"]) == 0
+    expected, _ = read_audio(tmp_path / "out" / "video.flac")
+    got, _ = read_audio(tmp_path / "out" / "folder.flac")
+    np.testing.assert_array_equal(got, expected)

@@ -217,6 +217,12 @@ def _bad_inputs(tmp: Path, clip) -> dict[str, tuple[list[str], str, str]]:
                  "--seed must be"),
         "duplicate names": ([*video, "--object", "a", *mask, "--object", "a", *mask], "",
                             "different name"),
+        "mask_id of a mask video": ([*video, *mask, "--mask_id", "2"], mask_file.name,
+                                    "object id"),
+        "mask_id of a click": ([*video, "--click", "10,10", "--mask_id", "1"], "",
+                               "--mask_id"),
+        "mask folder without images": ([*video, "--mask_video", str(tmp)], tmp.name,
+                                       "no mask images"),
     }
 
 
@@ -639,6 +645,53 @@ def test_pan_places_each_object_where_its_mask_is(weights_dir: Path, tmp_path: P
         assert abs(position - (lo + hi) / 2 / width) < 0.02, (position, lo, hi)
     with av.open(str(out / f"{video.stem}.mp4")) as container:
         assert [s.channels for s in container.streams.audio] == [2] + [1] * len(boxes)
+
+
+def _decoded_masks(path: Path) -> np.ndarray:
+    """Every frame of a lossless mask video, ``(T, H, W)`` uint8."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="gray") for f in container.decode(video=0)])
+
+
+def test_a_folder_of_label_images_sounds_as_the_mask_videos(weights_dir: Path, tmp_path: Path,
+                                                            clip) -> None:
+    """The masks as a VOS tracker writes them (one palette PNG per frame, object k drawn with
+    index k) with `--mask_id`: the same samples as the objects' lossless mask videos, and the
+    settings remake the folder and the ids."""
+    from PIL import Image
+
+    from saganet.commands.settings import remake_arguments
+
+    masks = {name: _decoded_masks(path) for name, path in clip.masks.items()}
+    labels = np.zeros(next(iter(masks.values())).shape, np.uint8)
+    for index, mask in enumerate(masks.values(), start=1):
+        labels[mask > 0] = index
+    folder = tmp_path / "Annotations"
+    folder.mkdir()
+    for number, frame in enumerate(labels):
+        image = Image.fromarray(frame, mode="L").convert("P")
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (253 * 3))
+        image.save(folder / f"{number:05d}.png")
+    common = ["--video", str(clip.video), "--duration", "1", "--skip_video_composite"]
+    from_videos, from_folder = list(common), list(common)
+    for index, (name, path) in enumerate(clip.masks.items(), start=1):
+        from_videos += ["--object", name, "--mask_video", str(path)]
+        from_folder += ["--object", name, "--mask_video", str(folder), "--mask_id", str(index)]
+    assert run_demo(weights_dir, tmp_path / "videos", *from_videos) == 0
+    assert run_demo(weights_dir, tmp_path / "folder", *from_folder) == 0
+    files = sorted(p.name for p in (tmp_path / "videos").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "folder").iterdir())
+    assert len(files) == len(clip.masks) + 1
+    for name in files:
+        expected, _ = read_audio(tmp_path / "videos" / name)
+        got, _ = read_audio(tmp_path / "folder" / name)
+        np.testing.assert_array_equal(got, expected)
+    record = read_settings(tmp_path / "folder" / f"{clip.video.stem}.flac")
+    arguments = remake_arguments(record, inputs=tmp_path)
+    for index, name in enumerate(clip.masks, start=1):
+        at = arguments.index(name)
+        assert arguments[at + 1: at + 5] == ["--mask_video", str(folder), "--mask_id",
+                                             str(index)]
 
 
 def test_wav_writes_the_same_sound_as_flac(weights_dir: Path, tmp_path: Path, clip) -> None:

@@ -139,3 +139,17 @@ def test_what_demo_cannot_do_is_named(made) -> None:
         arguments = remake_arguments({**record, "device": device, "precision": precision})
         present = {"--full_precision", "--cpu_bf16"} & set(arguments)
         assert present == ({flag} if flag else set()), (device, precision)
+
+
+def test_a_mask_image_folder_is_given_back_with_its_id(made) -> None:
+    clip, out, _ = made
+    record = read_settings(out / f"{clip.video.stem}_take1.flac")
+    first = record["objects"][0]
+    for object_id, expected in ((4, ["--mask_id", "4"]), (None, [])):
+        changed = copy.deepcopy(record)
+        changed["objects"][0]["masks"] = {"frames": "Annotations", "object_id": object_id}
+        arguments = remake_arguments(changed, inputs="/data")
+        at = arguments.index(first["name"])
+        assert arguments[at + 1: at + 3] == ["--mask_video", "/data/Annotations"]
+        assert arguments[at + 3: at + 3 + len(expected)] == expected
+        assert arguments.count("--mask_id") == len(expected) // 2

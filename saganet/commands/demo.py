@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     # Heavy imports here so that --help and argument errors are instant.
     from saganet import weights
     from saganet.inference import SamplingOptions
-    from saganet.media.masks import MaskVideo
-    from saganet.media.video import empty_mask_hint
+    from saganet.media.masks import MaskFiles
     from saganet.pipeline import (
         check_checkpoint,
         load_clip,
@@ -182,10 +181,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         # The tracked masks beside the outputs, to reuse (--mask_video) or fix.
         written += [tracking.write_mask_video(name, path, overwrite=args.overwrite)
                     for name, path in mask_files.items()]
-    mask_videos = {o.name: o.masks for o in request.objects if isinstance(o.masks, MaskVideo)}
+    given = {o.name: o.masks for o in request.objects if isinstance(o.masks, MaskFiles)}
     for name, spans in result.silenced.items():
         where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
-        hint = empty_mask_hint(mask_videos[name].info) if name in mask_videos else ""
+        hint = given[name].empty_hint() if name in given else ""
         # An object hidden all the time gets a silent stem: most likely the wrong mask.
         whole = sum(b - a for a, b in spans) >= segment.duration - 1e-3
         log.log(logging.WARNING if whole else logging.INFO, "%s: mask empty, silent at %s%s",
@@ -212,7 +211,7 @@ def _request(args: argparse.Namespace, debug: bool):
     """The soundtrack request of the arguments (an example when there is no --video), and the
     tracking prompts of the objects whose masks come from what the user points at."""
     from saganet.example import example_inputs
-    from saganet.media.masks import MaskVideo
+    from saganet.media.masks import mask_source
     from saganet.segment import object_prompt
     from saganet.soundtrack import SoundObject, SoundtrackRequest
 
@@ -232,6 +231,9 @@ def _request(args: argparse.Namespace, debug: bool):
         if obj.tracked == (obj.mask_video is not None):
             raise UserInputError(f"object {object_name(obj, k)!r} needs either --mask_video or "
                                  "--click/--box/--segment_text (one of the two)", video)
+        if obj.mask_id is not None and obj.mask_video is None:
+            raise UserInputError(f"object {object_name(obj, k)!r}: --mask_id picks the object "
+                                 "in a folder of label images given as --mask_video")
     duration = segment_duration(args)
     names = [object_name(o, k) for k, o in enumerate(objects)]
     prompts = {name: object_prompt(name, o.clicks, o.negative_clicks, o.boxes, o.segment_text)
@@ -239,7 +241,8 @@ def _request(args: argparse.Namespace, debug: bool):
     request = SoundtrackRequest(
         video=video,
         objects=tuple(SoundObject(name, _TrackedLater(name) if o.tracked
-                                  else MaskVideo(o.mask_video), o.prompt, o.negative_prompt)
+                                  else mask_source(o.mask_video, video, o.mask_id),
+                                  o.prompt, o.negative_prompt)
                       for name, o in zip(names, objects, strict=True)),
         output_dir=args.output, start=args.start, duration=duration, join=args.join,
         overlap=args.overlap, silence_hidden=not args.keep_hidden,
@@ -283,7 +286,8 @@ def _example_object(example, obj: ObjectArgs) -> ObjectArgs:
         raise UserInputError(f"the example has no object {name!r}; it has "
                              f"{', '.join(example.masks)}")
     prompt = obj.prompt if obj.prompt is not None else example.prompts[name]
-    return ObjectArgs(name, example.masks[name], prompt, obj.negative_prompt)
+    return ObjectArgs(name, example.masks[name], prompt=prompt,
+                      negative_prompt=obj.negative_prompt)
 
 
 def _check_output_folder(folder: Path) -> None:

@@ -6,11 +6,12 @@
 
 Every file :func:`~saganet.soundtrack.write_soundtrack` writes (from ``demo.py``, the batch
 command or the app) records its settings (:mod:`saganet.soundtrack.settings`). This prints the
-``demo.py`` command line they amount to: the same video, objects, masks (the mask video, or
-the clicks, boxes or phrase they were tracked from), prompts, seeds, sampler, model, device
-and precision, so that a take picked in the app or out of ``--takes`` is made again, longer,
-with more steps or another prompt by editing one flag. Files are recorded by name only, so
-``--inputs`` says the folder of the video and mask videos.
+``demo.py`` command line they amount to: the same video, objects, masks (the mask video or
+mask image folder, or the clicks, boxes or phrase they were tracked from), prompts, seeds,
+sampler, model, device and precision, so that a take picked in the app or out of ``--takes``
+is made again, longer, with more steps or another prompt by editing one flag. Files are
+recorded by name only, so ``--inputs`` says the folder of the video and mask videos (or mask
+image folders).
 """
 
 from __future__ import annotations
@@ -98,9 +99,12 @@ def _object_flags(record: dict[str, Any], inputs: Path | None) -> list[str]:
         if masks is None:
             raise UserInputError(f"object {obj['name']!r}: its masks were given from Python, "
                                  "not from a mask video or prompts, and are not recorded")
-        if "video" in masks:
-            path = masks["video"] if inputs is None else str(inputs / masks["video"])
-            flags += _flag("mask_video", path)
+        if "video" in masks or "frames" in masks:
+            # A folder of mask images goes under --mask_video too, with its object id.
+            given = masks["video"] if "video" in masks else masks["frames"]
+            flags += _flag("mask_video", given if inputs is None else str(inputs / given))
+            if masks.get("object_id") is not None:
+                flags += _flag("mask_id", masks["object_id"])
         else:
             tracked = dict(masks["tracked"])
             model = tracked.pop("segment_model")

@@ -3,8 +3,10 @@
 The model reads an object's masks on the 25 fps grid of its video (slot ``k`` at ``k / 25`` s
 after the first frame, FFmpeg ``fps``-filter semantics), squash-resized to 224x224, as uint8
 gray ``(T, 1, 224, 224)``. A :class:`MaskSource` hands out any time range of those: a mask
-video file (:class:`MaskVideo`), or masks tracked in memory (``saganet.segment``), which use
-:func:`saganet.media.video.resize_masks` so that both give equal inputs for the same masks.
+video file (:class:`MaskVideo`), a folder of mask images, one per frame, as video object
+segmentation writes them (:class:`~saganet.media.mask_frames.MaskFrames`), or masks tracked in
+memory (``saganet.segment``); the last two use :func:`saganet.media.video.resize_masks` so that
+all give equal inputs for the same masks. :func:`mask_source` opens either kind of path.
 Consumers ask for one window at a time, so a long video is never held in memory whole.
 """
 
@@ -16,11 +18,14 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from saganet.errors import UserInputError
+from saganet.media.mask_frames import MaskFrames
 from saganet.media.video import (
     SYNC_FPS,
     SYNC_SIZE,
     SequentialReader,
     VideoInfo,
+    empty_mask_hint,
     probe_video,
     warn_if_dim_mask,
 )
@@ -82,6 +87,36 @@ class MaskVideo:
             self._warned_dim = warn_if_dim_mask(masks, self.name)
         return masks
 
+    def empty_hint(self) -> str:
+        """What to add when the masks read empty (an alpha channel: see
+        :func:`~saganet.media.video.empty_mask_hint`)."""
+        return empty_mask_hint(self.info)
+
     def close(self) -> None:
         """Close the file (a later read reopens it)."""
         self._reader.close()
+
+
+# The masks that come from the user's files, as opposed to ones tracked in memory.
+MaskFiles = (MaskVideo, MaskFrames)
+
+
+def mask_source(path: str | os.PathLike[str], video: str | os.PathLike[str],
+                object_id: int | None = None) -> MaskVideo | MaskFrames:
+    """The masks at ``path``: a mask video, or a folder of mask images (one per frame of
+    ``video``, timed by its frame rate).
+
+    Args:
+        path: a mask video file or a folder of mask images.
+        video: the video the masks belong to.
+        object_id: the object's id in a folder of label images (None: every non-zero pixel).
+
+    Raises:
+        UserInputError: an object id for a mask video, or a video that cannot be read.
+    """
+    if Path(path).is_dir():
+        return MaskFrames(path, probe_video(video).fps, object_id)
+    if object_id is not None:
+        raise UserInputError("an object id (--mask_id) picks an object in a folder of label "
+                             "images, and this is a mask video", path)
+    return MaskVideo(path)

@@ -44,7 +44,7 @@ from saganet.inference import (
 )
 from saganet.leftovers import name_part, owned_folder, remove_dead
 from saganet.media.audio import read_video_sound
-from saganet.media.masks import MaskSource, MaskVideo
+from saganet.media.masks import MaskFiles, MaskSource
 from saganet.media.output import OVERLAY_COLORS, AudioTrack, Overlay, write_audio
 from saganet.media.output import write_video_with_audio as write_mp4
 from saganet.media.resample import resample_into, resampled_length
@@ -87,7 +87,7 @@ def _length_tolerance(masks: MaskSource) -> float:
     """How much earlier than the segment the masks may end: one frame at their own rate (the
     last mask is held over it), so a 12 fps mask video is held to its frames, not to 25 fps
     ones; the 25 fps frame where the rate is unknown."""
-    if isinstance(masks, MaskVideo) and masks.info.fps > 0:
+    if isinstance(masks, MaskFiles) and masks.info.fps > 0:
         return 1 / masks.info.fps
     return _LENGTH_TOLERANCE_S
 
@@ -171,7 +171,7 @@ def resolve_segment(request: SoundtrackRequest) -> Segment:
                     request.video, available, request.start, requested)
     end = request.start + duration
     for obj in request.objects:
-        if isinstance(obj.masks, MaskVideo):
+        if isinstance(obj.masks, MaskFiles):
             check_mask_aspect(info, obj.masks.info)
         covered = obj.masks.duration
         # The nanosecond margin keeps a mask exactly one frame short on the taken side.

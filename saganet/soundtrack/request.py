@@ -42,7 +42,8 @@ class SoundObject:
         name: short name, used in file names and track titles (letters, digits and ``_ . + -``
             only, starting with a letter, digit or ``_``: no spaces).
         masks: where its masks come from: a mask video (its path, or a
-            :class:`~saganet.media.masks.MaskVideo`), or tracking.
+            :class:`~saganet.media.masks.MaskVideo`), a folder of mask images
+            (:class:`~saganet.media.mask_frames.MaskFrames`), or tracking.
         prompt: text prompt (None: no text condition).
         negative_prompt: text of the unconditional branch (None: ``""``, or the other objects'
             prompts with :attr:`SoundtrackRequest.negatives_from_others`).
@@ -64,6 +65,11 @@ class SoundObject:
                                      f"None, got {type(value).__name__}")
         # A path is what a user has at hand: it names a mask video (frozen: set directly).
         if isinstance(self.masks, (str, os.PathLike)):
+            if Path(self.masks).is_dir():
+                # Its images are timed by the video's frame rate, which is not known here.
+                raise UserInputError(f"object {self.name!r}: a folder of mask images is given "
+                                     "as saganet.mask_source(folder, video) or "
+                                     "saganet.MaskFrames(folder, fps)", self.masks)
             object.__setattr__(self, "masks", MaskVideo(self.masks))
         elif not callable(getattr(self.masks, "read", None)):
             # Not isinstance(MaskSource): that evaluates the properties (a mask video's

@@ -5,8 +5,9 @@ Every sound file and MP4 that :func:`~saganet.soundtrack.write_soundtrack` write
 object: saganet's version, the model (variant, checkpoint file, device and precision), the
 video and its seconds, the sampler's settings, how windows were joined, the panning and,
 for every object, its name, prompt, negative prompt (as generated, after
-``negatives_from_others``), where its masks came from (a mask video's file name, or the
-clicks, boxes or phrase it was tracked from and the tracking model) and seed. A stem's file
+``negatives_from_others``), where its masks came from (a mask video's file name, a mask image
+folder's name and object id, or the clicks, boxes or phrase it was tracked from and the
+tracking model) and seed. A stem's file
 also names its object. Takes, seeds and prompts tried in a session thus stay attached to the
 files they made, in any player or ``ffprobe``, and :func:`read_settings` returns them as a
 dict.
@@ -27,6 +28,7 @@ import av.error
 
 from saganet import __version__
 from saganet.errors import UserInputError
+from saganet.media.mask_frames import MaskFrames
 from saganet.media.masks import MaskVideo
 
 if TYPE_CHECKING:
@@ -73,10 +75,13 @@ def settings_record(request: SoundtrackRequest, models: SAGANetModels, *, start:
 
 def _masks(masks: object) -> dict[str, object] | None:
     """Where an object's masks came from: ``{"video": <mask video's file name>}``,
+    ``{"frames": <mask image folder's name>, "object_id": <id or None>}``,
     ``{"tracked": <prompts and model>}`` for masks tracked by
     :func:`~saganet.segment.track_objects` (its ``origin``), None for other masks."""
     if isinstance(masks, MaskVideo):
         return {"video": masks.path.name}
+    if isinstance(masks, MaskFrames):
+        return {"frames": masks.path.name, "object_id": masks.object_id}
     origin = getattr(masks, "origin", None)
     return None if origin is None else {"tracked": origin}
 
