@@ -239,7 +239,8 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
                   negative_prompt: str = "", suffix: str = ".flac",
                   ) -> tuple[list[Job], list[Path]]:
     """Pair ``<stem>.mp4`` with ``<stem>_mask.mp4`` or ``<stem>_mask_<name>.mp4`` files in a
-    folder (not recursive; ``.mp4`` in any case).
+    folder (not recursive; ``.mp4`` in any case), or with folders of mask images of those
+    names (``<stem>_mask/``: every non-zero pixel is the object).
 
     Args:
         folder: the input folder.
@@ -256,17 +257,25 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
     """
     if not folder.is_dir():
         raise UserInputError("not a folder", folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".mp4" and p.is_file())
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.suffix.lower() == ".mp4" and p.is_file()]
+
+    def stem(path: Path) -> str:
+        # A folder of mask images is named by its whole name ("clip.v2_mask").
+        return path.name if path.is_dir() else path.stem
+
     # By name only (no glob: a video's name may hold [ ] * ?); "_mask" inside a word, as in
     # "my_masked_ball.mp4", does not make a mask.
-    masks = [p for p in files if p.stem.endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in p.stem]
+    candidates = files + [p for p in entries if p.is_dir()]
+    masks = [p for p in candidates
+             if stem(p).endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in stem(p)]
     videos = [p for p in files if p not in masks]
     jobs, unpaired, used = [], [], set()
     for video in videos:
         prefix = f"{video.stem}{MASK_SUFFIX}"
-        found = [(prompt or "object", m) for m in masks if m.stem == prefix]
-        found += [(m.stem[len(prefix) + 1:], m) for m in masks
-                  if m.stem.startswith(f"{prefix}_") and len(m.stem) > len(prefix) + 1]
+        found = [(prompt or "object", m) for m in masks if stem(m) == prefix]
+        found += [(stem(m)[len(prefix) + 1:], m) for m in masks
+                  if stem(m).startswith(f"{prefix}_") and len(stem(m)) > len(prefix) + 1]
         if found:
             objects = tuple(JobObject(name, mask, prompt, negative_prompt)
                             for name, mask in found)
@@ -306,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "objects: ';'-separated masks, ids, names, prompts")
     source.add_argument("--input_dir", type=Path,
                         help="folder of <stem>.mp4 with <stem>_mask.mp4 or "
-                             "<stem>_mask_<name>.mp4 (one per object)")
+                             "<stem>_mask_<name>.mp4 (one per object), or folders of mask "
+                             "images of those names")
     parser.add_argument("--prompt", default=None,
                         help="prompt for --input_dir jobs (default: no text condition)")
     parser.add_argument("--negative_prompt", default="",

@@ -211,6 +211,20 @@ def test_input_dir_pairs_by_exact_names(tmp_path):
     assert {j.video.name: [(o.name, o.mask.name) for o in j.objects] for j in jobs} == layout
 
 
+def test_input_dir_pairs_folders_of_mask_images(tmp_path):
+    for name in ("e.mp4", "f.v2.mp4", "g.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    # Folders of mask images under a mask's names; a folder named like a video is no mask.
+    for name in ("e_mask", "f.v2_mask_bow", "f.v2_mask_body", "g", "h_mask"):
+        (tmp_path / name).mkdir()
+    jobs, unpaired = jobs_from_dir(tmp_path, tmp_path / "out", None)
+    assert {j.video.name: sorted((o.name, o.mask.name) for o in j.objects) for j in jobs} == {
+        "e.mp4": [("object", "e_mask")],
+        "f.v2.mp4": [("body", "f.v2_mask_body"), ("bow", "f.v2_mask_bow")]}
+    assert unpaired == [tmp_path / "g.mp4"]
+    assert all(o.mask_id is None for j in jobs for o in j.objects)
+
+
 def test_unreadable_csv_is_a_usage_error(tmp_path, capsys):
     assert main(["--csv", str(tmp_path / "none.csv"), "--variant", "debug"]) == 2
     assert "cannot read the jobs file" in capsys.readouterr().err
