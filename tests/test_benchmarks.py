@@ -253,6 +253,14 @@ def test_video_io_readers_agree(tmp_path: Path) -> None:
         assert_times(result[reader], "wall_s", "cpu_s")
 
 
+def test_mask_frames_reads_the_masks_of_the_mask_video(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "mask_frames.py")
+    assert result["same_masks"] is True
+    assert result["frames"] > 0 and result["windows"] >= 1
+    for reader in ("mask_video", "mask_frames", "conversion"):
+        assert_times(result[reader], "wall_s", "cpu_s")
+
+
 def test_synthetic_media_writes_clips_and_a_urmp_set(tmp_path: Path) -> None:
     seconds, objects, clips = 1.0, 2, 2
     script = str(BENCHMARKS / "synthetic_media.py")

@@ -27,6 +27,8 @@ import math
 import os
 import re
 from bisect import bisect_right
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,6 +49,8 @@ _LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # opacity in a second channel, which is ignored.
 _LABEL_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")
 _COLOUR_MODES = ("RGB", "RGBA")
+# Threads that decode images at once (more gain little: each read is a few windows' frames).
+_MAX_THREADS = 8
 # The rate a float frame rate is read at: NTSC rates such as 29.97 are 30000/1001 exactly.
 _RATE_DENOMINATOR = 1_000_000
 
@@ -140,7 +144,7 @@ class MaskFrames:
         """The folder described as a video (its first image's size; raises UserInputError)."""
         files = self._listing()
         if self._size is None:
-            self._load(0)
+            self._size = self._decode(0)[0]
         width, height = self._size
         return VideoInfo(path=self.path, duration=self.duration, fps=self.fps, width=width,
                          height=height, rotation=0, codec=files[0].suffix.lower().lstrip("."),
@@ -158,16 +162,38 @@ class MaskFrames:
         sources = [bisect_right(self._slots, k) - 1 for k in range(first, stop)]
         wanted = set(sources) - {-1}
         self._cache = {i: m for i, m in self._cache.items() if i in wanted}
-        for index in sorted(wanted - self._cache.keys()):
-            self._cache[index] = self._load(index)
+        for index, mask in self._load(sorted(wanted - self._cache.keys())):
+            self._cache[index] = mask
         empty = torch.zeros((1, SYNC_SIZE, SYNC_SIZE), dtype=torch.uint8)
         masks = [self._cache[i] if i >= 0 else empty for i in sources]
         if not masks:
             return torch.empty((0, 1, SYNC_SIZE, SYNC_SIZE), dtype=torch.uint8)
         return torch.stack(masks)
 
-    def _load(self, index: int) -> torch.Tensor:
-        """File ``index`` as a resized ``(1, 224, 224)`` mask."""
+    def _load(self, indices: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Files ``indices`` as resized ``(1, 224, 224)`` masks, in order. PNG decoding (zlib,
+        which releases the GIL) is most of the time: 8 ms for a 1080p label image, so images
+        are decoded on several threads; sizes and ids are checked here, in file order."""
+        if not indices:
+            return
+        workers = min(_MAX_THREADS, len(indices), len(os.sched_getaffinity(0))
+                      if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for index, (size, ids, mask) in zip(indices, pool.map(self._decode, indices),
+                                                strict=True):
+                path = self._files[index]
+                if self._size is None:
+                    self._size = size
+                elif size != self._size:
+                    raise UserInputError(f"is {size[0]}x{size[1]} but {self._files[0].name} "
+                                         f"is {self._size[0]}x{self._size[1]}: every mask "
+                                         "image of a folder has one size", path)
+                self._note_ids(ids)
+                yield index, mask
+
+    def _decode(self, index: int) -> tuple[tuple[int, int], np.ndarray, torch.Tensor]:
+        """File ``index``: its ``(width, height)``, the object ids it holds (none for colour
+        images) and its resized ``(1, 224, 224)`` mask."""
         path = self._files[index]
         try:
             with Image.open(path) as image:
@@ -176,36 +202,26 @@ class MaskFrames:
                 pixels = np.asarray(image)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise UserInputError(f"cannot read the mask image ({err})", path) from None
-        if self._size is None:
-            self._size = size
-        elif size != self._size:
-            raise UserInputError(f"is {size[0]}x{size[1]} but {self._files[0].name} is "
-                                 f"{self._size[0]}x{self._size[1]}: every mask image of a "
-                                 "folder has one size", path)
-        return resize_masks(self._object(pixels, mode, path)[None])[0]
-
-    def _object(self, pixels: np.ndarray, mode: str, path: Path) -> np.ndarray:
-        """The object's pixels of one image, ``(H, W)`` bool."""
         if mode in _COLOUR_MODES:
             if self.object_id is not None:
                 raise UserInputError(f"is a colour ({mode}) image: an object id needs label "
                                      "images (palette or gray PNGs, values = object ids)", path)
-            return pixels[..., :3].any(axis=-1)
+            return size, np.empty(0, np.int64), resize_masks(pixels[None, ..., :3].any(-1))[0]
         if mode not in _LABEL_MODES:
             raise UserInputError(f"has image mode {mode}, which is not a mask (use palette, "
                                  "gray or RGB PNGs)", path)
         labels = pixels[..., 0] if pixels.ndim == 3 else pixels
         if labels.dtype == np.bool_:
             labels = labels.astype(np.uint8)
-        self._note_ids(labels)
-        return labels == self.object_id if self.object_id is not None else labels != 0
-
-    def _note_ids(self, labels: np.ndarray) -> None:
-        """Record the ids an image holds; warn once when several are taken as one object."""
         if labels.dtype == np.uint8:
             ids = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[1:]) + 1
         else:
             ids = np.unique(labels[labels != 0])
+        mask = labels == self.object_id if self.object_id is not None else labels != 0
+        return size, ids, resize_masks(mask[None])[0]
+
+    def _note_ids(self, ids: np.ndarray) -> None:
+        """Record the ids an image holds; warn once when several are taken as one object."""
         self.ids_seen.update(int(i) for i in ids)
         if self.object_id is None and len(ids) > 1 and not self._warned_ids:
             self._warned_ids = True
