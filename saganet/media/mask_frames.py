@@ -49,6 +49,9 @@ _LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # opacity in a second channel, which is ignored.
 _LABEL_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")
 _COLOUR_MODES = ("RGB", "RGBA")
+# More distinct values than this in one image are not object ids but a soft mask's greys
+# (DAVIS and YouTube-VOS frames hold a handful of objects; MOSE at most a few dozen).
+_MOST_IDS = 64
 # Threads that decode images at once (more gain little: each read is a few windows' frames).
 _MAX_THREADS = 8
 # The rate a float frame rate is read at: NTSC rates such as 29.97 are 30000/1001 exactly.
@@ -108,7 +111,7 @@ class MaskFrames:
             what = "is not a folder" if self.path.exists() else "not found"
             raise UserInputError(f"mask image folder {what}", self.path)
         entries = [p for p in self.path.iterdir() if not p.name.startswith(".")]
-        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         if not images:
             if any(p.suffix.lower() in _LOSSY_SUFFIXES for p in entries):
                 raise UserInputError("holds JPEG images only: mask images must be lossless "
@@ -223,11 +226,17 @@ class MaskFrames:
     def _note_ids(self, ids: np.ndarray) -> None:
         """Record the ids an image holds; warn once when several are taken as one object."""
         self.ids_seen.update(int(i) for i in ids)
-        if self.object_id is None and len(ids) > 1 and not self._warned_ids:
-            self._warned_ids = True
+        if self.object_id is not None or len(ids) < 2 or self._warned_ids:
+            return
+        self._warned_ids = True
+        if len(ids) > _MOST_IDS:
+            logger.warning("%s: a mask image holds %d values, too many for object ids: a soft "
+                           "(grey) mask? Every non-zero pixel is taken as the object; store "
+                           "masks as 0 and 255, or as label images", self.name, len(ids))
+        else:
             logger.warning("%s: the mask images hold several object ids (%s), all taken as "
                            "one object; choose one with --mask_id (object_id in Python)",
-                           self.name, ", ".join(str(int(i)) for i in ids[:8]))
+                           self.name, ", ".join(str(int(i)) for i in ids))
 
     def empty_hint(self) -> str:
         """What to add when the masks read empty: the ids the images do hold."""

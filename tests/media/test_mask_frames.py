@@ -103,6 +103,18 @@ def test_several_ids_without_a_choice_warn_once(tmp_path: Path,
     assert not caplog.records
 
 
+def test_a_soft_mask_is_named_as_such(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A grey mask (a probability map saved as 0-255) is no label image: every non-zero pixel
+    is the object, and the warning says what the folder looks like."""
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (24, 1))
+    folder = write_frames(tmp_path / "soft", [ramp, ramp], mode="L")
+    with caplog.at_level(logging.WARNING):
+        masks = MaskFrames(folder, 25).read()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "255 values" in warning and "soft" in warning
+    assert torch.equal(masks, resize_masks(np.stack([ramp, ramp]) != 0))
+
+
 def test_an_absent_id_is_named_in_the_empty_hint(tmp_path: Path) -> None:
     folder = write_frames(tmp_path / "labels", boxes(10, 32, 64, ids=2))
     masks = MaskFrames(folder, 25, object_id=3)
@@ -161,7 +173,8 @@ def test_sparse_frames_hold_until_the_next_and_start_empty(tmp_path: Path) -> No
     (lambda d: None, "not found", "nothing"),
     (lambda d: (d.parent / "file.png").write_bytes(b"x"), "not a folder", "file.png"),
     (lambda d: (d / "00000.jpg").write_bytes(b"x"), "jpeg", "folder"),
-    (lambda d: (d / "notes.txt").write_text("x"), "no mask images", "folder"),
+    (lambda d: (d / "notes.txt").write_text("x") and (d / "sub.png").mkdir(), "no mask images",
+     "folder"),
     (lambda d: write_frames(d, boxes(2, 16, 16), name="mask{}.png") and
      (d / "last.png").write_bytes((d / "mask0.png").read_bytes()), "frame number", "last.png"),
     (lambda d: write_frames(d, boxes(2, 16, 16)) and
