@@ -110,8 +110,12 @@ class MaskFrames:
         if not self.path.is_dir():
             what = "is not a folder" if self.path.exists() else "not found"
             raise UserInputError(f"mask image folder {what}", self.path)
-        entries = [p for p in self.path.iterdir() if not p.name.startswith(".")]
-        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        try:
+            entries = sorted(p for p in self.path.iterdir() if not p.name.startswith("."))
+            images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        except OSError as err:
+            raise UserInputError(f"cannot list the mask images ({err.strerror})",
+                                 self.path) from None
         if not images:
             if any(p.suffix.lower() in _LOSSY_SUFFIXES for p in entries):
                 raise UserInputError("holds JPEG images only: mask images must be lossless "
