@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from sizes import add_json_flag, add_tiny_flag, write_json
+from sizes import add_json_flag, add_tiny_flag, best_wall_and_cpu, write_json
 
 from saganet.cli import positive_float, positive_int
 from saganet.media.mask_frames import MaskFrames
@@ -83,18 +82,6 @@ def windows(seconds: float) -> list[tuple[float, float]]:
     return [(s, min(s + WINDOW_S, seconds)) for s in starts]
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """Best wall and process CPU seconds of ``repeats`` calls, and the last result."""
-    best_wall = best_cpu = float("inf")
-    result = None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=positive_float, default=10.0)
@@ -112,16 +99,16 @@ def main() -> None:
     spans = windows(args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_folder(Path(tmp) / "labels", count, args.fps, args.size, args.objects)
-        convert_wall, convert_cpu, video = timed(
+        convert_wall, convert_cpu, video = best_wall_and_cpu(
             lambda: convert(folder, Path(tmp) / "mask.mp4", args.fps, 1), args.repeats)
 
         def read(source: Callable[[], MaskFrames | MaskVideo]) -> list[torch.Tensor]:
             masks = source()
             return [masks.read(start, end) for start, end in spans]
 
-        video_wall, video_cpu, from_video = timed(lambda: read(lambda: MaskVideo(video)),
-                                                  args.repeats)
-        frames_wall, frames_cpu, from_frames = timed(
+        video_wall, video_cpu, from_video = best_wall_and_cpu(
+            lambda: read(lambda: MaskVideo(video)), args.repeats)
+        frames_wall, frames_cpu, from_frames = best_wall_and_cpu(
             lambda: read(lambda: MaskFrames(folder, args.fps, object_id=1)), args.repeats)
     equal = all(torch.equal(a, b) for a, b in zip(from_video, from_frames, strict=True))
     width, height = args.size

@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from sizes import add_json_flag, add_tiny_flag, write_json
+from sizes import add_json_flag, add_tiny_flag, best_wall_and_cpu, write_json
 from synthetic_media import write_clip
 from torchvision.transforms.v2 import functional as TF
 
@@ -87,18 +85,6 @@ def ours(video: Path, mask: Path, duration: float) -> tuple[torch.Tensor, ...]:
     return inputs.clip_frames, inputs.sync_frames, inputs.masks
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """Best wall-clock and best process CPU seconds (all threads) over ``repeats`` runs."""
-    best_wall = best_cpu = math.inf
-    result = None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path,
@@ -127,9 +113,9 @@ def run(args: argparse.Namespace, repeats: int) -> dict:
     """Both readers on ``args.video`` and ``args.mask``; prints and returns the results."""
     print(f"video {args.video.name}, mask {args.mask.name}, {args.duration:g} s, "
           f"torch threads {torch.get_num_threads()}, best of {repeats}")
-    wall_naive, cpu_naive, expected = best_time(
+    wall_naive, cpu_naive, expected = best_wall_and_cpu(
         lambda: naive_load(args.video, args.mask, args.duration), repeats)
-    wall_ours, cpu_ours, got = best_time(lambda: ours(args.video, args.mask, args.duration),
+    wall_ours, cpu_ours, got = best_wall_and_cpu(lambda: ours(args.video, args.mask, args.duration),
                                          repeats)
     differences = {}
     for name, a, b in zip(("clip", "sync", "mask"), got, expected, strict=True):
