@@ -357,14 +357,11 @@ class Handlers:
 
     # Tracking and generation
 
-    def _options(self, start: Any, duration: Any, end: Any, cfg_strength: Any, num_steps: Any,
-                 seed: Any, variant: Any, original_sound: Any, pan: Any,
-                 audio_format: Any, sample_rate: Any) -> GenerationOptions:
-        # The page's number fields show 0 for "not given" (to the end; no end).
-        options = GenerationOptions.from_values(
-            start=start, duration=duration or None, end=end or None, cfg_strength=cfg_strength,
-            num_steps=num_steps, seed=seed, variant=variant, original_sound=original_sound,
-            pan=pan, audio_format=audio_format, sample_rate=sample_rate)
+    def _options(self, values: dict[str, Any]) -> GenerationOptions:
+        """The advanced options' fields (by :class:`GenerationOptions` field name) as options;
+        the page's number fields show 0 for "not given" (to the end; no end)."""
+        blank = {name: values[name] or None for name in ("duration", "end") if name in values}
+        options = GenerationOptions.from_values(**{**values, **blank})
         options.check(self.limits)
         log.info("options: %s", options)
         return options
@@ -379,7 +376,7 @@ class Handlers:
                 self.page.objects_table: objects_table(session), **self._frame(session, time_s)}
 
     @contextmanager
-    def _job(self, session: Session, kind: str, values: tuple[Any, ...]) -> Iterator[Job]:
+    def _job(self, session: Session, kind: str, values: dict[str, Any]) -> Iterator[Job]:
         """Take what a Track or Generate needs from the session (a copy: the visitor may go
         on scrubbing and clicking meanwhile) and make it the session's job until it ends.
 
@@ -396,7 +393,7 @@ class Handlers:
         Args:
             session: the visitor's session.
             kind: :data:`TRACKING` or :data:`GENERATION`.
-            values: the advanced options' fields, as :meth:`_options` takes them.
+            values: the advanced options' fields, by option name.
 
         Raises:
             UserInputError: bad options, or objects (or their names) that cannot be tracked or
@@ -405,7 +402,7 @@ class Handlers:
         """
         with session.lock:
             cancel = session.take_token(kind)
-            options = self._options(*values)
+            options = self._options(values)
             session.check_open()
             session.require_grid()
             session.check_no_job()
@@ -429,16 +426,14 @@ class Handlers:
             self.sessions.job_ended(session)
 
     @page_errors
-    def track(self, time_s: float | None, start: Any, duration: Any, end: Any,
-              cfg_strength: Any, num_steps: Any, seed: Any, variant: Any, original_sound: Any,
-              pan: Any, audio_format: Any, sample_rate: Any, request: gr.Request,
-              progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
-        """The Track button: track every object, show the overlay video and visible times."""
+    def track(self, time_s: float | None, request: gr.Request,
+              progress=gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
+              **options: Any) -> Updates:
+        """The Track button: track every object, show the overlay video and visible times
+        (``options``: the advanced options' fields, by option name)."""
         session = self.session(request)
         began = time.perf_counter()
-        values = (start, duration, end, cfg_strength, num_steps, seed, variant, original_sound,
-                  pan, audio_format, sample_rate)
-        with self._job(session, TRACKING, values) as job:
+        with self._job(session, TRACKING, options) as job:
             tracking = self.engine.track(job.video, job.objects, *job.track_range,
                                          progress=gradio_progress(progress),
                                          cancel=job.cancel)
@@ -454,17 +449,14 @@ class Handlers:
                                               "Generate."}
 
     @page_errors
-    def generate(self, time_s: float | None, start: Any, duration: Any, end: Any,
-                 cfg_strength: Any, num_steps: Any, seed: Any, variant: Any,
-                 original_sound: Any, pan: Any, audio_format: Any, sample_rate: Any,
-                 request: gr.Request,
-                 progress=gr.Progress()) -> Updates:  # noqa: B008 (Gradio's way to ask for it)
-        """The Generate button: track (if needed) and generate, then players and downloads."""
+    def generate(self, time_s: float | None, request: gr.Request,
+                 progress=gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
+                 **options: Any) -> Updates:
+        """The Generate button: track (if needed) and generate, then players and downloads
+        (``options`` as for :meth:`track`)."""
         session = self.session(request)
         began = time.perf_counter()
-        values = (start, duration, end, cfg_strength, num_steps, seed, variant, original_sound,
-                  pan, audio_format, sample_rate)
-        with self._job(session, GENERATION, values) as job:
+        with self._job(session, GENERATION, options) as job:
             made = self.engine.soundtrack(job.video, job.objects, job.options, job.run / OUTPUTS,
                                           job.track_range, tracking=job.tracking,
                                           progress=gradio_progress(progress),
@@ -493,9 +485,11 @@ class Handlers:
         """
 
         # The request first: Gradio passes it to a positional parameter annotated with it.
-        def validator(request: gr.Request, *values: Any) -> list[dict[str, Any]]:
+        # Track and Generate also pass their options by name.
+        def validator(request: gr.Request, *values: Any, **options: Any
+                      ) -> list[dict[str, Any]]:
             self.session(request).job_queued(kind)
-            return [gr.validate(True, "") for _ in values]
+            return [gr.validate(True, "") for _ in [*values, *options.values()]]
 
         return validator
 

@@ -57,7 +57,7 @@ class Page:
     negative_prompt: gr.Textbox
     phrase: gr.Textbox
     objects_table: gr.Markdown
-    options: list[gr.components.Component]
+    options: dict[str, gr.components.Component]
     track: gr.Button
     generate: gr.Button
     stop: gr.Button
@@ -84,8 +84,9 @@ class Page:
                 *self.stems, *self.stem_spectrograms]
 
 
-def _options(default_variant: str) -> list[gr.components.Component]:
-    """The advanced options, in :meth:`Handlers.track`'s argument order."""
+def _options(default_variant: str) -> dict[str, gr.components.Component]:
+    """The advanced options, by the :class:`GenerationOptions` field each one sets (the
+    handlers take them as keyword arguments of those names)."""
     defaults = GenerationOptions()
     with gr.Row():
         start = gr.Number(label="Start (s)", value=defaults.start, minimum=0,
@@ -114,8 +115,9 @@ def _options(default_variant: str) -> list[gr.components.Component]:
         sample_rate = gr.Dropdown(label="Sample rate (Hz; the model makes 44100)",
                                   choices=list(OUTPUT_RATES), value=defaults.sample_rate,
                                   elem_id="opt-sample-rate")
-    return [start, duration, end, cfg, steps, seed, variant, original, pan, audio_format,
-            sample_rate]
+    return {"start": start, "duration": duration, "end": end, "cfg_strength": cfg,
+            "num_steps": steps, "seed": seed, "variant": variant, "original_sound": original,
+            "pan": pan, "audio_format": audio_format, "sample_rate": sample_rate}
 
 
 def _page(limits: Limits, default_variant: str) -> Page:
@@ -232,14 +234,15 @@ def _wire(page: Page, handlers: Handlers) -> None:
             handlers.example, None, everything, api_visibility="private",
             concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(EXAMPLE)),
         TRACKING: page.track.click(
-            handlers.track, [page.time, *page.options], results, api_visibility="private",
-            concurrency_id=MODEL_QUEUE, concurrency_limit=1, validator=handlers.queued(TRACKING)),
+            handlers.track, [page.time], results, inputs_kwargs=page.options,
+            api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+            validator=handlers.queued(TRACKING)),
         GENERATION: page.generate.click(
-            handlers.generate, [page.time, *page.options],
+            handlers.generate, [page.time],
             [*results, page.mix, page.mix_spectrogram, page.downloads, page.command,
              *page.stem_rows, *page.stems, *page.stem_spectrograms],
-            api_visibility="private", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-            validator=handlers.queued(GENERATION)),
+            inputs_kwargs=page.options, api_visibility="private", concurrency_id=MODEL_QUEUE,
+            concurrency_limit=1, validator=handlers.queued(GENERATION)),
     }
     # Not in the model queue: it must reach the job it stops.
     page.stop.click(handlers.stop, None, [page.status, *page.stop_waiting.values()], **quiet)

@@ -55,11 +55,13 @@ def select(x: float, y: float) -> gr.SelectData:
 
 
 def options(duration=0, steps=2, original_sound=False, pan=False, audio_format="flac",
-            sample_rate=44100, *, variant="debug", cfg=4.5, seed=3) -> tuple:
-    """The advanced options' values as the page sends them (start, duration, end, cfg,
-    steps, seed, variant, original sound, pan, sound files, sample rate)."""
-    return (0, duration, 0, cfg, steps, seed, variant, original_sound, pan, audio_format,
-            sample_rate)
+            sample_rate=44100, *, variant="debug", cfg=4.5, seed=3) -> dict:
+    """The advanced options' values as the page sends them, by name (0 for a blank duration
+    or end, as the page's number fields)."""
+    return {"start": 0, "duration": duration, "end": 0, "cfg_strength": cfg,
+            "num_steps": steps, "seed": seed, "variant": variant,
+            "original_sound": original_sound, "pan": pan, "audio_format": audio_format,
+            "sample_rate": sample_rate}
 
 
 def flac_seconds(path) -> float:
@@ -79,7 +81,7 @@ def refused(updates: dict, page, text: str) -> None:
 def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     handlers, page = app.handlers, app.page
     refused(handlers.click(False, 0.0, select(10, 10), request()), page, "load a video first")
-    refused(handlers.generate(0.0, *options(), request(), Recorder()), page, "load a video")
+    refused(handlers.generate(0.0, request(), Recorder(), **options()), page, "load a video")
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     updates = handlers.upload(str(text), request())
@@ -89,8 +91,8 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     session = handlers.sessions.get("tab1")
     updates = handlers.upload(str(text), request())  # a bad file keeps the loaded video
     assert updates[page.upload] == str(session.video) and session.video.is_file()
-    refused(handlers.generate(0.0, *options(), request(), Recorder()), page, "no click yet")
-    refused(handlers.track(0.0, *options(steps=9), request(), Recorder()), page, "at most 8")
+    refused(handlers.generate(0.0, request(), Recorder(), **options()), page, "no click yet")
+    refused(handlers.track(0.0, request(), Recorder(), **options(steps=9)), page, "at most 8")
     handlers.add_object(0.0, request())
     handlers.add_object(0.0, request())
     refused(handlers.add_object(0.0, request()), page, "at most 3")
@@ -103,7 +105,7 @@ def test_messages_for_bad_input(app, tmp_path, clip) -> None:
     handlers.clear_clicks(0.0, request())
     handlers.edit_name("a b", None, request())
     handlers.click(False, 0.0, select(10, 10), request())
-    refused(handlers.track(0.0, *options(), request(), Recorder()), page,
+    refused(handlers.track(0.0, request(), Recorder(), **options()), page,
             "not usable in file names")
 
 
@@ -128,7 +130,7 @@ def test_a_name_too_long_for_a_file_is_refused_before_tracking(app, clip, tmp_pa
     session = handlers.sessions.get("tab1")
     for run in (handlers.track, handlers.generate):
         progress = Recorder()
-        refused(run(0.0, *options(1.0), request(), progress), page, "name too long")
+        refused(run(0.0, request(), progress, **options(1.0)), page, "name too long")
         assert progress.calls == [] and not list(session.folder.glob("run-*"))
         assert not session.busy and session.tracking is None
     reports = []
@@ -150,11 +152,11 @@ def test_a_refused_name_keeps_the_last_results(app, clip) -> None:
     _prepared(handlers, clip, "tab1")
     handlers.add_object(0.0, request())
     handlers.click(False, 0.0, select(60, 60), request())
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     shown = [Path(p) for p in updates[page.downloads]]
     handlers.edit_name("a" * 250, 1, request())
     for run in (handlers.generate, handlers.track):
-        refused(run(0.0, *options(1.0), request(), Recorder()), page, "name too long")
+        refused(run(0.0, request(), Recorder(), **options(1.0)), page, "name too long")
         assert all(path.is_file() for path in shown)
 
 
@@ -175,7 +177,7 @@ def test_the_last_results_stay_until_a_new_run_succeeds(app, clip, monkeypatch) 
     def runs() -> list[Path]:
         return sorted(session.folder.glob("run-*"))
 
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     results = [Path(p) for p in updates[page.downloads]]
     before = runs()
     soundtrack = engine.soundtrack
@@ -185,19 +187,19 @@ def test_the_last_results_stay_until_a_new_run_succeeds(app, clip, monkeypatch) 
             raise error
 
         monkeypatch.setattr(engine, "soundtrack", failing)
-        status = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+        status = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
         assert error.args[0] in status[page.status]
         assert all(path.is_file() for path in results) and runs() == before
     monkeypatch.undo()
-    preview = Path(handlers.track(0.0, *options(), request(), Recorder())[page.preview])
+    preview = Path(handlers.track(0.0, request(), Recorder(), **options())[page.preview])
     assert preview.is_file() and all(path.is_file() for path in results)
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     assert page.preview not in updates  # the tracking was reused
     assert preview.is_file() and not any(path.exists() for path in results)
     results = [Path(p) for p in updates[page.downloads]]
     assert runs() == sorted({preview.parent, results[0].parent.parent})
     handlers.click(False, 0.4, select(30, 30), request())  # the next Generate tracks again
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     assert runs() == [Path(updates[page.preview]).parent]
 
 
@@ -227,12 +229,12 @@ def test_a_variant_without_weights_keeps_the_loaded_one(app, clip, monkeypatch,
     assert engine.loaded_variant == "debug"
     values = options(1.0, steps=1, variant="saganet_small")
     progress = Recorder()
-    status = handlers.generate(0.0, *values, request(), progress)[page.status]
+    status = handlers.generate(0.0, request(), progress, **values)[page.status]
     assert progress.stages() == ["loading the model"] and status == (
         "**Error:** the saganet_small variant is not available on this server (its weights "
         "are missing or failed to download); pick another variant")
     assert engine.loaded_variant == "debug"
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     assert "Generated 1.00 s" in updates[page.status]
 
 
@@ -256,7 +258,7 @@ def test_generate_checks_names_and_fetches_a_variant_once(app, clip, monkeypatch
                         lambda v, *rest: calls.append(v) or fetch(v, *rest))
     monkeypatch.setattr(engine, "_loaded", None)
     progress = Recorder()
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), progress)
+    updates = handlers.generate(0.0, request(), progress, **options(1.0, steps=1))
     assert "Generated 1.00 s" in updates[page.status] and engine.loaded_variant == "debug"
     assert calls == ["names", "debug"]
     stages = [desc for desc, _, _ in progress.calls]  # loading, tracking..., loading, ...
@@ -301,8 +303,8 @@ def test_a_variants_download_shows_its_progress(app, clip, tmp_path, monkeypatch
     _prepared(handlers, clip, "tab1")
     progress = Recorder()
     try:
-        status = handlers.generate(0.0, *options(1.0, steps=1, variant="saganet_small"),
-                                   request(), progress)[page.status]
+        status = handlers.generate(0.0, request(), progress,
+                                   **options(1.0, steps=1, variant="saganet_small"))[page.status]
     finally:
         server.shutdown()
         server.server_close()
@@ -370,7 +372,7 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
     handlers.edit_negative_prompt("hiss", 0, request())
     assert session.objects[0].negative_prompt == "hiss" and session.current == len(names) - 1
     progress = Recorder()
-    updates = handlers.track(slot / SYNC_FPS, *options(), request(), progress)
+    updates = handlers.track(slot / SYNC_FPS, request(), progress, **options())
     assert progress.stages() == ["tracking"]
     assert progress.calls[-1][1] == progress.calls[-1][2] == round(scene.duration * SYNC_FPS)
     assert Path(updates[page.preview]).is_file()
@@ -380,7 +382,7 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
 
     duration = 1.2
     progress = Recorder()
-    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), progress)
+    updates = handlers.generate(slot / SYNC_FPS, request(), progress, **options(duration))
     assert len(tracks) == 1  # the tracking was reused
     assert {"features", "sampling", "decoding", "writing files"} <= set(progress.stages())
     assert flac_seconds(updates[page.mix]["value"]) == pytest.approx(duration, abs=1e-4)
@@ -400,7 +402,7 @@ def test_track_then_generate(app, clip, scene, monkeypatch) -> None:
     x, y = session.view.to_shown(*_click_on(scene, names[-1], slot))
     handlers.click(False, slot / SYNC_FPS, select(round(x), round(y)), request())
     progress = Recorder()
-    updates = handlers.generate(slot / SYNC_FPS, *options(duration), request(), progress)
+    updates = handlers.generate(slot / SYNC_FPS, request(), progress, **options(duration))
     assert len(tracks) == 2 and Path(updates[page.preview]).is_file()
     assert progress.stages()[:2] == ["tracking", "features"]
     assert not first_run.exists()  # only the latest run's files are kept
@@ -442,7 +444,7 @@ def test_stop_while_the_example_waits_in_the_queue(app, clip) -> None:
     assert handlers.example(request()) == {
         page.status: "**Stopped:** stopped on request before it started."}
     assert session.video == video and session.objects[0].clicks
-    handlers.queued(GENERATION)(request(), 0.0, *options())
+    handlers.queued(GENERATION)(request(), 0.0, **options())
     handlers.queued(EXAMPLE)(request())
     assert handlers.stop(request())[page.status] == (
         "**Stopped:** the generation waiting in line will not start and the example waiting "
@@ -473,13 +475,13 @@ def test_scrubbing_and_clicking_during_a_generation(app, clip, monkeypatch) -> N
     monkeypatch.setattr(engine, "soundtrack", slow)
     result = {}
     worker = threading.Thread(target=lambda: result.update(
-        handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())))
+        handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))))
     worker.start()
     try:
         assert started.wait(120)
         assert page.frame in handlers.scrub(0.4, request())
         handlers.click(False, 0.4, select(30, 30), request())
-        assert "wait" in handlers.track(0.0, *options(), request(), Recorder())[page.status]
+        assert "wait" in handlers.track(0.0, request(), Recorder(), **options())[page.status]
     finally:
         release.set()
         worker.join(120)
@@ -502,7 +504,7 @@ def test_messages_name_the_video_not_its_folder_on_the_server(app, clip, tmp_pat
                         dataclasses.replace(engine.settings, segment_model=str(absent)))
     handlers.upload(str(clip), request())
     handlers.click(False, 0.0, select(20, 20), request())
-    status = handlers.track(0.0, *options(), request(), Recorder())[page.status]
+    status = handlers.track(0.0, request(), Recorder(), **options())[page.status]
     assert "not found in any frame" in status and clip.name in status
     folder = handlers.sessions.get("tab1").folder
     assert folder.name not in status and str(folder.parent) not in status
@@ -533,7 +535,7 @@ def test_messages_name_no_server_folder(app, clip, tmp_path, monkeypatch, caplog
     handlers.edit_phrase("a red circle", 0, request())
     name = handlers.sessions.get("tab1").objects[0].name
     for run in (handlers.track, handlers.generate):
-        status = run(0.0, *options(1.0, steps=1), request(), Recorder())[page.status]
+        status = run(0.0, request(), Recorder(), **options(1.0, steps=1))[page.status]
         assert status == ("**Error:** finding an object by a phrase is not available on this "
                           f"server (it has no SAM 3 model): click on {name} instead")
         assert str(empty) in caplog.text
@@ -577,11 +579,11 @@ def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> Non
     run = getattr(handlers, job)
     closing, other, results = Recorder(), Recorder(), {}
     threads = [threading.Thread(target=lambda: results.update(closing=run(
-        0.0, *options(1.0, steps=steps), request("closing"), closing)))]
+        0.0, request("closing"), closing, **options(1.0, steps=steps))))]
     threads[0].start()
     assert held.wait(120)
     threads.append(threading.Thread(target=lambda: results.update(other=run(
-        0.0, *options(1.0, steps=steps), request("other"), other))))
+        0.0, request("other"), other, **options(1.0, steps=steps)))))
     threads[1].start()
     folder = sessions.get("closing").folder
     sessions.end("closing")
@@ -598,7 +600,7 @@ def test_closing_a_tab_stops_its_job(app, clip, monkeypatch, caplog, job) -> Non
                for r in caplog.records)
     # A job of the closed tab still waiting in Gradio's queue starts nothing.
     queued = Recorder()
-    assert run(0.0, *options(1.0, steps=steps), request("closing"), queued) == {
+    assert run(0.0, request("closing"), queued, **options(1.0, steps=steps)) == {
         page.status: "**Stopped:** the tab was closed."}
     assert queued.calls == [] and not folder.exists() and len(sessions) == 1
     # The other tab's job was not touched.
@@ -638,7 +640,7 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch,
     steps = handlers.limits.max_steps
     progress, result = Recorder(), {}
     worker = threading.Thread(target=lambda: result.update(handlers.generate(
-        0.0, *options(1.0, steps=steps), request(), progress)))
+        0.0, request(), progress, **options(1.0, steps=steps))))
     worker.start()
     assert held.wait(120)
     capsys.readouterr()
@@ -649,7 +651,7 @@ def test_stop_button_stops_the_job_and_the_tab_goes_on(app, clip, monkeypatch,
     assert [done for name, done, _ in progress.calls if name == "sampling"] == [1] < [steps]
     assert not list(session.folder.glob("run-*")) and session.video.is_file()
     assert not session.busy and session.job is None
-    updates = handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    updates = handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     assert "Generated 1.00 s" in updates[page.status]
 
 
@@ -665,31 +667,31 @@ def test_stop_while_waiting_in_the_queue(app, clip, capsys) -> None:
     handlers, page = app.handlers, app.page
     _prepared(handlers, clip, "tab1")
     session = handlers.sessions.get("tab1")
-    values = (0.0, *options(1.0, steps=1))
+    values = options(1.0, steps=1)
     nothing = {page.status: "Nothing to stop: no tracking or generation is running or waiting."}
     stopped = "**Stopped:** the generation waiting in line will not start."
     assert handlers.stop(request()) == nothing
     for dropped in (True, False):
-        handlers.queued(GENERATION)(request(), *values)
+        handlers.queued(GENERATION)(request(), 0.0, **values)
         updates = handlers.stop(request())
         assert list(updates) == [page.stop_waiting[GENERATION], page.status]
         assert updates[page.status] == stopped
         assert handlers.stop(request()) == nothing  # pressed twice
         if not dropped:  # it starts after all
             progress, runs = Recorder(), list(session.folder.glob("run-*/**/*"))
-            assert handlers.generate(*values, request(), progress) == {
+            assert handlers.generate(0.0, request(), progress, **values) == {
                 page.status: "**Stopped:** stopped on request before it started."}
             # The last results stay, and nothing is added.
             assert progress.calls == [] and list(session.folder.glob("run-*/**/*")) == runs
             assert not session.busy and session.job is None
             assert handlers.stop(request()) == nothing
         # The next Generate is not touched by that Stop.
-        handlers.queued(GENERATION)(request(), *values)
-        updates = handlers.generate(*values, request(), Recorder())
+        handlers.queued(GENERATION)(request(), 0.0, **values)
+        updates = handlers.generate(0.0, request(), Recorder(), **values)
         assert "Generated 1.00 s" in updates[page.status]
     # A Track running (its token taken as it started) and a Generate waiting behind it.
-    handlers.queued(TRACKING)(request(), *values)
-    handlers.queued(GENERATION)(request(), *values)
+    handlers.queued(TRACKING)(request(), 0.0, **values)
+    handlers.queued(GENERATION)(request(), 0.0, **values)
     with session.lock:
         session.start_job(running := session.take_token(TRACKING))
     capsys.readouterr()
@@ -711,7 +713,7 @@ def test_a_new_object_does_not_show_a_removed_objects_tracking(app, clip) -> Non
     session = handlers.sessions.get("tab1")
     first, second = (o.name for o in session.objects)
     untinted = handlers.scrub(0.0, request())[page.frame]
-    handlers.track(0.0, *options(), request(), Recorder())
+    handlers.track(0.0, request(), Recorder(), **options())
     handlers.choose_object(0, 0.0, request())
     handlers.remove_object(0.0, request())
     updates = handlers.add_object(0.0, request())
@@ -747,16 +749,16 @@ def test_generating_again_reuses_the_video_features(app, clip, monkeypatch) -> N
     handlers, engine = app.handlers, app.handlers.engine
     _prepared(handlers, clip, "tab1")
     counts = Counts(monkeypatch, engine.models())
-    handlers.generate(0.0, *options(1.0, steps=1), request(), Recorder())
+    handlers.generate(0.0, request(), Recorder(), **options(1.0, steps=1))
     images, clips = counts.take()
     assert images > 0 and clips > 0
     # start, duration, end, cfg, steps, seed, variant, original sound, pan, sound files
     again = options(1.0, steps=2, cfg=2.0, seed=11)
-    handlers.generate(0.0, *again, request(), Recorder())
+    handlers.generate(0.0, request(), Recorder(), **again)
     assert counts.take() == (0, 0)
     handlers.add_object(0.0, request())
     handlers.click(False, 0.0, select(60, 60), request())
-    handlers.generate(0.0, *again, request(), Recorder())
+    handlers.generate(0.0, request(), Recorder(), **again)
     assert counts.take() == (0, clips)  # the new object's windows only
 
 
@@ -777,11 +779,9 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
     _prepared(handlers, video, "tab1")
     for ticked in (False, True):
         rate = 48000 if ticked else 44100
-        updates = handlers.generate(0.0, *options(1.0, steps=1, original_sound=ticked,
-                                                  pan=ticked,
-                                                  audio_format="wav" if ticked else "flac",
-                                                  sample_rate=rate),
-                                    request(), Recorder())
+        chosen = options(1.0, steps=1, original_sound=ticked, pan=ticked,
+                         audio_format="wav" if ticked else "flac", sample_rate=rate)
+        updates = handlers.generate(0.0, request(), Recorder(), **chosen)
         files = [Path(p) for p in updates[page.downloads]]
         (mp4,) = [p for p in files if p.suffix == ".mp4"]
         with av.open(str(mp4)) as container:
@@ -813,8 +813,8 @@ def test_the_page_s_command_line_makes_the_same_sound(app, clip, sam2_folder, we
     handlers, page = app.handlers, app.page
     _prepared(handlers, clip, "cmd")
     rate = 48000
-    updates = handlers.generate(0.0, *options(1.0, steps=2, pan=True, sample_rate=rate),
-                                request("cmd"), Recorder())
+    updates = handlers.generate(0.0, request("cmd"), Recorder(),
+                                **options(1.0, steps=2, pan=True, sample_rate=rate))
     command = shlex.split(updates[page.command])
     assert command[:2] == ["python", "demo.py"]
     arguments = command[2:]
