@@ -392,7 +392,9 @@ class Engine:
                 output_dir=output_dir, start=options.start,
                 duration=options.segment_duration, original_sound=options.original_sound,
                 pan=options.pan, audio_format=options.audio_format,
-                sample_rate=options.sample_rate)
+                sample_rate=options.sample_rate,
+                negatives_from_others=options.negatives_from_others,
+                silence_hidden=not options.keep_hidden)
             result = write_soundtrack(models, request, seed=options.seed, progress=reports,
                                       options=SamplingOptions(cfg_strength=options.cfg_strength,
                                                               num_steps=options.num_steps),

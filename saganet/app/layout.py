@@ -115,9 +115,18 @@ def _options(default_variant: str) -> dict[str, gr.components.Component]:
         sample_rate = gr.Dropdown(label="Sample rate (Hz; the model makes 44100)",
                                   choices=list(OUTPUT_RATES), value=defaults.sample_rate,
                                   elem_id="opt-sample-rate")
+    with gr.Row():
+        negatives = gr.Checkbox(label="An object without a negative prompt takes the other "
+                                      "objects' prompts as its negative prompt",
+                                value=defaults.negatives_from_others,
+                                elem_id="opt-negatives-from-others")
+        keep_hidden = gr.Checkbox(label="Generate an object also where it is hidden for a "
+                                        "whole window (otherwise silent there)",
+                                  value=defaults.keep_hidden, elem_id="opt-keep-hidden")
     return {"start": start, "duration": duration, "end": end, "cfg_strength": cfg,
             "num_steps": steps, "seed": seed, "variant": variant, "original_sound": original,
-            "pan": pan, "audio_format": audio_format, "sample_rate": sample_rate}
+            "pan": pan, "audio_format": audio_format, "sample_rate": sample_rate,
+            "negatives_from_others": negatives, "keep_hidden": keep_hidden}
 
 
 def _page(limits: Limits, default_variant: str) -> Page:

@@ -1,6 +1,6 @@
 """The generation options of one request: time range, guidance, steps, seed, variant, whether
-the MP4 also carries the video's own sound, whether the mix is stereo, and the sound files'
-type.
+the MP4 also carries the video's own sound, whether the mix is stereo, the sound files' type
+and rate, negative prompts from the other objects, and sound where an object is hidden.
 
 The page's advanced options and the ``/generate`` endpoint's ``options`` mapping both become a
 :class:`GenerationOptions`, checked once here, with the demo's defaults and meanings except
@@ -37,6 +37,10 @@ class GenerationOptions:
         audio_format: the sound files' type, ``flac`` or ``wav``.
         sample_rate: the files' sampling rate in Hz, one of
             :data:`~saganet.soundtrack.request.OUTPUT_RATES` (the model's: 44100).
+        negatives_from_others: an object without a negative prompt takes the other objects'
+            prompts as its negative prompt.
+        keep_hidden: generate an object also where its mask is empty for a whole window
+            (default: silent there).
     """
 
     start: float = 0.0
@@ -50,6 +54,8 @@ class GenerationOptions:
     pan: bool = False
     audio_format: str = "flac"
     sample_rate: int = 44100
+    negatives_from_others: bool = False
+    keep_hidden: bool = False
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end, self.duration)
@@ -111,7 +117,7 @@ class GenerationOptions:
 
 
 _INTEGERS = ("num_steps", "seed", "sample_rate")
-_SWITCHES = ("original_sound", "pan")
+_SWITCHES = ("original_sound", "pan", "negatives_from_others", "keep_hidden")
 _NAMES = ("variant", "audio_format")
 
 

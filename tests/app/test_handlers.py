@@ -55,13 +55,15 @@ def select(x: float, y: float) -> gr.SelectData:
 
 
 def options(duration=0, steps=2, original_sound=False, pan=False, audio_format="flac",
-            sample_rate=44100, *, variant="debug", cfg=4.5, seed=3) -> dict:
+            sample_rate=44100, *, variant="debug", cfg=4.5, seed=3,
+            negatives_from_others=False, keep_hidden=False) -> dict:
     """The advanced options' values as the page sends them, by name (0 for a blank duration
     or end, as the page's number fields)."""
     return {"start": 0, "duration": duration, "end": 0, "cfg_strength": cfg,
             "num_steps": steps, "seed": seed, "variant": variant,
             "original_sound": original_sound, "pan": pan, "audio_format": audio_format,
-            "sample_rate": sample_rate}
+            "sample_rate": sample_rate, "negatives_from_others": negatives_from_others,
+            "keep_hidden": keep_hidden}
 
 
 def flac_seconds(path) -> float:
@@ -798,6 +800,36 @@ def test_the_sound_options_reach_the_files(app, scene, tmp_path) -> None:
         (mix,) = [p for p in files if p.name == f"{video.stem}.{'wav' if ticked else 'flac'}"]
         assert channels == read_audio(mix)[0].shape[0] == (2 if ticked else 1)
         assert read_audio(mix)[1] == rate
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a running app
+def test_prompt_options_reach_the_request(app, clip) -> None:
+    """*Negative prompts from the other objects* and *generate where hidden* become the
+    request's ``negatives_from_others`` and ``silence_hidden``: the files record the others'
+    prompts as each object's negative prompt, and the page's command says ``--keep_hidden``.
+    Unticked, neither."""
+    import shlex
+
+    from saganet.soundtrack.settings import read_settings
+
+    handlers, page = app.handlers, app.page
+    _prepared(handlers, clip, "prompts")
+    handlers.add_object(0.0, request("prompts"))
+    handlers.click(False, 0.0, select(60, 30), request("prompts"))
+    prompts = ["drum", "violin"]
+    for index, prompt in enumerate(prompts):
+        handlers.edit_prompt(prompt, index, request("prompts"))
+    for ticked in (False, True):
+        updates = handlers.generate(0.0, request("prompts"), Recorder(),
+                                    **options(1.0, steps=1, negatives_from_others=ticked,
+                                              keep_hidden=ticked))
+        mix = next(Path(p) for p in updates[page.downloads] if p.endswith(".flac")
+                   and Path(p).stem == clip.stem)
+        record = read_settings(mix)
+        negatives = [o["negative_prompt"] for o in record["objects"]]
+        assert negatives == (prompts[::-1] if ticked else ["", ""])
+        assert record["silence_hidden"] is not ticked
+        assert ("--keep_hidden" in shlex.split(updates[page.command])) == ticked
 
 
 def test_the_page_s_command_line_makes_the_same_sound(app, clip, sam2_folder, weights_dir,

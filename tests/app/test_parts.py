@@ -46,7 +46,7 @@ def test_options_from_page_and_json() -> None:
             audio_format.strip()
     for rate in (48000, "16000", 96000.0):
         assert GenerationOptions.from_mapping({"sample_rate": rate}).sample_rate == int(rate)
-    for name in ("original_sound", "pan"):
+    for name in ("original_sound", "pan", "negatives_from_others", "keep_hidden"):
         for switch in (False, True):
             assert getattr(GenerationOptions.from_mapping({name: switch}), name) is switch
     bad = [{"steps": 2}, {"num_steps": 2.5}, {"num_steps": 0}, {"seed": "x"}, {"start": -1},
@@ -54,7 +54,8 @@ def test_options_from_page_and_json() -> None:
            {"cfg_strength": 1e308},
            {"num_steps": True}, {"duration": math.inf}, {"seed": 2**64}, {"seed": 1e30},
            {"seed": -(2**63) - 1}, {"original_sound": "false"}, {"original_sound": 1},
-           {"pan": "yes"}, {"audio_format": "mp3"}, {"audio_format": 1},
+           {"pan": "yes"}, {"keep_hidden": "no"}, {"negatives_from_others": 1},
+           {"audio_format": "mp3"}, {"audio_format": 1},
            {"sample_rate": 1000}, {"sample_rate": True}, {"sample_rate": 44100.5}]
     for values in bad:
         with pytest.raises(UserInputError):
