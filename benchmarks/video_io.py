@@ -115,8 +115,8 @@ def run(args: argparse.Namespace, repeats: int) -> dict:
           f"torch threads {torch.get_num_threads()}, best of {repeats}")
     wall_naive, cpu_naive, expected = best_wall_and_cpu(
         lambda: naive_load(args.video, args.mask, args.duration), repeats)
-    wall_ours, cpu_ours, got = best_wall_and_cpu(lambda: ours(args.video, args.mask, args.duration),
-                                         repeats)
+    wall_ours, cpu_ours, got = best_wall_and_cpu(
+        lambda: ours(args.video, args.mask, args.duration), repeats)
     differences = {}
     for name, a, b in zip(("clip", "sync", "mask"), got, expected, strict=True):
         diff = (a - b).abs().max().item() if a.shape == b.shape else float("nan")

@@ -259,23 +259,20 @@ def jobs_from_dir(folder: Path, output_dir: Path, prompt: str | None,
         raise UserInputError("not a folder", folder)
     entries = sorted(folder.iterdir())
     files = [p for p in entries if p.suffix.lower() == ".mp4" and p.is_file()]
-
-    def stem(path: Path) -> str:
-        # A folder of mask images is named by its whole name ("clip.v2_mask").
-        return path.name if path.is_dir() else path.stem
-
+    # Each candidate's name without its suffix, looked up once: a folder of mask images is
+    # named by its whole name ("clip.v2_mask").
+    stems = {p: p.stem for p in files} | {p: p.name for p in entries if p.is_dir()}
     # By name only (no glob: a video's name may hold [ ] * ?); "_mask" inside a word, as in
     # "my_masked_ball.mp4", does not make a mask.
-    candidates = files + [p for p in entries if p.is_dir()]
-    masks = [p for p in candidates
-             if stem(p).endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in stem(p)]
+    masks = {p: stem for p, stem in stems.items()
+             if stem.endswith(MASK_SUFFIX) or f"{MASK_SUFFIX}_" in stem}
     videos = [p for p in files if p not in masks]
     jobs, unpaired, used = [], [], set()
     for video in videos:
         prefix = f"{video.stem}{MASK_SUFFIX}"
-        found = [(prompt or "object", m) for m in masks if stem(m) == prefix]
-        found += [(stem(m)[len(prefix) + 1:], m) for m in masks
-                  if stem(m).startswith(f"{prefix}_") and len(stem(m)) > len(prefix) + 1]
+        found = [(prompt or "object", m) for m, stem in masks.items() if stem == prefix]
+        found += [(stem[len(prefix) + 1:], m) for m, stem in masks.items()
+                  if stem.startswith(f"{prefix}_") and len(stem) > len(prefix) + 1]
         if found:
             objects = tuple(JobObject(name, mask, prompt, negative_prompt)
                             for name, mask in found)

@@ -37,7 +37,15 @@ import torch
 from PIL import Image
 
 from saganet.errors import UserInputError
-from saganet.media.video import SYNC_FPS, SYNC_SIZE, VideoInfo, resize_masks
+from saganet.media.video import (
+    SYNC_FPS,
+    SYNC_SIZE,
+    VideoInfo,
+    resize_masks,
+    round_near,
+    slot_bound,
+)
+from saganet.runtime import available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +64,6 @@ _MOST_IDS = 64
 _MAX_THREADS = 8
 # The rate a float frame rate is read at: NTSC rates such as 29.97 are 30000/1001 exactly.
 _RATE_DENOMINATOR = 1_000_000
-
-
-def _round_near(x: Fraction) -> int:
-    """Half away from zero for the non-negative times here (FFmpeg's AV_ROUND_NEAR_INF)."""
-    return math.floor(x + Fraction(1, 2))
 
 
 def _frame_number(path: Path) -> int | None:
@@ -135,8 +138,8 @@ class MaskFrames:
             numbered[number] = image
         numbers = sorted(numbered)
         scale = SYNC_FPS / self._rate  # frame numbers -> grid slots
-        self._slots = [_round_near(n * scale) for n in numbers]
-        self._end_slot = _round_near((numbers[-1] + 1) * scale)
+        self._slots = [round_near(n * scale) for n in numbers]
+        self._end_slot = round_near((numbers[-1] + 1) * scale)
         self._files = [numbered[n] for n in numbers]
         return self._files
 
@@ -161,10 +164,10 @@ class MaskFrames:
         """uint8 ``(T, 1, 224, 224)`` masks of the slots ``k`` with ``start <= k / 25 < end``,
         0 or 255 (fewer when the masks end earlier)."""
         self._listing()
-        first = max(0, math.ceil(Fraction(start) * SYNC_FPS - Fraction(1, 10**6)))
+        first = slot_bound(start, Fraction(SYNC_FPS))
         stop = self._end_slot
         if end is not None:
-            stop = min(stop, max(0, math.ceil(Fraction(end) * SYNC_FPS - Fraction(1, 10**6))))
+            stop = min(stop, slot_bound(end, Fraction(SYNC_FPS)))
         # The file that fills slot k is the last one starting at or before it (-1: none yet).
         sources = [bisect_right(self._slots, k) - 1 for k in range(first, stop)]
         wanted = set(sources) - {-1}
@@ -183,9 +186,7 @@ class MaskFrames:
         are decoded on several threads; sizes and ids are checked here, in file order."""
         if not indices:
             return
-        workers = min(_MAX_THREADS, len(indices), len(os.sched_getaffinity(0))
-                      if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with ThreadPoolExecutor(min(_MAX_THREADS, len(indices), available_cores())) as pool:
             for index, (size, ids, mask) in zip(indices, pool.map(self._decode, indices),
                                                 strict=True):
                 path = self._files[index]

@@ -454,7 +454,7 @@ def quarter_turns(rotation: float | None) -> int:
 # Frame choice: FFmpeg's fps filter
 
 
-def _round_near(x: Fraction) -> int:
+def round_near(x: Fraction) -> int:
     """Round half away from zero (FFmpeg's AV_ROUND_NEAR_INF)."""
     return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
@@ -489,7 +489,7 @@ class _RateSlots:
 
         Returns True when the previous frame filled at least one recorded slot.
         """
-        slot = _round_near(pts * self.scale)
+        slot = round_near(pts * self.scale)
         if self.origin is None:
             self.origin = slot
             return False
@@ -499,7 +499,7 @@ class _RateSlots:
         """End of stream at ``end_pts``: the last frame holds until then."""
         if self.origin is None:
             return False
-        return self._fill(_round_near(end_pts * self.scale) - self.origin, pending)
+        return self._fill(round_near(end_pts * self.scale) - self.origin, pending)
 
     def _fill(self, until: int, pending: int | None) -> bool:
         """The pending frame fills slots ``next_slot .. until - 1`` (none if it is overtaken)."""
@@ -769,7 +769,7 @@ def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _slot_bound(seconds: float, fps: Fraction) -> int:
+def slot_bound(seconds: float, fps: Fraction) -> int:
     """Index of the first slot at or after ``seconds`` (tolerant of float error in seconds)."""
     return max(0, math.ceil(Fraction(seconds) * fps - Fraction(1, 10**6)))
 
@@ -798,8 +798,8 @@ class FrameRequest:
         size = _as_size(self.size)
         if rate <= 0 or min(size) <= 0:
             raise ValueError(f"fps and size must be positive, got {self.fps} and {self.size}")
-        first = _slot_bound(self.start, rate)
-        stop = None if self.end is None else max(first, _slot_bound(self.end, rate))
+        first = slot_bound(self.start, rate)
+        stop = None if self.end is None else max(first, slot_bound(self.end, rate))
         return _Request(rate, size, self.gray, first, stop)
 
 

@@ -28,7 +28,14 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from saganet.errors import UserInputError
-from saganet.media.video import SYNC_FPS, PathLike, VideoInfo, open_video, probe_video
+from saganet.media.video import (
+    SYNC_FPS,
+    PathLike,
+    VideoInfo,
+    open_video,
+    probe_video,
+    round_near,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +45,6 @@ GRID_FPS = SYNC_FPS
 BACKWARD_CHUNK = 16
 
 Convert = Callable[[np.ndarray], np.ndarray]
-
-
-def _round_near(x: Fraction) -> int:
-    """Round half away from zero (FFmpeg's AV_ROUND_NEAR_INF)."""
-    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class _FpsFilter:
         self._pending: int | None = None
 
     def push(self, pts: int, key: int) -> None:
-        slot = _round_near(pts * self.scale)
+        slot = round_near(pts * self.scale)
         if self.origin is None:
             self.origin = slot
         self.frame_slots.append(slot - self.origin)
@@ -93,7 +95,7 @@ class _FpsFilter:
 
     def finish(self, end_pts: int) -> None:
         if self.origin is not None:
-            self._fill(_round_near(end_pts * self.scale) - self.origin)
+            self._fill(round_near(end_pts * self.scale) - self.origin)
 
     def _fill(self, until: int) -> None:
         # The pending frame holds every slot up to (not including) the new frame's slot; a frame
@@ -279,7 +281,7 @@ def slot_of_time(index: GridIndex, seconds: float) -> int | None:
     """
     if seconds > index.duration + 1e-9:
         return None
-    return min(_round_near(Fraction(seconds) * GRID_FPS), index.num_slots - 1)
+    return min(round_near(Fraction(seconds) * GRID_FPS), index.num_slots - 1)
 
 
 def frames_in(seconds: float) -> int:
